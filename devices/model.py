@@ -1,0 +1,106 @@
+"""Typed records for what devices send, after decoding and validation.
+
+Times are float seconds since the Unix epoch, UTC. ``t`` is the device's own
+time of the fix (decisions are made in device time); ``arrival`` is when the
+engine received the message (used for lag metrics and "late" marking only).
+"""
+
+from __future__ import annotations
+
+import enum
+from dataclasses import dataclass, field
+from typing import Any, Literal
+
+FixSource = Literal["gnss", "wifi", "cell"]
+StrapState = Literal["ok", "open", "cut"]
+
+EVENT_TYPES: frozenset[str] = frozenset(
+    {
+        "strap_open",
+        "strap_cut",
+        "case_open",
+        "low_battery",
+        "charger_connected",
+        "charger_disconnected",
+        "panic",
+        "power_off",
+        "gnss_lost",
+        "gnss_restored",
+        "ble_seen",
+    }
+)
+
+
+class RejectReason(str, enum.Enum):
+    """Why a message was not evaluated; each value is a metric label and a dead-letter reason."""
+
+    BAD_JSON = "bad_json"
+    NOT_AN_OBJECT = "not_an_object"
+    MISSING_FIELD = "missing_field"
+    BAD_TYPE = "bad_type"
+    BAD_VERSION = "bad_version"
+    OUT_OF_RANGE = "out_of_range"
+    BAD_TIME = "bad_time"
+    FUTURE_TIME = "future_time"
+    TOPIC_MISMATCH = "topic_mismatch"
+    UNKNOWN_TOPIC = "unknown_topic"
+    UNKNOWN_DEVICE = "unknown_device"
+    UNKNOWN_EVENT = "unknown_event"
+    EMPTY_BURST = "empty_burst"
+    TOO_LARGE = "too_large"
+
+
+@dataclass(frozen=True, slots=True)
+class Fix:
+    """One position report from a device (contract §2), validated."""
+
+    device: str
+    seq: int
+    t: float
+    lat: float
+    lon: float
+    acc: float
+    arrival: float
+    spd: float | None = None
+    hdg: float | None = None
+    sats: int | None = None
+    src: FixSource = "gnss"
+    batt: int | None = None
+    strap: StrapState | None = None
+
+    @property
+    def key(self) -> str:
+        """Evidence reference ``device:seq`` as used in alert evidence lists."""
+        return f"{self.device}:{self.seq}"
+
+
+@dataclass(frozen=True, slots=True)
+class DeviceEvent:
+    """One device event (contract §3), validated."""
+
+    device: str
+    seq: int
+    t: float
+    type: str
+    arrival: float
+    detail: dict[str, Any] = field(default_factory=dict)
+
+    @property
+    def key(self) -> str:
+        """Evidence reference ``device:seq``."""
+        return f"{self.device}:{self.seq}"
+
+
+@dataclass(frozen=True, slots=True)
+class Rejection:
+    """A message (or one element of a burst) that failed validation.
+
+    ``payload`` keeps the raw text so the dead-letter record loses nothing.
+    """
+
+    reason: RejectReason
+    detail: str
+    topic: str
+    payload: str
+    arrival: float
+    device: str | None = None

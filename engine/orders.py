@@ -1,0 +1,374 @@
+"""Protection orders: who is protected from whom, where and when (contract §4).
+
+Parsing is strict: a misconfigured orders file fails at load with a message
+naming the order or zone to fix. Geometry is parsed and validated by
+``geo.zones``; this module owns the legal and temporal side of an order.
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, field
+from datetime import datetime, time, timedelta, timezone
+from pathlib import Path
+from typing import Any
+from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
+
+from engine.errors import OrdersError
+from engine.timeutil import parse_time
+from geo.zones import ZoneShape, parse_zone
+
+DAY_NAMES = ("mon", "tue", "wed", "thu", "fri", "sat", "sun")
+
+LEGAL_BASES: Mapping[str, int | None] = {
+    # legal basis -> maximum validity in days (None: no statutory maximum here)
+    "gedragsaanwijzing": 90,  # art. 509hh Sv, behavioural order
+    "schorsing_voorlopige_hechtenis": None,  # suspension of pre-trial detention
+    "vrijheidsbeperkende_maatregel": None,  # freedom-restricting measure (38v Sr)
+    "voorwaardelijke_veroordeling": None,  # conditional sentence
+    "voorwaardelijke_invrijheidstelling": None,  # conditional release
+    "dadelijk_uitvoerbaar_toezicht": None,  # immediately enforceable supervision (DUT)
+}
+
+
+@dataclass(frozen=True, slots=True)
+class ScheduleWindow:
+    """A weekly window in a named time zone, e.g. mon-sun 22:00-06:00 Europe/Amsterdam.
+
+    A window whose ``end`` is not after ``start`` runs past midnight; it belongs
+    to the day it starts on.  Wall-clock times are resolved in ``tz`` so the
+    window follows daylight-saving changes.
+    """
+
+    days: frozenset[int]  # 0 = Monday
+    start: time
+    end: time
+    tz: str
+
+    def active_at(self, t: float) -> bool:
+        """True when device time ``t`` (epoch seconds) falls inside this window."""
+        return self.window_containing(t) is not None
+
+    def window_containing(self, t: float) -> tuple[float, float] | None:
+        """The concrete (start, end) epoch interval containing ``t``, if any."""
+        zone = ZoneInfo(self.tz)
+        local = datetime.fromtimestamp(t, tz=timezone.utc).astimezone(zone)
+        for back in (0, 1):
+            day = (local - timedelta(days=back)).date()
+            if day.weekday() not in self.days:
+                continue
+            start = datetime.combine(day, self.start, tzinfo=zone)
+            end_day = day if self.end > self.start else day + timedelta(days=1)
+            end = datetime.combine(end_day, self.end, tzinfo=zone)
+            s, e = start.timestamp(), end.timestamp()
+            if s <= t < e:
+                return (s, e)
+        return None
+
+    def next_start_after(self, t: float, horizon_days: int = 8) -> float | None:
+        """Epoch time of the first window start strictly after ``t``."""
+        zone = ZoneInfo(self.tz)
+        local = datetime.fromtimestamp(t, tz=timezone.utc).astimezone(zone)
+        for ahead in range(horizon_days):
+            day = (local + timedelta(days=ahead)).date()
+            if day.weekday() not in self.days:
+                continue
+            s = datetime.combine(day, self.start, tzinfo=zone).timestamp()
+            if s > t:
+                return s
+        return None
+
+
+@dataclass(frozen=True, slots=True)
+class ZoneRule:
+    """An exclusion zone (locatieverbod) or inclusion zone (locatiegebod) of an order."""
+
+    zone_id: str
+    kind: str  # "exclusion" | "inclusion"
+    shape: ZoneShape
+    schedule: tuple[ScheduleWindow, ...] = ()
+    protects: str | None = None  # protected person this zone is about (e.g. her home)
+
+    def active_at(self, t: float) -> bool:
+        """Zones without a schedule are always active."""
+        return not self.schedule or any(w.active_at(t) for w in self.schedule)
+
+
+@dataclass(frozen=True, slots=True)
+class ProximityRule:
+    """A contact ban enforced by distance between two moving devices."""
+
+    protected_person: str
+    alert_m: float
+    warn_m: float
+    critical_m: float
+    critical_ttc_s: float
+
+
+@dataclass(frozen=True, slots=True)
+class Subject:
+    """The person wearing the ankle monitor (pleger / verdachte)."""
+
+    id: str
+    devices: tuple[str, ...]
+    residence: tuple[float, float] | None = None  # (lat, lon)
+
+
+@dataclass(frozen=True, slots=True)
+class ProtectedPerson:
+    """The victim (slachtoffer) carrying a victim device or phone."""
+
+    id: str
+    devices: tuple[str, ...]
+
+
+@dataclass(frozen=True, slots=True)
+class Order:
+    """One protection order with its validity period and rules."""
+
+    id: str
+    subject: str
+    legal_basis: str
+    valid_from: float
+    valid_until: float
+    exclusion_zones: tuple[ZoneRule, ...] = ()
+    inclusion_zones: tuple[ZoneRule, ...] = ()
+    proximity: tuple[ProximityRule, ...] = ()
+
+    def valid_at(self, t: float) -> bool:
+        """True when the order is in force at device time ``t``."""
+        return self.valid_from <= t <= self.valid_until
+
+    @property
+    def zones(self) -> tuple[ZoneRule, ...]:
+        """All zones, exclusion first."""
+        return self.exclusion_zones + self.inclusion_zones
+
+
+@dataclass(frozen=True, slots=True)
+class OrderBook:
+    """Everything the engine must know about people, devices and orders."""
+
+    subjects: Mapping[str, Subject]
+    protected_persons: Mapping[str, ProtectedPerson]
+    orders: Mapping[str, Order]
+    device_owner: Mapping[str, tuple[str, str]] = field(default_factory=dict)
+    owntracks: Mapping[str, str] = field(default_factory=dict)
+
+    def owner_of(self, device: str) -> tuple[str, str] | None:
+        """("subject" | "protected", person id) for a device, or None if unknown."""
+        return self.device_owner.get(device)
+
+    def orders_of_subject(self, subject_id: str) -> list[Order]:
+        """Orders naming this subject, in id order (deterministic)."""
+        return sorted(
+            (o for o in self.orders.values() if o.subject == subject_id), key=lambda o: o.id
+        )
+
+    def orders_protecting(self, person_id: str) -> list[Order]:
+        """Orders with a proximity rule for this protected person, in id order."""
+        return sorted(
+            (
+                o
+                for o in self.orders.values()
+                if any(p.protected_person == person_id for p in o.proximity)
+            ),
+            key=lambda o: o.id,
+        )
+
+
+DEFAULT_CRITICAL_FRACTION = 0.25
+DEFAULT_CRITICAL_TTC_S = 120.0
+
+
+def load_orders(source: str | Path | Mapping[str, Any]) -> OrderBook:
+    """Load and validate an orders file or an already-parsed JSON object."""
+    if isinstance(source, Mapping):
+        doc: Any = source
+        where = "orders"
+    else:
+        where = str(source)
+        try:
+            doc = json.loads(Path(source).read_text(encoding="utf-8"))
+        except FileNotFoundError as exc:
+            raise OrdersError(f"{where}: file not found") from exc
+        except json.JSONDecodeError as exc:
+            raise OrdersError(f"{where}: not valid JSON ({exc})") from exc
+    if not isinstance(doc, Mapping):
+        raise OrdersError(f"{where}: top level must be a JSON object")
+    if doc.get("v", 1) != 1:
+        raise OrdersError(f"{where}: unsupported orders version {doc.get('v')!r} (expected 1)")
+
+    subjects: dict[str, Subject] = {}
+    persons: dict[str, ProtectedPerson] = {}
+    owner: dict[str, tuple[str, str]] = {}
+    owntracks: dict[str, str] = {}
+
+    for raw in _list(doc, "subjects", where):
+        sid = _str(raw, "id", f"{where}: subject")
+        devices = tuple(_str_list(raw, "devices", f"subject {sid}"))
+        residence = None
+        if raw.get("residence") is not None:
+            res = raw["residence"]
+            residence = (_num(res, "lat", f"subject {sid} residence"), _num(res, "lon", f"subject {sid} residence"))
+        if sid in subjects:
+            raise OrdersError(f"subject {sid}: duplicate id")
+        subjects[sid] = Subject(sid, devices, residence)
+        for d in devices:
+            _claim(owner, d, ("subject", sid))
+
+    for raw in _list(doc, "protected_persons", where):
+        pid = _str(raw, "id", f"{where}: protected person")
+        devices = tuple(_str_list(raw, "devices", f"protected person {pid}"))
+        if pid in persons:
+            raise OrdersError(f"protected person {pid}: duplicate id")
+        persons[pid] = ProtectedPerson(pid, devices)
+        for d in devices:
+            _claim(owner, d, ("protected", pid))
+        for ot in raw.get("owntracks", []) or []:
+            if not isinstance(ot, Mapping) or "topic" not in ot or "device" not in ot:
+                raise OrdersError(f"protected person {pid}: owntracks entries need 'topic' and 'device'")
+            owntracks[str(ot["topic"])] = str(ot["device"])
+
+    for key, dev in (doc.get("owntracks") or {}).items():
+        owntracks[str(key)] = str(dev)
+
+    orders: dict[str, Order] = {}
+    for raw in _list(doc, "orders", where):
+        order = _parse_order(raw, subjects, persons)
+        if order.id in orders:
+            raise OrdersError(f"order {order.id}: duplicate id")
+        orders[order.id] = order
+
+    return OrderBook(subjects, persons, orders, owner, owntracks)
+
+
+def _parse_order(
+    raw: Mapping[str, Any], subjects: Mapping[str, Subject], persons: Mapping[str, ProtectedPerson]
+) -> Order:
+    oid = _str(raw, "id", "order")
+    ctx = f"order {oid}"
+    subject = _str(raw, "subject", ctx)
+    if subject not in subjects:
+        raise OrdersError(f"{ctx}: unknown subject {subject!r}")
+    legal_basis = str(raw.get("legal_basis", "unspecified"))
+    try:
+        valid_from = parse_time(raw.get("valid_from", 0))
+        valid_until = parse_time(raw.get("valid_until", "9999-12-31T23:59:59Z"))
+    except ValueError as exc:
+        raise OrdersError(f"{ctx}: {exc}") from exc
+    if valid_until <= valid_from:
+        raise OrdersError(f"{ctx}: valid_until must be after valid_from")
+
+    def zones(key: str, kind: str) -> tuple[ZoneRule, ...]:
+        out = []
+        seen: set[str] = set()
+        for z in raw.get(key, []) or []:
+            if not isinstance(z, Mapping):
+                raise OrdersError(f"{ctx}: every entry of {key} must be an object")
+            zid = _str(z, "id", f"{ctx} {key}")
+            if zid in seen:
+                raise OrdersError(f"{ctx}: duplicate zone id {zid!r}")
+            seen.add(zid)
+            shape = parse_zone(z, zid)
+            schedule = tuple(_parse_window(w, f"{ctx} zone {zid}") for w in z.get("schedule", []) or [])
+            protects = z.get("protected_person")
+            if protects is not None and protects not in persons:
+                raise OrdersError(f"{ctx} zone {zid}: unknown protected person {protects!r}")
+            out.append(ZoneRule(zid, kind, shape, schedule, protects))
+        return tuple(out)
+
+    prox = []
+    for p in raw.get("proximity", []) or []:
+        pid = _str(p, "protected_person", f"{ctx} proximity")
+        if pid not in persons:
+            raise OrdersError(f"{ctx}: proximity names unknown protected person {pid!r}")
+        alert_m = _num(p, "alert_m", f"{ctx} proximity {pid}")
+        warn_m = float(p.get("warn_m", 2 * alert_m))
+        if alert_m <= 0 or warn_m < alert_m:
+            raise OrdersError(f"{ctx} proximity {pid}: need 0 < alert_m <= warn_m")
+        critical_m = float(p.get("critical_m", alert_m * DEFAULT_CRITICAL_FRACTION))
+        critical_ttc = float(p.get("critical_ttc_s", DEFAULT_CRITICAL_TTC_S))
+        prox.append(ProximityRule(pid, alert_m, warn_m, critical_m, critical_ttc))
+
+    return Order(
+        id=oid,
+        subject=subject,
+        legal_basis=legal_basis,
+        valid_from=valid_from,
+        valid_until=valid_until,
+        exclusion_zones=zones("exclusion_zones", "exclusion"),
+        inclusion_zones=zones("inclusion_zones", "inclusion"),
+        proximity=tuple(prox),
+    )
+
+
+def _parse_window(raw: Any, ctx: str) -> ScheduleWindow:
+    if not isinstance(raw, Mapping):
+        raise OrdersError(f"{ctx}: schedule entries must be objects")
+    days = _parse_days(str(raw.get("days", "mon-sun")), ctx)
+    try:
+        start = time.fromisoformat(str(raw["from"]))
+        end = time.fromisoformat(str(raw["to"]))
+    except (KeyError, ValueError) as exc:
+        raise OrdersError(f"{ctx}: schedule needs 'from' and 'to' as HH:MM") from exc
+    tz = str(raw.get("tz", "Europe/Amsterdam"))
+    try:
+        ZoneInfo(tz)
+    except (ZoneInfoNotFoundError, ValueError) as exc:
+        raise OrdersError(f"{ctx}: unknown time zone {tz!r}") from exc
+    if start == end:
+        raise OrdersError(f"{ctx}: schedule 'from' and 'to' are equal")
+    return ScheduleWindow(days, start, end, tz)
+
+
+def _parse_days(text: str, ctx: str) -> frozenset[int]:
+    days: set[int] = set()
+    for part in text.lower().replace(" ", "").split(","):
+        if "-" in part:
+            a, b = part.split("-", 1)
+            if a not in DAY_NAMES or b not in DAY_NAMES:
+                raise OrdersError(f"{ctx}: bad day range {part!r} (use e.g. mon-fri)")
+            i, j = DAY_NAMES.index(a), DAY_NAMES.index(b)
+            span = range(i, j + 1) if i <= j else [*range(i, 7), *range(0, j + 1)]
+            days.update(span)
+        elif part in DAY_NAMES:
+            days.add(DAY_NAMES.index(part))
+        else:
+            raise OrdersError(f"{ctx}: bad day {part!r} (use mon..sun)")
+    return frozenset(days)
+
+
+def _claim(owner: dict[str, tuple[str, str]], device: str, who: tuple[str, str]) -> None:
+    if device in owner and owner[device] != who:
+        raise OrdersError(f"device {device}: assigned to both {owner[device]} and {who}")
+    owner[device] = who
+
+
+def _list(doc: Mapping[str, Any], key: str, ctx: str) -> Sequence[Mapping[str, Any]]:
+    value = doc.get(key, []) or []
+    if not isinstance(value, list) or not all(isinstance(v, Mapping) for v in value):
+        raise OrdersError(f"{ctx}: {key!r} must be a list of objects")
+    return value
+
+
+def _str(doc: Mapping[str, Any], key: str, ctx: str) -> str:
+    value = doc.get(key)
+    if not isinstance(value, str) or not value:
+        raise OrdersError(f"{ctx}: field {key!r} must be a non-empty string")
+    return value
+
+
+def _str_list(doc: Mapping[str, Any], key: str, ctx: str) -> list[str]:
+    value = doc.get(key, [])
+    if not isinstance(value, list) or not all(isinstance(v, str) and v for v in value):
+        raise OrdersError(f"{ctx}: field {key!r} must be a list of device ids")
+    return list(value)
+
+
+def _num(doc: Mapping[str, Any], key: str, ctx: str) -> float:
+    value = doc.get(key)
+    if isinstance(value, bool) or not isinstance(value, int | float):
+        raise OrdersError(f"{ctx}: field {key!r} must be a number")
+    return float(value)

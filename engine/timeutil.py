@@ -1,0 +1,39 @@
+"""Time parsing and formatting for the contract: RFC 3339 with ``Z`` or epoch milliseconds, always UTC."""
+
+from __future__ import annotations
+
+from datetime import datetime, timezone
+
+
+def parse_time(value: object) -> float:
+    """Epoch seconds from an RFC 3339 string or integer epoch milliseconds.
+
+    Raises ValueError with a readable reason; booleans and naive local times are refused
+    because a fix in the wrong time zone would be evaluated against the wrong curfew.
+    """
+    if isinstance(value, bool):
+        raise ValueError("time must be RFC 3339 text or epoch milliseconds, not a boolean")
+    if isinstance(value, int):
+        return value / 1000.0
+    if isinstance(value, float):
+        if value != value or value in (float("inf"), float("-inf")):
+            raise ValueError("time is not a finite number")
+        return value / 1000.0
+    if not isinstance(value, str):
+        raise ValueError("time must be RFC 3339 text or epoch milliseconds")
+    text = value.strip()
+    if text.endswith(("Z", "z")):
+        text = text[:-1] + "+00:00"
+    try:
+        dt = datetime.fromisoformat(text)
+    except ValueError as exc:
+        raise ValueError(f"not an RFC 3339 time: {value!r}") from exc
+    if dt.tzinfo is None:
+        raise ValueError(f"time without a UTC offset: {value!r}")
+    return dt.timestamp()
+
+
+def format_time(t: float) -> str:
+    """RFC 3339 UTC with millisecond precision and ``Z``, as in the contract's examples."""
+    dt = datetime.fromtimestamp(round(t, 3), tz=timezone.utc)
+    return dt.strftime("%Y-%m-%dT%H:%M:%S.") + f"{dt.microsecond // 1000:03d}Z"

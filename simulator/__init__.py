@@ -1,0 +1,1 @@
+"""Scenario generation with ground truth, trace replay and publishing, and scoring."""
