@@ -1,0 +1,51 @@
+"""Numba kernels: every ``@njit`` function of emguard and nothing else.
+
+numpy, numba and math only (a test checks that importing this package does not
+import shapely or pyproj).  Flat float64 arrays in projected metres plus int64
+offsets; batch kernels write into caller-given ``out`` arrays; ``*_parallel``
+variants use ``prange``.  Each kernel's docstring gives its layout, units and
+boundary convention.
+"""
+
+from .predicates import orient, orient_exact, segment_distance2, segments_touch
+from .proximity import (
+    MIN_CLOSING_MPS,
+    assess_pair,
+    assess_pairs_batch,
+    assess_pairs_batch_parallel,
+    predict_track,
+)
+from .zones import (
+    KIND_CIRCLE,
+    KIND_EMPTY,
+    KIND_POLYGON,
+    crossing_batch,
+    locate_exact,
+    polygon_signed_distance,
+    signed_distance_batch,
+    signed_distance_batch_parallel,
+    zone_segment_touches,
+    zone_signed_distance,
+)
+
+__all__ = [
+    "KIND_CIRCLE",
+    "KIND_EMPTY",
+    "KIND_POLYGON",
+    "MIN_CLOSING_MPS",
+    "assess_pair",
+    "assess_pairs_batch",
+    "assess_pairs_batch_parallel",
+    "crossing_batch",
+    "locate_exact",
+    "orient",
+    "orient_exact",
+    "polygon_signed_distance",
+    "predict_track",
+    "segment_distance2",
+    "segments_touch",
+    "signed_distance_batch",
+    "signed_distance_batch_parallel",
+    "zone_segment_touches",
+    "zone_signed_distance",
+]

@@ -1,0 +1,86 @@
+"""Offender-victim proximity: batch distance / closing speed / time to contact, track prediction.
+
+Thin wrappers that validate shapes and dtypes and call ``geo.kernels``;
+velocities are in m/s along the projection's x and y axes.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+
+from . import kernels
+from .errors import GeoError
+from .geodesy import geodesic_distance_m
+
+__all__ = ["PARALLEL_MIN_PAIRS", "assess_pairs", "geodesic_distance_m", "predict_position"]
+
+PARALLEL_MIN_PAIRS = 500_000
+DEFAULT_MIN_SPEED_MPS = 1.5  # walking pace: a partner seen standing still may start to move
+
+
+def assess_pairs(
+    ax: np.ndarray,
+    ay: np.ndarray,
+    avx: np.ndarray,
+    avy: np.ndarray,
+    bx: np.ndarray,
+    by: np.ndarray,
+    bvx: np.ndarray,
+    bvy: np.ndarray,
+    out: tuple[np.ndarray, np.ndarray, np.ndarray] | None = None,
+    *,
+    parallel: bool | None = None,
+) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """(distance m, closing speed m/s, time to contact s) for each pair a[i], b[i].
+
+    Closing speed is ``-d(distance)/dt``, positive when approaching; time to
+    contact is ``distance / closing`` when closing > 0.05 m/s, else ``inf``;
+    a pair at distance 0 has closing 0 and time 0.
+    """
+    arrs = [np.ascontiguousarray(a, dtype=np.float64) for a in (ax, ay, avx, avy, bx, by, bvx, bvy)]
+    n = arrs[0].shape[0]
+    if any(a.ndim != 1 or a.shape[0] != n for a in arrs):
+        raise GeoError("assess_pairs: all inputs must be 1-D arrays of equal length")
+    if out is None:
+        out = (np.empty(n), np.empty(n), np.empty(n))
+    elif any(o.shape != (n,) or o.dtype != np.float64 for o in out):
+        raise GeoError("assess_pairs: out must be three float64 arrays of the input length")
+    use_par = parallel if parallel is not None else n >= PARALLEL_MIN_PAIRS
+    fn = kernels.assess_pairs_batch_parallel if use_par else kernels.assess_pairs_batch
+    fn(*arrs, *out)
+    return out
+
+
+def predict_position(
+    track_t: np.ndarray,
+    track_x: np.ndarray,
+    track_y: np.ndarray,
+    t: float,
+    max_extrapolation_s: float,
+    *,
+    min_speed_mps: float = DEFAULT_MIN_SPEED_MPS,
+) -> tuple[float, float, float, float]:
+    """Where was/is a partner at time ``t``: ``(x, y, extra_uncertainty_m, extrapolated_s)``.
+
+    Within the track: linear interpolation, no extra uncertainty.  Beyond it:
+    extrapolation with the nearest segment's velocity for at most
+    ``max_extrapolation_s`` (then the position is held) and extra uncertainty
+    ``max(speed, min_speed_mps) * min(gap, max_extrapolation_s)``, which covers a
+    partner keeping its speed and turning by up to 60 degrees.
+    ``extrapolated_s`` is the full gap to the nearest fix, so callers can see staleness.
+    Track times must be ascending (ties allowed).
+    """
+    tt = np.ascontiguousarray(track_t, dtype=np.float64)
+    xx = np.ascontiguousarray(track_x, dtype=np.float64)
+    yy = np.ascontiguousarray(track_y, dtype=np.float64)
+    n = tt.shape[0]
+    if n == 0 or tt.ndim != 1 or xx.shape != (n,) or yy.shape != (n,):
+        raise GeoError("predict_position: need a non-empty track of equal-length 1-D arrays")
+    if n > 1 and np.any(np.diff(tt) < 0):
+        raise GeoError("predict_position: track times must be ascending")
+    if not max_extrapolation_s >= 0.0:
+        raise GeoError("predict_position: max_extrapolation_s must be >= 0")
+    x, y, unc, gap = kernels.predict_track(
+        tt, xx, yy, float(t), float(max_extrapolation_s), float(min_speed_mps)
+    )
+    return float(x), float(y), float(unc), float(gap)
