@@ -13,7 +13,7 @@ to another key, so callers must not keep slots of removed keys.
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Sequence
+from collections.abc import Callable, Iterable, Sequence
 
 import numpy as np
 import shapely
@@ -97,24 +97,68 @@ class ZoneIndex:
     def upsert_many(self, items: Iterable[tuple[str, ZoneShape]]) -> np.ndarray:
         """Insert or replace many zones with one projection call per kind; return their slots."""
         items = list(items)
-        keys = [k for k, _ in items]
-        if len(set(keys)) != len(keys):
-            raise GeoError("upsert_many: duplicate keys in one batch")
         circles = [(i, s) for i, (_, s) in enumerate(items) if s.kind == "circle"]
         polys = [(i, s) for i, (_, s) in enumerate(items) if s.kind != "circle"]
-        rows = np.zeros((len(items), 8), dtype=np.float64)
-        kinds = np.zeros(len(items), dtype=np.int64)
-        ring_counts = np.zeros(len(items), dtype=np.int64)
-        ring_lens: list[np.ndarray] = []
-        xs: list[np.ndarray] = []
-        ys: list[np.ndarray] = []
+        batch = _Batch(len(items))
         if circles:
-            self._compile_circles(circles, rows, kinds)
+            idx = np.array([i for i, _ in circles], dtype=np.int64)
+            lat = np.array([s.center[0] for _, s in circles], dtype=np.float64)  # type: ignore[index]
+            lon = np.array([s.center[1] for _, s in circles], dtype=np.float64)  # type: ignore[index]
+            rad = np.array([s.radius_m for _, s in circles], dtype=np.float64)
+            cx, cy, r = self._project_circles(lon, lat, rad)
+            bad = ~np.isfinite(cx + cy + r)
+            if bad.any():
+                names = [circles[int(j)][1].zone_id for j in np.flatnonzero(bad)]
+                raise GeoError(f"zones {names} cannot be projected to {self.projector.crs}")
+            batch.circles(idx, cx, cy, r)
         if polys:
-            self._compile_polygons(polys, rows, kinds, ring_counts, ring_lens, xs, ys)
+            idx = np.array([i for i, _ in polys], dtype=np.int64)
+            batch.polygons(idx, [s.geometry for _, s in polys], self.projector.forward)
+        return self._store([k for k, _ in items], batch)
 
-        # allocate slots (replacement keeps the slot)
-        out = np.empty(len(items), dtype=np.int64)
+    def upsert_planar_many(
+        self, items: Iterable[tuple[str, Polygon | MultiPolygon | tuple[float, float, float]]]
+    ) -> np.ndarray:
+        """Insert or replace zones given directly in projected metres.
+
+        Each item is ``(key, polygon)`` or ``(key, (cx, cy, radius))``; used by
+        tests and tools that already work in the planar CRS.
+        """
+        items = list(items)
+        batch = _Batch(len(items))
+        circ = [(i, g) for i, (_, g) in enumerate(items) if isinstance(g, tuple)]
+        polys = [(i, g) for i, (_, g) in enumerate(items) if not isinstance(g, tuple)]
+        if circ:
+            c = np.array([g for _, g in circ], dtype=np.float64).reshape(-1, 3)
+            if not (np.all(np.isfinite(c)) and np.all(c[:, 2] > 0)):
+                raise GeoError("planar circles need finite centres and radius > 0")
+            batch.circles(np.array([i for i, _ in circ]), c[:, 0], c[:, 1], c[:, 2])
+        if polys:
+            batch.polygons(np.array([i for i, _ in polys]), [g for _, g in polys], None)
+        return self._store([k for k, _ in items], batch)
+
+    def _project_circles(
+        self, lon: np.ndarray, lat: np.ndarray, rad: np.ndarray
+    ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+        """Centre projected; radius = mean projected distance to 8 points of the true circle.
+
+        The projection's scale (RD New: 0.9999-1.0001) is thus folded into the
+        radius, so the planar circle follows the geodesic one to centimetres
+        for kilometre radii.
+        """
+        cx, cy = self.projector.forward(lon, lat)
+        k = _CIRCLE_PROBES
+        az = np.tile(np.arange(k) * (360.0 / k), len(lon))
+        plon, plat, _ = WGS84.fwd(np.repeat(lon, k), np.repeat(lat, k), az, np.repeat(rad, k))
+        px, py = self.projector.forward(np.asarray(plon), np.asarray(plat))
+        dist = np.hypot(px - np.repeat(cx, k), py - np.repeat(cy, k))
+        return cx, cy, dist.reshape(-1, k).mean(axis=1)
+
+    def _store(self, keys: list[str], batch: _Batch) -> np.ndarray:
+        """Give each key a slot (replacement keeps it) and append the batch's arrays."""
+        if len(set(keys)) != len(keys):
+            raise GeoError("upsert: duplicate keys in one batch")
+        out = np.empty(len(keys), dtype=np.int64)
         for i, key in enumerate(keys):
             s = self._slot_of.get(key)
             if s is None:
@@ -131,25 +175,25 @@ class ZoneIndex:
         self.zf = _grow(self.zf, self._n_slots)
         self.zi = _grow(self.zi, self._n_slots)
 
-        # append rings and vertices
-        lens = np.concatenate(ring_lens) if ring_lens else np.zeros(0, dtype=np.int64)
+        lens = np.concatenate(batch.ring_lens) if batch.ring_lens else np.zeros(0, np.int64)
         nr = int(lens.shape[0])
         nv = int(lens.sum())
         self.rings = _grow(self.rings, self._n_rings + nr)
         self.vx = _grow(self.vx, self._n_verts + nv)
         self.vy = _grow(self.vy, self._n_verts + nv)
         if nv:
-            self.vx[self._n_verts : self._n_verts + nv] = np.concatenate(xs)
-            self.vy[self._n_verts : self._n_verts + nv] = np.concatenate(ys)
+            self.vx[self._n_verts : self._n_verts + nv] = np.concatenate(batch.xs)
+            self.vy[self._n_verts : self._n_verts + nv] = np.concatenate(batch.ys)
             ends = self._n_verts + np.cumsum(lens)
             self.rings[self._n_rings : self._n_rings + nr, 0] = ends - lens
             self.rings[self._n_rings : self._n_rings + nr, 1] = ends
-        ring_hi = self._n_rings + np.cumsum(ring_counts)
-        ring_lo = ring_hi - ring_counts
-        self.zf[out] = rows
-        self.zi[out, 0] = kinds
-        self.zi[out, 1] = np.where(kinds == kernels.KIND_POLYGON, ring_lo, 0)
-        self.zi[out, 2] = np.where(kinds == kernels.KIND_POLYGON, ring_hi, 0)
+        ring_hi = self._n_rings + np.cumsum(batch.ring_counts)
+        ring_lo = ring_hi - batch.ring_counts
+        is_poly = batch.kinds == kernels.KIND_POLYGON
+        self.zf[out] = batch.rows
+        self.zi[out, 0] = batch.kinds
+        self.zi[out, 1] = np.where(is_poly, ring_lo, 0)
+        self.zi[out, 2] = np.where(is_poly, ring_hi, 0)
         self._n_rings += nr
         self._n_verts += nv
         self._maybe_compact()
@@ -204,83 +248,6 @@ class ZoneIndex:
         self._n_rings = len(ring_ids)
         self._n_verts = len(vert_ids)
         self._garbage_verts = 0
-
-    # ------------------------------------------------------------ compiling
-    def _compile_circles(
-        self, circles: list[tuple[int, ZoneShape]], rows: np.ndarray, kinds: np.ndarray
-    ) -> None:
-        """Centre projected; radius = mean projected distance to 8 points of the true circle."""
-        idx = np.array([i for i, _ in circles], dtype=np.int64)
-        lat = np.array([s.center[0] for _, s in circles], dtype=np.float64)  # type: ignore[index]
-        lon = np.array([s.center[1] for _, s in circles], dtype=np.float64)  # type: ignore[index]
-        rad = np.array([s.radius_m for _, s in circles], dtype=np.float64)
-        cx, cy = self.projector.forward(lon, lat)
-        az = np.tile(np.arange(_CIRCLE_PROBES) * (360.0 / _CIRCLE_PROBES), len(circles))
-        plon, plat, _ = WGS84.fwd(
-            np.repeat(lon, _CIRCLE_PROBES),
-            np.repeat(lat, _CIRCLE_PROBES),
-            az,
-            np.repeat(rad, _CIRCLE_PROBES),
-        )
-        px, py = self.projector.forward(np.asarray(plon), np.asarray(plat))
-        dist = np.hypot(px - np.repeat(cx, _CIRCLE_PROBES), py - np.repeat(cy, _CIRCLE_PROBES))
-        r = dist.reshape(-1, _CIRCLE_PROBES).mean(axis=1)
-        if not (np.all(np.isfinite(cx)) and np.all(np.isfinite(r))):
-            bad = [
-                s.zone_id for (_, s), ok in zip(circles, np.isfinite(cx + r), strict=True) if not ok
-            ]
-            raise GeoError(f"zones {bad} cannot be projected to {self.projector.crs}")
-        rows[idx, 0] = cx
-        rows[idx, 1] = cy
-        rows[idx, 2] = r
-        rows[idx, 3] = cx - r
-        rows[idx, 4] = cy - r
-        rows[idx, 5] = cx + r
-        rows[idx, 6] = cy + r
-        kinds[idx] = kernels.KIND_CIRCLE
-
-    def _compile_polygons(
-        self,
-        polys: list[tuple[int, ZoneShape]],
-        rows: np.ndarray,
-        kinds: np.ndarray,
-        ring_counts: np.ndarray,
-        ring_lens: list[np.ndarray],
-        xs: list[np.ndarray],
-        ys: list[np.ndarray],
-    ) -> None:
-        """All polygon vertices projected in one call; rings stored closed, in input order."""
-        idx = np.array([i for i, _ in polys], dtype=np.int64)
-        geoms = []
-        for _, s in polys:
-            g = s.geometry
-            if not isinstance(g, Polygon | MultiPolygon):
-                raise GeoError(f"zone {s.zone_id!r}: geometry must be a Polygon or MultiPolygon")
-            geoms.append(MultiPolygon([g]) if isinstance(g, Polygon) else g)
-        _gtype, coords, (ring_off, part_off, geom_off) = shapely.to_ragged_array(geoms)
-        x, y = self.projector.forward(coords[:, 0], coords[:, 1])
-        if not (np.all(np.isfinite(x)) and np.all(np.isfinite(y))):
-            raise GeoError(f"some polygon zones cannot be projected to {self.projector.crs}")
-        lens = np.diff(ring_off).astype(np.int64)
-        rings_per_geom = np.diff(part_off[geom_off]).astype(np.int64)
-        ring_counts[idx] = rings_per_geom
-        ring_lens.append(lens)
-        xs.append(x)
-        ys.append(y)
-        vert_geom = np.repeat(np.arange(len(polys)), np.diff(ring_off[part_off[geom_off]]))
-        minx = np.full(len(polys), np.inf)
-        miny = np.full(len(polys), np.inf)
-        maxx = np.full(len(polys), -np.inf)
-        maxy = np.full(len(polys), -np.inf)
-        np.minimum.at(minx, vert_geom, x)
-        np.minimum.at(miny, vert_geom, y)
-        np.maximum.at(maxx, vert_geom, x)
-        np.maximum.at(maxy, vert_geom, y)
-        rows[idx, 3] = minx
-        rows[idx, 4] = miny
-        rows[idx, 5] = maxx
-        rows[idx, 6] = maxy
-        kinds[idx] = kernels.KIND_POLYGON
 
     # ------------------------------------------------------------ evaluation
     def signed_distance(
@@ -351,3 +318,60 @@ class ZoneIndex:
         if bad:
             raise GeoError(f"{bad} pair(s) refer to a free or unknown zone slot")
         return out.view(np.bool_)
+
+
+class _Batch:
+    """Rows, kinds, rings and vertices of zones being compiled, before slots are assigned."""
+
+    def __init__(self, n: int) -> None:
+        self.rows = np.zeros((n, 8), dtype=np.float64)
+        self.kinds = np.zeros(n, dtype=np.int64)
+        self.ring_counts = np.zeros(n, dtype=np.int64)
+        self.ring_lens: list[np.ndarray] = []
+        self.xs: list[np.ndarray] = []
+        self.ys: list[np.ndarray] = []
+
+    def circles(self, idx: np.ndarray, cx: np.ndarray, cy: np.ndarray, r: np.ndarray) -> None:
+        rows = self.rows
+        rows[idx, 0] = cx
+        rows[idx, 1] = cy
+        rows[idx, 2] = r
+        rows[idx, 3] = cx - r
+        rows[idx, 4] = cy - r
+        rows[idx, 5] = cx + r
+        rows[idx, 6] = cy + r
+        self.kinds[idx] = kernels.KIND_CIRCLE
+
+    def polygons(
+        self,
+        idx: np.ndarray,
+        geoms_in: Sequence[object],
+        project: Callable[[np.ndarray, np.ndarray], tuple[np.ndarray, np.ndarray]] | None,
+    ) -> None:
+        """All vertices projected in one call; rings stored closed, in input order."""
+        geoms = []
+        for g in geoms_in:
+            if isinstance(g, Polygon):
+                geoms.append(MultiPolygon([g]))
+            elif isinstance(g, MultiPolygon):
+                geoms.append(g)
+            else:
+                raise GeoError(f"zone geometry must be a Polygon or MultiPolygon, got {g!r:.60}")
+        _, coords, (ring_off, part_off, geom_off) = shapely.to_ragged_array(geoms)
+        if project is None:
+            x = np.ascontiguousarray(coords[:, 0], dtype=np.float64)
+            y = np.ascontiguousarray(coords[:, 1], dtype=np.float64)
+        else:
+            x, y = project(coords[:, 0], coords[:, 1])
+        if not (np.all(np.isfinite(x)) and np.all(np.isfinite(y))):
+            raise GeoError("some polygon zones cannot be projected (outside the CRS's area)")
+        self.ring_counts[idx] = np.diff(part_off[geom_off])
+        self.ring_lens.append(np.diff(ring_off).astype(np.int64))
+        self.xs.append(x)
+        self.ys.append(y)
+        starts = ring_off[part_off[geom_off[:-1]]]  # every geometry has >= 4 vertices
+        self.rows[idx, 3] = np.minimum.reduceat(x, starts)
+        self.rows[idx, 4] = np.minimum.reduceat(y, starts)
+        self.rows[idx, 5] = np.maximum.reduceat(x, starts)
+        self.rows[idx, 6] = np.maximum.reduceat(y, starts)
+        self.kinds[idx] = kernels.KIND_POLYGON
