@@ -4,6 +4,6 @@ Everything here is pure (bytes and time in, typed records out) so the service,
 replay and the simulator share one decoder.
 """
 
-from devices.model import DeviceEvent, Fix, RejectReason, Rejection
+from devices.model import DeviceEvent, Fix, Rejection, RejectReason
 
 __all__ = ["DeviceEvent", "Fix", "RejectReason", "Rejection"]

@@ -31,7 +31,7 @@ EVENT_TYPES: frozenset[str] = frozenset(
 )
 
 
-class RejectReason(str, enum.Enum):
+class RejectReason(enum.StrEnum):
     """Why a message was not evaluated; each value is a metric label and a dead-letter reason."""
 
     BAD_JSON = "bad_json"
@@ -48,6 +48,7 @@ class RejectReason(str, enum.Enum):
     UNKNOWN_EVENT = "unknown_event"
     EMPTY_BURST = "empty_burst"
     TOO_LARGE = "too_large"
+    INTERNAL_ERROR = "internal_error"  # a decoder bug, caught so it cannot stop the engine
 
 
 @dataclass(frozen=True, slots=True)
