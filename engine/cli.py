@@ -1,0 +1,79 @@
+"""The one console entry point, ``emguard`` (contract §8)."""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import sys
+from pathlib import Path
+
+import click
+
+from engine.errors import EngineError
+
+
+@click.group(context_settings={"help_option_names": ["-h", "--help"]})
+@click.option("--log-level", default="WARNING", show_default=True, help="Python log level.")
+def main(log_level: str) -> None:
+    """emguard: electronic monitoring and victim protection engine."""
+    logging.basicConfig(
+        level=log_level.upper(), format="%(asctime)s %(levelname)s %(name)s: %(message)s"
+    )
+
+
+@main.command()
+@click.option("--once", is_flag=True, help="Stop after the scenario has played (for scripts and tests).")
+@click.option("--http-port", default=8080, show_default=True, help="Operator console port (0: off).")
+@click.option("--broker", type=click.Choice(["auto", "mosquitto", "amqtt"]), default="auto", show_default=True,
+              help="Embedded broker: mosquitto when on PATH, else amqtt (MQTT 3.1.1).")
+@click.option("--speed", default=1.0, show_default=True, help="Play the scenario this many times faster.")
+def demo(once: bool, http_port: int, broker: str, speed: float) -> None:
+    """Run the engine on embedded defaults with a built-in scenario; prints alerts as they happen."""
+    from engine.demo import run_demo
+
+    try:
+        asyncio.run(run_demo(once=once, http_port=http_port, broker=broker, speed=speed))
+    except KeyboardInterrupt:
+        pass
+
+
+@main.command()
+@click.option("--broker", default=None, help="mqtt://host:1883 or mqtts://host:8883 [EMGUARD_BROKER]")
+@click.option("--redis", "redis_url", default=None, help="redis://host:6379/0 [EMGUARD_REDIS]")
+@click.option("--orders", default=None, help="orders.json [EMGUARD_ORDERS]")
+@click.option("--http-port", default=None, type=int, help="HTTP port for API, console, metrics [EMGUARD_HTTP_PORT]")
+@click.option("--shared-group", default=None, help="MQTT v5 shared subscription group [EMGUARD_SHARED_GROUP]")
+def serve(broker: str | None, redis_url: str | None, orders: str | None, http_port: int | None,
+          shared_group: str | None) -> None:
+    """Run the production service (config from flags, EMGUARD_* environment)."""
+    from engine.config import ServiceConfig
+    from engine.serve import run_serve
+
+    try:
+        cfg = ServiceConfig.from_env(broker=broker, redis=redis_url, orders=orders, http_port=http_port,
+                                     shared_group=shared_group)
+        asyncio.run(run_serve(cfg))
+    except EngineError as exc:
+        raise click.ClickException(str(exc)) from exc
+    except KeyboardInterrupt:
+        pass
+
+
+@main.command()
+@click.argument("trace", type=click.Path(exists=True, dir_okay=False, path_type=Path))
+@click.option("--orders", required=True, type=click.Path(exists=True, dir_okay=False, path_type=Path))
+@click.option("--out", required=True, type=click.Path(dir_okay=False, path_type=Path))
+def replay(trace: Path, orders: Path, out: Path) -> None:
+    """Replay a trace in-process, in device time; same alerts every run."""
+    from engine.replay import replay_trace, write_alerts
+
+    try:
+        alerts = replay_trace(trace, orders)
+    except EngineError as exc:
+        raise click.ClickException(str(exc)) from exc
+    write_alerts(alerts, out)
+    click.echo(f"{len(alerts)} alert state changes written to {out}", err=True)
+
+
+if __name__ == "__main__":  # pragma: no cover
+    sys.exit(main())

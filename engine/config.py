@@ -1,0 +1,114 @@
+"""Configuration: rule thresholds (pure engine) and service settings (environment).
+
+Defaults follow the field: a victim is warned at ``alarm`` (two-tier response,
+``warning`` goes to the centre only), a boundary needs two consecutive
+``possible`` fixes before it counts, and levels fall only after a dwell.
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+
+from engine.alerts import DEFAULT_DEADLINES
+from engine.errors import ConfigError
+
+
+@dataclass(frozen=True, slots=True)
+class RuleConfig:
+    """Thresholds of the rules; every field is in SI units (metres, seconds, m/s)."""
+
+    reorder_quiet_s: float = 0.5  # a device's pending fixes are evaluated once it is quiet this long
+    reorder_max_hold_s: float = 2.0  # ... or at most this long after the first pending arrival
+    late_after_s: float = 60.0  # a fix evaluated this long after its device time is "late"
+    max_speed_mps: float = 70.0  # implied speed above this (beyond both accuracies) is a jump
+    jump_accept_after: int = 3  # consecutive "jumps" that agree with each other are accepted
+    max_decision_acc_m: float = 2500.0  # fixes less accurate than this are evidence only
+    possible_needed: int = 2  # consecutive 'possible' fixes needed to open a zone alarm
+    clear_needed: int = 2  # consecutive clearly-outside fixes needed to resolve
+    zone_hysteresis_m: float = 25.0  # margin beyond the accuracy radius needed to count as left
+    curfew_grace_s: float = 300.0  # outside an active inclusion zone for this long -> alert
+    proximity_hysteresis_frac: float = 0.1  # resolve only beyond warn_m * (1 + frac)
+    level_fall_dwell_s: float = 60.0  # a proximity level falls only after this long lower
+    partner_max_extrapolation_s: float = 120.0  # predict the partner's position at most this far
+    partner_stale_s: float = 300.0  # a partner silent this long is stale (device_silent)
+    victim_warn_level: str = "alarm"  # level at which the victim device is warned
+    fast_approach_ttc_s: float = 300.0  # within warn_m and contact this soon -> alarm
+    battery_low_pct: int = 15
+    battery_ok_pct: int = 30
+    expiry_warn_days: tuple[float, float] = (14.0, 3.0)  # warning, then alarm
+    pursuit_interval_s: int = 15  # fix interval commanded while risk is high
+    normal_interval_s: int = 60
+    pursuit_level: str = "warning"  # proximity level that starts pursuit mode
+    forewarn_m: float = 200.0  # tell the ankle monitor 'approaching_zone' this far out
+
+
+@dataclass(frozen=True, slots=True)
+class EngineConfig:
+    """Everything the pure engine needs besides the orders."""
+
+    prefix: str = "em"
+    crs: str = "EPSG:28992"
+    rules: RuleConfig = field(default_factory=RuleConfig)
+    deadlines: Mapping[str, float] = field(default_factory=lambda: dict(DEFAULT_DEADLINES))
+    kind_deadlines: Mapping[str, Mapping[str, float]] = field(default_factory=dict)
+    max_future_s: float = 300.0
+
+
+@dataclass(frozen=True, slots=True)
+class ServiceConfig:
+    """Settings of ``emguard serve``; every field has an EMGUARD_* environment variable."""
+
+    broker: str = "mqtt://127.0.0.1:1883"
+    mqtt_username: str | None = None
+    mqtt_password: str | None = None
+    mqtt_ca: str | None = None
+    redis: str | None = None
+    orders: str | None = None
+    topic_prefix: str = "em"
+    shared_group: str = ""
+    http_port: int = 8080
+    http_host: str = "127.0.0.1"
+    log_level: str = "INFO"
+    client_id: str = "emguard-engine"
+    queue_size: int = 10_000
+
+    @classmethod
+    def from_env(cls, env: Mapping[str, str] | None = None, **overrides: object) -> ServiceConfig:
+        """Read EMGUARD_* variables; explicit overrides (CLI flags) win when not None."""
+        env = os.environ if env is None else env
+        values: dict[str, object] = {}
+        for name, var in _ENV.items():
+            if var in env and env[var] != "":
+                values[name] = env[var]
+        for name, value in overrides.items():
+            if value is not None:
+                values[name] = value
+        try:
+            if "http_port" in values:
+                values["http_port"] = int(str(values["http_port"]))
+            if "queue_size" in values:
+                values["queue_size"] = int(str(values["queue_size"]))
+        except ValueError as exc:
+            raise ConfigError(f"EMGUARD_HTTP_PORT / queue size must be an integer: {exc}") from exc
+        cfg = cls(**values)  # type: ignore[arg-type]
+        if not cfg.broker.startswith(("mqtt://", "mqtts://")):
+            raise ConfigError(f"broker must look like mqtt://host:port or mqtts://host:port, got {cfg.broker!r}")
+        return cfg
+
+
+_ENV = {
+    "broker": "EMGUARD_BROKER",
+    "mqtt_username": "EMGUARD_MQTT_USERNAME",
+    "mqtt_password": "EMGUARD_MQTT_PASSWORD",
+    "mqtt_ca": "EMGUARD_MQTT_CA",
+    "redis": "EMGUARD_REDIS",
+    "orders": "EMGUARD_ORDERS",
+    "topic_prefix": "EMGUARD_TOPIC_PREFIX",
+    "shared_group": "EMGUARD_SHARED_GROUP",
+    "http_port": "EMGUARD_HTTP_PORT",
+    "http_host": "EMGUARD_HTTP_HOST",
+    "log_level": "EMGUARD_LOG_LEVEL",
+    "client_id": "EMGUARD_CLIENT_ID",
+}

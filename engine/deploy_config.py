@@ -1,0 +1,565 @@
+"""Broker credentials, topic ACLs and mosquitto settings generated from the orders.
+
+Why generated: the broker is the first line of victim privacy.  A device may
+publish only under its own id (the engine trusts the topic as the sender's
+identity), a victim device may read only its own warnings, an ankle monitor
+only its own prompts, and nobody but the engine may read positions.  Writing
+those rules by hand for hundreds of devices is how a typo ends up giving an
+offender's monitor ``em/alerts/victim/#``; generating them from the same
+orders the engine enforces keeps the two in step.
+
+Every account gets explicit per-user ``topic`` lines and no ``pattern`` lines:
+a pattern applies to *every* authenticated user (engine, centre, phones), so
+its effect depends on how usernames happen to collide with topic segments.
+Explicit lines make a user's rights exactly what is printed under its name.
+
+Passwords are random (``secrets``), hashed in mosquitto 2.x's own format
+(``$7$`` PBKDF2-SHA512, 12-byte salt, 64-byte digest) so no mosquitto binary is
+needed, and written in clear only to ``credentials.json`` (mode 0600) for
+provisioning devices.  They are never logged.  Re-running the generator keeps
+the passwords already in ``credentials.json`` so adding an order does not lock
+every provisioned ankle monitor out of the broker; ``rotate=True`` replaces them.
+"""
+
+from __future__ import annotations
+
+import base64
+import hashlib
+import hmac
+import json
+import os
+import re
+import secrets
+import sys
+from collections.abc import Iterable, Mapping
+from dataclasses import dataclass
+from pathlib import Path, PurePath
+from typing import TYPE_CHECKING, Any, Literal
+
+from engine.errors import ConfigError
+
+if TYPE_CHECKING:
+    from engine.orders import OrderBook
+
+Role = Literal["engine", "centre", "ankle_monitor", "victim_device", "victim_phone"]
+
+MOSQUITTO_HASH_ID = 7  # mosquitto 2.x: PBKDF2-HMAC-SHA512
+MOSQUITTO_ITERATIONS = 101  # mosquitto_passwd's default; passwords are 256-bit random anyway
+SALT_BYTES = 12  # as mosquitto_passwd
+PASSWORD_BYTES = 32  # secrets.token_urlsafe(32): 256 bits, 43 characters
+
+CREDENTIALS_FILE = "credentials.json"
+ENGINE_ENV_FILE = "engine.env"
+PASSWORD_FILE = "passwd"
+ACL_FILE = "acl"
+CONFIG_FILE = "mosquitto.conf"
+
+# A username / device id that goes into an ACL topic line or the password file must
+# not be a wildcard, a level separator, the password-file separator, whitespace
+# or a control character, and must not start with '$' (reserved topics).
+_FORBIDDEN = re.compile(r"[+#/:\s\x00-\x1f\x7f]")
+
+
+@dataclass(frozen=True, slots=True)
+class TlsPaths:
+    """Certificate files as the broker sees them (host paths, or paths inside a container)."""
+
+    cafile: PurePath
+    certfile: PurePath
+    keyfile: PurePath
+
+    @classmethod
+    def in_dir(cls, directory: PurePath) -> TlsPaths:
+        """The conventional names ``ca.crt``, ``server.crt``, ``server.key`` inside ``directory``."""
+        return cls(directory / "ca.crt", directory / "server.crt", directory / "server.key")
+
+
+@dataclass(frozen=True, slots=True)
+class MqttAccount:
+    """One broker login and exactly the topics it may read and write."""
+
+    username: str
+    role: Role
+    device: str | None  # the engine's device id (None for engine / centre)
+    read: tuple[str, ...]
+    write: tuple[str, ...]
+
+
+@dataclass(frozen=True, slots=True)
+class MosquittoBundle:
+    """The files ``write_mosquitto_config`` wrote."""
+
+    config: Path
+    password_file: Path
+    acl_file: Path
+    credentials: Path  # clear-text passwords, 0600: provisioning only, never mount in the broker
+    engine_env: Path  # EMGUARD_MQTT_USERNAME / EMGUARD_MQTT_PASSWORD for compose's env_file, 0600
+    accounts: tuple[MqttAccount, ...]
+
+
+@dataclass(frozen=True, slots=True)
+class BrokerSetting:
+    """One mosquitto directive with the reason it is set (rendered as a comment and in the README)."""
+
+    key: str
+    value: str
+    why: str
+
+
+# Settings that keep QoS 1 fixes from being dropped silently (traps.md): mosquitto's
+# default queue for an offline or slow client is 1000 messages, after which it
+# drops with only a log line.  An engine restart during a burst must not lose fixes.
+BROKER_SETTINGS: tuple[BrokerSetting, ...] = (
+    BrokerSetting("per_listener_settings", "false", "one password file and ACL for every listener"),
+    BrokerSetting("allow_anonymous", "false", "every client authenticates; anonymous is refused"),
+    BrokerSetting(
+        "max_queued_messages",
+        "100000",
+        "QoS 1 messages queued per offline/slow client (default 1000, then silent drops)",
+    ),
+    BrokerSetting(
+        "max_queued_bytes",
+        "536870912",
+        "512 MiB per client: bounds memory, far above 100000 fixes (~300 B each)",
+    ),
+    BrokerSetting("queue_qos0_messages", "false", "QoS 0 is fire-and-forget; never queue it"),
+    BrokerSetting(
+        "max_inflight_messages",
+        "100",
+        "unacknowledged QoS 1 messages per client in flight (default 20) for engine throughput",
+    ),
+    BrokerSetting("max_packet_size", "1048576", "1 MiB: a buffered burst of fixes fits, abuse does not"),
+    BrokerSetting("persistence", "true", "queued messages and sessions survive a broker restart"),
+    BrokerSetting(
+        "autosave_interval",
+        "30",
+        "seconds between persistence snapshots (default 1800): bounds loss on a broker crash",
+    ),
+    BrokerSetting(
+        "persistent_client_expiration",
+        "14d",
+        "a persistent session (and its queue) survives 14 days offline, then is freed",
+    ),
+    BrokerSetting("set_tcp_nodelay", "true", "no Nagle delay on alerts and prompts"),
+    BrokerSetting("connection_messages", "true", "log connects and disconnects (no passwords)"),
+)
+
+
+# --------------------------------------------------------------------------- passwords
+
+
+def hash_password(password: str, *, iterations: int = MOSQUITTO_ITERATIONS, salt: bytes | None = None) -> str:
+    """A mosquitto 2.x password-file hash: ``$7$iterations$salt_b64$sha512_pbkdf2_b64``."""
+    if iterations < 1:
+        raise ConfigError("password hash iterations must be >= 1")
+    salt = secrets.token_bytes(SALT_BYTES) if salt is None else salt
+    digest = hashlib.pbkdf2_hmac("sha512", password.encode("utf-8"), salt, iterations)
+    b64 = base64.b64encode
+    return f"${MOSQUITTO_HASH_ID}${iterations}${b64(salt).decode()}${b64(digest).decode()}"
+
+
+def verify_password(password: str, encoded: str) -> bool:
+    """True when ``password`` matches a ``$7$`` hash (constant-time comparison)."""
+    parts = encoded.split("$")
+    if len(parts) != 5 or parts[0] != "" or parts[1] != str(MOSQUITTO_HASH_ID):
+        return False
+    try:
+        iterations = int(parts[2])
+        salt = base64.b64decode(parts[3], validate=True)
+        expected = base64.b64decode(parts[4], validate=True)
+    except ValueError:
+        return False
+    digest = hashlib.pbkdf2_hmac("sha512", password.encode("utf-8"), salt, iterations)
+    return hmac.compare_digest(digest, expected)
+
+
+def new_password() -> str:
+    """A fresh random broker password (256 bits, URL-safe: survives .env files and shells)."""
+    return secrets.token_urlsafe(PASSWORD_BYTES)
+
+
+# --------------------------------------------------------------------------- accounts
+
+
+def check_name(name: str, what: str) -> str:
+    """``name`` unchanged if it is safe as a username and a literal topic level, else ConfigError."""
+    if not name or name.startswith("$") or _FORBIDDEN.search(name):
+        raise ConfigError(
+            f"{what} {name!r} cannot be used as a broker username or topic level: "
+            "it must be non-empty, not start with '$', and contain no '+', '#', '/', ':', "
+            "whitespace or control characters"
+        )
+    return name
+
+
+def device_roles(book: OrderBook, registry: Any | None = None) -> dict[str, Role]:
+    """Device id -> role, from the registry when given, else from the orders' device owners.
+
+    Without a registry: a device of a subject is an ankle monitor; a device of a
+    protected person is a victim device, or a victim phone when an OwnTracks
+    mapping points at it.
+    """
+    if registry is not None:
+        return {str(d): _role(r) for d, r in _registry_roles(registry).items()}
+    phones = set(book.owntracks.values())
+    roles: dict[str, Role] = {}
+    for device, (kind, _person) in book.device_owner.items():
+        if kind == "subject":
+            roles[device] = "ankle_monitor"
+        else:
+            roles[device] = "victim_phone" if device in phones else "victim_device"
+    return roles
+
+
+def plan_accounts(
+    book: OrderBook,
+    *,
+    engine_user: str = "emguard-engine",
+    centre_user: str = "centre",
+    topic_prefix: str = "em",
+    owntracks_prefix: str = "owntracks",
+    registry: Any | None = None,
+) -> tuple[MqttAccount, ...]:
+    """Every broker account with its topic rights, in a stable order (engine, centre, devices)."""
+    p = check_name(topic_prefix, "topic prefix")
+    ot = check_name(owntracks_prefix, "OwnTracks prefix")
+    accounts = [
+        MqttAccount(
+            check_name(engine_user, "engine user"),
+            "engine",
+            None,
+            read=(f"{p}/dev/#", f"{ot}/#", f"{p}/ack"),
+            write=(f"{p}/alerts/#", f"{p}/cmd/#", f"{p}/deadletter"),
+        ),
+        MqttAccount(
+            check_name(centre_user, "centre user"),
+            "centre",
+            None,
+            read=(f"{p}/alerts/centre", f"{p}/deadletter"),
+            write=(f"{p}/ack",),
+        ),
+    ]
+    roles = device_roles(book, registry)
+    phone_keys: dict[str, list[tuple[str, str]]] = {}  # owntracks user -> [(device part, device id)]
+    for key, device in sorted(book.owntracks.items()):
+        user, sep, ot_device = key.partition("/")
+        if not sep:
+            raise ConfigError(f"OwnTracks mapping {key!r} must look like 'user/device'")
+        check_name(user, f"OwnTracks user in {key!r}")
+        check_name(ot_device, f"OwnTracks device in {key!r}")
+        if roles.get(device) != "victim_phone":
+            raise ConfigError(
+                f"OwnTracks mapping {key!r} -> {device!r}: that device is not a protected "
+                "person's phone in the orders/registry (an OwnTracks login is only for victims' phones)"
+            )
+        phone_keys.setdefault(user, []).append((ot_device, device))
+
+    for device, role in sorted(roles.items()):
+        if role == "victim_phone":
+            continue
+        d = check_name(device, "device id")
+        own_cmd = f"{p}/cmd/device/{d}"
+        native_write = (f"{p}/dev/{d}/fix", f"{p}/dev/{d}/event")
+        if role == "ankle_monitor":
+            accounts.append(MqttAccount(d, role, d, (f"{p}/cmd/subject/{d}", own_cmd), native_write))
+        else:
+            accounts.append(MqttAccount(d, role, d, (f"{p}/alerts/victim/{d}", own_cmd), native_write))
+
+    for user, mapped in sorted(phone_keys.items()):
+        owners = {_owner(book, dev) for _, dev in mapped}
+        if len(owners) > 1:
+            raise ConfigError(
+                f"OwnTracks user {user!r} maps to devices of different people {sorted(owners)}: "
+                "one login may carry only one protected person's phones"
+            )
+        devices = sorted({dev for _, dev in mapped})
+        read = tuple(t for dev in devices for t in (f"{p}/alerts/victim/{dev}", f"{p}/cmd/device/{dev}"))
+        write = tuple(f"{ot}/{user}/{ot_dev}" for ot_dev, _ in sorted(mapped))
+        accounts.append(MqttAccount(user, "victim_phone", devices[0], read, write))
+
+    seen: set[str] = set()
+    for account in accounts:
+        if account.username in seen:
+            raise ConfigError(
+                f"broker username {account.username!r} is used twice (device ids, OwnTracks users, "
+                "engine and centre users must all differ)"
+            )
+        seen.add(account.username)
+    return tuple(accounts)
+
+
+# --------------------------------------------------------------------------- rendering (pure)
+
+
+def render_acl(accounts: Iterable[MqttAccount]) -> str:
+    """The mosquitto ``acl_file``: one ``user`` block per account, no patterns, no anonymous rules."""
+    lines = [
+        "# Generated by `emguard deploy mosquitto` from the orders; do not edit by hand.",
+        "# No lines before the first 'user' line: anonymous clients get no rights at all.",
+        "# No 'pattern' lines: a user's rights are exactly the topics listed under it.",
+    ]
+    for a in accounts:
+        lines += ["", f"# {a.role}" + (f" {a.device}" if a.device else ""), f"user {a.username}"]
+        lines += [f"topic read {t}" for t in a.read]
+        lines += [f"topic write {t}" for t in a.write]
+    return "\n".join(lines) + "\n"
+
+
+def render_password_file(entries: Iterable[tuple[str, str]]) -> str:
+    """The mosquitto ``password_file`` from (username, already-hashed password) pairs."""
+    return "".join(f"{user}:{hashed}\n" for user, hashed in entries)
+
+
+def render_mosquitto_conf(
+    *,
+    config_dir: PurePath,
+    data_dir: PurePath,
+    tls: TlsPaths | None,
+    listener_port: int = 8883,
+    listener_bind: str | None = None,
+    settings: Iterable[BrokerSetting] = BROKER_SETTINGS,
+) -> str:
+    """A complete mosquitto 2.x configuration; paths are absolute as the broker sees them."""
+    if not 0 < listener_port < 65536:
+        raise ConfigError(f"listener port {listener_port} is not a TCP port")
+    lines = [
+        "# emguard broker configuration (mosquitto 2.x), generated by engine.deploy_config.",
+        "# Why each setting: deploy/README.md, section 'Broker settings'.",
+        "",
+        f"password_file {config_dir / PASSWORD_FILE}",
+        f"acl_file {config_dir / ACL_FILE}",
+        f"persistence_location {str(data_dir).rstrip('/')}/",
+        "log_dest stderr",
+        "log_type error",
+        "log_type warning",
+        "log_type notice",
+        "log_type information",
+        "log_timestamp_format %Y-%m-%dT%H:%M:%S",
+        "",
+    ]
+    for s in settings:
+        lines += [f"# {s.why}", f"{s.key} {s.value}"]
+    lines += ["", f"listener {listener_port}" + (f" {listener_bind}" if listener_bind else "")]
+    if tls is None:
+        lines.append("# WARNING: no TLS on this listener; use only on a loopback or test network.")
+    else:
+        lines += [
+            f"cafile {tls.cafile}",
+            f"certfile {tls.certfile}",
+            f"keyfile {tls.keyfile}",
+            "tls_version tlsv1.2",
+            "require_certificate false",
+        ]
+    return "\n".join(lines) + "\n"
+
+
+# --------------------------------------------------------------------------- I/O
+
+
+def write_mosquitto_config(
+    book: OrderBook,
+    out_dir: Path,
+    *,
+    engine_user: str = "emguard-engine",
+    centre_user: str = "centre",
+    tls: TlsPaths | None = None,
+    listener_port: int = 8883,
+    registry_path: Path | None = None,
+    topic_prefix: str = "em",
+    config_dir: PurePath | None = None,
+    data_dir: PurePath | None = None,
+    listener_bind: str | None = None,
+    rotate: bool = False,
+    iterations: int = MOSQUITTO_ITERATIONS,
+) -> MosquittoBundle:
+    """Write passwd, acl, mosquitto.conf, credentials.json and engine.env into ``out_dir``.
+
+    ``config_dir`` / ``data_dir`` are where the broker will see ``out_dir`` and its
+    persistence directory (defaults: ``out_dir`` and ``out_dir/data`` on this host).
+    Existing passwords in ``out_dir/credentials.json`` are kept unless ``rotate``.
+    """
+    registry = _load_registry(book, registry_path) if registry_path is not None else None
+    accounts = plan_accounts(
+        book,
+        engine_user=engine_user,
+        centre_user=centre_user,
+        topic_prefix=topic_prefix,
+        registry=registry,
+    )
+    out_dir.mkdir(parents=True, exist_ok=True)
+    out = out_dir.resolve()
+    creds_path = out / CREDENTIALS_FILE
+    old = {} if rotate else _read_passwords(creds_path)
+    passwords = {a.username: old.get(a.username) or new_password() for a in accounts}
+
+    credentials = {
+        "v": 1,
+        "note": "Broker passwords in clear text for provisioning devices. Keep secret; never mount in the broker.",
+        "accounts": [
+            {
+                "username": a.username,
+                "password": passwords[a.username],
+                "role": a.role,
+                "device": a.device,
+                "publish": list(a.write),
+                "subscribe": list(a.read),
+            }
+            for a in accounts
+        ],
+    }
+    _write_private(creds_path, json.dumps(credentials, indent=2) + "\n")
+    engine = accounts[0]
+    _write_private(
+        out / ENGINE_ENV_FILE,
+        f"EMGUARD_MQTT_USERNAME={engine.username}\nEMGUARD_MQTT_PASSWORD={passwords[engine.username]}\n",
+    )
+    hashed = ((a.username, hash_password(passwords[a.username], iterations=iterations)) for a in accounts)
+    # Hashes only, but still nobody else's business; mosquitto reads it at start as root or its own user.
+    _write_private(out / PASSWORD_FILE, render_password_file(hashed))
+    _write_public(out / ACL_FILE, render_acl(accounts))
+    if data_dir is None:
+        (out / "data").mkdir(exist_ok=True)
+    conf = render_mosquitto_conf(
+        config_dir=config_dir if config_dir is not None else out,
+        data_dir=data_dir if data_dir is not None else out / "data",
+        tls=tls,
+        listener_port=listener_port,
+        listener_bind=listener_bind,
+    )
+    _write_public(out / CONFIG_FILE, conf)
+    return MosquittoBundle(
+        config=out / CONFIG_FILE,
+        password_file=out / PASSWORD_FILE,
+        acl_file=out / ACL_FILE,
+        credentials=creds_path,
+        engine_env=out / ENGINE_ENV_FILE,
+        accounts=accounts,
+    )
+
+
+def main_mosquitto(
+    orders: Path,
+    out: Path,
+    registry: Path | None,
+    tls_dir: Path | None,
+    *,
+    listener_port: int = 8883,
+    config_dir: str | None = None,
+    data_dir: str | None = None,
+    certs_dir: str | None = None,
+    rotate: bool = False,
+) -> int:
+    """``emguard deploy mosquitto``: generate the bundle, print a summary without secrets, exit code.
+
+    ``tls_dir`` holds ``ca.crt``, ``server.crt``, ``server.key`` on this host;
+    ``config_dir`` / ``data_dir`` / ``certs_dir`` are the paths the broker will
+    see (e.g. ``/mosquitto/config`` in a container); by default this host's.
+    """
+    from engine.errors import EngineError
+    from engine.orders import load_orders
+
+    try:
+        book = load_orders(orders)
+        tls = None
+        if tls_dir is not None:
+            missing = [
+                str(tls_dir / name)
+                for name in ("ca.crt", "server.crt", "server.key")
+                if not (tls_dir / name).is_file()
+            ]
+            if missing:
+                raise ConfigError(f"TLS files not found: {', '.join(missing)}")
+            tls = TlsPaths.in_dir(PurePath(certs_dir) if certs_dir else tls_dir.resolve())
+        bundle = write_mosquitto_config(
+            book,
+            out,
+            tls=tls,
+            registry_path=registry,
+            listener_port=listener_port,
+            config_dir=PurePath(config_dir) if config_dir else None,
+            data_dir=PurePath(data_dir) if data_dir else None,
+            rotate=rotate,
+        )
+    except EngineError as exc:
+        print(f"emguard deploy mosquitto: {exc}", file=sys.stderr)
+        return 2
+    counts: dict[str, int] = {}
+    for a in bundle.accounts:
+        counts[a.role] = counts.get(a.role, 0) + 1
+    summary = ", ".join(f"{n} {role}" for role, n in sorted(counts.items()))
+    print(f"wrote {bundle.config}, {bundle.password_file.name}, {bundle.acl_file.name} ({summary})")
+    print(f"passwords (mode 0600, do not commit): {bundle.credentials}, {bundle.engine_env}")
+    if tls is None:
+        print("warning: no --tls-dir given; the listener is plain TCP (tests/loopback only)", file=sys.stderr)
+    return 0
+
+
+# --------------------------------------------------------------------------- helpers
+
+
+def _role(value: object) -> Role:
+    text = str(getattr(value, "value", value))
+    if text not in ("ankle_monitor", "victim_device", "victim_phone"):
+        raise ConfigError(f"registry role {text!r} is not ankle_monitor, victim_device or victim_phone")
+    return text  # type: ignore[return-value]
+
+
+def _registry_roles(registry: Any) -> Mapping[str, object]:
+    """Device id -> role from a devices.registry.DeviceRegistry (duck-typed: it is optional here)."""
+    if hasattr(registry, "roles"):
+        roles = registry.roles() if callable(registry.roles) else registry.roles
+        return dict(roles)
+    if hasattr(registry, "devices"):
+        devices = registry.devices() if callable(registry.devices) else registry.devices
+        items = devices.items() if isinstance(devices, Mapping) else ((d.device_id, d) for d in devices)
+        return {str(k): getattr(v, "role", v) for k, v in items}
+    raise ConfigError("the device registry exposes neither roles nor devices")
+
+
+def _load_registry(book: OrderBook, path: Path) -> Any:
+    try:
+        from devices.registry import DeviceRegistry  # type: ignore[import-not-found,unused-ignore]
+    except ImportError as exc:  # pragma: no cover - depends on the devices package version
+        raise ConfigError(f"--registry {path} given but devices.registry is not available") from exc
+    loader = getattr(DeviceRegistry, "load", None) or getattr(DeviceRegistry, "from_file", None)
+    if loader is None:
+        raise ConfigError("devices.registry.DeviceRegistry has no load/from_file")
+    return loader(path, book)
+
+
+def _owner(book: OrderBook, device: str) -> str:
+    owner = book.owner_of(device)
+    return f"{owner[0]}:{owner[1]}" if owner else f"device:{device}"
+
+
+def _read_passwords(path: Path) -> dict[str, str]:
+    if not path.exists():
+        return {}
+    try:
+        doc = json.loads(path.read_text(encoding="utf-8"))
+        return {str(a["username"]): str(a["password"]) for a in doc["accounts"] if a.get("password")}
+    except (OSError, ValueError, KeyError, TypeError) as exc:
+        raise ConfigError(
+            f"{path} exists but cannot be read as emguard credentials ({type(exc).__name__}); "
+            "move it away or pass rotate=True / --rotate to issue new passwords"
+        ) from exc
+
+
+def _write_private(path: Path, text: str) -> None:
+    """Create or replace ``path`` with mode 0600 from the first byte (no window where it is readable)."""
+    tmp = path.with_name(path.name + ".tmp")
+    fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+    try:
+        os.fchmod(fd, 0o600)
+        os.write(fd, text.encode("utf-8"))
+        os.fsync(fd)
+    finally:
+        os.close(fd)
+    os.replace(tmp, path)
+
+
+def _write_public(path: Path, text: str) -> None:
+    tmp = path.with_name(path.name + ".tmp")
+    tmp.write_text(text, encoding="utf-8")
+    tmp.chmod(0o644)
+    os.replace(tmp, path)

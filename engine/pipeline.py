@@ -1,0 +1,265 @@
+"""The pure engine: messages and time in, alert changes and outgoing messages out.
+
+No I/O, no clock reads, no ``await`` (the h11 pattern): the asyncio service,
+``emguard replay`` and the tests drive the same ``Engine`` and get the same
+decisions for the same inputs.  Processing time (``now``) is passed in; rules
+decide in device time.
+
+Flow for a fix: decode → validate → dedup → per-device reorder buffer →
+(released in device-time order) project → jump filter → device health →
+zones of the subject's valid orders → proximity against each partner →
+alert lifecycle → notifications.
+"""
+
+from __future__ import annotations
+
+from collections import Counter
+from dataclasses import dataclass, field
+
+import numpy as np
+
+from devices.decode import dead_letter_record, decode_message
+from devices.model import DeviceEvent, Fix
+from engine.alerts import AlertBook, AlertChange
+from engine.config import EngineConfig
+from engine.messages import Outgoing, deadletter
+from engine.notify import Notifier
+from engine.orders import OrderBook
+from engine.rules.context import RuleContext
+from engine.rules.device_events import DeviceRules
+from engine.rules.expiry import check_expiry
+from engine.rules.proximity import ProximityRules
+from engine.rules.zones import ZoneRules, zone_key
+from engine.tracks import DeviceTrack, TrackPoint
+from geo.index import ZoneIndex
+from geo.projection import Projector
+
+
+@dataclass(slots=True)
+class Effects:
+    """What one step of the engine produced."""
+
+    messages: list[Outgoing] = field(default_factory=list)
+    changes: list[AlertChange] = field(default_factory=list)
+
+    def extend(self, other: Effects) -> None:
+        self.messages.extend(other.messages)
+        self.changes.extend(other.changes)
+
+
+@dataclass(slots=True)
+class EngineStats:
+    """Counters the metrics layer exports; plain ints so the core needs no Prometheus."""
+
+    received: int = 0
+    fixes: int = 0
+    events: int = 0
+    duplicates: int = 0
+    jumps: int = 0
+    late: int = 0
+    evaluated: int = 0
+    rejected: Counter[str] = field(default_factory=Counter)
+    lag_s: list[float] = field(default_factory=list)
+
+
+class Engine:
+    """Owns the in-memory engine state and applies the rules in device time."""
+
+    def __init__(
+        self,
+        book: OrderBook,
+        config: EngineConfig | None = None,
+        *,
+        silent_after_s: dict[str, float] | None = None,
+        default_silent_after_s: float = 180.0,
+    ) -> None:
+        self.config = config or EngineConfig()
+        self.projector = Projector(self.config.crs)
+        self.index = ZoneIndex(self.projector)
+        self.alerts = AlertBook(
+            deadlines=self.config.deadlines, kind_deadlines=self.config.kind_deadlines
+        )
+        self.tracks: dict[str, DeviceTrack] = {}
+        self.zones = ZoneRules(self.index)
+        self.proximity = ProximityRules()
+        self.device_rules = DeviceRules()
+        self.notifier = Notifier(self.config.prefix, self.config.rules)
+        self.stats = EngineStats()
+        self.silent_after_s = dict(silent_after_s or {})
+        self.default_silent_after_s = default_silent_after_s
+        self.silent: set[str] = set()
+        self.book = book
+        self.set_orders(book)
+
+    # --- orders --------------------------------------------------------------------------
+    def set_orders(self, book: OrderBook) -> None:
+        """Install a new order book; the zone index is patched, not rebuilt, and no alert is dropped."""
+        wanted = {
+            zone_key(o.id, z.zone_id): z.shape for o in book.orders.values() for z in o.zones
+        }
+        old = {
+            zone_key(o.id, z.zone_id): z.shape for o in self.book.orders.values() for z in o.zones
+        } if self.book is not book else {}
+        for key in old.keys() - wanted.keys():
+            if key in self.index:
+                self.index.remove(key)
+        for key, shape in wanted.items():
+            if key not in self.index or old.get(key) != shape:
+                self.index.upsert(key, shape)
+        self.book = book
+
+    # --- input ---------------------------------------------------------------------------
+    def handle(self, topic: str, payload: bytes, now: float) -> Effects:
+        """One MQTT message at processing time ``now``."""
+        decoded = decode_message(
+            topic,
+            payload,
+            now,
+            prefix=self.config.prefix,
+            owntracks_map=self.book.owntracks,
+            max_future_s=self.config.max_future_s,
+        )
+        effects = Effects()
+        self.stats.received += 1
+        for rejection in decoded.rejections:
+            self.stats.rejected[rejection.reason.value] += 1
+            effects.messages.append(deadletter(self.config.prefix, dead_letter_record(rejection)))
+        for fix in decoded.fixes:
+            self._accept_fix(fix, now)
+        ctx = self._ctx(now)
+        for event in sorted(decoded.events, key=lambda e: (e.t, e.seq)):
+            self._event(ctx, event)
+        effects.extend(self._finish(ctx))
+        effects.extend(self.release_due(now))
+        return effects
+
+    def _accept_fix(self, fix: Fix, now: float) -> None:
+        track = self._track(fix.device)
+        self.stats.fixes += 1
+        if track.is_duplicate(fix.seq):
+            self.stats.duplicates += 1
+            return
+        self.stats.lag_s.append(max(0.0, now - fix.t))
+        track.add_pending(fix, now)
+
+    def _event(self, ctx: RuleContext, event: DeviceEvent) -> None:
+        track = self._track(event.device)
+        self.stats.events += 1
+        if track.is_duplicate(event.seq):
+            self.stats.duplicates += 1
+            return
+        track.last_arrival = max(track.last_arrival, ctx.now)
+        self._heard(ctx, event.device)
+        late = ctx.now - event.t > ctx.rules.late_after_s
+        self.device_rules.on_event(ctx, event, late)
+
+    # --- time ----------------------------------------------------------------------------
+    def release_due(self, now: float, *, force: bool = False) -> Effects:
+        """Evaluate every device whose reorder buffer is due (all of them with ``force``)."""
+        ctx = self._ctx(now)
+        due = [
+            t for t in self.tracks.values() if t.pending and (force or t.due(now, ctx.rules))
+        ]
+        for track in sorted(due, key=lambda t: t.device):
+            fixes = track.release()
+            self._evaluate_fixes(ctx, track, fixes)
+        return self._finish(ctx)
+
+    def tick(self, now: float) -> Effects:
+        """Periodic work at processing time: reorder release, silence, deadlines, order expiry."""
+        effects = self.release_due(now)
+        ctx = self._ctx(now)
+        for track in sorted(self.tracks.values(), key=lambda t: t.device):
+            limit = self.silent_after_s.get(track.device, self.default_silent_after_s)
+            silent_for = now - track.last_arrival
+            if track.last_arrival > float("-inf") and silent_for > limit and track.device not in self.silent:
+                self.silent.add(track.device)
+                self.device_rules.on_silence(ctx, track.device, silent_for, track.newest_t if track.points else now)
+        check_expiry(ctx)
+        ctx.changes.extend(self.alerts.escalate_overdue(now))
+        effects.extend(self._finish(ctx))
+        return effects
+
+    def flush(self, now: float) -> Effects:
+        """Evaluate everything still buffered (end of a replay, graceful shutdown)."""
+        return self.release_due(now, force=True)
+
+    def act(self, alert_id: str, action: str, by: str, note: str, now: float) -> Effects:
+        """An operator action; raises AlertActionError when it does not apply."""
+        ctx = self._ctx(now)
+        ctx.changes.append(self.alerts.act(alert_id, action, by, note, now))
+        return self._finish(ctx)
+
+    # --- evaluation ----------------------------------------------------------------------
+    def _evaluate_fixes(self, ctx: RuleContext, track: DeviceTrack, fixes: list[Fix]) -> None:
+        lon = np.fromiter((f.lon for f in fixes), dtype=np.float64, count=len(fixes))
+        lat = np.fromiter((f.lat for f in fixes), dtype=np.float64, count=len(fixes))
+        xs, ys = self.projector.forward(lon, lat)
+        self._heard(ctx, track.device)
+        for fix, x, y in zip(fixes, np.asarray(xs).tolist(), np.asarray(ys).tolist(), strict=True):
+            late = ctx.now - fix.t > ctx.rules.late_after_s or fix.t < track.newest_t
+            if late:
+                self.stats.late += 1
+            ctx.arrival = fix.arrival
+            self.device_rules.on_fix(ctx, fix, late)
+            point = TrackPoint(fix.t, x, y, fix.acc, fix.key, fix.src)
+            if not track.accept(point, ctx.rules):
+                self.stats.jumps += 1
+                continue
+            self.stats.evaluated += 1
+            self._evaluate_point(ctx, track, fix, point, late)
+
+    def _evaluate_point(
+        self, ctx: RuleContext, track: DeviceTrack, fix: Fix, point: TrackPoint, late: bool
+    ) -> None:
+        owner = self.book.owner_of(fix.device)
+        if owner is None:
+            return
+        role, person = owner
+        if role == "subject":
+            orders = [o for o in self.book.orders_of_subject(person) if o.valid_at(fix.t)]
+            self.zones.evaluate(ctx, person, fix.device, orders, fix, point, late)
+            for order in orders:
+                for rule in order.proximity:
+                    victim = self._freshest(self.book.protected_persons[rule.protected_person].devices)
+                    if victim is not None:
+                        self.proximity.evaluate(ctx, order, rule, track, victim, fix.t, late)
+        else:
+            for order in self.book.orders_protecting(person):
+                if not order.valid_at(fix.t):
+                    continue
+                subject_track = self._freshest(self.book.subjects[order.subject].devices)
+                if subject_track is None:
+                    continue
+                for rule in order.proximity:
+                    if rule.protected_person == person:
+                        self.proximity.evaluate(ctx, order, rule, subject_track, track, fix.t, late)
+
+    def _freshest(self, devices: tuple[str, ...]) -> DeviceTrack | None:
+        best = None
+        for d in devices:
+            t = self.tracks.get(d)
+            if t is not None and t.points and (best is None or t.newest_t > best.newest_t):
+                best = t
+        return best
+
+    def _heard(self, ctx: RuleContext, device: str) -> None:
+        if device in self.silent:
+            self.silent.discard(device)
+            self.device_rules.on_heard(ctx, device)
+
+    def _track(self, device: str) -> DeviceTrack:
+        track = self.tracks.get(device)
+        if track is None:
+            track = self.tracks[device] = DeviceTrack(device)
+        return track
+
+    def _ctx(self, now: float) -> RuleContext:
+        return RuleContext(self.book, self.alerts, self.config.rules, self.config.prefix, now)
+
+    def _finish(self, ctx: RuleContext) -> Effects:
+        effects = Effects(changes=list(ctx.changes))
+        for change in ctx.changes:
+            effects.messages.extend(self.notifier.on_change(self.book, change, ctx.now))
+        effects.messages.extend(ctx.messages)  # prompts and pursuit commands after the alerts
+        return effects

@@ -1,0 +1,32 @@
+"""What every rule needs from the pipeline, passed in so rules stay pure."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field, replace
+
+from engine.alerts import AlertBook, AlertChange
+from engine.config import RuleConfig
+from engine.messages import Outgoing
+from engine.orders import OrderBook
+
+
+@dataclass(slots=True)
+class RuleContext:
+    """Shared, mutable per-step context: the orders, the alert book, and what to emit."""
+
+    book: OrderBook
+    alerts: AlertBook
+    rules: RuleConfig
+    prefix: str
+    now: float = 0.0
+    arrival: float | None = None
+    changes: list[AlertChange] = field(default_factory=list)
+    messages: list[Outgoing] = field(default_factory=list)
+
+    def emit(self, change: AlertChange | None) -> AlertChange | None:
+        """Record a change (if any) for notification, publishing and storage."""
+        if change is not None:
+            if self.arrival is not None and change.arrival is None:
+                change = replace(change, arrival=self.arrival)
+            self.changes.append(change)
+        return change

@@ -1,0 +1,276 @@
+"""Dynamic proximity: the protected area moves with the victim (contact ban between two devices).
+
+Either device's fix triggers an evaluation at that fix's device time; the
+partner's position is interpolated from its recent track (or extrapolated for
+a bounded time with growing uncertainty).  Levels: ``warn_m`` → warning (centre
+only), ``alert_m`` or a fast approach → alarm (victim warned), ``critical_m``
+or contact imminent → critical.  A rise is immediate; a fall waits a dwell, and
+the episode ends only beyond ``warn_m`` plus a margin, so noise does not flap.
+When the victim's device is stale while the offender is near her last known
+place, a ``device_silent`` alert says so: silence is never reported as safety.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+
+import numpy as np
+
+from engine.alerts import LEVEL_RANK, Level
+from engine.messages import set_interval
+from engine.orders import Order, ProximityRule
+from engine.rules.context import RuleContext
+from engine.tracks import DeviceTrack
+from geo.certainty import within_certainty
+from geo.proximity import assess_pairs, predict_position
+
+
+@dataclass(slots=True)
+class PairEpisode:
+    """Debounce state of one (order, subject, protected person) pair."""
+
+    start: float | None = None
+    lower_since: float | None = None
+    lower_level: Level | None = None
+    clear_run: int = 0
+    pursuit: bool = False
+    last_t: float = float("-inf")
+
+
+@dataclass(frozen=True, slots=True)
+class PairReading:
+    """The measured state of a pair at one device time."""
+
+    distance_m: float
+    closing_speed_mps: float
+    time_to_contact_s: float
+    slack_m: float
+    evidence: tuple[str, ...]
+    stale_s: float
+
+
+def grade(rule: ProximityRule, r: PairReading, fast_ttc_s: float) -> tuple[Level | None, str | None]:
+    """Level and certainty for a reading; uncertainty can only lower the level it earns."""
+    d, ttc = r.distance_m, r.time_to_contact_s
+    level: Level | None
+    if d <= rule.critical_m or (d <= rule.alert_m and ttc <= rule.critical_ttc_s):
+        level, threshold = "critical", (rule.critical_m if d <= rule.critical_m else rule.alert_m)
+    elif d <= rule.alert_m or (d <= rule.warn_m and ttc <= fast_ttc_s):
+        level, threshold = "alarm", (rule.alert_m if d <= rule.alert_m else rule.warn_m)
+    elif d <= rule.warn_m:
+        level, threshold = "warning", rule.warn_m
+    else:
+        level, threshold = None, rule.warn_m
+    if level is None:
+        # possibly within the alert distance given both accuracy radii: tell the centre only
+        if within_certainty(d, rule.alert_m, r.slack_m, 0.0) == "possible":
+            return "warning", "possible"
+        return None, None
+    return level, within_certainty(d, threshold, r.slack_m, 0.0)
+
+
+class ProximityRules:
+    """Evaluates every (order, protected person) pair touched by a fix."""
+
+    def __init__(self) -> None:
+        self.episodes: dict[tuple[str, str, str], PairEpisode] = {}
+
+    def reading(
+        self, a: DeviceTrack, b: DeviceTrack, t: float, max_extrap_s: float
+    ) -> PairReading | None:
+        """Distance, closing speed and time to contact of two tracks at device time ``t``."""
+        pa, pb = _predict(a, t, max_extrap_s), _predict(b, t, max_extrap_s)
+        if pa is None or pb is None:
+            return None
+        (ax, ay, a_extra, a_stale, a_acc, a_key), (bx, by, b_extra, b_stale, b_acc, b_key) = pa, pb
+        avx, avy = a.velocity(min(t, a.newest_t))
+        bvx, bvy = b.velocity(min(t, b.newest_t))
+        d, cs, ttc = assess_pairs(
+            np.array([ax]), np.array([ay]), np.array([avx]), np.array([avy]),
+            np.array([bx]), np.array([by]), np.array([bvx]), np.array([bvy]),
+        )
+        return PairReading(
+            distance_m=float(d[0]),
+            closing_speed_mps=float(cs[0]),
+            time_to_contact_s=float(ttc[0]),
+            slack_m=a_acc + a_extra + b_acc + b_extra,
+            evidence=(a_key, b_key),
+            stale_s=max(a_stale, b_stale),
+        )
+
+    def evaluate(
+        self,
+        ctx: RuleContext,
+        order: Order,
+        rule: ProximityRule,
+        subject_track: DeviceTrack,
+        victim_track: DeviceTrack,
+        t: float,
+        late: bool,
+    ) -> None:
+        """Grade the pair at device time ``t`` and move its alert (and device_silent) accordingly."""
+        rules = ctx.rules
+        key = (order.id, order.subject, rule.protected_person)
+        ep = self.episodes.setdefault(key, PairEpisode())
+        if t < ep.last_t:
+            late = True
+        ep.last_t = max(ep.last_t, t)
+        victim_stale = t - victim_track.newest_t
+        if victim_stale > rules.partner_stale_s:
+            self._silent_victim(ctx, order, rule, subject_track, victim_track, t, victim_stale)
+            return
+        self._end_silence(ctx, order, rule, "victim device reporting again")
+        r = self.reading(subject_track, victim_track, t, rules.partner_max_extrapolation_s)
+        if r is None:
+            return
+        level, certainty = grade(rule, r, rules.fast_approach_ttc_s)
+        target = f"{order.subject}~{rule.protected_person}"
+        current = ctx.alerts.open_for(order.id, "proximity", target)
+        measured = dict(
+            distance_m=r.distance_m,
+            certainty=certainty,
+            closing_speed_mps=r.closing_speed_mps,
+            time_to_contact_s=r.time_to_contact_s if math.isfinite(r.time_to_contact_s) else None,
+            evidence=r.evidence,
+            late=late,
+            subject=order.subject,
+            protected_person=rule.protected_person,
+            device=subject_track.device,
+        )
+        if current is None:
+            if level is None:
+                ep.start = None
+                return
+            ep.start = t
+            ep.lower_since, ep.lower_level, ep.clear_run = None, None, 0
+            ctx.emit(
+                ctx.alerts.raise_or_update(
+                    order=order.id, kind="proximity", target=target, level=level, now=ctx.now,
+                    device_time=t, episode_start=t,
+                    detail=_detail(r, level), **measured,  # type: ignore[arg-type]
+                )
+            )
+            self._pursuit(ctx, order, rule, ep, level, subject_track, victim_track)
+            return
+        new_rank = LEVEL_RANK[level] if level else -1
+        cur_rank = LEVEL_RANK[current.level]
+        if new_rank >= cur_rank:
+            ep.lower_since, ep.lower_level, ep.clear_run = None, None, 0
+            ctx.emit(
+                ctx.alerts.raise_or_update(
+                    order=order.id, kind="proximity", target=target, level=level or current.level,
+                    now=ctx.now, device_time=t, episode_start=ep.start or t,
+                    detail=_detail(r, level or current.level), **measured,  # type: ignore[arg-type]
+                )
+            )
+            self._pursuit(ctx, order, rule, ep, level, subject_track, victim_track)
+            return
+        # Lower than the alert's level: fall only after a dwell, end only well beyond warn_m.
+        if ep.lower_since is None:
+            ep.lower_since = t
+        ep.lower_level = level
+        beyond = r.distance_m > rule.warn_m * (1 + rules.proximity_hysteresis_frac)
+        if level is None and beyond:
+            ep.clear_run += 1
+            if ep.clear_run >= rules.clear_needed and t - ep.lower_since >= rules.level_fall_dwell_s:
+                ctx.emit(
+                    ctx.alerts.resolve_episode(
+                        order.id, "proximity", target, ctx.now,
+                        f"apart again: {r.distance_m:.0f} m",
+                    )
+                )
+                ep.start, ep.lower_since, ep.clear_run = None, None, 0
+                self._pursuit(ctx, order, rule, ep, None, subject_track, victim_track)
+            return
+        ep.clear_run = 0
+        if level is not None and t - ep.lower_since >= rules.level_fall_dwell_s:
+            ctx.emit(
+                ctx.alerts.raise_or_update(
+                    order=order.id, kind="proximity", target=target, level=level, now=ctx.now,
+                    device_time=t, episode_start=ep.start or t, allow_lower=True,
+                    detail=_detail(r, level), **measured,  # type: ignore[arg-type]
+                )
+            )
+            ep.lower_since = t
+
+    def _silent_victim(
+        self,
+        ctx: RuleContext,
+        order: Order,
+        rule: ProximityRule,
+        subject_track: DeviceTrack,
+        victim_track: DeviceTrack,
+        t: float,
+        stale_s: float,
+    ) -> None:
+        """The victim's device is stale: compare the offender with her last known place."""
+        me, her = subject_track.latest(), victim_track.latest()
+        if me is None or her is None:
+            return
+        d = math.hypot(me.x - her.x, me.y - her.y)
+        target = f"{order.subject}~{rule.protected_person}"
+        if d <= rule.warn_m:
+            level: Level = "critical" if d <= rule.alert_m else "alarm"
+            ctx.emit(
+                ctx.alerts.raise_or_update(
+                    order=order.id, kind="device_silent", target=target, level=level, now=ctx.now,
+                    device_time=t, episode_start=victim_track.newest_t,
+                    subject=order.subject, protected_person=rule.protected_person,
+                    distance_m=d, certainty="possible", evidence=(me.key, her.key),
+                    device=victim_track.device,
+                    detail=(
+                        f"victim device silent for {stale_s / 60:.0f} min while the subject is "
+                        f"{d:.0f} m from her last known position"
+                    ),
+                )
+            )
+        elif d > rule.warn_m * (1 + ctx.rules.proximity_hysteresis_frac):
+            self._end_silence(ctx, order, rule, f"subject {d:.0f} m from her last known position")
+
+    def _end_silence(self, ctx: RuleContext, order: Order, rule: ProximityRule, note: str) -> None:
+        target = f"{order.subject}~{rule.protected_person}"
+        ctx.emit(ctx.alerts.resolve_episode(order.id, "device_silent", target, ctx.now, note))
+
+    def _pursuit(
+        self,
+        ctx: RuleContext,
+        order: Order,
+        rule: ProximityRule,
+        ep: PairEpisode,
+        level: Level | None,
+        subject_track: DeviceTrack,
+        victim_track: DeviceTrack,
+    ) -> None:
+        """Pursuit mode: both devices report faster while the pair is at risk, normal after."""
+        rules = ctx.rules
+        want = level is not None and LEVEL_RANK[level] >= LEVEL_RANK[rules.pursuit_level]
+        if want == ep.pursuit:
+            return
+        ep.pursuit = want
+        interval = rules.pursuit_interval_s if want else rules.normal_interval_s
+        for device in (subject_track.device, victim_track.device):
+            ctx.messages.append(set_interval(ctx.prefix, device, interval, None, ctx.now))
+
+
+def _predict(
+    track: DeviceTrack, t: float, max_extrap_s: float
+) -> tuple[float, float, float, float, float, str] | None:
+    pts = list(track.points)
+    if not pts:
+        return None
+    ts = np.array([p.t for p in pts])
+    xs = np.array([p.x for p in pts])
+    ys = np.array([p.y for p in pts])
+    x, y, extra, extrapolated = predict_position(ts, xs, ys, t, max_extrap_s)
+    nearest = min(pts, key=lambda p: abs(p.t - t))
+    return (float(x), float(y), float(extra), float(extrapolated), nearest.acc, nearest.key)
+
+
+def _detail(r: PairReading, level: str) -> str:
+    ttc = (
+        f", contact in ~{r.time_to_contact_s / 60:.1f} min"
+        if math.isfinite(r.time_to_contact_s)
+        else ""
+    )
+    return f"{level}: {r.distance_m:.0f} m apart, closing at {r.closing_speed_mps:.1f} m/s{ttc}"

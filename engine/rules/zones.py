@@ -1,0 +1,249 @@
+"""Exclusion zones (locatieverbod) and inclusion zones with schedules (locatiegebod, curfew).
+
+Decisions weigh the fix's accuracy (geo.certainty): an alarm needs an
+``observed``/``likely`` fix or ``possible_needed`` consecutive ``possible``
+fixes, and leaving needs ``clear_needed`` fixes outside by the accuracy radius
+plus a hysteresis margin, so a fix dancing on the boundary neither floods the
+centre nor opens and closes alerts.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import numpy as np
+
+from devices.model import Fix
+from engine.messages import subject_prompt
+from engine.orders import Order, ZoneRule
+from engine.rules.context import RuleContext
+from engine.tracks import TrackPoint
+from geo.certainty import inside_certainty, outside_certainty
+from geo.index import ZoneIndex
+
+
+def zone_key(order_id: str, zone_id: str) -> str:
+    """Key of a zone in the shared zone index."""
+    return f"{order_id}/{zone_id}"
+
+
+@dataclass(slots=True)
+class ZoneEpisode:
+    """Debounce state of one (order, zone) for one subject."""
+
+    possible_run: int = 0
+    clear_run: int = 0
+    candidate_start: float | None = None
+    outside_since: float | None = None
+    window: tuple[float, float] | None = None
+    forewarned: bool = False
+    last_t: float = float("-inf")
+
+
+class ZoneRules:
+    """Evaluates every active zone of a subject's valid orders for one fix."""
+
+    def __init__(self, index: ZoneIndex) -> None:
+        self.index = index
+        self.episodes: dict[tuple[str, str, str], ZoneEpisode] = {}
+
+    def evaluate(
+        self,
+        ctx: RuleContext,
+        subject: str,
+        device: str,
+        orders: list[Order],
+        fix: Fix,
+        point: TrackPoint,
+        late: bool,
+    ) -> None:
+        """Evaluate all zones of ``orders`` active at the fix's device time."""
+        active: list[tuple[Order, ZoneRule]] = []
+        for order in orders:
+            for zone in order.zones:
+                if zone.kind == "exclusion" or zone.active_at(fix.t):
+                    active.append((order, zone))
+                else:
+                    self._inactive(ctx, subject, order, zone, fix)
+        if not active:
+            return
+        slots = np.fromiter(
+            (self.index.slot(zone_key(o.id, z.zone_id)) for o, z in active), dtype=np.int64
+        )
+        n = len(active)
+        sd = self.index.signed_distance(slots, np.full(n, point.x), np.full(n, point.y))
+        for (order, zone), dist in zip(active, sd.tolist(), strict=True):
+            ep = self.episodes.setdefault((subject, order.id, zone.zone_id), ZoneEpisode())
+            if fix.t < ep.last_t:
+                late = True  # older than what this episode has seen: evidence, marked late
+            ep.last_t = max(ep.last_t, fix.t)
+            if zone.kind == "exclusion":
+                self._exclusion(ctx, subject, device, order, zone, ep, fix, dist, late)
+            else:
+                self._inclusion(ctx, subject, order, zone, ep, fix, dist, late)
+
+    def _exclusion(
+        self,
+        ctx: RuleContext,
+        subject: str,
+        device: str,
+        order: Order,
+        zone: ZoneRule,
+        ep: ZoneEpisode,
+        fix: Fix,
+        dist: float,
+        late: bool,
+    ) -> None:
+        rules = ctx.rules
+        certainty = inside_certainty(dist, fix.acc)
+        target = f"{subject}@{zone.zone_id}"
+        is_open = ctx.alerts.open_for(order.id, "exclusion", target) is not None
+        if certainty is not None:
+            ep.clear_run = 0
+            if ep.candidate_start is None:
+                ep.candidate_start = fix.t
+            ep.possible_run = ep.possible_run + 1 if certainty == "possible" else 0
+            confirmed = certainty != "possible" or ep.possible_run >= rules.possible_needed
+            if confirmed or is_open:
+                inside_m = max(0.0, -dist)
+                ctx.emit(
+                    ctx.alerts.raise_or_update(
+                        order=order.id,
+                        kind="exclusion",
+                        target=target,
+                        level="alarm",
+                        now=ctx.now,
+                        device_time=fix.t,
+                        episode_start=ep.candidate_start,
+                        subject=subject,
+                        protected_person=zone.protects,
+                        zone=zone.zone_id,
+                        distance_m=dist,
+                        certainty=certainty,
+                        evidence=(fix.key,),
+                        late=late,
+                        device=device,
+                        detail=f"inside exclusion zone {zone.zone_id} ({inside_m:.0f} m from the edge, accuracy {fix.acc:.0f} m)",
+                    )
+                )
+            return
+        ep.possible_run = 0
+        clearly_out = dist > fix.acc + rules.zone_hysteresis_m
+        if is_open:
+            if clearly_out:
+                ep.clear_run += 1
+                if ep.clear_run >= rules.clear_needed:
+                    ctx.emit(
+                        ctx.alerts.resolve_episode(
+                            order.id, "exclusion", target, ctx.now, f"left zone {zone.zone_id}"
+                        )
+                    )
+                    ep.clear_run = 0
+                    ep.candidate_start = None
+            return
+        ep.candidate_start = None
+        self._forewarn(ctx, device, zone, ep, dist, fix)
+
+    def _forewarn(
+        self, ctx: RuleContext, device: str, zone: ZoneRule, ep: ZoneEpisode, dist: float, fix: Fix
+    ) -> None:
+        """Tell the ankle monitor before the wearer enters a static ban zone (not a victim's area)."""
+        if zone.protects is not None:
+            return  # never hint at where a protected person's places are
+        if dist <= ctx.rules.forewarn_m and not ep.forewarned:
+            ep.forewarned = True
+            ctx.messages.append(subject_prompt(ctx.prefix, device, "approaching_zone", "warning", ctx.now))
+        elif dist > 2 * ctx.rules.forewarn_m:
+            ep.forewarned = False
+
+    def _inclusion(
+        self,
+        ctx: RuleContext,
+        subject: str,
+        order: Order,
+        zone: ZoneRule,
+        ep: ZoneEpisode,
+        fix: Fix,
+        dist: float,
+        late: bool,
+    ) -> None:
+        rules = ctx.rules
+        window = _window_at(zone, fix.t)
+        target = f"{subject}@{zone.zone_id}"
+        if window != ep.window:
+            ep.window = window
+            ep.outside_since = None
+            ep.possible_run = 0
+            ep.clear_run = 0
+            first_in_window = True
+        else:
+            first_in_window = False
+        out_c = outside_certainty(dist, fix.acc)
+        in_c = inside_certainty(dist, fix.acc)
+        if out_c in ("observed", "likely") or out_c == "possible" and ep.possible_run + 1 >= rules.possible_needed:
+            ep.clear_run = 0
+            ep.possible_run = ep.possible_run + 1 if out_c == "possible" else 0
+            if ep.outside_since is None:
+                # not home when the curfew started, or left during it
+                ep.outside_since = window[0] if first_in_window and window else fix.t
+            away = fix.t - ep.outside_since
+            if away >= rules.curfew_grace_s:
+                started = window is not None and ep.outside_since == window[0]
+                what = "not home at start of curfew" if started else "left during curfew"
+                ctx.emit(
+                    ctx.alerts.raise_or_update(
+                        order=order.id,
+                        kind="inclusion",
+                        target=target,
+                        level="alarm",
+                        now=ctx.now,
+                        device_time=fix.t,
+                        episode_start=ep.outside_since,
+                        subject=subject,
+                        zone=zone.zone_id,
+                        distance_m=dist,
+                        certainty=out_c,
+                        evidence=(fix.key,),
+                        late=late,
+                        device=fix.device,
+                        detail=f"{what}: outside {zone.zone_id} for {away / 60:.0f} min ({dist:.0f} m from the edge)",
+                    )
+                )
+            return
+        if out_c == "possible":
+            ep.possible_run += 1
+            return
+        ep.possible_run = 0
+        if in_c in ("observed", "likely"):
+            ep.outside_since = None
+            if ctx.alerts.open_for(order.id, "inclusion", target) is not None:
+                ep.clear_run += 1
+                if ep.clear_run >= rules.clear_needed:
+                    ctx.emit(
+                        ctx.alerts.resolve_episode(
+                            order.id, "inclusion", target, ctx.now, f"back inside {zone.zone_id}"
+                        )
+                    )
+                    ep.clear_run = 0
+
+    def _inactive(self, ctx: RuleContext, subject: str, order: Order, zone: ZoneRule, fix: Fix) -> None:
+        """Outside its schedule an inclusion zone's open episode ends (the curfew is over)."""
+        target = f"{subject}@{zone.zone_id}"
+        if ctx.alerts.open_for(order.id, "inclusion", target) is not None:
+            ctx.emit(
+                ctx.alerts.resolve_episode(
+                    order.id, "inclusion", target, ctx.now, "curfew window ended"
+                )
+            )
+        ep = self.episodes.get((subject, order.id, zone.zone_id))
+        if ep is not None:
+            ep.window = None
+            ep.outside_since = None
+
+
+def _window_at(zone: ZoneRule, t: float) -> tuple[float, float] | None:
+    for w in zone.schedule:
+        win = w.window_containing(t)
+        if win is not None:
+            return win
+    return None
