@@ -128,7 +128,9 @@ BROKER_SETTINGS: tuple[BrokerSetting, ...] = (
         "100",
         "unacknowledged QoS 1 messages per client in flight (default 20) for engine throughput",
     ),
-    BrokerSetting("max_packet_size", "1048576", "1 MiB: a buffered burst of fixes fits, abuse does not"),
+    BrokerSetting(
+        "max_packet_size", "1048576", "1 MiB: a buffered burst of fixes fits, abuse does not"
+    ),
     BrokerSetting("persistence", "true", "queued messages and sessions survive a broker restart"),
     BrokerSetting(
         "autosave_interval",
@@ -148,7 +150,9 @@ BROKER_SETTINGS: tuple[BrokerSetting, ...] = (
 # --------------------------------------------------------------------------- passwords
 
 
-def hash_password(password: str, *, iterations: int = MOSQUITTO_ITERATIONS, salt: bytes | None = None) -> str:
+def hash_password(
+    password: str, *, iterations: int = MOSQUITTO_ITERATIONS, salt: bytes | None = None
+) -> str:
     """A mosquitto 2.x password-file hash: ``$7$iterations$salt_b64$sha512_pbkdf2_b64``."""
     if iterations < 1:
         raise ConfigError("password hash iterations must be >= 1")
@@ -240,7 +244,9 @@ def plan_accounts(
         ),
     ]
     roles = device_roles(book, registry)
-    phone_keys: dict[str, list[tuple[str, str]]] = {}  # owntracks user -> [(device part, device id)]
+    phone_keys: dict[
+        str, list[tuple[str, str]]
+    ] = {}  # owntracks user -> [(device part, device id)]
     for key, device in sorted(book.owntracks.items()):
         user, sep, ot_device = key.partition("/")
         if not sep:
@@ -261,9 +267,13 @@ def plan_accounts(
         own_cmd = f"{p}/cmd/device/{d}"
         native_write = (f"{p}/dev/{d}/fix", f"{p}/dev/{d}/event")
         if role == "ankle_monitor":
-            accounts.append(MqttAccount(d, role, d, (f"{p}/cmd/subject/{d}", own_cmd), native_write))
+            accounts.append(
+                MqttAccount(d, role, d, (f"{p}/cmd/subject/{d}", own_cmd), native_write)
+            )
         else:
-            accounts.append(MqttAccount(d, role, d, (f"{p}/alerts/victim/{d}", own_cmd), native_write))
+            accounts.append(
+                MqttAccount(d, role, d, (f"{p}/alerts/victim/{d}", own_cmd), native_write)
+            )
 
     for user, mapped in sorted(phone_keys.items()):
         owners = {_owner(book, dev) for _, dev in mapped}
@@ -273,7 +283,9 @@ def plan_accounts(
                 "one login may carry only one protected person's phones"
             )
         devices = sorted({dev for _, dev in mapped})
-        read = tuple(t for dev in devices for t in (f"{p}/alerts/victim/{dev}", f"{p}/cmd/device/{dev}"))
+        read = tuple(
+            t for dev in devices for t in (f"{p}/alerts/victim/{dev}", f"{p}/cmd/device/{dev}")
+        )
         write = tuple(f"{ot}/{user}/{ot_dev}" for ot_dev, _ in sorted(mapped))
         accounts.append(MqttAccount(user, "victim_phone", devices[0], read, write))
 
@@ -413,7 +425,9 @@ def write_mosquitto_config(
         out / ENGINE_ENV_FILE,
         f"EMGUARD_MQTT_USERNAME={engine.username}\nEMGUARD_MQTT_PASSWORD={passwords[engine.username]}\n",
     )
-    hashed = ((a.username, hash_password(passwords[a.username], iterations=iterations)) for a in accounts)
+    hashed = (
+        (a.username, hash_password(passwords[a.username], iterations=iterations)) for a in accounts
+    )
     # Hashes only, but still nobody else's business; mosquitto reads it at start as root or its own user.
     _write_private(out / PASSWORD_FILE, render_password_file(hashed))
     _write_public(out / ACL_FILE, render_acl(accounts))
@@ -490,7 +504,10 @@ def main_mosquitto(
     print(f"wrote {bundle.config}, {bundle.password_file.name}, {bundle.acl_file.name} ({summary})")
     print(f"passwords (mode 0600, do not commit): {bundle.credentials}, {bundle.engine_env}")
     if tls is None:
-        print("warning: no --tls-dir given; the listener is plain TCP (tests/loopback only)", file=sys.stderr)
+        print(
+            "warning: no --tls-dir given; the listener is plain TCP (tests/loopback only)",
+            file=sys.stderr,
+        )
     return 0
 
 
@@ -500,7 +517,9 @@ def main_mosquitto(
 def _role(value: object) -> Role:
     text = str(getattr(value, "value", value))
     if text not in ("ankle_monitor", "victim_device", "victim_phone"):
-        raise ConfigError(f"registry role {text!r} is not ankle_monitor, victim_device or victim_phone")
+        raise ConfigError(
+            f"registry role {text!r} is not ankle_monitor, victim_device or victim_phone"
+        )
     return text  # type: ignore[return-value]
 
 
@@ -511,7 +530,9 @@ def _registry_roles(registry: Any) -> Mapping[str, object]:
         return dict(roles)
     if hasattr(registry, "devices"):
         devices = registry.devices() if callable(registry.devices) else registry.devices
-        items = devices.items() if isinstance(devices, Mapping) else ((d.device_id, d) for d in devices)
+        items = (
+            devices.items() if isinstance(devices, Mapping) else ((d.device_id, d) for d in devices)
+        )
         return {str(k): getattr(v, "role", v) for k, v in items}
     raise ConfigError("the device registry exposes neither roles nor devices")
 
@@ -537,7 +558,9 @@ def _read_passwords(path: Path) -> dict[str, str]:
         return {}
     try:
         doc = json.loads(path.read_text(encoding="utf-8"))
-        return {str(a["username"]): str(a["password"]) for a in doc["accounts"] if a.get("password")}
+        return {
+            str(a["username"]): str(a["password"]) for a in doc["accounts"] if a.get("password")
+        }
     except (OSError, ValueError, KeyError, TypeError) as exc:
         raise ConfigError(
             f"{path} exists but cannot be read as emguard credentials ({type(exc).__name__}); "

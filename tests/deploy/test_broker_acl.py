@@ -1,0 +1,316 @@
+"""The generated password file and ACL, enforced by a real mosquitto (issue 9, security).
+
+Expected rights are written out here from the issue's rules, not read back
+from the generator, so a generator bug cannot make its own test pass.
+
+How "not delivered" is proven without sleeping: mosquitto routes a PUBLISH to
+its subscribers' queues before it sends the PUBACK, in one single-threaded
+loop.  So once a forbidden publish has been acknowledged, any message
+published afterwards (the marker) reaches a subscriber after the forbidden one
+would have; receiving the marker without the forbidden message proves it was
+dropped.
+"""
+
+from __future__ import annotations
+
+import secrets
+import shutil
+import tempfile
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import paho.mqtt.client as mqtt
+import pytest
+from _deploy_helpers import (
+    ORDERS_DOC,
+    Broker,
+    Probe,
+    RunningBroker,
+    free_port,
+    hand_to_broker_user,
+    read_passwords,
+)
+
+from engine.deploy_config import write_mosquitto_config
+from engine.orders import load_orders
+
+pytestmark = pytest.mark.integration
+
+ENGINE, CENTRE = "emguard-engine", "centre"
+MONITORS = ("AM-1001", "AM-1002")
+VICTIM_DEVICES = ("VD-2001", "VD-2002")
+PHONE_USER, PHONE_DEVICE = "anna", "PH-2001"
+NOT_AUTHORIZED = 0x87
+PROTOCOLS = pytest.mark.parametrize("protocol", [mqtt.MQTTv5, mqtt.MQTTv311], ids=["v5", "v311"])
+
+# What each account may read, from the issue: the engine every device topic and acks;
+# the centre its alerts and dead letters; a device only its own prompts/warnings/commands.
+EXPECTED_READ: dict[str, set[str]] = {
+    ENGINE: {
+        *(f"em/dev/{d}/{k}" for d in (*MONITORS, *VICTIM_DEVICES) for k in ("fix", "event")),
+        "owntracks/anna/phone",
+        "em/ack",
+    },
+    CENTRE: {"em/alerts/centre", "em/deadletter"},
+    **{m: {f"em/cmd/subject/{m}", f"em/cmd/device/{m}"} for m in MONITORS},
+    **{v: {f"em/alerts/victim/{v}", f"em/cmd/device/{v}"} for v in VICTIM_DEVICES},
+    PHONE_USER: {f"em/alerts/victim/{PHONE_DEVICE}", f"em/cmd/device/{PHONE_DEVICE}"},
+}
+
+# Every (publisher, topic) a working system produces: each device's own traffic,
+# every engine output, the centre's ack.
+LEGIT_TRAFFIC: list[tuple[str, str]] = [
+    *((d, f"em/dev/{d}/{k}") for d in (*MONITORS, *VICTIM_DEVICES) for k in ("fix", "event")),
+    (PHONE_USER, "owntracks/anna/phone"),
+    (CENTRE, "em/ack"),
+    (ENGINE, "em/alerts/centre"),
+    (ENGINE, "em/deadletter"),
+    *((ENGINE, f"em/alerts/victim/{v}") for v in (*VICTIM_DEVICES, PHONE_DEVICE)),
+    *((ENGINE, f"em/cmd/subject/{m}") for m in MONITORS),
+    *((ENGINE, f"em/cmd/device/{d}") for d in (*MONITORS, *VICTIM_DEVICES, PHONE_DEVICE)),
+]
+
+# Filters a curious or malicious client might try; mosquitto 2.0 grants the SUBSCRIBE
+# but must deliver only what the ACL lets the user read.
+GREEDY_FILTERS = (
+    "#",
+    "em/#",
+    "em/alerts/victim/#",
+    "em/alerts/centre",
+    "em/dev/#",
+    "owntracks/#",
+    "em/cmd/#",
+)
+
+
+@pytest.fixture(scope="module")
+def broker() -> Iterator[RunningBroker]:
+    """One broker for the module, started from the generated bundle (no TLS: ACL only)."""
+    root = Path(tempfile.mkdtemp(prefix="emguard-acl-"))
+    root.chmod(0o755)
+    port = free_port()
+    bundle = write_mosquitto_config(
+        load_orders(ORDERS_DOC), root / "mosquitto", listener_port=port, listener_bind="127.0.0.1"
+    )
+    hand_to_broker_user(root)
+    running = Broker(bundle.config, port, root / "broker.log")
+    try:
+        running.start()
+        yield RunningBroker(running, bundle, read_passwords(bundle.credentials))
+    finally:
+        running.stop()
+        shutil.rmtree(root, ignore_errors=True)
+
+
+@pytest.fixture
+def login(broker: RunningBroker, probes: Any) -> Any:
+    """``login(user, **kw) -> Probe`` connected with the generated password; asserts acceptance."""
+
+    def connect(user: str, **kw: Any) -> Probe:
+        probe: Probe = probes(broker.port, user, broker.passwords[user], **kw)
+        assert probe.accepted, f"{user} refused: {probe.connack}"
+        return probe
+
+    return connect
+
+
+def test_every_generated_account_is_accepted_by_mosquitto(
+    broker: RunningBroker, probes: Any
+) -> None:
+    """mosquitto accepts the pure-Python PBKDF2-SHA512 hash of every generated password."""
+    assert set(broker.passwords) == set(EXPECTED_READ)
+    for user, password in broker.passwords.items():
+        for protocol in (mqtt.MQTTv5, mqtt.MQTTv311):
+            probe = probes(broker.port, user, password, protocol=protocol)
+            assert probe.accepted, f"{user} ({protocol}) refused: {probe.connack}"
+            probe.close()
+    assert broker.broker.problems() == []
+
+
+@PROTOCOLS
+@pytest.mark.parametrize(
+    ("username", "password"),
+    [
+        (None, None),
+        ("AM-1001", "wrong-password"),
+        ("AM-1001", ""),
+        ("AM-9999", "x"),
+        (ENGINE, "guess"),
+    ],
+    ids=["anonymous", "wrong-password", "empty-password", "unknown-user", "engine-guess"],
+)
+def test_clients_without_valid_credentials_are_refused(
+    broker: RunningBroker, probes: Any, protocol: int, username: str | None, password: str | None
+) -> None:
+    """Anonymous clients, wrong or empty passwords and unknown users get no session."""
+    probe = probes(broker.port, username, password, protocol=protocol)
+    assert not probe.accepted
+    assert probe.connack is not None and probe.connack.is_failure
+
+
+def test_another_accounts_password_is_refused(broker: RunningBroker, probes: Any) -> None:
+    """Device B's password does not log in as device A (hashes are per user, salted)."""
+    probe = probes(broker.port, "AM-1001", broker.passwords["AM-1002"])
+    assert not probe.accepted
+
+
+def _publish_all(login: Any, nonce: str, protocol: int) -> set[tuple[str, bytes]]:
+    sent: set[tuple[str, bytes]] = set()
+    publishers: dict[str, Probe] = {}
+    for user, topic in LEGIT_TRAFFIC:
+        if user not in publishers:
+            publishers[user] = login(user, protocol=protocol)
+        payload = f"{nonce} {user} {topic}".encode()
+        rc = publishers[user].publish(topic, payload)
+        assert not getattr(rc, "is_failure", False), (
+            f"legit publish {user} -> {topic} refused: {rc}"
+        )
+        sent.add((topic, payload))
+    return sent
+
+
+@PROTOCOLS
+@pytest.mark.parametrize("reader", sorted(EXPECTED_READ))
+def test_each_account_reads_exactly_its_own_topics(login: Any, reader: str, protocol: int) -> None:
+    """Subscribed to every filter it can think of, an account receives only the topics the rules give it."""
+    probe = login(reader, protocol=protocol)
+    for topic_filter in GREEDY_FILTERS:
+        probe.subscribe(topic_filter)
+    nonce = secrets.token_hex(4)
+    sent = _publish_all(login, nonce, protocol)
+    marker_topic = sorted(EXPECTED_READ[reader])[0]
+    marker_user = next(u for u, t in LEGIT_TRAFFIC if t == marker_topic)
+    marker = f"{nonce} marker".encode()
+    login(marker_user).publish(marker_topic, marker)
+    got = {m for m in probe.until(marker_topic, marker) if m[1].startswith(nonce.encode())}
+    got.discard((marker_topic, marker))
+    expected = {(t, p) for t, p in sent if t in EXPECTED_READ[reader]}
+    assert got == expected
+
+
+@pytest.mark.parametrize("monitor", MONITORS)
+def test_offender_devices_never_receive_victim_warnings_or_centre_alerts(
+    login: Any, monitor: str
+) -> None:
+    """An ankle monitor subscribed to em/alerts/victim/# and em/alerts/centre receives neither."""
+    offender = login(monitor)
+    offender.subscribe("em/alerts/victim/#")
+    offender.subscribe("em/alerts/centre")
+    offender.subscribe(f"em/cmd/subject/{monitor}")
+    engine = login(ENGINE)
+    for topic in [
+        *(f"em/alerts/victim/{v}" for v in (*VICTIM_DEVICES, PHONE_DEVICE)),
+        "em/alerts/centre",
+    ]:
+        engine.publish(topic, b'{"level": "alarm", "message": "leave now"}')
+    engine.publish(f"em/cmd/subject/{monitor}", b"marker")
+    assert offender.until(f"em/cmd/subject/{monitor}", b"marker") == [
+        (f"em/cmd/subject/{monitor}", b"marker")
+    ]
+
+
+# (publisher, forbidden topic): spoofing another device, faking engine or centre traffic.
+FORBIDDEN_WRITES = [
+    ("AM-1001", "em/dev/AM-1002/fix"),
+    ("AM-1001", "em/dev/AM-1002/event"),
+    ("AM-1001", "em/dev/VD-2001/fix"),
+    ("AM-1001", "em/dev/VD-2001/event"),
+    ("AM-1001", "em/dev/AM-1001/cmd"),
+    ("AM-1001", "owntracks/anna/phone"),
+    ("VD-2001", "em/dev/VD-2002/event"),
+    ("VD-2001", "em/dev/AM-1001/fix"),
+    ("anna", "owntracks/anna/tablet"),
+    ("anna", "owntracks/bob/phone"),
+    ("anna", f"em/dev/{PHONE_DEVICE}/fix"),
+    ("AM-1001", "em/ack"),
+    ("VD-2001", "em/ack"),
+    ("anna", "em/ack"),
+    ("AM-1001", "em/alerts/victim/VD-2001"),
+    ("AM-1001", "em/alerts/centre"),
+    ("AM-1001", "em/cmd/device/VD-2001"),
+    ("AM-1001", "em/cmd/subject/AM-1002"),
+    ("VD-2001", "em/alerts/victim/VD-2002"),
+    (CENTRE, "em/alerts/victim/VD-2001"),
+    (CENTRE, "em/cmd/device/AM-1001"),
+    (CENTRE, "em/dev/AM-1001/fix"),
+    (ENGINE, "em/dev/AM-1001/fix"),
+]
+
+
+def _watcher(topic: str) -> tuple[str, str, str]:
+    """(account that may read topic, account that may legitimately publish the marker, marker topic)."""
+    parts = topic.split("/")
+    if topic.startswith(("em/dev/", "owntracks/")) or topic == "em/ack":
+        return ENGINE, "AM-1002", "em/dev/AM-1002/fix"
+    if topic == "em/alerts/centre":
+        return CENTRE, ENGINE, topic
+    owner = parts[-1]
+    reader = PHONE_USER if owner == PHONE_DEVICE else owner
+    return reader, ENGINE, topic
+
+
+@pytest.mark.parametrize(("publisher", "topic"), FORBIDDEN_WRITES)
+def test_forbidden_publishes_are_refused_and_never_delivered(
+    login: Any, publisher: str, topic: str
+) -> None:
+    """A client cannot publish as another device or fake engine/centre traffic: not delivered, PUBACK 0x87."""
+    watcher_user, marker_user, marker_topic = _watcher(topic)
+    watcher = login(watcher_user)
+    watcher.subscribe("#")
+    nonce = secrets.token_hex(4).encode()
+    rc = login(publisher).publish(topic, nonce + b" forged")
+    assert rc.value == NOT_AUTHORIZED, f"{publisher} -> {topic}: PUBACK {rc}"
+    login(marker_user).publish(marker_topic, nonce + b" marker")
+    got = watcher.until(marker_topic, nonce + b" marker")
+    assert (topic, nonce + b" forged") not in got
+
+
+@pytest.mark.parametrize(("publisher", "topic"), FORBIDDEN_WRITES[:6])
+def test_forbidden_publishes_from_mqtt311_devices_are_dropped(
+    login: Any, publisher: str, topic: str
+) -> None:
+    """MQTT 3.1.1 cannot report the refusal, but the spoofed message is still never delivered."""
+    watcher_user, marker_user, marker_topic = _watcher(topic)
+    watcher = login(watcher_user)
+    watcher.subscribe("#")
+    nonce = secrets.token_hex(4).encode()
+    login(publisher, protocol=mqtt.MQTTv311).publish(topic, nonce + b" forged")
+    login(marker_user).publish(marker_topic, nonce + b" marker")
+    assert (topic, nonce + b" forged") not in watcher.until(marker_topic, nonce + b" marker")
+
+
+def test_engine_reads_all_device_topics_through_a_shared_subscription(login: Any) -> None:
+    """The engine's production filters ($share/emguard/...) receive every device's fixes and phone locations."""
+    engine = login(ENGINE)
+    for topic_filter in (
+        "$share/emguard/em/dev/+/fix",
+        "$share/emguard/em/dev/+/event",
+        "$share/emguard/owntracks/+/+",
+    ):
+        engine.subscribe(topic_filter)
+    nonce = secrets.token_hex(4).encode()
+    expected = []
+    for device in (*MONITORS, *VICTIM_DEVICES):
+        for kind in ("fix", "event"):
+            login(device).publish(f"em/dev/{device}/{kind}", nonce)
+            expected.append((f"em/dev/{device}/{kind}", nonce))
+    login(PHONE_USER).publish("owntracks/anna/phone", nonce)
+    expected.append(("owntracks/anna/phone", nonce))
+    assert sorted(engine.received(len(expected))) == sorted(expected)
+
+
+def test_centre_acknowledgement_reaches_the_engine_but_not_devices(login: Any) -> None:
+    """The centre's em/ack goes to the engine; an offender subscribed to em/ack gets nothing."""
+    engine = login(ENGINE)
+    engine.subscribe("em/ack")
+    offender = login("AM-1001")
+    offender.subscribe("em/ack")
+    offender.subscribe("em/cmd/subject/AM-1001")
+    ack = b'{"alert_id": "A-1", "action": "ack", "by": "op-7"}'
+    assert not login(CENTRE).publish("em/ack", ack).is_failure
+    assert engine.until("em/ack", ack) == [("em/ack", ack)]
+    engine.publish("em/cmd/subject/AM-1001", b"marker")
+    assert offender.until("em/cmd/subject/AM-1001", b"marker") == [
+        ("em/cmd/subject/AM-1001", b"marker")
+    ]
