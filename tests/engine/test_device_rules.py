@@ -1,0 +1,97 @@
+"""Device events and health: panic, tamper, battery, silence, Bluetooth contact, duplicates."""
+
+from __future__ import annotations
+
+from engine.testing import ORIGIN, T0, DeviceScript, Harness, circle, orders_doc
+
+X0, Y0 = ORIGIN
+PROX = [{"protected_person": "P-1", "alert_m": 1000, "warn_m": 3000}]
+
+
+def test_panic_is_critical_at_once_and_confirmed_to_the_victim():
+    """A panic press opens a critical alert in the same step, and her device hears it was received."""
+    h = Harness.build(orders_doc(proximity=PROX))
+    step = h.send(DeviceScript("VD-2001").event(T0, "panic"), T0 + 0.2)
+    (change,) = step.changes
+    assert (change.alert.kind, change.alert.level, change.alert.protected_person) == ("panic", "critical", "P-1")
+    assert [m["message"] for m in h.messages("victim")] == ["Your alarm has been received by the monitoring centre."]
+
+
+def test_strap_cut_is_critical_and_strap_open_alarm_in_one_alert():
+    """Tamper events fold into one alert per device, rising to critical on a cut."""
+    h = Harness.build(orders_doc())
+    am = DeviceScript("AM-1001")
+    h.send(am.event(T0, "strap_open"), T0 + 1)
+    h.send(am.event(T0 + 5, "strap_open"), T0 + 6)
+    h.send(am.event(T0 + 9, "strap_cut"), T0 + 10)
+    assert [(lvl, st) for _, _, lvl, st in h.changes("tamper")] == [("alarm", "open"), ("critical", "open")]
+
+
+def test_battery_that_will_die_during_curfew_is_an_alarm():
+    """Low battery draining so it dies during tonight's curfew is an alarm, not just a warning."""
+    h = Harness.build(orders_doc(inclusion=[{"id": "Z-home", "circle": circle(X0, Y0, 150), "schedule": [
+        {"days": "mon-sun", "from": "22:00", "to": "06:00", "tz": "Europe/Amsterdam"}]}]))
+    am = DeviceScript("AM-1001")
+    t = T0  # 12:06 CET; at 4 %/h from 14 % it is dead around 15:30, long before a 22:00 curfew
+    for i, pct in enumerate([14, 12, 10, 8]):
+        h.send(am.fix(t + i * 1800, X0, Y0, batt=pct), t + i * 1800 + 1)
+    assert [lvl for _, _, lvl, _ in h.changes("battery")] == ["warning"]
+    # the same drain with a 14:00-18:00 curfew dies inside it: alarm
+    h2 = Harness.build(orders_doc(inclusion=[{"id": "Z-home", "circle": circle(X0, Y0, 150), "schedule": [
+        {"days": "mon-sun", "from": "14:00", "to": "18:00", "tz": "Europe/Amsterdam"}]}]))
+    am2 = DeviceScript("AM-1001")
+    for i, pct in enumerate([14, 12, 10, 8]):
+        h2.send(am2.fix(t + i * 1800, X0, Y0, batt=pct), t + i * 1800 + 1)
+    assert "alarm" in [lvl for _, _, lvl, _ in h2.changes("battery")]
+
+
+def test_charger_connected_resolves_battery_alert():
+    """Plugging in ends the battery alert."""
+    h = Harness.build(orders_doc())
+    am = DeviceScript("AM-1001")
+    h.send(am.event(T0, "low_battery", batt=10), T0 + 1)
+    h.send(am.event(T0 + 60, "charger_connected"), T0 + 61)
+    assert [st for _, _, _, st in h.changes("battery")] == ["open", "resolved"]
+
+
+def test_silent_ankle_monitor_raises_signal_loss_and_a_new_fix_ends_it():
+    """No message for longer than allowed: signal_loss alarm; the next fix resolves it."""
+    h = Harness.build(orders_doc())
+    am = DeviceScript("AM-1001")
+    h.send(am.fix(T0, X0, Y0), T0 + 1)
+    h.tick(T0 + 100)
+    assert h.changes("signal_loss") == []
+    h.tick(T0 + 200)
+    assert [(lvl, st) for _, _, lvl, st in h.changes("signal_loss")] == [("alarm", "open")]
+    h.send(am.fix(T0 + 300, X0, Y0), T0 + 301)
+    assert h.changes("signal_loss")[-1][3] == "resolved"
+
+
+def test_ble_contact_is_critical_proximity_even_without_gps():
+    """The victim device hearing the paired ankle monitor is a critical, observed proximity alert."""
+    h = Harness.build(orders_doc(proximity=PROX))
+    h.send(DeviceScript("VD-2001").event(T0, "ble_seen", peer="AM-1001", rssi=-60), T0 + 1)
+    (change,) = h.effects.changes
+    assert (change.alert.kind, change.alert.level, change.alert.certainty) == ("proximity", "critical", "observed")
+    assert "Bluetooth" in change.alert.detail
+
+
+def test_duplicate_fixes_are_ignored():
+    """The same (device, seq) twice is evaluated once."""
+    h = Harness.build(orders_doc(exclusion=[{"id": "Z", "circle": circle(X0, Y0, 500)}]))
+    msg = DeviceScript("AM-1001").fix(T0, X0, Y0)
+    h.send(msg, T0 + 1)
+    h.send(msg, T0 + 2)
+    assert h.engine.stats.duplicates == 1
+    assert len(h.changes("exclusion")) == 1
+
+
+def test_malformed_message_is_dead_lettered_and_the_next_one_processed():
+    """Bad JSON goes to em/deadletter with its reason; the engine carries on."""
+    h = Harness.build(orders_doc(exclusion=[{"id": "Z", "circle": circle(X0, Y0, 500)}]))
+    h.send(("em/dev/AM-1001/fix", b"{not json"), T0)
+    h.send(DeviceScript("AM-1001").fix(T0, X0, Y0), T0 + 1)
+    (dl,) = h.messages("deadletter")
+    assert dl["reason"] == "bad_json" and dl["_topic"] == "em/deadletter"
+    assert h.engine.stats.rejected["bad_json"] == 1
+    assert len(h.changes("exclusion")) == 1

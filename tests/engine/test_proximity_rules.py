@@ -1,0 +1,125 @@
+"""Dynamic proximity: graded levels in one alert, two-tier victim warning, silence, privacy."""
+
+from __future__ import annotations
+
+import json
+
+from engine.testing import ORIGIN, T0, DeviceScript, Harness, orders_doc
+
+X0, Y0 = ORIGIN
+PROX = [{"protected_person": "P-1", "alert_m": 1000, "warn_m": 3000, "critical_m": 200}]
+
+
+def approach(h: Harness, *, speed: float = 1.4, start: float = 5000, stop_at: float = 100,
+             victim_every: int = 6) -> tuple[DeviceScript, DeviceScript, float]:
+    am, vd = DeviceScript("AM-1001"), DeviceScript("VD-2001")
+    t, x, i = T0, X0 - start, 0
+    while x < X0 - stop_at:
+        h.send(am.fix(t, x, Y0), t + 0.5)
+        if i % victim_every == 0:
+            h.send(vd.fix(t + 1, X0, Y0, acc=10.0), t + 1.5)
+        t += 10
+        x += speed * 10
+        i += 1
+    return am, vd, t
+
+
+def test_walking_approach_rises_warning_alarm_critical_in_one_alert():
+    """A walking approach moves one alert from warning to alarm to critical; the id never changes."""
+    h = Harness.build(orders_doc(proximity=PROX))
+    approach(h)
+    changes = h.changes("proximity")
+    assert [lvl for _, _, lvl, _ in changes] == ["warning", "alarm", "critical"]
+    assert len({c[0] for c in changes}) == 1
+
+
+def test_victim_is_warned_at_alarm_not_at_warning():
+    """Two-tier response: the centre alone hears the warning; the victim hears alarm and critical."""
+    h = Harness.build(orders_doc(proximity=PROX))
+    approach(h)
+    victim = h.messages("victim")
+    assert [m["level"] for m in victim] == ["alarm", "critical"]
+    assert all(m["_topic"] == "em/alerts/victim/VD-2001" for m in victim)
+    assert victim[0]["near"] == "within 1 km"
+
+
+def test_offender_channel_never_carries_victim_position_distance_or_bearing():
+    """Everything sent on em/cmd/subject/... holds only v, t, instruction and level."""
+    h = Harness.build(orders_doc(proximity=PROX))
+    approach(h)
+    prompts = h.messages("subject")
+    assert prompts, "the offender is told to contact the centre"
+    for p in prompts:
+        assert set(p) == {"v", "t", "instruction", "level", "_topic"}
+        text = json.dumps(p)
+        for word in ("lat", "lon", "distance", "bearing", "near", "P-1", "VD-2001"):
+            assert word not in text
+
+
+def test_fast_approach_is_an_alarm_before_alert_distance():
+    """A car closing at 14 m/s inside warn_m is an alarm (contact within minutes), before alert_m."""
+    h = Harness.build(orders_doc(proximity=PROX))
+    approach(h, speed=14.0, start=6000, stop_at=1500, victim_every=1)
+    levels = [lvl for _, _, lvl, _ in h.changes("proximity")]
+    assert "alarm" in levels
+    first_alarm = next(c for c in h.effects.changes if c.alert.level == "alarm")
+    assert first_alarm.alert.distance_m is not None and first_alarm.alert.distance_m > 1000
+    assert first_alarm.alert.time_to_contact_s is not None
+
+
+def test_moving_away_resolves_after_dwell_without_flapping():
+    """After the approach he leaves: the level falls only after dwell and the alert ends once."""
+    h = Harness.build(orders_doc(proximity=PROX))
+    am, vd, t = approach(h, stop_at=800)
+    x = X0 - 800
+    for i in range(400):
+        x -= 14
+        h.send(am.fix(t, x, Y0), t + 0.5)
+        if i % 3 == 0:
+            h.send(vd.fix(t + 1, X0, Y0, acc=10.0), t + 1.5)
+        t += 10
+    states = [st for _, _, _, st in h.changes("proximity")]
+    assert states.count("resolved") == 1 and states[-1] == "resolved"
+    assert len({c[0] for c in h.changes("proximity")}) == 1
+
+
+def test_silent_victim_device_while_offender_approaches_is_reported():
+    """Her device stops reporting; he comes near her last known place: device_silent, not safety."""
+    h = Harness.build(orders_doc(proximity=PROX))
+    am, vd = DeviceScript("AM-1001"), DeviceScript("VD-2001")
+    h.send(vd.fix(T0, X0, Y0), T0 + 1)
+    t = T0 + 600  # her last fix is 10 minutes old from here on
+    for x in range(8000, 2000, -500):
+        h.send(am.fix(t, X0 - x, Y0), t + 1)
+        t += 60
+    silent = [c for c in h.effects.changes if c.alert.kind == "device_silent"]
+    assert silent and silent[0].alert.certainty == "possible"
+    assert silent[0].alert.level in ("alarm", "critical")
+    assert h.changes("proximity") == []
+
+
+def test_poor_accuracy_only_possible_gives_a_centre_warning_not_a_victim_alarm():
+    """A cell fix (1500 m accuracy) 2 km away is possibly within alert_m: centre warning only."""
+    h = Harness.build(orders_doc(proximity=[{"protected_person": "P-1", "alert_m": 1000, "warn_m": 1500}]))
+    am, vd = DeviceScript("AM-1001"), DeviceScript("VD-2001")
+    h.send(vd.fix(T0, X0, Y0, acc=10.0), T0 + 1)
+    h.send(am.fix(T0 + 5, X0 - 2000, Y0, acc=1500.0, src="cell"), T0 + 6)
+    (change,) = h.effects.changes
+    assert change.alert.level == "warning" and change.alert.certainty == "possible"
+    assert h.messages("victim") == []
+
+
+def test_pursuit_mode_raises_fix_rate_and_returns_to_normal():
+    """At warning both devices are told to report every 15 s; after resolution, back to 60 s."""
+    h = Harness.build(orders_doc(proximity=PROX))
+    am, vd, t = approach(h, stop_at=2500)
+    x = X0 - 2500
+    for i in range(300):
+        x -= 14
+        h.send(am.fix(t, x, Y0), t + 0.5)
+        if i % 3 == 0:
+            h.send(vd.fix(t + 1, X0, Y0), t + 1.5)
+        t += 10
+    cmds = [(m["_topic"].rsplit("/", 1)[1], m["interval_s"]) for m in h.messages("device")]
+    assert cmds[:2] == [("AM-1001", 15), ("VD-2001", 15)]
+    assert cmds[-2:] == [("AM-1001", 60), ("VD-2001", 60)]
