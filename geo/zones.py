@@ -162,15 +162,14 @@ def _polygon_from_rings(rings: Sequence[Any], zone_id: str, where: str) -> Polyg
         raise ZoneError(f"zone {zone_id!r}: {where} has no rings")
     shell = _ring(rings[0], zone_id, f"{where} outer ring")
     holes = [_ring(r, zone_id, f"{where} hole {h}") for h, r in enumerate(rings[1:], start=1)]
-    poly = Polygon(shell, holes)
-    if not poly.area > 0.0:
-        raise ZoneError(f"zone {zone_id!r}: {where} is degenerate: zero area")
-    return poly
+    return Polygon(shell, holes)
 
 
 def _check_valid(geom: Polygon | MultiPolygon, zone_id: str) -> None:
     if not shapely.is_valid(geom):
         reason = explain_validity(geom)
+        if geom.convex_hull.area == 0.0:
+            raise ZoneError(f"zone {zone_id!r}: polygon is degenerate: zero area ({reason})")
         raise ZoneError(f"zone {zone_id!r}: invalid polygon: {reason}")
     if not geom.area > 0.0:
         raise ZoneError(f"zone {zone_id!r}: polygon is degenerate: zero area")

@@ -91,7 +91,9 @@ def orient_exact(ax, ay, bx, by, cx, cy):
 def orient(ax, ay, bx, by, cx, cy):
     """Sign of ((b - a) x (c - a)): +1 if c is left of a->b, -1 right, 0 exactly collinear.
 
-    Units: any consistent planar coordinates (projected metres here).
+    Units: any consistent planar coordinates (projected metres here).  Exact
+    unless an intermediate product underflows (coordinate differences below
+    ~1e-150), which cannot happen with metre coordinates.
     """
     detleft = (bx - ax) * (cy - ay)
     detright = (by - ay) * (cx - ax)

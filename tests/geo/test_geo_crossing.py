@@ -1,0 +1,77 @@
+"""Segment crossing (sparse fixes) agrees with shapely's intersects on a LineString."""
+
+from __future__ import annotations
+
+import numpy as np
+import shapely
+from _geo_strategies import planar_zones
+from hypothesis import example, given, settings
+from hypothesis import strategies as st
+from shapely.geometry import box
+
+from geo.index import ZoneIndex
+
+SQUARE = box(0.0, 0.0, 10.0, 10.0)
+
+
+@st.composite
+def segment_scenes(draw):
+    geom = draw(planar_zones())
+    minx, miny, maxx, maxy = geom.bounds
+    span = max(maxx - minx, maxy - miny)
+    verts = shapely.get_coordinates(geom)
+    segs = []
+    for _ in range(12):
+        pts = []
+        for _ in range(2):
+            if draw(st.integers(0, 4)) == 0:
+                pts.extend(verts[draw(st.integers(0, len(verts) - 1))])
+            else:
+                pts.append(draw(st.floats(minx - span, maxx + span)))
+                pts.append(draw(st.floats(miny - span, maxy + span)))
+        segs.append(pts)
+    return geom, np.asarray(segs, dtype=np.float64)
+
+
+@settings(max_examples=200, deadline=None)
+@given(segment_scenes())
+@example(
+    (
+        SQUARE,
+        np.array(
+            [
+                [-5.0, 5.0, 15.0, 5.0],
+                [-5.0, 10.0, 15.0, 10.0],
+                [-5.0, 11.0, 15.0, 11.0],
+                [10.0, 10.0, 20.0, 20.0],
+                [2.0, 2.0, 3.0, 3.0],
+                [-1.0, -1.0, -1.0, 20.0],
+            ]
+        ),
+    )
+)
+def test_polygon_crossing_matches_shapely(scene) -> None:
+    """A segment touches the zone exactly when shapely says the LineString intersects it."""
+    geom, segs = scene
+    ix = ZoneIndex()
+    (s,) = ix.upsert_planar_many([("z", geom)])
+    got = ix.crossing(np.full(len(segs), s), segs[:, 0], segs[:, 1], segs[:, 2], segs[:, 3])
+    lines = shapely.linestrings(segs.reshape(-1, 2, 2))
+    np.testing.assert_array_equal(got, shapely.intersects(geom, lines))
+
+
+@settings(max_examples=150, deadline=None)
+@given(
+    st.lists(
+        st.floats(-300, 300).map(lambda v: 0.0 if abs(v) < 1e-6 else v), min_size=4, max_size=4
+    ),
+    st.floats(1.0, 200.0),
+)
+@example([-300.0, 100.0, 300.0, 100.0], 100.0)
+def test_circle_crossing_matches_exact_distance(seg, r) -> None:
+    """A segment touches a circle when its distance to the centre is at most the radius."""
+    ix = ZoneIndex()
+    (s,) = ix.upsert_planar_many([("c", (0.0, 0.0, r))])
+    got = ix.crossing(np.array([s]), *(np.array([v]) for v in seg))[0]
+    line = shapely.linestrings([[seg[0], seg[1]], [seg[2], seg[3]]])
+    assert got == (shapely.distance(line, shapely.points(0.0, 0.0)) <= r)

@@ -1,0 +1,152 @@
+"""ZoneIndex: upsert/remove patch the arrays without changing other zones' answers."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
+from shapely.geometry import MultiPolygon, Polygon, box
+
+from geo.errors import GeoError
+from geo.index import ZoneIndex
+from geo.projection import Projector
+from geo.zones import parse_zone
+
+POOL = [
+    box(0, 0, 100, 100),
+    Polygon(
+        [(0, 0), (300, 0), (300, 300), (0, 300)], [[(100, 100), (200, 100), (200, 200), (100, 200)]]
+    ),
+    MultiPolygon([box(-50, -50, -10, -10), box(400, 400, 450, 460)]),
+    Polygon([(10, 10), (90, 40), (50, 50), (40, 90)]),
+    (150.0, 150.0, 75.0),
+    (-20.0, 300.0, 5.0),
+]
+KEYS = [f"k{i}" for i in range(6)]
+_rng = np.random.default_rng(3)
+PX = _rng.uniform(-100, 500, 400)
+PY = _rng.uniform(-100, 500, 400)
+
+ops = st.lists(
+    st.tuples(
+        st.sampled_from(["upsert", "remove", "compact"]),
+        st.sampled_from(KEYS),
+        st.integers(0, len(POOL) - 1),
+    ),
+    min_size=1,
+    max_size=25,
+)
+
+
+def answers(ix: ZoneIndex, key: str) -> np.ndarray:
+    return ix.signed_distance(np.full(PX.shape, ix.slot(key)), PX, PY)
+
+
+@settings(max_examples=150, deadline=None)
+@given(ops)
+def test_incremental_updates_equal_a_fresh_build(sequence) -> None:
+    """After any upsert/remove/compact sequence every live zone answers as in a fresh index,
+    and a key's slot never changes while it lives."""
+    ix = ZoneIndex()
+    live: dict[str, int] = {}
+    slots: dict[str, int] = {}
+    for op, key, g in sequence:
+        if op == "upsert":
+            before = {k: answers(ix, k) for k in live if k != key}
+            (s,) = ix.upsert_planar_many([(key, POOL[g])])
+            if key in slots:
+                assert s == slots[key]
+            slots[key] = int(s)
+            live[key] = g
+            for k, a in before.items():
+                np.testing.assert_array_equal(answers(ix, k), a)
+        elif op == "remove":
+            if key in live:
+                ix.remove(key)
+                del live[key]
+                del slots[key]
+            else:
+                with pytest.raises(GeoError):
+                    ix.remove(key)
+        else:
+            ix.compact()
+        assert len(ix) == len(live) and all(k in ix for k in live)
+    fresh = ZoneIndex()
+    fresh.upsert_planar_many([(k, POOL[g]) for k, g in live.items()])
+    for k in live:
+        assert ix.slot(k) == slots[k]
+        np.testing.assert_array_equal(answers(ix, k), answers(fresh, k))
+
+
+def test_garbage_is_compacted_automatically() -> None:
+    """Replacing a big zone many times does not grow the vertex arrays without bound."""
+    ring = [
+        (np.cos(a) * 1000, np.sin(a) * 1000)
+        for a in np.linspace(0, 2 * np.pi, 5000, endpoint=False)
+    ]
+    big = Polygon(ring)
+    ix = ZoneIndex()
+    ix.upsert_planar_many([("keep", box(0, 0, 1, 1))])
+    for _ in range(60):
+        ix.upsert_planar_many([("big", big)])
+    assert ix.vx.shape[0] < 40 * 5001
+    sd = ix.signed_distance(
+        np.array([ix.slot("big"), ix.slot("keep")]), np.array([0.0, 0.5]), np.array([0.0, 0.5])
+    )
+    assert sd[0] == pytest.approx(-1000.0, rel=1e-5) and sd[1] == -0.5
+
+
+def test_upsert_from_lonlat_shapes_and_bounds() -> None:
+    """Zones parsed from the orders file compile to projected arrays with metre bounds."""
+    ix = ZoneIndex(Projector())
+    home = parse_zone({"circle": {"lat": 51.93, "lon": 4.48, "radius_m": 5000}}, "home")
+    school = parse_zone(
+        {"polygon": [[4.46, 51.91], [4.47, 51.91], [4.47, 51.92], [4.46, 51.92]]}, "school"
+    )
+    ix.upsert("home", home)
+    ix.upsert("school", school)
+    minx, miny, maxx, maxy = ix.bounds("home")
+    assert maxx - minx == pytest.approx(10_000.0, rel=2e-4)
+    assert maxy - miny == pytest.approx(10_000.0, rel=2e-4)
+    projected = ix.projector.project_geometry(school.geometry)
+    np.testing.assert_allclose(ix.bounds("school"), projected.bounds, rtol=0, atol=1e-9)
+    sd = ix.signed_distance_lonlat(
+        ["home", "school", "school"],
+        np.array([4.48, 4.465, 4.6]),
+        np.array([51.93, 51.915, 51.915]),
+    )
+    assert sd[0] == pytest.approx(-5000.0, rel=2e-4)
+    assert sd[1] == pytest.approx(-343.3, rel=0.01)  # half of 0.01 deg of longitude at 51.9 N
+    assert sd[2] > 8000.0
+    assert ix.nbytes > 0 and sorted(ix.keys()) == ["home", "school"]
+
+
+def test_removed_slot_is_reused_and_unknown_key_is_an_error() -> None:
+    """A freed slot goes to the next new key; asking for an absent key raises GeoError."""
+    ix = ZoneIndex()
+    a, b = ix.upsert_planar_many([("a", box(0, 0, 1, 1)), ("b", box(0, 0, 2, 2))])
+    ix.remove("a")
+    (c,) = ix.upsert_planar_many([("c", (0.0, 0.0, 1.0))])
+    assert c == a and ix.slot("b") == b
+    with pytest.raises(GeoError, match="'a' is not in the index"):
+        ix.slot("a")
+    with pytest.raises(GeoError, match="duplicate"):
+        ix.upsert_planar_many([("d", box(0, 0, 1, 1)), ("d", box(0, 0, 1, 1))])
+
+
+@settings(max_examples=150, deadline=None)
+@given(
+    st.floats(-1e5, 1e5),
+    st.floats(-1e5, 1e5),
+    st.floats(1.0, 5e4),
+    st.floats(-2e5, 2e5),
+    st.floats(-2e5, 2e5),
+)
+def test_circle_signed_distance_is_the_exact_formula(cx, cy, r, px, py) -> None:
+    """Circles evaluate |p - c| - r exactly; the boundary counts as inside."""
+    ix = ZoneIndex()
+    (s,) = ix.upsert_planar_many([("c", (cx, cy, r))])
+    sd = ix.signed_distance(np.array([s, s]), np.array([px, cx + r]), np.array([py, cy]))
+    assert sd[0] == np.hypot(px - cx, py - cy) - r
+    assert sd[1] <= 0.0 or (cx + r) - cx != r  # exactly on the boundary when representable

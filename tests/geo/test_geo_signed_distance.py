@@ -1,0 +1,148 @@
+"""The compiled polygon kernel agrees with shapely (the reference) on containment and distance."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+import shapely
+from _geo_strategies import zone_scenes
+from hypothesis import example, given, settings
+from shapely.geometry import MultiPolygon, Polygon, box
+
+from geo.errors import GeoError
+from geo.index import ZoneIndex
+
+SQUARE = box(100_000.0, 400_000.0, 101_000.0, 401_000.0)
+HOLED = Polygon([(0, 0), (10, 0), (10, 10), (0, 10)], [[(3, 3), (7, 3), (7, 7), (3, 7)]])
+TOUCHING = MultiPolygon([box(0, 0, 1, 1), box(1, 1, 2, 2)])
+DIAGONAL = Polygon([(0.1, 0.1), (0.7, 0.3), (0.2, 0.9)])
+
+
+def _xy(*pts: tuple[float, float]) -> tuple[np.ndarray, np.ndarray]:
+    a = np.asarray(pts, dtype=np.float64)
+    return a[:, 0].copy(), a[:, 1].copy()
+
+
+def signed_distance(geom, x: np.ndarray, y: np.ndarray) -> np.ndarray:
+    ix = ZoneIndex()
+    (slot,) = ix.upsert_planar_many([("z", geom)])
+    return ix.signed_distance(np.full(x.shape, slot), x, y)
+
+
+def assert_matches_shapely(geom, x: np.ndarray, y: np.ndarray) -> None:
+    sd = signed_distance(geom, x, y)
+    pts = shapely.points(x, y)
+    covered = shapely.covers(geom, pts)
+    on_boundary = shapely.intersects(geom.boundary, pts)
+    ref = shapely.distance(geom.boundary, pts)
+    np.testing.assert_array_equal(sd <= 0.0, covered)
+    assert np.all(sd[on_boundary] == 0.0)
+    assert np.all(np.abs(np.abs(sd) - ref) <= np.maximum(1e-6, 1e-6 * ref))
+
+
+@settings(max_examples=250, deadline=None)
+@given(zone_scenes())
+@example(
+    (
+        SQUARE,
+        *_xy(
+            (100_000.0, 400_000.0),
+            (100_500.0, 400_000.0),
+            (101_000.0, 400_500.0),
+            (100_500.0, 400_500.0),
+            (99_999.999, 400_500.0),
+            (101_000.0, 401_000.0),
+        ),
+    )
+)
+@example((HOLED, *_xy((3, 3), (5, 3), (5, 5), (1, 1), (7, 5), (10, 5), (11, 5), (5, 10))))
+@example((TOUCHING, *_xy((1, 1), (0.5, 0.5), (1.5, 1.5), (1.5, 0.5), (1, 0.5), (2, 2))))
+@example((DIAGONAL, *_xy((0.1, 0.1), (0.4, 0.2), (0.45, 0.6), (0.7, 0.3), (0.3, 0.3))))
+def test_polygon_signed_distance_matches_shapely(scene) -> None:
+    """Containment equals shapely covers (boundary inside); |distance| equals boundary distance."""
+    geom, x, y = scene
+    assert_matches_shapely(geom, x, y)
+
+
+def test_point_exactly_on_vertex_and_edge_is_inside_with_zero_distance() -> None:
+    """Vertices and points on axis-parallel edges are on the boundary: signed distance 0."""
+    x, y = _xy((100_000.0, 400_000.0), (100_250.0, 401_000.0), (101_000.0, 400_999.0))
+    np.testing.assert_array_equal(signed_distance(SQUARE, x, y), [0.0, 0.0, 0.0])
+
+
+@pytest.mark.parametrize(
+    ("x", "y", "expected"),
+    [(5.0, 5.0, 2.0), (1.0, 5.0, -1.0), (12.0, 5.0, 2.0), (3.0, 5.0, 0.0)],
+    ids=["in-hole", "in-ring", "outside", "on-hole-edge"],
+)
+def test_hole_is_outside(x: float, y: float, expected: float) -> None:
+    """A point in a hole is outside, its distance measured to the hole's ring."""
+    sd = signed_distance(HOLED, np.array([x]), np.array([y]))
+    assert sd[0] == pytest.approx(expected, abs=1e-12)
+
+
+def test_tiny_and_huge_zones_keep_precision() -> None:
+    """A 1 m square and a 50 km square at RD coordinates give exact distances."""
+    tiny = box(150_000.0, 450_000.0, 150_001.0, 450_001.0)
+    huge = box(150_000.0, 450_000.0, 200_000.0, 500_000.0)
+    x, y = _xy((150_000.5, 450_000.5), (150_000.5, 450_002.0))
+    np.testing.assert_allclose(signed_distance(tiny, x, y), [-0.5, 1.0], atol=1e-9)
+    x, y = _xy((175_000.0, 475_000.0), (175_000.0, 500_000.25))
+    np.testing.assert_allclose(signed_distance(huge, x, y), [-25_000.0, 0.25], atol=1e-9)
+
+
+def test_far_point_outside_bounding_box_gets_exact_distance() -> None:
+    """Bounding-box rejection skips containment work but the distance stays exact."""
+    x, y = _xy((90_000.0, 400_500.0), (100_500.0, 350_000.0))
+    np.testing.assert_allclose(signed_distance(SQUARE, x, y), [10_000.0, 50_000.0], rtol=1e-12)
+
+
+def test_parallel_kernel_equals_serial() -> None:
+    """The prange variant returns the same numbers as the serial kernel."""
+    rng = np.random.default_rng(7)
+    ix = ZoneIndex()
+    slots = ix.upsert_planar_many(
+        [("s", SQUARE), ("h", HOLED), ("c", (100_500.0, 400_500.0, 300.0))]
+    )
+    n = 5_000
+    sl = rng.choice(slots, n)
+    x = rng.uniform(-5, 102_000, n)
+    y = rng.uniform(-5, 402_000, n)
+    a = ix.signed_distance(sl, x, y, parallel=False)
+    b = ix.signed_distance(sl, x, y, parallel=True)
+    np.testing.assert_array_equal(a, b)
+
+
+def test_unknown_or_removed_slot_is_an_error() -> None:
+    """Evaluating against a free slot raises instead of returning garbage."""
+    ix = ZoneIndex()
+    ix.upsert_planar_many([("a", SQUARE), ("b", HOLED)])
+    ix.remove("a")
+    with pytest.raises(GeoError, match="free or unknown"):
+        ix.signed_distance(np.array([0]), np.array([1.0]), np.array([1.0]))
+    with pytest.raises(GeoError, match="free or unknown"):
+        ix.signed_distance(np.array([99]), np.array([1.0]), np.array([1.0]))
+
+
+def test_out_array_is_filled_in_place() -> None:
+    """A caller-given out array receives the result."""
+    ix = ZoneIndex()
+    (s,) = ix.upsert_planar_many([("a", HOLED)])
+    out = np.full(2, np.nan)
+    res = ix.signed_distance(np.array([s, s]), np.array([1.0, 5.0]), np.array([1.0, 5.0]), out)
+    assert res is out
+    np.testing.assert_allclose(out, [-1.0, 2.0])
+
+
+def test_points_one_ulp_off_a_diagonal_edge_agree_with_shapely() -> None:
+    """Points within float rounding of a slanted edge are located exactly, as GEOS does."""
+    poly = Polygon([(120_000.1, 480_000.3), (120_700.7, 480_300.9), (120_200.2, 480_900.4)])
+    ax, ay, bx, by = 120_000.1, 480_000.3, 120_700.7, 480_300.9
+    xs, ys = [], []
+    for t in np.linspace(0.0, 1.0, 41):
+        x = ax + t * (bx - ax)
+        y = ay + t * (by - ay)
+        for dx in (np.nextafter(x, -np.inf), x, np.nextafter(x, np.inf)):
+            xs.append(dx)
+            ys.append(y)
+    assert_matches_shapely(poly, np.array(xs), np.array(ys))
