@@ -31,14 +31,15 @@ import os
 import re
 import secrets
 import sys
-from collections.abc import Iterable, Mapping
+from collections.abc import Iterable
 from dataclasses import dataclass
-from pathlib import Path, PurePath
-from typing import TYPE_CHECKING, Any, Literal
+from pathlib import Path, PurePath, PurePosixPath
+from typing import TYPE_CHECKING, Literal
 
 from engine.errors import ConfigError
 
 if TYPE_CHECKING:
+    from devices.registry import DeviceInfo, DeviceRegistry
     from engine.orders import OrderBook
 
 Role = Literal["engine", "centre", "ankle_monitor", "victim_device", "victim_phone"]
@@ -196,35 +197,20 @@ def check_name(name: str, what: str) -> str:
     return name
 
 
-def device_roles(book: OrderBook, registry: Any | None = None) -> dict[str, Role]:
-    """Device id -> role, from the registry when given, else from the orders' device owners.
-
-    Without a registry: a device of a subject is an ankle monitor; a device of a
-    protected person is a victim device, or a victim phone when an OwnTracks
-    mapping points at it.
-    """
-    if registry is not None:
-        return {str(d): _role(r) for d, r in _registry_roles(registry).items()}
-    phones = set(book.owntracks.values())
-    roles: dict[str, Role] = {}
-    for device, (kind, _person) in book.device_owner.items():
-        if kind == "subject":
-            roles[device] = "ankle_monitor"
-        else:
-            roles[device] = "victim_phone" if device in phones else "victim_device"
-    return roles
-
-
 def plan_accounts(
-    book: OrderBook,
+    registry: DeviceRegistry,
     *,
     engine_user: str = "emguard-engine",
     centre_user: str = "centre",
     topic_prefix: str = "em",
     owntracks_prefix: str = "owntracks",
-    registry: Any | None = None,
 ) -> tuple[MqttAccount, ...]:
-    """Every broker account with its topic rights, in a stable order (engine, centre, devices)."""
+    """Every broker account with its topic rights, in a stable order (engine, centre, devices).
+
+    A native device logs in as its device id.  A victim phone with an OwnTracks
+    login logs in as the OwnTracks ``user`` (the app puts its username in the
+    topic) and may publish only ``owntracks/{user}/{device}`` of its own mapping.
+    """
     p = check_name(topic_prefix, "topic prefix")
     ot = check_name(owntracks_prefix, "OwnTracks prefix")
     accounts = [
@@ -243,51 +229,35 @@ def plan_accounts(
             write=(f"{p}/ack",),
         ),
     ]
-    roles = device_roles(book, registry)
-    phone_keys: dict[
-        str, list[tuple[str, str]]
-    ] = {}  # owntracks user -> [(device part, device id)]
-    for key, device in sorted(book.owntracks.items()):
-        user, sep, ot_device = key.partition("/")
-        if not sep:
-            raise ConfigError(f"OwnTracks mapping {key!r} must look like 'user/device'")
-        check_name(user, f"OwnTracks user in {key!r}")
-        check_name(ot_device, f"OwnTracks device in {key!r}")
-        if roles.get(device) != "victim_phone":
-            raise ConfigError(
-                f"OwnTracks mapping {key!r} -> {device!r}: that device is not a protected "
-                "person's phone in the orders/registry (an OwnTracks login is only for victims' phones)"
-            )
-        phone_keys.setdefault(user, []).append((ot_device, device))
-
-    for device, role in sorted(roles.items()):
-        if role == "victim_phone":
-            continue
-        d = check_name(device, "device id")
+    phones: dict[str, list[DeviceInfo]] = {}  # OwnTracks user -> its phones
+    for info in registry.devices():
+        d = check_name(info.device_id, "device id")
         own_cmd = f"{p}/cmd/device/{d}"
-        native_write = (f"{p}/dev/{d}/fix", f"{p}/dev/{d}/event")
-        if role == "ankle_monitor":
-            accounts.append(
-                MqttAccount(d, role, d, (f"{p}/cmd/subject/{d}", own_cmd), native_write)
-            )
-        else:
-            accounts.append(
-                MqttAccount(d, role, d, (f"{p}/alerts/victim/{d}", own_cmd), native_write)
-            )
+        if info.role == "victim_phone" and info.owntracks is not None:
+            user, _, ot_device = info.owntracks.partition("/")
+            check_name(user, f"OwnTracks user of {d}")
+            check_name(ot_device, f"OwnTracks device of {d}")
+            phones.setdefault(user, []).append(info)
+            continue
+        # Prompts to an offender's monitor, warnings to a victim's device: never the other way.
+        inbox = f"{p}/cmd/subject/{d}" if info.role == "ankle_monitor" else f"{p}/alerts/victim/{d}"
+        native = (f"{p}/dev/{d}/fix", f"{p}/dev/{d}/event")
+        accounts.append(MqttAccount(d, info.role, d, (inbox, own_cmd), native))
 
-    for user, mapped in sorted(phone_keys.items()):
-        owners = {_owner(book, dev) for _, dev in mapped}
+    for user, infos in sorted(phones.items()):
+        owners = sorted({i.owner for i in infos})
         if len(owners) > 1:
             raise ConfigError(
-                f"OwnTracks user {user!r} maps to devices of different people {sorted(owners)}: "
-                "one login may carry only one protected person's phones"
+                f"OwnTracks user {user!r} carries phones of different protected persons {owners}: "
+                "one broker login may belong to only one person"
             )
-        devices = sorted({dev for _, dev in mapped})
         read = tuple(
-            t for dev in devices for t in (f"{p}/alerts/victim/{dev}", f"{p}/cmd/device/{dev}")
+            t
+            for i in infos
+            for t in (f"{p}/alerts/victim/{i.device_id}", f"{p}/cmd/device/{i.device_id}")
         )
-        write = tuple(f"{ot}/{user}/{ot_dev}" for ot_dev, _ in sorted(mapped))
-        accounts.append(MqttAccount(user, "victim_phone", devices[0], read, write))
+        write = tuple(f"{ot}/{i.owntracks}" for i in infos)
+        accounts.append(MqttAccount(user, "victim_phone", infos[0].device_id, read, write))
 
     seen: set[str] = set()
     for account in accounts:
@@ -365,6 +335,22 @@ def render_mosquitto_conf(
     return "\n".join(lines) + "\n"
 
 
+# The layout inside the eclipse-mosquitto container used by deploy/compose.yaml.
+CONTAINER_CONFIG_DIR = PurePosixPath("/mosquitto/config")
+CONTAINER_DATA_DIR = PurePosixPath("/mosquitto/data")
+CONTAINER_CERTS_DIR = PurePosixPath("/mosquitto/certs")
+
+
+def render_container_conf(listener_port: int = 8883) -> str:
+    """deploy/broker/mosquitto.conf: TLS-only broker with the compose mounts' container paths."""
+    return render_mosquitto_conf(
+        config_dir=CONTAINER_CONFIG_DIR,
+        data_dir=CONTAINER_DATA_DIR,
+        tls=TlsPaths.in_dir(CONTAINER_CERTS_DIR),
+        listener_port=listener_port,
+    )
+
+
 # --------------------------------------------------------------------------- I/O
 
 
@@ -383,6 +369,7 @@ def write_mosquitto_config(
     listener_bind: str | None = None,
     rotate: bool = False,
     iterations: int = MOSQUITTO_ITERATIONS,
+    settings: Iterable[BrokerSetting] = BROKER_SETTINGS,
 ) -> MosquittoBundle:
     """Write passwd, acl, mosquitto.conf, credentials.json and engine.env into ``out_dir``.
 
@@ -390,13 +377,21 @@ def write_mosquitto_config(
     persistence directory (defaults: ``out_dir`` and ``out_dir/data`` on this host).
     Existing passwords in ``out_dir/credentials.json`` are kept unless ``rotate``.
     """
-    registry = _load_registry(book, registry_path) if registry_path is not None else None
+    from devices.registry import DeviceRegistry
+
+    registry = DeviceRegistry.from_orders(book, registry_path)
+    for key, device in sorted(book.owntracks.items()):
+        info = registry.get(device)
+        if info is None or info.role != "victim_phone" or info.owntracks != key:
+            raise ConfigError(
+                f"OwnTracks mapping {key!r} -> {device!r} in the orders is not a protected person's "
+                "phone in the registry; it would get no broker login (fix the orders or registry)"
+            )
     accounts = plan_accounts(
-        book,
+        registry,
         engine_user=engine_user,
         centre_user=centre_user,
         topic_prefix=topic_prefix,
-        registry=registry,
     )
     out_dir.mkdir(parents=True, exist_ok=True)
     out = out_dir.resolve()
@@ -439,6 +434,7 @@ def write_mosquitto_config(
         tls=tls,
         listener_port=listener_port,
         listener_bind=listener_bind,
+        settings=settings,
     )
     _write_public(out / CONFIG_FILE, conf)
     return MosquittoBundle(
@@ -469,6 +465,7 @@ def main_mosquitto(
     ``config_dir`` / ``data_dir`` / ``certs_dir`` are the paths the broker will
     see (e.g. ``/mosquitto/config`` in a container); by default this host's.
     """
+    from devices.errors import DeviceError
     from engine.errors import EngineError
     from engine.orders import load_orders
 
@@ -494,7 +491,7 @@ def main_mosquitto(
             data_dir=PurePath(data_dir) if data_dir else None,
             rotate=rotate,
         )
-    except EngineError as exc:
+    except (EngineError, DeviceError) as exc:
         print(f"emguard deploy mosquitto: {exc}", file=sys.stderr)
         return 2
     counts: dict[str, int] = {}
@@ -512,45 +509,6 @@ def main_mosquitto(
 
 
 # --------------------------------------------------------------------------- helpers
-
-
-def _role(value: object) -> Role:
-    text = str(getattr(value, "value", value))
-    if text not in ("ankle_monitor", "victim_device", "victim_phone"):
-        raise ConfigError(
-            f"registry role {text!r} is not ankle_monitor, victim_device or victim_phone"
-        )
-    return text  # type: ignore[return-value]
-
-
-def _registry_roles(registry: Any) -> Mapping[str, object]:
-    """Device id -> role from a devices.registry.DeviceRegistry (duck-typed: it is optional here)."""
-    if hasattr(registry, "roles"):
-        roles = registry.roles() if callable(registry.roles) else registry.roles
-        return dict(roles)
-    if hasattr(registry, "devices"):
-        devices = registry.devices() if callable(registry.devices) else registry.devices
-        items = (
-            devices.items() if isinstance(devices, Mapping) else ((d.device_id, d) for d in devices)
-        )
-        return {str(k): getattr(v, "role", v) for k, v in items}
-    raise ConfigError("the device registry exposes neither roles nor devices")
-
-
-def _load_registry(book: OrderBook, path: Path) -> Any:
-    try:
-        from devices.registry import DeviceRegistry  # type: ignore[import-not-found,unused-ignore]
-    except ImportError as exc:  # pragma: no cover - depends on the devices package version
-        raise ConfigError(f"--registry {path} given but devices.registry is not available") from exc
-    loader = getattr(DeviceRegistry, "load", None) or getattr(DeviceRegistry, "from_file", None)
-    if loader is None:
-        raise ConfigError("devices.registry.DeviceRegistry has no load/from_file")
-    return loader(path, book)
-
-
-def _owner(book: OrderBook, device: str) -> str:
-    owner = book.owner_of(device)
-    return f"{owner[0]}:{owner[1]}" if owner else f"device:{device}"
 
 
 def _read_passwords(path: Path) -> dict[str, str]:

@@ -170,6 +170,7 @@ class Probe:
     messages: queue.Queue[tuple[str, bytes]] = field(default_factory=queue.Queue)
     _acks: dict[int, Any] = field(default_factory=dict)
     _connected: threading.Event = field(default_factory=threading.Event)
+    _answered: threading.Event = field(default_factory=threading.Event)
     _lock: threading.Condition = field(default_factory=threading.Condition)
 
     def __post_init__(self) -> None:
@@ -180,8 +181,9 @@ class Probe:
             c.username_pw_set(self.username, self.password)
         if self.tls_ca is not None:
             c.tls_set(ca_certs=str(self.tls_ca), tls_version=ssl.PROTOCOL_TLS_CLIENT)
+        c.reconnect_delay_set(min_delay=0.05, max_delay=1)  # type: ignore[arg-type]  # fast teardown
         c.on_connect = self._on_connect
-        c.on_disconnect = lambda _c, _u, _f, _rc, _p: self.disconnected.set()
+        c.on_disconnect = self._on_disconnect
         c.on_message = lambda _c, _u, m: self.messages.put((m.topic, bytes(m.payload)))
         c.on_publish = self._on_ack
         c.on_subscribe = self._on_ack
@@ -191,6 +193,11 @@ class Probe:
     def _on_connect(self, _c: Any, _u: Any, _flags: Any, rc: Any, _p: Any) -> None:
         self.connack = rc
         self._connected.set()
+        self._answered.set()
+
+    def _on_disconnect(self, _c: Any, _u: Any, _flags: Any, _rc: Any, _p: Any) -> None:
+        self.disconnected.set()
+        self._answered.set()
 
     def _on_ack(self, _c: Any, _u: Any, mid: int, rc: Any, _p: Any) -> None:
         with self._lock:
@@ -212,8 +219,7 @@ class Probe:
             kwargs = {"clean_start": self.session_expiry is None, "properties": props}
         self.client.connect("127.0.0.1", self.port, keepalive=30, **kwargs)
         self.client.loop_start()
-        if not self._connected.wait(timeout) and not self.disconnected.is_set():
-            self.disconnected.wait(timeout)
+        self._answered.wait(timeout)
         return self.connack
 
     @property
@@ -235,6 +241,11 @@ class Probe:
         """Publish at QoS 1 and return the PUBACK reason code (v5 reports 'Not authorized')."""
         info = self.client.publish(topic, payload, qos=1)
         return self._wait_ack(info.mid)
+
+    def publish_many(self, topic: str, payloads: list[bytes], timeout: float = 30.0) -> list[Any]:
+        """Publish all at QoS 1 (paho keeps its own in-flight window), then wait for every PUBACK."""
+        mids = [self.client.publish(topic, p, qos=1).mid for p in payloads]
+        return [self._wait_ack(mid, timeout) for mid in mids]
 
     def until(self, topic: str, payload: bytes, timeout: float = 5.0) -> list[tuple[str, bytes]]:
         """Every message received up to and including (topic, payload); fails on timeout."""
@@ -267,8 +278,9 @@ class Probe:
 
     def close(self) -> None:
         """Disconnect cleanly and stop the network thread."""
-        if self._connected.is_set() and not self.disconnected.is_set():
-            self.client.disconnect()
+        was_up = self._connected.is_set() and not self.disconnected.is_set()
+        self.client.disconnect()  # also stops paho's reconnect back-off for refused clients
+        if was_up:
             self.disconnected.wait(2.0)
         self.client.loop_stop()
 
@@ -349,7 +361,7 @@ class RunningBroker:
 
     broker: Broker
     bundle: Any  # engine.deploy_config.MosquittoBundle
-    passwords: dict[str, str]
+    passwords: dict[str, str] = field(repr=False)
 
     @property
     def port(self) -> int:
