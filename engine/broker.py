@@ -29,10 +29,10 @@ def free_port() -> int:
         return int(s.getsockname()[1])
 
 
-async def wait_for_port(host: str, port: int, timeout: float = 10.0) -> None:
+async def wait_for_port(host: str, port: int, within_s: float = 10.0) -> None:
     """Poll until something accepts TCP connections on host:port."""
     loop = asyncio.get_running_loop()
-    deadline = loop.time() + timeout
+    deadline = loop.time() + within_s
     while True:
         try:
             _, writer = await asyncio.open_connection(host, port)
@@ -42,8 +42,13 @@ async def wait_for_port(host: str, port: int, timeout: float = 10.0) -> None:
             return
         except OSError:
             if loop.time() > deadline:
-                raise TimeoutError(f"nothing listening on {host}:{port} after {timeout} s") from None
+                raise TimeoutError(f"nothing listening on {host}:{port} after {within_s} s") from None
             await asyncio.sleep(0.05)
+
+
+def mosquitto_binary() -> str | None:
+    """Path of the mosquitto binary (Debian installs it in /usr/sbin, often not on PATH)."""
+    return shutil.which("mosquitto") or shutil.which("mosquitto", path="/usr/sbin:/usr/local/sbin")
 
 
 @dataclass(slots=True)
@@ -66,9 +71,7 @@ class EmbeddedBroker:
         self._tmp: tempfile.TemporaryDirectory[str] | None = None
 
     async def __aenter__(self) -> BrokerInfo:
-        mosquitto = shutil.which("mosquitto") or (
-            "/usr/sbin/mosquitto" if Path("/usr/sbin/mosquitto").exists() else None
-        )
+        mosquitto = mosquitto_binary()
         if self.prefer in ("auto", "mosquitto") and mosquitto:
             return await self._start_mosquitto(mosquitto)
         if self.prefer == "mosquitto":

@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+from itertools import pairwise
 import json
 import math
 import signal
@@ -91,7 +92,7 @@ def scenario(projector: Projector, speed_mps: float = 25.0) -> list[Step]:
 
 
 def _walk(path: list[tuple[float, float]], step_m: float) -> Iterator[tuple[float, float]]:
-    for (x0, y0), (x1, y1) in zip(path, path[1:], strict=False):
+    for (x0, y0), (x1, y1) in pairwise(path):
         n = max(1, int(math.dist((x0, y0), (x1, y1)) // step_m))
         for k in range(n):
             yield (x0 + (x1 - x0) * k / n, y0 + (y1 - y0) * k / n)
@@ -119,7 +120,7 @@ def printer(out: TextIO, colour: bool) -> Callable[[Effects, float], None]:
         for change in effects.changes:
             a = change.alert
             dist = f" {a.distance_m:.0f} m" if a.distance_m is not None else ""
-            who = a.protected_person and f" {a.subject}→{a.protected_person}" or f" {a.subject or ''}"
+            who = (a.protected_person and f" {a.subject}→{a.protected_person}") or f" {a.subject or ''}"
             note = a.detail if change.change in ("raised", "level") else a.history[-1].note
             print(paint(a.level, f"{stamp} ALERT {a.level.upper():8s} {a.kind:12s} {a.state:12s}"
                   f"{who}{dist}  [{a.alert_id}] {note}"), file=out, flush=True)

@@ -10,7 +10,7 @@ from __future__ import annotations
 import json
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
-from datetime import datetime, time, timedelta, timezone
+from datetime import UTC, datetime, time, timedelta
 from pathlib import Path
 from typing import Any
 from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
@@ -53,7 +53,7 @@ class ScheduleWindow:
     def window_containing(self, t: float) -> tuple[float, float] | None:
         """The concrete (start, end) epoch interval containing ``t``, if any."""
         zone = ZoneInfo(self.tz)
-        local = datetime.fromtimestamp(t, tz=timezone.utc).astimezone(zone)
+        local = datetime.fromtimestamp(t, tz=UTC).astimezone(zone)
         for back in (0, 1):
             day = (local - timedelta(days=back)).date()
             if day.weekday() not in self.days:
@@ -69,7 +69,7 @@ class ScheduleWindow:
     def next_start_after(self, t: float, horizon_days: int = 8) -> float | None:
         """Epoch time of the first window start strictly after ``t``."""
         zone = ZoneInfo(self.tz)
-        local = datetime.fromtimestamp(t, tz=timezone.utc).astimezone(zone)
+        local = datetime.fromtimestamp(t, tz=UTC).astimezone(zone)
         for ahead in range(horizon_days):
             day = (local + timedelta(days=ahead)).date()
             if day.weekday() not in self.days:

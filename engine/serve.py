@@ -33,7 +33,7 @@ async def run_serve(cfg: ServiceConfig) -> None:
         try:
             from engine.http import HttpServer
         except ImportError:
-            HttpServer = None  # type: ignore[assignment,misc]  # noqa: N806
+            HttpServer = None  # type: ignore[assignment,misc]
         if HttpServer is not None:
             server = HttpServer(service, host=cfg.http_host, port=cfg.http_port)
             await server.start()

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 
 
 def parse_time(value: object) -> float:
@@ -35,5 +35,5 @@ def parse_time(value: object) -> float:
 
 def format_time(t: float) -> str:
     """RFC 3339 UTC with millisecond precision and ``Z``, as in the contract's examples."""
-    dt = datetime.fromtimestamp(round(t, 3), tz=timezone.utc)
+    dt = datetime.fromtimestamp(round(t, 3), tz=UTC)
     return dt.strftime("%Y-%m-%dT%H:%M:%S.") + f"{dt.microsecond // 1000:03d}Z"

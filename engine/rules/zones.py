@@ -180,7 +180,7 @@ class ZoneRules:
             first_in_window = False
         out_c = outside_certainty(dist, fix.acc)
         in_c = inside_certainty(dist, fix.acc)
-        if out_c in ("observed", "likely") or out_c == "possible" and ep.possible_run + 1 >= rules.possible_needed:
+        if out_c in ("observed", "likely") or (out_c == "possible" and ep.possible_run + 1 >= rules.possible_needed):
             ep.clear_run = 0
             ep.possible_run = ep.possible_run + 1 if out_c == "possible" else 0
             if ep.outside_since is None:

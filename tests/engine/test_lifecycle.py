@@ -9,8 +9,8 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from engine.alerts import AlertActionError, alert_id_for
-from engine.replay import replay_messages, write_alerts
 from engine.orders import load_orders
+from engine.replay import replay_messages, write_alerts
 from engine.testing import ORIGIN, T0, DeviceScript, Harness, circle, orders_doc
 
 X0, Y0 = ORIGIN

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 
 from engine.testing import ORIGIN, T0, DeviceScript, Harness, circle, orders_doc, square
 
@@ -69,7 +69,7 @@ def test_circle_zone_alarm_carries_certainty_observed_when_deep_inside():
 
 
 def _utc(y: int, mo: int, d: int, h: int, mi: int = 0) -> float:
-    return datetime(y, mo, d, h, mi, tzinfo=timezone.utc).timestamp()
+    return datetime(y, mo, d, h, mi, tzinfo=UTC).timestamp()
 
 
 def curfew() -> Harness:

@@ -4,12 +4,11 @@ from __future__ import annotations
 
 import asyncio
 import json
-import shutil
 
 import aiomqtt
 import pytest
 
-from engine.broker import EmbeddedBroker
+from engine.broker import EmbeddedBroker, mosquitto_binary
 from engine.config import EngineConfig, ServiceConfig
 from engine.orders import load_orders
 from engine.pipeline import Engine
@@ -21,7 +20,7 @@ X0, Y0 = ORIGIN
 
 
 def _require_mosquitto() -> None:
-    if not (shutil.which("mosquitto") or shutil.which("/usr/sbin/mosquitto")):
+    if mosquitto_binary() is None:
         pytest.fail("mosquitto is not installed: integration tests need the Debian mosquitto package")
 
 
@@ -37,9 +36,9 @@ async def _collect(url_port: int, topics: list[str], sink: list[tuple[str, dict]
             return  # the test's broker went away: collection is over
 
 
-async def _wait_for(pred, timeout: float = 10.0) -> None:
+async def _wait_for(pred, within_s: float = 10.0) -> None:
     loop = asyncio.get_running_loop()
-    end = loop.time() + timeout
+    end = loop.time() + within_s
     while not pred():
         if loop.time() > end:
             raise AssertionError("timed out waiting for the engine")
@@ -119,7 +118,7 @@ async def test_alerts_raised_while_the_broker_is_down_are_published_after_reconn
             collector = asyncio.create_task(_collect(port, ["em/alerts/#"], got, ready))
             await ready.wait()
             # the engine reconnects with backoff and flushes the outbox
-            await _wait_for(lambda: any(p.get("kind") == "panic" for _, p in got), timeout=20)
+            await _wait_for(lambda: any(p.get("kind") == "panic" for _, p in got), within_s=20)
             stop.set()
             await runner
             collector.cancel()
