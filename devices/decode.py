@@ -33,7 +33,7 @@ import msgspec
 from devices.errors import InvalidPayload
 from devices.model import DeviceEvent, Fix, Rejection, RejectReason
 from devices.owntracks import location_to_fix, owntracks_type
-from devices.topics import TopicScheme
+from devices.topics import TopicRef, TopicScheme
 from devices.validate import MIN_TIME, event_from_object, fix_from_object
 from devices.wire import fast_fixes
 from engine.timeutil import format_time
@@ -55,9 +55,10 @@ class Decoded:
     rejections: list[Rejection]
 
 
-@lru_cache(maxsize=16)
-def _scheme(prefix: str) -> TopicScheme:
-    return TopicScheme(prefix)
+@lru_cache(maxsize=1 << 16)
+def _parse_topic(prefix: str, topic: str) -> TopicRef | None:
+    """Topics repeat for every message of a device, so their parse is cached."""
+    return TopicScheme(prefix).parse(topic)
 
 
 def _text(payload: bytes | str) -> str:
@@ -133,7 +134,7 @@ def _decode(
     max_bytes: int,
     min_time: float,
 ) -> Decoded:
-    ref = _scheme(prefix).parse(topic)
+    ref = _parse_topic(prefix, topic)
     if ref is None:
         return _reject(
             R.UNKNOWN_TOPIC, f"topic {topic!r} is not a device topic", topic, payload, arrival, None

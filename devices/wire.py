@@ -13,8 +13,9 @@ this path returns fixes, the slow path returns the identical fixes.
 
 from __future__ import annotations
 
+import dataclasses
 from datetime import datetime
-from typing import Annotated, Literal
+from typing import Annotated, Any, Literal
 
 import msgspec
 
@@ -41,6 +42,50 @@ class WireFix(msgspec.Struct, gc=False):
     strap: Literal["ok", "open", "cut"] | None = None
 
 
+_FIX_FIELDS = (
+    "device", "seq", "t", "lat", "lon", "acc", "arrival",
+    "spd", "hdg", "sats", "src", "batt", "strap",
+)  # fmt: skip
+_new = object.__new__
+
+
+def _fast_fix_maker() -> Any:
+    """A ``Fix`` constructor that sets the slots directly, about twice as fast as ``Fix(...)``.
+
+    A frozen dataclass's ``__init__`` goes through ``object.__setattr__`` for
+    every field, which is a fifth of the fast path's time.  This only applies
+    when ``Fix`` has exactly the fields it was written for (the record has no
+    ``__post_init__``); otherwise the plain constructor is used.
+    """
+    names = tuple(f.name for f in dataclasses.fields(Fix))
+    if names != _FIX_FIELDS or hasattr(Fix, "__post_init__"):
+        return Fix
+    s_dev, s_seq, s_t, s_lat, s_lon, s_acc, s_arr, s_spd, s_hdg, s_sats, s_src, s_batt, s_strap = (
+        getattr(Fix, name).__set__ for name in names
+    )
+
+    def make(dev: Any, seq: Any, t: Any, lat: Any, lon: Any, acc: Any, arr: Any, spd: Any,
+             hdg: Any, sats: Any, src: Any, batt: Any, strap: Any) -> Fix:  # fmt: skip
+        fix = _new(Fix)
+        s_dev(fix, dev)
+        s_seq(fix, seq)
+        s_t(fix, t)
+        s_lat(fix, lat)
+        s_lon(fix, lon)
+        s_acc(fix, acc)
+        s_arr(fix, arr)
+        s_spd(fix, spd)
+        s_hdg(fix, hdg)
+        s_sats(fix, sats)
+        s_src(fix, src)
+        s_batt(fix, batt)
+        s_strap(fix, strap)
+        return fix
+
+    return make
+
+
+make_fix = _fast_fix_maker()
 _one = msgspec.json.Decoder(WireFix)
 _many = msgspec.json.Decoder(list[WireFix])
 _DOUBT = (msgspec.MsgspecError, ValueError, OverflowError, RecursionError)
@@ -61,7 +106,7 @@ def _to_fix(
         t = dt.timestamp()
     if not min_time <= t <= arrival + max_future_s:
         return None
-    return Fix(
+    return make_fix(  # type: ignore[no-any-return]
         device,
         w.seq,
         t,
