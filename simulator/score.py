@@ -1,0 +1,483 @@
+"""``emguard score``: the engine's alerts measured against the ground truth.
+
+An alert (one ``alert_id`` and all its state changes, contract §5) *matches*
+a true episode when kind and keys agree (every key the truth names: order,
+subject, protected person, zone) and in device time it was opened no earlier
+than ``lead_window_s`` before the episode start and no later than
+``tolerance_s`` after its end, and was not resolved before ``start -
+tolerance_s``.  From the matches, per kind:
+
+* recall: true episodes with at least one matching alert;
+* detection delay: first matching alert's device time minus episode start
+  (negative: raised before the episode began, e.g. on time-to-contact);
+* lead time (proximity): episode start (offender within ``alert_m``) minus
+  the first matching state change at level >= alarm, which is when the
+  victim is warned; also to each contact distance the truth lists
+  (``contact_at``); "warned before" counts lead >= 0;
+* alerts per episode: distinct ``alert_id`` per detected episode (flapping);
+* false alarms: alerts that reached level >= alarm and match no true
+  episode, per subject-day of exposure (subjects x the trace's time span).
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import statistics
+from collections import defaultdict
+from collections.abc import Iterable, Mapping, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from engine.timeutil import parse_time
+from simulator.errors import TraceError
+from simulator.truth import Episode, read_truth
+
+LEVELS = {"info": 0, "warning": 1, "alarm": 2, "critical": 3}
+ALARM = LEVELS["alarm"]
+KEYS = ("order", "subject", "protected_person", "zone")
+DEFAULT_TOLERANCE_S = 120.0
+DEFAULT_LEAD_WINDOW_S = 3600.0
+DAY_S = 86400.0
+
+# Quality targets the engine is measured against (issue 6).
+TARGET_RECALL = 1.0
+TARGET_WARNED_BEFORE = 0.95
+TARGET_FALSE_PER_SUBJECT_DAY = 1.0
+TARGET_ALERTS_PER_EPISODE = 1.2
+
+
+@dataclass(frozen=True, slots=True)
+class AlertEpisode:
+    """One alert (all state changes of one ``alert_id``), reduced to what scoring needs."""
+
+    alert_id: str
+    kind: str
+    order: str | None
+    subject: str | None
+    protected_person: str | None
+    zone: str | None
+    first_t: float
+    end_t: float  # device time it was resolved, or +inf
+    max_level: str
+    first_alarm_t: float | None
+    changes: int
+    evidence: tuple[str, ...] = ()  # "device:seq" fixes of the opening change
+
+
+@dataclass(frozen=True, slots=True)
+class EpisodeResult:
+    """How the engine did on one true episode."""
+
+    episode: Episode
+    alert_ids: tuple[str, ...]
+    delay_s: float | None
+    lead_s: float | None
+    contact_lead_s: Mapping[str, float] = field(default_factory=dict)
+    max_level: str | None = None
+
+    @property
+    def detected(self) -> bool:
+        """At least one alert matched."""
+        return bool(self.alert_ids)
+
+
+@dataclass(frozen=True, slots=True)
+class KindScore:
+    """Scores of one alert kind."""
+
+    kind: str
+    episodes: int
+    detected: int
+    delays_s: tuple[float, ...]
+    leads_s: tuple[float | None, ...]  # proximity: one per episode (None: never warned)
+    alerts_per_episode: tuple[int, ...]  # per detected episode
+    false_alarms: int
+
+    @property
+    def recall(self) -> float | None:
+        """Detected / episodes (None without episodes)."""
+        return self.detected / self.episodes if self.episodes else None
+
+    @property
+    def warned_before(self) -> float | None:
+        """Share of episodes warned (level >= alarm) no later than their start."""
+        if self.kind != "proximity" or not self.episodes:
+            return None
+        return sum(1 for v in self.leads_s if v is not None and v >= 0) / self.episodes
+
+    @property
+    def mean_alerts(self) -> float | None:
+        """Mean distinct alerts per detected episode."""
+        return statistics.fmean(self.alerts_per_episode) if self.alerts_per_episode else None
+
+
+@dataclass(frozen=True, slots=True)
+class Target:
+    """One quality target and whether the run met it (None: nothing to measure)."""
+
+    name: str
+    value: float | None
+    goal: str
+    ok: bool | None
+    percent: bool = False
+
+    def shown(self) -> str:
+        """The value as text (percent or plain)."""
+        if self.value is None:
+            return "-"
+        return _pct(self.value) if self.percent else f"{self.value:.2f}"
+
+
+@dataclass(frozen=True, slots=True)
+class ScoreResult:
+    """The whole scoring: per kind, per episode, false alarms, exposure and targets."""
+
+    kinds: tuple[KindScore, ...]
+    episodes: tuple[EpisodeResult, ...]
+    alerts: tuple[AlertEpisode, ...]
+    false_alarms: tuple[AlertEpisode, ...]
+    subjects: int
+    span_s: float
+    exposure: str  # "trace" or "estimate"
+    tolerance_s: float
+    lead_window_s: float
+
+    @property
+    def subject_days(self) -> float:
+        """Subjects x span in days."""
+        return self.subjects * self.span_s / DAY_S
+
+    @property
+    def false_per_subject_day(self) -> float | None:
+        """False alarms per subject-day (None when the exposure is zero)."""
+        return len(self.false_alarms) / self.subject_days if self.subject_days > 0 else None
+
+    def kind(self, kind: str) -> KindScore | None:
+        """The score of one kind, if it had episodes or alerts."""
+        return next((k for k in self.kinds if k.kind == kind), None)
+
+    @property
+    def targets(self) -> tuple[Target, ...]:
+        """The issue's quality targets evaluated on this run."""
+        out = []
+        for kind in ("proximity", "exclusion"):
+            ks = self.kind(kind)
+            r = ks.recall if ks else None
+            out.append(
+                Target(
+                    f"{kind} recall", r, "= 100 %", None if r is None else r >= TARGET_RECALL, True
+                )
+            )
+        prox = self.kind("proximity")
+        w = prox.warned_before if prox else None
+        out.append(
+            Target(
+                "victim warned before alert_m",
+                w,
+                ">= 95 %",
+                None if w is None else w >= TARGET_WARNED_BEFORE,
+                True,
+            )
+        )
+        f = self.false_per_subject_day
+        out.append(
+            Target(
+                "false alarms / subject-day",
+                f,
+                "<= 1",
+                None if f is None else f <= TARGET_FALSE_PER_SUBJECT_DAY,
+            )
+        )
+        counts = [n for k in self.kinds for n in k.alerts_per_episode]
+        m = statistics.fmean(counts) if counts else None
+        out.append(
+            Target(
+                "alerts per episode",
+                m,
+                "<= 1.2",
+                None if m is None else m <= TARGET_ALERTS_PER_EPISODE,
+            )
+        )
+        return tuple(out)
+
+
+def alert_episodes(changes: Iterable[Mapping[str, Any]]) -> list[AlertEpisode]:
+    """Group alert state changes by ``alert_id`` (lines without one are skipped)."""
+    groups: dict[str, list[tuple[float, Mapping[str, Any]]]] = defaultdict(list)
+    for c in changes:
+        aid = c.get("alert_id")
+        if not aid:
+            continue
+        groups[str(aid)].append((parse_time(c["device_time"]), c))
+    out = []
+    for aid, items in groups.items():
+        items.sort(key=lambda it: it[0])
+        first = items[0][1]
+        levels = [(t, LEVELS.get(str(c.get("level")), 0)) for t, c in items]
+        resolved = [t for t, c in items if c.get("state") == "resolved"]
+        alarm_times = [t for t, lv in levels if lv >= ALARM]
+        top = max(lv for _, lv in levels)
+        out.append(
+            AlertEpisode(
+                alert_id=aid,
+                kind=str(first.get("kind")),
+                **{k: _first(items, k) for k in KEYS},
+                first_t=items[0][0],
+                end_t=resolved[0] if resolved else math.inf,
+                max_level=next(name for name, lv in LEVELS.items() if lv == top),
+                first_alarm_t=alarm_times[0] if alarm_times else None,
+                changes=len(items),
+                evidence=_evidence(first),
+            )
+        )
+    return sorted(out, key=lambda a: (a.first_t, a.alert_id))
+
+
+def _evidence(change: Mapping[str, Any]) -> tuple[str, ...]:
+    ev = change.get("evidence")
+    fixes = ev.get("fixes") if isinstance(ev, Mapping) else None
+    return tuple(str(f) for f in fixes) if isinstance(fixes, list) else ()
+
+
+def _first(items: Sequence[tuple[float, Mapping[str, Any]]], key: str) -> str | None:
+    for _, c in items:
+        if c.get(key) is not None:
+            return str(c[key])
+    return None
+
+
+def matches(ep: Episode, a: AlertEpisode, tolerance_s: float, lead_window_s: float) -> bool:
+    """Same kind and keys, and the alert overlaps the episode (see module docstring)."""
+    if a.kind != ep.kind:
+        return False
+    for k in KEYS:
+        want = getattr(ep, k)
+        if want is not None and getattr(a, k) != want:
+            return False
+    return (
+        ep.start - lead_window_s <= a.first_t <= ep.end + tolerance_s
+        and a.end_t >= ep.start - tolerance_s
+    )
+
+
+def score(
+    alerts: Sequence[AlertEpisode],
+    truth: Sequence[Episode],
+    *,
+    subjects: int,
+    span_s: float,
+    exposure: str = "trace",
+    tolerance_s: float = DEFAULT_TOLERANCE_S,
+    lead_window_s: float = DEFAULT_LEAD_WINDOW_S,
+) -> ScoreResult:
+    """Score grouped alerts against true episodes (pure)."""
+    matched: set[str] = set()
+    results = []
+    for ep in truth:
+        hits = [a for a in alerts if matches(ep, a, tolerance_s, lead_window_s)]
+        matched.update(a.alert_id for a in hits)
+        delay = min(a.first_t for a in hits) - ep.start if hits else None
+        alarms = [
+            a.first_alarm_t
+            for a in hits
+            if a.first_alarm_t is not None and a.first_alarm_t <= ep.end + tolerance_s
+        ]
+        warned = min(alarms) if alarms else None
+        lead = ep.start - warned if warned is not None else None
+        contact = {k: t - warned for k, t in ep.contact_at.items()} if warned is not None else {}
+        top = max((LEVELS[a.max_level] for a in hits), default=None)
+        results.append(
+            EpisodeResult(
+                ep,
+                tuple(a.alert_id for a in hits),
+                delay,
+                lead,
+                contact,
+                None if top is None else next(n for n, v in LEVELS.items() if v == top),
+            )
+        )
+    false = tuple(a for a in alerts if a.alert_id not in matched and LEVELS[a.max_level] >= ALARM)
+    kinds = sorted({e.kind for e in truth} | {a.kind for a in false})
+    per_kind = []
+    for kind in kinds:
+        rs = [r for r in results if r.episode.kind == kind]
+        per_kind.append(
+            KindScore(
+                kind=kind,
+                episodes=len(rs),
+                detected=sum(r.detected for r in rs),
+                delays_s=tuple(r.delay_s for r in rs if r.delay_s is not None),
+                leads_s=tuple(r.lead_s for r in rs) if kind == "proximity" else (),
+                alerts_per_episode=tuple(len(r.alert_ids) for r in rs if r.detected),
+                false_alarms=sum(1 for a in false if a.kind == kind),
+            )
+        )
+    return ScoreResult(
+        tuple(per_kind),
+        tuple(results),
+        tuple(alerts),
+        false,
+        subjects,
+        span_s,
+        exposure,
+        tolerance_s,
+        lead_window_s,
+    )
+
+
+def read_alerts(path: str | Path) -> list[dict[str, Any]]:
+    """Alert state changes from a JSON Lines file (lines without ``alert_id`` are ignored)."""
+    out = []
+    with open(path, encoding="utf-8") as fh:
+        for n, line in enumerate(fh, 1):
+            if not line.strip():
+                continue
+            try:
+                rec = json.loads(line)
+                if rec.get("alert_id"):
+                    parse_time(rec["device_time"])
+                    out.append(rec)
+            except (ValueError, KeyError, TypeError, AttributeError) as exc:
+                raise TraceError(f"{path}:{n}: not an alert state change ({exc})") from exc
+    return out
+
+
+def exposure_of(
+    truth: Sequence[Episode],
+    alerts: Sequence[AlertEpisode],
+    trace: str | Path | None,
+    orders: str | Path | None,
+) -> tuple[int, float, str]:
+    """(subjects, span seconds, source): from the trace and orders when given, else estimated."""
+    from simulator.trace import iter_trace
+
+    if orders is not None:
+        doc = json.loads(Path(orders).read_text(encoding="utf-8"))
+        subjects = len(doc.get("subjects") or [])
+    else:
+        subjects = len(
+            {e.subject for e in truth if e.subject} | {a.subject for a in alerts if a.subject}
+        )
+    if trace is not None:
+        arrivals = [arrival for arrival, _, _ in iter_trace(trace)]
+        span = max(arrivals) - min(arrivals) if arrivals else 0.0
+        source = "trace"
+    else:
+        times = [t for e in truth for t in (e.start, e.end)] + [a.first_t for a in alerts]
+        span = max(times) - min(times) if times else 0.0
+        source = "estimate"
+    return max(subjects, 1), span, source
+
+
+def score_files(
+    alerts: str | Path,
+    truth: str | Path,
+    report: str | Path | None = None,
+    *,
+    trace: str | Path | None = None,
+    orders: str | Path | None = None,
+    tolerance_s: float = DEFAULT_TOLERANCE_S,
+    lead_window_s: float = DEFAULT_LEAD_WINDOW_S,
+) -> ScoreResult:
+    """Score an alerts file against a truth file; write an HTML report if ``report`` is given.
+
+    ``trace`` and ``orders`` give the exposure (subjects x time span) for false
+    alarms per subject-day and the tracks and zones of the report's map;
+    without them the exposure is estimated from the truth and alerts.
+    """
+    grouped = alert_episodes(read_alerts(alerts))
+    episodes = read_truth(truth)
+    subjects, span, source = exposure_of(episodes, grouped, trace, orders)
+    result = score(
+        grouped,
+        episodes,
+        subjects=subjects,
+        span_s=span,
+        exposure=source,
+        tolerance_s=tolerance_s,
+        lead_window_s=lead_window_s,
+    )
+    if report is not None:
+        from simulator.report import write_report
+
+        write_report(result, report, trace=trace, orders=orders)
+    return result
+
+
+def format_table(result: ScoreResult) -> str:
+    """A terminal table: one row per kind, then exposure, false alarms and the targets."""
+    head = (
+        "kind",
+        "episodes",
+        "detected",
+        "recall",
+        "delay med/max",
+        "lead med/min",
+        "warned",
+        "alerts/ep",
+        "false",
+    )
+    rows = [head]
+    for k in result.kinds:
+        leads = [v for v in k.leads_s if v is not None]
+        rows.append(
+            (
+                k.kind,
+                str(k.episodes),
+                str(k.detected),
+                _pct(k.recall),
+                _pair(k.delays_s, statistics.median, max),
+                _pair(leads, statistics.median, min) if k.kind == "proximity" else "",
+                _pct(k.warned_before),
+                "-"
+                if k.mean_alerts is None
+                else f"{k.mean_alerts:.2f} (max {max(k.alerts_per_episode)})",
+                str(k.false_alarms),
+            )
+        )
+    widths = [max(len(r[i]) for r in rows) for i in range(len(head))]
+    lines = ["  ".join(c.ljust(w) for c, w in zip(r, widths, strict=True)).rstrip() for r in rows]
+    lines.insert(1, "  ".join("-" * w for w in widths))
+    fpsd = result.false_per_subject_day
+    lines.append("")
+    lines.append(
+        f"exposure: {result.subjects} subjects x {result.span_s / 3600:.1f} h = {result.subject_days:.2f} subject-days"
+        f" ({result.exposure}); false alarms {len(result.false_alarms)}"
+        + ("" if fpsd is None else f" = {fpsd:.2f} per subject-day")
+    )
+    contact = _contact_summary(result)
+    if contact:
+        lines.append(contact)
+    for t in result.targets:
+        mark = {True: "ok  ", False: "FAIL", None: "n/a "}[t.ok]
+        lines.append(f"  [{mark}] {t.name}: {t.shown()} (target {t.goal})")
+    return "\n".join(lines)
+
+
+def _contact_summary(result: ScoreResult) -> str:
+    by: dict[str, list[float]] = defaultdict(list)
+    missing: dict[str, int] = defaultdict(int)
+    for r in result.episodes:
+        for k in r.episode.contact_at:
+            if k in r.contact_lead_s:
+                by[k].append(r.contact_lead_s[k])
+            else:
+                missing[k] += 1
+    parts = []
+    for k in sorted(set(by) | set(missing), key=float):
+        vals = by.get(k, [])
+        warned = sum(1 for v in vals if v >= 0)
+        total = len(vals) + missing.get(k, 0)
+        med = f", lead med {statistics.median(vals):.0f} s" if vals else ""
+        parts.append(f"within {k} m: warned before in {warned}/{total}{med}")
+    return "contact: " + "; ".join(parts) if parts else ""
+
+
+def _pct(v: float | None) -> str:
+    return "-" if v is None else f"{100 * v:.0f} %"
+
+
+def _pair(vals: Sequence[float], a: Any, b: Any) -> str:
+    return f"{a(vals):.0f}/{b(vals):.0f} s" if vals else "-"
