@@ -34,9 +34,8 @@ from devices.errors import InvalidPayload
 from devices.model import DeviceEvent, Fix, Rejection, RejectReason
 from devices.owntracks import location_to_fix, owntracks_type
 from devices.topics import TopicRef, TopicScheme
-from devices.validate import MIN_TIME, event_from_object, fix_from_object
+from devices.validate import MIN_TIME, event_from_object, fix_from_object, when
 from devices.wire import fast_fixes
-from engine.timeutil import format_time
 
 log = logging.getLogger(__name__)
 
@@ -167,29 +166,44 @@ def _decode(
             min_time,
         )
 
-    assert device is not None
-    validate = fix_from_object if ref.kind == "fix" else event_from_object
+    if device is None:  # unreachable: native topics always name a device
+        raise AssertionError(f"native topic {topic!r} without a device")
     if type(doc) is dict:
         try:
-            record = validate(doc, device, arrival, max_future_s, min_time)
+            if ref.kind == "fix":
+                fix = fix_from_object(doc, device, arrival, max_future_s, min_time)
+                return Decoded([fix], [], [])
+            event = event_from_object(doc, device, arrival, max_future_s, min_time)
+            return Decoded([], [event], [])
         except InvalidPayload as exc:
             return _reject(exc.reason, exc.detail, topic, payload, arrival, device)
-        if ref.kind == "fix":
-            return Decoded([record], [], [])  # type: ignore[list-item]
-        return Decoded([], [record], [])  # type: ignore[list-item]
     if type(doc) is list:
         return _burst(
             doc, ref.kind == "fix", device, topic, payload, arrival, max_future_s, min_time
         )
-    what = "null" if doc is None else type(doc).__name__
     return _reject(
         R.NOT_AN_OBJECT,
-        f"payload is JSON {what}, expected an object or an array",
+        f"payload is a JSON {json_kind(doc)}, expected an object or an array of objects",
         topic,
         payload,
         arrival,
         device,
     )
+
+
+def json_kind(value: object) -> str:
+    """The JSON name of a decoded value's type, for rejection details."""
+    if value is None:
+        return "null"
+    if isinstance(value, bool):
+        return "boolean"
+    if isinstance(value, int | float):
+        return "number"
+    if isinstance(value, str):
+        return "string"
+    if isinstance(value, list):
+        return "array"
+    return "object"
 
 
 def _burst(
@@ -212,9 +226,9 @@ def _burst(
     for i, item in enumerate(items):
         try:
             if type(item) is not dict:
-                what = "null" if item is None else type(item).__name__
                 raise InvalidPayload(
-                    R.NOT_AN_OBJECT, f"burst element is JSON {what}, expected an object"
+                    R.NOT_AN_OBJECT,
+                    f"burst element is a JSON {json_kind(item)}, expected an object",
                 )
             if is_fix:
                 fixes.append(fix_from_object(item, device, arrival, max_future_s, min_time))
@@ -247,10 +261,9 @@ def _owntracks(
     min_time: float,
 ) -> Decoded:
     if type(doc) is not dict:
-        what = "null" if doc is None else type(doc).__name__
         return _reject(
             R.NOT_AN_OBJECT,
-            f"OwnTracks payload is JSON {what}, expected an object",
+            f"OwnTracks payload is a JSON {json_kind(doc)}, expected an object",
             topic,
             payload,
             arrival,
@@ -276,6 +289,6 @@ def dead_letter_record(r: Rejection) -> dict[str, Any]:
         "detail": r.detail,
         "topic": r.topic,
         "device": r.device,
-        "arrival": format_time(r.arrival),
+        "arrival": when(r.arrival),
         "payload": r.payload,
     }

@@ -165,7 +165,9 @@ FIX_CATALOGUE: list[tuple[str, dict[str, Any] | bytes, RejectReason, str]] = [
     ("not json", b'{"v": 1, "lat": ', R.BAD_JSON, "not valid JSON"),
     ("not utf-8", b'{"device": "\xff"}', R.BAD_JSON, "not valid JSON"),
     ("number too big for a double", b'{"lat": 1e400}', R.BAD_JSON, "not valid JSON"),
-    ("string payload", b'"hello"', R.NOT_AN_OBJECT, "str"),
+    ("string payload", b'"hello"', R.NOT_AN_OBJECT, "a JSON string"),
+    ("number payload", b"3.5", R.NOT_AN_OBJECT, "a JSON number"),
+    ("boolean payload", b"true", R.NOT_AN_OBJECT, "a JSON boolean"),
     ("null payload", b"null", R.NOT_AN_OBJECT, "null"),
     ("missing v", with_(GOOD_FIX, v=_DROP), R.MISSING_FIELD, "v is required"),
     ("missing device", with_(GOOD_FIX, device=_DROP), R.MISSING_FIELD, "device"),
@@ -429,7 +431,7 @@ def test_owntracks_unknown_device() -> None:
 
 OT_CATALOGUE: list[tuple[str, bytes, RejectReason, str]] = [
     ("bad json", b"{", R.BAD_JSON, "JSON"),
-    ("array", enc([GOOD_OT]), R.NOT_AN_OBJECT, "list"),
+    ("array", enc([GOOD_OT]), R.NOT_AN_OBJECT, "a JSON array"),
     ("no _type", enc(with_(GOOD_OT, _type=_DROP)), R.MISSING_FIELD, "_type"),
     ("_type number", enc(with_(GOOD_OT, _type=5)), R.BAD_TYPE, "_type=5"),
     ("no acc", enc(with_(GOOD_OT, acc=_DROP)), R.MISSING_FIELD, "acc"),
