@@ -1,0 +1,418 @@
+"""HTTP routes of the monitoring centre: alerts, actions, orders, devices, zones, audit, stream.
+
+Handlers are thin: they read the engine's in-memory state (the engine runs on
+the same event loop, so no locking is needed) and act through
+``Service.act`` / ``Engine.set_orders`` so an action over HTTP is published
+exactly like one over ``em/ack``.  Views of engine state live in
+``engine.views``; auth and the audit trail in ``engine.auth``.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import copy
+import json
+import logging
+from collections.abc import AsyncIterator, Awaitable, Callable, Mapping
+from dataclasses import dataclass, field
+from typing import Any
+
+from starlette.applications import Starlette
+from starlette.requests import Request
+from starlette.responses import FileResponse, JSONResponse, Response, StreamingResponse
+from starlette.routing import Mount, Route
+from starlette.staticfiles import StaticFiles
+
+from engine import views
+from engine.alerts import LEVEL_RANK, AlertActionError
+from engine.auth import AuditEntry, AuditTrail, Authenticator, Principal
+from engine.errors import EngineError
+from engine.metrics import EngineMetrics
+from engine.openapi import openapi_schema
+from engine.orders import load_orders
+from engine.pipeline import Effects
+from engine.service import Service
+from engine.timeutil import format_time, parse_time
+from geo.errors import GeoError
+
+log = logging.getLogger(__name__)
+
+CONSOLE_DIR = views.CONSOLE_DIR
+ACTIONS = {"ack": "ack", "escalate": "escalate", "resolve": "resolve"}
+STREAM_QUEUE = 1000
+HEARTBEAT_S = 15.0
+
+Handler = Callable[[Request], Awaitable[Response]]
+
+
+@dataclass(slots=True)
+class ApiState:
+    """What the routes share: the service, the orders document, auth, audit, metrics, streams."""
+
+    service: Service
+    orders_doc: dict[str, Any] | None
+    auth: Authenticator
+    metrics: EngineMetrics
+    audit: AuditTrail = field(default_factory=AuditTrail)
+    streams: set[asyncio.Queue[dict[str, Any] | None]] = field(default_factory=set)
+    closing: bool = False
+
+    def on_effects(self, effects: Effects, now: float) -> None:
+        """Service listener: fan every alert change out to the open SSE streams."""
+        for change in effects.changes:
+            event = {"change": change.change, "alert": views.alert_summary(change.alert, now)}
+            for queue in list(self.streams):
+                if queue.full():  # a stalled browser: tell it to reload instead of growing
+                    with contextlib.suppress(asyncio.QueueEmpty):
+                        while True:
+                            queue.get_nowait()
+                    queue.put_nowait({"change": "resync"})
+                queue.put_nowait(event)
+
+    def close_streams(self) -> None:
+        """End every SSE response so the server can stop."""
+        self.closing = True
+        for queue in list(self.streams):
+            with contextlib.suppress(asyncio.QueueFull):
+                queue.put_nowait(None)
+
+
+def _error(status: int, message: str) -> JSONResponse:
+    return JSONResponse({"error": message}, status_code=status)
+
+
+def build_app(state: ApiState) -> Starlette:
+    """The Starlette application for one running service."""
+    service = state.service
+
+    def guarded(
+        role: str, action: str, handler: Callable[[Request, Principal], Awaitable[Response]]
+    ) -> Handler:
+        """Authenticate, check the role, run, and audit mutating calls (also refused ones)."""
+
+        async def endpoint(request: Request) -> Response:
+            header = request.headers.get("authorization")
+            if (
+                header is None
+                and request.url.path == "/api/stream"
+                and "access_token" in request.query_params
+            ):
+                header = (
+                    "Bearer " + request.query_params["access_token"]
+                )  # EventSource cannot set headers
+            who = state.auth.identify(header)
+            mutating = request.method in ("POST", "PUT", "DELETE")
+            if who is None:
+                response: Response = _error(401, "missing or unknown bearer token")
+                response.headers["www-authenticate"] = "Bearer"
+            elif not who.may(role):
+                response = _error(403, f"{who.role} may not {action}")
+            else:
+                response = await handler(request, who)
+            if mutating:
+                note = ""
+                body = getattr(request.state, "body", None)
+                if isinstance(body, Mapping):
+                    note = str(body.get("note", ""))[:500]
+                state.audit.record(
+                    AuditEntry(
+                        at=service.clock(),
+                        user=who.name if who else "-",
+                        role=who.role if who else "-",
+                        method=request.method,
+                        path=request.url.path,
+                        action=action,
+                        target=str(request.path_params.get("id", "")),
+                        status=response.status_code,
+                        note=note,
+                    )
+                )
+            return response
+
+        return endpoint
+
+    async def read_json(request: Request) -> Any:
+        raw = await request.body()
+        if not raw:
+            body: Any = {}
+        else:
+            try:
+                body = json.loads(raw)
+            except ValueError as exc:
+                raise _BadRequest(f"body is not JSON: {exc}") from exc
+        request.state.body = body
+        return body
+
+    # --- health --------------------------------------------------------------------------
+    async def healthz(request: Request) -> Response:
+        return JSONResponse({"status": "alive"})
+
+    async def readyz(request: Request) -> Response:
+        last = service.last_processed
+        doc = {
+            "ready": service.connected,
+            "broker_connected": service.connected,
+            "inbox_depth": service.inbox.qsize(),
+            "outbox_depth": len(service.outbox),
+            "last_processed": format_time(last) if last else None,
+        }
+        return JSONResponse(doc, status_code=200 if service.connected else 503)
+
+    # --- alerts --------------------------------------------------------------------------
+    async def list_alerts(request: Request, who: Principal) -> Response:
+        q = request.query_params
+        now = service.clock()
+        try:
+            since = parse_time(q["since"]) if q.get("since") else None
+            limit = int(q.get("limit", "500"))
+        except ValueError as exc:
+            return _error(400, f"bad query parameter: {exc}")
+        states = _csv(q.get("state"))
+        levels = _csv(q.get("level"))
+        kinds = _csv(q.get("kind"))
+        bad = (levels - set(LEVEL_RANK)) if levels else set()
+        if bad:
+            return _error(400, f"unknown level {sorted(bad)}")
+        out = []
+        for alert in service.engine.alerts.alerts.values():
+            if states and alert.state not in states:
+                continue
+            if levels and alert.level not in levels:
+                continue
+            if kinds and alert.kind not in kinds:
+                continue
+            if q.get("subject") and alert.subject != q["subject"]:
+                continue
+            if since is not None and (alert.updated_at or alert.raised_at) < since:
+                continue
+            out.append(alert)
+        out.sort(key=views.queue_order)
+        return JSONResponse(
+            {
+                "alerts": [views.alert_summary(a, now) for a in out[: max(0, limit)]],
+                "total": len(out),
+                "now": format_time(now),
+            }
+        )
+
+    async def get_alert(request: Request, who: Principal) -> Response:
+        alert = service.engine.alerts.alerts.get(request.path_params["id"])
+        if alert is None:
+            return _error(404, f"unknown alert {request.path_params['id']}")
+        return JSONResponse(views.alert_detail(service.engine, alert, service.clock()))
+
+    def action_handler(action: str) -> Callable[[Request, Principal], Awaitable[Response]]:
+        async def act(request: Request, who: Principal) -> Response:
+            aid = request.path_params["id"]
+            try:
+                body = await read_json(request)
+            except _BadRequest as exc:
+                return _error(400, str(exc))
+            if not isinstance(body, Mapping):
+                return _error(400, 'body must be a JSON object {"by", "note"}')
+            if aid not in service.engine.alerts.alerts:
+                return _error(404, f"unknown alert {aid}")
+            by = str(body.get("by") or who.name) if who.demo else who.name
+            try:
+                effects = service.act(aid, action, by, str(body.get("note", "")))
+            except AlertActionError as exc:
+                return _error(409, str(exc))
+            alert = (
+                effects.changes[-1].alert if effects.changes else service.engine.alerts.alerts[aid]
+            )
+            return JSONResponse(views.alert_summary(alert, service.clock()))
+
+        return act
+
+    # --- orders --------------------------------------------------------------------------
+    async def list_orders(request: Request, who: Principal) -> Response:
+        book = service.engine.book
+        now = service.clock()
+        return JSONResponse(
+            {
+                "orders": [
+                    views.order_summary(o, now)
+                    for o in sorted(book.orders.values(), key=lambda o: o.id)
+                ]
+            }
+        )
+
+    async def get_order(request: Request, who: Principal) -> Response:
+        order = service.engine.book.orders.get(request.path_params["id"])
+        if order is None:
+            return _error(404, f"unknown order {request.path_params['id']}")
+        doc = views.order_summary(order, service.clock())
+        doc["document"] = _doc_order(state.orders_doc, order.id)
+        return JSONResponse(doc)
+
+    async def put_order(request: Request, who: Principal) -> Response:
+        oid = request.path_params["id"]
+        if state.orders_doc is None:
+            return _error(
+                409, "this server was started without the orders document; orders are read-only"
+            )
+        try:
+            body = await read_json(request)
+        except _BadRequest as exc:
+            return _error(400, str(exc))
+        if not isinstance(body, Mapping):
+            return _error(400, "body must be a JSON object")
+        order = body.get("order", body if "subject" in body else None)
+        if not isinstance(order, Mapping):
+            return _error(400, "body needs 'order' (contract §4 form)")
+        order = dict(order)
+        if order.setdefault("id", oid) != oid:
+            return _error(400, f"order id {order['id']!r} does not match the URL ({oid!r})")
+        merged = copy.deepcopy(state.orders_doc)
+        for key in ("subjects", "protected_persons"):
+            extra = body.get(key, []) if order is not body else []
+            if not isinstance(extra, list) or not all(isinstance(x, Mapping) for x in extra):
+                return _error(400, f"{key!r} must be a list of objects")
+            merged[key] = _upsert(merged.get(key, []) or [], [dict(x) for x in extra])
+        created = _doc_order(merged, oid) is None
+        merged["orders"] = _upsert(merged.get("orders", []) or [], [order])
+        return _install(merged, oid, 201 if created else 200)
+
+    async def delete_order(request: Request, who: Principal) -> Response:
+        oid = request.path_params["id"]
+        if state.orders_doc is None:
+            return _error(
+                409, "this server was started without the orders document; orders are read-only"
+            )
+        current = _doc_order(state.orders_doc, oid)
+        if current is None or oid not in service.engine.book.orders:
+            return _error(404, f"unknown order {oid}")
+        now = service.clock()
+        order = service.engine.book.orders[oid]
+        merged = copy.deepcopy(state.orders_doc)
+        if order.valid_from >= now:
+            # never in force: nothing can refer to it, so it is withdrawn entirely
+            merged["orders"] = [o for o in merged["orders"] if o.get("id") != oid]
+        else:
+            ended = dict(current, valid_until=format_time(min(now, order.valid_until)))
+            merged["orders"] = _upsert(merged["orders"], [ended])
+        return _install(merged, oid, 200)
+
+    def _install(merged: dict[str, Any], oid: str, status: int) -> Response:
+        try:
+            book = load_orders(merged)
+        except (EngineError, GeoError) as exc:
+            return _error(422, str(exc))
+        service.engine.set_orders(book)
+        state.orders_doc = merged
+        log.info("orders changed: %s (%d orders in force)", oid, len(book.orders))
+        order = book.orders.get(oid)
+        body = (
+            views.order_summary(order, service.clock()) if order else {"id": oid, "withdrawn": True}
+        )
+        return JSONResponse(body, status_code=status)
+
+    # --- devices, zones, audit, metrics ----------------------------------------------------
+    async def list_devices(request: Request, who: Principal) -> Response:
+        return JSONResponse({"devices": views.devices(service.engine, service.clock())})
+
+    async def list_zones(request: Request, who: Principal) -> Response:
+        return JSONResponse({"zones": views.zones(service.engine, service.clock())})
+
+    async def audit(request: Request, who: Principal) -> Response:
+        return JSONResponse({"audit": state.audit.recent()})
+
+    async def metrics(request: Request) -> Response:
+        body, content_type = state.metrics.render()
+        return Response(body, media_type=content_type)
+
+    async def openapi(request: Request) -> Response:
+        return JSONResponse(openapi_schema())
+
+    async def console(request: Request) -> Response:
+        return FileResponse(CONSOLE_DIR / "index.html", media_type="text/html")
+
+    # --- stream --------------------------------------------------------------------------
+    async def stream(request: Request, who: Principal) -> Response:
+        queue: asyncio.Queue[dict[str, Any] | None] = asyncio.Queue(STREAM_QUEUE)
+        state.streams.add(queue)
+
+        async def events() -> AsyncIterator[str]:
+            try:
+                yield "retry: 2000\n: connected\n\n"
+                while not state.closing:
+                    try:
+                        item = await asyncio.wait_for(queue.get(), HEARTBEAT_S)
+                    except TimeoutError:
+                        yield ": heartbeat\n\n"
+                        continue
+                    if item is None:
+                        return
+                    yield f"event: alert\ndata: {json.dumps(item, separators=(',', ':'))}\n\n"
+            finally:
+                state.streams.discard(queue)
+
+        return StreamingResponse(
+            events(),
+            media_type="text/event-stream",
+            headers={"cache-control": "no-cache", "x-accel-buffering": "no"},
+        )
+
+    read = "read-only"
+    routes = [
+        Route("/", console, methods=["GET"]),
+        Route("/healthz", healthz, methods=["GET"]),
+        Route("/readyz", readyz, methods=["GET"]),
+        Route("/metrics", metrics, methods=["GET"]),
+        Route("/openapi.json", openapi, methods=["GET"]),
+        Route("/api/alerts", guarded(read, "read alerts", list_alerts), methods=["GET"]),
+        Route("/api/alerts/{id}", guarded(read, "read alerts", get_alert), methods=["GET"]),
+        *[
+            Route(
+                f"/api/alerts/{{id}}/{name}",
+                guarded("operator", name, action_handler(action)),
+                methods=["POST"],
+            )
+            for name, action in ACTIONS.items()
+        ],
+        Route("/api/orders", guarded(read, "read orders", list_orders), methods=["GET"]),
+        Route("/api/orders/{id}", guarded(read, "read orders", get_order), methods=["GET"]),
+        Route(
+            "/api/orders/{id}", guarded("supervisor", "change orders", put_order), methods=["PUT"]
+        ),
+        Route(
+            "/api/orders/{id}",
+            guarded("supervisor", "end orders", delete_order),
+            methods=["DELETE"],
+        ),
+        Route("/api/devices", guarded(read, "read devices", list_devices), methods=["GET"]),
+        Route("/api/zones", guarded(read, "read zones", list_zones), methods=["GET"]),
+        Route("/api/audit", guarded("operator", "read the audit trail", audit), methods=["GET"]),
+        Route("/api/stream", guarded(read, "read alerts", stream), methods=["GET"]),
+        Mount("/console", app=StaticFiles(directory=str(CONSOLE_DIR)), name="console"),
+    ]
+    return Starlette(routes=routes)
+
+
+class _BadRequest(Exception):
+    """A request body that is not JSON."""
+
+
+def _csv(value: str | None) -> set[str]:
+    return {v.strip() for v in value.split(",") if v.strip()} if value else set()
+
+
+def _doc_order(doc: Mapping[str, Any] | None, oid: str) -> dict[str, Any] | None:
+    for o in (doc or {}).get("orders", []) or []:
+        if isinstance(o, Mapping) and o.get("id") == oid:
+            return dict(o)
+    return None
+
+
+def _upsert(items: list[Any], new: list[dict[str, Any]]) -> list[Any]:
+    """Replace entries with the same id, append the rest (order preserved)."""
+    out = list(items)
+    for item in new:
+        for i, old in enumerate(out):
+            if isinstance(old, Mapping) and old.get("id") == item.get("id"):
+                out[i] = item
+                break
+        else:
+            out.append(item)
+    return out

@@ -1,0 +1,235 @@
+// emguard operator console: plain JS, no framework, no network beyond this server.
+// The map is drawn on a canvas in the engine's projected metres (x east, y north).
+"use strict";
+
+const LEVEL_RANK = { info: 0, warning: 1, alarm: 2, critical: 3 };
+const state = { alerts: new Map(), selected: null, zones: [], detail: null, skew: 0 };
+
+function headers(extra) {
+  const h = Object.assign({}, extra || {});
+  const token = document.getElementById("token").value.trim();
+  if (token) h["Authorization"] = "Bearer " + token;
+  return h;
+}
+
+async function api(path, options) {
+  const opts = Object.assign({}, options || {});
+  opts.headers = headers(opts.headers);
+  const r = await fetch(path, opts);
+  let body = null;
+  try { body = await r.json(); } catch (e) { body = null; }
+  if (!r.ok) throw new Error((body && body.error) || r.status + " " + r.statusText);
+  return body;
+}
+
+function el(tag, attrs, text) {
+  const e = document.createElement(tag);
+  for (const [k, v] of Object.entries(attrs || {})) e.setAttribute(k, v);
+  if (text !== undefined && text !== null) e.textContent = String(text);
+  return e;
+}
+
+function queueKey(a) {
+  const open = a.state === "resolved" ? 1 : 0;
+  return [open, -LEVEL_RANK[a.level], Date.parse(a.deadline), a.alert_id];
+}
+
+function cmp(a, b) {
+  const ka = queueKey(a), kb = queueKey(b);
+  for (let i = 0; i < ka.length; i++) { if (ka[i] < kb[i]) return -1; if (ka[i] > kb[i]) return 1; }
+  return 0;
+}
+
+function countdown(a) {
+  if (a.state === "resolved") return "—";
+  const s = Math.round((Date.parse(a.deadline) - (Date.now() + state.skew)) / 1000);
+  const sign = s < 0 ? "-" : "";
+  const m = Math.floor(Math.abs(s) / 60), r = Math.abs(s) % 60;
+  return sign + m + ":" + String(r).padStart(2, "0");
+}
+
+function renderQueue() {
+  const showResolved = document.getElementById("show-resolved").checked;
+  const rows = [...state.alerts.values()].filter(a => showResolved || a.state !== "resolved").sort(cmp);
+  const body = document.querySelector("#queue tbody");
+  body.replaceChildren();
+  for (const a of rows) {
+    const tr = el("tr", { "data-alert-id": a.alert_id, class: a.state === "resolved" ? "resolved" : "" });
+    if (a.alert_id === state.selected) tr.classList.add("selected");
+    const lv = el("td"); lv.append(el("span", { class: "level level-" + a.level }, a.level)); tr.append(lv);
+    tr.append(el("td", {}, a.kind), el("td", { class: "state" }, a.state),
+      el("td", {}, (a.subject || "") + (a.protected_person ? " → " + a.protected_person : "")));
+    const dl = el("td", { class: "deadline" }, countdown(a));
+    const needsAction = a.state === "open" || a.state === "escalated";
+    if (needsAction && Date.parse(a.deadline) <= Date.now() + state.skew) dl.classList.add("overdue");
+    tr.append(dl);
+    tr.addEventListener("click", () => select(a.alert_id));
+    body.append(tr);
+  }
+  document.getElementById("count").textContent = "(" + rows.filter(a => a.state !== "resolved").length + " open)";
+}
+
+async function loadAlerts() {
+  const body = await api("/api/alerts?limit=1000");
+  state.skew = Date.parse(body.now) - Date.now();
+  state.alerts = new Map(body.alerts.map(a => [a.alert_id, a]));
+  renderQueue();
+}
+
+async function select(id) {
+  state.selected = id;
+  renderQueue();
+  try {
+    state.detail = await api("/api/alerts/" + encodeURIComponent(id));
+  } catch (e) {
+    document.getElementById("action-msg").textContent = e.message;
+    return;
+  }
+  renderDetail();
+}
+
+function renderDetail() {
+  const d = state.detail;
+  document.getElementById("detail-empty").hidden = !!d;
+  document.getElementById("detail").hidden = !d;
+  if (!d) return;
+  document.getElementById("detail-id").textContent = d.alert_id;
+  const dlist = document.getElementById("detail-fields");
+  dlist.replaceChildren();
+  const fields = [["kind", d.kind], ["level", d.level], ["state", d.state], ["order", d.order],
+    ["subject", d.subject], ["protected person", d.protected_person], ["zone", d.zone],
+    ["distance", d.distance_m === null ? null : d.distance_m + " m"], ["certainty", d.certainty],
+    ["device time", d.device_time], ["deadline", d.deadline], ["detail", d.detail]];
+  for (const [k, v] of fields) {
+    if (v === null || v === undefined || v === "") continue;
+    dlist.append(el("dt", {}, k), el("dd", { "data-field": k }, v));
+  }
+  const hist = document.getElementById("history");
+  hist.replaceChildren(...d.history.map(h => el("li", {}, `${h.at} ${h.state} (${h.level}) by ${h.by}${h.note ? ": " + h.note : ""}`)));
+  const closed = d.state === "resolved";
+  document.getElementById("btn-ack").disabled = closed || d.state === "acknowledged";
+  document.getElementById("btn-escalate").disabled = closed;
+  document.getElementById("btn-resolve").disabled = closed;
+  drawMap(d);
+}
+
+async function act(action) {
+  const d = state.detail;
+  if (!d) return;
+  const msg = document.getElementById("action-msg");
+  msg.textContent = "";
+  try {
+    const updated = await api(`/api/alerts/${encodeURIComponent(d.alert_id)}/${action}`, {
+      method: "POST", headers: { "Content-Type": "application/json" },
+      body: JSON.stringify({ note: document.getElementById("note").value }),
+    });
+    state.alerts.set(updated.alert_id, updated);
+    document.getElementById("note").value = "";
+    await select(updated.alert_id);
+  } catch (e) {
+    msg.textContent = e.message;
+  }
+}
+
+// --- map ------------------------------------------------------------------------------
+function drawMap(d) {
+  const canvas = document.getElementById("map");
+  const ctx = canvas.getContext("2d");
+  ctx.clearRect(0, 0, canvas.width, canvas.height);
+  const wanted = new Set(d.map.order_zones);
+  const zones = state.zones.filter(z => z.order === d.order && wanted.has(z.zone));
+  const pts = [];
+  for (const track of Object.values(d.map.tracks)) for (const p of track) pts.push([p.x, p.y]);
+  const area = d.map.victim_area;
+  if (area) { pts.push([area.x - area.alert_m, area.y - area.alert_m], [area.x + area.alert_m, area.y + area.alert_m]); }
+  for (const z of zones) for (const poly of z.xy) for (const p of poly[0]) pts.push(p);
+  if (!pts.length) { ctx.fillText("no positions known", 10, 20); return; }
+  let [minx, miny, maxx, maxy] = [Infinity, Infinity, -Infinity, -Infinity];
+  for (const [x, y] of pts) { minx = Math.min(minx, x); maxx = Math.max(maxx, x); miny = Math.min(miny, y); maxy = Math.max(maxy, y); }
+  const pad = 30, span = Math.max(maxx - minx, maxy - miny, 100);
+  const scale = Math.min((canvas.width - 2 * pad) / span, (canvas.height - 2 * pad) / span);
+  const cx = (minx + maxx) / 2, cy = (miny + maxy) / 2;
+  const X = x => canvas.width / 2 + (x - cx) * scale;
+  const Y = y => canvas.height / 2 - (y - cy) * scale;   // north up
+  for (const z of zones) {
+    const excl = z.kind === "exclusion";
+    ctx.fillStyle = excl ? "rgba(245,101,101,0.30)" : "rgba(56,161,105,0.18)";
+    ctx.strokeStyle = excl ? "#c53030" : "#38a169";
+    for (const poly of z.xy) {
+      ctx.beginPath();
+      for (const ring of poly) ring.forEach(([x, y], i) => (i ? ctx.lineTo(X(x), Y(y)) : ctx.moveTo(X(x), Y(y))));
+      ctx.fill("evenodd"); ctx.stroke();
+    }
+    const [lx, ly] = z.xy[0][0][0];
+    ctx.fillStyle = "#1d2330"; ctx.fillText(z.zone, X(lx) + 3, Y(ly) - 3);
+  }
+  if (area) {
+    ctx.setLineDash([6, 4]); ctx.strokeStyle = "#2b6cb0";
+    ctx.beginPath(); ctx.arc(X(area.x), Y(area.y), area.alert_m * scale, 0, 2 * Math.PI); ctx.stroke();
+    ctx.setLineDash([]);
+  }
+  const subjectDevices = new Set();
+  for (const [dev, track] of Object.entries(d.map.tracks)) {
+    const victim = area && track.length && track[track.length - 1].x === area.x && track[track.length - 1].y === area.y;
+    if (!victim) subjectDevices.add(dev);
+    const colour = victim ? "#2b6cb0" : "#c53030";
+    ctx.strokeStyle = colour; ctx.fillStyle = colour;
+    ctx.beginPath();
+    track.forEach((p, i) => (i ? ctx.lineTo(X(p.x), Y(p.y)) : ctx.moveTo(X(p.x), Y(p.y))));
+    ctx.stroke();
+    for (const p of track) { ctx.beginPath(); ctx.arc(X(p.x), Y(p.y), 2.5, 0, 2 * Math.PI); ctx.fill(); }
+    const last = track[track.length - 1];
+    if (last) { ctx.fillText(dev, X(last.x) + 5, Y(last.y) + 12); }
+  }
+  // scale bar
+  const bar = Math.pow(10, Math.floor(Math.log10(span / 4)));
+  ctx.strokeStyle = "#1d2330"; ctx.fillStyle = "#1d2330";
+  ctx.beginPath(); ctx.moveTo(10, canvas.height - 12); ctx.lineTo(10 + bar * scale, canvas.height - 12); ctx.stroke();
+  ctx.fillText(bar >= 1000 ? bar / 1000 + " km" : bar + " m", 12, canvas.height - 16);
+  canvas.dataset.drawn = String(zones.length) + ":" + Object.keys(d.map.tracks).length;
+}
+
+// --- devices --------------------------------------------------------------------------
+async function loadDevices() {
+  let body;
+  try { body = await api("/api/devices"); } catch (e) { return; }
+  const tbody = document.querySelector("#devices tbody");
+  tbody.replaceChildren(...body.devices.map(dv => {
+    const tr = el("tr", { "data-device": dv.device });
+    const seen = dv.seconds_since_seen === null ? "never" : Math.round(dv.seconds_since_seen) + " s ago";
+    tr.append(el("td", {}, dv.device), el("td", {}, (dv.role || "?") + " " + (dv.person || "")),
+      el("td", {}, seen), el("td", {}, dv.accuracy_m === null ? "" : dv.accuracy_m + " m " + (dv.src || "")),
+      el("td", {}, dv.battery_pct === null ? "" : dv.battery_pct + " %" + (dv.charging ? " ⚡" : "")),
+      el("td", {}, dv.strap || ""), el("td", { class: dv.silent ? "silent" : "" }, dv.silent ? "SILENT" : "ok"));
+    return tr;
+  }));
+}
+
+// --- live updates ---------------------------------------------------------------------
+function connectStream() {
+  const conn = document.getElementById("conn");
+  const token = document.getElementById("token").value.trim();
+  const source = new EventSource("/api/stream" + (token ? "?access_token=" + encodeURIComponent(token) : ""));
+  source.onopen = () => { conn.textContent = "live"; conn.className = "conn on"; loadAlerts().catch(() => {}); };
+  source.onerror = () => { conn.textContent = "reconnecting…"; conn.className = "conn off"; };
+  source.addEventListener("alert", ev => {
+    const msg = JSON.parse(ev.data);
+    if (msg.change === "resync") { loadAlerts().catch(() => {}); return; }
+    state.alerts.set(msg.alert.alert_id, msg.alert);
+    renderQueue();
+    if (msg.alert.alert_id === state.selected) select(state.selected);
+  });
+}
+
+async function start() {
+  for (const b of document.querySelectorAll(".actions button")) b.addEventListener("click", () => act(b.dataset.action));
+  document.getElementById("show-resolved").addEventListener("change", renderQueue);
+  try { state.zones = (await api("/api/zones")).zones; } catch (e) { state.zones = []; }
+  await loadAlerts().catch(e => { document.getElementById("action-msg").textContent = e.message; });
+  await loadDevices();
+  connectStream();
+  setInterval(renderQueue, 1000);
+  setInterval(loadDevices, 5000);
+}
+
+start();

@@ -1,0 +1,128 @@
+"""The HTTP server (API, console, metrics) running on the service's own event loop.
+
+uvicorn is started in-process as a task so handlers read the engine's state
+directly, with no thread and no lock.  uvicorn's own signal capture is turned
+off: ``emguard serve``/``demo`` own SIGINT/SIGTERM and stop the server
+through ``stop()`` after the engine has drained.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+from collections.abc import Generator, Mapping
+from typing import Any
+
+import uvicorn
+from prometheus_client import CollectorRegistry
+
+from engine.api import ApiState, build_app
+from engine.auth import Authenticator, Principal, tokens_from_env
+from engine.errors import ConfigError
+from engine.metrics import EngineMetrics
+from engine.service import Service
+
+log = logging.getLogger(__name__)
+STOP_TIMEOUT_S = 5.0
+
+
+class _Server(uvicorn.Server):
+    """uvicorn without signal handlers: the embedding service owns the signals."""
+
+    @contextlib.contextmanager
+    def capture_signals(self) -> Generator[None, None, None]:
+        yield
+
+
+class HttpServer:
+    """``await HttpServer(service, host=..., port=..., orders_doc=doc).start()`` ... ``await stop()``.
+
+    ``orders_doc`` is the parsed orders file the engine's book was loaded
+    from; without it the order endpoints are read-only.  ``tokens`` maps a
+    bearer token to a principal; None reads ``EMGUARD_API_TOKENS`` and an
+    empty mapping means demo mode (no auth, see ``engine.auth``).
+    """
+
+    def __init__(
+        self,
+        service: Service,
+        *,
+        host: str = "127.0.0.1",
+        port: int = 8080,
+        orders_doc: Mapping[str, Any] | None = None,
+        tokens: Mapping[str, Principal] | None = None,
+        registry: CollectorRegistry | None = None,
+    ) -> None:
+        self.service = service
+        self.host = host
+        self.port = port
+        self.metrics = EngineMetrics(service, registry)
+        auth = Authenticator(tokens_from_env() if tokens is None else tokens)
+        doc = dict(orders_doc) if orders_doc is not None else None
+        self.state = ApiState(service, doc, auth, self.metrics)
+        self.app = build_app(self.state)
+        service.listeners.append(self.metrics.on_effects)
+        service.listeners.append(self.state.on_effects)
+        self._server: _Server | None = None
+        self._task: asyncio.Task[None] | None = None
+
+    async def start(self) -> None:
+        """Bind and serve; returns once listening (``port=0`` picks a free port, see ``.port``)."""
+        if not self.state.auth.enabled:
+            log.warning(
+                "HTTP API without tokens (EMGUARD_API_TOKENS unset): every caller acts as "
+                "demo-operator; use only on a trusted local interface"
+            )
+        config = uvicorn.Config(
+            self.app,
+            host=self.host,
+            port=self.port,
+            log_level="warning",
+            lifespan="off",
+            timeout_graceful_shutdown=STOP_TIMEOUT_S,
+        )
+        self._server = _Server(config)
+        self.state.closing = False
+        self._task = asyncio.create_task(self._serve(self._server), name="http")
+        while not self._server.started:
+            if self._task.done():
+                await self._task
+                raise ConfigError(f"HTTP server on {self.host}:{self.port} stopped while starting")
+            await asyncio.sleep(0.01)
+        sockets = self._server.servers[0].sockets if self._server.servers else []
+        if sockets:
+            self.port = int(sockets[0].getsockname()[1])
+
+    async def stop(self) -> None:
+        """End SSE streams, stop accepting, wait for open requests (bounded)."""
+        if self._server is None or self._task is None:
+            return
+        self.state.close_streams()
+        self._server.should_exit = True
+        try:
+            await asyncio.wait_for(asyncio.shield(self._task), STOP_TIMEOUT_S + 1.0)
+        except TimeoutError:
+            self._server.force_exit = True
+            with contextlib.suppress(asyncio.CancelledError):
+                await self._task
+        finally:
+            for listener in (self.metrics.on_effects, self.state.on_effects):
+                with contextlib.suppress(ValueError):
+                    self.service.listeners.remove(listener)
+            self._server = None
+            self._task = None
+
+    @property
+    def url(self) -> str:
+        """Base URL of the running server."""
+        return f"http://{self.host}:{self.port}"
+
+    async def _serve(self, server: _Server) -> None:
+        try:
+            await server.serve()
+        except SystemExit as exc:  # uvicorn exits the process when it cannot bind
+            raise ConfigError(
+                f"HTTP server cannot listen on {self.host}:{self.port} "
+                "(port in use or not permitted)"
+            ) from exc

@@ -1,0 +1,159 @@
+"""Prometheus metrics of one running service, in a registry of its own.
+
+Two feeds: a service listener sees every alert change as it is published
+(fix-to-alert latency, ack time, change counters, dead letters), and
+``refresh`` runs at scrape time to copy the engine's plain counters
+(``EngineStats``) and current state (open alerts, silent devices, broker,
+queue) into the Prometheus objects.  The metric names are fixed: deploy/ and
+the Grafana dashboards use them.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
+from prometheus_client.exposition import CONTENT_TYPE_LATEST, generate_latest
+
+from engine.alerts import LEVELS
+from engine.pipeline import Effects
+from engine.service import Service
+
+LATENCY_BUCKETS = (0.05, 0.1, 0.25, 0.5, 1.0, 2.0, 5.0, 10.0, 30.0, 60.0, 300.0)
+LAG_BUCKETS = (0.1, 0.25, 0.5, 1.0, 2.0, 5.0, 10.0, 30.0, 60.0, 300.0, 3600.0)
+ACK_BUCKETS = (10.0, 30.0, 60.0, 120.0, 300.0, 600.0, 900.0, 1800.0, 3600.0)
+
+
+class EngineMetrics:
+    """All emguard metrics for one Service; attach with ``service.listeners.append(m.on_effects)``."""
+
+    def __init__(self, service: Service, registry: CollectorRegistry | None = None) -> None:
+        self.service = service
+        self.registry = registry or CollectorRegistry()
+        r = self.registry
+        self.fixes_received = Counter(
+            "emguard_fixes_received", "Fixes decoded from device messages.", registry=r
+        )
+        self.fixes_rejected = Counter(
+            "emguard_fixes_rejected", "Messages rejected by validation.", ["reason"], registry=r
+        )
+        self.dead_letters = Counter(
+            "emguard_dead_letters", "Dead-letter records published.", ["reason"], registry=r
+        )
+        self.ingest_lag = Histogram(
+            "emguard_ingest_lag_seconds",
+            "Arrival minus device time of accepted fixes.",
+            buckets=LAG_BUCKETS,
+            registry=r,
+        )
+        self.fix_to_alert = Histogram(
+            "emguard_fix_to_alert_seconds",
+            "Publish time minus arrival of the fix that raised or raised the level of an alert.",
+            buckets=LATENCY_BUCKETS,
+            registry=r,
+        )
+        self.alerts = Counter(
+            "emguard_alerts",
+            "Alerts opened, by kind and opening level.",
+            ["kind", "level"],
+            registry=r,
+        )
+        self.alert_changes = Counter(
+            "emguard_alert_changes",
+            "Published alert changes, by state after the change.",
+            ["state"],
+            registry=r,
+        )
+        self.open_alerts = Gauge(
+            "emguard_open_alerts", "Alerts not yet resolved, by level.", ["level"], registry=r
+        )
+        self.past_deadline = Gauge(
+            "emguard_open_alerts_past_deadline",
+            "Unacknowledged alerts (open or escalated) past their deadline.",
+            registry=r,
+        )
+        self.ack_time = Histogram(
+            "emguard_ack_time_seconds",
+            "Time from raising an alert to its acknowledgement.",
+            buckets=ACK_BUCKETS,
+            registry=r,
+        )
+        self.devices_silent = Gauge(
+            "emguard_devices_silent", "Devices currently considered silent.", registry=r
+        )
+        self.broker_connected = Gauge(
+            "emguard_broker_connected", "1 while connected to the MQTT broker.", registry=r
+        )
+        self.store_connected = Gauge(
+            "emguard_store_connected", "1 while the state store is reachable.", registry=r
+        )
+        self.queue_depth = Gauge(
+            "emguard_queue_depth", "Messages waiting in the inbox.", registry=r
+        )
+        self._seen_fixes = 0
+        self._seen_rejected: dict[str, int] = {}
+        for level in LEVELS:
+            self.open_alerts.labels(level=level)
+
+    def on_effects(self, effects: Effects, now: float) -> None:
+        """Service listener: count changes and dead letters, time fix-to-alert and ack."""
+        for change in effects.changes:
+            alert = change.alert
+            self.alert_changes.labels(state=alert.state).inc()
+            if change.change == "raised":
+                self.alerts.labels(kind=alert.kind, level=alert.level).inc()
+            if change.change in ("raised", "level") and change.arrival is not None:
+                self.fix_to_alert.observe(max(0.0, now - change.arrival))
+            if change.change == "ack":
+                self.ack_time.observe(max(0.0, alert.history[-1].at - alert.raised_at))
+        for message in effects.messages:
+            if message.channel == "deadletter":
+                self.dead_letters.labels(reason=str(message.payload.get("reason", "unknown"))).inc()
+        self._drain_lag()
+
+    def refresh(self) -> None:
+        """Copy engine counters and current state into the metrics (called at scrape time)."""
+        engine = self.service.engine
+        stats = engine.stats
+        if stats.fixes > self._seen_fixes:
+            self.fixes_received.inc(stats.fixes - self._seen_fixes)
+            self._seen_fixes = stats.fixes
+        for reason, count in stats.rejected.items():
+            seen = self._seen_rejected.get(reason, 0)
+            if count > seen:
+                self.fixes_rejected.labels(reason=reason).inc(count - seen)
+                self._seen_rejected[reason] = count
+        self._drain_lag()
+        now = self.service.clock()
+        counts = dict.fromkeys(LEVELS, 0)
+        overdue = 0
+        for alert in engine.alerts.alerts.values():
+            if alert.is_open:
+                counts[alert.level] += 1
+                if alert.state in ("open", "escalated") and now >= alert.deadline:
+                    overdue += 1
+        for level, n in counts.items():
+            self.open_alerts.labels(level=level).set(n)
+        self.past_deadline.set(overdue)
+        self.devices_silent.set(len(engine.silent))
+        self.broker_connected.set(1 if self.service.connected else 0)
+        self.store_connected.set(1 if _store_connected(self.service) else 0)
+        self.queue_depth.set(self.service.inbox.qsize())
+
+    def render(self) -> tuple[bytes, str]:
+        """Refresh, then the text exposition format."""
+        self.refresh()
+        return generate_latest(self.registry), CONTENT_TYPE_LATEST
+
+    def _drain_lag(self) -> None:
+        lags = self.service.engine.stats.lag_s
+        if lags:
+            for lag in lags:
+                self.ingest_lag.observe(lag)
+            lags.clear()
+
+
+def _store_connected(service: Any) -> bool:
+    """The service's state store health; in-memory state (no store attribute) is always up."""
+    flag = getattr(service, "store_connected", None)
+    return True if flag is None else bool(flag)
