@@ -21,7 +21,7 @@ from collections.abc import Callable, Mapping
 from typing import Any
 
 import shapely
-from shapely.geometry import LinearRing, Point
+from shapely.geometry import LinearRing, LineString, Point
 from shapely.ops import nearest_points
 
 from simulator.errors import ScenarioError
@@ -234,7 +234,11 @@ def exclusion_breach(world: World, ev: EventSpec) -> None:
 
 
 def edge_nearmiss(world: World, ev: EventSpec) -> None:
-    """Travel ``length_m`` along the outside of a zone, ``offset_m`` from its edge."""
+    """Travel ``length_m`` along the outside of a zone, ``offset_m`` from its edge.
+
+    Afterwards the walk goes on round the edge until the straight way back
+    no longer cuts through the zone, so the near miss stays a miss.
+    """
     who = _mover(world, ev)
     zone = _zone(world, ev)
     t0 = _time(world, ev, "at")
@@ -251,6 +255,12 @@ def edge_nearmiss(world: World, ev: EventSpec) -> None:
         sign = 1.0 if world.rng(f"edge/{ev.index}", who.id).random() < 0.5 else -1.0
     n = max(1, math.ceil(length / EDGE_STEP_M))
     pts = [ring.interpolate((s0 + sign * k * length / n) % ring.length) for k in range(n + 1)]
+    s = s0 + sign * length
+    for _ in range(math.ceil(ring.length / EDGE_STEP_M)):
+        if not LineString([pts[-1], pos]).intersects(zone.polygon):
+            break
+        s += sign * EDGE_STEP_M
+        pts.append(ring.interpolate(s % ring.length))
 
     def build(b: PathBuilder, speed: SpeedProcess) -> None:
         b.move_along([(p.x, p.y) for p in pts], speed)
