@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import dataclasses
+from typing import Any
 
 import pytest
 
@@ -67,7 +68,7 @@ def test_subscriptions_plain_and_shared() -> None:
 def test_fast_fix_constructor_equals_dataclass_constructor() -> None:
     """make_fix is the slot-setting fast path and builds a Fix equal to Fix(...) in every way."""
     assert make_fix is not Fix
-    args = ("AM-1", 7, 1.5, 51.0, 4.0, 8.0, 2.5, None, 90.0, 6, "wifi", 40, "open")
+    args: tuple[Any, ...] = ("AM-1", 7, 1.5, 51.0, 4.0, 8.0, 2.5, None, 90.0, 6, "wifi", 40, "open")
     a, b = make_fix(*args), Fix(*args)
     assert type(a) is Fix and a == b and hash(a) == hash(b) and repr(a) == repr(b)
     assert dataclasses.astuple(a) == args and a.key == "AM-1:7"
