@@ -11,9 +11,12 @@ tolerance_s``.  From the matches, per kind:
 * detection delay: first matching alert's device time minus episode start
   (negative: raised before the episode began, e.g. on time-to-contact);
 * lead time (proximity): episode start (offender within ``alert_m``) minus
-  the first matching state change at level >= alarm, which is when the
-  victim is warned; also to each contact distance the truth lists
-  (``contact_at``); "warned before" counts lead >= 0;
+  the moment the first matching state change at level >= alarm was issued,
+  which is when the victim is warned; also to each contact distance the
+  truth lists (``contact_at``); "warned before" counts lead >= 0.  "Issued"
+  is the change's ``updated_at`` (or ``raised_at`` for an alert opened at
+  alarm level), falling back to device time: a fix that arrives late in a
+  burst warns the victim late, whatever its device time says;
 * alerts per episode: distinct ``alert_id`` per detected episode (flapping);
 * false alarms: alerts that reached level >= alarm and match no true
   episode, per subject-day of exposure (subjects x the trace's time span).
@@ -26,7 +29,7 @@ import math
 import statistics
 from collections import defaultdict
 from collections.abc import Iterable, Mapping, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
@@ -61,7 +64,8 @@ class AlertEpisode:
     first_t: float
     end_t: float  # device time it was resolved, or +inf
     max_level: str
-    first_alarm_t: float | None
+    first_alarm_t: float | None  # device time of the first change at level >= alarm
+    warned_at: float | None  # when that alarm was issued (see module docstring)
     changes: int
     evidence: tuple[str, ...] = ()  # "device:seq" fixes of the opening change
 
@@ -140,14 +144,10 @@ class ScoreResult:
     false_alarms: tuple[AlertEpisode, ...]
     subjects: int
     span_s: float
-    exposure: str  # "trace" or "estimate"
+    subject_days: float  # subjects x span (a sum over runs when combined)
+    exposure: str  # "trace", "estimate" or "combined"
     tolerance_s: float
     lead_window_s: float
-
-    @property
-    def subject_days(self) -> float:
-        """Subjects x span in days."""
-        return self.subjects * self.span_s / DAY_S
 
     @property
     def false_per_subject_day(self) -> float | None:
@@ -217,7 +217,11 @@ def alert_episodes(changes: Iterable[Mapping[str, Any]]) -> list[AlertEpisode]:
         first = items[0][1]
         levels = [(t, LEVELS.get(str(c.get("level")), 0)) for t, c in items]
         resolved = [t for t, c in items if c.get("state") == "resolved"]
-        alarm_times = [t for t, lv in levels if lv >= ALARM]
+        alarms = [
+            (t, _issued(c, i == 0, t))
+            for i, (t, c) in enumerate(items)
+            if LEVELS.get(str(c.get("level")), 0) >= ALARM
+        ]
         top = max(lv for _, lv in levels)
         out.append(
             AlertEpisode(
@@ -227,12 +231,21 @@ def alert_episodes(changes: Iterable[Mapping[str, Any]]) -> list[AlertEpisode]:
                 first_t=items[0][0],
                 end_t=resolved[0] if resolved else math.inf,
                 max_level=next(name for name, lv in LEVELS.items() if lv == top),
-                first_alarm_t=alarm_times[0] if alarm_times else None,
+                first_alarm_t=min(t for t, _ in alarms) if alarms else None,
+                warned_at=min(w for _, w in alarms) if alarms else None,
                 changes=len(items),
                 evidence=_evidence(first),
             )
         )
     return sorted(out, key=lambda a: (a.first_t, a.alert_id))
+
+
+def _issued(change: Mapping[str, Any], opening: bool, device_t: float) -> float:
+    """When a state change was issued: updated_at, raised_at of the opening change, else device time."""
+    for key, ok in (("updated_at", True), ("raised_at", opening)):
+        if ok and change.get(key):
+            return parse_time(change[key])
+    return device_t
 
 
 def _evidence(change: Mapping[str, Any]) -> tuple[str, ...]:
@@ -280,13 +293,18 @@ def score(
         matched.update(a.alert_id for a in hits)
         delay = min(a.first_t for a in hits) - ep.start if hits else None
         alarms = [
-            a.first_alarm_t
+            a.warned_at
             for a in hits
-            if a.first_alarm_t is not None and a.first_alarm_t <= ep.end + tolerance_s
+            if a.warned_at is not None
+            and a.first_alarm_t is not None
+            and a.first_alarm_t <= ep.end + tolerance_s
         ]
         warned = min(alarms) if alarms else None
-        lead = ep.start - warned if warned is not None else None
-        contact = {k: t - warned for k, t in ep.contact_at.items()} if warned is not None else {}
+        lead: float | None = None
+        contact: dict[str, float] = {}
+        if ep.kind == "proximity" and warned is not None:
+            lead = ep.start - warned
+            contact = {k: t - warned for k, t in ep.contact_at.items()}
         top = max((LEVELS[a.max_level] for a in hits), default=None)
         results.append(
             EpisodeResult(
@@ -299,11 +317,29 @@ def score(
             )
         )
     false = tuple(a for a in alerts if a.alert_id not in matched and LEVELS[a.max_level] >= ALARM)
-    kinds = sorted({e.kind for e in truth} | {a.kind for a in false})
-    per_kind = []
+    return ScoreResult(
+        kind_scores(results, false),
+        tuple(results),
+        tuple(alerts),
+        false,
+        subjects,
+        span_s,
+        subjects * span_s / DAY_S,
+        exposure,
+        tolerance_s,
+        lead_window_s,
+    )
+
+
+def kind_scores(
+    results: Sequence[EpisodeResult], false: Sequence[AlertEpisode]
+) -> tuple[KindScore, ...]:
+    """Per-kind aggregates of episode results and false alarms."""
+    kinds = sorted({r.episode.kind for r in results} | {a.kind for a in false})
+    out = []
     for kind in kinds:
         rs = [r for r in results if r.episode.kind == kind]
-        per_kind.append(
+        out.append(
             KindScore(
                 kind=kind,
                 episodes=len(rs),
@@ -314,16 +350,32 @@ def score(
                 false_alarms=sum(1 for a in false if a.kind == kind),
             )
         )
+    return tuple(out)
+
+
+def combine(named: Sequence[tuple[str, ScoreResult]]) -> ScoreResult:
+    """Several runs as one (alert ids prefixed with the run name; exposure summed)."""
+    results: list[EpisodeResult] = []
+    alerts: list[AlertEpisode] = []
+    false: list[AlertEpisode] = []
+    for name, r in named:
+        results += [
+            replace(e, alert_ids=tuple(f"{name}:{a}" for a in e.alert_ids)) for e in r.episodes
+        ]
+        alerts += [replace(a, alert_id=f"{name}:{a.alert_id}") for a in r.alerts]
+        false += [replace(a, alert_id=f"{name}:{a.alert_id}") for a in r.false_alarms]
+    first = named[0][1] if named else None
     return ScoreResult(
-        tuple(per_kind),
+        kind_scores(results, false),
         tuple(results),
         tuple(alerts),
-        false,
-        subjects,
-        span_s,
-        exposure,
-        tolerance_s,
-        lead_window_s,
+        tuple(false),
+        sum(r.subjects for _, r in named),
+        sum(r.span_s for _, r in named),
+        sum(r.subject_days for _, r in named),
+        "combined",
+        first.tolerance_s if first else DEFAULT_TOLERANCE_S,
+        first.lead_window_s if first else DEFAULT_LEAD_WINDOW_S,
     )
 
 
@@ -442,9 +494,13 @@ def format_table(result: ScoreResult) -> str:
     lines.insert(1, "  ".join("-" * w for w in widths))
     fpsd = result.false_per_subject_day
     lines.append("")
+    how = (
+        "summed over runs"
+        if result.exposure == "combined"
+        else f"{result.subjects} subjects x {result.span_s / 3600:.1f} h, {result.exposure}"
+    )
     lines.append(
-        f"exposure: {result.subjects} subjects x {result.span_s / 3600:.1f} h = {result.subject_days:.2f} subject-days"
-        f" ({result.exposure}); false alarms {len(result.false_alarms)}"
+        f"exposure: {result.subject_days:.2f} subject-days ({how}); false alarms {len(result.false_alarms)}"
         + ("" if fpsd is None else f" = {fpsd:.2f} per subject-day")
     )
     contact = _contact_summary(result)

@@ -1,0 +1,147 @@
+"""The standard scenario suite: generate each scenario, replay it through the engine, score it.
+
+``python -m simulator.suite --out DIR`` (or ``emguard suite``) writes, per
+scenario, ``NAME.trace.jsonl``, ``NAME.truth.jsonl``, ``NAME.orders.json``,
+``NAME.alerts.jsonl`` and (with ``--report``) ``NAME.html`` into DIR, and
+prints one row per scenario plus the combined per-kind table with the
+quality targets.  The engine is reached only through
+``engine.replay.replay_trace(trace_path, orders_path) -> list[dict]``; any
+function of that shape can be passed instead (tests, other engines).
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+import time
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from engine.replay import replay_trace, write_alerts
+from simulator.generate import Summary, simulate
+from simulator.score import ScoreResult, combine, format_table, score_files
+
+SCENARIO_DIR = Path(__file__).with_name("scenarios")
+Replay = Callable[[Path, Path], list[dict[str, Any]]]
+
+
+@dataclass(frozen=True, slots=True)
+class SuiteRow:
+    """One scenario's run."""
+
+    name: str
+    summary: Summary
+    result: ScoreResult
+    alerts_path: Path
+    seconds: float
+
+
+@dataclass(frozen=True, slots=True)
+class SuiteResult:
+    """Every scenario's run and all of them scored as one."""
+
+    rows: tuple[SuiteRow, ...]
+    combined: ScoreResult
+
+
+def scenario_files(names: Sequence[str] | None = None) -> list[Path]:
+    """The suite's scenario files (all, or those named), in name order."""
+    files = sorted(SCENARIO_DIR.glob("*.json"))
+    if not names:
+        return files
+    by_name = {f.stem: f for f in files}
+    missing = [n for n in names if n not in by_name]
+    if missing:
+        raise SystemExit(f"unknown scenarios {missing} (have {sorted(by_name)})")
+    return [by_name[n] for n in names]
+
+
+def engine_replay(trace: Path, orders: Path) -> list[dict[str, Any]]:
+    """The engine's deterministic replay."""
+    return replay_trace(trace, orders)
+
+
+def run_suite(
+    out_dir: str | Path,
+    *,
+    scenarios: Sequence[str | Path] | None = None,
+    seed: int | None = None,
+    replay: Replay = engine_replay,
+    report: bool = False,
+) -> SuiteResult:
+    """Generate, replay and score each scenario (default: the whole standard suite)."""
+    out = Path(out_dir)
+    out.mkdir(parents=True, exist_ok=True)
+    files = (
+        [Path(s) if Path(s).suffix else scenario_files([str(s)])[0] for s in scenarios]
+        if scenarios
+        else scenario_files()
+    )
+    rows = []
+    for f in files:
+        started = time.perf_counter()
+        name = f.stem
+        trace, truth = out / f"{name}.trace.jsonl", out / f"{name}.truth.jsonl"
+        orders, alerts = out / f"{name}.orders.json", out / f"{name}.alerts.jsonl"
+        summary = simulate(f, trace, truth, orders, seed)
+        write_alerts(replay(trace, orders), alerts)
+        result = score_files(
+            alerts, truth, out / f"{name}.html" if report else None, trace=trace, orders=orders
+        )
+        rows.append(SuiteRow(name, summary, result, alerts, time.perf_counter() - started))
+    return SuiteResult(tuple(rows), combine([(r.name, r.result) for r in rows]))
+
+
+def format_suite(result: SuiteResult) -> str:
+    """One row per scenario, then the combined table and targets."""
+    head = ("scenario", "episodes", "missed", "warned", "false", "false/subj-day", "alerts/ep", "s")
+    rows = [head]
+    for r in result.rows:
+        s = r.result
+        episodes = len(s.episodes)
+        missed = sum(1 for e in s.episodes if not e.detected)
+        prox = s.kind("proximity")
+        warned = prox.warned_before if prox else None
+        counts = [n for k in s.kinds for n in k.alerts_per_episode]
+        fpsd = s.false_per_subject_day
+        rows.append(
+            (
+                r.name,
+                str(episodes),
+                str(missed),
+                "-" if warned is None else f"{100 * warned:.0f} %",
+                str(len(s.false_alarms)),
+                "-" if fpsd is None else f"{fpsd:.2f}",
+                "-" if not counts else f"{sum(counts) / len(counts):.2f}",
+                f"{r.seconds:.1f}",
+            )
+        )
+    widths = [max(len(row[i]) for row in rows) for i in range(len(head))]
+    lines = [
+        "  ".join(c.ljust(w) for c, w in zip(row, widths, strict=True)).rstrip() for row in rows
+    ]
+    lines.insert(1, "  ".join("-" * w for w in widths))
+    return "\n".join([*lines, "", "all scenarios:", format_table(result.combined)])
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    """Command line: run the suite and print the tables; exit 1 if a quality target fails."""
+    ap = argparse.ArgumentParser(
+        prog="python -m simulator.suite", description=__doc__.splitlines()[0]
+    )
+    ap.add_argument("--out", required=True, help="directory for traces, truth, alerts and reports")
+    ap.add_argument(
+        "--scenario", action="append", help="run only this scenario (name or file); repeatable"
+    )
+    ap.add_argument("--seed", type=int, default=None, help="override every scenario's seed")
+    ap.add_argument("--report", action="store_true", help="write an HTML report per scenario")
+    args = ap.parse_args(argv)
+    result = run_suite(args.out, scenarios=args.scenario, seed=args.seed, report=args.report)
+    print(format_suite(result))
+    return 1 if any(t.ok is False for t in result.combined.targets) else 0
+
+
+if __name__ == "__main__":  # pragma: no cover
+    sys.exit(main())
