@@ -24,7 +24,7 @@ from engine.metrics import EngineMetrics
 from engine.service import Service
 
 log = logging.getLogger(__name__)
-STOP_TIMEOUT_S = 5.0
+STOP_TIMEOUT_S = 5
 
 
 class _Server(uvicorn.Server):

@@ -90,12 +90,16 @@ def _errors(*codes: int) -> dict[str, Any]:
     return {str(c): _json(_ref("Error"), text[c]) for c in codes}
 
 
+def list_of(key: str, item: dict[str, Any]) -> dict[str, Any]:
+    """An object with one required array property of ``item``."""
+    return _obj(**{key: {"type": "array", "items": item}})
+
+
 ID = [{"name": "id", "in": "path", "required": True, "schema": {"type": "string"}}]
 
 
 def openapi_schema() -> dict[str, Any]:
     """The OpenAPI document served at ``/openapi.json``."""
-    list_of = lambda key, item: _obj(**{key: {"type": "array", "items": item}})  # noqa: E731
     action = {
         "parameters": ID,
         "requestBody": {"content": {"application/json": {"schema": _ref("ActionBody")}}},
