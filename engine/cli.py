@@ -75,5 +75,14 @@ def replay(trace: Path, orders: Path, out: Path) -> None:
     click.echo(f"{len(alerts)} alert state changes written to {out}", err=True)
 
 
+def _add_optional_commands() -> None:
+    from engine.enforceability import orders_group
+
+    main.add_command(orders_group)
+
+
+_add_optional_commands()
+
+
 if __name__ == "__main__":  # pragma: no cover
     sys.exit(main())

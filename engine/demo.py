@@ -12,7 +12,6 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-from itertools import pairwise
 import json
 import math
 import signal
@@ -20,6 +19,7 @@ import sys
 import time
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
+from itertools import pairwise
 from typing import Any, TextIO
 
 import aiomqtt
@@ -151,7 +151,8 @@ async def run_demo(
     """Run the demo; with ``once`` stop after the scenario has played and settled."""
     projector = Projector()
     now = time.time()
-    book: OrderBook = load_orders(demo_orders(now, projector))
+    doc = demo_orders(now, projector)
+    book: OrderBook = load_orders(doc)
     engine = Engine(book, EngineConfig())
     stop = asyncio.Event()
     loop = asyncio.get_running_loop()
@@ -163,7 +164,7 @@ async def run_demo(
         config = ServiceConfig(broker=info.url, client_id="emguard-demo-engine", http_port=http_port or 0)
         service = Service(engine, config, protocol=info.protocol, persistent_session=False)
         service.listeners.append(printer(out, colour=out.isatty()))
-        server = await _start_http(service, http_port, out)
+        server = await _start_http(service, http_port, out, doc)
         runner = asyncio.create_task(service.run(stop))
         try:
             await _play(info.url, info.protocol, projector, speed, stop)
@@ -199,15 +200,13 @@ async def _play(url: str, protocol: str, projector: Projector, speed: float, sto
             await client.publish(step.topic, json.dumps(step.build(time.time())), qos=1)
 
 
-async def _start_http(service: Service, port: int | None, out: TextIO) -> Any:
-    """Serve the operator console and API when the ops module is present."""
+async def _start_http(service: Service, port: int | None, out: TextIO, doc: dict[str, Any]) -> Any:
+    """Serve the operator console, API and metrics (demo: no tokens, bound to 127.0.0.1)."""
     if not port:
         return None
-    try:
-        from engine.http import HttpServer
-    except ImportError:
-        return None
-    server = HttpServer(service, host="127.0.0.1", port=port)
+    from engine.http import HttpServer
+
+    server = HttpServer(service, host="127.0.0.1", port=port, orders_doc=doc)
     await server.start()
     print(f"emguard demo: operator console at http://127.0.0.1:{port}/", file=out, flush=True)
     return server

@@ -4,11 +4,15 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import json
 import logging
 import signal
+from pathlib import Path
+from typing import Any
 
 from engine.config import EngineConfig, ServiceConfig
 from engine.errors import ConfigError
+from engine.logjson import use_json_logs
 from engine.orders import load_orders
 from engine.pipeline import Engine
 from engine.service import Service
@@ -16,11 +20,24 @@ from engine.service import Service
 log = logging.getLogger(__name__)
 
 
+def read_orders_doc(path: str) -> dict[str, Any]:
+    """The orders document as JSON (the HTTP API edits it and re-validates on every change)."""
+    try:
+        doc = json.loads(Path(path).read_text(encoding="utf-8"))
+    except (OSError, ValueError) as exc:
+        raise ConfigError(f"cannot read orders file {path}: {exc}") from exc
+    if not isinstance(doc, dict):
+        raise ConfigError(f"orders file {path}: top level must be a JSON object")
+    return doc
+
+
 async def run_serve(cfg: ServiceConfig) -> None:
     """Load orders, start the service, stop cleanly on SIGTERM/SIGINT (drain, then publish)."""
     if not cfg.orders:
         raise ConfigError("no orders file: pass --orders or set EMGUARD_ORDERS")
-    book = load_orders(cfg.orders)
+    doc = read_orders_doc(cfg.orders)
+    book = load_orders(doc)
+    use_json_logs(cfg.log_level)
     engine = Engine(book, EngineConfig(prefix=cfg.topic_prefix))
     service = Service(engine, cfg)
     stop = asyncio.Event()
