@@ -491,7 +491,7 @@ def main_mosquitto(
             data_dir=PurePath(data_dir) if data_dir else None,
             rotate=rotate,
         )
-    except (EngineError, DeviceError) as exc:
+    except (EngineError, DeviceError, OSError) as exc:
         print(f"emguard deploy mosquitto: {exc}", file=sys.stderr)
         return 2
     counts: dict[str, int] = {}

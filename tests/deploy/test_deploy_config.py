@@ -420,3 +420,15 @@ def test_main_mosquitto_reports_problems_with_exit_code_2(
         problem
     ] in err
     assert not (tmp_path / "out").exists()
+
+
+def test_main_mosquitto_reports_an_unwritable_output(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """An --out that cannot be created is an exit-2 message, not a traceback."""
+    orders = tmp_path / "orders.json"
+    orders.write_text(json.dumps(ORDERS_DOC))
+    blocker = tmp_path / "a-file"
+    blocker.write_text("")
+    assert main_mosquitto(orders, blocker / "out", None, None) == 2
+    assert "a-file" in capsys.readouterr().err
