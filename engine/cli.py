@@ -75,6 +75,31 @@ def replay(trace: Path, orders: Path, out: Path) -> None:
     click.echo(f"{len(alerts)} alert state changes written to {out}", err=True)
 
 
+@main.group()
+def deploy() -> None:
+    """Generate deployment files (broker credentials and ACLs)."""
+
+
+@deploy.command("mosquitto")
+@click.option("--orders", required=True, type=click.Path(exists=True, dir_okay=False, path_type=Path))
+@click.option("--out", required=True, type=click.Path(file_okay=False, path_type=Path))
+@click.option("--registry", type=click.Path(exists=True, dir_okay=False, path_type=Path), default=None)
+@click.option("--tls-dir", type=click.Path(exists=True, file_okay=False, path_type=Path), default=None)
+@click.option("--port", "listener_port", type=int, default=8883, show_default=True)
+@click.option("--config-dir", default=None, help="passwd/acl path as the broker sees it, e.g. /mosquitto/config")
+@click.option("--certs-dir", default=None, help="certificate dir as the broker sees it, e.g. /mosquitto/certs")
+@click.option("--data-dir", default=None, help="persistence dir as the broker sees it, e.g. /mosquitto/data")
+@click.option("--rotate", is_flag=True, help="issue new passwords for every account")
+def deploy_mosquitto(orders: Path, out: Path, registry: Path | None, tls_dir: Path | None,
+                     listener_port: int, config_dir: str | None, certs_dir: str | None,
+                     data_dir: str | None, rotate: bool) -> None:
+    """Per-device credentials (mosquitto_passwd format), topic ACLs and broker config from the orders."""
+    from engine.deploy_config import main_mosquitto
+
+    sys.exit(main_mosquitto(orders, out, registry, tls_dir, listener_port=listener_port,
+                            config_dir=config_dir, data_dir=data_dir, certs_dir=certs_dir, rotate=rotate))
+
+
 def _add_optional_commands() -> None:
     from engine.enforceability import orders_group
 

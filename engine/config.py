@@ -42,6 +42,7 @@ class RuleConfig:
     normal_interval_s: int = 60
     pursuit_level: str = "warning"  # proximity level that starts pursuit mode
     forewarn_m: float = 200.0  # tell the ankle monitor 'approaching_zone' this far out
+    victim_retention_s: float = 6 * 3600.0  # protected persons' positions are forgotten after this
 
 
 @dataclass(frozen=True, slots=True)

@@ -13,6 +13,7 @@ alert lifecycle → notifications.
 
 from __future__ import annotations
 
+import pickle
 from collections import Counter
 from dataclasses import dataclass, field
 
@@ -177,8 +178,57 @@ class Engine:
                 self.device_rules.on_silence(ctx, track.device, silent_for, track.newest_t if track.points else now)
         check_expiry(ctx)
         ctx.changes.extend(self.alerts.escalate_overdue(now))
+        self.forget_old_victim_positions(now)
         effects.extend(self._finish(ctx))
         return effects
+
+    # --- durability ----------------------------------------------------------------------
+    SNAPSHOT_VERSION = 1
+
+    def snapshot(self) -> bytes:
+        """All mutable decision state (not orders or zones, which come from configuration).
+
+        Pickled: the store is trusted infrastructure of this service, never device input.
+        """
+        state = {
+            "v": self.SNAPSHOT_VERSION,
+            "tracks": self.tracks,
+            "alerts": self.alerts.alerts,
+            "open_by_key": self.alerts.open_by_key,
+            "zones": self.zones.episodes,
+            "proximity": self.proximity.episodes,
+            "battery": self.device_rules.battery,
+            "victim_rank": self.notifier.victim_rank,
+            "silent": self.silent,
+        }
+        return pickle.dumps(state, protocol=pickle.HIGHEST_PROTOCOL)
+
+    def restore(self, blob: bytes) -> None:
+        """Continue from a snapshot taken by ``snapshot`` (after a restart or failover)."""
+        state = pickle.loads(blob)  # noqa: S301 - our own store, see snapshot()
+        if state.get("v") != self.SNAPSHOT_VERSION:
+            raise ValueError(f"snapshot version {state.get('v')} is not {self.SNAPSHOT_VERSION}")
+        self.tracks = state["tracks"]
+        self.alerts.alerts = state["alerts"]
+        self.alerts.open_by_key = state["open_by_key"]
+        self.zones.episodes = state["zones"]
+        self.proximity.episodes = state["proximity"]
+        self.device_rules.battery = state["battery"]
+        self.notifier.victim_rank = state["victim_rank"]
+        self.silent = state["silent"]
+
+    def forget_old_victim_positions(self, now: float) -> int:
+        """Drop protected persons' track points older than the retention (privacy); count dropped."""
+        horizon = now - self.config.rules.victim_retention_s
+        dropped = 0
+        for device, track in self.tracks.items():
+            owner = self.book.owner_of(device)
+            if owner is None or owner[0] != "protected":
+                continue
+            while track.points and track.points[0].t < horizon:
+                track.points.popleft()
+                dropped += 1
+        return dropped
 
     def flush(self, now: float) -> Effects:
         """Evaluate everything still buffered (end of a replay, graceful shutdown)."""
