@@ -66,11 +66,17 @@ def parse_gpx(text: str, device: str, *, acc_default: float = 10.0) -> list[dict
     return _number(device, points)
 
 
-def parse_csv(text: str, device: str | None = None, *, acc_default: float | None = None) -> list[dict[str, Any]]:
+def parse_csv(
+    text: str, device: str | None = None, *, acc_default: float | None = None
+) -> list[dict[str, Any]]:
     """Fix payloads per device (seq from 1 each, time order) from CSV text with a header row."""
     reader = csv.DictReader(io.StringIO(text))
     cols = set(reader.fieldnames or [])
-    need = {"t", "lat", "lon"} | ({"acc"} if acc_default is None else set()) | ({"device"} if device is None else set())
+    need = (
+        {"t", "lat", "lon"}
+        | ({"acc"} if acc_default is None else set())
+        | ({"device"} if device is None else set())
+    )
     if not need <= cols:
         raise ImportTrackError(f"CSV is missing columns {sorted(need - cols)} (has {sorted(cols)})")
     per_device: dict[str, list[dict[str, Any]]] = defaultdict(list)
@@ -102,10 +108,15 @@ def parse_csv(text: str, device: str | None = None, *, acc_default: float | None
     return [f for dev in sorted(per_device) for f in _number(dev, per_device[dev])]
 
 
-def fixes_to_trace(fixes: Iterable[Mapping[str, Any]], *, latency_s: float = 0.5, topic_prefix: str = "em") -> list[TraceMessage]:
+def fixes_to_trace(
+    fixes: Iterable[Mapping[str, Any]], *, latency_s: float = 0.5, topic_prefix: str = "em"
+) -> list[TraceMessage]:
     """Trace messages for fix payloads, each arriving ``latency_s`` after its time."""
     msgs = [
-        TraceMessage(parse_time(f["t"]) + latency_s, f"{topic_prefix}/dev/{f['device']}/fix", dict(f)) for f in fixes
+        TraceMessage(
+            parse_time(f["t"]) + latency_s, f"{topic_prefix}/dev/{f['device']}/fix", dict(f)
+        )
+        for f in fixes
     ]
     return sort_by_arrival(msgs)
 

@@ -213,7 +213,7 @@ def map_svg(
             cx, cy = (float(v) for v in px(f.x, f.y).split(","))
             out.append(
                 f'<rect x="{cx - 6:.1f}" y="{cy - 6:.1f}" width="12" height="12" fill="none" stroke="#000" stroke-width="2">'
-                f"<title>MISSED {_e(r.episode.kind)} {_e(_key(r.episode))}</title></rect>"
+                f"<title>MISSED {_e(_key(r.episode))}</title></rect>"
             )
     bar = 10 ** math.floor(math.log10(max((maxx - minx) / 4, 1.0)))
     out.append(

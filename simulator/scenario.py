@@ -347,7 +347,10 @@ def parse_when(value: Any, start: float, tz: str, ctx: str) -> float:
     if m:
         zone = ZoneInfo(tz)
         day0 = datetime.fromtimestamp(start, tz=UTC).astimezone(zone).date()
-        clock = time(int(m.group(2)), int(m.group(3)), int(m.group(4) or 0))
+        try:
+            clock = time(int(m.group(2)), int(m.group(3)), int(m.group(4) or 0))
+        except ValueError as exc:
+            raise ScenarioError(f"{ctx}: bad clock time {value!r} ({exc})") from exc
         if m.group(1) is not None:
             return datetime.combine(day0 + timedelta(days=int(m.group(1))), clock, zone).timestamp()
         for ahead in range(2):
