@@ -326,8 +326,7 @@ def tamper(world: World, ev: EventSpec) -> None:
     script.events.append((at, kind, {}))
     if kind != "case_open":
         script.strap.append((at, end, "open" if kind == "strap_open" else "cut"))
-    owner = world.sc.owner_of(dev, ev.where)
-    world.scripted.append(Episode("tamper", at, end, subject=owner.id, device=dev))
+    world.scripted.append(_device_episode(world, "tamper", at, end, dev, ev))
 
 
 def battery_death(world: World, ev: EventSpec) -> None:
@@ -345,10 +344,9 @@ def battery_death(world: World, ev: EventSpec) -> None:
         script.events.append((back, "charger_connected", {}))
     script.off.append((dead, min(back, world.sc.end)))
     end = min(back, world.sc.end)
-    keys = _device_keys(world, dev, ev)
-    world.scripted.append(Episode("battery", low, end, device=dev, **keys))
+    world.scripted.append(_device_episode(world, "battery", low, end, dev, ev))
     if end - dead >= world.sc.silent_min_s:
-        world.scripted.append(Episode("device_silent", dead, end, device=dev, **keys))
+        world.scripted.append(_device_episode(world, "device_silent", dead, end, dev, ev))
 
 
 def panic(world: World, ev: EventSpec) -> None:
@@ -356,7 +354,7 @@ def panic(world: World, ev: EventSpec) -> None:
     dev = _device(world, ev)
     at = _time(world, ev, "at")
     world.script(dev).events.append((at, "panic", {}))
-    world.scripted.append(Episode("panic", at, at, device=dev, **_device_keys(world, dev, ev)))
+    world.scripted.append(_device_episode(world, "panic", at, at, dev, ev))
 
 
 def gps_loss(world: World, ev: EventSpec) -> None:
@@ -371,9 +369,7 @@ def gps_loss(world: World, ev: EventSpec) -> None:
     script.env.append((start, end, env))
     if ev.params.get("events", True):
         script.events += [(start, "gnss_lost", {}), (end, "gnss_restored", {})]
-    world.scripted.append(
-        Episode("signal_loss", start, end, device=dev, **_device_keys(world, dev, ev))
-    )
+    world.scripted.append(_device_episode(world, "signal_loss", start, end, dev, ev))
 
 
 def multipath(world: World, ev: EventSpec) -> None:
@@ -410,9 +406,7 @@ def offline(world: World, ev: EventSpec) -> None:
         (start, end, bool(ev.params.get("buffered", True)), int(ev.params.get("chunk", 50)))
     )
     if end - start >= world.sc.silent_min_s:
-        world.scripted.append(
-            Episode("device_silent", start, end, device=dev, **_device_keys(world, dev, ev))
-        )
+        world.scripted.append(_device_episode(world, "device_silent", start, end, dev, ev))
 
 
 def network(world: World, ev: EventSpec) -> None:
@@ -446,9 +440,14 @@ def clock_skew(world: World, ev: EventSpec) -> None:
     )
 
 
-def _device_keys(world: World, dev: str, ev: EventSpec) -> dict[str, str]:
+def _device_episode(
+    world: World, kind: str, start: float, end: float, dev: str, ev: EventSpec
+) -> Episode:
+    """A scripted truth episode keyed by the device's owner (subject or protected person)."""
     owner = world.sc.owner_of(dev, ev.where)
-    return {"subject": owner.id} if owner.role == "subject" else {"protected_person": owner.id}
+    if owner.role == "subject":
+        return Episode(kind, start, end, subject=owner.id, device=dev)
+    return Episode(kind, start, end, protected_person=owner.id, device=dev)
 
 
 MOVEMENT: dict[str, Callable[[World, EventSpec], None]] = {

@@ -159,8 +159,12 @@ def map_svg(
     k = MAP_W / max(maxx - minx, 1.0)
     height = (maxy - miny) * k
 
+    def to_px(x: float, y: float) -> tuple[float, float]:
+        return (x - minx) * k, (maxy - y) * k
+
     def px(x: float, y: float) -> str:
-        return f"{(x - minx) * k:.1f},{(maxy - y) * k:.1f}"
+        sx, sy = to_px(x, y)
+        return f"{sx:.1f},{sy:.1f}"
 
     out = [
         f'<svg class="map" viewBox="0 0 {MAP_W:.0f} {height:.0f}" width="{MAP_W:.0f}" height="{height:.0f}" xmlns="http://www.w3.org/2000/svg">'
@@ -187,30 +191,30 @@ def map_svg(
             )
         for f in track:
             if f.src != "gnss":
-                cx, cy = px(f.x, f.y).split(",")
+                cx, cy = to_px(f.x, f.y)
                 out.append(
-                    f'<circle cx="{cx}" cy="{cy}" r="2" fill="{colour}" fill-opacity="0.3"><title>{_e(dev)} {_e(f.src)} acc {f.acc:.0f} m</title></circle>'
+                    f'<circle cx="{cx:.1f}" cy="{cy:.1f}" r="2" fill="{colour}" fill-opacity="0.3"><title>{_e(dev)} {_e(f.src)} acc {f.acc:.0f} m</title></circle>'
                 )
     index = {(f.device, f.seq): f for f in fixes}
     false_ids = {a.alert_id for a in result.false_alarms}
     for a in result.alerts:
-        f = _alert_fix(a, index, by_device, subject_devices)
-        if f is None:
+        at = _alert_fix(a, index, by_device, subject_devices)
+        if at is None:
             continue
-        cx, cy = px(f.x, f.y).split(",")
+        cx, cy = to_px(at.x, at.y)
         ring = ' stroke="#000" stroke-width="2"' if a.alert_id in false_ids else ""
         label = f"{a.alert_id} {a.kind} {a.max_level}" + (
             " FALSE ALARM" if a.alert_id in false_ids else ""
         )
         out.append(
-            f'<circle cx="{cx}" cy="{cy}" r="5" fill="{LEVEL_COLOURS[a.max_level]}"{ring}><title>{_e(label)}</title></circle>'
+            f'<circle cx="{cx:.1f}" cy="{cy:.1f}" r="5" fill="{LEVEL_COLOURS[a.max_level]}"{ring}><title>{_e(label)}</title></circle>'
         )
     for r in result.episodes:
         if r.detected or r.episode.subject is None:
             continue
-        f = _nearest(by_device, subject_devices.get(r.episode.subject, []), r.episode.start)
-        if f is not None:
-            cx, cy = (float(v) for v in px(f.x, f.y).split(","))
+        where = _nearest(by_device, subject_devices.get(r.episode.subject, []), r.episode.start)
+        if where is not None:
+            cx, cy = to_px(where.x, where.y)
             out.append(
                 f'<rect x="{cx - 6:.1f}" y="{cy - 6:.1f}" width="12" height="12" fill="none" stroke="#000" stroke-width="2">'
                 f"<title>MISSED {_e(_key(r.episode))}</title></rect>"

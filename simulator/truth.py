@@ -175,7 +175,7 @@ def distance_pieces(
     c = px * px + py * py
     with np.errstate(divide="ignore", invalid="ignore"):
         s_star = np.where(a > 0, np.clip(-b / (2 * a), 0.0, 1.0), 0.0)
-    dmin2 = np.maximum(a * s_star * s_star + b * s_star + c, 0.0)
+    dmin = np.hypot(px + s_star * dx, py + s_star * dy)  # vector form: no cancellation
     dt = np.diff(grid)
     tmin = grid[:-1] + s_star * dt
     r2 = threshold * threshold
@@ -186,8 +186,12 @@ def distance_pieces(
     moving = a > 1e-18
     with np.errstate(divide="ignore", invalid="ignore"):
         sq = np.sqrt(np.where(disc > 0, disc, 0.0))
-        lo = np.where(moving, np.clip((-b - sq) / (2 * a), 0.0, 1.0), lo)
-        hi = np.where(moving, np.clip((-b + sq) / (2 * a), 0.0, 1.0), hi)
+        # stable roots (no -b + sqrt(b^2 ...) cancellation): q / a and (c - r2) / q
+        q = -0.5 * (b + np.copysign(sq, b))
+        r_a = q / a
+        r_b = np.where(q != 0, (c - r2) / q, r_a)
+        lo = np.where(moving, np.clip(np.minimum(r_a, r_b), 0.0, 1.0), lo)
+        hi = np.where(moving, np.clip(np.maximum(r_a, r_b), 0.0, 1.0), hi)
     has = np.where(moving, (disc > 0) & (hi > lo), c < r2)
     intervals: list[Interval] = []
     for i in np.flatnonzero(has):
@@ -196,7 +200,7 @@ def distance_pieces(
             intervals[-1] = (intervals[-1][0], max(intervals[-1][1], e))
         else:
             intervals.append((s, e))
-    return Pieces(intervals, grid, np.sqrt(dmin2), tmin)
+    return Pieces(intervals, grid, dmin, tmin)
 
 
 def closest_in(p: Pieces, start: float, end: float) -> tuple[float, float]:

@@ -100,6 +100,11 @@ track = st.lists(st.tuples(st.floats(-3000, 3000), st.floats(-3000, 3000)), min_
 
 @given(a=track, b=track, threshold=st.floats(50, 2500))
 @example(a=[(0.0, 0.0), (0.0, 0.0)], b=[(10.0, 0.0), (10.0, 0.0)], threshold=100.0)
+@example(  # closest distance 0 found without cancellation in the quadratic
+    a=[(1001.0, 0.0), (0.0, 0.0)],
+    b=[(0.0, 0.0), (0.0, 0.0), (0.0, 0.0), (0.0, 0.0), (1001.0, 0.0)],
+    threshold=50.0,
+)
 @settings(max_examples=200, deadline=None)
 def test_distance_intervals_agree_with_brute_force_sampling(a, b, threshold):
     """At sampled times, 'inside an interval' equals 'distance < threshold' (away from crossings)."""
