@@ -24,7 +24,8 @@ import shapely
 from engine.orders import OrderBook, load_orders
 from geo.projection import Projector
 from simulator.orders_doc import zone_geometries
-from simulator.score import AlertEpisode, ScoreResult, format_table
+from simulator.score import AlertEpisode, ScoreResult
+from simulator.tables import format_table
 from simulator.trace import iter_trace
 
 MAP_W = 960.0

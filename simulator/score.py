@@ -127,12 +127,6 @@ class Target:
     ok: bool | None
     percent: bool = False
 
-    def shown(self) -> str:
-        """The value as text (percent or plain)."""
-        if self.value is None:
-            return "-"
-        return _pct(self.value) if self.percent else f"{self.value:.2f}"
-
 
 @dataclass(frozen=True, slots=True)
 class ScoreResult:
@@ -456,84 +450,3 @@ def score_files(
 
         write_report(result, report, trace=trace, orders=orders)
     return result
-
-
-def format_table(result: ScoreResult) -> str:
-    """A terminal table: one row per kind, then exposure, false alarms and the targets."""
-    head = (
-        "kind",
-        "episodes",
-        "detected",
-        "recall",
-        "delay med/max",
-        "lead med/min",
-        "warned",
-        "alerts/ep",
-        "false",
-    )
-    rows = [head]
-    for k in result.kinds:
-        leads = [v for v in k.leads_s if v is not None]
-        rows.append(
-            (
-                k.kind,
-                str(k.episodes),
-                str(k.detected),
-                _pct(k.recall),
-                _pair(k.delays_s, statistics.median, max),
-                _pair(leads, statistics.median, min) if k.kind == "proximity" else "",
-                _pct(k.warned_before),
-                "-"
-                if k.mean_alerts is None
-                else f"{k.mean_alerts:.2f} (max {max(k.alerts_per_episode)})",
-                str(k.false_alarms),
-            )
-        )
-    widths = [max(len(r[i]) for r in rows) for i in range(len(head))]
-    lines = ["  ".join(c.ljust(w) for c, w in zip(r, widths, strict=True)).rstrip() for r in rows]
-    lines.insert(1, "  ".join("-" * w for w in widths))
-    fpsd = result.false_per_subject_day
-    lines.append("")
-    how = (
-        "summed over runs"
-        if result.exposure == "combined"
-        else f"{result.subjects} subjects x {result.span_s / 3600:.1f} h, {result.exposure}"
-    )
-    lines.append(
-        f"exposure: {result.subject_days:.2f} subject-days ({how}); false alarms {len(result.false_alarms)}"
-        + ("" if fpsd is None else f" = {fpsd:.2f} per subject-day")
-    )
-    contact = _contact_summary(result)
-    if contact:
-        lines.append(contact)
-    for t in result.targets:
-        mark = {True: "ok  ", False: "FAIL", None: "n/a "}[t.ok]
-        lines.append(f"  [{mark}] {t.name}: {t.shown()} (target {t.goal})")
-    return "\n".join(lines)
-
-
-def _contact_summary(result: ScoreResult) -> str:
-    by: dict[str, list[float]] = defaultdict(list)
-    missing: dict[str, int] = defaultdict(int)
-    for r in result.episodes:
-        for k in r.episode.contact_at:
-            if k in r.contact_lead_s:
-                by[k].append(r.contact_lead_s[k])
-            else:
-                missing[k] += 1
-    parts = []
-    for k in sorted(set(by) | set(missing), key=float):
-        vals = by.get(k, [])
-        warned = sum(1 for v in vals if v >= 0)
-        total = len(vals) + missing.get(k, 0)
-        med = f", lead med {statistics.median(vals):.0f} s" if vals else ""
-        parts.append(f"within {k} m: warned before in {warned}/{total}{med}")
-    return "contact: " + "; ".join(parts) if parts else ""
-
-
-def _pct(v: float | None) -> str:
-    return "-" if v is None else f"{100 * v:.0f} %"
-
-
-def _pair(vals: Sequence[float], a: Any, b: Any) -> str:
-    return f"{a(vals):.0f}/{b(vals):.0f} s" if vals else "-"

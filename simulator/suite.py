@@ -21,7 +21,8 @@ from typing import Any
 
 from engine.replay import replay_trace, write_alerts
 from simulator.generate import Summary, simulate
-from simulator.score import ScoreResult, combine, format_table, score_files
+from simulator.score import ScoreResult, combine, score_files
+from simulator.tables import format_table
 
 SCENARIO_DIR = Path(__file__).with_name("scenarios")
 Replay = Callable[[Path, Path], list[dict[str, Any]]]

@@ -13,11 +13,11 @@ from simulator.score import (
     ScoreResult,
     alert_episodes,
     combine,
-    format_table,
     read_alerts,
     score,
     score_files,
 )
+from simulator.tables import format_table, result_summary
 from simulator.truth import Episode, write_truth
 
 T0 = 1_795_430_000.0  # 2026-11-23 morning, UTC
@@ -269,3 +269,14 @@ def test_bad_alert_line_names_file_and_line(tmp_path):
     )
     with pytest.raises(TraceError, match=r"alerts\.jsonl:2"):
         read_alerts(path)
+
+
+def test_json_summary_carries_kinds_episodes_and_targets():
+    """result_summary is plain data with the same numbers as the result."""
+    r = run([change("A-1", 880), change("F-1", 30_000)], [PROX, ZONE])
+    doc = json.loads(json.dumps(result_summary(r)))
+    assert doc["kinds"]["proximity"]["lead_median_s"] == pytest.approx(119.7)
+    assert doc["kinds"]["exclusion"]["recall"] == 0.0
+    assert doc["false_alarms"] == 1 and doc["false_alarm_alerts"][0]["alert_id"] == "F-1"
+    assert [e["detected"] for e in doc["episodes"]] == [True, False]
+    assert {t["name"]: t["ok"] for t in doc["targets"]}["exclusion recall"] is False
