@@ -207,7 +207,11 @@ def passby(world: World, ev: EventSpec) -> None:
     def build(b: PathBuilder, speed: SpeedProcess) -> None:
         b.move_to(*p0, speed)
         b.stay_until(t_p0)
-        b.move_to(*p1, SpeedProcess(mode_spec("fixed", v_pass), world.rng("unused", who.id)))
+        # a constant speed along the line keeps the closest approach at ``at``
+        line_speed = SpeedProcess(
+            mode_spec("fixed", v_pass), world.rng(f"passby-line/{ev.index}", who.id)
+        )
+        b.move_to(*p1, line_speed)
 
     _override(world, ev, who, t0, build)
 

@@ -6,6 +6,7 @@ import json
 
 from click.testing import CliRunner
 
+from engine.broker import free_port
 from simulator.cli_commands import (
     COMMANDS,
     import_track_command,
@@ -88,11 +89,7 @@ def test_import_track_command(tmp_path):
 
 def test_publish_command_fails_cleanly_without_a_broker(tmp_path):
     """No broker listening: a clear error, exit 1."""
-    import socket
-
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        port = s.getsockname()[1]
+    port = free_port()
     trace = tmp_path / "t.jsonl"
     trace.write_text(
         json.dumps({"arrival": "2026-11-23T10:00:00Z", "topic": "em/dev/A/fix", "payload": {}})

@@ -5,17 +5,14 @@ from __future__ import annotations
 import asyncio
 import io
 import json
-import shutil
-import socket
-import subprocess
 import time
 from collections import defaultdict
-from collections.abc import Iterator
-from pathlib import Path
+from collections.abc import AsyncIterator
 
 import aiomqtt
 import pytest
 
+from engine.broker import EmbeddedBroker, free_port, mosquitto_binary
 from engine.timeutil import format_time
 from simulator.errors import SimulatorError
 from simulator.generate import simulate
@@ -23,46 +20,16 @@ from simulator.publish import BrokerAddress, parse_broker_url, publish_trace
 from simulator.suite import SCENARIO_DIR
 
 
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
-
-
 @pytest.fixture
-def mosquitto(tmp_path: Path) -> Iterator[int]:
-    """A mosquitto of our own on a free port (anonymous, 127.0.0.1 only); a missing binary fails."""
-    binary = shutil.which("mosquitto") or shutil.which(
-        "mosquitto", path="/usr/sbin:/usr/local/sbin"
-    )
-    if binary is None:
+async def mosquitto() -> AsyncIterator[int]:
+    """A mosquitto of our own (config file: anonymous, 127.0.0.1, free port); a missing binary fails."""
+    if mosquitto_binary() is None:
         pytest.fail(
             "mosquitto is not installed (apt-get install mosquitto): the publish test needs a real broker"
         )
-    port = free_port()
-    conf = tmp_path / "mosquitto.conf"
-    conf.write_text(
-        f"listener {port} 127.0.0.1\nallow_anonymous true\npersistence false\nmax_queued_messages 100000\n"
-    )
-    log = (tmp_path / "mosquitto.log").open("wb")
-    proc = subprocess.Popen([binary, "-c", str(conf)], stdout=log, stderr=subprocess.STDOUT)
-    try:
-        deadline = time.monotonic() + 10
-        while True:
-            try:
-                socket.create_connection(("127.0.0.1", port), timeout=0.2).close()
-                break
-            except OSError:
-                if proc.poll() is not None or time.monotonic() > deadline:
-                    pytest.fail(
-                        f"mosquitto did not start: {(tmp_path / 'mosquitto.log').read_text()}"
-                    )
-                time.sleep(0.05)
-        yield port
-    finally:
-        proc.terminate()
-        proc.wait(timeout=10)
-        log.close()
+    async with EmbeddedBroker(prefer="mosquitto") as info:
+        assert info.protocol == "5"
+        yield parse_broker_url(info.url).port
 
 
 async def receive_all(
@@ -143,8 +110,6 @@ async def test_speed_scales_the_arrival_gaps(mosquitto, tmp_path):
 @pytest.mark.filterwarnings("ignore::pytest.PytestUnraisableExceptionWarning")
 async def test_falls_back_to_mqtt_311_when_the_broker_refuses_v5(tmp_path):
     """amqtt speaks 3.1.1 only: the publisher retries with 3.1.1 and delivers."""
-    from engine.broker import EmbeddedBroker
-
     trace = tmp_path / "t.jsonl"
     simulate(SCENARIO_DIR / "victim_device_home.json", trace, tmp_path / "truth.jsonl")
     n = len(trace.read_text().splitlines())
