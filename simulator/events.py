@@ -1,35 +1,30 @@
 """The event library: composable things that happen in a scenario.
 
-Movement events bend a person's true path for a while and then rejoin what
-they would otherwise have done (``"then": "rejoin"``, the default) or stay
-where they ended (``"then": "stay"``).  Device events write the device's
-script (what it reports, when it is off, offline or wrong) and the scripted
-ground-truth episodes.  Victims' movements are applied before offenders', so
-an offender can pursue a victim who is herself on the move.
-
-Movement: ``trip``, ``approach``, ``passby``, ``exclusion_breach``,
-``edge_nearmiss``, ``curfew_violation``, ``device_left``.
-Device: ``tamper``, ``battery_death``, ``panic``, ``gps_loss``, ``multipath``,
-``offline``, ``network``, ``clock_skew``.  Parameters are listed in
-``simulator/scenarios/README.md``.
+Movement events (here) bend a person's true path for a while and then rejoin
+what they would otherwise have done (``"then": "rejoin"``, the default) or
+stay where they ended (``"then": "stay"``): ``trip``, ``approach``,
+``passby``, ``exclusion_breach``, ``edge_nearmiss``, ``curfew_violation``.
+Device events (``simulator.device_events``) write device scripts and scripted
+ground truth.  Victims' movements are applied before offenders', so an
+offender can pursue a victim who is herself on the move; device events come
+last.  Parameters are listed in ``simulator/scenarios/README.md``.
 """
 
 from __future__ import annotations
 
 import math
 from collections.abc import Callable, Mapping
-from typing import Any
 
 import shapely
 from shapely.geometry import LinearRing, LineString, Point
 from shapely.ops import nearest_points
 
+from simulator import event_args as args
+from simulator.device_events import DEVICE
 from simulator.errors import ScenarioError
-from simulator.orders_doc import ZoneGeom, find_zone
 from simulator.paths import PathBuilder, SpeedProcess, mode_spec
-from simulator.scenario import EventSpec, PersonSpec, parse_duration, resolve_place
-from simulator.truth import Episode
-from simulator.world import Jump, World
+from simulator.scenario import EventSpec, PersonSpec, resolve_place
+from simulator.world import World
 
 EDGE_STEP_M = 10.0
 Build = Callable[[PathBuilder, SpeedProcess], None]
@@ -49,43 +44,10 @@ def apply_events(world: World) -> None:
 def _phase(world: World, ev: EventSpec) -> int:
     if ev.type not in MOVEMENT:
         return 2
-    return 0 if _mover(world, ev).role == "protected" else 1
+    return 0 if args.mover(world, ev).role == "protected" else 1
 
 
 # --- helpers -----------------------------------------------------------------------------------
-
-
-def _mover(world: World, ev: EventSpec) -> PersonSpec:
-    p = ev.params
-    for key in ("who", "subject", "person"):
-        if key in p:
-            return world.sc.person(str(p[key]), ev.where)
-    if ev.type in ("trip", "device_left") and "protected_person" in p:
-        return world.sc.person(str(p["protected_person"]), ev.where)
-    raise ScenarioError(f"{ev.where}: say who moves ('subject', 'person' or 'who')")
-
-
-def _device(world: World, ev: EventSpec) -> str:
-    p = ev.params
-    if "device" in p:
-        dev = str(p["device"])
-        world.sc.owner_of(dev, ev.where)
-        return dev
-    for key in ("who", "subject", "person", "protected_person"):
-        if key in p:
-            return world.sc.person(str(p[key]), ev.where).device
-    raise ScenarioError(f"{ev.where}: say which device ('device' or a person)")
-
-
-def _time(world: World, ev: EventSpec, key: str, default: Any = None) -> float:
-    value = ev.params.get(key, default)
-    if value is None:
-        raise ScenarioError(f"{ev.where}: needs {key!r}")
-    return world.sc.when(value, f"{ev.where} {key}")
-
-
-def _dur(ev: EventSpec, key: str, default: float) -> float:
-    return parse_duration(ev.params.get(key, default), f"{ev.where} {key}")
 
 
 def _speed(world: World, ev: EventSpec, who: PersonSpec, purpose: str) -> SpeedProcess:
@@ -126,8 +88,8 @@ def _override(world: World, ev: EventSpec, who: PersonSpec, t0: float, build: Bu
 
 def trip(world: World, ev: EventSpec) -> None:
     """Go somewhere (a place, lat/lon, or bearing_deg + distance_m from here), stay, come back."""
-    who = _mover(world, ev)
-    t0 = _time(world, ev, "at")
+    who = args.mover(world, ev)
+    t0 = args.when(world, ev, "at")
     dest = ev.params.get("to")
     if dest is None:
         raise ScenarioError(f"{ev.where}: needs 'to'")
@@ -139,8 +101,8 @@ def trip(world: World, ev: EventSpec) -> None:
     else:
         place = resolve_place(dest, world.sc.places, world.sc.projector, ev.where)
         tx, ty = place.x, place.y
-    until = _time(world, ev, "until") if "until" in ev.params else None
-    dwell = _dur(ev, "dwell_s", 1800.0)
+    until = args.when(world, ev, "until") if "until" in ev.params else None
+    dwell = args.duration(ev, "dwell_s", 1800.0)
     rng = world.rng(f"route/{ev.index}", who.id)
 
     def build(b: PathBuilder, speed: SpeedProcess) -> None:
@@ -152,25 +114,25 @@ def trip(world: World, ev: EventSpec) -> None:
 
 def approach(world: World, ev: EventSpec) -> None:
     """Head for the victim wherever she is, stop ``closest_m`` from her, linger ``dwell_s``."""
-    who = _mover(world, ev)
+    who = args.mover(world, ev)
     victim = world.paths[_victim(world, ev, who).id]
     closest = float(ev.params.get("closest_m", 50.0))
-    dwell = _dur(ev, "dwell_s", 300.0)
+    dwell = args.duration(ev, "dwell_s", 300.0)
     end = world.sc.end
 
     def build(b: PathBuilder, speed: SpeedProcess) -> None:
         if b.pursue(victim.at, speed, closest, end):
             b.follow(victim.at, closest, min(b.t + dwell, end), speed)
 
-    _override(world, ev, who, _time(world, ev, "at"), build)
+    _override(world, ev, who, args.when(world, ev, "at"), build)
 
 
 def passby(world: World, ev: EventSpec) -> None:
     """Pass the victim on a straight line ``closest_m`` from her at time ``at`` (closest approach)."""
-    who = _mover(world, ev)
+    who = args.mover(world, ev)
     victim = world.paths[_victim(world, ev, who).id]
     base = world.paths[who.id]
-    at = _time(world, ev, "at")
+    at = args.when(world, ev, "at")
     closest = float(ev.params.get("closest_m", 1500.0))
     half = float(ev.params.get("length_m", 3000.0)) / 2
     spec = mode_spec(str(ev.params.get("mode", "driving")), ev.params.get("speed_mps"))
@@ -218,17 +180,17 @@ def passby(world: World, ev: EventSpec) -> None:
 
 def exclusion_breach(world: World, ev: EventSpec) -> None:
     """Go ``depth_m`` into a zone (or to its middle), stay ``dwell_s``, leave."""
-    who = _mover(world, ev)
-    zone = _zone(world, ev)
-    t0 = _time(world, ev, "at")
+    who = args.mover(world, ev)
+    zone = args.zone(world, ev)
+    t0 = args.when(world, ev, "at")
     pos = Point(world.paths[who.id].at(t0))
     depth = ev.params.get("depth_m")
-    target = _middle(zone)
+    target = args.middle(zone)
     if depth is not None:
         inner = zone.polygon.buffer(-float(depth))
         if not inner.is_empty:
             target = nearest_points(inner, pos)[0]
-    dwell = _dur(ev, "dwell_s", 600.0)
+    dwell = args.duration(ev, "dwell_s", 600.0)
 
     def build(b: PathBuilder, speed: SpeedProcess) -> None:
         b.move_to(target.x, target.y, speed)
@@ -243,9 +205,9 @@ def edge_nearmiss(world: World, ev: EventSpec) -> None:
     Afterwards the walk goes on round the edge until the straight way back
     no longer cuts through the zone, so the near miss stays a miss.
     """
-    who = _mover(world, ev)
-    zone = _zone(world, ev)
-    t0 = _time(world, ev, "at")
+    who = args.mover(world, ev)
+    zone = args.zone(world, ev)
+    t0 = args.when(world, ev, "at")
     pos = Point(world.paths[who.id].at(t0))
     offset = float(ev.params.get("offset_m", 50.0))
     length = float(ev.params.get("length_m", 1500.0))
@@ -274,10 +236,10 @@ def edge_nearmiss(world: World, ev: EventSpec) -> None:
 
 def curfew_violation(world: World, ev: EventSpec) -> None:
     """Leave at ``at`` for a spot ``distance_m`` outside an inclusion zone (or ``to``); head back at ``until``."""
-    who = _mover(world, ev)
-    zone = _zone(world, ev)
-    t0 = _time(world, ev, "at")
-    until = _time(world, ev, "until")
+    who = args.mover(world, ev)
+    zone = args.zone(world, ev)
+    t0 = args.when(world, ev, "at")
+    until = args.when(world, ev, "until")
     rng = world.rng(f"curfew/{ev.index}", who.id)
     if "to" in ev.params:
         place = resolve_place(ev.params["to"], world.sc.places, world.sc.projector, ev.where)
@@ -294,166 +256,6 @@ def curfew_violation(world: World, ev: EventSpec) -> None:
     _override(world, ev, who, t0, build)
 
 
-def device_left(world: World, ev: EventSpec) -> None:
-    """The person's device stays where it is from ``from`` to ``to`` while she moves on."""
-    who = _mover(world, ev)
-    start, end = _time(world, ev, "from"), _time(world, ev, "to")
-    if end <= start:
-        raise ScenarioError(f"{ev.where}: 'to' must be after 'from'")
-    world.scripts[who.device].left.append((start, end))
-
-
-def _zone(world: World, ev: EventSpec) -> ZoneGeom:
-    if "zone" not in ev.params:
-        raise ScenarioError(f"{ev.where}: needs 'zone'")
-    return find_zone(world.zones, str(ev.params["zone"]), ev.params.get("order"), ev.where)
-
-
-def _middle(zone: ZoneGeom) -> Point:
-    if zone.circle is not None:
-        return Point(zone.circle[0], zone.circle[1])
-    return zone.polygon.representative_point()
-
-
-# --- device events -----------------------------------------------------------------------------
-
-
-def tamper(world: World, ev: EventSpec) -> None:
-    """Strap opened or cut (or case opened) at ``at``, closed again at ``until`` if given."""
-    dev = _device(world, ev)
-    kind = str(ev.params.get("kind", "strap_open"))
-    if kind not in ("strap_open", "strap_cut", "case_open"):
-        raise ScenarioError(f"{ev.where}: kind must be strap_open, strap_cut or case_open")
-    at = _time(world, ev, "at")
-    end = _time(world, ev, "until") if "until" in ev.params else world.sc.end
-    script = world.script(dev)
-    script.events.append((at, kind, {}))
-    if kind != "case_open":
-        script.strap.append((at, end, "open" if kind == "strap_open" else "cut"))
-    world.scripted.append(_device_episode(world, "tamper", at, end, dev, ev))
-
-
-def battery_death(world: World, ev: EventSpec) -> None:
-    """Low battery at ``at``, dead ``dead_after_s`` later, back on the charger at ``recharge_at``."""
-    dev = _device(world, ev)
-    low = _time(world, ev, "at")
-    dead = low + _dur(ev, "dead_after_s", 1800.0)
-    back = _time(world, ev, "recharge_at") if "recharge_at" in ev.params else math.inf
-    if back <= dead:
-        raise ScenarioError(f"{ev.where}: recharge_at must be after the battery is dead")
-    script = world.script(dev)
-    script.battery.append((low, dead, back))
-    script.events += [(low, "low_battery", {}), (dead - 1.0, "power_off", {})]
-    if back < world.sc.end:
-        script.events.append((back, "charger_connected", {}))
-    script.off.append((dead, min(back, world.sc.end)))
-    end = min(back, world.sc.end)
-    world.scripted.append(_device_episode(world, "battery", low, end, dev, ev))
-    if end - dead >= world.sc.silent_min_s:
-        world.scripted.append(_device_episode(world, "device_silent", dead, end, dev, ev))
-
-
-def panic(world: World, ev: EventSpec) -> None:
-    """The victim presses the panic button at ``at``."""
-    dev = _device(world, ev)
-    at = _time(world, ev, "at")
-    world.script(dev).events.append((at, "panic", {}))
-    world.scripted.append(_device_episode(world, "panic", at, at, dev, ev))
-
-
-def gps_loss(world: World, ev: EventSpec) -> None:
-    """No GNSS from ``from`` to ``to``: Wi-Fi, cell or mixed fallback fixes with 100-2000 m radii."""
-    dev = _device(world, ev)
-    start, end = _time(world, ev, "from"), _time(world, ev, "to")
-    fallback = str(ev.params.get("fallback", "mixed"))
-    env = {"wifi": "wifi", "cell": "cell", "mixed": "fallback"}.get(fallback)
-    if env is None:
-        raise ScenarioError(f"{ev.where}: fallback must be wifi, cell or mixed")
-    script = world.script(dev)
-    script.env.append((start, end, env))
-    if ev.params.get("events", True):
-        script.events += [(start, "gnss_lost", {}), (end, "gnss_restored", {})]
-    world.scripted.append(_device_episode(world, "signal_loss", start, end, dev, ev))
-
-
-def multipath(world: World, ev: EventSpec) -> None:
-    """``count`` fixes from ``at`` jump ``jump_m`` (bearing_deg, or toward a person or zone)."""
-    dev = _device(world, ev)
-    at = _time(world, ev, "at")
-    bearing = ev.params.get("bearing_deg")
-    toward = ev.params.get("toward")
-    if toward is not None:
-        x, y = world.device_path(dev).at(at)
-        if any(p.id == toward for p in world.sc.people):
-            tx, ty = world.paths[str(toward)].at(at)
-        else:
-            mid = _middle(find_zone(world.zones, str(toward), ev.params.get("order"), ev.where))
-            tx, ty = mid.x, mid.y
-        bearing = math.degrees(math.atan2(tx - x, ty - y))
-    world.script(dev).jumps.append(
-        Jump(
-            at,
-            int(ev.params.get("count", 1)),
-            float(ev.params.get("jump_m", 500.0)),
-            None if bearing is None else float(bearing),
-        )
-    )
-
-
-def offline(world: World, ev: EventSpec) -> None:
-    """No network from ``from`` to ``to``; fixes are buffered and sent as a burst (unless ``buffered`` is false)."""
-    dev = _device(world, ev)
-    start, end = _time(world, ev, "from"), _time(world, ev, "to")
-    if end <= start:
-        raise ScenarioError(f"{ev.where}: 'to' must be after 'from'")
-    world.script(dev).offline.append(
-        (start, end, bool(ev.params.get("buffered", True)), int(ev.params.get("chunk", 50)))
-    )
-    if end - start >= world.sc.silent_min_s:
-        world.scripted.append(_device_episode(world, "device_silent", start, end, dev, ev))
-
-
-def network(world: World, ev: EventSpec) -> None:
-    """Duplicates and out-of-order delivery for one device (or all) during a window (or always)."""
-    start = _time(world, ev, "from") if "from" in ev.params else world.sc.start
-    end = _time(world, ev, "to") if "to" in ev.params else world.sc.end
-    dup = float(ev.params.get("duplicate_p", 0.0))
-    reorder = float(ev.params.get("reorder_p", 0.0))
-    if not (0 <= dup <= 1 and 0 <= reorder <= 1):
-        raise ScenarioError(f"{ev.where}: duplicate_p and reorder_p are probabilities")
-    has_target = any(
-        k in ev.params for k in ("device", "who", "subject", "person", "protected_person")
-    )
-    devices = [_device(world, ev)] if has_target else list(world.scripts)
-    for dev in devices:
-        world.script(dev).glitch.append((start, end, dup, reorder))
-
-
-def clock_skew(world: World, ev: EventSpec) -> None:
-    """The device's clock is off by ``skew_s`` (+ ``drift_s_per_h``) from ``from`` to ``to``."""
-    dev = _device(world, ev)
-    start = _time(world, ev, "from") if "from" in ev.params else world.sc.start
-    end = _time(world, ev, "to") if "to" in ev.params else world.sc.end
-    world.script(dev).skew.append(
-        (
-            start,
-            end,
-            float(ev.params.get("skew_s", 0.0)),
-            float(ev.params.get("drift_s_per_h", 0.0)),
-        )
-    )
-
-
-def _device_episode(
-    world: World, kind: str, start: float, end: float, dev: str, ev: EventSpec
-) -> Episode:
-    """A scripted truth episode keyed by the device's owner (subject or protected person)."""
-    owner = world.sc.owner_of(dev, ev.where)
-    if owner.role == "subject":
-        return Episode(kind, start, end, subject=owner.id, device=dev)
-    return Episode(kind, start, end, protected_person=owner.id, device=dev)
-
-
 MOVEMENT: dict[str, Callable[[World, EventSpec], None]] = {
     "trip": trip,
     "approach": approach,
@@ -462,16 +264,4 @@ MOVEMENT: dict[str, Callable[[World, EventSpec], None]] = {
     "edge_nearmiss": edge_nearmiss,
     "curfew_violation": curfew_violation,
 }
-DEVICE: dict[str, Callable[[World, EventSpec], None]] = {
-    "device_left": device_left,
-    "tamper": tamper,
-    "battery_death": battery_death,
-    "panic": panic,
-    "gps_loss": gps_loss,
-    "multipath": multipath,
-    "offline": offline,
-    "network": network,
-    "clock_skew": clock_skew,
-}
-
-__all__ = ["DEVICE", "MOVEMENT", "apply_events"]
+__all__ = ["MOVEMENT", "apply_events"]
