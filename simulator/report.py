@@ -22,6 +22,7 @@ import numpy as np
 import shapely
 
 from engine.orders import OrderBook, load_orders
+from engine.timeutil import format_time, parse_time
 from geo.projection import Projector
 from simulator.orders_doc import zone_geometries
 from simulator.score import AlertEpisode, ScoreResult
@@ -96,8 +97,6 @@ def render_report(
 
 def read_fixes(trace: str | Path, projector: Projector) -> list[TrackFix]:
     """Every native fix in the trace (bursts unpacked, duplicates dropped), projected."""
-    from engine.timeutil import parse_time
-
     seen: set[tuple[str, int]] = set()
     raw = []
     for _, topic, payload in iter_trace(trace):
@@ -301,17 +300,13 @@ def timeline_svg(result: ScoreResult) -> str:
 
 
 def _key(x: Any) -> str:
-    keys = [
-        str(getattr(x, k))
-        for k in ("order", "subject", "protected_person", "zone")
-        if getattr(x, k) is not None
-    ]
+    """Kind and keys of an episode or alert; a zone names the row (an alert may also name the victim)."""
+    target = x.zone if x.zone is not None else x.protected_person
+    keys = [str(v) for v in (x.order, x.subject, target) if v is not None]
     return f"{x.kind} " + "/".join(keys)
 
 
 def _episode_table(result: ScoreResult) -> str:
-    from engine.timeutil import format_time
-
     head = "<tr><th>kind</th><th>keys</th><th>start</th><th>end</th><th>min dist m</th><th>detected</th><th>delay s</th><th>lead s</th><th>alerts</th></tr>"
     rows = []
     for r in result.episodes:
@@ -326,8 +321,6 @@ def _episode_table(result: ScoreResult) -> str:
 
 
 def _false_table(result: ScoreResult) -> str:
-    from engine.timeutil import format_time
-
     rows = [
         f"<tr><td>{_e(a.alert_id)}</td><td>{_e(_key(a))}</td><td>{_e(a.max_level)}</td><td>{format_time(a.first_t)}</td></tr>"
         for a in sorted(result.false_alarms, key=lambda a: (a.first_t, a.alert_id))
