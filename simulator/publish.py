@@ -80,7 +80,7 @@ async def publish_trace(
     client_id: str | None = None,
 ) -> PublishStats:
     """Publish every line of a trace to the broker; returns counts, wall time and protocol used."""
-    from engine.replay import read_trace
+    from engine.replay import read_trace  # late: importing the engine costs ~0.8 s
 
     if speed < 0:
         raise SimulatorError("speed must be >= 0 (0: as fast as possible)")
