@@ -250,16 +250,7 @@ class PathBuilder:
             tx, ty = target(self.t)
             if math.hypot(tx - self.x, ty - self.y) <= stop_within_m + 1e-6:
                 return True
-            left, v = speed.current()
-            step = min(dt, left, t_max - self.t)
-            speed.consume(step)
-            t_next = self.t + step
-            tx, ty = target(t_next)
-            dx, dy = tx - self.x, ty - self.y
-            dist = math.hypot(dx, dy)
-            travel = min(v * step, max(dist - stop_within_m, 0.0))
-            f = travel / dist if dist > 0 else 0.0
-            self._add(t_next, self.x + dx * f, self.y + dy * f)
+            self._step_toward(target, speed, stop_within_m, min(dt, t_max - self.t))
         return False
 
     def follow(
@@ -267,16 +258,20 @@ class PathBuilder:
     ) -> None:
         """Stay about ``distance_m`` from a moving target until ``until`` (closing in when it moves off)."""
         while self.t < until:
-            left, v = speed.current()
-            step = min(dt, left, until - self.t)
-            speed.consume(step)
-            t_next = self.t + step
-            tx, ty = target(t_next)
-            dx, dy = tx - self.x, ty - self.y
-            dist = math.hypot(dx, dy)
-            travel = min(v * step, max(dist - distance_m, 0.0))
-            f = travel / dist if dist > 0 else 0.0
-            self._add(t_next, self.x + dx * f, self.y + dy * f)
+            self._step_toward(target, speed, distance_m, min(dt, until - self.t))
+
+    def _step_toward(self, target: Target, speed: SpeedProcess, keep_m: float, dt: float) -> None:
+        """One step of at most ``dt`` toward where the target will be, never closer than ``keep_m``."""
+        left, v = speed.current()
+        step = min(dt, left)
+        speed.consume(step)
+        t_next = self.t + step
+        tx, ty = target(t_next)
+        dx, dy = tx - self.x, ty - self.y
+        dist = math.hypot(dx, dy)
+        travel = min(v * step, max(dist - keep_m, 0.0))
+        f = travel / dist if dist > 0 else 0.0
+        self._add(t_next, self.x + dx * f, self.y + dy * f)
 
     def build(self) -> Path:
         """The path written so far (a lone start vertex becomes a 1 s dwell)."""
