@@ -43,6 +43,11 @@ class RuleConfig:
     pursuit_level: str = "warning"  # proximity level that starts pursuit mode
     forewarn_m: float = 200.0  # tell the ankle monitor 'approaching_zone' this far out
     victim_retention_s: float = 6 * 3600.0  # protected persons' positions are forgotten after this
+    corridors_enabled: bool = True  # approved corridors / time windows cap alerts at info
+    corridor_max_acc_m: float = 100.0  # a fix must be at least this accurate to count as in a corridor
+    corridor_stop_radius_m: float = 50.0  # moving less than this (+ accuracies) for max_dwell_s = stopped
+    sparse_crossing_enabled: bool = True  # check the path between consecutive fixes, not only fixes
+    sparse_max_gap_s: float = 180.0  # no straight-line path is assumed across a longer gap
 
 
 @dataclass(frozen=True, slots=True)

@@ -15,8 +15,12 @@ from pathlib import Path
 from typing import Any
 from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
+from pyproj import Transformer
+from shapely.geometry import LineString
+
 from engine.errors import OrdersError
 from engine.timeutil import parse_time
+from geo.errors import ZoneError
 from geo.zones import ZoneShape, parse_zone
 
 DAY_NAMES = ("mon", "tue", "wed", "thu", "fri", "sat", "sun")
@@ -107,6 +111,49 @@ class ProximityRule:
 
 
 @dataclass(frozen=True, slots=True)
+class CorridorRule:
+    """An approved crossing: a route (motorway, bus line) the subject may travel through.
+
+    While the subject moves through it, proximity and exclusion alerts of the
+    order are capped at ``info`` (still sent to the centre, and recorded);
+    standing still in it for longer than ``max_dwell_s`` or leaving it brings
+    the normal levels back.  Given as a centre ``line`` of ``[lon, lat]`` with
+    ``width_m`` (full width; buffered at load in a local equidistant
+    projection) or as any zone geometry; ``shape`` is the polygon used.
+    """
+
+    corridor_id: str
+    shape: ZoneShape
+    max_dwell_s: float = 120.0
+    schedule: tuple[ScheduleWindow, ...] = ()
+    width_m: float | None = None
+    line: tuple[tuple[float, float], ...] | None = None
+
+    def active_at(self, t: float) -> bool:
+        """Corridors without a schedule are always active."""
+        return not self.schedule or any(w.active_at(t) for w in self.schedule)
+
+
+@dataclass(frozen=True, slots=True)
+class TimeWindow:
+    """An approved period (a court hearing) in which this order's alerts are capped at ``info``.
+
+    With an ``area`` the cap holds only while the subject is inside it (the
+    court building and its surroundings); without one it holds everywhere.
+    """
+
+    window_id: str
+    start: float
+    end: float
+    reason: str
+    area: ZoneShape | None = None
+
+    def active_at(self, t: float) -> bool:
+        """True in ``[start, end)`` device time."""
+        return self.start <= t < self.end
+
+
+@dataclass(frozen=True, slots=True)
 class Subject:
     """The person wearing the ankle monitor (pleger / verdachte)."""
 
@@ -135,6 +182,8 @@ class Order:
     exclusion_zones: tuple[ZoneRule, ...] = ()
     inclusion_zones: tuple[ZoneRule, ...] = ()
     proximity: tuple[ProximityRule, ...] = ()
+    corridors: tuple[CorridorRule, ...] = ()
+    time_windows: tuple[TimeWindow, ...] = ()
 
     def valid_at(self, t: float) -> bool:
         """True when the order is in force at device time ``t``."""
@@ -261,6 +310,8 @@ def _parse_order(
     if valid_until <= valid_from:
         raise OrdersError(f"{ctx}: valid_until must be after valid_from")
 
+    zone_ids: set[str] = set()
+
     def zones(key: str, kind: str) -> tuple[ZoneRule, ...]:
         out = []
         seen: set[str] = set()
@@ -271,6 +322,7 @@ def _parse_order(
             if zid in seen:
                 raise OrdersError(f"{ctx}: duplicate zone id {zid!r}")
             seen.add(zid)
+            zone_ids.add(zid)
             shape = parse_zone(z, zid)
             schedule = tuple(_parse_window(w, f"{ctx} zone {zid}") for w in z.get("schedule", []) or [])
             protects = z.get("protected_person")
@@ -301,7 +353,125 @@ def _parse_order(
         exclusion_zones=zones("exclusion_zones", "exclusion"),
         inclusion_zones=zones("inclusion_zones", "inclusion"),
         proximity=tuple(prox),
+        corridors=_parse_corridors(raw, ctx, zone_ids),
+        time_windows=_parse_time_windows(raw, ctx, zone_ids),
     )
+
+
+DEFAULT_CORRIDOR_DWELL_S = 120.0
+MAX_CORRIDOR_WIDTH_M = 2000.0
+
+
+def _parse_corridors(
+    raw: Mapping[str, Any], ctx: str, zone_ids: set[str]
+) -> tuple[CorridorRule, ...]:
+    out = []
+    seen: set[str] = set()
+    for c in raw.get("corridors", []) or []:
+        if not isinstance(c, Mapping):
+            raise OrdersError(f"{ctx}: every entry of corridors must be an object")
+        cid = _str(c, "id", f"{ctx} corridors")
+        where = f"{ctx} corridor {cid}"
+        if cid in seen:
+            raise OrdersError(f"{ctx}: duplicate corridor id {cid!r}")
+        if f"corridor/{cid}" in zone_ids:
+            raise OrdersError(f"{where}: clashes with zone id 'corridor/{cid}'")
+        seen.add(cid)
+        dwell = float(c.get("max_dwell_s", DEFAULT_CORRIDOR_DWELL_S))
+        if not 0 < dwell <= 3600:
+            raise OrdersError(f"{where}: max_dwell_s must be in (0, 3600], got {dwell}")
+        schedule = tuple(_parse_window(w, where) for w in c.get("schedule", []) or [])
+        line = c.get("line")
+        if line is not None:
+            width = _num(c, "width_m", where)
+            if not 0 < width <= MAX_CORRIDOR_WIDTH_M:
+                raise OrdersError(f"{where}: width_m must be in (0, {MAX_CORRIDOR_WIDTH_M:.0f}]")
+            pts = _line_points(line, where)
+            shape = _buffer_line(pts, width, cid)
+            out.append(CorridorRule(cid, shape, dwell, schedule, width, pts))
+        else:
+            try:
+                shape = parse_zone(c, cid)
+            except ZoneError as exc:
+                raise OrdersError(f"{where}: give a 'line' with 'width_m', or a zone geometry ({exc})") from exc
+            out.append(CorridorRule(cid, shape, dwell, schedule))
+    return tuple(out)
+
+
+def _line_points(raw: Any, where: str) -> tuple[tuple[float, float], ...]:
+    if isinstance(raw, Mapping) and raw.get("type") == "LineString":
+        raw = raw.get("coordinates")
+    if not isinstance(raw, list) or len(raw) < 2:
+        raise OrdersError(f"{where}: 'line' must be a list of at least two [lon, lat] positions")
+    pts: list[tuple[float, float]] = []
+    for i, pos in enumerate(raw):
+        if (
+            not isinstance(pos, list | tuple)
+            or len(pos) not in (2, 3)
+            or not all(isinstance(v, int | float) and not isinstance(v, bool) for v in pos[:2])
+        ):
+            raise OrdersError(f"{where}: line position {i} must be [lon, lat]")
+        lon, lat = float(pos[0]), float(pos[1])
+        if not (-180 <= lon <= 180 and -84 <= lat <= 84):
+            raise OrdersError(f"{where}: line position {i} out of range")
+        pts.append((lon, lat))
+    if len(set(pts)) < 2:
+        raise OrdersError(f"{where}: line needs two distinct positions")
+    return tuple(pts)
+
+
+def _buffer_line(pts: tuple[tuple[float, float], ...], width_m: float, cid: str) -> ZoneShape:
+    """Buffer a [lon, lat] line by ``width_m / 2`` in an equidistant projection centred on it."""
+    lons = [p[0] for p in pts]
+    lats = [p[1] for p in pts]
+    lon0, lat0 = (min(lons) + max(lons)) / 2, (min(lats) + max(lats)) / 2
+    local = f"+proj=aeqd +lat_0={lat0} +lon_0={lon0} +datum=WGS84 +units=m +no_defs"
+    fwd = Transformer.from_crs("EPSG:4326", local, always_xy=True)
+    inv = Transformer.from_crs(local, "EPSG:4326", always_xy=True)
+    xs, ys = fwd.transform(lons, lats)
+    poly = LineString(list(zip(xs, ys, strict=True))).buffer(width_m / 2.0, quad_segs=8)
+    ring_x, ring_y = poly.exterior.coords.xy
+    lon_r, lat_r = inv.transform(list(ring_x), list(ring_y))
+    ring = [[float(a), float(b)] for a, b in zip(lon_r, lat_r, strict=True)]
+    try:
+        return parse_zone({"polygon": ring}, cid)
+    except ZoneError as exc:
+        raise OrdersError(f"corridor {cid}: buffered line is not a valid polygon ({exc})") from exc
+
+
+def _parse_time_windows(
+    raw: Mapping[str, Any], ctx: str, zone_ids: set[str]
+) -> tuple[TimeWindow, ...]:
+    out = []
+    seen: set[str] = set()
+    for w in raw.get("time_windows", []) or []:
+        if not isinstance(w, Mapping):
+            raise OrdersError(f"{ctx}: every entry of time_windows must be an object")
+        wid = _str(w, "id", f"{ctx} time_windows")
+        where = f"{ctx} time window {wid}"
+        if wid in seen:
+            raise OrdersError(f"{ctx}: duplicate time window id {wid!r}")
+        if f"window/{wid}" in zone_ids:
+            raise OrdersError(f"{where}: clashes with zone id 'window/{wid}'")
+        seen.add(wid)
+        try:
+            start = parse_time(w["from"])
+            end = parse_time(w["to"])
+        except (KeyError, ValueError) as exc:
+            raise OrdersError(f"{where}: needs 'from' and 'to' as RFC 3339 times ({exc})") from exc
+        if end <= start:
+            raise OrdersError(f"{where}: 'to' must be after 'from'")
+        if end - start > 7 * 86400:
+            raise OrdersError(f"{where}: longer than 7 days; amend the order instead")
+        reason = _str(w, "reason", where)
+        area = None
+        if w.get("area") is not None:
+            try:
+                area = parse_zone(w["area"], f"{wid}/area")
+            except ZoneError as exc:
+                raise OrdersError(f"{where}: bad area ({exc})") from exc
+        out.append(TimeWindow(wid, start, end, reason, area))
+    return tuple(out)
 
 
 def _parse_window(raw: Any, ctx: str) -> ScheduleWindow:

@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import pickle
 from collections import Counter
+from collections.abc import Callable
 from dataclasses import dataclass, field
 
 import numpy as np
@@ -89,6 +90,9 @@ class Engine:
         self.silent_after_s = dict(silent_after_s or {})
         self.default_silent_after_s = default_silent_after_s
         self.silent: set[str] = set()
+        # evidence hook (engine.evidence.recorder.make_fix_sink): every evaluated fix and
+        # whether the jump filter accepted it, before any alert change it causes
+        self.evidence_sink: Callable[[Fix, bool], None] | None = None
         self.book = book
         self.set_orders(book)
 
@@ -253,7 +257,10 @@ class Engine:
             ctx.arrival = fix.arrival
             self.device_rules.on_fix(ctx, fix, late)
             point = TrackPoint(fix.t, x, y, fix.acc, fix.key, fix.src)
-            if not track.accept(point, ctx.rules):
+            accepted = track.accept(point, ctx.rules)
+            if self.evidence_sink is not None:
+                self.evidence_sink(fix, accepted)
+            if not accepted:
                 self.stats.jumps += 1
                 continue
             self.stats.evaluated += 1
