@@ -119,6 +119,7 @@ class Alert:
             "late": self.late,
             "detail": self.detail,
             "updated_at": format_time(self.updated_at or self.raised_at),
+            "change_seq": len(self.history),
         }
         if self.device is not None:
             out["device"] = self.device

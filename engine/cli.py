@@ -100,13 +100,17 @@ def deploy_mosquitto(orders: Path, out: Path, registry: Path | None, tls_dir: Pa
                             config_dir=config_dir, data_dir=data_dir, certs_dir=certs_dir, rotate=rotate))
 
 
-def _add_optional_commands() -> None:
+def _add_commands() -> None:
+    """Commands defined next to the code they drive (orders check, simulator tools)."""
     from engine.enforceability import orders_group
+    from simulator.cli_commands import COMMANDS
 
     main.add_command(orders_group)
+    for command in COMMANDS:
+        main.add_command(command)
 
 
-_add_optional_commands()
+_add_commands()
 
 
 if __name__ == "__main__":  # pragma: no cover

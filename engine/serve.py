@@ -16,6 +16,7 @@ from engine.logjson import use_json_logs
 from engine.orders import load_orders
 from engine.pipeline import Engine
 from engine.service import Service
+from engine.store_redis import RedisStore
 
 log = logging.getLogger(__name__)
 
@@ -39,7 +40,10 @@ async def run_serve(cfg: ServiceConfig) -> None:
     book = load_orders(doc)
     use_json_logs(cfg.log_level)
     engine = Engine(book, EngineConfig(prefix=cfg.topic_prefix))
-    service = Service(engine, cfg)
+    store = RedisStore(cfg.redis) if cfg.redis else None
+    if store is None:
+        log.warning("no --redis: state is in memory only; a restart loses open alerts")
+    service = Service(engine, cfg, store=store)
     stop = asyncio.Event()
     loop = asyncio.get_running_loop()
     for sig in (signal.SIGINT, signal.SIGTERM):

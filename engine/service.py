@@ -5,13 +5,20 @@ Three tasks around the pure ``Engine``:
 * ``_connection``: connects (MQTT v5, falling back to 3.1.1 for brokers that
   refuse it), subscribes, reads messages into a **bounded** inbox (a full
   inbox makes the reader wait: explicit back-pressure, never a silent drop) and
-  drains the outbox while connected; reconnects with backoff on any MQTT error.
-* ``_processor``: takes micro-batches from the inbox through the engine and
-  queues what it produces in the outbox.
+  publishes the outbox while connected; reconnects with backoff.
+* ``_processor``: takes micro-batches from the inbox through the engine.
 * ``_ticker``: drives timers (reorder release, deadlines, silence, expiry).
 
-The outbox survives disconnects, so an alert raised while the broker is down
-is published when it comes back instead of being lost.
+With a state store (``emguard serve --redis``) ingest is at-least-once and
+alerts effectively-once: QoS 1 messages are acknowledged manually, only after
+the batch's state snapshot and outgoing messages are committed atomically to
+the store (a transactional outbox); outbox entries are removed once the broker
+acknowledged their publish.  After a crash the engine restores the snapshot,
+republishes the outbox, and the broker redelivers what was never acknowledged;
+the snapshot's dedup memory skips what was already applied.  While the store is
+unreachable, acks are held, the inbox fills, and reading stops (back-pressure)
+until it returns.  Without a store (demo) the outbox lives in memory and still
+survives broker reconnects.
 """
 
 from __future__ import annotations
@@ -31,15 +38,17 @@ import aiomqtt
 from paho.mqtt.packettypes import PacketTypes
 from paho.mqtt.properties import Properties
 
-from engine.alerts import AlertActionError
+from engine.alerts import Alert, AlertActionError
 from engine.config import ServiceConfig
 from engine.messages import Outgoing, deadletter
 from engine.pipeline import Effects, Engine
+from engine.store import StateStore, StoreUnavailable
 from engine.timeutil import format_time
 
 log = logging.getLogger(__name__)
 
 Listener = Callable[[Effects, float], None]
+Ack = tuple[int, int, int]  # (connection generation, mid, qos)
 BATCH = 512
 TICK_S = 0.2
 
@@ -54,29 +63,40 @@ class Service:
         *,
         protocol: str = "auto",
         persistent_session: bool = True,
+        store: StateStore | None = None,
         clock: Callable[[], float] = time.time,
     ) -> None:
         self.engine = engine
         self.config = config
         self.protocol = protocol
         self.persistent_session = persistent_session
+        self.store = store
         self.clock = clock
-        self.inbox: asyncio.Queue[tuple[float, str, bytes]] = asyncio.Queue(config.queue_size)
-        self.outbox: deque[Outgoing] = deque()
+        self.inbox: asyncio.Queue[tuple[float, str, bytes, Ack | None]] = asyncio.Queue(config.queue_size)
+        self.outbox: deque[tuple[int | None, Outgoing]] = deque()
         self.outbox_ready = asyncio.Event()
         self.listeners: list[Listener] = []
         self.connected = False
         self.connected_protocol: str | None = None
+        self.store_connected = True  # in-memory state is always there; a store is checked at start
         self.published = 0
         self.reconnects = 0
         self.last_processed = 0.0
+        self._client_ref: aiomqtt.Client | None = None
+        self._generation = 0
+        self._staged: list[Outgoing] = []
+        self._staged_alerts: dict[str, Alert] = {}
+        self._held_acks: list[Ack] = []
+        self._unconfirmed: list[int] = []
+        self._commit_lock = asyncio.Lock()
 
     # --- public ---------------------------------------------------------------------------
     async def run(self, stop: asyncio.Event) -> None:
-        """Serve until ``stop`` is set; then drain buffered fixes and publish what they raise."""
+        """Serve until ``stop`` is set; then drain, commit and publish what is left."""
+        await self._recover(stop)
         tasks = [
             asyncio.create_task(self._connection(stop), name="mqtt"),
-            asyncio.create_task(self._processor(stop), name="processor"),
+            asyncio.create_task(self._processor(), name="processor"),
             asyncio.create_task(self._ticker(stop), name="ticker"),
         ]
         try:
@@ -87,9 +107,13 @@ class Service:
             for task in tasks[1:]:
                 with contextlib.suppress(asyncio.CancelledError):
                     await task
-            self._drain_inbox()
+            await self._drain_inbox()
             self._emit(self.engine.flush(self.clock()))
+            with contextlib.suppress(StoreUnavailable):
+                await self._commit()
             await self._final_publish(tasks[0])
+            if self.store is not None:
+                await self.store.close()
 
     def act(self, alert_id: str, action: str, by: str, note: str) -> Effects:
         """An operator action from the HTTP API; published like every other change."""
@@ -101,12 +125,41 @@ class Service:
         """Publish and fan out effects produced outside the service loop (e.g. order changes)."""
         self._emit(effects)
 
+    # --- recovery -------------------------------------------------------------------------
+    async def _recover(self, stop: asyncio.Event) -> None:
+        """Restore the last committed state and re-queue unconfirmed outbox entries."""
+        if self.store is None:
+            return
+        backoff = 0.2
+        while not stop.is_set():
+            try:
+                blob = await self.store.load_snapshot()
+                pending = await self.store.pending()
+                break
+            except StoreUnavailable as exc:
+                self.store_connected = False
+                log.warning("state store unavailable at start (%s); retrying", exc)
+                await asyncio.sleep(backoff)
+                backoff = min(2 * backoff, 5.0)
+        else:
+            return
+        self.store_connected = True
+        if blob is not None:
+            self.engine.restore(blob)
+            log.info("restored engine state (%d alerts)", len(self.engine.alerts.alerts))
+        self.outbox.extend(pending)
+        if pending:
+            log.info("republishing %d unconfirmed outbox messages", len(pending))
+            self.outbox_ready.set()
+
     # --- tasks ----------------------------------------------------------------------------
     async def _connection(self, stop: asyncio.Event) -> None:
         backoff = 0.2
         while not stop.is_set():
             try:
                 async with self._client() as client:
+                    self._generation += 1
+                    self._client_ref = client
                     self.connected = True
                     backoff = 0.2
                     await self._subscribe(client)
@@ -118,6 +171,8 @@ class Service:
                         publisher.cancel()
                         with contextlib.suppress(asyncio.CancelledError):
                             await publisher
+                    if stop.is_set():
+                        await self._leave_shared_group(client)
             except aiomqtt.MqttError as exc:
                 if self.protocol == "auto" and "protocol" in str(exc).lower() and self.connected_protocol == "5":
                     log.warning("broker refused MQTT v5 (%s); using 3.1.1", exc)
@@ -128,6 +183,7 @@ class Service:
                 if self.connected:
                     self.reconnects += 1
                 self.connected = False
+                self._client_ref = None
             if stop.is_set():
                 break
             with contextlib.suppress(TimeoutError):
@@ -137,6 +193,7 @@ class Service:
     async def _read(self, client: aiomqtt.Client, stop: asyncio.Event) -> None:
         stopper = asyncio.ensure_future(stop.wait())
         nxt: asyncio.Future[aiomqtt.Message] | None = None
+        generation = self._generation
         try:
             it = client.messages.__aiter__()
             while True:
@@ -148,7 +205,8 @@ class Service:
                 nxt = None
                 payload = message.payload
                 raw = payload if isinstance(payload, bytes | bytearray) else str(payload).encode()
-                await self.inbox.put((self.clock(), message.topic.value, bytes(raw)))
+                ack = (generation, message.mid, message.qos) if self.store is not None and message.qos else None
+                await self.inbox.put((self.clock(), message.topic.value, bytes(raw), ack))
         finally:
             stopper.cancel()
             if nxt is not None:
@@ -159,35 +217,105 @@ class Service:
     async def _publisher(self, client: aiomqtt.Client) -> None:
         while True:
             while self.outbox:
-                msg = self.outbox[0]
+                outbox_id, msg = self.outbox[0]
                 await client.publish(msg.topic, json.dumps(msg.payload, separators=(",", ":")), qos=1)
                 self.outbox.popleft()
                 self.published += 1
+                if outbox_id is not None:
+                    # confirm at once: a crash between PUBACK and this line is the only way a
+                    # message is published twice, so keep that window one round trip wide
+                    self._unconfirmed.append(outbox_id)
+                    await self._confirm_published()
+            await self._confirm_published()
             self.outbox_ready.clear()
             await self.outbox_ready.wait()
 
-    async def _processor(self, stop: asyncio.Event) -> None:
+    async def _confirm_published(self) -> None:
+        """Remove broker-acknowledged entries from the durable outbox (retried if the store is down)."""
+        if self.store is None:
+            return
+        while self._unconfirmed:
+            try:
+                await self.store.published(self._unconfirmed[0])
+            except StoreUnavailable:
+                self.store_connected = False
+                return
+            self._unconfirmed.pop(0)
+
+    async def _processor(self) -> None:
         ack_topic = f"{self.config.topic_prefix}/ack"
         while True:
             first = await self.inbox.get()
             batch = [first]
             while len(batch) < BATCH and not self.inbox.empty():
                 batch.append(self.inbox.get_nowait())
-            for arrival, topic, payload in batch:
+            for arrival, topic, payload, ack in batch:
                 if topic == ack_topic:
-                    self._ack(payload)
+                    self._ack_message(payload)
                 else:
-                    self._emit(self.engine.handle(topic, payload, arrival))
+                    self._handle(topic, payload, arrival)
+                if ack is not None:
+                    self._held_acks.append(ack)
                 self.last_processed = arrival
-            await asyncio.sleep(0)
+            await self._commit_until_stored()
 
     async def _ticker(self, stop: asyncio.Event) -> None:
         while not stop.is_set():
             self._emit(self.engine.tick(self.clock()))
+            if self._staged or self._staged_alerts:
+                with contextlib.suppress(StoreUnavailable):
+                    await self._commit()
+            if self.store is not None and not self.store_connected and await self.store.ping():
+                self.store_connected = True
+                self.outbox_ready.set()  # retry confirmations held while the store was down
             await asyncio.sleep(TICK_S)
 
+    # --- durability -----------------------------------------------------------------------
+    async def _commit_until_stored(self) -> None:
+        """Commit staged effects; while the store is down, keep trying (acks stay held)."""
+        backoff = 0.1
+        while True:
+            try:
+                await self._commit()
+                return
+            except StoreUnavailable as exc:
+                if self.store_connected:
+                    log.error("state store unavailable, holding acks: %s", exc)
+                self.store_connected = False
+                await asyncio.sleep(backoff)
+                backoff = min(2 * backoff, 2.0)
+
+    async def _commit(self) -> None:
+        """One atomic store commit of the state and staged messages; then ack and publish."""
+        async with self._commit_lock:
+            if self.store is None:
+                self._release(list(zip([None] * len(self._staged), self._staged, strict=True)))
+                return
+            if not self._staged and not self._staged_alerts and not self._held_acks:
+                return
+            messages, alerts = list(self._staged), list(self._staged_alerts.values())
+            ids = await self.store.commit(self.engine.snapshot(), messages, alerts)
+            if not self.store_connected:
+                log.warning("state store reachable again")
+            self.store_connected = True
+            del self._staged[: len(messages)]
+            self._staged_alerts.clear()
+            self._release(list(zip(ids, messages, strict=True)))
+            acks, self._held_acks = self._held_acks, []
+            client = self._client_ref
+            for generation, mid, qos in acks:
+                # an ack for a message of an earlier connection would hit a reused mid: drop it,
+                # the broker redelivers that message and dedup skips it
+                if client is not None and generation == self._generation:
+                    client._client.ack(mid, qos)  # noqa: SLF001 - aiomqtt does not expose manual ack
+
+    def _release(self, entries: list[tuple[int | None, Outgoing]]) -> None:
+        if entries:
+            self.outbox.extend(entries)
+            self.outbox_ready.set()
+
     # --- helpers --------------------------------------------------------------------------
-    def _ack(self, payload: bytes) -> None:
+    def _ack_message(self, payload: bytes) -> None:
         try:
             doc = json.loads(payload)
             effects = self.engine.act(
@@ -195,7 +323,7 @@ class Service:
                 str(doc.get("note", "")), self.clock(),
             )
         except (ValueError, KeyError, TypeError, AlertActionError) as exc:
-            self._emit_messages([deadletter(self.config.topic_prefix, {
+            self._stage([deadletter(self.config.topic_prefix, {
                 "reason": "bad_ack", "detail": str(exc), "topic": f"{self.config.topic_prefix}/ack",
                 "payload": payload.decode("utf-8", "replace"), "arrival": format_time(self.clock()),
             })])
@@ -205,7 +333,13 @@ class Service:
     def _emit(self, effects: Effects) -> None:
         if not effects.messages and not effects.changes:
             return
-        self._emit_messages(effects.messages)
+        self._stage(effects.messages)
+        for change in effects.changes:
+            self._staged_alerts[change.alert.alert_id] = change.alert
+        if self.store is None:
+            self._release([(None, m) for m in self._staged])
+            self._staged.clear()
+            self._staged_alerts.clear()
         now = self.clock()
         for listener in self.listeners:
             try:
@@ -213,25 +347,54 @@ class Service:
             except Exception:  # a broken listener must never stop the engine
                 log.exception("effects listener failed")
 
-    def _emit_messages(self, messages: list[Outgoing]) -> None:
-        if messages:
-            self.outbox.extend(messages)
-            self.outbox_ready.set()
+    def _stage(self, messages: list[Outgoing]) -> None:
+        self._staged.extend(messages)
+        if self.store is None:
+            self._release([(None, m) for m in self._staged])
+            self._staged.clear()
 
-    def _drain_inbox(self) -> None:
+    def _handle(self, topic: str, payload: bytes, arrival: float) -> None:
+        """One device message through the engine; an engine bug dead-letters it, never stops the loop."""
+        try:
+            effects = self.engine.handle(topic, payload, arrival)
+        except Exception as exc:  # noqa: BLE001 - the loop must survive our own bugs too
+            log.exception("engine failed on a message from %s", topic)
+            self.engine.stats.rejected["internal_error"] += 1
+            self._stage([deadletter(self.config.topic_prefix, {
+                "reason": "internal_error", "detail": f"{type(exc).__name__}: {exc}", "topic": topic,
+                "payload": payload.decode("utf-8", "replace"), "arrival": format_time(arrival),
+            })])
+            return
+        self._emit(effects)
+
+    async def _drain_inbox(self) -> None:
         while not self.inbox.empty():
-            arrival, topic, payload = self.inbox.get_nowait()
-            self._emit(self.engine.handle(topic, payload, arrival))
+            arrival, topic, payload, ack = self.inbox.get_nowait()
+            self._handle(topic, payload, arrival)
+            if ack is not None:
+                self._held_acks.append(ack)
 
     async def _final_publish(self, connection: asyncio.Task[None]) -> None:
         """Give the publisher a moment to flush the outbox, then close the connection."""
         deadline = time.monotonic() + 5.0
-        while self.outbox and self.connected and time.monotonic() < deadline:
+        while (self.outbox or self._unconfirmed) and self.connected and time.monotonic() < deadline:
             self.outbox_ready.set()
             await asyncio.sleep(0.02)
         connection.cancel()
         with contextlib.suppress(asyncio.CancelledError):
             await connection
+
+    async def _leave_shared_group(self, client: aiomqtt.Client) -> None:
+        """Unsubscribe shared topics before a clean stop so the broker routes to the other workers.
+
+        mosquitto keeps routing shared-subscription messages to a disconnected worker whose
+        session persists (upstream bug #2662); unsubscribing first strands nothing.
+        """
+        if not self.config.shared_group or self.connected_protocol != "5":
+            return
+        with contextlib.suppress(aiomqtt.MqttError):
+            for topic in self._device_topics():
+                await client.unsubscribe(topic)
 
     def _client(self) -> aiomqtt.Client:
         url = urlparse(self.config.broker)
@@ -248,7 +411,7 @@ class Service:
         tls = None
         if url.scheme == "mqtts":
             tls = ssl.create_default_context(cafile=self.config.mqtt_ca)
-        return aiomqtt.Client(
+        client = aiomqtt.Client(
             url.hostname or "127.0.0.1",
             url.port or (8883 if url.scheme == "mqtts" else 1883),
             identifier=self.config.client_id,
@@ -259,12 +422,18 @@ class Service:
             keepalive=15,
             **kwargs,
         )
+        if self.store is not None:
+            client._client.manual_ack_set(True)  # noqa: SLF001 - ack only after the durable commit
+        return client
 
-    async def _subscribe(self, client: aiomqtt.Client) -> None:
+    def _device_topics(self) -> list[str]:
         prefix = self.config.topic_prefix
-        device_topics = [f"{prefix}/dev/+/fix", f"{prefix}/dev/+/event", "owntracks/+/+"]
+        topics = [f"{prefix}/dev/+/fix", f"{prefix}/dev/+/event", "owntracks/+/+"]
         group = self.config.shared_group
         if group and self.connected_protocol == "5":
-            device_topics = [f"$share/{group}/{t}" for t in device_topics]
-        for topic in [*device_topics, f"{prefix}/ack"]:
+            topics = [f"$share/{group}/{t}" for t in topics]
+        return topics
+
+    async def _subscribe(self, client: aiomqtt.Client) -> None:
+        for topic in [*self._device_topics(), f"{self.config.topic_prefix}/ack"]:
             await client.subscribe(topic, qos=1)

@@ -1,0 +1,128 @@
+"""The state-store port and its in-memory implementation.
+
+The service persists, after each micro-batch and *before* acknowledging the
+MQTT messages of that batch, one atomic commit: the engine's state snapshot
+plus every outgoing message the batch produced (a transactional outbox).
+Outbox entries are deleted once the broker has acknowledged their publish.
+So a crash at any point either loses nothing that was acknowledged (the broker
+redelivers the rest, the restored state's dedup skips what was already
+applied) or republishes at most the one message whose PUBACK was in flight.
+
+Redis is the production store (``engine.store_redis``); ``MemoryStore`` backs
+the demo and unit tests and is the reference for the contract below.
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from typing import Any, Protocol
+
+from engine.alerts import Alert
+from engine.messages import Outgoing
+
+
+class StoreUnavailable(Exception):
+    """The state store cannot be reached; the service holds acks and retries."""
+
+
+class StateStore(Protocol):
+    """What the service needs from durable state."""
+
+    async def load_snapshot(self) -> bytes | None:
+        """The last committed engine snapshot, or None on a fresh start."""
+
+    async def commit(
+        self, snapshot: bytes, messages: Sequence[Outgoing], alerts: Sequence[Alert]
+    ) -> list[int]:
+        """Atomically store the snapshot, queue the messages, archive the alerts; outbox ids back."""
+
+    async def pending(self) -> list[tuple[int, Outgoing]]:
+        """Outbox entries not yet confirmed published, oldest first."""
+
+    async def published(self, outbox_id: int) -> None:
+        """The broker acknowledged this outbox entry."""
+
+    async def alert(self, alert_id: str) -> dict[str, Any] | None:
+        """The archived wire form of an alert with its history."""
+
+    async def ping(self) -> bool:
+        """True when the store answers."""
+
+    async def close(self) -> None:
+        """Release connections."""
+
+
+def encode_message(m: Outgoing) -> str:
+    """Outbox entries are stored as JSON text: channel, topic, payload."""
+    return json.dumps({"c": m.channel, "t": m.topic, "p": m.payload}, separators=(",", ":"))
+
+
+def decode_message(text: str | bytes) -> Outgoing:
+    """Inverse of ``encode_message``."""
+    doc = json.loads(text)
+    return Outgoing(doc["c"], doc["t"], doc["p"])
+
+
+def alert_record(alert: Alert) -> dict[str, Any]:
+    """The archived form: the wire form plus the full history (who did what when)."""
+    rec = alert.to_wire()
+    rec["history"] = [
+        {"at": h.at, "state": h.state, "level": h.level, "by": h.by, "note": h.note}
+        for h in alert.history
+    ]
+    return rec
+
+
+@dataclass(slots=True)
+class MemoryStore:
+    """In-process store with the same semantics as Redis (demo, unit tests)."""
+
+    snapshot: bytes | None = None
+    outbox: dict[int, str] = field(default_factory=dict)
+    alerts: dict[str, str] = field(default_factory=dict)
+    next_id: int = 1
+    available: bool = True
+    commits: int = 0
+
+    async def load_snapshot(self) -> bytes | None:
+        self._check()
+        return self.snapshot
+
+    async def commit(
+        self, snapshot: bytes, messages: Sequence[Outgoing], alerts: Sequence[Alert]
+    ) -> list[int]:
+        self._check()
+        ids = list(range(self.next_id, self.next_id + len(messages)))
+        self.next_id += len(messages)
+        self.snapshot = snapshot
+        for i, m in zip(ids, messages, strict=True):
+            self.outbox[i] = encode_message(m)
+        for a in alerts:
+            self.alerts[a.alert_id] = json.dumps(alert_record(a))
+        self.commits += 1
+        return ids
+
+    async def pending(self) -> list[tuple[int, Outgoing]]:
+        self._check()
+        return [(i, decode_message(self.outbox[i])) for i in sorted(self.outbox)]
+
+    async def published(self, outbox_id: int) -> None:
+        self._check()
+        self.outbox.pop(outbox_id, None)
+
+    async def alert(self, alert_id: str) -> dict[str, Any] | None:
+        self._check()
+        text = self.alerts.get(alert_id)
+        return json.loads(text) if text else None
+
+    async def ping(self) -> bool:
+        return self.available
+
+    async def close(self) -> None:
+        return None
+
+    def _check(self) -> None:
+        if not self.available:
+            raise StoreUnavailable("memory store switched off (fault injection)")
