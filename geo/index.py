@@ -1,40 +1,50 @@
-"""All zones compiled into flat arrays (CSR-style) for the Numba kernels, patched in place.
+"""All zones compiled into one flat record array for the Numba kernels, patched in place.
 
-Layout (see ``geo.kernels.zones``): per slot a row of ``zf`` (circle centre and
-radius, bounding box, metres) and ``zi`` (kind, ring range); rings index into
-one pair of vertex arrays.  Upserting appends the new rings and vertices and
-repoints the slot; removing frees the slot for reuse.  Superseded vertices are
-garbage until a compaction copies live rings into fresh arrays, which changes
-ring offsets but never slots.
+Layout (see ``geo.kernels.zones``): ``zoff[slot]`` is the offset of the
+slot's self-contained record in ``blob`` (CSR-style: one float array plus
+int offsets), ``-1`` for a free slot.  Upserting appends the new record and
+repoints the slot; removing frees the slot for reuse.  Superseded records are
+garbage until a compaction copies the live ones into a fresh array, which
+changes offsets but never slots.
 
 Slots are stable for a key while it lives; after ``remove`` a slot may be given
-to another key, so callers must not keep slots of removed keys.
+to another key, so callers must not keep slots of removed keys.  Not
+thread-safe for writers: update from one thread; evaluation only reads.
 """
 
 from __future__ import annotations
 
-from collections.abc import Callable, Iterable, Sequence
+from collections.abc import Iterable, Sequence
 
 import numpy as np
-import shapely
 from shapely.geometry import MultiPolygon, Polygon
 
 from . import kernels
 from .errors import GeoError
 from .geodesy import WGS84
 from .projection import Projector
+from .records import circle_records, polygon_records
 from .zones import ZoneShape
 
-PARALLEL_MIN_PAIRS = 200_000
+PARALLEL_MIN_PAIRS = 200_000  # threaded kernel from this many pairs (when parallel=None)
+LOCALITY_MIN_PAIRS = 50_000  # visit pairs grouped by record address from this many pairs
+LOCALITY_SHIFT = 14  # group by 2**14 doubles = 128 KiB of records
 _CIRCLE_PROBES = 8
 
+PlanarZone = Polygon | MultiPolygon | tuple[float, float, float]
 
-def _grow(arr: np.ndarray, need: int) -> np.ndarray:
-    """Return ``arr`` or a copy with capacity >= need (doubling), first axis."""
+
+def _aligned_zeros(n: int) -> np.ndarray:
+    """A float64 array of n zeros whose data starts on a 64-byte boundary."""
+    raw = np.zeros(n + kernels.ALIGN, dtype=np.float64)
+    skip = (-raw.ctypes.data % 64) // 8
+    return raw[skip : skip + n]
+
+
+def _grow1(arr: np.ndarray, need: int, fill: float | int) -> np.ndarray:
     if need <= arr.shape[0]:
         return arr
-    cap = max(need, 2 * arr.shape[0], 16)
-    out = np.zeros((cap, *arr.shape[1:]), dtype=arr.dtype)
+    out = np.full(max(need, 2 * arr.shape[0], 16), fill, dtype=arr.dtype)
     out[: arr.shape[0]] = arr
     return out
 
@@ -45,17 +55,13 @@ class ZoneIndex:
     def __init__(self, projector: Projector | None = None) -> None:
         self.projector = projector if projector is not None else Projector()
         self._slot_of: dict[str, int] = {}
-        self._key_of: dict[int, str] = {}
         self._free: list[int] = []
         self._n_slots = 0  # high-water mark of slots handed out
-        self._n_rings = 0
-        self._n_verts = 0
-        self._garbage_verts = 0
-        self.zf = np.zeros((0, 8), dtype=np.float64)
-        self.zi = np.zeros((0, 4), dtype=np.int64)
-        self.rings = np.zeros((0, 2), dtype=np.int64)
-        self.vx = np.zeros(0, dtype=np.float64)
-        self.vy = np.zeros(0, dtype=np.float64)
+        self._used = 0  # doubles of blob in use (live + garbage)
+        self._garbage = 0
+        self.zoff = np.full(0, -1, dtype=np.int64)
+        self.zlen = np.zeros(0, dtype=np.int64)
+        self.blob = _aligned_zeros(0)
 
     # ------------------------------------------------------------------ keys
     def __contains__(self, key: object) -> bool:
@@ -81,13 +87,26 @@ class ZoneIndex:
 
     def bounds(self, key: str) -> tuple[float, float, float, float]:
         """(minx, miny, maxx, maxy) of a zone in projected metres."""
-        row = self.zf[self.slot(key)]
-        return float(row[3]), float(row[4]), float(row[5]), float(row[6])
+        o = int(self.zoff[self.slot(key)])
+        b = self.blob[o + 1 : o + 5]
+        return float(b[0]), float(b[1]), float(b[2]), float(b[3])
+
+    def kind(self, key: str) -> str:
+        """``"circle"`` or ``"polygon"``."""
+        o = int(self.zoff[self.slot(key)])
+        return "circle" if self.blob[o] == kernels.KIND_CIRCLE else "polygon"
+
+    def circle(self, key: str) -> tuple[float, float, float] | None:
+        """(cx, cy, radius) in projected metres for a circle zone, None for a polygon."""
+        o = int(self.zoff[self.slot(key)])
+        if self.blob[o] != kernels.KIND_CIRCLE:
+            return None
+        return float(self.blob[o + 5]), float(self.blob[o + 6]), float(self.blob[o + 7])
 
     @property
     def nbytes(self) -> int:
         """Bytes held by the kernel arrays (capacity included)."""
-        return sum(a.nbytes for a in (self.zf, self.zi, self.rings, self.vx, self.vy))
+        return self.zoff.nbytes + self.zlen.nbytes + self.blob.nbytes
 
     # --------------------------------------------------------------- updates
     def upsert(self, key: str, shape: ZoneShape) -> int:
@@ -97,45 +116,41 @@ class ZoneIndex:
     def upsert_many(self, items: Iterable[tuple[str, ZoneShape]]) -> np.ndarray:
         """Insert or replace many zones with one projection call per kind; return their slots."""
         items = list(items)
-        circles = [(i, s) for i, (_, s) in enumerate(items) if s.kind == "circle"]
-        polys = [(i, s) for i, (_, s) in enumerate(items) if s.kind != "circle"]
-        batch = _Batch(len(items))
-        if circles:
-            idx = np.array([i for i, _ in circles], dtype=np.int64)
-            lat = np.array([s.center[0] for _, s in circles], dtype=np.float64)  # type: ignore[index]
-            lon = np.array([s.center[1] for _, s in circles], dtype=np.float64)  # type: ignore[index]
-            rad = np.array([s.radius_m for _, s in circles], dtype=np.float64)
+        circ = [i for i, (_, s) in enumerate(items) if s.kind == "circle"]
+        poly = [i for i, (_, s) in enumerate(items) if s.kind != "circle"]
+        parts: list[tuple[list[int], np.ndarray, np.ndarray]] = []
+        if circ:
+            lat = np.array([items[i][1].center[0] for i in circ], dtype=np.float64)  # type: ignore[index]
+            lon = np.array([items[i][1].center[1] for i in circ], dtype=np.float64)  # type: ignore[index]
+            rad = np.array([items[i][1].radius_m for i in circ], dtype=np.float64)
             cx, cy, r = self._project_circles(lon, lat, rad)
             bad = ~np.isfinite(cx + cy + r)
             if bad.any():
-                names = [circles[int(j)][1].zone_id for j in np.flatnonzero(bad)]
+                names = [items[circ[int(j)]][1].zone_id for j in np.flatnonzero(bad)]
                 raise GeoError(f"zones {names} cannot be projected to {self.projector.crs}")
-            batch.circles(idx, cx, cy, r)
-        if polys:
-            idx = np.array([i for i, _ in polys], dtype=np.int64)
-            batch.polygons(idx, [s.geometry for _, s in polys], self.projector.forward)
-        return self._store([k for k, _ in items], batch)
+            parts.append((circ, *circle_records(cx, cy, r)))
+        if poly:
+            geoms = [items[i][1].geometry for i in poly]
+            planar = self._project_polygons(geoms)
+            parts.append((poly, *polygon_records(planar)))
+        return self._store([k for k, _ in items], parts)
 
-    def upsert_planar_many(
-        self, items: Iterable[tuple[str, Polygon | MultiPolygon | tuple[float, float, float]]]
-    ) -> np.ndarray:
+    def upsert_planar_many(self, items: Iterable[tuple[str, PlanarZone]]) -> np.ndarray:
         """Insert or replace zones given directly in projected metres.
 
         Each item is ``(key, polygon)`` or ``(key, (cx, cy, radius))``; used by
         tests and tools that already work in the planar CRS.
         """
         items = list(items)
-        batch = _Batch(len(items))
-        circ = [(i, g) for i, (_, g) in enumerate(items) if isinstance(g, tuple)]
-        polys = [(i, g) for i, (_, g) in enumerate(items) if not isinstance(g, tuple)]
+        circ = [i for i, (_, g) in enumerate(items) if isinstance(g, tuple)]
+        poly = [i for i, (_, g) in enumerate(items) if not isinstance(g, tuple)]
+        parts: list[tuple[list[int], np.ndarray, np.ndarray]] = []
         if circ:
-            c = np.array([g for _, g in circ], dtype=np.float64).reshape(-1, 3)
-            if not (np.all(np.isfinite(c)) and np.all(c[:, 2] > 0)):
-                raise GeoError("planar circles need finite centres and radius > 0")
-            batch.circles(np.array([i for i, _ in circ]), c[:, 0], c[:, 1], c[:, 2])
-        if polys:
-            batch.polygons(np.array([i for i, _ in polys]), [g for _, g in polys], None)
-        return self._store([k for k, _ in items], batch)
+            c = np.array([items[i][1] for i in circ], dtype=np.float64).reshape(-1, 3)
+            parts.append((circ, *circle_records(c[:, 0], c[:, 1], c[:, 2])))
+        if poly:
+            parts.append((poly, *polygon_records([items[i][1] for i in poly])))  # type: ignore[misc]
+        return self._store([k for k, _ in items], parts)
 
     def _project_circles(
         self, lon: np.ndarray, lat: np.ndarray, rad: np.ndarray
@@ -154,100 +169,87 @@ class ZoneIndex:
         dist = np.hypot(px - np.repeat(cx, k), py - np.repeat(cy, k))
         return cx, cy, dist.reshape(-1, k).mean(axis=1)
 
-    def _store(self, keys: list[str], batch: _Batch) -> np.ndarray:
-        """Give each key a slot (replacement keeps it) and append the batch's arrays."""
+    def _project_polygons(
+        self, geoms: list[Polygon | MultiPolygon]
+    ) -> list[Polygon | MultiPolygon]:
+        """All vertices of all polygons projected in one pyproj call."""
+        import shapely
+
+        def fwd(coords: np.ndarray) -> np.ndarray:
+            x, y = self.projector.forward(coords[:, 0], coords[:, 1])
+            return np.column_stack((x, y))
+
+        return list(shapely.transform(np.asarray(geoms, dtype=object), fwd))
+
+    def _store(
+        self, keys: list[str], parts: list[tuple[list[int], np.ndarray, np.ndarray]]
+    ) -> np.ndarray:
+        """Give each key a slot (replacement keeps it) and append the compiled records."""
         if len(set(keys)) != len(keys):
             raise GeoError("upsert: duplicate keys in one batch")
+        rec_len = np.zeros(len(keys), dtype=np.int64)
+        rec_src = np.zeros(len(keys), dtype=np.int64)  # offset within the concatenated buffer
+        bufs = []
+        base = 0
+        for idx, buf, lens in parts:
+            rec_len[idx] = lens
+            rec_src[idx] = base + np.cumsum(lens) - lens
+            bufs.append(buf)
+            base += buf.shape[0]
+        total = base
+        if self._used + total > self.blob.shape[0]:
+            new = _aligned_zeros(max(self._used + total, 2 * self.blob.shape[0], 1024))
+            new[: self._used] = self.blob[: self._used]
+            self.blob = new
+        if total:
+            self.blob[self._used : self._used + total] = np.concatenate(bufs)
+
         out = np.empty(len(keys), dtype=np.int64)
         for i, key in enumerate(keys):
             s = self._slot_of.get(key)
             if s is None:
-                if self._free:
-                    s = self._free.pop()
-                else:
-                    s = self._n_slots
+                s = self._free.pop() if self._free else self._n_slots
+                if s == self._n_slots:
                     self._n_slots += 1
                 self._slot_of[key] = s
-                self._key_of[s] = key
-            else:
-                self._release_geometry(s)
             out[i] = s
-        self.zf = _grow(self.zf, self._n_slots)
-        self.zi = _grow(self.zi, self._n_slots)
-
-        lens = np.concatenate(batch.ring_lens) if batch.ring_lens else np.zeros(0, np.int64)
-        nr = int(lens.shape[0])
-        nv = int(lens.sum())
-        self.rings = _grow(self.rings, self._n_rings + nr)
-        self.vx = _grow(self.vx, self._n_verts + nv)
-        self.vy = _grow(self.vy, self._n_verts + nv)
-        if nv:
-            self.vx[self._n_verts : self._n_verts + nv] = np.concatenate(batch.xs)
-            self.vy[self._n_verts : self._n_verts + nv] = np.concatenate(batch.ys)
-            ends = self._n_verts + np.cumsum(lens)
-            self.rings[self._n_rings : self._n_rings + nr, 0] = ends - lens
-            self.rings[self._n_rings : self._n_rings + nr, 1] = ends
-        ring_hi = self._n_rings + np.cumsum(batch.ring_counts)
-        ring_lo = ring_hi - batch.ring_counts
-        is_poly = batch.kinds == kernels.KIND_POLYGON
-        self.zf[out] = batch.rows
-        self.zi[out, 0] = batch.kinds
-        self.zi[out, 1] = np.where(is_poly, ring_lo, 0)
-        self.zi[out, 2] = np.where(is_poly, ring_hi, 0)
-        self._n_rings += nr
-        self._n_verts += nv
+        self.zoff = _grow1(self.zoff, self._n_slots, -1)
+        self.zlen = _grow1(self.zlen, self._n_slots, 0)
+        old = self.zoff[out] >= 0
+        self._garbage += int(self.zlen[out][old].sum())
+        self.zoff[out] = self._used + rec_src
+        self.zlen[out] = rec_len
+        self._used += total
         self._maybe_compact()
         return out
 
     def remove(self, key: str) -> None:
         """Remove a zone; its slot becomes free (``GeoError`` if absent)."""
         s = self.slot(key)
-        self._release_geometry(s)
-        self.zi[s] = 0
-        self.zf[s] = 0.0
+        self._garbage += int(self.zlen[s])
+        self.zoff[s] = -1
+        self.zlen[s] = 0
         del self._slot_of[key]
-        del self._key_of[s]
         self._free.append(s)
         self._maybe_compact()
 
-    def _release_geometry(self, s: int) -> None:
-        if self.zi[s, 0] == kernels.KIND_POLYGON:
-            lo, hi = int(self.zi[s, 1]), int(self.zi[s, 2])
-            self._garbage_verts += int((self.rings[lo:hi, 1] - self.rings[lo:hi, 0]).sum())
-
     def _maybe_compact(self) -> None:
-        if self._garbage_verts > max(1 << 16, self._n_verts // 2):
+        if self._garbage > max(1 << 16, self._used // 2):
             self.compact()
 
     def compact(self) -> None:
-        """Copy live rings into fresh arrays (slots unchanged, ring offsets renumbered)."""
-        live = np.flatnonzero(self.zi[: self._n_slots, 0] == kernels.KIND_POLYGON)
-        lo = self.zi[live, 1]
-        hi = self.zi[live, 2]
-        counts = hi - lo
-        ring_ids = (
-            np.concatenate([np.arange(a, b) for a, b in zip(lo, hi, strict=True)])
-            if len(live)
-            else np.zeros(0, np.int64)
-        )
-        starts = self.rings[ring_ids, 0]
-        stops = self.rings[ring_ids, 1]
-        lens = stops - starts
-        vert_ids = (
-            np.concatenate([np.arange(a, b) for a, b in zip(starts, stops, strict=True)])
-            if len(ring_ids)
-            else np.zeros(0, np.int64)
-        )
-        self.vx = self.vx[vert_ids].copy()
-        self.vy = self.vy[vert_ids].copy()
-        ends = np.cumsum(lens)
-        self.rings = np.column_stack((ends - lens, ends)).astype(np.int64)
-        new_hi = np.cumsum(counts)
-        self.zi[live, 1] = new_hi - counts
-        self.zi[live, 2] = new_hi
-        self._n_rings = len(ring_ids)
-        self._n_verts = len(vert_ids)
-        self._garbage_verts = 0
+        """Copy live records into a fresh array (slots unchanged, offsets renumbered)."""
+        live = np.flatnonzero(self.zoff[: self._n_slots] >= 0)
+        lens = self.zlen[live]
+        new_off = np.cumsum(lens) - lens
+        total = int(lens.sum())
+        src = np.repeat(self.zoff[live] - new_off, lens) + np.arange(total)
+        blob = _aligned_zeros(max(total, 1024))
+        blob[:total] = self.blob[src]
+        self.blob = blob
+        self.zoff[live] = new_off
+        self._used = total
+        self._garbage = 0
 
     # ------------------------------------------------------------ evaluation
     def signed_distance(
@@ -261,14 +263,15 @@ class ZoneIndex:
     ) -> np.ndarray:
         """Signed distance (m) per (slot, point) pair: < 0 inside, > 0 outside, boundary 0 (inside).
 
-        ``parallel=None`` uses the threaded kernel for batches of at least
-        ``PARALLEL_MIN_PAIRS`` pairs.
+        ``parallel=None`` uses the threaded kernel from ``PARALLEL_MIN_PAIRS``
+        pairs.  Batches of ``LOCALITY_MIN_PAIRS`` or more are visited grouped
+        by where their zone lives in memory (results stay in input order).
         """
         slots = np.ascontiguousarray(slots, dtype=np.int64)
         x = np.ascontiguousarray(x, dtype=np.float64)
         y = np.ascontiguousarray(y, dtype=np.float64)
         n = slots.shape[0]
-        if x.shape != (n,) or y.shape != (n,):
+        if slots.ndim != 1 or x.shape != (n,) or y.shape != (n,):
             raise GeoError(
                 f"slots, x, y must be 1-D of equal length, got {slots.shape}, {x.shape}, {y.shape}"
             )
@@ -276,11 +279,31 @@ class ZoneIndex:
             out = np.empty(n, dtype=np.float64)
         elif out.shape != (n,) or out.dtype != np.float64:
             raise GeoError("out must be a float64 array of the same length as slots")
+        flags = np.empty(n, dtype=np.uint8)
         use_par = parallel if parallel is not None else n >= PARALLEL_MIN_PAIRS
-        fn = kernels.signed_distance_batch_parallel if use_par else kernels.signed_distance_batch
-        bad = fn(slots, x, y, self.zf, self.zi, self.rings, self.vx, self.vy, out)
-        if bad:
-            raise GeoError(f"{bad} pair(s) refer to a free or unknown zone slot")
+        if n >= LOCALITY_MIN_PAIRS:
+            order = kernels.locality_order(slots, self.zoff, LOCALITY_SHIFT)
+        elif use_par:
+            order = np.arange(n, dtype=np.int64)
+        else:
+            order = None
+        if use_par:
+            kernels.signed_distance_batch_parallel(
+                order, slots, x, y, self.zoff, self.blob, out, flags
+            )
+            flagged = int(np.count_nonzero(flags))
+        elif order is not None:
+            flagged = kernels.signed_distance_batch_ordered(
+                order, slots, x, y, self.zoff, self.blob, out, flags
+            )
+        else:
+            flagged = kernels.signed_distance_batch(slots, x, y, self.zoff, self.blob, out, flags)
+        if flagged:
+            bad = int(np.count_nonzero(flags == kernels.FLAG_BAD_SLOT))
+            if bad:
+                raise GeoError(f"{bad} pair(s) refer to a free or unknown zone slot")
+            idx = np.flatnonzero(flags == kernels.FLAG_EXACT)
+            kernels.resolve_exact(idx, slots, x, y, self.zoff, self.blob, out)
         return out
 
     def signed_distance_lonlat(
@@ -312,66 +335,7 @@ class ZoneIndex:
         if any(a.shape != (n,) for a in arrs):
             raise GeoError("slots, x0, y0, x1, y1 must be 1-D of equal length")
         out = np.empty(n, dtype=np.uint8)
-        bad = kernels.crossing_batch(
-            slots, *arrs, self.zf, self.zi, self.rings, self.vx, self.vy, out
-        )
+        bad = kernels.crossing_batch(slots, *arrs, self.zoff, self.blob, out)
         if bad:
             raise GeoError(f"{bad} pair(s) refer to a free or unknown zone slot")
         return out.view(np.bool_)
-
-
-class _Batch:
-    """Rows, kinds, rings and vertices of zones being compiled, before slots are assigned."""
-
-    def __init__(self, n: int) -> None:
-        self.rows = np.zeros((n, 8), dtype=np.float64)
-        self.kinds = np.zeros(n, dtype=np.int64)
-        self.ring_counts = np.zeros(n, dtype=np.int64)
-        self.ring_lens: list[np.ndarray] = []
-        self.xs: list[np.ndarray] = []
-        self.ys: list[np.ndarray] = []
-
-    def circles(self, idx: np.ndarray, cx: np.ndarray, cy: np.ndarray, r: np.ndarray) -> None:
-        rows = self.rows
-        rows[idx, 0] = cx
-        rows[idx, 1] = cy
-        rows[idx, 2] = r
-        rows[idx, 3] = cx - r
-        rows[idx, 4] = cy - r
-        rows[idx, 5] = cx + r
-        rows[idx, 6] = cy + r
-        self.kinds[idx] = kernels.KIND_CIRCLE
-
-    def polygons(
-        self,
-        idx: np.ndarray,
-        geoms_in: Sequence[object],
-        project: Callable[[np.ndarray, np.ndarray], tuple[np.ndarray, np.ndarray]] | None,
-    ) -> None:
-        """All vertices projected in one call; rings stored closed, in input order."""
-        geoms = []
-        for g in geoms_in:
-            if isinstance(g, Polygon):
-                geoms.append(MultiPolygon([g]))
-            elif isinstance(g, MultiPolygon):
-                geoms.append(g)
-            else:
-                raise GeoError(f"zone geometry must be a Polygon or MultiPolygon, got {g!r:.60}")
-        _, coords, (ring_off, part_off, geom_off) = shapely.to_ragged_array(geoms)
-        if project is None:
-            x = np.ascontiguousarray(coords[:, 0], dtype=np.float64)
-            y = np.ascontiguousarray(coords[:, 1], dtype=np.float64)
-        else:
-            x, y = project(coords[:, 0], coords[:, 1])
-        if not (np.all(np.isfinite(x)) and np.all(np.isfinite(y))):
-            raise GeoError("some polygon zones cannot be projected (outside the CRS's area)")
-        self.ring_counts[idx] = np.diff(part_off[geom_off])
-        self.ring_lens.append(np.diff(ring_off).astype(np.int64))
-        self.xs.append(x)
-        self.ys.append(y)
-        starts = ring_off[part_off[geom_off[:-1]]]  # every geometry has >= 4 vertices
-        self.rows[idx, 3] = np.minimum.reduceat(x, starts)
-        self.rows[idx, 4] = np.minimum.reduceat(y, starts)
-        self.rows[idx, 5] = np.maximum.reduceat(x, starts)
-        self.rows[idx, 6] = np.maximum.reduceat(y, starts)
-        self.kinds[idx] = kernels.KIND_POLYGON

@@ -1,17 +1,19 @@
 """Signed distance and segment crossing for compiled zones, in projected metres.
 
-Array layout (shared by every kernel here; built by ``geo.index.ZoneIndex``):
+Layout (built by ``geo.index.ZoneIndex``; CSR-style: one flat float array
+plus int offsets).  ``zoff[slot]`` (int64) is the offset of the slot's record
+in ``blob`` (float64), or ``-1`` for a free slot.  Records start on a 64-byte
+boundary (offsets are multiples of ``ALIGN``) and are self-contained, so one
+zone is one contiguous stretch of memory:
 
-* ``zf``: float64 ``(n_slots, 8)``, one row per zone slot:
-  ``cx, cy, r, minx, miny, maxx, maxy, unused``.  ``cx, cy, r`` are the centre
-  and radius (metres) of a circle; ``minx..maxy`` the zone's bounding box.
-* ``zi``: int64 ``(n_slots, 4)``: ``kind, ring_lo, ring_hi, unused``.
-  ``kind`` is ``KIND_EMPTY`` (free slot), ``KIND_CIRCLE`` or ``KIND_POLYGON``;
-  a polygon zone owns rings ``ring_lo <= k < ring_hi``.
-* ``rings``: int64 ``(n_rings, 2)``: ``start, stop`` into the vertex arrays.
-  Every ring is stored closed (``v[stop - 1] == v[start]``), so its edges are
-  consecutive vertex pairs.
-* ``vx, vy``: float64 vertex coordinates in metres.
+* header, 8 doubles: ``kind, minx, miny, maxx, maxy, a, b, c`` with
+  ``kind`` = ``KIND_CIRCLE`` (``a, b, c`` = centre x, y and radius, metres) or
+  ``KIND_POLYGON`` (``a`` = number of edge blocks ``nb``);
+* polygon only: ``nb`` block boxes (``minx, miny, maxx, maxy``), then ``nb``
+  edge blocks of ``BLOCK_EDGES`` consecutive edges of one ring, each stored as
+  ``BLOCK_EDGES + 1`` x-values followed by as many y-values.  The last block of
+  a ring is padded by repeating its last vertex (zero-length edges change no
+  distance and cross nothing).
 
 A polygon zone is the even-odd region of all its rings (shells and holes of
 every part): exactly the union of the parts for a valid (multi)polygon.
@@ -22,10 +24,14 @@ which matches shapely's ``covers``.  Points that are outside but closer to the
 boundary than float64 can express get the smallest positive double, so
 ``<= 0`` always means "covered".
 
-The fast path decides inside/outside with a plain crossing test.  That test
-can only be wrong for a point within rounding error of an edge, so when the
-nearest edge is closer than ``1e-9 * (|x| + |y| + extent)`` metres the point is
-located again with exact predicates (the GEOS ray-crossing rules).
+Fast pass (``hot``, no allocation): the distance scans the block with the
+nearest box first, then only blocks whose box is nearer than the best edge so
+far; the inside test counts ray crossings in blocks the +x ray can reach, and
+only when the point is inside the zone's box.  The crossing test can only be
+wrong for a point within rounding error of an edge, so when the nearest edge is
+closer than ``1e-9 * (|x| + |y| + extent)`` metres the pair is flagged and
+located again with exact predicates (the GEOS ray-crossing rules) by
+``resolve_exact``.
 """
 
 from __future__ import annotations
@@ -35,33 +41,265 @@ import math
 import numpy as np
 from numba import prange
 
-from ._jit import jit, pjit
+from ._intrinsics import prefetch
+from ._jit import hot, jit, phot
 from .predicates import orient, segment_distance2, segments_touch
 
 KIND_EMPTY = 0
 KIND_CIRCLE = 1
 KIND_POLYGON = 2
 
+ALIGN = 8  # record offsets are multiples of 8 doubles (64-byte cache lines)
+HEADER = 8  # doubles in a record header
+BLOCK_EDGES = 8  # edges per block: 8 blocks for a 64-vertex ring
+BLOCK_SIZE = 2 * (BLOCK_EDGES + 1)  # doubles per edge block (x-values, then y-values)
+BOX_SIZE = 4
+
+FLAG_OK = 0
+FLAG_EXACT = 1  # within rounding distance of an edge: resolve with exact predicates
+FLAG_BAD_SLOT = 2  # free or unknown slot
+
+PREFETCH_AHEAD = 16  # pairs ahead whose zone record is prefetched
+
 _TINY = 5e-324  # smallest positive double: "outside, but closer than float64 resolves"
 _REL_TOL = 1e-9
 
 
+# ---------------------------------------------------------------- fast pass
+@hot
+def _block_distance2(px, py, blob, o, best):
+    """Min of ``best`` and the squared distances (m^2) to the 8 edges of the block at ``o``."""
+    ys = o + BLOCK_EDGES + 1
+    ax = blob[o]
+    ay = blob[ys]
+    for j in range(1, BLOCK_EDGES + 1):
+        bx = blob[o + j]
+        by = blob[ys + j]
+        ex = bx - ax
+        ey = by - ay
+        wx = px - ax
+        wy = py - ay
+        dot = wx * ex + wy * ey
+        if dot <= 0.0:
+            d2 = wx * wx + wy * wy
+        else:
+            len2 = ex * ex + ey * ey
+            if dot >= len2:
+                ux = px - bx
+                uy = py - by
+                d2 = ux * ux + uy * uy
+            else:
+                cr = wx * ey - wy * ex
+                d2 = cr * cr / len2
+        if d2 < best:
+            best = d2
+        ax = bx
+        ay = by
+    return best
+
+
+@hot
+def _block_parity(px, py, blob, o):
+    """Parity (True = odd) of the block's edges crossed by the ray from p towards +x.
+
+    GEOS' half-open rule: an edge counts when exactly one end is strictly above p.
+    """
+    ys = o + BLOCK_EDGES + 1
+    odd = False
+    ax = blob[o]
+    ay = blob[ys]
+    for j in range(1, BLOCK_EDGES + 1):
+        bx = blob[o + j]
+        by = blob[ys + j]
+        if (ay > py) != (by > py):
+            if px < ax + (py - ay) * (bx - ax) / (by - ay):
+                odd = not odd
+        ax = bx
+        ay = by
+    return odd
+
+
+@hot
+def _box_distance2(px, py, blob, q):
+    """Squared distance (m^2) from p to the box ``minx, miny, maxx, maxy`` at ``blob[q:q + 4]``."""
+    dx = max(max(blob[q] - px, px - blob[q + 2]), 0.0)
+    dy = max(max(blob[q + 1] - py, py - blob[q + 3]), 0.0)
+    return dx * dx + dy * dy
+
+
+@hot
+def polygon_fast(px, py, blob, o):
+    """Fast-pass signed distance (m) to the polygon record at ``o``: ``(value, certain)``.
+
+    ``certain`` is False when the nearest edge is within rounding distance;
+    ``value`` is then the unsigned distance and the side must be resolved
+    exactly (``resolve_exact``).
+    """
+    minx = blob[o + 1]
+    miny = blob[o + 2]
+    maxx = blob[o + 3]
+    maxy = blob[o + 4]
+    nb = int(blob[o + 5])
+    boxes = o + HEADER
+    blocks = boxes + BOX_SIZE * nb
+    in_box = minx <= px <= maxx and miny <= py <= maxy
+    inside = False
+    first = 0
+    lb_first = math.inf
+    for c in range(nb):
+        q = boxes + BOX_SIZE * c
+        if in_box and blob[q + 1] <= py < blob[q + 3] and px < blob[q + 2]:
+            if _block_parity(px, py, blob, blocks + BLOCK_SIZE * c):
+                inside = not inside
+        lb = _box_distance2(px, py, blob, q)
+        if lb < lb_first:
+            lb_first = lb
+            first = c
+    best = _block_distance2(px, py, blob, blocks + BLOCK_SIZE * first, math.inf)
+    for c in range(nb):
+        if c != first and _box_distance2(px, py, blob, boxes + BOX_SIZE * c) < best:
+            best = _block_distance2(px, py, blob, blocks + BLOCK_SIZE * c, best)
+    d = math.sqrt(best)
+    tol = _REL_TOL * (abs(px) + abs(py) + (maxx - minx) + (maxy - miny) + 1.0)
+    if d > tol:
+        return (-d if inside else d), True
+    return d, False
+
+
+@hot
+def zone_fast(slot, px, py, zoff, blob):
+    """Fast-pass signed distance to zone ``slot``: ``(value, flag)`` with a ``FLAG_*`` code."""
+    if slot < 0 or slot >= zoff.shape[0]:
+        return math.nan, FLAG_BAD_SLOT
+    o = zoff[slot]
+    if o < 0:
+        return math.nan, FLAG_BAD_SLOT
+    if blob[o] == KIND_CIRCLE:
+        dx = px - blob[o + 5]
+        dy = py - blob[o + 6]
+        return math.sqrt(dx * dx + dy * dy) - blob[o + 7], FLAG_OK
+    v, certain = polygon_fast(px, py, blob, o)
+    return v, (FLAG_OK if certain else FLAG_EXACT)
+
+
+@hot
+def _prefetch_zone(slot, zoff, blob):
+    """Prefetch a zone's header and first box lines (a no-op hint)."""
+    if 0 <= slot < zoff.shape[0]:
+        o = zoff[slot]
+        if o >= 0:
+            prefetch(blob, o)
+            prefetch(blob, o + 8)
+            prefetch(blob, o + 16)
+
+
+@hot
+def signed_distance_batch(slots, x, y, zoff, blob, out, flags):
+    """Fast pass: signed distance for each pair ``(slots[i], (x[i], y[i]))`` into ``out[i]`` (m).
+
+    ``slots`` int64; ``x, y, out`` float64; ``flags`` uint8; all length n.
+    Negative inside, positive outside.  ``flags[i]`` is ``FLAG_OK``, or
+    ``FLAG_EXACT`` (``out[i]`` holds the unsigned distance; finish with
+    ``resolve_exact``), or ``FLAG_BAD_SLOT`` (``out[i]`` is NaN).  Returns the
+    number of pairs not ``FLAG_OK``.  Zone records ``PREFETCH_AHEAD`` pairs
+    ahead are prefetched.
+    """
+    n = slots.shape[0]
+    n_flagged = 0
+    for i in range(n):
+        if i + PREFETCH_AHEAD < n:
+            _prefetch_zone(slots[i + PREFETCH_AHEAD], zoff, blob)
+        v, f = zone_fast(slots[i], x[i], y[i], zoff, blob)
+        out[i] = v
+        flags[i] = f
+        if f != FLAG_OK:
+            n_flagged += 1
+    return n_flagged
+
+
+@hot
+def signed_distance_batch_ordered(order, slots, x, y, zoff, blob, out, flags):
+    """``signed_distance_batch`` visiting pairs in the given ``order`` (int64 permutation).
+
+    With ``order`` from ``locality_order`` consecutive pairs hit nearby zone
+    records, so a large batch streams through the index instead of missing the
+    cache on every pair.  Results are written to the pairs' own positions.
+    """
+    n = order.shape[0]
+    n_flagged = 0
+    for j in range(n):
+        if j + PREFETCH_AHEAD < n:
+            _prefetch_zone(slots[order[j + PREFETCH_AHEAD]], zoff, blob)
+        i = order[j]
+        v, f = zone_fast(slots[i], x[i], y[i], zoff, blob)
+        out[i] = v
+        flags[i] = f
+        if f != FLAG_OK:
+            n_flagged += 1
+    return n_flagged
+
+
+@phot
+def signed_distance_batch_parallel(order, slots, x, y, zoff, blob, out, flags):
+    """``signed_distance_batch_ordered`` split over Numba threads (same ``out`` and ``flags``).
+
+    Pass ``order = arange(n)`` to keep the input order.  Returns nothing: count
+    the non-zero ``flags`` afterwards (a reduction would need Numba's runtime).
+    """
+    for j in prange(order.shape[0]):
+        i = order[j]
+        v, f = zone_fast(slots[i], x[i], y[i], zoff, blob)
+        out[i] = v
+        flags[i] = f
+
+
 @jit
-def locate_exact(px, py, ring_lo, ring_hi, rings, vx, vy):
-    """Exact point location against rings ``ring_lo..ring_hi`` (even-odd).
+def locality_order(slots, zoff, shift):
+    """A visiting order grouping pairs by which ``2**shift``-double stretch of ``blob``
+    their zone record starts in (stable counting sort; free or unknown slots first)."""
+    n = slots.shape[0]
+    keys = np.empty(n, dtype=np.int64)
+    n_keys = 1
+    for i in range(n):
+        s = slots[i]
+        k = 0
+        if 0 <= s < zoff.shape[0] and zoff[s] >= 0:
+            k = (zoff[s] >> shift) + 1
+        keys[i] = k
+        if k + 1 > n_keys:
+            n_keys = k + 1
+    start = np.zeros(n_keys + 1, dtype=np.int64)
+    for i in range(n):
+        start[keys[i] + 1] += 1
+    for k in range(n_keys):
+        start[k + 1] += start[k]
+    order = np.empty(n, dtype=np.int64)
+    for i in range(n):
+        k = keys[i]
+        order[start[k]] = i
+        start[k] += 1
+    return order
+
+
+# --------------------------------------------------------------- exact pass
+@jit
+def locate_exact(px, py, blob, o):
+    """Exact point location against the polygon record at ``o`` (even-odd over all edges).
 
     Returns ``(on_boundary, inside)``; follows GEOS' RayCrossingCounter so the
     answer equals shapely's for points on vertices and edges.
     """
+    nb = int(blob[o + 5])
+    blocks = o + HEADER + BOX_SIZE * nb
     crossings = 0
-    for k in range(ring_lo, ring_hi):
-        start = rings[k, 0]
-        stop = rings[k, 1]
-        for i in range(start + 1, stop):
-            x1 = vx[i - 1]
-            y1 = vy[i - 1]
-            x2 = vx[i]
-            y2 = vy[i]
+    for c in range(nb):
+        b = blocks + BLOCK_SIZE * c
+        ys = b + BLOCK_EDGES + 1
+        for j in range(1, BLOCK_EDGES + 1):
+            x1 = blob[b + j - 1]
+            y1 = blob[ys + j - 1]
+            x2 = blob[b + j]
+            y2 = blob[ys + j]
             if x1 < px and x2 < px:
                 continue
             if px == x2 and py == y2:
@@ -82,51 +320,9 @@ def locate_exact(px, py, ring_lo, ring_hi, rings, vx, vy):
 
 
 @jit
-def polygon_signed_distance(px, py, ring_lo, ring_hi, rings, vx, vy, minx, miny, maxx, maxy):
-    """Signed distance (m) from (px, py) to a polygon zone; ``<= 0`` means covered.
-
-    Points outside the bounding box skip the crossing test (they cannot be
-    inside) but still get the exact distance to the nearest edge.
-    """
-    in_box = minx <= px <= maxx and miny <= py <= maxy
-    best = math.inf
-    inside = False
-    for k in range(ring_lo, ring_hi):
-        start = rings[k, 0]
-        stop = rings[k, 1]
-        ax = vx[start]
-        ay = vy[start]
-        for i in range(start + 1, stop):
-            bx = vx[i]
-            by = vy[i]
-            ex = bx - ax
-            ey = by - ay
-            wx = px - ax
-            wy = py - ay
-            dot = wx * ex + wy * ey
-            if dot <= 0.0:
-                d2 = wx * wx + wy * wy
-            else:
-                len2 = ex * ex + ey * ey
-                if dot >= len2:
-                    ux = px - bx
-                    uy = py - by
-                    d2 = ux * ux + uy * uy
-                else:
-                    cr = wx * ey - wy * ex
-                    d2 = cr * cr / len2
-            if d2 < best:
-                best = d2
-            if in_box and ((ay > py) != (by > py)):
-                if px < ax + (py - ay) * ex / ey:
-                    inside = not inside
-            ax = bx
-            ay = by
-    d = math.sqrt(best)
-    tol = _REL_TOL * (abs(px) + abs(py) + (maxx - minx) + (maxy - miny) + 1.0)
-    if d > tol:
-        return -d if inside else d
-    on_boundary, inside = locate_exact(px, py, ring_lo, ring_hi, rings, vx, vy)
+def exact_side(px, py, d, blob, o):
+    """Signed distance from the unsigned distance ``d`` and an exact point location."""
+    on_boundary, inside = locate_exact(px, py, blob, o)
     if on_boundary:
         return 0.0
     if inside:
@@ -135,104 +331,74 @@ def polygon_signed_distance(px, py, ring_lo, ring_hi, rings, vx, vy, minx, miny,
 
 
 @jit
-def zone_signed_distance(slot, px, py, zf, zi, rings, vx, vy):
-    """Signed distance (m) from (px, py) to zone ``slot``; NaN for a free or unknown slot."""
-    if slot < 0 or slot >= zi.shape[0]:
-        return math.nan
-    kind = zi[slot, 0]
-    if kind == KIND_CIRCLE:
-        return math.hypot(px - zf[slot, 0], py - zf[slot, 1]) - zf[slot, 2]
-    if kind == KIND_POLYGON:
-        return polygon_signed_distance(
-            px,
-            py,
-            zi[slot, 1],
-            zi[slot, 2],
-            rings,
-            vx,
-            vy,
-            zf[slot, 3],
-            zf[slot, 4],
-            zf[slot, 5],
-            zf[slot, 6],
-        )
-    return math.nan
+def resolve_exact(idx, slots, x, y, zoff, blob, out):
+    """Second pass: give the pairs ``idx`` (flagged ``FLAG_EXACT``) their exact sign.
 
-
-@jit
-def signed_distance_batch(slots, x, y, zf, zi, rings, vx, vy, out):
-    """Signed distance for each pair ``(slots[i], (x[i], y[i]))`` into ``out[i]`` (metres).
-
-    ``slots`` int64, ``x, y, out`` float64, all length n.  Negative inside,
-    positive outside, boundary ``0.0`` (inside).  Returns the number of pairs
-    whose slot was free or out of range (their ``out`` is NaN).
+    ``out[i]`` holds the unsigned distance on entry and the signed distance on
+    exit: 0 on the boundary (exact predicates), negative inside, positive outside.
     """
-    bad = 0
-    for i in range(slots.shape[0]):
-        v = zone_signed_distance(slots[i], x[i], y[i], zf, zi, rings, vx, vy)
-        out[i] = v
-        if math.isnan(v):
-            bad += 1
-    return bad
-
-
-@pjit
-def signed_distance_batch_parallel(slots, x, y, zf, zi, rings, vx, vy, out):
-    """``signed_distance_batch`` split over Numba threads (same layout and result)."""
-    n = slots.shape[0]
-    bad = np.zeros(n, dtype=np.uint8)
-    for i in prange(n):
-        v = zone_signed_distance(slots[i], x[i], y[i], zf, zi, rings, vx, vy)
-        out[i] = v
-        if math.isnan(v):
-            bad[i] = 1
-    return int(bad.sum())
+    for j in range(idx.shape[0]):
+        i = idx[j]
+        out[i] = exact_side(x[i], y[i], out[i], blob, zoff[slots[i]])
 
 
 @jit
-def zone_segment_touches(slot, x0, y0, x1, y1, zf, zi, rings, vx, vy):
+def zone_signed_distance(slot, px, py, zoff, blob):
+    """Exact signed distance (m) from (px, py) to zone ``slot``; NaN for a free or unknown slot.
+
+    Negative inside, positive outside, ``0.0`` on the boundary (inside).
+    """
+    v, flag = zone_fast(slot, px, py, zoff, blob)
+    if flag == FLAG_EXACT:
+        return exact_side(px, py, v, blob, zoff[slot])
+    return v
+
+
+# ----------------------------------------------------------------- crossing
+@jit
+def zone_segment_touches(slot, x0, y0, x1, y1, zoff, blob):
     """Does the closed segment (x0, y0)-(x1, y1) share a point with zone ``slot``?
 
     Returns 1 (touches or enters), 0 (misses), -1 (free or unknown slot).
     Touching the boundary counts as entering, as for points.
     """
-    if slot < 0 or slot >= zi.shape[0]:
+    if slot < 0 or slot >= zoff.shape[0] or zoff[slot] < 0:
         return -1
-    kind = zi[slot, 0]
-    if kind == KIND_EMPTY:
-        return -1
-    if max(x0, x1) < zf[slot, 3] or min(x0, x1) > zf[slot, 5]:
+    o = zoff[slot]
+    if max(x0, x1) < blob[o + 1] or min(x0, x1) > blob[o + 3]:
         return 0
-    if max(y0, y1) < zf[slot, 4] or min(y0, y1) > zf[slot, 6]:
+    if max(y0, y1) < blob[o + 2] or min(y0, y1) > blob[o + 4]:
         return 0
-    if kind == KIND_CIRCLE:
-        d2 = segment_distance2(zf[slot, 0], zf[slot, 1], x0, y0, x1, y1)
-        return 1 if math.sqrt(d2) <= zf[slot, 2] else 0
-    if zone_signed_distance(slot, x0, y0, zf, zi, rings, vx, vy) <= 0.0:
+    if blob[o] == KIND_CIRCLE:
+        d2 = segment_distance2(blob[o + 5], blob[o + 6], x0, y0, x1, y1)
+        return 1 if math.sqrt(d2) <= blob[o + 7] else 0
+    if zone_signed_distance(slot, x0, y0, zoff, blob) <= 0.0:
         return 1
-    if zone_signed_distance(slot, x1, y1, zf, zi, rings, vx, vy) <= 0.0:
+    if zone_signed_distance(slot, x1, y1, zoff, blob) <= 0.0:
         return 1
     sminx = min(x0, x1)
     smaxx = max(x0, x1)
     sminy = min(y0, y1)
     smaxy = max(y0, y1)
-    for k in range(zi[slot, 1], zi[slot, 2]):
-        for i in range(rings[k, 0] + 1, rings[k, 1]):
-            ax = vx[i - 1]
-            ay = vy[i - 1]
-            bx = vx[i]
-            by = vy[i]
-            if max(ax, bx) < sminx or min(ax, bx) > smaxx:
-                continue
-            if max(ay, by) < sminy or min(ay, by) > smaxy:
-                continue
-            if segments_touch(x0, y0, x1, y1, ax, ay, bx, by):
+    nb = int(blob[o + 5])
+    boxes = o + HEADER
+    blocks = boxes + BOX_SIZE * nb
+    for c in range(nb):
+        q = boxes + BOX_SIZE * c
+        if blob[q + 2] < sminx or blob[q] > smaxx or blob[q + 3] < sminy or blob[q + 1] > smaxy:
+            continue
+        b = blocks + BLOCK_SIZE * c
+        ys = b + BLOCK_EDGES + 1
+        for j in range(1, BLOCK_EDGES + 1):
+            if segments_touch(
+                x0, y0, x1, y1, blob[b + j - 1], blob[ys + j - 1], blob[b + j], blob[ys + j]
+            ):
                 return 1
     return 0
 
 
 @jit
-def crossing_batch(slots, x0, y0, x1, y1, zf, zi, rings, vx, vy, out):
+def crossing_batch(slots, x0, y0, x1, y1, zoff, blob, out):
     """For each i: does segment (x0[i], y0[i])-(x1[i], y1[i]) touch zone ``slots[i]``.
 
     Writes 1/0 into ``out`` (uint8, length n); free or unknown slots write 0 and
@@ -240,7 +406,7 @@ def crossing_batch(slots, x0, y0, x1, y1, zf, zi, rings, vx, vy, out):
     """
     bad = 0
     for i in range(slots.shape[0]):
-        r = zone_segment_touches(slots[i], x0[i], y0[i], x1[i], y1[i], zf, zi, rings, vx, vy)
+        r = zone_segment_touches(slots[i], x0[i], y0[i], x1[i], y1[i], zoff, blob)
         if r < 0:
             bad += 1
             out[i] = 0

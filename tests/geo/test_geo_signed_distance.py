@@ -146,3 +146,26 @@ def test_points_one_ulp_off_a_diagonal_edge_agree_with_shapely() -> None:
             xs.append(dx)
             ys.append(y)
     assert_matches_shapely(poly, np.array(xs), np.array(ys))
+
+
+@pytest.mark.parametrize("parallel", [False, True], ids=["serial", "threads"])
+def test_locality_ordered_batch_equals_plain_order(monkeypatch, parallel: bool) -> None:
+    """Visiting a big batch grouped by record address gives the same answers, in input order."""
+    import geo.index as index_module
+
+    rng = np.random.default_rng(11)
+    ix = ZoneIndex()
+    zones = [("s", SQUARE), ("h", HOLED), ("c", (100_500.0, 400_500.0, 300.0)), ("t", TOUCHING)]
+    slots = ix.upsert_planar_many(zones)
+    n = 20_000
+    sl = rng.choice(slots, n)
+    x = rng.uniform(-5, 102_000, n)
+    y = rng.uniform(-5, 402_000, n)
+    x[:50] = 1.0  # a few exactly on TOUCHING's shared vertex (exact pass)
+    y[:50] = 1.0
+    sl[:50] = slots[3]
+    plain = ix.signed_distance(sl, x, y, parallel=False)
+    monkeypatch.setattr(index_module, "LOCALITY_MIN_PAIRS", 1)
+    ordered = ix.signed_distance(sl, x, y, parallel=parallel)
+    np.testing.assert_array_equal(plain, ordered)
+    assert np.all(plain[:50] == 0.0)
