@@ -48,6 +48,7 @@ class RuleConfig:
     corridor_stop_radius_m: float = 50.0  # moving less than this (+ accuracies) for max_dwell_s = stopped
     sparse_crossing_enabled: bool = True  # check the path between consecutive fixes, not only fixes
     sparse_max_gap_s: float = 180.0  # no straight-line path is assumed across a longer gap
+    gap_report_s: float = 300.0  # buffered fixes arriving after a longer reception gap -> gap record
 
 
 @dataclass(frozen=True, slots=True)

@@ -28,6 +28,7 @@ from engine.messages import Outgoing, deadletter
 from engine.notify import Notifier
 from engine.orders import OrderBook
 from engine.rules.context import RuleContext
+from engine.rules.crossings import previous_point, report_reception_gap
 from engine.rules.device_events import DeviceRules
 from engine.rules.expiry import check_expiry
 from engine.rules.proximity import ProximityRules
@@ -250,6 +251,7 @@ class Engine:
         lat = np.fromiter((f.lat for f in fixes), dtype=np.float64, count=len(fixes))
         xs, ys = self.projector.forward(lon, lat)
         self._heard(ctx, track.device)
+        report_reception_gap(ctx, track.device, fixes, track.newest_t)
         for fix, x, y in zip(fixes, np.asarray(xs).tolist(), np.asarray(ys).tolist(), strict=True):
             late = ctx.now - fix.t > ctx.rules.late_after_s or fix.t < track.newest_t
             if late:
@@ -273,14 +275,22 @@ class Engine:
         if owner is None:
             return
         role, person = owner
+        # sparse fixes: the straight path from the previous accepted fix is checked too
+        prev = previous_point(track, point) if ctx.rules.sparse_crossing_enabled else None
         if role == "subject":
             orders = [o for o in self.book.orders_of_subject(person) if o.valid_at(fix.t)]
             self.zones.evaluate(ctx, person, fix.device, orders, fix, point, late)
+            if prev is not None:
+                self.zones.evaluate_segment(ctx, person, fix.device, orders, fix, prev, point, late)
             for order in orders:
                 for rule in order.proximity:
                     victim = self._freshest(self.book.protected_persons[rule.protected_person].devices)
                     if victim is not None:
                         self.proximity.evaluate(ctx, order, rule, track, victim, fix.t, late)
+                        if prev is not None:
+                            self.proximity.evaluate_segment(
+                                ctx, order, rule, track, victim, track, prev, point, late
+                            )
         else:
             for order in self.book.orders_protecting(person):
                 if not order.valid_at(fix.t):
@@ -291,6 +301,10 @@ class Engine:
                 for rule in order.proximity:
                     if rule.protected_person == person:
                         self.proximity.evaluate(ctx, order, rule, subject_track, track, fix.t, late)
+                        if prev is not None:
+                            self.proximity.evaluate_segment(
+                                ctx, order, rule, subject_track, track, track, prev, point, late
+                            )
 
     def _freshest(self, devices: tuple[str, ...]) -> DeviceTrack | None:
         best = None

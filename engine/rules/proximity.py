@@ -21,7 +21,8 @@ from engine.alerts import LEVEL_RANK, Level
 from engine.messages import set_interval
 from engine.orders import Order, ProximityRule
 from engine.rules.context import RuleContext
-from engine.tracks import DeviceTrack
+from engine.rules.crossings import closest_approach, path_margin, segment_usable
+from engine.tracks import DeviceTrack, TrackPoint
 from geo.certainty import within_certainty
 from geo.proximity import assess_pairs, predict_position
 
@@ -48,15 +49,22 @@ class PairReading:
     slack_m: float
     evidence: tuple[str, ...]
     stale_s: float
+    cpa_m: float = math.inf  # predicted closest distance on the current headings
+    t_cpa_s: float = math.inf  # ... and when (from now)
 
 
 def grade(rule: ProximityRule, r: PairReading, fast_ttc_s: float) -> tuple[Level | None, str | None]:
     """Level and certainty for a reading; uncertainty can only lower the level it earns."""
-    d, ttc = r.distance_m, r.time_to_contact_s
+    d = r.distance_m
+    # A fast approach counts only when the current headings bring them within the alert
+    # distance soon (closest point of approach), not for every car passing at speed.
+    heading_in = r.cpa_m <= rule.alert_m
     level: Level | None
-    if d <= rule.critical_m or (d <= rule.alert_m and ttc <= rule.critical_ttc_s):
+    if d <= rule.critical_m or (
+        d <= rule.alert_m and r.cpa_m <= rule.critical_m and r.t_cpa_s <= rule.critical_ttc_s
+    ):
         level, threshold = "critical", (rule.critical_m if d <= rule.critical_m else rule.alert_m)
-    elif d <= rule.alert_m or (d <= rule.warn_m and ttc <= fast_ttc_s):
+    elif d <= rule.alert_m or (d <= rule.warn_m and heading_in and r.t_cpa_s <= fast_ttc_s):
         level, threshold = "alarm", (rule.alert_m if d <= rule.alert_m else rule.warn_m)
     elif d <= rule.warn_m:
         level, threshold = "warning", rule.warn_m
@@ -90,6 +98,7 @@ class ProximityRules:
             np.array([ax]), np.array([ay]), np.array([avx]), np.array([avy]),
             np.array([bx]), np.array([by]), np.array([bvx]), np.array([bvy]),
         )
+        cpa, t_cpa = closest_point_of_approach(bx - ax, by - ay, bvx - avx, bvy - avy)
         return PairReading(
             distance_m=float(d[0]),
             closing_speed_mps=float(cs[0]),
@@ -97,6 +106,8 @@ class ProximityRules:
             slack_m=a_acc + a_extra + b_acc + b_extra,
             evidence=(a_key, b_key),
             stale_s=max(a_stale, b_stale),
+            cpa_m=cpa,
+            t_cpa_s=t_cpa,
         )
 
     def evaluate(
@@ -194,6 +205,69 @@ class ProximityRules:
             )
             ep.lower_since = t
 
+    def evaluate_segment(
+        self,
+        ctx: RuleContext,
+        order: Order,
+        rule: ProximityRule,
+        subject_track: DeviceTrack,
+        victim_track: DeviceTrack,
+        mover: DeviceTrack,
+        p0: TrackPoint,
+        p1: TrackPoint,
+        late: bool,
+    ) -> None:
+        """Sparse fixes: did the pair come within ``alert_m`` between ``mover``'s last two fixes?
+
+        The closest approach of the two interpolated tracks over the segment's
+        interval; raises or rises the pair's alert only above the level it has
+        (the fix-time reading already ran), never lowers it.
+        """
+        rules = ctx.rules
+        if not segment_usable(p0, p1, rules):
+            return
+        partner = victim_track if mover is subject_track else subject_track
+        if p1.t - victim_track.newest_t > rules.partner_stale_s or not partner.points:
+            return  # a stale victim device is the device_silent rule's case
+        ap = closest_approach(p0, p1, partner, rules.partner_max_extrapolation_s)
+        if ap is None:
+            return
+        near = min(partner.points, key=lambda p: abs(p.t - ap.t))
+        margin = path_margin(p0, p1) + near.acc + ap.partner_extra_m
+        d = ap.distance_m
+        level: Level
+        if d <= rule.critical_m - margin:
+            level, certainty = "critical", "likely"
+        elif d <= rule.alert_m - margin:
+            level, certainty = "alarm", "likely"
+        elif d <= rule.alert_m:
+            level, certainty = "warning", "possible"
+        else:
+            return
+        target = f"{order.subject}~{rule.protected_person}"
+        current = ctx.alerts.open_for(order.id, "proximity", target)
+        if current is not None and LEVEL_RANK[current.level] >= LEVEL_RANK[level]:
+            return
+        ep = self.episodes.setdefault((order.id, order.subject, rule.protected_person), PairEpisode())
+        if current is None:
+            ep.start = ap.t
+        ep.lower_since, ep.lower_level, ep.clear_run = None, None, 0
+        keys = (p0.key, p1.key, near.key)
+        ctx.emit(
+            ctx.alerts.raise_or_update(
+                order=order.id, kind="proximity", target=target, level=level, now=ctx.now,
+                device_time=p1.t, episode_start=ep.start if ep.start is not None else ap.t,
+                subject=order.subject, protected_person=rule.protected_person,
+                distance_m=d, certainty=certainty, evidence=keys, late=late,
+                device=subject_track.device,
+                detail=(
+                    f"{level}: path came within {d:.0f} m between fixes (closest approach "
+                    f"{p1.t - ap.t:.0f} s before {p1.key} on the straight line from {p0.key})"
+                ),
+            )
+        )
+        self._pursuit(ctx, order, rule, ep, level, subject_track, victim_track)
+
     def _silent_victim(
         self,
         ctx: RuleContext,
@@ -251,6 +325,20 @@ class ProximityRules:
         interval = rules.pursuit_interval_s if want else rules.normal_interval_s
         for device in (subject_track.device, victim_track.device):
             ctx.messages.append(set_interval(ctx.prefix, device, interval, None, ctx.now))
+
+
+def closest_point_of_approach(rx: float, ry: float, vx: float, vy: float) -> tuple[float, float]:
+    """(distance, time) of closest approach for relative position r and relative velocity v.
+
+    Moving apart or not moving relative to each other: the closest point is now.
+    """
+    v2 = vx * vx + vy * vy
+    if v2 < 1e-6:
+        return math.hypot(rx, ry), math.inf
+    t = -(rx * vx + ry * vy) / v2
+    if t <= 0:
+        return math.hypot(rx, ry), 0.0
+    return math.hypot(rx + vx * t, ry + vy * t), t
 
 
 def _predict(

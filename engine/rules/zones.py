@@ -17,6 +17,7 @@ from devices.model import Fix
 from engine.messages import subject_prompt
 from engine.orders import Order, ZoneRule
 from engine.rules.context import RuleContext
+from engine.rules.crossings import path_margin, segment_usable, segments_in_zones
 from engine.tracks import TrackPoint
 from geo.certainty import inside_certainty, outside_certainty
 from geo.index import ZoneIndex
@@ -38,6 +39,7 @@ class ZoneEpisode:
     window: tuple[float, float] | None = None
     forewarned: bool = False
     last_t: float = float("-inf")
+    crossed: tuple[float, float] | None = None  # device-time span of the last path crossing raised
 
 
 class ZoneRules:
@@ -81,6 +83,74 @@ class ZoneRules:
                 self._exclusion(ctx, subject, device, order, zone, ep, fix, dist, late)
             else:
                 self._inclusion(ctx, subject, order, zone, ep, fix, dist, late)
+
+    def evaluate_segment(
+        self,
+        ctx: RuleContext,
+        subject: str,
+        device: str,
+        orders: list[Order],
+        fix: Fix,
+        p0: TrackPoint,
+        p1: TrackPoint,
+        late: bool,
+    ) -> None:
+        """Sparse fixes: did the straight path from the previous accepted fix cross a ban zone?
+
+        Only when neither fix is inside at its best estimate (then the fix rule
+        decides) and no alert for the zone is open; see ``engine.rules.crossings``.
+        """
+        if not segment_usable(p0, p1, ctx.rules):
+            return
+        cands = [(o, z) for o in orders for z in o.exclusion_zones]
+        if not cands:
+            return
+        slots = np.fromiter(
+            (self.index.slot(zone_key(o.id, z.zone_id)) for o, z in cands), dtype=np.int64
+        )
+        n = len(cands)
+        ends = self.index.signed_distance(
+            np.concatenate((slots, slots)),
+            np.concatenate((np.full(n, p0.x), np.full(n, p1.x))),
+            np.concatenate((np.full(n, p0.y), np.full(n, p1.y))),
+        )
+        hits = segments_in_zones(self.index, slots, p0, p1)
+        margin = path_margin(p0, p1)
+        for i, ((order, zone), hit) in enumerate(zip(cands, hits, strict=True)):
+            if hit is None or ends[i] <= 0.0 or ends[n + i] <= 0.0:
+                continue
+            target = f"{subject}@{zone.zone_id}"
+            if ctx.alerts.open_for(order.id, "exclusion", target) is not None:
+                continue
+            ep = self.episodes.setdefault((subject, order.id, zone.zone_id), ZoneEpisode())
+            if ep.crossed is not None and ep.crossed[0] < p1.t and p0.t < ep.crossed[1]:
+                continue  # a late fix split a segment already reported
+            likely = hit.depth_m > margin
+            ep.crossed = (p0.t, p1.t)
+            ctx.emit(
+                ctx.alerts.raise_or_update(
+                    order=order.id,
+                    kind="exclusion",
+                    target=target,
+                    level="alarm" if likely else "warning",
+                    now=ctx.now,
+                    device_time=fix.t,
+                    episode_start=hit.entry_t,
+                    subject=subject,
+                    protected_person=zone.protects,
+                    zone=zone.zone_id,
+                    distance_m=-hit.depth_m,
+                    certainty="likely" if likely else "possible",
+                    evidence=(p0.key, p1.key),
+                    late=late,
+                    device=device,
+                    detail=(
+                        f"path crossed zone between fixes: the straight line from {p0.key} to "
+                        f"{p1.key} ({p1.t - p0.t:.0f} s apart) runs {hit.depth_m:.0f} m inside "
+                        f"{zone.zone_id}; both fixes outside"
+                    ),
+                )
+            )
 
     def _exclusion(
         self,
