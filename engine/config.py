@@ -25,10 +25,11 @@ class RuleConfig:
     max_speed_mps: float = 70.0  # implied speed above this (beyond both accuracies) is a jump
     jump_accept_after: int = 3  # consecutive "jumps" that agree with each other are accepted
     max_decision_acc_m: float = 2500.0  # fixes less accurate than this are evidence only
-    possible_needed: int = 2  # consecutive 'possible' fixes needed to open a zone alarm
+    confirm_fixes: int = 2  # consecutive fixes inside (any certainty) needed for a zone alarm
     clear_needed: int = 2  # consecutive clearly-outside fixes needed to resolve
     zone_hysteresis_m: float = 25.0  # margin beyond the accuracy radius needed to count as left
     curfew_grace_s: float = 300.0  # outside an active inclusion zone for this long -> alert
+    curfew_precise_acc_m: float = 50.0  # 'likely outside' counts for a curfew only this accurate
     proximity_hysteresis_frac: float = 0.1  # resolve only beyond warn_m * (1 + frac)
     level_fall_dwell_s: float = 60.0  # a proximity level falls only after this long lower
     partner_max_extrapolation_s: float = 120.0  # predict the partner's position at most this far

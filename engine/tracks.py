@@ -128,9 +128,15 @@ class DeviceTrack:
         """Newest accepted point in device time."""
         return self.points[-1] if self.points else None
 
-    def velocity(self, at_t: float, window_s: float = 120.0) -> tuple[float, float]:
-        """Velocity (m/s, projected axes) from the points in the window ending at ``at_t``."""
-        pts = [p for p in self.points if at_t - window_s <= p.t <= at_t]
+    def velocity(
+        self, at_t: float, window_s: float = 120.0, max_acc_m: float = 100.0
+    ) -> tuple[float, float]:
+        """Velocity (m/s, projected axes) from the accurate points in the window ending at ``at_t``.
+
+        Wi-Fi and cell positions (hundreds of metres) would turn a man sitting at home into
+        one driving at 20 m/s, so only points with accuracy within ``max_acc_m`` count.
+        """
+        pts = [p for p in self.points if at_t - window_s <= p.t <= at_t and p.acc <= max_acc_m]
         if len(pts) < 2:
             return (0.0, 0.0)
         a, b = pts[0], pts[-1]

@@ -1,10 +1,11 @@
 """Exclusion zones (locatieverbod) and inclusion zones with schedules (locatiegebod, curfew).
 
-Decisions weigh the fix's accuracy (geo.certainty): an alarm needs an
-``observed``/``likely`` fix or ``possible_needed`` consecutive ``possible``
-fixes, and leaving needs ``clear_needed`` fixes outside by the accuracy radius
-plus a hysteresis margin, so a fix dancing on the boundary neither floods the
-centre nor opens and closes alerts.
+Decisions weigh the fix's accuracy (geo.certainty): an exclusion alarm needs
+``confirm_fixes`` consecutive fixes inside at any certainty (the alert carries
+the certainty), a curfew breach needs fixes that really place him outside, and
+leaving needs ``clear_needed`` fixes outside by the accuracy radius plus a
+hysteresis margin, so a fix dancing on the boundary or one multipath jump
+neither floods the centre nor opens and closes alerts.
 """
 
 from __future__ import annotations
@@ -14,7 +15,7 @@ from dataclasses import dataclass
 import numpy as np
 
 from devices.model import Fix
-from engine.messages import subject_prompt
+from engine.messages import set_interval, subject_prompt
 from engine.orders import Order, ZoneRule
 from engine.rules.context import RuleContext
 from engine.rules.crossings import path_margin, segment_usable, segments_in_zones
@@ -38,6 +39,9 @@ class ZoneEpisode:
     outside_since: float | None = None
     window: tuple[float, float] | None = None
     forewarned: bool = False
+    pursuit: bool = False
+    unconfirmed: TrackPoint | None = None  # a lone fix inside waiting for the next one
+    last_outside: TrackPoint | None = None  # the last fix outside the zone
     last_t: float = float("-inf")
     crossed: tuple[float, float] | None = None  # device-time span of the last path crossing raised
 
@@ -80,7 +84,7 @@ class ZoneRules:
                 late = True  # older than what this episode has seen: evidence, marked late
             ep.last_t = max(ep.last_t, fix.t)
             if zone.kind == "exclusion":
-                self._exclusion(ctx, subject, device, order, zone, ep, fix, dist, late)
+                self._exclusion(ctx, subject, device, order, zone, ep, fix, point, dist, late)
             else:
                 self._inclusion(ctx, subject, order, zone, ep, fix, dist, late)
 
@@ -161,6 +165,7 @@ class ZoneRules:
         zone: ZoneRule,
         ep: ZoneEpisode,
         fix: Fix,
+        point: TrackPoint,
         dist: float,
         late: bool,
     ) -> None:
@@ -172,8 +177,14 @@ class ZoneRules:
             ep.clear_run = 0
             if ep.candidate_start is None:
                 ep.candidate_start = fix.t
-            ep.possible_run = ep.possible_run + 1 if certainty == "possible" else 0
-            confirmed = certainty != "possible" or ep.possible_run >= rules.possible_needed
+            ep.possible_run += 1  # consecutive fixes inside at any certainty
+            # One fix is not enough, however sure it looks: an urban multipath fix jumps
+            # hundreds of metres with a small reported accuracy, and with a fix a minute that
+            # is no implausible speed.  Ask for the next fix now (pursuit) and alarm on it.
+            confirmed = ep.possible_run >= rules.confirm_fixes
+            if not confirmed and not is_open:
+                ep.unconfirmed = point
+                self._pursuit(ctx, device, ep, True)
             if confirmed or is_open:
                 inside_m = max(0.0, -dist)
                 ctx.emit(
@@ -197,8 +208,25 @@ class ZoneRules:
                     )
                 )
             return
+        lone, ep.unconfirmed = ep.unconfirmed, None
+        before, ep.last_outside = ep.last_outside, point
+        if ep.possible_run and lone is not None and before is not None and not is_open:
+            if self._passed_through(order, zone, before, lone, point):
+                ctx.emit(
+                    ctx.alerts.raise_or_update(
+                        order=order.id, kind="exclusion", target=target, level="alarm",
+                        now=ctx.now, device_time=lone.t, episode_start=lone.t, subject=subject,
+                        protected_person=zone.protects, zone=zone.zone_id,
+                        distance_m=None, certainty="likely",
+                        evidence=(before.key, lone.key, point.key), late=late, device=device,
+                        detail=f"passed through exclusion zone {zone.zone_id}: one fix inside on a straight drive through",
+                    )
+                )
+                is_open = True
         ep.possible_run = 0
         clearly_out = dist > fix.acc + rules.zone_hysteresis_m
+        if not is_open:
+            self._pursuit(ctx, device, ep, False)
         if is_open:
             if clearly_out:
                 ep.clear_run += 1
@@ -210,9 +238,40 @@ class ZoneRules:
                     )
                     ep.clear_run = 0
                     ep.candidate_start = None
+                    self._pursuit(ctx, device, ep, False)
             return
         ep.candidate_start = None
         self._forewarn(ctx, device, zone, ep, dist, fix)
+
+    def _passed_through(
+        self, order: Order, zone: ZoneRule, a: TrackPoint, b: TrackPoint, c: TrackPoint
+    ) -> bool:
+        """A lone fix inside (b) between fixes outside (a, c): a drive-through or multipath?
+
+        A pass continues: the straight path a→c crosses the zone and b lies near it (within
+        its accuracy plus a tenth of the path).  A multipath jump goes out and back: a→c
+        misses the zone, or b lies far off the path.
+        """
+        slot = np.array([self.index.slot(zone_key(order.id, zone.zone_id))], dtype=np.int64)
+        hit = self.index.crossing(
+            slot, np.array([a.x]), np.array([a.y]), np.array([c.x]), np.array([c.y])
+        )
+        if not bool(hit[0]):
+            return False
+        dx, dy = c.x - a.x, c.y - a.y
+        length = float(np.hypot(dx, dy))
+        if length <= 0.0:
+            return False
+        off_path = abs(dx * (b.y - a.y) - dy * (b.x - a.x)) / length
+        return off_path <= b.acc + 0.1 * length
+
+    def _pursuit(self, ctx: RuleContext, device: str, ep: ZoneEpisode, on: bool) -> None:
+        """Raise the ankle monitor's fix rate while a zone entry awaits confirmation or lasts."""
+        if ep.pursuit == on:
+            return
+        ep.pursuit = on
+        interval = ctx.rules.pursuit_interval_s if on else ctx.rules.normal_interval_s
+        ctx.messages.append(set_interval(ctx.prefix, device, interval, None, ctx.now))
 
     def _forewarn(
         self, ctx: RuleContext, device: str, zone: ZoneRule, ep: ZoneEpisode, dist: float, fix: Fix
@@ -250,9 +309,11 @@ class ZoneRules:
             first_in_window = False
         out_c = outside_certainty(dist, fix.acc)
         in_c = inside_certainty(dist, fix.acc)
-        if out_c in ("observed", "likely") or (out_c == "possible" and ep.possible_run + 1 >= rules.possible_needed):
+        # A Wi-Fi or cell fix at home lands outside a small home zone most of the time: only
+        # a fix outside even at its accuracy radius, or a precise fix outside, shows he left.
+        is_out = out_c == "observed" or (out_c == "likely" and fix.acc <= rules.curfew_precise_acc_m)
+        if is_out:
             ep.clear_run = 0
-            ep.possible_run = ep.possible_run + 1 if out_c == "possible" else 0
             if ep.outside_since is None:
                 # not home when the curfew started, or left during it
                 ep.outside_since = window[0] if first_in_window and window else fix.t
@@ -280,10 +341,11 @@ class ZoneRules:
                     )
                 )
             return
-        if out_c == "possible":
-            ep.possible_run += 1
+        if in_c not in ("observed", "likely"):
+            # ambiguous: shows him neither out nor home; an absence must be shown fix after fix
+            if ctx.alerts.open_for(order.id, "inclusion", target) is None:
+                ep.outside_since = None
             return
-        ep.possible_run = 0
         if in_c in ("observed", "likely"):
             ep.outside_since = None
             if ctx.alerts.open_for(order.id, "inclusion", target) is not None:

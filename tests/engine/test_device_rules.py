@@ -79,10 +79,13 @@ def test_ble_contact_is_critical_proximity_even_without_gps():
 def test_duplicate_fixes_are_ignored():
     """The same (device, seq) twice is evaluated once."""
     h = Harness.build(orders_doc(exclusion=[{"id": "Z", "circle": circle(X0, Y0, 500)}]))
-    msg = DeviceScript("AM-1001").fix(T0, X0, Y0)
+    am = DeviceScript("AM-1001")
+    msg = am.fix(T0, X0, Y0)
     h.send(msg, T0 + 1)
-    h.send(msg, T0 + 2)
+    h.send(msg, T0 + 2)  # the repeat must not count as the confirming second fix
     assert h.engine.stats.duplicates == 1
+    assert h.changes("exclusion") == []
+    h.send(am.fix(T0 + 10, X0, Y0), T0 + 11)
     assert len(h.changes("exclusion")) == 1
 
 
@@ -90,7 +93,9 @@ def test_malformed_message_is_dead_lettered_and_the_next_one_processed():
     """Bad JSON goes to em/deadletter with its reason; the engine carries on."""
     h = Harness.build(orders_doc(exclusion=[{"id": "Z", "circle": circle(X0, Y0, 500)}]))
     h.send(("em/dev/AM-1001/fix", b"{not json"), T0)
-    h.send(DeviceScript("AM-1001").fix(T0, X0, Y0), T0 + 1)
+    am = DeviceScript("AM-1001")
+    h.send(am.fix(T0, X0, Y0), T0 + 1)
+    h.send(am.fix(T0 + 10, X0, Y0), T0 + 11)
     (dl,) = h.messages("deadletter")
     assert dl["reason"] == "bad_json" and dl["_topic"] == "em/deadletter"
     assert h.engine.stats.rejected["bad_json"] == 1

@@ -83,7 +83,9 @@ def test_lapsed_order_with_open_alert_keeps_it_open_and_says_so():
     """An order ending while an alert is open does not silently end its monitoring."""
     h = Harness.build(orders_doc(exclusion=[{"id": "Z", "circle": circle(X0, Y0, 500)}],
                                  valid_until=T0 + 3600))
-    h.send(DeviceScript("AM-1001").fix(T0, X0, Y0), T0 + 1)
+    am = DeviceScript("AM-1001")
+    h.send(am.fix(T0, X0, Y0), T0 + 1)
+    h.send(am.fix(T0 + 10, X0, Y0), T0 + 11)
     h.tick(T0 + 7200)
     open_kinds = {a.kind for a in h.engine.alerts.open_alerts()}
     assert "exclusion" in open_kinds and "order_expiry" in open_kinds
@@ -98,7 +100,7 @@ def test_late_burst_after_an_hour_offline_is_evaluated_and_marked_late():
     burst = [json.loads(am.fix(T0 + 60 * i, X0 + 50 * i, Y0)[1]) for i in range(5)]
     h.send(("em/dev/AM-1001/fix", json.dumps(burst).encode()), T0 + 3600)
     (change,) = h.effects.changes
-    assert change.alert.late and change.alert.device_time == T0
+    assert change.alert.late and change.alert.episode_start == T0 and change.alert.device_time == T0 + 60
 
 
 def _messages() -> list[tuple[float, str, bytes]]:

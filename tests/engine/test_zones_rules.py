@@ -47,6 +47,29 @@ def test_a_single_possible_fix_is_not_enough_but_two_are():
     assert change.alert.certainty == "possible" and change.alert.level == "alarm"
 
 
+def test_one_fix_deep_inside_is_not_yet_an_alarm_but_starts_pursuit():
+    """A single sure-looking fix inside asks for faster fixes; the second one inside alarms."""
+    h, am = ban(), DeviceScript("AM-1001")
+    h.send(am.fix(T0, X0 - 1000, Y0), T0 + 1)
+    h.send(am.fix(T0 + 60, X0, Y0, acc=5.0), T0 + 61)  # 1 km in a minute: a plausible car
+    assert h.changes("exclusion") == []
+    assert [m["interval_s"] for m in h.messages("device")] == [15]
+    h.send(am.fix(T0 + 75, X0 + 10, Y0, acc=5.0), T0 + 76)
+    assert [(lvl, st) for _, _, lvl, st in h.changes("exclusion")] == [("alarm", "open")]
+
+
+def test_a_lone_multipath_fix_with_sparse_fixes_raises_nothing():
+    """One fix 500 m off into the zone between fixes a minute apart is noise, not an alarm."""
+    h, am = ban(), DeviceScript("AM-1001")
+    for i in range(3):
+        h.send(am.fix(T0 + 60 * i, X0 - 600, Y0), T0 + 60 * i + 1)
+    h.send(am.fix(T0 + 180, X0, Y0, acc=8.0), T0 + 181)
+    for i in range(4, 7):
+        h.send(am.fix(T0 + 60 * i, X0 - 600, Y0), T0 + 60 * i + 1)
+    assert h.changes("exclusion") == []
+    assert [m["interval_s"] for m in h.messages("device")] == [15, 60]
+
+
 def test_multipath_jump_into_a_zone_is_ignored():
     """A single 500 m jump into a ban zone between consistent fixes raises nothing."""
     h, am = ban(), DeviceScript("AM-1001")
@@ -63,6 +86,7 @@ def test_circle_zone_alarm_carries_certainty_observed_when_deep_inside():
     h = Harness.build(orders_doc(exclusion=[{"id": "Z-c", "circle": circle(X0, Y0, 500)}]))
     am = DeviceScript("AM-1001")
     h.send(am.fix(T0, X0 + 100, Y0, acc=5.0), T0 + 1)
+    h.send(am.fix(T0 + 10, X0 + 100, Y0, acc=5.0), T0 + 11)
     (change,) = h.effects.changes
     assert change.alert.certainty == "observed"
     assert change.alert.distance_m is not None and change.alert.distance_m < -300
