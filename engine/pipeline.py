@@ -28,7 +28,7 @@ from engine.messages import Outgoing, deadletter
 from engine.notify import Notifier
 from engine.orders import OrderBook
 from engine.rules.context import RuleContext
-from engine.rules.crossings import previous_point, report_reception_gap
+from engine.rules.crossings import ApprovedCrossings, previous_point, report_reception_gap
 from engine.rules.device_events import DeviceRules
 from engine.rules.expiry import check_expiry
 from engine.rules.proximity import ProximityRules
@@ -85,6 +85,7 @@ class Engine:
         self.tracks: dict[str, DeviceTrack] = {}
         self.zones = ZoneRules(self.index)
         self.proximity = ProximityRules()
+        self.crossings = ApprovedCrossings(self.index)
         self.device_rules = DeviceRules()
         self.notifier = Notifier(self.config.prefix, self.config.rules)
         self.stats = EngineStats()
@@ -277,20 +278,24 @@ class Engine:
         role, person = owner
         # sparse fixes: the straight path from the previous accepted fix is checked too
         prev = previous_point(track, point) if ctx.rules.sparse_crossing_enabled else None
+        # approved corridors / time windows cap the order's alerts at info (engine.rules.crossings)
+        self.crossings.sync(self.book)
         if role == "subject":
             orders = [o for o in self.book.orders_of_subject(person) if o.valid_at(fix.t)]
-            self.zones.evaluate(ctx, person, fix.device, orders, fix, point, late)
-            if prev is not None:
-                self.zones.evaluate_segment(ctx, person, fix.device, orders, fix, prev, point, late)
-            for order in orders:
-                for rule in order.proximity:
-                    victim = self._freshest(self.book.protected_persons[rule.protected_person].devices)
-                    if victim is not None:
-                        self.proximity.evaluate(ctx, order, rule, track, victim, fix.t, late)
-                        if prev is not None:
-                            self.proximity.evaluate_segment(
-                                ctx, order, rule, track, victim, track, prev, point, late
-                            )
+            self.crossings.update(ctx, person, orders, point)
+            with self.crossings.capped(ctx, self.crossings.caps(ctx, orders, fix.t)):
+                self.zones.evaluate(ctx, person, fix.device, orders, fix, point, late)
+                if prev is not None:
+                    self.zones.evaluate_segment(ctx, person, fix.device, orders, fix, prev, point, late)
+                for order in orders:
+                    for rule in order.proximity:
+                        victim = self._freshest(self.book.protected_persons[rule.protected_person].devices)
+                        if victim is not None:
+                            self.proximity.evaluate(ctx, order, rule, track, victim, fix.t, late)
+                            if prev is not None:
+                                self.proximity.evaluate_segment(
+                                    ctx, order, rule, track, victim, track, prev, point, late
+                                )
         else:
             for order in self.book.orders_protecting(person):
                 if not order.valid_at(fix.t):
@@ -298,13 +303,14 @@ class Engine:
                 subject_track = self._freshest(self.book.subjects[order.subject].devices)
                 if subject_track is None:
                     continue
-                for rule in order.proximity:
-                    if rule.protected_person == person:
-                        self.proximity.evaluate(ctx, order, rule, subject_track, track, fix.t, late)
-                        if prev is not None:
-                            self.proximity.evaluate_segment(
-                                ctx, order, rule, subject_track, track, track, prev, point, late
-                            )
+                with self.crossings.capped(ctx, self.crossings.caps(ctx, [order], fix.t)):
+                    for rule in order.proximity:
+                        if rule.protected_person == person:
+                            self.proximity.evaluate(ctx, order, rule, subject_track, track, fix.t, late)
+                            if prev is not None:
+                                self.proximity.evaluate_segment(
+                                    ctx, order, rule, subject_track, track, track, prev, point, late
+                                )
 
     def _freshest(self, devices: tuple[str, ...]) -> DeviceTrack | None:
         best = None

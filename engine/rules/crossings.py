@@ -14,6 +14,17 @@ Segments across a gap longer than ``sparse_max_gap_s`` are not interpolated,
 and the jump filter has already dropped implausible fixes, so a multipath
 jump never becomes a "path".
 
+**Approved crossings.**  An order may list corridors (a motorway, a bus
+route past her street) and time windows (a court hearing).  While the
+subject moves through a corridor, or is in a window (and its area, if any),
+the order's proximity and exclusion alerts (and inclusion alerts, for
+windows) are capped at ``info``: they still reach the centre, each with the
+note "suppressed: in corridor X ...", nothing is hidden.  Standing still in a
+corridor for ``max_dwell_s`` (moving less than ``corridor_stop_radius_m`` plus
+the accuracies) or leaving it brings the normal levels back at once.  The
+cap is applied by ``CappedAlerts``, a view of the alert book the rules see
+while a suppression holds, so the rules themselves do not change.
+
 **Reception gaps.**  After a broker or platform outage a device's buffered
 fixes arrive in a burst; they are evaluated in device time (alerts from them
 are marked ``late``) and ``report_reception_gap`` adds one record per device:
@@ -25,17 +36,23 @@ resolved at once (a report, not a condition to handle), whose detail gives
 from __future__ import annotations
 
 import math
-from dataclasses import dataclass
+from collections.abc import Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass, replace
+from typing import Any, cast
 
 import numpy as np
 
 from devices.model import Fix
+from engine.alerts import LEVEL_RANK, AlertBook, AlertChange, HistoryEntry
 from engine.config import RuleConfig
+from engine.orders import Order, OrderBook
 from engine.rules.context import RuleContext
 from engine.timeutil import format_time
 from engine.tracks import DeviceTrack, TrackPoint
 from geo.index import ZoneIndex
 from geo.proximity import predict_position
+from geo.zones import ZoneShape
 
 PATH_MARGIN_FRAC = 0.1  # the real path may bow away from the chord by this fraction of its length
 SAMPLE_STEP_M = 5.0
@@ -210,3 +227,268 @@ def report_reception_gap(
             order, "signal_loss", target, ctx.now, "buffered fixes evaluated"
         )
     )
+
+
+# --- approved crossings ----------------------------------------------------------------------
+CORRIDOR_KINDS = frozenset({"exclusion", "proximity"})
+WINDOW_KINDS = frozenset({"exclusion", "inclusion", "proximity"})
+
+
+def corridor_key(order_id: str, corridor_id: str) -> str:
+    """Key of a corridor polygon in the shared zone index."""
+    return f"{order_id}/corridor/{corridor_id}"
+
+
+def window_key(order_id: str, window_id: str) -> str:
+    """Key of a time window's area in the shared zone index."""
+    return f"{order_id}/window/{window_id}"
+
+
+@dataclass(frozen=True, slots=True)
+class Suppression:
+    """Why an order's alerts are capped at ``info`` right now."""
+
+    source: str  # "corridor" | "time_window"
+    ident: str
+    reason: str
+    kinds: frozenset[str]
+
+    def note(self, level: str) -> str:
+        """The text recorded in the alert detail and history."""
+        if self.source == "corridor":
+            return f"suppressed: in corridor {self.ident} ({self.reason}; would be {level})"
+        return f"suppressed: in time window {self.ident} ({self.reason}; would be {level})"
+
+
+@dataclass(slots=True)
+class CorridorVisit:
+    """One subject's passage through one corridor: where he last moved, whether he stopped."""
+
+    entered_t: float
+    anchor_t: float
+    anchor_x: float
+    anchor_y: float
+    anchor_acc: float
+    last_t: float
+    dwelled: bool = False
+
+
+class ApprovedCrossings:
+    """Corridor and time-window state per subject, and the cap it puts on alert levels.
+
+    State is updated on the subject's accepted fixes (``update``) and read for
+    any fix of the pair (``caps``).  A visit ends when a good fix is outside
+    the corridor; once he stood still in it for ``max_dwell_s`` the visit stays
+    uncapped until he leaves and comes back.  Fixes less accurate than
+    ``corridor_max_acc_m`` neither start, continue nor end a visit: they are
+    evaluated uncapped.  Late fixes (older than the state) are evaluated
+    uncapped too.  The cap never lowers an alert that is already above ``info``.
+    """
+
+    def __init__(self, index: ZoneIndex) -> None:
+        self.index = index
+        self.visits: dict[tuple[str, str, str], CorridorVisit] = {}
+        self.status: dict[tuple[str, str], tuple[float, Suppression | None]] = {}
+        self.noted: dict[str, int] = {}  # alert id -> highest suppressed level recorded
+        self._shapes: dict[str, ZoneShape] = {}
+        self._book: OrderBook | None = None
+
+    # --- zone index -------------------------------------------------------------------------
+    def sync(self, book: OrderBook) -> None:
+        """Compile corridors and time-window areas into the zone index when the orders change."""
+        if book is self._book:
+            return
+        wanted: dict[str, ZoneShape] = {}
+        for order in book.orders.values():
+            for c in order.corridors:
+                wanted[corridor_key(order.id, c.corridor_id)] = c.shape
+            for w in order.time_windows:
+                if w.area is not None:
+                    wanted[window_key(order.id, w.window_id)] = w.area
+        for key in self._shapes.keys() - wanted.keys():
+            if key in self.index:
+                self.index.remove(key)
+        changed = [
+            (k, s) for k, s in wanted.items() if k not in self.index or self._shapes.get(k) != s
+        ]
+        if changed:
+            self.index.upsert_many(changed)
+        self._shapes = wanted
+        self._book = book
+
+    # --- state --------------------------------------------------------------------------------
+    def update(
+        self, ctx: RuleContext, subject: str, orders: list[Order], point: TrackPoint
+    ) -> None:
+        """On a subject's accepted fix: is he in an approved time window or moving through a corridor?"""
+        if not ctx.rules.corridors_enabled:
+            return
+        for order in orders:
+            key = (subject, order.id)
+            prev = self.status.get(key)
+            if prev is not None and point.t < prev[0]:
+                continue  # a late fix does not move the state
+            sup = self._window(order, point) or self._corridor(ctx, subject, order, point)
+            self.status[key] = (point.t, sup)
+
+    def caps(self, ctx: RuleContext, orders: list[Order], t: float) -> dict[str, Suppression]:
+        """Order id -> suppression in force at device time ``t`` (from the subject's last state)."""
+        if not ctx.rules.corridors_enabled:
+            return {}
+        out = {}
+        for order in orders:
+            sup = self._in_force(ctx, order, t)
+            if sup is not None:
+                out[order.id] = sup
+        return out
+
+    def _in_force(self, ctx: RuleContext, order: Order, t: float) -> Suppression | None:
+        st_t, sup = self.status.get((order.subject, order.id), (t, None))
+        if sup is not None:
+            if sup.source == "corridor":
+                c = next((c for c in order.corridors if c.corridor_id == sup.ident), None)
+                if c is not None and c.active_at(t) and abs(t - st_t) <= c.max_dwell_s:
+                    return sup
+            else:
+                w = next((w for w in order.time_windows if w.window_id == sup.ident), None)
+                if w is not None and w.active_at(t) and abs(t - st_t) <= ctx.rules.partner_stale_s:
+                    return sup
+        for w in order.time_windows:  # a window without an area holds by time alone
+            if w.area is None and w.active_at(t):
+                return Suppression("time_window", w.window_id, w.reason, WINDOW_KINDS)
+        return None
+
+    def _inside(self, key: str, point: TrackPoint) -> bool:
+        slot = np.array([self.index.slot(key)], dtype=np.int64)
+        sd = self.index.signed_distance(slot, np.array([point.x]), np.array([point.y]))
+        return bool(sd[0] <= 0.0)
+
+    def _window(self, order: Order, point: TrackPoint) -> Suppression | None:
+        for w in order.time_windows:
+            if not w.active_at(point.t):
+                continue
+            if w.area is not None and not self._inside(window_key(order.id, w.window_id), point):
+                continue
+            return Suppression("time_window", w.window_id, w.reason, WINDOW_KINDS)
+        return None
+
+    def _corridor(
+        self, ctx: RuleContext, subject: str, order: Order, point: TrackPoint
+    ) -> Suppression | None:
+        rules = ctx.rules
+        found = None
+        for c in order.corridors:
+            vkey = (subject, order.id, c.corridor_id)
+            if not c.active_at(point.t):
+                self.visits.pop(vkey, None)
+                continue
+            if point.acc > rules.corridor_max_acc_m:
+                continue  # too coarse to say he is on the route, or that he left it
+            if not self._inside(corridor_key(order.id, c.corridor_id), point):
+                self.visits.pop(vkey, None)
+                continue
+            v = self.visits.get(vkey)
+            if v is None:
+                v = self.visits[vkey] = CorridorVisit(
+                    point.t, point.t, point.x, point.y, point.acc, point.t
+                )
+            elif not v.dwelled and point.t > v.last_t:
+                v.last_t = point.t
+                moved = math.hypot(point.x - v.anchor_x, point.y - v.anchor_y)
+                if moved > rules.corridor_stop_radius_m + min(v.anchor_acc + point.acc, 100.0):
+                    v.anchor_t, v.anchor_x, v.anchor_y, v.anchor_acc = (
+                        point.t,
+                        point.x,
+                        point.y,
+                        point.acc,
+                    )
+                elif point.t - v.anchor_t > c.max_dwell_s:
+                    v.dwelled = True  # stopped in the corridor: normal levels until he leaves
+            if not v.dwelled and found is None:
+                found = Suppression("corridor", c.corridor_id, "moving through", CORRIDOR_KINDS)
+        return found
+
+    # --- applying the cap -----------------------------------------------------------------------
+    @contextmanager
+    def capped(self, ctx: RuleContext, caps: dict[str, Suppression]) -> Iterator[None]:
+        """Let the zone and proximity rules run against a capping view of the alert book.
+
+        Also drops ``approaching_zone`` prompts while a ban-zone cap holds (no
+        vibration at every ban zone along an approved motorway).
+        """
+        if not caps:
+            yield
+            return
+        book, first_msg = ctx.alerts, len(ctx.messages)
+        ctx.alerts = cast(AlertBook, CappedAlerts(book, ctx, caps, self.noted))
+        try:
+            yield
+        finally:
+            ctx.alerts = book
+            if any("exclusion" in s.kinds for s in caps.values()):
+                ctx.messages[first_msg:] = [
+                    m
+                    for m in ctx.messages[first_msg:]
+                    if not (
+                        m.channel == "subject"
+                        and m.payload.get("instruction") == "approaching_zone"
+                    )
+                ]
+
+
+class CappedAlerts:
+    """The alert book as the rules see it under a suppression: rises above ``info`` are capped.
+
+    Everything else is the real book.  A capped raise is recorded in the
+    alert's detail and history note ("suppressed: in corridor X ..."); a
+    suppressed rise of an alert already at ``info`` is recorded as an
+    ``update`` change, so the centre sees every suppression.  A fall the rule
+    decided (``allow_lower``) is never capped.
+    """
+
+    def __init__(
+        self, book: AlertBook, ctx: RuleContext, caps: dict[str, Suppression], noted: dict[str, int]
+    ) -> None:
+        self._book = book
+        self._ctx = ctx
+        self._caps = caps
+        self._noted = noted
+
+    def __getattr__(self, name: str) -> Any:
+        return getattr(self._book, name)
+
+    def raise_or_update(self, **kw: Any) -> AlertChange | None:
+        """``AlertBook.raise_or_update`` with the level capped at ``info`` for suppressed kinds."""
+        sup = self._caps.get(kw.get("order") or "")
+        level = kw["level"]
+        if sup is None or kw["kind"] not in sup.kinds or LEVEL_RANK[level] <= LEVEL_RANK["info"]:
+            return self._book.raise_or_update(**kw)
+        key = (kw["order"], kw["kind"], kw["target"])
+        current = self._book.open_for(*key)
+        if (
+            kw.get("allow_lower")
+            and current is not None
+            and LEVEL_RANK[level] < LEVEL_RANK[current.level]
+        ):
+            return self._book.raise_or_update(**kw)  # a fall the rule decided is not a cap
+        note = sup.note(level)
+        detail = f"{kw.get('detail') or ''}; {note}".lstrip("; ")
+        change = self._book.raise_or_update(**{**kw, "level": "info", "detail": detail})
+        rank = LEVEL_RANK[level]
+        if change is not None:
+            self._noted[change.alert.alert_id] = rank
+            return change
+        alert = self._book.open_for(*key)
+        if alert is None or alert.level != "info" or rank <= self._noted.get(alert.alert_id, -1):
+            return None
+        self._noted[alert.alert_id] = rank
+        now = self._ctx.now
+        noted = replace(
+            alert,
+            detail=detail,
+            updated_at=now,
+            history=(*alert.history, HistoryEntry(now, alert.state, alert.level, "engine", note)),
+        )
+        self._book.alerts[alert.alert_id] = noted
+        self._ctx.emit(AlertChange(noted, "update"))
+        return None
