@@ -15,7 +15,7 @@ from typing import Any
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
 from prometheus_client.exposition import CONTENT_TYPE_LATEST, generate_latest
 
-from engine.alerts import LEVELS
+from engine.alerts import LEVEL_RANK, LEVELS
 from engine.pipeline import Effects
 from engine.service import Service
 
@@ -100,7 +100,13 @@ class EngineMetrics:
         for change in effects.changes:
             alert = change.alert
             self.alert_changes.labels(state=alert.state).inc()
-            if change.change == "raised":
+            if change.change == "raised" or (
+                change.change == "level"
+                and change.previous_level is not None
+                and LEVEL_RANK[alert.level] > LEVEL_RANK[change.previous_level]
+            ):
+                # an alert counts once at every level it reaches (a warning confirmed as an
+                # alarm is an alarm for the agreed-reaction-time statistics)
                 self.alerts.labels(kind=alert.kind, level=alert.level).inc()
             if change.change in ("raised", "level") and change.arrival is not None:
                 self.fix_to_alert.observe(max(0.0, now - change.arrival))

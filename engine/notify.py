@@ -56,7 +56,7 @@ class Notifier:
                     self.victim_rank.pop(alert.alert_id, None)
         if change.change in ("raised", "level") and alert.subject:
             instruction = None
-            if alert.kind == "exclusion":
+            if alert.kind == "exclusion" and LEVEL_RANK[alert.level] >= LEVEL_RANK["alarm"]:
                 instruction = "leave_area"
             elif alert.kind == "proximity" and LEVEL_RANK[alert.level] >= LEVEL_RANK["alarm"]:
                 instruction = "contact_centre"

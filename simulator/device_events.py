@@ -61,7 +61,7 @@ def battery_death(world: World, ev: EventSpec) -> None:
     end = min(back, world.sc.end)
     world.scripted.append(_device_episode(world, "battery", low, end, dev, ev))
     if end - dead >= world.sc.silent_min_s:
-        world.scripted.append(_device_episode(world, "device_silent", dead, end, dev, ev))
+        world.scripted.append(_device_episode(world, "signal_loss", dead, end, dev, ev))
 
 
 def panic(world: World, ev: EventSpec) -> None:
@@ -121,7 +121,7 @@ def offline(world: World, ev: EventSpec) -> None:
         (start, end, bool(ev.params.get("buffered", True)), int(ev.params.get("chunk", 50)))
     )
     if end - start >= world.sc.silent_min_s:
-        world.scripted.append(_device_episode(world, "device_silent", start, end, dev, ev))
+        world.scripted.append(_device_episode(world, "signal_loss", start, end, dev, ev))
 
 
 def network(world: World, ev: EventSpec) -> None:

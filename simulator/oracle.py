@@ -10,8 +10,11 @@ scripted device episodes:
   schedule, if any, is active);
 * inclusion: the subject truly outside an inclusion zone while its schedule is
   active (a curfew);
-* tamper, battery, panic, signal_loss, device_silent: from the events that
-  scripted them.
+* tamper, battery, panic, signal_loss: from the events that scripted them; a
+  device that sends nothing (battery dead, offline) for ``silent_min_s`` or
+  more is a ``signal_loss`` episode, as the engine reports it (issue 5: the
+  engine's ``device_silent`` is the narrower case of a silent victim device
+  while the offender is near her last known place).
 
 Everything is clipped to the scenario span and the order's validity.
 Schedule windows are enumerated with the engine's ``ScheduleWindow`` (the same

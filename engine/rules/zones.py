@@ -178,51 +178,63 @@ class ZoneRules:
             if ep.candidate_start is None:
                 ep.candidate_start = fix.t
             ep.possible_run += 1  # consecutive fixes inside at any certainty
-            # One fix is not enough, however sure it looks: an urban multipath fix jumps
-            # hundreds of metres with a small reported accuracy, and with a fix a minute that
-            # is no implausible speed.  Ask for the next fix now (pursuit) and alarm on it.
+            # One fix is not enough for an alarm, however sure it looks: an urban multipath fix
+            # jumps hundreds of metres with a small reported accuracy, and with a fix a minute
+            # that is no implausible speed.  The centre sees it at once as a warning, the
+            # device is asked for its next fix now (pursuit), and that fix decides.
             confirmed = ep.possible_run >= rules.confirm_fixes
-            if not confirmed and not is_open:
+            if not confirmed:
                 ep.unconfirmed = point
                 self._pursuit(ctx, device, ep, True)
-            if confirmed or is_open:
-                inside_m = max(0.0, -dist)
-                ctx.emit(
-                    ctx.alerts.raise_or_update(
-                        order=order.id,
-                        kind="exclusion",
-                        target=target,
-                        level="alarm",
-                        now=ctx.now,
-                        device_time=fix.t,
-                        episode_start=ep.candidate_start,
-                        subject=subject,
-                        protected_person=zone.protects,
-                        zone=zone.zone_id,
-                        distance_m=dist,
-                        certainty=certainty,
-                        evidence=(fix.key,),
-                        late=late,
-                        device=device,
-                        detail=f"inside exclusion zone {zone.zone_id} ({inside_m:.0f} m from the edge, accuracy {fix.acc:.0f} m)",
-                    )
+            inside_m = max(0.0, -dist)
+            what = "inside" if confirmed else "one fix inside (awaiting the next fix)"
+            ctx.emit(
+                ctx.alerts.raise_or_update(
+                    order=order.id,
+                    kind="exclusion",
+                    target=target,
+                    level="alarm" if confirmed else "warning",
+                    now=ctx.now,
+                    device_time=fix.t,
+                    episode_start=ep.candidate_start,
+                    subject=subject,
+                    protected_person=zone.protects,
+                    zone=zone.zone_id,
+                    distance_m=dist,
+                    certainty=certainty,
+                    evidence=(fix.key,),
+                    late=late,
+                    device=device,
+                    detail=f"{what} exclusion zone {zone.zone_id} ({inside_m:.0f} m from the edge, accuracy {fix.acc:.0f} m)",
                 )
+            )
             return
         lone, ep.unconfirmed = ep.unconfirmed, None
         before, ep.last_outside = ep.last_outside, point
-        if ep.possible_run and lone is not None and before is not None and not is_open:
-            if self._passed_through(order, zone, before, lone, point):
+        current = ctx.alerts.open_for(order.id, "exclusion", target)
+        if ep.possible_run and lone is not None and current is not None and current.level == "warning":
+            if before is not None and self._passed_through(order, zone, before, lone, point):
                 ctx.emit(
                     ctx.alerts.raise_or_update(
                         order=order.id, kind="exclusion", target=target, level="alarm",
-                        now=ctx.now, device_time=lone.t, episode_start=lone.t, subject=subject,
-                        protected_person=zone.protects, zone=zone.zone_id,
-                        distance_m=None, certainty="likely",
-                        evidence=(before.key, lone.key, point.key), late=late, device=device,
+                        now=ctx.now, device_time=lone.t, episode_start=current.episode_start,
+                        subject=subject, protected_person=zone.protects, zone=zone.zone_id,
+                        certainty="likely", evidence=(before.key, lone.key, point.key),
+                        late=late, device=device,
                         detail=f"passed through exclusion zone {zone.zone_id}: one fix inside on a straight drive through",
                     )
                 )
-                is_open = True
+            else:
+                ctx.emit(
+                    ctx.alerts.resolve_episode(
+                        order.id, "exclusion", target, ctx.now,
+                        "not confirmed: the next fix is outside and off any straight path through the zone (multipath or a brief edge entry)",
+                    )
+                )
+                is_open = False
+                ep.candidate_start = None
+                # this span is decided: the sparse-path rule must not reopen it from the same fixes
+                ep.crossed = (lone.t, point.t)
         ep.possible_run = 0
         clearly_out = dist > fix.acc + rules.zone_hysteresis_m
         if not is_open:

@@ -41,11 +41,13 @@ async def test_server_streams_alert_changes_and_stops_cleanly() -> None:
             aid = w.raise_exclusion()
             w.service.act(aid, "ack", "alice", "")
             for _ in range(200):
-                if len(events) >= 2:
+                if len(events) >= 3:
                     break
                 await asyncio.sleep(0.01)
-            assert [(e["change"], e["alert"]["state"]) for e in events[:2]] == [  # type: ignore[index]
+            # raised at warning by the first fix inside, confirmed as alarm by the next, then acked
+            assert [(e["change"], e["alert"]["state"]) for e in events[:3]] == [  # type: ignore[index]
                 ("raised", "open"),
+                ("level", "open"),
                 ("ack", "acknowledged"),
             ]
             await asyncio.wait_for(w.server.stop(), 8)

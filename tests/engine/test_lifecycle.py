@@ -99,8 +99,9 @@ def test_late_burst_after_an_hour_offline_is_evaluated_and_marked_late():
     am = DeviceScript("AM-1001")
     burst = [json.loads(am.fix(T0 + 60 * i, X0 + 50 * i, Y0)[1]) for i in range(5)]
     h.send(("em/dev/AM-1001/fix", json.dumps(burst).encode()), T0 + 3600)
-    (change,) = h.effects.changes
-    assert change.alert.late and change.alert.episode_start == T0 and change.alert.device_time == T0 + 60
+    warning, alarm = h.effects.changes
+    assert (warning.alert.level, alarm.alert.level) == ("warning", "alarm")
+    assert alarm.alert.late and alarm.alert.episode_start == T0 and alarm.alert.device_time == T0 + 60
 
 
 def _messages() -> list[tuple[float, str, bytes]]:

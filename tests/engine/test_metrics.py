@@ -59,12 +59,14 @@ async def test_counts_follow_fixes_rejections_alerts_and_acks() -> None:
     dead = {k[1]: v for k, v in m.items() if k[0] == "emguard_dead_letters_total"}
     assert sum(rejected.values()) == 1 and sum(dead.values()) == 1
     assert set(rejected) == set(dead)
+    # the first fix inside raises a warning, the second confirms it: counted at both levels
+    assert m[("emguard_alerts_total", (("kind", "exclusion"), ("level", "warning")))] == 1
     assert m[("emguard_alerts_total", (("kind", "exclusion"), ("level", "alarm")))] == 1
-    assert m[("emguard_alert_changes_total", (("state", "open"),))] == 1
+    assert m[("emguard_alert_changes_total", (("state", "open"),))] == 2  # raised, then risen
     assert m[("emguard_alert_changes_total", (("state", "acknowledged"),))] == 1
     assert m[("emguard_ingest_lag_seconds_count", ())] == 3
     assert m[("emguard_ingest_lag_seconds_sum", ())] == 0
-    assert m[("emguard_fix_to_alert_seconds_count", ())] == 1
+    assert m[("emguard_fix_to_alert_seconds_count", ())] == 2  # the warning and its rise to alarm
     assert m[("emguard_ack_time_seconds_count", ())] == 1
     raised_at = w.engine.alerts.alerts[aid].raised_at
     assert m[("emguard_ack_time_seconds_sum", ())] == T0 + 40 - raised_at

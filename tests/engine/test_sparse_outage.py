@@ -39,9 +39,9 @@ def test_violation_entirely_inside_a_30_minute_outage_is_alerted_late_with_the_g
     assert record.episode_start == last_live
 
     excl = [c for c in h.effects.changes if c.alert.kind == "exclusion"]
-    assert [c.change for c in excl] == ["raised", "resolve"]
-    alarm = excl[0].alert
-    assert alarm.late and alarm.level == "alarm"
+    assert [c.change for c in excl] == ["raised", "level", "resolve"]
+    alarm = excl[1].alert
+    assert alarm.late and alarm.level == "alarm" and excl[0].alert.level == "warning"
     assert last_live < alarm.device_time < last_live + OUTAGE_S  # it happened inside the outage
     assert h.engine.stats.late == 29
     assert h.effects.changes.index(gap[0]) < h.effects.changes.index(excl[0])  # gap reported first

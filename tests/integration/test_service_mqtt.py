@@ -81,8 +81,8 @@ async def test_fix_in_over_mqtt_gives_exclusion_alert_and_resolution_out():
 
     centre = [p for t, p in got if t == "em/alerts/centre"]
     assert [(p["kind"], p["level"], p["state"]) for p in centre] == [
-        ("exclusion", "alarm", "open"), ("exclusion", "alarm", "resolved")]
-    assert centre[0]["alert_id"] == centre[1]["alert_id"] and centre[0]["zone"] == "Z-ban"
+        ("exclusion", "warning", "open"), ("exclusion", "alarm", "open"), ("exclusion", "alarm", "resolved")]
+    assert len({p["alert_id"] for p in centre}) == 1 and centre[0]["zone"] == "Z-ban"
     reasons = sorted(p["reason"] for t, p in got if t == "em/deadletter")
     assert reasons == ["bad_json", "topic_mismatch"]
     assert ("em/cmd/subject/AM-1001", "leave_area") in [(t, p.get("instruction")) for t, p in got]
