@@ -64,7 +64,13 @@ def grade(rule: ProximityRule, r: PairReading, fast_ttc_s: float) -> tuple[Level
         d <= rule.alert_m and r.cpa_m <= rule.critical_m and r.t_cpa_s <= rule.critical_ttc_s
     ):
         level, threshold = "critical", (rule.critical_m if d <= rule.critical_m else rule.alert_m)
-    elif d <= rule.alert_m or (d <= rule.warn_m and heading_in and r.t_cpa_s <= fast_ttc_s):
+    elif (
+        d <= rule.alert_m
+        or (d <= rule.warn_m and heading_in and r.t_cpa_s <= fast_ttc_s)
+        # a car with a fix every 30 s crosses warn_m and alert_m between two fixes: warn when
+        # its heading brings it within alert_m soon, wherever it is now
+        or (heading_in and r.t_cpa_s <= rule.critical_ttc_s)
+    ):
         level, threshold = "alarm", (rule.alert_m if d <= rule.alert_m else rule.warn_m)
     elif d <= rule.warn_m:
         level, threshold = "warning", rule.warn_m
