@@ -36,6 +36,7 @@ resolved at once (a report, not a condition to handle), whose detail gives
 from __future__ import annotations
 
 import math
+from collections import deque
 from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass, replace
@@ -262,15 +263,27 @@ class Suppression:
 
 @dataclass(slots=True)
 class CorridorVisit:
-    """One subject's passage through one corridor: where he last moved, whether he stopped."""
+    """One subject's passage through one corridor: his recent points in it, whether he stands."""
 
     entered_t: float
-    anchor_t: float
-    anchor_x: float
-    anchor_y: float
-    anchor_acc: float
-    last_t: float
-    dwelled: bool = False
+    points: deque[tuple[float, float, float, float]]  # (t, x, y, acc), the last max_dwell_s and one
+    stopped: bool = False
+
+    def add(self, point: TrackPoint, max_dwell_s: float, stop_m: float) -> None:
+        """Record a point; ``stopped`` when he has not moved for ``max_dwell_s`` (speed ~0)."""
+        if self.points and point.t <= self.points[-1][0]:
+            return  # out of order: the visit's state moves forward in device time only
+        self.points.append((point.t, point.x, point.y, point.acc))
+        horizon = point.t - max_dwell_s
+        while len(self.points) > 1 and self.points[1][0] <= horizon:
+            self.points.popleft()
+        if self.points[0][0] > horizon:
+            self.stopped = False  # not in the corridor for max_dwell_s yet: no evidence of a stop
+            return
+        self.stopped = all(
+            math.hypot(point.x - x, point.y - y) <= stop_m + min(acc + point.acc, 100.0)
+            for _, x, y, acc in self.points
+        )
 
 
 class ApprovedCrossings:
@@ -278,8 +291,10 @@ class ApprovedCrossings:
 
     State is updated on the subject's accepted fixes (``update``) and read for
     any fix of the pair (``caps``).  A visit ends when a good fix is outside
-    the corridor; once he stood still in it for ``max_dwell_s`` the visit stays
-    uncapped until he leaves and comes back.  Fixes less accurate than
+    the corridor.  While every point of the last ``max_dwell_s`` lies within
+    ``corridor_stop_radius_m`` (plus the accuracies) of the newest one he is
+    standing still: no cap; the cap returns when he drives on, but an alert
+    raised while he stood keeps its level (the cap never lowers).  Fixes less accurate than
     ``corridor_max_acc_m`` neither start, continue nor end a visit: they are
     evaluated uncapped.  Late fixes (older than the state) are evaluated
     uncapped too.  The cap never lowers an alert that is already above ``info``.
@@ -389,22 +404,9 @@ class ApprovedCrossings:
                 continue
             v = self.visits.get(vkey)
             if v is None:
-                v = self.visits[vkey] = CorridorVisit(
-                    point.t, point.t, point.x, point.y, point.acc, point.t
-                )
-            elif not v.dwelled and point.t > v.last_t:
-                v.last_t = point.t
-                moved = math.hypot(point.x - v.anchor_x, point.y - v.anchor_y)
-                if moved > rules.corridor_stop_radius_m + min(v.anchor_acc + point.acc, 100.0):
-                    v.anchor_t, v.anchor_x, v.anchor_y, v.anchor_acc = (
-                        point.t,
-                        point.x,
-                        point.y,
-                        point.acc,
-                    )
-                elif point.t - v.anchor_t > c.max_dwell_s:
-                    v.dwelled = True  # stopped in the corridor: normal levels until he leaves
-            if not v.dwelled and found is None:
+                v = self.visits[vkey] = CorridorVisit(point.t, deque())
+            v.add(point, c.max_dwell_s, rules.corridor_stop_radius_m)
+            if not v.stopped and found is None:
                 found = Suppression("corridor", c.corridor_id, "moving through", CORRIDOR_KINDS)
         return found
 

@@ -103,6 +103,8 @@ def test_stopping_in_the_corridor_brings_the_alarm_back_after_max_dwell():
     rise = next(c for c in changes if c.alert.level == "alarm")
     assert rise.change == "level" and rise.alert.alert_id == changes[0].alert.alert_id
     assert 120 < rise.alert.device_time - changes[0].alert.device_time <= 120 + 3 * 15 + 60
+    after = changes[changes.index(rise) :]
+    assert {c.alert.level for c in after} == {"alarm"}  # driving on again never lowers it
     assert [m["level"] for m in h.messages("victim")][:1] == ["alarm"]
 
 
