@@ -23,7 +23,7 @@ from . import kernels
 from .errors import GeoError
 from .geodesy import WGS84
 from .projection import Projector
-from .records import circle_records, polygon_records
+from .records import circle_records, polygon_records, polygon_records_ragged, ragged_polygons
 from .zones import ZoneShape
 
 PARALLEL_MIN_PAIRS = 200_000  # threaded kernel from this many pairs (when parallel=None)
@@ -130,9 +130,13 @@ class ZoneIndex:
                 raise GeoError(f"zones {names} cannot be projected to {self.projector.crs}")
             parts.append((circ, *circle_records(cx, cy, r)))
         if poly:
-            geoms = [items[i][1].geometry for i in poly]
-            planar = self._project_polygons(geoms)
-            parts.append((poly, *polygon_records(planar)))
+            lon, lat, ring_off, part_off, geom_off = ragged_polygons(
+                [items[i][1].geometry for i in poly]
+            )
+            x, y = self.projector.forward_bulk(lon, lat)
+            if not (np.all(np.isfinite(x)) and np.all(np.isfinite(y))):
+                raise GeoError(f"some polygon zones cannot be projected to {self.projector.crs}")
+            parts.append((poly, *polygon_records_ragged(x, y, ring_off, part_off, geom_off)))
         return self._store([k for k, _ in items], parts)
 
     def upsert_planar_many(self, items: Iterable[tuple[str, PlanarZone]]) -> np.ndarray:
@@ -169,18 +173,6 @@ class ZoneIndex:
         dist = np.hypot(px - np.repeat(cx, k), py - np.repeat(cy, k))
         return cx, cy, dist.reshape(-1, k).mean(axis=1)
 
-    def _project_polygons(
-        self, geoms: list[Polygon | MultiPolygon]
-    ) -> list[Polygon | MultiPolygon]:
-        """All vertices of all polygons projected in one pyproj call."""
-        import shapely
-
-        def fwd(coords: np.ndarray) -> np.ndarray:
-            x, y = self.projector.forward(coords[:, 0], coords[:, 1])
-            return np.column_stack((x, y))
-
-        return list(shapely.transform(np.asarray(geoms, dtype=object), fwd))
-
     def _store(
         self, keys: list[str], parts: list[tuple[list[int], np.ndarray, np.ndarray]]
     ) -> np.ndarray:
@@ -204,15 +196,17 @@ class ZoneIndex:
         if total:
             self.blob[self._used : self._used + total] = np.concatenate(bufs)
 
-        out = np.empty(len(keys), dtype=np.int64)
-        for i, key in enumerate(keys):
-            s = self._slot_of.get(key)
-            if s is None:
-                s = self._free.pop() if self._free else self._n_slots
-                if s == self._n_slots:
-                    self._n_slots += 1
-                self._slot_of[key] = s
-            out[i] = s
+        slot_of = self._slot_of
+        out = np.fromiter((slot_of.get(k, -1) for k in keys), dtype=np.int64, count=len(keys))
+        new_idx = np.flatnonzero(out < 0)
+        if len(new_idx):
+            n_reuse = min(len(self._free), len(new_idx))
+            reused = [self._free.pop() for _ in range(n_reuse)]
+            fresh = list(range(self._n_slots, self._n_slots + len(new_idx) - n_reuse))
+            self._n_slots += len(fresh)
+            new_slots = np.array(reused + fresh, dtype=np.int64)
+            out[new_idx] = new_slots
+            slot_of.update(zip((keys[i] for i in new_idx), new_slots.tolist(), strict=True))
         self.zoff = _grow1(self.zoff, self._n_slots, -1)
         self.zlen = _grow1(self.zlen, self._n_slots, 0)
         old = self.zoff[out] >= 0
@@ -282,19 +276,17 @@ class ZoneIndex:
         flags = np.empty(n, dtype=np.uint8)
         use_par = parallel if parallel is not None else n >= PARALLEL_MIN_PAIRS
         if n >= LOCALITY_MIN_PAIRS:
-            order = kernels.locality_order(slots, self.zoff, LOCALITY_SHIFT)
-        elif use_par:
-            order = np.arange(n, dtype=np.int64)
+            order, ps, px, py = kernels.locality_pack(slots, x, y, self.zoff, LOCALITY_SHIFT)
         else:
-            order = None
+            order, ps, px, py = np.arange(n, dtype=np.int64), slots, x, y
         if use_par:
             kernels.signed_distance_batch_parallel(
-                order, slots, x, y, self.zoff, self.blob, out, flags
+                order, ps, px, py, self.zoff, self.blob, out, flags
             )
             flagged = int(np.count_nonzero(flags))
-        elif order is not None:
-            flagged = kernels.signed_distance_batch_ordered(
-                order, slots, x, y, self.zoff, self.blob, out, flags
+        elif n >= LOCALITY_MIN_PAIRS:
+            flagged = kernels.signed_distance_batch_packed(
+                order, ps, px, py, self.zoff, self.blob, out, flags, LOCALITY_SHIFT
             )
         else:
             flagged = kernels.signed_distance_batch(slots, x, y, self.zoff, self.blob, out, flags)

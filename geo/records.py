@@ -40,12 +40,65 @@ def circle_records(cx: np.ndarray, cy: np.ndarray, r: np.ndarray) -> tuple[np.nd
     return rec.ravel(), np.full(cx.shape[0], HEADER, dtype=np.int64)
 
 
+def ragged_polygons(
+    geoms: Sequence[Polygon | MultiPolygon],
+) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
+    """(x, y, ring_off, part_off, geom_off) of polygons / multipolygons, without copying objects.
+
+    Offsets as in ``shapely.to_ragged_array`` for MultiPolygon: rings are closed.
+    """
+    for g in geoms:
+        if not isinstance(g, Polygon | MultiPolygon):
+            raise GeoError(f"zone geometry must be a Polygon or MultiPolygon, got {g!r:.60}")
+    if not geoms:
+        return (
+            np.zeros(0),
+            np.zeros(0),
+            np.zeros(1, np.int64),
+            np.zeros(1, np.int64),
+            np.zeros(1, np.int64),
+        )
+    arr = np.empty(len(geoms), dtype=object)
+    arr[:] = list(geoms)
+    gtype, coords, offsets = shapely.to_ragged_array(arr)
+    if gtype == shapely.GeometryType.POLYGON:  # all single polygons: one part each
+        ring_off, part_off = offsets
+        geom_off = np.arange(len(part_off), dtype=np.int64)
+    else:
+        ring_off, part_off, geom_off = offsets
+    x = np.ascontiguousarray(coords[:, 0], dtype=np.float64)
+    y = np.ascontiguousarray(coords[:, 1], dtype=np.float64)
+    return x, y, ring_off.astype(np.int64), part_off.astype(np.int64), geom_off.astype(np.int64)
+
+
 def polygon_records(geoms: Sequence[Polygon | MultiPolygon]) -> tuple[np.ndarray, np.ndarray]:
     """Records of planar polygons / multipolygons (all rings, holes included)."""
+    return polygon_records_ragged(*ragged_polygons(geoms))
+
+
+def polygon_records_ragged(
+    x: np.ndarray,
+    y: np.ndarray,
+    ring_off: np.ndarray,
+    part_off: np.ndarray,
+    geom_off: np.ndarray,
+) -> tuple[np.ndarray, np.ndarray]:
+    """Records from ragged planar coordinates (see ``ragged_polygons``), in batches."""
+    n_geoms = len(geom_off) - 1
     bufs: list[np.ndarray] = []
     lens: list[np.ndarray] = []
-    for start in range(0, len(geoms), POLYGON_BATCH):
-        b, n = _polygon_batch(geoms[start : start + POLYGON_BATCH])
+    for g0 in range(0, n_geoms, POLYGON_BATCH):
+        g1 = min(g0 + POLYGON_BATCH, n_geoms)
+        p0, p1 = geom_off[g0], geom_off[g1]
+        r0, r1 = part_off[p0], part_off[p1]
+        v0, v1 = ring_off[r0], ring_off[r1]
+        b, n = _polygon_batch(
+            x[v0:v1],
+            y[v0:v1],
+            ring_off[r0 : r1 + 1] - v0,
+            part_off[p0 : p1 + 1] - r0,
+            geom_off[g0 : g1 + 1] - p0,
+        )
         bufs.append(b)
         lens.append(n)
     if not bufs:
@@ -53,22 +106,16 @@ def polygon_records(geoms: Sequence[Polygon | MultiPolygon]) -> tuple[np.ndarray
     return np.concatenate(bufs), np.concatenate(lens)
 
 
-def _polygon_batch(geoms: Sequence[Polygon | MultiPolygon]) -> tuple[np.ndarray, np.ndarray]:
-    multi = []
-    for g in geoms:
-        if isinstance(g, Polygon):
-            multi.append(MultiPolygon([g]))
-        elif isinstance(g, MultiPolygon):
-            multi.append(g)
-        else:
-            raise GeoError(f"zone geometry must be a Polygon or MultiPolygon, got {g!r:.60}")
-    _, coords, (ring_off, part_off, geom_off) = shapely.to_ragged_array(multi)
-    x = np.ascontiguousarray(coords[:, 0], dtype=np.float64)
-    y = np.ascontiguousarray(coords[:, 1], dtype=np.float64)
+def _polygon_batch(
+    x: np.ndarray,
+    y: np.ndarray,
+    ring_off: np.ndarray,
+    part_off: np.ndarray,
+    geom_off: np.ndarray,
+) -> tuple[np.ndarray, np.ndarray]:
     if not (np.all(np.isfinite(x)) and np.all(np.isfinite(y))):
         raise GeoError("polygon coordinates must be finite (outside the projection's area?)")
-    n_geoms = len(multi)
-    ring_off = ring_off.astype(np.int64)
+    n_geoms = len(geom_off) - 1
     ring_len = np.diff(ring_off)  # closed rings: edges = len - 1
     ring_blocks = (ring_len - 1 + BLOCK_EDGES - 1) // BLOCK_EDGES
     rings_per_geom = np.diff(part_off[geom_off]).astype(np.int64)
@@ -97,7 +144,12 @@ def _polygon_batch(geoms: Sequence[Polygon | MultiPolygon]) -> tuple[np.ndarray,
     box_pos = rec_off[block_geom] + HEADER + BOX_SIZE * k
     buf[box_pos[:, None] + np.arange(BOX_SIZE)[None, :]] = boxes
     blk_pos = rec_off[block_geom] + HEADER + BOX_SIZE * geom_blocks[block_geom] + BLOCK_SIZE * k
-    buf[blk_pos[:, None] + np.arange(BLOCK_SIZE)[None, :]] = np.concatenate((bx, by), axis=1)
+    ex = np.diff(bx, axis=1)
+    ey = np.diff(by, axis=1)
+    len2 = ex * ex + ey * ey
+    with np.errstate(divide="ignore"):
+        inv = np.where(len2 > 0.0, 1.0 / len2, 0.0)
+    buf[blk_pos[:, None] + np.arange(BLOCK_SIZE)[None, :]] = np.concatenate((bx, by, inv), axis=1)
 
     starts = geom_first_block
     header = np.column_stack(

@@ -11,9 +11,10 @@ zone is one contiguous stretch of memory:
   ``KIND_POLYGON`` (``a`` = number of edge blocks ``nb``);
 * polygon only: ``nb`` block boxes (``minx, miny, maxx, maxy``), then ``nb``
   edge blocks of ``BLOCK_EDGES`` consecutive edges of one ring, each stored as
-  ``BLOCK_EDGES + 1`` x-values followed by as many y-values.  The last block of
-  a ring is padded by repeating its last vertex (zero-length edges change no
-  distance and cross nothing).
+  ``BLOCK_EDGES + 1`` x-values, as many y-values, then ``1 / |edge|^2`` per
+  edge (0 for a zero-length edge; it makes the distance scan division- and
+  branch-free).  The last block of a ring is padded by repeating its last
+  vertex (zero-length edges change no distance and cross nothing).
 
 A polygon zone is the even-odd region of all its rings (shells and holes of
 every part): exactly the union of the parts for a valid (multi)polygon.
@@ -52,14 +53,16 @@ KIND_POLYGON = 2
 ALIGN = 8  # record offsets are multiples of 8 doubles (64-byte cache lines)
 HEADER = 8  # doubles in a record header
 BLOCK_EDGES = 8  # edges per block: 8 blocks for a 64-vertex ring
-BLOCK_SIZE = 2 * (BLOCK_EDGES + 1)  # doubles per edge block (x-values, then y-values)
+BLOCK_SIZE = 3 * BLOCK_EDGES + 2  # doubles per edge block: 9 x, 9 y, 8 inverse squared lengths
 BOX_SIZE = 4
 
 FLAG_OK = 0
 FLAG_EXACT = 1  # within rounding distance of an edge: resolve with exact predicates
 FLAG_BAD_SLOT = 2  # free or unknown slot
 
-PREFETCH_AHEAD = 16  # pairs ahead whose zone record is prefetched
+PREFETCH_AHEAD = 16  # pairs ahead whose zone record is prefetched (input order)
+STREAM_AHEAD = 64  # pairs ahead of the blob prefetch stream (locality order)
+STREAM_LINES = 16  # at most this many cache lines prefetched per pair
 
 _TINY = 5e-324  # smallest positive double: "outside, but closer than float64 resolves"
 _REL_TOL = 1e-9
@@ -68,33 +71,24 @@ _REL_TOL = 1e-9
 # ---------------------------------------------------------------- fast pass
 @hot
 def _block_distance2(px, py, blob, o, best):
-    """Min of ``best`` and the squared distances (m^2) to the 8 edges of the block at ``o``."""
+    """Min of ``best`` and the squared distances (m^2) to the 8 edges of the block at ``o``.
+
+    Branch-free: the projection parameter ``t = ((p - a) . e) / |e|^2`` is
+    clamped to [0, 1] with min/max (no mispredicted branches, no division).
+    """
     ys = o + BLOCK_EDGES + 1
-    ax = blob[o]
-    ay = blob[ys]
-    for j in range(1, BLOCK_EDGES + 1):
-        bx = blob[o + j]
-        by = blob[ys + j]
-        ex = bx - ax
-        ey = by - ay
+    inv = ys + BLOCK_EDGES + 1
+    for j in range(BLOCK_EDGES):
+        ax = blob[o + j]
+        ay = blob[ys + j]
+        ex = blob[o + j + 1] - ax
+        ey = blob[ys + j + 1] - ay
         wx = px - ax
         wy = py - ay
-        dot = wx * ex + wy * ey
-        if dot <= 0.0:
-            d2 = wx * wx + wy * wy
-        else:
-            len2 = ex * ex + ey * ey
-            if dot >= len2:
-                ux = px - bx
-                uy = py - by
-                d2 = ux * ux + uy * uy
-            else:
-                cr = wx * ey - wy * ex
-                d2 = cr * cr / len2
-        if d2 < best:
-            best = d2
-        ax = bx
-        ay = by
+        t = min(max((wx * ex + wy * ey) * blob[inv + j], 0.0), 1.0)
+        dx = wx - t * ex
+        dy = wy - t * ey
+        best = min(best, dx * dx + dy * dy)
     return best
 
 
@@ -146,19 +140,25 @@ def polygon_fast(px, py, blob, o):
     inside = False
     first = 0
     lb_first = math.inf
+    lb_second = math.inf
     for c in range(nb):
         q = boxes + BOX_SIZE * c
         if in_box and blob[q + 1] <= py < blob[q + 3] and px < blob[q + 2]:
             if _block_parity(px, py, blob, blocks + BLOCK_SIZE * c):
                 inside = not inside
         lb = _box_distance2(px, py, blob, q)
-        if lb < lb_first:
-            lb_first = lb
-            first = c
+        if lb < lb_second:
+            if lb < lb_first:
+                lb_second = lb_first
+                lb_first = lb
+                first = c
+            else:
+                lb_second = lb
     best = _block_distance2(px, py, blob, blocks + BLOCK_SIZE * first, math.inf)
-    for c in range(nb):
-        if c != first and _box_distance2(px, py, blob, boxes + BOX_SIZE * c) < best:
-            best = _block_distance2(px, py, blob, blocks + BLOCK_SIZE * c, best)
+    if lb_second < best:  # some other block may hold a nearer edge
+        for c in range(nb):
+            if c != first and _box_distance2(px, py, blob, boxes + BOX_SIZE * c) < best:
+                best = _block_distance2(px, py, blob, blocks + BLOCK_SIZE * c, best)
     d = math.sqrt(best)
     tol = _REL_TOL * (abs(px) + abs(py) + (maxx - minx) + (maxy - miny) + 1.0)
     if d > tol:
@@ -218,20 +218,35 @@ def signed_distance_batch(slots, x, y, zoff, blob, out, flags):
 
 
 @hot
-def signed_distance_batch_ordered(order, slots, x, y, zoff, blob, out, flags):
-    """``signed_distance_batch`` visiting pairs in the given ``order`` (int64 permutation).
+def signed_distance_batch_packed(order, ps, px, py, zoff, blob, out, flags, shift):
+    """``signed_distance_batch`` over pairs packed in visiting order (see ``locality_pack``).
 
-    With ``order`` from ``locality_order`` consecutive pairs hit nearby zone
-    records, so a large batch streams through the index instead of missing the
-    cache on every pair.  Results are written to the pairs' own positions.
+    ``ps, px, py`` are the pairs' slots and points in visiting order (grouped
+    by ``2**shift``-double stretches of ``blob``), read sequentially; the
+    result of packed pair ``j`` goes to ``out[order[j]]`` and
+    ``flags[order[j]]`` (the pair's input position).  Since the groups come in
+    address order, ``blob`` is prefetched as one stream running
+    ``STREAM_AHEAD`` pairs ahead, at most ``STREAM_LINES`` lines per pair.
+    Returns the number of pairs not ``FLAG_OK``.
     """
     n = order.shape[0]
     n_flagged = 0
+    pf = 0  # next blob index (a line start) to prefetch
     for j in range(n):
-        if j + PREFETCH_AHEAD < n:
-            _prefetch_zone(slots[order[j + PREFETCH_AHEAD]], zoff, blob)
+        if j + STREAM_AHEAD < n:
+            s = ps[j + STREAM_AHEAD]
+            if 0 <= s < zoff.shape[0] and zoff[s] >= 0:
+                group = zoff[s] >> shift
+                end = (group + 1) << shift
+                if end - pf > (4 << shift):  # jumped over a gap: restart the stream
+                    pf = group << shift
+                k = 0
+                while pf < end and k < STREAM_LINES:
+                    prefetch(blob, pf)
+                    pf += ALIGN
+                    k += 1
+        v, f = zone_fast(ps[j], px[j], py[j], zoff, blob)
         i = order[j]
-        v, f = zone_fast(slots[i], x[i], y[i], zoff, blob)
         out[i] = v
         flags[i] = f
         if f != FLAG_OK:
@@ -240,23 +255,30 @@ def signed_distance_batch_ordered(order, slots, x, y, zoff, blob, out, flags):
 
 
 @phot
-def signed_distance_batch_parallel(order, slots, x, y, zoff, blob, out, flags):
-    """``signed_distance_batch_ordered`` split over Numba threads (same ``out`` and ``flags``).
+def signed_distance_batch_parallel(order, ps, px, py, zoff, blob, out, flags):
+    """``signed_distance_batch_packed`` split over Numba threads (same ``out`` and ``flags``).
 
-    Pass ``order = arange(n)`` to keep the input order.  Returns nothing: count
-    the non-zero ``flags`` afterwards (a reduction would need Numba's runtime).
+    Pass ``order = arange(n)`` with the input arrays to keep the input order.
+    Returns nothing: count the non-zero ``flags`` afterwards (a reduction would
+    need Numba's runtime).
     """
     for j in prange(order.shape[0]):
+        v, f = zone_fast(ps[j], px[j], py[j], zoff, blob)
         i = order[j]
-        v, f = zone_fast(slots[i], x[i], y[i], zoff, blob)
         out[i] = v
         flags[i] = f
 
 
 @jit
-def locality_order(slots, zoff, shift):
-    """A visiting order grouping pairs by which ``2**shift``-double stretch of ``blob``
-    their zone record starts in (stable counting sort; free or unknown slots first)."""
+def locality_pack(slots, x, y, zoff, shift):
+    """Group pairs by which ``2**shift``-double stretch of ``blob`` their zone record
+    starts in (stable counting sort; free or unknown slots first).
+
+    Returns ``(order, ps, px, py)``: input positions in visiting order and the
+    pairs' slots and points copied into that order.  The copy is written as one
+    sequential stream per group, so it costs little more than reading the input
+    once, and the evaluation pass then reads sequentially.
+    """
     n = slots.shape[0]
     keys = np.empty(n, dtype=np.int64)
     n_keys = 1
@@ -274,11 +296,18 @@ def locality_order(slots, zoff, shift):
     for k in range(n_keys):
         start[k + 1] += start[k]
     order = np.empty(n, dtype=np.int64)
+    ps = np.empty(n, dtype=np.int64)
+    px = np.empty(n, dtype=np.float64)
+    py = np.empty(n, dtype=np.float64)
     for i in range(n):
         k = keys[i]
-        order[start[k]] = i
-        start[k] += 1
-    return order
+        j = start[k]
+        start[k] = j + 1
+        order[j] = i
+        ps[j] = slots[i]
+        px[j] = x[i]
+        py[j] = y[i]
+    return order, ps, px, py
 
 
 # --------------------------------------------------------------- exact pass
