@@ -29,7 +29,7 @@ from __future__ import annotations
 import hashlib
 import json
 from collections.abc import Iterable, Iterator, Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any, Literal, Protocol
 
 from engine.errors import EngineError
@@ -90,6 +90,8 @@ class Record:
     body: Mapping[str, Any] | None
     hash: str
     body_sha256: str | None = None
+    # canonical body bytes, kept only by ``make_record`` (never trusted from input) to save work
+    canon: bytes | None = field(default=None, compare=False, repr=False)
 
     @property
     def redacted(self) -> bool:
@@ -99,7 +101,7 @@ class Record:
     def digest(self) -> str:
         """The body digest: recomputed from the body, or the stored one when redacted."""
         if self.body is not None:
-            return body_digest(self.body)
+            return sha256_hex(self.canon) if self.canon is not None else body_digest(self.body)
         if self.body_sha256 is None:
             raise ChainBroken(self.seq, "redacted record without body_sha256")
         return self.body_sha256
@@ -129,6 +131,11 @@ class Record:
 
     def line(self) -> str:
         """One JSON Lines line (canonical, so the stored bytes are reproducible), no newline."""
+        if self.canon is not None and self.body is not None:  # the same bytes, assembled
+            return (
+                f'{{"body":{self.canon.decode("utf-8")},"hash":"{self.hash}",'
+                f'"kind":"{self.kind}","prev_hash":"{self.prev_hash}","seq":{self.seq}}}'
+            )
         return canonical_json(self.to_json()).decode("utf-8")
 
     def redact(self) -> Record:
@@ -167,9 +174,11 @@ def make_record(seq: int, prev_hash: str, kind: RecordKind, body: Mapping[str, A
     """Build and hash a new record (the body must be canonical-JSON-able)."""
     if kind not in KINDS:
         raise EvidenceError(f"unknown record kind {kind!r}")
-    frozen = json.loads(canonical_json(body))  # a private copy exactly as it will be read back
+    canon = canonical_json(body)
+    frozen = json.loads(canon)  # a private copy exactly as it will be read back
+    digest = sha256_hex(canon)
     return Record(
-        seq, prev_hash, kind, frozen, link_hash(seq, prev_hash, kind, body_digest(frozen))
+        seq, prev_hash, kind, frozen, link_hash(seq, prev_hash, kind, digest), canon=canon
     )
 
 

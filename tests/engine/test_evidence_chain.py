@@ -178,3 +178,12 @@ def test_any_bit_flip_in_a_log_is_detected_or_changes_nothing(tmp_path_factory, 
         return
     original = [r.to_json() for r in CHAIN.store.records()]
     assert [r.to_json() for r in records] == original, "a changed log verified"
+
+
+@pytest.mark.parametrize(("kind", "body"), BODIES)
+def test_assembled_line_is_the_canonical_form(kind: str, body: dict):
+    """The fast line of a fresh record equals the canonical JSON of its parts, byte for byte."""
+    rec = Chain(MemoryStore()).append(kind, body)  # type: ignore[arg-type]
+    assert rec.line() == canonical_json(rec.to_json()).decode()
+    again = Record.from_json(json.loads(rec.line()))
+    assert again.canon is None and again.expected_hash() == rec.hash == rec.expected_hash()
