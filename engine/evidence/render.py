@@ -48,13 +48,14 @@ def render_map(
     fig = Figure(figsize=(size_px / 100, size_px / 100), dpi=100)
     FigureCanvasAgg(fig)
     ax = fig.add_subplot(1, 1, 1)
-    ax.set_aspect("equal", adjustable="datalim")
+    ax.set_aspect("equal", adjustable="box")
     xs_all: list[float] = []
     ys_all: list[float] = []
     for feat in (zones or {}).get("features", []):
         props, geom = feat["properties"], feat["geometry"]
         colour, alpha = ROLE_STYLE.get(props.get("role", ""), ("#000000", 0.1))
         label = f"{props.get('role')} {props.get('id')}"
+        frame = props.get("role") != "corridor"  # long routes would shrink the tracks to nothing
         if geom["type"] == "Point":
             (cx,), (cy,) = proj.forward(
                 np.array([geom["coordinates"][0]]), np.array([geom["coordinates"][1]])
@@ -63,8 +64,9 @@ def render_map(
             ax.add_patch(
                 Circle((cx, cy), r, facecolor=colour, alpha=alpha, edgecolor=colour, label=label)
             )
-            xs_all += [cx - r, cx + r]
-            ys_all += [cy - r, cy + r]
+            if frame:
+                xs_all += [cx - r, cx + r]
+                ys_all += [cy - r, cy + r]
             continue
         for i, ring in enumerate(_rings(geom)):
             arr = np.asarray(ring, dtype=np.float64)
@@ -79,8 +81,9 @@ def render_map(
                     label=label if i == 0 else None,
                 )
             )
-            xs_all += [float(np.min(px)), float(np.max(px))]
-            ys_all += [float(np.min(py)), float(np.max(py))]
+            if frame:
+                xs_all += [float(np.min(px)), float(np.max(px))]
+                ys_all += [float(np.min(py)), float(np.max(py))]
     evidence = set(alert.get("evidence", {}).get("fixes", []))
     devices = sorted({f["device"] for f in fixes})
     for colour, device in zip(TRACK_COLOURS * 4, devices, strict=False):
@@ -106,10 +109,12 @@ def render_map(
                 ax.plot([x], [y], "*", color="#000000", markersize=11)
         xs_all += px.tolist()
         ys_all += py.tolist()
-    if xs_all:
-        pad = max(100.0, 0.08 * max(max(xs_all) - min(xs_all), max(ys_all) - min(ys_all)))
-        ax.set_xlim(min(xs_all) - pad, max(xs_all) + pad)
-        ax.set_ylim(min(ys_all) - pad, max(ys_all) + pad)
+    if xs_all:  # a square window round everything, so equal axes need no adjustment
+        half = max(max(xs_all) - min(xs_all), max(ys_all) - min(ys_all)) / 2
+        half += max(100.0, 0.08 * half)
+        cx, cy = (max(xs_all) + min(xs_all)) / 2, (max(ys_all) + min(ys_all)) / 2
+        ax.set_xlim(cx - half, cx + half)
+        ax.set_ylim(cy - half, cy + half)
     ax.plot([], [], "*", color="#000000", label="alert evidence fix")
     ax.set_xlabel(f"x (m, {crs})")
     ax.set_ylabel(f"y (m, {crs})")
