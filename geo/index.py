@@ -15,6 +15,7 @@ thread-safe for writers: update from one thread; evaluation only reads.
 from __future__ import annotations
 
 from collections.abc import Iterable, Sequence
+from typing import TypeAlias
 
 import numpy as np
 from shapely.geometry import MultiPolygon, Polygon
@@ -31,7 +32,7 @@ LOCALITY_MIN_PAIRS = 50_000  # visit pairs grouped by record address from this m
 LOCALITY_SHIFT = 14  # group by 2**14 doubles = 128 KiB of records
 _CIRCLE_PROBES = 8
 
-PlanarZone = Polygon | MultiPolygon | tuple[float, float, float]
+PlanarZone: TypeAlias = Polygon | MultiPolygon | tuple[float, float, float]
 
 
 def _aligned_zeros(n: int) -> np.ndarray:
@@ -153,7 +154,8 @@ class ZoneIndex:
             c = np.array([items[i][1] for i in circ], dtype=np.float64).reshape(-1, 3)
             parts.append((circ, *circle_records(c[:, 0], c[:, 1], c[:, 2])))
         if poly:
-            parts.append((poly, *polygon_records([items[i][1] for i in poly])))  # type: ignore[misc]
+            geoms = [g for i in poly if not isinstance(g := items[i][1], tuple)]
+            parts.append((poly, *polygon_records(geoms)))
         return self._store([k for k, _ in items], parts)
 
     def _project_circles(

@@ -13,7 +13,7 @@ import os
 import threading
 from concurrent.futures import ThreadPoolExecutor
 from functools import lru_cache
-from typing import Any, overload
+from typing import Any, cast, overload
 
 import numpy as np
 import shapely
@@ -89,7 +89,7 @@ class Projector:
     def forward(self, lon: Any, lat: Any) -> tuple[Any, Any]:
         """lon/lat degrees (floats or arrays) -> x/y metres."""
         if np.isscalar(lon) and np.isscalar(lat):
-            x, y = self._fwd.transform(float(lon), float(lat))
+            x, y = self._fwd.transform(float(cast(float, lon)), float(cast(float, lat)))
             return float(x), float(y)
         x, y = self._fwd.transform(
             np.asarray(lon, dtype=np.float64), np.asarray(lat, dtype=np.float64)
@@ -131,7 +131,7 @@ class Projector:
     def inverse(self, x: Any, y: Any) -> tuple[Any, Any]:
         """x/y metres (floats or arrays) -> lon/lat degrees."""
         if np.isscalar(x) and np.isscalar(y):
-            lon, lat = self._inv.transform(float(x), float(y))
+            lon, lat = self._inv.transform(float(cast(float, x)), float(cast(float, y)))
             return float(lon), float(lat)
         lon, lat = self._inv.transform(
             np.asarray(x, dtype=np.float64), np.asarray(y, dtype=np.float64)

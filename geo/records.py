@@ -21,7 +21,8 @@ POLYGON_BATCH = 20_000  # polygons compiled per numpy pass (bounds temporary mem
 
 
 def _padded(length: np.ndarray) -> np.ndarray:
-    return (length + ALIGN - 1) // ALIGN * ALIGN
+    out: np.ndarray = (length + ALIGN - 1) // ALIGN * ALIGN
+    return out
 
 
 def circle_records(cx: np.ndarray, cy: np.ndarray, r: np.ndarray) -> tuple[np.ndarray, np.ndarray]:

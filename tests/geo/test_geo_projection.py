@@ -137,3 +137,18 @@ def test_circle_zone_follows_geodesic_circle(centre, radius, az) -> None:
 def test_geodesic_distance_reference() -> None:
     """geodesic_distance_m gives the WGS84 distance (the quarter meridian is 10,001,965.729 m)."""
     assert geodesic_distance_m(0.0, 0.0, 90.0, 0.0) == pytest.approx(10_001_965.729, abs=1e-3)
+
+
+def test_forward_bulk_equals_forward(monkeypatch) -> None:
+    """The threaded bulk projection used for index builds gives exactly forward()'s numbers."""
+    import geo.projection as projection_module
+
+    monkeypatch.setattr(projection_module, "BULK_MIN_POINTS", 10)
+    proj = Projector()
+    rng = np.random.default_rng(5)
+    lon = rng.uniform(3.4, 7.2, 1001)
+    lat = rng.uniform(50.8, 53.5, 1001)
+    x1, y1 = proj.forward(lon, lat)
+    x2, y2 = proj.forward_bulk(lon, lat)
+    np.testing.assert_array_equal(x1, x2)
+    np.testing.assert_array_equal(y1, y2)

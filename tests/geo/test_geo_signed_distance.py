@@ -169,3 +169,29 @@ def test_locality_ordered_batch_equals_plain_order(monkeypatch, parallel: bool) 
     ordered = ix.signed_distance(sl, x, y, parallel=parallel)
     np.testing.assert_array_equal(plain, ordered)
     assert np.all(plain[:50] == 0.0)
+
+
+def test_repeated_vertices_and_long_rings_are_handled() -> None:
+    """Zero-length edges (repeated vertices) and rings longer than one edge block agree with shapely."""
+    ring = [
+        (0.0, 0.0),
+        (5.0, 0.0),
+        (5.0, 0.0),
+        (10.0, 0.0),
+        (10.0, 10.0),
+        (10.0, 10.0),
+        (0.0, 10.0),
+    ]
+    poly = Polygon(ring)
+    assert poly.is_valid
+    x, y = _xy((5.0, 0.0), (5.0, -1.0), (5.0, 5.0), (10.0, 10.0), (11.0, 11.0), (7.5, 0.0))
+    assert_matches_shapely(poly, x, y)
+    angles = np.linspace(0.0, 2 * np.pi, 1001)[:-1]
+    radii = 1_000.0 + 200.0 * np.sin(7 * angles)
+    big = Polygon(
+        np.column_stack((150_000 + radii * np.cos(angles), 450_000 + radii * np.sin(angles)))
+    )
+    rng = np.random.default_rng(2)
+    x = rng.uniform(148_000, 152_000, 500)
+    y = rng.uniform(448_000, 452_000, 500)
+    assert_matches_shapely(big, x, y)
