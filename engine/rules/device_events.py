@@ -50,6 +50,7 @@ class DeviceRules:
 
     def __init__(self) -> None:
         self.battery: dict[str, BatteryTrend] = {}
+        self.non_gnss_since: dict[str, float] = {}  # device -> device time of first Wi-Fi/cell fix in a row
 
     # --- fixes -------------------------------------------------------------------------
     def on_fix(self, ctx: RuleContext, fix: Fix, late: bool) -> None:
@@ -62,6 +63,7 @@ class DeviceRules:
             self._tamper(ctx, person, fix.device, fix.t, f"strap_{fix.strap}", fix.key, late)
         if fix.batt is not None:
             self._battery(ctx, role, person, fix.device, fix.t, fix.batt, fix.key, late)
+        self._position_source(ctx, role, person, fix, late)
 
     # --- events ------------------------------------------------------------------------
     def on_event(self, ctx: RuleContext, ev: DeviceEvent, late: bool) -> None:
@@ -185,6 +187,25 @@ class DeviceRules:
             level = "alarm"
             detail += f", will run out during a curfew (~{(dies - t) / 3600:.1f} h left)"
         self._raise(ctx, role, person, "battery", device, level, t, detail, key, late)
+
+    def _position_source(
+        self, ctx: RuleContext, role: str, person: str, fix: Fix, late: bool
+    ) -> None:
+        """Only Wi-Fi/cell positions for a while (no GNSS event needed): decisions are blunt."""
+        if fix.src == "gnss":
+            if self.non_gnss_since.pop(fix.device, None) is not None:
+                alert = self._open(ctx, role, person, "signal_loss", fix.device)
+                if alert is not None and alert.detail.startswith("only Wi-Fi/cell"):
+                    self._resolve_for(ctx, role, person, "signal_loss", fix.device, "GNSS positions again")
+            return
+        since = self.non_gnss_since.setdefault(fix.device, fix.t)
+        span = fix.t - since
+        if span >= ctx.rules.non_gnss_alert_s:
+            self._signal(
+                ctx, role, person, fix.device, fix.t, "warning",
+                f"only Wi-Fi/cell positions for {span / 60:.0f} min (accuracy {fix.acc:.0f} m)",
+                fix.key, late,
+            )
 
     def _curfew_before(self, ctx: RuleContext, subject: str, t: float, dies: float) -> bool:
         """True when an inclusion-zone window is active at or starts before the battery dies."""

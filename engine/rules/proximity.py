@@ -81,7 +81,8 @@ def grade(rule: ProximityRule, r: PairReading, fast_ttc_s: float) -> tuple[Level
         if within_certainty(d, rule.alert_m, r.slack_m, 0.0) == "possible":
             return "warning", "possible"
         return None, None
-    return level, within_certainty(d, threshold, r.slack_m, 0.0)
+    # a level earned by the predicted closest approach, not the distance now, is a forecast
+    return level, within_certainty(d, threshold, r.slack_m, 0.0) or "possible"
 
 
 class ProximityRules:

@@ -100,3 +100,15 @@ def test_malformed_message_is_dead_lettered_and_the_next_one_processed():
     assert dl["reason"] == "bad_json" and dl["_topic"] == "em/deadletter"
     assert h.engine.stats.rejected["bad_json"] == 1
     assert [lvl for _, _, lvl, _ in h.changes("exclusion")] == ["warning", "alarm"]
+
+
+def test_only_cell_positions_for_a_quarter_hour_is_a_signal_warning_and_gnss_ends_it():
+    """No GNSS event, but 15 minutes of cell positions: the centre is told decisions are blunt."""
+    h = Harness.build(orders_doc())
+    am = DeviceScript("AM-1001")
+    for i in range(16):
+        h.send(am.fix(T0 + 60 * i, X0, Y0, acc=800.0, src="cell"), T0 + 60 * i + 1)
+    (opened,) = [c for c in h.effects.changes if c.alert.kind == "signal_loss"]
+    assert opened.alert.level == "warning" and "only Wi-Fi/cell" in opened.alert.detail
+    h.send(am.fix(T0 + 1000, X0, Y0, acc=8.0), T0 + 1001)
+    assert h.changes("signal_loss")[-1][3] == "resolved"
