@@ -1,7 +1,8 @@
 """Faults a 24/7 centre meets, each against real mosquitto and Redis started here.
 
 The workload: N subjects each walk into their own ban zone and out again, so
-exactly 2 N alert changes (open, resolved) must reach the centre, each once.
+exactly 3 N alert changes (warning on the first fix inside, alarm on the second,
+resolved) must reach the centre, each once.
 """
 
 from __future__ import annotations
@@ -83,6 +84,13 @@ class Centre:
         if self.task:
             self.task.cancel()
 
+    def report(self, fault: str, sent: int) -> None:
+        """One line for the README's fault table (visible with ``pytest -s``)."""
+        counts = Counter(self.changes)
+        expected = 3 * N
+        print(f"\nFAULT | {fault} | {sent} | {expected} | {len(counts)} | "
+              f"{sum(c - 1 for c in counts.values())} | {max(0, expected - len(counts))}")
+
     def exactly_once(self) -> tuple[int, int]:
         """(distinct alert changes, raw repeats); every repeat must be a byte-identical copy."""
         assert all(len(v) == 1 for v in self.copies.values()), "a repeat differs from the original"
@@ -129,18 +137,19 @@ async def test_engine_sigkilled_mid_stream_and_restarted_raises_every_alert_exac
         await asyncio.sleep(0.5)
         await eng.start()
         await pub
-        await procs.until(lambda: len(set(centre.changes)) >= 2 * N, 60, f"{2 * N} alert changes")
+        await procs.until(lambda: len(set(centre.changes)) >= 3 * N, 60, f"{3 * N} alert changes")
         await asyncio.sleep(2.0)  # time for any duplicate to show up
     finally:
         eng.stop()
         await centre.close()
+    centre.report("engine SIGKILLed mid-stream, restarted", len(workload(N)))
     once, dups = centre.exactly_once()
     log = (tmp / "engine-emguard-engine-a.log").read_text()
-    assert 3 <= seen_at_kill < 2 * N
+    assert 3 <= seen_at_kill < 3 * N
     assert "restored engine state" in log and "restored engine state (0 alerts)" not in log
     # Nothing lost; a repeat can only come from a kill between the broker's PUBACK and the
     # outbox confirmation, and is then an identical copy with the same (alert_id, change_seq).
-    assert once == 2 * N, log[-3000:]
+    assert once == 3 * N, log[-3000:]
     assert dups <= 1, log[-3000:]
 
 
@@ -162,12 +171,13 @@ async def test_redis_restarted_mid_stream_loses_and_doubles_nothing(world):
         await asyncio.sleep(3.0)
         await store.start()
         await pub
-        await procs.until(lambda: len(set(centre.changes)) >= 2 * N, 60, f"{2 * N} alert changes")
+        await procs.until(lambda: len(set(centre.changes)) >= 3 * N, 60, f"{3 * N} alert changes")
         await asyncio.sleep(2.0)
     finally:
         eng.stop()
         await centre.close()
-    assert centre.exactly_once() == (2 * N, 0), (tmp / "engine-emguard-engine-a.log").read_text()[-3000:]
+    centre.report("Redis stopped 3 s mid-stream, restarted", len(workload(N)))
+    assert centre.exactly_once() == (3 * N, 0), (tmp / "engine-emguard-engine-a.log").read_text()[-3000:]
 
 
 async def test_flood_of_malformed_messages_is_dead_lettered_while_good_traffic_flows(world):
@@ -188,10 +198,11 @@ async def test_flood_of_malformed_messages_is_dead_lettered_while_good_traffic_f
         mixed.extend(bad[i * 2000 // len(good):(i + 1) * 2000 // len(good)])
     try:
         await publish(broker.port, mixed, 0.0)
-        await procs.until(lambda: centre.deadletters >= 2000 and len(set(centre.changes)) >= 2 * N, 60,
+        await procs.until(lambda: centre.deadletters >= 2000 and len(set(centre.changes)) >= 3 * N, 60,
                           "dead letters and alerts")
     finally:
         eng.stop()
         await centre.close()
+    centre.report("2,000 malformed messages interleaved", len(mixed))
     assert centre.deadletters == 2000
-    assert centre.exactly_once() == (2 * N, 0)
+    assert centre.exactly_once() == (3 * N, 0)
