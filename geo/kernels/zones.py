@@ -442,3 +442,76 @@ def crossing_batch(slots, x0, y0, x1, y1, zoff, blob, out):
         else:
             out[i] = r
     return bad
+
+
+# -------------------------------------------------------------------- build
+@jit
+def write_polygon_records(x, y, ring_off, part_off, geom_off, rec_off, buf):
+    """Write one polygon record per geometry into ``buf`` at ``rec_off[g]`` (see module doc).
+
+    Input is ragged and planar (metres): closed rings ``x[ring_off[r]:ring_off[r + 1]]``,
+    rings of part ``p`` are ``part_off[p]:part_off[p + 1]``, parts of geometry
+    ``g`` are ``geom_off[g]:geom_off[g + 1]`` (the layout of
+    ``shapely.to_ragged_array`` for MultiPolygon).  ``buf`` must be zeroed
+    and sized for ``HEADER + (BOX_SIZE + BLOCK_SIZE) * blocks`` doubles per record.
+    """
+    for g in range(geom_off.shape[0] - 1):
+        r0 = part_off[geom_off[g]]
+        r1 = part_off[geom_off[g + 1]]
+        nb = 0
+        for r in range(r0, r1):
+            nb += (ring_off[r + 1] - ring_off[r] - 1 + BLOCK_EDGES - 1) // BLOCK_EDGES
+        o = rec_off[g]
+        boxes = o + HEADER
+        blocks = boxes + BOX_SIZE * nb
+        gminx = math.inf
+        gminy = math.inf
+        gmaxx = -math.inf
+        gmaxy = -math.inf
+        k = 0
+        for r in range(r0, r1):
+            start = ring_off[r]
+            last = ring_off[r + 1] - 1
+            s = start
+            while s < last:
+                b = blocks + BLOCK_SIZE * k
+                ys = b + BLOCK_EDGES + 1
+                inv = ys + BLOCK_EDGES + 1
+                minx = math.inf
+                miny = math.inf
+                maxx = -math.inf
+                maxy = -math.inf
+                for j in range(BLOCK_EDGES + 1):
+                    v = min(s + j, last)
+                    vx = x[v]
+                    vy = y[v]
+                    buf[b + j] = vx
+                    buf[ys + j] = vy
+                    minx = min(minx, vx)
+                    miny = min(miny, vy)
+                    maxx = max(maxx, vx)
+                    maxy = max(maxy, vy)
+                for j in range(BLOCK_EDGES):
+                    ex = buf[b + j + 1] - buf[b + j]
+                    ey = buf[ys + j + 1] - buf[ys + j]
+                    len2 = ex * ex + ey * ey
+                    buf[inv + j] = 1.0 / len2 if len2 > 0.0 else 0.0
+                q = boxes + BOX_SIZE * k
+                buf[q] = minx
+                buf[q + 1] = miny
+                buf[q + 2] = maxx
+                buf[q + 3] = maxy
+                gminx = min(gminx, minx)
+                gminy = min(gminy, miny)
+                gmaxx = max(gmaxx, maxx)
+                gmaxy = max(gmaxy, maxy)
+                k += 1
+                s += BLOCK_EDGES
+        buf[o] = KIND_POLYGON
+        buf[o + 1] = gminx
+        buf[o + 2] = gminy
+        buf[o + 3] = gmaxx
+        buf[o + 4] = gmaxy
+        buf[o + 5] = nb
+        buf[o + 6] = r1 - r0
+        buf[o + 7] = 0.0
