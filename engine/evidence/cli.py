@@ -137,3 +137,32 @@ def head_cmd(log: Path) -> None:
         click.echo(f"empty {GENESIS}")
     else:
         click.echo(f"{head.seq} {head.hash}")
+
+
+@evidence_group.command("redact-victims")
+@click.option(
+    "--log", "log", required=True, type=_EXISTING, help="A log no engine is appending to."
+)
+@click.option(
+    "--orders", required=True, type=_EXISTING, help="orders.json naming the victims' devices."
+)
+@click.option("--before", required=True, help="Forget victims' fixes older than this (RFC 3339).")
+@click.option(
+    "--margin-s", default=600.0, show_default=True, help="Kept around every alert naming her."
+)
+def redact_cmd(log: Path, orders: Path, before: str, margin_s: float) -> None:
+    """Forget protected persons' positions older than --before; every hash still verifies."""
+    from engine.evidence.retention import redact_victim_fixes
+    from engine.orders import load_orders
+    from engine.timeutil import parse_time
+
+    try:
+        s = redact_victim_fixes(log, load_orders(orders), parse_time(before), margin_s=margin_s)
+    except ChainBroken as exc:
+        _fail(f"the log does not verify, nothing redacted: {exc}")
+        return
+    except (EngineError, ValueError) as exc:
+        raise click.ClickException(str(exc)) from exc
+    click.echo(
+        f"{s.redacted} victim fixes redacted, {s.kept_for_alerts} kept as alert evidence; head {s.head_hash}"
+    )

@@ -20,6 +20,7 @@ from engine.evidence.orderdoc import order_digest
 from engine.evidence.store import read_records
 from engine.orders import load_orders
 from engine.testing import ORIGIN, T0, DeviceScript, Harness, circle, orders_doc
+from engine.timeutil import format_time
 
 X0, Y0 = ORIGIN
 OTHER_Y = Y0 + 20_000  # the second subject lives and moves 20 km north
@@ -360,3 +361,52 @@ def test_import_refuses_a_non_empty_log(case, tmp_path: Path):
 
     with pytest.raises(EvidenceError, match="not empty"):
         import_history(src, target)
+
+
+def test_victim_positions_are_forgotten_after_retention_and_the_chain_still_verifies(
+    case, tmp_path: Path
+):
+    """Redacting her old fixes keeps every hash valid and keeps those around her alerts."""
+    log = tmp_path / "audit.jsonl"
+    shutil.copy(case["log"], log)
+    head_before = verify_records(read_records(log), prev_hash=GENESIS, first_seq=0).last_hash
+
+    def her_fixes() -> int:
+        return sum(
+            1
+            for r in read_records(log)
+            if r.kind == "fix" and r.body and r.body["device"] == "VD-2001"
+        )
+
+    total = her_fixes()
+    res = CliRunner().invoke(
+        evidence_group,
+        [
+            "redact-victims",
+            "--log",
+            str(log),
+            "--orders",
+            str(case["orders"]),
+            "--before",
+            format_time(T0 + 3600),
+            "--margin-s",
+            "0",
+        ],
+    )
+    assert res.exit_code == 0, res.output
+    left = her_fixes()
+    assert 0 < left < total  # the ones inside her alert's episode stay as evidence
+    assert (
+        verify_records(read_records(log), prev_hash=GENESIS, first_seq=0).last_hash == head_before
+    )
+    his = sum(
+        1 for r in read_records(log) if r.kind == "fix" and r.body and r.body["device"] == "AM-1001"
+    )
+    assert his == 40  # only the protected person's positions are forgotten
+    verify_bundle(
+        export_bundle(
+            log, case["alert_id"], tmp_path / "b", load_orders(case["orders"]), render=False
+        )
+        and tmp_path / "b",
+        log=log,
+    )
