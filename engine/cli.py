@@ -43,15 +43,16 @@ def demo(once: bool, http_port: int, broker: str, speed: float) -> None:
 @click.option("--orders", default=None, help="orders.json [EMGUARD_ORDERS]")
 @click.option("--http-port", default=None, type=int, help="HTTP port for API, console, metrics [EMGUARD_HTTP_PORT]")
 @click.option("--shared-group", default=None, help="MQTT v5 shared subscription group [EMGUARD_SHARED_GROUP]")
+@click.option("--evidence-log", default=None, help="hash-chained evidence log, one per worker [EMGUARD_EVIDENCE_LOG]")
 def serve(broker: str | None, redis_url: str | None, orders: str | None, http_port: int | None,
-          shared_group: str | None) -> None:
+          shared_group: str | None, evidence_log: str | None) -> None:
     """Run the production service (config from flags, EMGUARD_* environment)."""
     from engine.config import ServiceConfig
     from engine.serve import run_serve
 
     try:
         cfg = ServiceConfig.from_env(broker=broker, redis=redis_url, orders=orders, http_port=http_port,
-                                     shared_group=shared_group)
+                                     shared_group=shared_group, evidence_log=evidence_log)
         asyncio.run(run_serve(cfg))
     except EngineError as exc:
         raise click.ClickException(str(exc)) from exc
@@ -63,12 +64,14 @@ def serve(broker: str | None, redis_url: str | None, orders: str | None, http_po
 @click.argument("trace", type=click.Path(exists=True, dir_okay=False, path_type=Path))
 @click.option("--orders", required=True, type=click.Path(exists=True, dir_okay=False, path_type=Path))
 @click.option("--out", required=True, type=click.Path(dir_okay=False, path_type=Path))
-def replay(trace: Path, orders: Path, out: Path) -> None:
+@click.option("--evidence", type=click.Path(dir_okay=False, path_type=Path), default=None,
+              help="Also write the hash-chained evidence log (JSON Lines) of this replay.")
+def replay(trace: Path, orders: Path, out: Path, evidence: Path | None) -> None:
     """Replay a trace in-process, in device time; same alerts every run."""
     from engine.replay import replay_trace, write_alerts
 
     try:
-        alerts = replay_trace(trace, orders)
+        alerts = replay_trace(trace, orders, evidence_path=evidence)
     except EngineError as exc:
         raise click.ClickException(str(exc)) from exc
     write_alerts(alerts, out)
@@ -103,9 +106,11 @@ def deploy_mosquitto(orders: Path, out: Path, registry: Path | None, tls_dir: Pa
 def _add_commands() -> None:
     """Commands defined next to the code they drive (orders check, simulator tools)."""
     from engine.enforceability import orders_group
+    from engine.evidence.cli import evidence_group
     from simulator.cli_commands import COMMANDS
 
     main.add_command(orders_group)
+    main.add_command(evidence_group)
     for command in COMMANDS:
         main.add_command(command)
 

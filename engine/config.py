@@ -82,6 +82,7 @@ class ServiceConfig:
     log_level: str = "INFO"
     client_id: str = "emguard-engine"
     queue_size: int = 10_000
+    evidence_log: str | None = None
 
     @classmethod
     def from_env(cls, env: Mapping[str, str] | None = None, **overrides: object) -> ServiceConfig:
@@ -120,4 +121,5 @@ _ENV = {
     "http_host": "EMGUARD_HTTP_HOST",
     "log_level": "EMGUARD_LOG_LEVEL",
     "client_id": "EMGUARD_CLIENT_ID",
+    "evidence_log": "EMGUARD_EVIDENCE_LOG",
 }

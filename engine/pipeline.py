@@ -189,7 +189,7 @@ class Engine:
         return effects
 
     # --- durability ----------------------------------------------------------------------
-    SNAPSHOT_VERSION = 1
+    SNAPSHOT_VERSION = 2
 
     def snapshot(self) -> bytes:
         """All mutable decision state (not orders or zones, which come from configuration).
@@ -206,6 +206,7 @@ class Engine:
             "battery": self.device_rules.battery,
             "victim_rank": self.notifier.victim_rank,
             "silent": self.silent,
+            "crossings": (self.crossings.visits, self.crossings.status, self.crossings.noted),
         }
         return pickle.dumps(state, protocol=pickle.HIGHEST_PROTOCOL)
 
@@ -222,6 +223,7 @@ class Engine:
         self.device_rules.battery = state["battery"]
         self.notifier.victim_rank = state["victim_rank"]
         self.silent = state["silent"]
+        self.crossings.visits, self.crossings.status, self.crossings.noted = state["crossings"]
 
     def forget_old_victim_positions(self, now: float) -> int:
         """Drop protected persons' track points older than the retention (privacy); count dropped."""

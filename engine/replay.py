@@ -15,6 +15,7 @@ from typing import Any
 
 from engine.config import EngineConfig
 from engine.errors import EngineError
+from engine.evidence import Chain, attach, open_log
 from engine.orders import OrderBook, load_orders
 from engine.pipeline import Effects, Engine
 from engine.timeutil import parse_time
@@ -49,12 +50,20 @@ def replay_messages(
     config: EngineConfig | None = None,
     *,
     include_messages: bool = False,
+    evidence: Chain | None = None,
 ) -> list[dict[str, Any]]:
-    """Run messages through a fresh engine; return alert state changes in contract §5 form."""
+    """Run messages through a fresh engine; return alert state changes in contract §5 form.
+
+    With ``evidence`` every evaluated fix and every change is appended to that hash chain.
+    """
     engine = Engine(book, config)
     out: list[dict[str, Any]] = []
+    listen = attach(engine, evidence) if evidence is not None else None
+    now = 0.0
 
     def collect(effects: Effects) -> None:
+        if listen is not None:
+            listen(effects, now)
         for change in effects.changes:
             out.append(change.alert.to_wire())
         if include_messages:
@@ -71,11 +80,14 @@ def replay_messages(
             clock = arrival
         while clock + TICK_S <= arrival:
             clock += TICK_S
+            now = clock
             collect(engine.tick(clock))
+        now = arrival
         collect(engine.handle(topic, payload, arrival))
         last = max(last, arrival)
     if clock is not None:
         end = last + engine.config.rules.reorder_max_hold_s + TICK_S
+        now = end
         collect(engine.flush(end))
         collect(engine.tick(end))
     return out
@@ -85,9 +97,19 @@ def replay_trace(
     trace_path: str | Path,
     orders_path: str | Path,
     config: EngineConfig | None = None,
+    *,
+    evidence_path: str | Path | None = None,
 ) -> list[dict[str, Any]]:
     """Replay a trace file against an orders file (the simulator's suite calls this)."""
-    return replay_messages(list(read_trace(trace_path)), load_orders(orders_path), config)
+    messages = list(read_trace(trace_path))
+    book = load_orders(orders_path)
+    if evidence_path is None:
+        return replay_messages(messages, book, config)
+    chain = Chain(open_log(evidence_path))
+    try:
+        return replay_messages(messages, book, config, evidence=chain)
+    finally:
+        chain.close()
 
 
 def write_alerts(alerts: list[dict[str, Any]], out: str | Path) -> None:

@@ -12,6 +12,7 @@ from typing import Any
 
 from engine.config import EngineConfig, ServiceConfig
 from engine.errors import ConfigError
+from engine.evidence import Chain, attach, open_log
 from engine.logjson import use_json_logs
 from engine.orders import load_orders
 from engine.pipeline import Engine
@@ -44,6 +45,12 @@ async def run_serve(cfg: ServiceConfig) -> None:
     if store is None:
         log.warning("no --redis: state is in memory only; a restart loses open alerts")
     service = Service(engine, cfg, store=store)
+    chain = None
+    if cfg.evidence_log:
+        # one log per worker process: the chain is single-writer by design
+        chain = Chain(open_log(cfg.evidence_log, fsync=True))
+        service.listeners.append(attach(engine, chain))
+        service.before_ack.append(chain.flush)
     stop = asyncio.Event()
     loop = asyncio.get_running_loop()
     for sig in (signal.SIGINT, signal.SIGTERM):
@@ -64,3 +71,5 @@ async def run_serve(cfg: ServiceConfig) -> None:
     finally:
         if server is not None:
             await server.stop()
+        if chain is not None:
+            chain.close()

@@ -76,6 +76,7 @@ class Service:
         self.outbox: deque[tuple[int | None, Outgoing]] = deque()
         self.outbox_ready = asyncio.Event()
         self.listeners: list[Listener] = []
+        self.before_ack: list[Callable[[], None]] = []  # e.g. flush the evidence log
         self.connected = False
         self.connected_protocol: str | None = None
         self.store_connected = True  # in-memory state is always there; a store is checked at start
@@ -288,6 +289,8 @@ class Service:
     async def _commit(self) -> None:
         """One atomic store commit of the state and staged messages; then ack and publish."""
         async with self._commit_lock:
+            for hook in self.before_ack:  # what must be durable before a message is acked
+                hook()
             if self.store is None:
                 self._release(list(zip([None] * len(self._staged), self._staged, strict=True)))
                 return
