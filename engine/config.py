@@ -83,6 +83,8 @@ class ServiceConfig:
     client_id: str = "emguard-engine"
     queue_size: int = 10_000
     evidence_log: str | None = None
+    worker_index: int = 0  # this worker's place among `workers` (scale-out, engine/cluster.py)
+    workers: int = 1
 
     @classmethod
     def from_env(cls, env: Mapping[str, str] | None = None, **overrides: object) -> ServiceConfig:
@@ -98,8 +100,9 @@ class ServiceConfig:
         try:
             if "http_port" in values:
                 values["http_port"] = int(str(values["http_port"]))
-            if "queue_size" in values:
-                values["queue_size"] = int(str(values["queue_size"]))
+            for name in ("queue_size", "worker_index", "workers"):
+                if name in values:
+                    values[name] = int(str(values[name]))
         except ValueError as exc:
             raise ConfigError(f"EMGUARD_HTTP_PORT / queue size must be an integer: {exc}") from exc
         cfg = cls(**values)  # type: ignore[arg-type]
@@ -122,4 +125,6 @@ _ENV = {
     "log_level": "EMGUARD_LOG_LEVEL",
     "client_id": "EMGUARD_CLIENT_ID",
     "evidence_log": "EMGUARD_EVIDENCE_LOG",
+    "worker_index": "EMGUARD_WORKER_INDEX",
+    "workers": "EMGUARD_WORKERS",
 }

@@ -218,8 +218,9 @@ def plan_accounts(
             check_name(engine_user, "engine user"),
             "engine",
             None,
-            read=(f"{p}/dev/#", f"{ot}/#", f"{p}/ack"),
-            write=(f"{p}/alerts/#", f"{p}/cmd/#", f"{p}/deadletter"),
+            # internal: workers forward messages of cases another worker owns (engine/cluster.py)
+            read=(f"{p}/dev/#", f"{ot}/#", f"{p}/ack", f"{p}/internal/#"),
+            write=(f"{p}/alerts/#", f"{p}/cmd/#", f"{p}/deadletter", f"{p}/internal/#"),
         ),
         MqttAccount(
             check_name(centre_user, "centre user"),

@@ -14,7 +14,7 @@ from typing import Any, Literal
 from engine.alerts import LEVEL_RANK, Alert
 from engine.timeutil import format_time
 
-Channel = Literal["centre", "victim", "subject", "device", "deadletter"]
+Channel = Literal["centre", "victim", "subject", "device", "deadletter", "forward"]
 
 
 @dataclass(frozen=True, slots=True)

@@ -11,6 +11,7 @@ from pathlib import Path
 from typing import Any
 
 from engine.config import EngineConfig, ServiceConfig
+from engine.cluster import Cluster
 from engine.errors import ConfigError
 from engine.evidence import Chain, attach, open_log
 from engine.logjson import use_json_logs
@@ -41,10 +42,13 @@ async def run_serve(cfg: ServiceConfig) -> None:
     book = load_orders(doc)
     use_json_logs(cfg.log_level)
     engine = Engine(book, EngineConfig(prefix=cfg.topic_prefix))
-    store = RedisStore(cfg.redis) if cfg.redis else None
+    cluster = Cluster.from_book(book, cfg.worker_index, cfg.workers, cfg.topic_prefix)
+    # each worker persists the cases it owns under its own namespace
+    namespace = "emguard" if cfg.workers == 1 else f"emguard:w{cfg.worker_index}"
+    store = RedisStore(cfg.redis, namespace) if cfg.redis else None
     if store is None:
         log.warning("no --redis: state is in memory only; a restart loses open alerts")
-    service = Service(engine, cfg, store=store)
+    service = Service(engine, cfg, store=store, cluster=cluster)
     chain = None
     if cfg.evidence_log:
         # one log per worker process: the chain is single-writer by design

@@ -39,6 +39,7 @@ from paho.mqtt.packettypes import PacketTypes
 from paho.mqtt.properties import Properties
 
 from engine.alerts import Alert, AlertActionError
+from engine.cluster import Cluster
 from engine.config import ServiceConfig
 from engine.messages import Outgoing, deadletter
 from engine.pipeline import Effects, Engine
@@ -64,6 +65,7 @@ class Service:
         protocol: str = "auto",
         persistent_session: bool = True,
         store: StateStore | None = None,
+        cluster: Cluster | None = None,
         clock: Callable[[], float] = time.time,
     ) -> None:
         self.engine = engine
@@ -71,6 +73,8 @@ class Service:
         self.protocol = protocol
         self.persistent_session = persistent_session
         self.store = store
+        self.cluster = cluster if cluster is not None and cluster.workers > 1 else None
+        self.forwarded = 0
         self.clock = clock
         self.inbox: asyncio.Queue[tuple[float, str, bytes, Ack | None]] = asyncio.Queue(config.queue_size)
         self.outbox: deque[tuple[int | None, Outgoing]] = deque()
@@ -321,6 +325,8 @@ class Service:
     def _ack_message(self, payload: bytes) -> None:
         try:
             doc = json.loads(payload)
+            if self.cluster is not None and str(doc.get("alert_id")) not in self.engine.alerts.alerts:
+                return  # every worker hears every ack; the alert's owner applies it
             effects = self.engine.act(
                 str(doc["alert_id"]), str(doc["action"]), str(doc.get("by", "")),
                 str(doc.get("note", "")), self.clock(),
@@ -358,6 +364,25 @@ class Service:
 
     def _handle(self, topic: str, payload: bytes, arrival: float) -> None:
         """One device message through the engine; an engine bug dead-letters it, never stops the loop."""
+        if self.cluster is not None:
+            original = self.cluster.unwrap(topic)
+            if original is not None:  # forwarded to us by the worker that received it
+                try:
+                    topic, payload = original, json.loads(payload)["raw"].encode()
+                except (ValueError, KeyError, TypeError, AttributeError):
+                    log.error("unreadable forwarded message on %s", topic)
+                    return
+            else:
+                owner = self.cluster.owner_of_topic(topic, dict(self.engine.book.owntracks))
+                if owner is not None and owner != self.cluster.index:
+                    # committed in the outbox with this batch, so the original is acked only
+                    # once the forward is durable: at-least-once across the hop
+                    self.forwarded += 1
+                    self._stage([Outgoing(
+                        "forward", self.cluster.internal_topic(owner, topic),
+                        {"raw": payload.decode("utf-8", "replace")},
+                    )])
+                    return
         try:
             effects = self.engine.handle(topic, payload, arrival)
         except Exception as exc:  # noqa: BLE001 - the loop must survive our own bugs too
@@ -438,5 +463,8 @@ class Service:
         return topics
 
     async def _subscribe(self, client: aiomqtt.Client) -> None:
-        for topic in [*self._device_topics(), f"{self.config.topic_prefix}/ack"]:
+        topics = [*self._device_topics(), f"{self.config.topic_prefix}/ack"]
+        if self.cluster is not None:
+            topics.append(self.cluster.internal_topic(self.cluster.index, "#"))
+        for topic in topics:
             await client.subscribe(topic, qos=1)

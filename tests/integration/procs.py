@@ -81,11 +81,12 @@ def redis(tmp: Path) -> Proc:
     return Proc(argv, port, log=tmp / "redis.log")
 
 
-def engine(tmp: Path, broker_port: int, redis_port: int, orders: Path, client_id: str = "emguard-engine-a") -> Proc:
+def engine(tmp: Path, broker_port: int, redis_port: int, orders: Path, client_id: str = "emguard-engine-a",
+           **extra_env: str) -> Proc:
     http = free_port()
     env = {**os.environ, "EMGUARD_BROKER": f"mqtt://127.0.0.1:{broker_port}",
            "EMGUARD_REDIS": f"redis://127.0.0.1:{redis_port}/0", "EMGUARD_ORDERS": str(orders),
-           "EMGUARD_HTTP_PORT": str(http), "EMGUARD_CLIENT_ID": client_id}
+           "EMGUARD_HTTP_PORT": str(http), "EMGUARD_CLIENT_ID": client_id, **extra_env}
     argv = [sys.executable, "-m", "engine.cli", "--log-level", "INFO", "serve"]
     return Proc(argv, http, env=env, log=tmp / f"engine-{client_id}.log")
 
