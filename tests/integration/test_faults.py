@@ -206,3 +206,42 @@ async def test_flood_of_malformed_messages_is_dead_lettered_while_good_traffic_f
     centre.report("2,000 malformed messages interleaved", len(mixed))
     assert centre.deadletters == 2000
     assert centre.exactly_once() == (3 * N, 0)
+
+
+async def test_a_centre_that_is_away_during_the_stream_gets_every_alert_when_back(world):
+    """The centre's client drops off (persistent session) while alerts are raised: the broker
+    queues them (max_queued_messages sized in deploy/) and delivers all on reconnect."""
+    from paho.mqtt.packettypes import PacketTypes
+    from paho.mqtt.properties import Properties
+
+    tmp, broker, store, orders_file = world
+    await broker.start()
+    await store.start()
+    eng = procs.engine(tmp, broker.port, store.port, orders_file)
+    props = Properties(PacketTypes.CONNECT)
+    props.SessionExpiryInterval = 600
+
+    def client() -> aiomqtt.Client:
+        return aiomqtt.Client("127.0.0.1", broker.port, identifier="centre-away", clean_start=False,
+                              properties=props, protocol=aiomqtt.ProtocolVersion.V5)
+
+    async with client() as c:
+        await c.subscribe("em/alerts/centre", qos=1)
+    await eng.start()
+    got: list[tuple[str, int]] = []
+    try:
+        await publish(broker.port, workload(N), 0.0)
+        await asyncio.sleep(3.0)  # the engine raises everything while the centre is away
+        async with client() as c:
+            async def drain() -> None:
+                async for m in c.messages:
+                    doc = json.loads(m.payload)
+                    got.append((doc["alert_id"], doc["change_seq"]))
+                    if len(set(got)) >= 3 * N:
+                        return
+            await asyncio.wait_for(drain(), 30)
+    finally:
+        eng.stop()
+    print(f"\nFAULT | centre offline during the stream, back after | {len(workload(N))} | {3 * N} | "
+          f"{len(set(got))} | {len(got) - len(set(got))} | {3 * N - len(set(got))}")
+    assert len(set(got)) == 3 * N and len(got) == len(set(got))
