@@ -275,12 +275,15 @@ def load_orders(source: str | Path | Mapping[str, Any]) -> OrderBook:
         persons[pid] = ProtectedPerson(pid, devices)
         for d in devices:
             _claim(owner, d, ("protected", pid))
-        for ot in raw.get("owntracks", []) or []:
+        for ot in _items(raw.get("owntracks"), f"protected person {pid}: owntracks"):
             if not isinstance(ot, Mapping) or "topic" not in ot or "device" not in ot:
                 raise OrdersError(f"protected person {pid}: owntracks entries need 'topic' and 'device'")
             owntracks[str(ot["topic"])] = str(ot["device"])
 
-    for key, dev in (doc.get("owntracks") or {}).items():
+    top_owntracks = doc.get("owntracks") or {}
+    if not isinstance(top_owntracks, Mapping):
+        raise OrdersError(f"{where}: 'owntracks' must map 'user/device' to a device id")
+    for key, dev in top_owntracks.items():
         owntracks[str(key)] = str(dev)
 
     orders: dict[str, Order] = {}
@@ -315,7 +318,7 @@ def _parse_order(
     def zones(key: str, kind: str) -> tuple[ZoneRule, ...]:
         out = []
         seen: set[str] = set()
-        for z in raw.get(key, []) or []:
+        for z in _items(raw.get(key), f"{ctx}: {key}"):
             if not isinstance(z, Mapping):
                 raise OrdersError(f"{ctx}: every entry of {key} must be an object")
             zid = _str(z, "id", f"{ctx} {key}")
@@ -324,7 +327,10 @@ def _parse_order(
             seen.add(zid)
             zone_ids.add(zid)
             shape = parse_zone(z, zid)
-            schedule = tuple(_parse_window(w, f"{ctx} zone {zid}") for w in z.get("schedule", []) or [])
+            schedule = tuple(
+                _parse_window(w, f"{ctx} zone {zid}")
+                for w in _items(z.get("schedule"), f"{ctx} zone {zid}: schedule")
+            )
             protects = z.get("protected_person")
             if protects is not None and protects not in persons:
                 raise OrdersError(f"{ctx} zone {zid}: unknown protected person {protects!r}")
@@ -332,16 +338,21 @@ def _parse_order(
         return tuple(out)
 
     prox = []
-    for p in raw.get("proximity", []) or []:
+    for p in _items(raw.get("proximity"), f"{ctx}: proximity"):
+        if not isinstance(p, Mapping):
+            raise OrdersError(f"{ctx}: every proximity rule must be an object")
         pid = _str(p, "protected_person", f"{ctx} proximity")
         if pid not in persons:
             raise OrdersError(f"{ctx}: proximity names unknown protected person {pid!r}")
         alert_m = _num(p, "alert_m", f"{ctx} proximity {pid}")
-        warn_m = float(p.get("warn_m", 2 * alert_m))
-        if alert_m <= 0 or warn_m < alert_m:
-            raise OrdersError(f"{ctx} proximity {pid}: need 0 < alert_m <= warn_m")
-        critical_m = float(p.get("critical_m", alert_m * DEFAULT_CRITICAL_FRACTION))
-        critical_ttc = float(p.get("critical_ttc_s", DEFAULT_CRITICAL_TTC_S))
+        rctx = f"{ctx} proximity {pid}"
+        warn_m = _num(p, "warn_m", rctx) if "warn_m" in p else 2 * alert_m
+        critical_m = (
+            _num(p, "critical_m", rctx) if "critical_m" in p else alert_m * DEFAULT_CRITICAL_FRACTION
+        )
+        critical_ttc = _num(p, "critical_ttc_s", rctx) if "critical_ttc_s" in p else DEFAULT_CRITICAL_TTC_S
+        if not 0 < critical_m <= alert_m <= warn_m or critical_ttc < 0:
+            raise OrdersError(f"{rctx}: need 0 < critical_m <= alert_m <= warn_m and critical_ttc_s >= 0")
         prox.append(ProximityRule(pid, alert_m, warn_m, critical_m, critical_ttc))
 
     return Order(
@@ -510,6 +521,15 @@ def _parse_days(text: str, ctx: str) -> frozenset[int]:
     return frozenset(days)
 
 
+def _items(value: Any, ctx: str) -> list[Any]:
+    """An optional list field: absent or null is empty, anything but a list is an error."""
+    if value is None:
+        return []
+    if not isinstance(value, list):
+        raise OrdersError(f"{ctx} must be a list")
+    return value
+
+
 def _claim(owner: dict[str, tuple[str, str]], device: str, who: tuple[str, str]) -> None:
     if device in owner and owner[device] != who:
         raise OrdersError(f"device {device}: assigned to both {owner[device]} and {who}")
@@ -538,7 +558,9 @@ def _str_list(doc: Mapping[str, Any], key: str, ctx: str) -> list[str]:
 
 
 def _num(doc: Mapping[str, Any], key: str, ctx: str) -> float:
-    value = doc.get(key)
-    if isinstance(value, bool) or not isinstance(value, int | float):
+    value = doc.get(key) if isinstance(doc, Mapping) else None
+    if isinstance(value, bool) or not isinstance(value, int | float) or value != value:
         raise OrdersError(f"{ctx}: field {key!r} must be a number")
+    if value in (float("inf"), float("-inf")):
+        raise OrdersError(f"{ctx}: field {key!r} must be finite")
     return float(value)
