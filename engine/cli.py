@@ -44,15 +44,18 @@ def demo(once: bool, http_port: int, broker: str, speed: float) -> None:
 @click.option("--http-port", default=None, type=int, help="HTTP port for API, console, metrics [EMGUARD_HTTP_PORT]")
 @click.option("--shared-group", default=None, help="MQTT v5 shared subscription group [EMGUARD_SHARED_GROUP]")
 @click.option("--evidence-log", default=None, help="hash-chained evidence log, one per worker [EMGUARD_EVIDENCE_LOG]")
+@click.option("--config", "config_file", default=None,
+              help="TOML with [rules] thresholds and [deadlines] reaction times [EMGUARD_CONFIG]")
 def serve(broker: str | None, redis_url: str | None, orders: str | None, http_port: int | None,
-          shared_group: str | None, evidence_log: str | None) -> None:
+          shared_group: str | None, evidence_log: str | None, config_file: str | None) -> None:
     """Run the production service (config from flags, EMGUARD_* environment)."""
     from engine.config import ServiceConfig
     from engine.serve import run_serve
 
     try:
         cfg = ServiceConfig.from_env(broker=broker, redis=redis_url, orders=orders, http_port=http_port,
-                                     shared_group=shared_group, evidence_log=evidence_log)
+                                     shared_group=shared_group, evidence_log=evidence_log,
+                                     config=config_file)
         asyncio.run(run_serve(cfg))
     except EngineError as exc:
         raise click.ClickException(str(exc)) from exc

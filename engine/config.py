@@ -8,10 +8,12 @@ Defaults follow the field: a victim is warned at ``alarm`` (two-tier response,
 from __future__ import annotations
 
 import os
+import tomllib
 from collections.abc import Mapping
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, fields, replace
+from pathlib import Path
 
-from engine.alerts import DEFAULT_DEADLINES
+from engine.alerts import DEFAULT_DEADLINES, KINDS, LEVELS
 from engine.errors import ConfigError
 
 
@@ -65,6 +67,63 @@ class EngineConfig:
     max_future_s: float = 300.0
 
 
+def load_engine_config(path: str | Path, prefix: str = "em") -> EngineConfig:
+    """Rule thresholds and deadlines from a TOML file (``EMGUARD_CONFIG``).
+
+    ``[rules]`` takes any ``RuleConfig`` field; ``[deadlines]`` seconds per level (the chain
+    partners' agreed reaction times), ``[deadlines.kind.<kind>]`` per kind and level.  A key we
+    do not know or a value of the wrong type fails at start-up, naming it.
+    """
+    try:
+        with open(path, "rb") as fh:
+            doc = tomllib.load(fh)
+    except OSError as exc:
+        raise ConfigError(f"cannot read config {path}: {exc}") from exc
+    except tomllib.TOMLDecodeError as exc:
+        raise ConfigError(f"config {path} is not valid TOML: {exc}") from exc
+    unknown = set(doc) - {"rules", "deadlines", "crs", "max_future_s"}
+    if unknown:
+        raise ConfigError(f"config {path}: unknown section(s) {sorted(unknown)}")
+    defaults = RuleConfig()
+    rules_in = doc.get("rules", {})
+    known = {f.name: getattr(defaults, f.name) for f in fields(RuleConfig)}
+    for key, value in rules_in.items():
+        if key not in known:
+            raise ConfigError(f"config {path}: unknown rule setting [rules].{key}")
+        want = type(known[key])
+        ok = isinstance(value, want) or (want is float and isinstance(value, int))
+        if isinstance(value, bool) != isinstance(known[key], bool) or not ok:
+            raise ConfigError(f"config {path}: [rules].{key} must be {want.__name__}")
+    rules = replace(defaults, **{k: (tuple(v) if isinstance(v, list) else v) for k, v in rules_in.items()})
+    deadlines = dict(DEFAULT_DEADLINES)
+    kind_deadlines: dict[str, dict[str, float]] = {}
+    for key, value in doc.get("deadlines", {}).items():
+        if key == "kind":
+            for kind, levels in value.items():
+                if kind not in KINDS:
+                    raise ConfigError(f"config {path}: unknown alert kind [deadlines.kind.{kind}]")
+                kind_deadlines[kind] = {lvl: _seconds(path, f"kind.{kind}.{lvl}", s) for lvl, s in levels.items()}
+        else:
+            deadlines[key] = _seconds(path, key, value)
+    bad = {lvl for lv in [deadlines, *kind_deadlines.values()] for lvl in lv} - set(LEVELS)
+    if bad:
+        raise ConfigError(f"config {path}: unknown level(s) in [deadlines]: {sorted(bad)}")
+    return EngineConfig(
+        prefix=prefix,
+        crs=str(doc.get("crs", "EPSG:28992")),
+        rules=rules,
+        deadlines=deadlines,
+        kind_deadlines=kind_deadlines,
+        max_future_s=float(doc.get("max_future_s", 300.0)),
+    )
+
+
+def _seconds(path: str | Path, key: str, value: object) -> float:
+    if isinstance(value, bool) or not isinstance(value, int | float) or value <= 0:
+        raise ConfigError(f"config {path}: [deadlines].{key} must be a positive number of seconds")
+    return float(value)
+
+
 @dataclass(frozen=True, slots=True)
 class ServiceConfig:
     """Settings of ``emguard serve``; every field has an EMGUARD_* environment variable."""
@@ -83,6 +142,7 @@ class ServiceConfig:
     client_id: str = "emguard-engine"
     queue_size: int = 10_000
     evidence_log: str | None = None
+    config: str | None = None  # TOML with [rules] and [deadlines] (load_engine_config)
     worker_index: int = 0  # this worker's place among `workers` (scale-out, engine/cluster.py)
     workers: int = 1
 
@@ -125,6 +185,7 @@ _ENV = {
     "log_level": "EMGUARD_LOG_LEVEL",
     "client_id": "EMGUARD_CLIENT_ID",
     "evidence_log": "EMGUARD_EVIDENCE_LOG",
+    "config": "EMGUARD_CONFIG",
     "worker_index": "EMGUARD_WORKER_INDEX",
     "workers": "EMGUARD_WORKERS",
 }

@@ -46,7 +46,9 @@ class Notifier:
             rank = LEVEL_RANK[alert.level]
             told = self.victim_rank.get(alert.alert_id, -1)
             if change.change in ("raised", "level"):
-                warn_rank = LEVEL_RANK[self.rules.victim_warn_level]
+                order = book.orders.get(alert.order) if alert.order else None
+                level = (order.victim_warn_level if order else None) or self.rules.victim_warn_level
+                warn_rank = LEVEL_RANK[level]
                 if alert.kind == "panic" or (rank >= warn_rank and rank > told):
                     self.victim_rank[alert.alert_id] = rank
                     out += [victim_warning(self.prefix, d, alert, now) for d in victim_devices]

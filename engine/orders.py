@@ -182,6 +182,7 @@ class Order:
     exclusion_zones: tuple[ZoneRule, ...] = ()
     inclusion_zones: tuple[ZoneRule, ...] = ()
     proximity: tuple[ProximityRule, ...] = ()
+    victim_warn_level: str | None = None  # None: the engine default (alarm, two-tier response)
     corridors: tuple[CorridorRule, ...] = ()
     time_windows: tuple[TimeWindow, ...] = ()
 
@@ -355,8 +356,12 @@ def _parse_order(
             raise OrdersError(f"{rctx}: need 0 < critical_m <= alert_m <= warn_m and critical_ttc_s >= 0")
         prox.append(ProximityRule(pid, alert_m, warn_m, critical_m, critical_ttc))
 
+    victim_warn_level = raw.get("victim_warn_level")
+    if victim_warn_level is not None and victim_warn_level not in ("info", "warning", "alarm", "critical"):
+        raise OrdersError(f"{ctx}: victim_warn_level must be info, warning, alarm or critical")
     return Order(
         id=oid,
+        victim_warn_level=victim_warn_level,
         subject=subject,
         legal_basis=legal_basis,
         valid_from=valid_from,

@@ -10,7 +10,7 @@ import signal
 from pathlib import Path
 from typing import Any
 
-from engine.config import EngineConfig, ServiceConfig
+from engine.config import EngineConfig, ServiceConfig, load_engine_config
 from engine.cluster import Cluster
 from engine.errors import ConfigError
 from engine.evidence import Chain, attach, open_log
@@ -41,7 +41,10 @@ async def run_serve(cfg: ServiceConfig) -> None:
     doc = read_orders_doc(cfg.orders)
     book = load_orders(doc)
     use_json_logs(cfg.log_level)
-    engine = Engine(book, EngineConfig(prefix=cfg.topic_prefix))
+    engine_config = (
+        load_engine_config(cfg.config, cfg.topic_prefix) if cfg.config else EngineConfig(prefix=cfg.topic_prefix)
+    )
+    engine = Engine(book, engine_config)
     cluster = Cluster.from_book(book, cfg.worker_index, cfg.workers, cfg.topic_prefix)
     # each worker persists the cases it owns under its own namespace
     namespace = "emguard" if cfg.workers == 1 else f"emguard:w{cfg.worker_index}"

@@ -123,3 +123,12 @@ def test_pursuit_mode_raises_fix_rate_and_returns_to_normal():
     cmds = [(m["_topic"].rsplit("/", 1)[1], m["interval_s"]) for m in h.messages("device")]
     assert cmds[:2] == [("AM-1001", 15), ("VD-2001", 15)]
     assert cmds[-2:] == [("AM-1001", 60), ("VD-2001", 60)]
+
+
+def test_an_order_may_warn_the_victim_from_warning_up():
+    """Two-tier is the default; an order with victim_warn_level 'warning' warns her earlier."""
+    doc = orders_doc(proximity=PROX)
+    doc["orders"][0]["victim_warn_level"] = "warning"
+    h = Harness.build(doc)
+    approach(h)
+    assert [m["level"] for m in h.messages("victim")] == ["warning", "alarm", "critical"]

@@ -1,0 +1,45 @@
+"""The engine config file: thresholds and agreed reaction times, misconfiguration named at start."""
+
+from __future__ import annotations
+
+import re
+from pathlib import Path
+
+import pytest
+
+from engine.config import load_engine_config
+from engine.errors import ConfigError
+from engine.pipeline import Engine
+from engine.orders import load_orders
+from engine.testing import T0, DeviceScript, orders_doc
+
+EXAMPLE = Path(__file__).resolve().parents[2] / "deploy" / "emguard.example.toml"
+
+
+def test_the_shipped_example_loads_and_sets_per_kind_deadlines():
+    """deploy/emguard.example.toml is valid; a panic must be acted on within 60 s."""
+    cfg = load_engine_config(EXAMPLE)
+    assert cfg.rules.confirm_fixes == 2 and cfg.deadlines["alarm"] == 300
+    engine = Engine(load_orders(orders_doc(proximity=[{"protected_person": "P-1", "alert_m": 1000}])), cfg)
+    effects = engine.handle(*DeviceScript("VD-2001").event(T0, "panic"), T0)
+    assert effects.changes[0].alert.deadline == T0 + 60
+
+
+@pytest.mark.parametrize(
+    ("text", "message"),
+    [
+        ("[rules]\nconfirm_fixez = 3\n", "unknown rule setting [rules].confirm_fixez"),
+        ("[rules]\ncurfew_grace_s = 'long'\n", "[rules].curfew_grace_s must be float"),
+        ("[deadlines]\nalarm = -5\n", "[deadlines].alarm must be a positive number"),
+        ("[deadlines]\nurgent = 5\n", "unknown level(s)"),
+        ("[deadlines.kind.burglary]\nalarm = 5\n", "unknown alert kind"),
+        ("[ruls]\n", "unknown section"),
+        ("rules = [\n", "not valid TOML"),
+    ],
+)
+def test_mistakes_fail_at_start_up_naming_the_setting(tmp_path, text, message):
+    """A typo or a wrong type is a ConfigError that says which setting to fix."""
+    path = tmp_path / "emguard.toml"
+    path.write_text(text)
+    with pytest.raises(ConfigError, match=re.escape(message)):
+        load_engine_config(path)
