@@ -26,7 +26,8 @@ def main(log_level: str) -> None:
 @click.option("--http-port", default=8080, show_default=True, help="Operator console port (0: off).")
 @click.option("--broker", type=click.Choice(["auto", "mosquitto", "amqtt"]), default="auto", show_default=True,
               help="Embedded broker: mosquitto when on PATH, else amqtt (MQTT 3.1.1).")
-@click.option("--speed", default=1.0, show_default=True, help="Play the scenario this many times faster.")
+@click.option("--speed", default=4.0, show_default=True,
+              help="Device time runs this many times faster than the wall clock (the car drives at 90 km/h).")
 def demo(once: bool, http_port: int, broker: str, speed: float) -> None:
     """Run the engine on embedded defaults with a built-in scenario; prints alerts as they happen."""
     from engine.demo import run_demo

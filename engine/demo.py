@@ -1,10 +1,11 @@
 """``emguard demo``: the whole engine on embedded defaults, with a built-in scenario.
 
-An offender (S-1, ankle monitor AM-1001) drives through a banned area, then
-towards the woman he is banned from approaching (P-1, victim device VD-2001),
-who presses her panic button; he turns away.  Everything runs here: an
-embedded broker, the engine service with in-memory state, a publisher playing
-the scenario in real time (device time = wall time), and a printer showing
+An offender (S-1, ankle monitor AM-1001) drives at 90 km/h through a banned
+area, then towards the woman he is banned from approaching (P-1, victim
+device VD-2001), who presses her panic button; he turns away.  Everything runs
+here: an embedded broker, the engine service with in-memory state, a publisher
+playing the scenario (device time runs ``speed`` times faster than the wall
+clock, so the car moves at a real speed in device time), and a printer showing
 each alert and message as it happens.  Ctrl-C stops it cleanly.
 """
 
@@ -35,9 +36,10 @@ from geo.projection import Projector
 
 # Rotterdam, RD New metres: the victim's home, a banned square on the offender's way.
 HOME = (94_000.0, 437_000.0)
-BAN_CENTRE = (92_600.0, 436_700.0)
+BAN_CENTRE = (90_600.0, 436_700.0)
 BAN_HALF = 150.0
-START = (91_900.0, 436_700.0)
+START = (89_700.0, 436_700.0)
+FIX_EVERY_S = 2.0  # the ankle monitor in pursuit-like mode; the victim device every 10 s
 
 
 def demo_orders(now: float, projector: Projector) -> dict[str, Any]:
@@ -74,19 +76,22 @@ class Step:
 
 
 def scenario(projector: Projector, speed_mps: float = 25.0) -> list[Step]:
-    """The built-in scenario: offender fixes every second, victim every 2 s, one panic."""
-    path = [START, (BAN_CENTRE[0] + 450.0, BAN_CENTRE[1]), (HOME[0] - 90.0, HOME[1] - 40.0),
-            (HOME[0] - 600.0, HOME[1] + 1200.0)]
-    points = list(_walk(path, speed_mps))
+    """The built-in scenario in device seconds: a fix every 2 s from him, every 10 s from her."""
+    path = [START, (BAN_CENTRE[0] + 600.0, BAN_CENTRE[1]), (HOME[0] - 90.0, HOME[1] - 40.0),
+            (HOME[0] - 1200.0, HOME[1] + 2000.0)]
+    points = list(_walk(path, speed_mps * FIX_EVERY_S))
     steps: list[Step] = []
     for i, (x, y) in enumerate(points):
         lon, lat = projector.inverse(x, y)
-        steps.append(Step(float(i), "em/dev/AM-1001/fix", _fix("AM-1001", 1000 + i, float(lat), float(lon), 6.0, speed_mps)))
+        steps.append(Step(i * FIX_EVERY_S, "em/dev/AM-1001/fix",
+                          _fix("AM-1001", 1000 + i, float(lat), float(lon), 6.0, speed_mps)))
     vlon, vlat = projector.inverse(*HOME)
-    for j in range(0, len(points) + 4, 2):
-        steps.append(Step(float(j) + 0.5, "em/dev/VD-2001/fix", _fix("VD-2001", 5000 + j, float(vlat), float(vlon), 10.0, 0.0)))
+    end_s = len(points) * FIX_EVERY_S + 20
+    for j in range(int(end_s // 10) + 1):
+        steps.append(Step(j * 10.0 + 0.5, "em/dev/VD-2001/fix",
+                          _fix("VD-2001", 5000 + j, float(vlat), float(vlon), 10.0, 0.0)))
     closest = min(range(len(points)), key=lambda k: math.dist(points[k], HOME))
-    steps.append(Step(closest + 0.7, "em/dev/VD-2001/event",
+    steps.append(Step(closest * FIX_EVERY_S + 0.7, "em/dev/VD-2001/event",
                       lambda t: {"v": 1, "device": "VD-2001", "seq": 9000, "t": format_time(t), "type": "panic", "detail": {}}))
     return sorted(steps, key=lambda s: s.at_s)
 
@@ -146,14 +151,15 @@ async def run_demo(
     http_port: int | None = 8080,
     broker: str = "auto",
     out: TextIO = sys.stdout,
-    speed: float = 1.0,
+    speed: float = 4.0,
 ) -> Engine:
     """Run the demo; with ``once`` stop after the scenario has played and settled."""
     projector = Projector()
     now = time.time()
     doc = demo_orders(now, projector)
     book: OrderBook = load_orders(doc)
-    engine = Engine(book, EngineConfig())
+    # device time runs ahead of the wall clock when the scenario is sped up
+    engine = Engine(book, EngineConfig(max_future_s=3600.0))
     stop = asyncio.Event()
     loop = asyncio.get_running_loop()
     for sig in (signal.SIGINT, signal.SIGTERM):
@@ -189,7 +195,7 @@ async def _play(url: str, protocol: str, projector: Projector, speed: float, sto
     await asyncio.sleep(0.5)  # let the engine subscribe first
     async with aiomqtt.Client(u.hostname or "127.0.0.1", u.port or 1883, identifier="emguard-demo-devices",
                               protocol=version) as client:
-        start = time.monotonic()
+        start, t0 = time.monotonic(), time.time()
         for step in scenario(projector):
             delay = start + step.at_s / speed - time.monotonic()
             if delay > 0:
@@ -197,7 +203,8 @@ async def _play(url: str, protocol: str, projector: Projector, speed: float, sto
                     await asyncio.wait_for(stop.wait(), delay)
             if stop.is_set():
                 return
-            await client.publish(step.topic, json.dumps(step.build(time.time())), qos=1)
+            # device time runs `speed` times faster than the wall clock
+            await client.publish(step.topic, json.dumps(step.build(t0 + step.at_s)), qos=1)
 
 
 async def _start_http(service: Service, port: int | None, out: TextIO, doc: dict[str, Any]) -> Any:

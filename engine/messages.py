@@ -68,6 +68,12 @@ def distance_band(distance_m: float | None) -> str | None:
     return "more than 5 km away"
 
 
+_ENDED_TEXT = (
+    "The person you are protected from is no longer near you. "
+    "The monitoring centre keeps watching and will contact you."
+)
+
+
 def victim_warning(prefix: str, device: str, alert: Alert, now: float) -> Outgoing:
     """The warning on the victim's own device: level, plain advice, a coarse distance band."""
     message, advice = _VICTIM_TEXT.get(alert.kind, _VICTIM_TEXT["proximity"])
@@ -87,7 +93,13 @@ def victim_warning(prefix: str, device: str, alert: Alert, now: float) -> Outgoi
 
 def victim_status(prefix: str, device: str, alert: Alert, now: float) -> Outgoing:
     """A status update so the victim hears back what was done (domain fact 8)."""
-    status = "handled" if alert.state == "resolved" else alert.state
+    by_engine = bool(alert.history) and alert.history[-1].by == "engine"
+    if alert.state == "resolved" and by_engine:
+        # the engine saw the danger pass (he moved away); nobody has "handled" anything yet
+        status, message = "ended", _ENDED_TEXT
+    else:
+        status = "handled" if alert.state == "resolved" else alert.state
+        message = _STATUS_TEXT.get(alert.state, "Your warning is being handled.")
     return Outgoing(
         "victim",
         f"{prefix}/alerts/victim/{device}",
@@ -96,7 +108,7 @@ def victim_status(prefix: str, device: str, alert: Alert, now: float) -> Outgoin
             "alert_id": alert.alert_id,
             "level": alert.level,
             "status": status,
-            "message": _STATUS_TEXT.get(alert.state, "Your warning is being handled."),
+            "message": message,
             "t": format_time(now),
         },
     )
