@@ -15,6 +15,7 @@ from dataclasses import dataclass
 import numpy as np
 
 from devices.model import Fix
+from engine.alerts import Level
 from engine.messages import set_interval, subject_prompt
 from engine.orders import Order, ZoneRule
 from engine.rules.context import RuleContext
@@ -131,29 +132,19 @@ class ZoneRules:
                 continue  # a late fix split a segment already reported
             likely = hit.depth_m > margin
             ep.crossed = (p0.t, p1.t)
-            ctx.emit(
-                ctx.alerts.raise_or_update(
-                    order=order.id,
-                    kind="exclusion",
-                    target=target,
-                    level="alarm" if likely else "warning",
-                    now=ctx.now,
-                    device_time=fix.t,
-                    episode_start=hit.entry_t,
-                    subject=subject,
-                    protected_person=zone.protects,
-                    zone=zone.zone_id,
-                    distance_m=-hit.depth_m,
-                    certainty="likely" if likely else "possible",
-                    evidence=(p0.key, p1.key),
-                    late=late,
-                    device=device,
-                    detail=(
-                        f"path crossed zone between fixes: the straight line from {p0.key} to "
-                        f"{p1.key} ({p1.t - p0.t:.0f} s apart) runs {hit.depth_m:.0f} m inside "
-                        f"{zone.zone_id}; both fixes outside"
-                    ),
-                )
+            _raise_exclusion(
+                ctx, order, zone, subject, device, late,
+                level="alarm" if likely else "warning",
+                device_time=fix.t,
+                episode_start=hit.entry_t,
+                distance_m=-hit.depth_m,
+                certainty="likely" if likely else "possible",
+                evidence=(p0.key, p1.key),
+                detail=(
+                    f"path crossed zone between fixes: the straight line from {p0.key} to "
+                    f"{p1.key} ({p1.t - p0.t:.0f} s apart) runs {hit.depth_m:.0f} m inside "
+                    f"{zone.zone_id}; both fixes outside"
+                ),
             )
 
     def _exclusion(
@@ -188,25 +179,15 @@ class ZoneRules:
                 self._pursuit(ctx, device, ep, True)
             inside_m = max(0.0, -dist)
             what = "inside" if confirmed else "one fix inside (awaiting the next fix)"
-            ctx.emit(
-                ctx.alerts.raise_or_update(
-                    order=order.id,
-                    kind="exclusion",
-                    target=target,
-                    level="alarm" if confirmed else "warning",
-                    now=ctx.now,
-                    device_time=fix.t,
-                    episode_start=ep.candidate_start,
-                    subject=subject,
-                    protected_person=zone.protects,
-                    zone=zone.zone_id,
-                    distance_m=dist,
-                    certainty=certainty,
-                    evidence=(fix.key,),
-                    late=late,
-                    device=device,
-                    detail=f"{what} exclusion zone {zone.zone_id} ({inside_m:.0f} m from the edge, accuracy {fix.acc:.0f} m)",
-                )
+            _raise_exclusion(
+                ctx, order, zone, subject, device, late,
+                level="alarm" if confirmed else "warning",
+                device_time=fix.t,
+                episode_start=ep.candidate_start,
+                distance_m=dist,
+                certainty=certainty,
+                evidence=(fix.key,),
+                detail=f"{what} exclusion zone {zone.zone_id} ({inside_m:.0f} m from the edge, accuracy {fix.acc:.0f} m)",
             )
             return
         lone, ep.unconfirmed = ep.unconfirmed, None
@@ -214,15 +195,15 @@ class ZoneRules:
         current = ctx.alerts.open_for(order.id, "exclusion", target)
         if ep.possible_run and lone is not None and current is not None and current.level == "warning":
             if before is not None and self._passed_through(order, zone, before, lone, point):
-                ctx.emit(
-                    ctx.alerts.raise_or_update(
-                        order=order.id, kind="exclusion", target=target, level="alarm",
-                        now=ctx.now, device_time=lone.t, episode_start=current.episode_start,
-                        subject=subject, protected_person=zone.protects, zone=zone.zone_id,
-                        certainty="likely", evidence=(before.key, lone.key, point.key),
-                        late=late, device=device,
-                        detail=f"passed through exclusion zone {zone.zone_id}: one fix inside on a straight drive through",
-                    )
+                _raise_exclusion(
+                    ctx, order, zone, subject, device, late,
+                    level="alarm",
+                    device_time=lone.t,
+                    episode_start=current.episode_start,
+                    distance_m=None,
+                    certainty="likely",
+                    evidence=(before.key, lone.key, point.key),
+                    detail=f"passed through exclusion zone {zone.zone_id}: one fix inside on a straight drive through",
                 )
             else:
                 ctx.emit(
@@ -383,6 +364,45 @@ class ZoneRules:
         if ep is not None:
             ep.window = None
             ep.outside_since = None
+
+
+def _raise_exclusion(
+    ctx: RuleContext,
+    order: Order,
+    zone: ZoneRule,
+    subject: str,
+    device: str,
+    late: bool,
+    *,
+    level: Level,
+    device_time: float,
+    episode_start: float,
+    distance_m: float | None,
+    certainty: str,
+    evidence: tuple[str, ...],
+    detail: str,
+) -> None:
+    """Open or raise the exclusion alert of (subject, zone): the one place its fields are filled."""
+    ctx.emit(
+        ctx.alerts.raise_or_update(
+            order=order.id,
+            kind="exclusion",
+            target=f"{subject}@{zone.zone_id}",
+            level=level,
+            now=ctx.now,
+            device_time=device_time,
+            episode_start=episode_start,
+            subject=subject,
+            protected_person=zone.protects,
+            zone=zone.zone_id,
+            distance_m=distance_m,
+            certainty=certainty,
+            evidence=evidence,
+            late=late,
+            device=device,
+            detail=detail,
+        )
+    )
 
 
 def _window_at(zone: ZoneRule, t: float) -> tuple[float, float] | None:
