@@ -118,8 +118,8 @@ def world(tmp_path: Path):
         p.stop()
 
 
-async def test_engine_sigkilled_mid_stream_and_restarted_raises_every_alert_exactly_once(world):
-    """SIGKILL the engine after its first alerts, mid-stream, restart it: none lost, none doubled."""
+async def start_all(world) -> tuple[procs.Proc, Centre]:
+    """Broker, Redis, a listening centre, then the engine: the order every fault test needs."""
     tmp, broker, store, orders_file = world
     await broker.start()
     await store.start()
@@ -128,6 +128,13 @@ async def test_engine_sigkilled_mid_stream_and_restarted_raises_every_alert_exac
     centre.start()
     await centre.ready.wait()
     await eng.start()
+    return eng, centre
+
+
+async def test_engine_sigkilled_mid_stream_and_restarted_raises_every_alert_exactly_once(world):
+    """SIGKILL the engine after its first alerts, mid-stream, restart it: none lost, none doubled."""
+    tmp, broker, store, orders_file = world
+    eng, centre = await start_all(world)
     try:
         pub = asyncio.create_task(publish(broker.port, workload(N), 0.03))
         await procs.until(lambda: len(centre.changes) >= 3, 60, "the first alerts")
@@ -156,13 +163,7 @@ async def test_engine_sigkilled_mid_stream_and_restarted_raises_every_alert_exac
 async def test_redis_restarted_mid_stream_loses_and_doubles_nothing(world):
     """Redis goes away for a while and comes back: acks are held, every alert arrives once."""
     tmp, broker, store, orders_file = world
-    await broker.start()
-    await store.start()
-    eng = procs.engine(tmp, broker.port, store.port, orders_file)
-    centre = Centre(broker.port)
-    centre.start()
-    await centre.ready.wait()
-    await eng.start()
+    eng, centre = await start_all(world)
     try:
         half = asyncio.Event()
         pub = asyncio.create_task(publish(broker.port, workload(N), 0.01, half))
@@ -183,13 +184,7 @@ async def test_redis_restarted_mid_stream_loses_and_doubles_nothing(world):
 async def test_flood_of_malformed_messages_is_dead_lettered_while_good_traffic_flows(world):
     """2,000 malformed messages interleaved with the workload: all dead-lettered, alerts intact."""
     tmp, broker, store, orders_file = world
-    await broker.start()
-    await store.start()
-    eng = procs.engine(tmp, broker.port, store.port, orders_file)
-    centre = Centre(broker.port)
-    centre.start()
-    await centre.ready.wait()
-    await eng.start()
+    eng, centre = await start_all(world)
     good = workload(N)
     bad = [("em/dev/AM-0/fix", b'{"v":1,"device":"AM-0","seq":' + str(i).encode()) for i in range(2000)]
     mixed = []
