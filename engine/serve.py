@@ -10,8 +10,8 @@ import signal
 from pathlib import Path
 from typing import Any
 
-from engine.config import EngineConfig, ServiceConfig, load_engine_config
 from engine.cluster import Cluster
+from engine.config import EngineConfig, ServiceConfig, load_engine_config
 from engine.errors import ConfigError
 from engine.evidence import Chain, attach, open_log
 from engine.logjson import use_json_logs

@@ -314,7 +314,7 @@ class Service:
                 # an ack for a message of an earlier connection would hit a reused mid: drop it,
                 # the broker redelivers that message and dedup skips it
                 if client is not None and generation == self._generation:
-                    client._client.ack(mid, qos)  # noqa: SLF001 - aiomqtt does not expose manual ack
+                    client._client.ack(mid, qos)  # private: aiomqtt does not expose manual ack
 
     def _release(self, entries: list[tuple[int | None, Outgoing]]) -> None:
         if entries:
@@ -385,7 +385,7 @@ class Service:
                     return
         try:
             effects = self.engine.handle(topic, payload, arrival)
-        except Exception as exc:  # noqa: BLE001 - the loop must survive our own bugs too
+        except Exception as exc:  # the loop must survive our own bugs too
             log.exception("engine failed on a message from %s", topic)
             self.engine.stats.rejected["internal_error"] += 1
             self._stage([deadletter(self.config.topic_prefix, {
@@ -451,7 +451,7 @@ class Service:
             **kwargs,
         )
         if self.store is not None:
-            client._client.manual_ack_set(True)  # noqa: SLF001 - ack only after the durable commit
+            client._client.manual_ack_set(True)  # private: ack only after the durable commit
         return client
 
     def _device_topics(self) -> list[str]:

@@ -9,8 +9,8 @@ import pytest
 
 from engine.config import load_engine_config
 from engine.errors import ConfigError
-from engine.pipeline import Engine
 from engine.orders import load_orders
+from engine.pipeline import Engine
 from engine.testing import T0, DeviceScript, orders_doc
 
 EXAMPLE = Path(__file__).resolve().parents[2] / "deploy" / "emguard.example.toml"

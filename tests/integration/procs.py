@@ -37,12 +37,16 @@ class Proc:
     log: Path | None = None
     popen: subprocess.Popen[bytes] | None = field(default=None, init=False)
 
-    async def start(self, wait_port: int | None = None) -> None:
+    def spawn(self) -> None:
+        """Start the process (returns at once; ``start`` also waits for its port)."""
         if self.log is not None:
             with open(self.log, "ab") as out:  # the child keeps its own copy of the descriptor
                 self.popen = subprocess.Popen(self.argv, stdout=out, stderr=subprocess.STDOUT, env=self.env)
         else:
             self.popen = subprocess.Popen(self.argv, stdout=subprocess.DEVNULL, stderr=subprocess.STDOUT, env=self.env)
+
+    async def start(self, wait_port: int | None = None) -> None:
+        self.spawn()
         await wait_for_port("127.0.0.1", wait_port or self.port, within_s=60.0)
 
     def kill(self) -> None:
