@@ -38,7 +38,8 @@ class RuleConfig:
     partner_stale_s: float = 300.0  # a partner silent this long is stale (device_silent)
     victim_warn_level: str = "alarm"  # level at which the victim device is warned
     fast_approach_ttc_s: float = 300.0  # within warn_m and contact this soon -> alarm
-    non_gnss_alert_s: float = 900.0  # only Wi-Fi/cell positions this long -> signal_loss warning
+    non_gnss_alert_s: float = 1800.0  # only coarse positions this long -> signal_loss info
+    coarse_fix_m: float = 500.0  # a non-GNSS fix coarser than this cannot support decisions
     battery_low_pct: int = 15
     battery_ok_pct: int = 30
     expiry_warn_days: tuple[float, float] = (14.0, 3.0)  # warning, then alarm

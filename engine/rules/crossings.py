@@ -57,6 +57,7 @@ from geo.zones import ZoneShape
 
 PATH_MARGIN_FRAC = 0.1  # the real path may bow away from the chord by this fraction of its length
 SAMPLE_STEP_M = 5.0
+REFINE_SAMPLES = 41  # second pass between the two samples around the deepest one
 MAX_SAMPLES = 400
 
 
@@ -115,11 +116,24 @@ def segments_in_zones(
         inside = np.flatnonzero(sd <= 0.0)
         deepest = int(np.argmin(sd))
         first = int(inside[0]) if len(inside) else deepest
+        # the samples can straddle the deepest point by up to half a step: refine between the
+        # neighbouring samples, so a depth right at the alarm margin is not underestimated
+        lo, hi = frac[max(0, deepest - 1)], frac[min(k - 1, deepest + 1)]
+        fine = np.linspace(lo, hi, REFINE_SAMPLES)
+        sd_fine = index.signed_distance(
+            np.full(REFINE_SAMPLES, slots[i], dtype=np.int64),
+            p0.x + fine * (p1.x - p0.x),
+            p0.y + fine * (p1.y - p0.y),
+        )
+        j = int(np.argmin(sd_fine))
+        depth, deepest_frac = -float(sd_fine[j]), float(fine[j])
+        if -float(sd[deepest]) > depth:
+            depth, deepest_frac = -float(sd[deepest]), float(frac[deepest])
         dt = p1.t - p0.t
         out[i] = SegmentHit(
-            depth_m=max(0.0, -float(sd[deepest])),
+            depth_m=max(0.0, depth),
             entry_t=p0.t + float(frac[first]) * dt,
-            deepest_t=p0.t + float(frac[deepest]) * dt,
+            deepest_t=p0.t + deepest_frac * dt,
         )
     return out
 

@@ -191,19 +191,24 @@ class DeviceRules:
     def _position_source(
         self, ctx: RuleContext, role: str, person: str, fix: Fix, late: bool
     ) -> None:
-        """Only Wi-Fi/cell positions for a while (no GNSS event needed): decisions are blunt."""
-        if fix.src == "gnss":
+        """Positions too coarse to decide on for a while (no GNSS event needed): say so, quietly.
+
+        Wi-Fi positions indoors (100-300 m) still serve most rules, so only fixes coarser than
+        ``coarse_fix_m`` count, and the signal is ``info``: the centre sees why decisions about
+        this device are blunt without a queue item every night a man sleeps indoors.
+        """
+        if fix.src == "gnss" or fix.acc <= ctx.rules.coarse_fix_m:
             if self.non_gnss_since.pop(fix.device, None) is not None:
                 alert = self._open(ctx, role, person, "signal_loss", fix.device)
-                if alert is not None and alert.detail.startswith("only Wi-Fi/cell"):
-                    self._resolve_for(ctx, role, person, "signal_loss", fix.device, "GNSS positions again")
+                if alert is not None and alert.detail.startswith("only coarse"):
+                    self._resolve_for(ctx, role, person, "signal_loss", fix.device, "precise positions again")
             return
         since = self.non_gnss_since.setdefault(fix.device, fix.t)
         span = fix.t - since
         if span >= ctx.rules.non_gnss_alert_s:
             self._signal(
-                ctx, role, person, fix.device, fix.t, "warning",
-                f"only Wi-Fi/cell positions for {span / 60:.0f} min (accuracy {fix.acc:.0f} m)",
+                ctx, role, person, fix.device, fix.t, "info",
+                f"only coarse {fix.src} positions for {span / 60:.0f} min (accuracy {fix.acc:.0f} m)",
                 fix.key, late,
             )
 

@@ -36,6 +36,7 @@ class PairEpisode:
     lower_level: Level | None = None
     clear_run: int = 0
     pursuit: bool = False
+    possible_run: int = 0
     last_t: float = float("-inf")
 
 
@@ -158,8 +159,14 @@ class ProximityRules:
         )
         if current is None:
             if level is None:
-                ep.start = None
+                ep.start, ep.possible_run = None, 0
                 return
+            if certainty == "possible" and level == "warning":
+                # "cannot rule out" from one coarse fix is noise; two in a row are worth a look
+                ep.possible_run += 1
+                if ep.possible_run < ctx.rules.confirm_fixes:
+                    return
+            ep.possible_run = 0
             ep.start = t
             ep.lower_since, ep.lower_level, ep.clear_run = None, None, 0
             ctx.emit(

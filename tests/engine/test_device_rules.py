@@ -102,13 +102,17 @@ def test_malformed_message_is_dead_lettered_and_the_next_one_processed():
     assert [lvl for _, _, lvl, _ in h.changes("exclusion")] == ["warning", "alarm"]
 
 
-def test_only_cell_positions_for_a_quarter_hour_is_a_signal_warning_and_gnss_ends_it():
-    """No GNSS event, but 15 minutes of cell positions: the centre is told decisions are blunt."""
+def test_only_coarse_positions_for_half_an_hour_is_a_quiet_signal_and_gnss_ends_it():
+    """No GNSS event, but 30 minutes of 800 m cell positions: an info signal; GNSS ends it.
+    Wi-Fi positions of 150 m all night (a man asleep indoors) raise nothing."""
     h = Harness.build(orders_doc())
     am = DeviceScript("AM-1001")
-    for i in range(16):
+    for i in range(40):
+        h.send(am.fix(T0 + 60 * i, X0, Y0, acc=150.0, src="wifi"), T0 + 60 * i + 1)
+    assert h.changes("signal_loss") == []
+    for i in range(40, 72):
         h.send(am.fix(T0 + 60 * i, X0, Y0, acc=800.0, src="cell"), T0 + 60 * i + 1)
     (opened,) = [c for c in h.effects.changes if c.alert.kind == "signal_loss"]
-    assert opened.alert.level == "warning" and "only Wi-Fi/cell" in opened.alert.detail
-    h.send(am.fix(T0 + 1000, X0, Y0, acc=8.0), T0 + 1001)
+    assert opened.alert.level == "info" and "only coarse cell positions" in opened.alert.detail
+    h.send(am.fix(T0 + 4400, X0, Y0, acc=8.0), T0 + 4401)
     assert h.changes("signal_loss")[-1][3] == "resolved"

@@ -99,11 +99,13 @@ def test_silent_victim_device_while_offender_approaches_is_reported():
 
 
 def test_poor_accuracy_only_possible_gives_a_centre_warning_not_a_victim_alarm():
-    """A cell fix (1500 m accuracy) 2 km away is possibly within alert_m: centre warning only."""
+    """Cell fixes (1500 m accuracy) 2 km away, twice: possibly within alert_m, a centre warning only."""
     h = Harness.build(orders_doc(proximity=[{"protected_person": "P-1", "alert_m": 1000, "warn_m": 1500}]))
     am, vd = DeviceScript("AM-1001"), DeviceScript("VD-2001")
     h.send(vd.fix(T0, X0, Y0, acc=10.0), T0 + 1)
     h.send(am.fix(T0 + 5, X0 - 2000, Y0, acc=1500.0, src="cell"), T0 + 6)
+    assert h.effects.changes == []  # one coarse fix that cannot rule it out is not yet worth a look
+    h.send(am.fix(T0 + 65, X0 - 2000, Y0, acc=1500.0, src="cell"), T0 + 66)
     (change,) = h.effects.changes
     assert change.alert.level == "warning" and change.alert.certainty == "possible"
     assert h.messages("victim") == []
