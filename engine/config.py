@@ -12,6 +12,7 @@ import tomllib
 from collections.abc import Mapping
 from dataclasses import dataclass, field, fields, replace
 from pathlib import Path
+from typing import Any
 
 from engine.alerts import DEFAULT_DEADLINES, KINDS, LEVELS
 from engine.errors import ConfigError
@@ -95,7 +96,8 @@ def load_engine_config(path: str | Path, prefix: str = "em") -> EngineConfig:
         ok = isinstance(value, want) or (want is float and isinstance(value, int))
         if isinstance(value, bool) != isinstance(known[key], bool) or not ok:
             raise ConfigError(f"config {path}: [rules].{key} must be {want.__name__}")
-    rules = replace(defaults, **{k: (tuple(v) if isinstance(v, list) else v) for k, v in rules_in.items()})
+    overrides: dict[str, Any] = {k: (tuple(v) if isinstance(v, list) else v) for k, v in rules_in.items()}
+    rules = replace(defaults, **overrides)
     deadlines = dict(DEFAULT_DEADLINES)
     kind_deadlines: dict[str, dict[str, float]] = {}
     for key, value in doc.get("deadlines", {}).items():

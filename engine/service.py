@@ -431,7 +431,7 @@ class Service:
         kwargs: dict[str, Any] = {}
         if version == aiomqtt.ProtocolVersion.V5:
             if self.persistent_session:
-                props = Properties(PacketTypes.CONNECT)
+                props = Properties(PacketTypes.CONNECT)  # type: ignore[no-untyped-call]
                 props.SessionExpiryInterval = 3600
                 kwargs.update(clean_start=False, properties=props)
         else:

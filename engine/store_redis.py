@@ -45,7 +45,9 @@ class RedisStore:
             value = await self.redis.get(f"{self.ns}:snapshot")
         except (RedisError, OSError) as exc:
             raise StoreUnavailable(f"redis {self.url}: {exc}") from exc
-        return bytes(value) if value is not None else None
+        if value is None:
+            return None
+        return value if isinstance(value, bytes) else str(value).encode()
 
     async def commit(
         self, snapshot: bytes, messages: Sequence[Outgoing], alerts: Sequence[Alert]

@@ -11,7 +11,7 @@ from collections import deque
 from dataclasses import dataclass, field
 
 from devices.model import DeviceEvent, Fix
-from engine.alerts import Level
+from engine.alerts import Alert, Level
 from engine.orders import Order
 from engine.rules.context import RuleContext
 
@@ -129,10 +129,10 @@ class DeviceRules:
         orders = self._orders_for(ctx, role, person, t)
         return orders[0].id if orders else None
 
-    def _open(self, ctx: RuleContext, role: str, person: str, kind: str, device: str):  # type: ignore[no-untyped-def]
-        for order in self._orders_for(ctx, role, person, ctx.now) or [None]:
-            oid = order.id if order else None
-            alert = ctx.alerts.open_for(oid, kind, device)
+    def _open(self, ctx: RuleContext, role: str, person: str, kind: str, device: str) -> Alert | None:
+        """The open alert of this kind for a device, under any of the person's orders or none."""
+        for order in self._orders_for(ctx, role, person, ctx.now):
+            alert = ctx.alerts.open_for(order.id, kind, device)
             if alert is not None:
                 return alert
         return ctx.alerts.open_for(None, kind, device)
@@ -230,7 +230,9 @@ class DeviceRules:
         self._raise(ctx, role, person, "signal_loss", device, level, t, detail, key, late, certainty="likely")
 
     def _panic(self, ctx: RuleContext, person: str, ev: DeviceEvent, late: bool) -> None:
-        orders = [o for o in ctx.book.orders_protecting(person) if o.valid_at(ev.t)] or [None]
+        orders: list[Order | None] = [
+            o for o in ctx.book.orders_protecting(person) if o.valid_at(ev.t)
+        ] or [None]
         for order in orders:
             ctx.emit(
                 ctx.alerts.raise_or_update(
