@@ -102,13 +102,13 @@ async def _run(tmp: Path, kill_one: bool) -> tuple[list[dict], list[int]]:
         await asyncio.sleep(1.0)  # both subscribed to the shared group
         pub = asyncio.create_task(_publish(broker.port, workload(), 0.02))
         if kill_one:
-            await procs.until(lambda: len(centre.got) >= 4, 60, "the first alerts")
+            await procs.until(lambda: len(centre.got) >= 4, 180, "the first alerts")
             workers[1].kill()
             assert not pub.done(), "the kill must land while devices are still sending"
             await asyncio.sleep(0.5)
             await workers[1].start()
         await pub
-        await procs.until(lambda: len(_critical_pairs(centre.got)) >= PAIRS, 60, "a critical alert per pair")
+        await procs.until(lambda: len(_critical_pairs(centre.got)) >= PAIRS, 180, "a critical alert per pair")
         await asyncio.sleep(2.0)
         owned = []
         for w in workers:
