@@ -205,6 +205,20 @@ class OrderBook:
     orders: Mapping[str, Order]
     device_owner: Mapping[str, tuple[str, str]] = field(default_factory=dict)
     owntracks: Mapping[str, str] = field(default_factory=dict)
+    _by_subject: dict[str, tuple[Order, ...]] = field(default_factory=dict, init=False, repr=False, compare=False)
+    _protecting: dict[str, tuple[Order, ...]] = field(default_factory=dict, init=False, repr=False, compare=False)
+
+    def __post_init__(self) -> None:
+        # Every fix asks for its person's orders; scanning all orders each time made that the
+        # engine's main cost at national scale (10,000 orders), so index them once per book.
+        by_subject: dict[str, list[Order]] = {}
+        protecting: dict[str, list[Order]] = {}
+        for order in sorted(self.orders.values(), key=lambda o: o.id):
+            by_subject.setdefault(order.subject, []).append(order)
+            for pid in dict.fromkeys(p.protected_person for p in order.proximity):
+                protecting.setdefault(pid, []).append(order)
+        object.__setattr__(self, "_by_subject", {k: tuple(v) for k, v in by_subject.items()})
+        object.__setattr__(self, "_protecting", {k: tuple(v) for k, v in protecting.items()})
 
     def owner_of(self, device: str) -> tuple[str, str] | None:
         """("subject" | "protected", person id) for a device, or None if unknown."""
@@ -212,20 +226,11 @@ class OrderBook:
 
     def orders_of_subject(self, subject_id: str) -> list[Order]:
         """Orders naming this subject, in id order (deterministic)."""
-        return sorted(
-            (o for o in self.orders.values() if o.subject == subject_id), key=lambda o: o.id
-        )
+        return list(self._by_subject.get(subject_id, ()))
 
     def orders_protecting(self, person_id: str) -> list[Order]:
         """Orders with a proximity rule for this protected person, in id order."""
-        return sorted(
-            (
-                o
-                for o in self.orders.values()
-                if any(p.protected_person == person_id for p in o.proximity)
-            ),
-            key=lambda o: o.id,
-        )
+        return list(self._protecting.get(person_id, ()))
 
 
 DEFAULT_CRITICAL_FRACTION = 0.25

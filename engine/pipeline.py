@@ -27,7 +27,7 @@ from engine.alerts import AlertBook, AlertChange
 from engine.config import EngineConfig, RuleConfig
 from engine.messages import Outgoing, deadletter
 from engine.notify import Notifier
-from engine.orders import Order, OrderBook
+from engine.orders import OrderBook
 from engine.rules.context import RuleContext
 from engine.rules.crossings import ApprovedCrossings, previous_point, report_reception_gap
 from engine.rules.device_events import DeviceRules
@@ -313,7 +313,7 @@ class Engine:
         # approved corridors / time windows cap the order's alerts at info (engine.rules.crossings)
         self.crossings.sync(self.book)
         if role == "subject":
-            orders = [o for o in self._orders_index()[0].get(person, ()) if o.valid_at(fix.t)]
+            orders = [o for o in self.book.orders_of_subject(person) if o.valid_at(fix.t)]
             self.crossings.update(ctx, person, orders, point)
             with self.crossings.capped(ctx, self.crossings.caps(ctx, orders, fix.t)):
                 self.zones.evaluate(ctx, person, fix.device, orders, fix, point, late)
@@ -329,7 +329,7 @@ class Engine:
                                     ctx, order, rule, track, victim, track, prev, point, late
                                 )
         else:
-            for order in self._orders_index()[1].get(person, ()):
+            for order in self.book.orders_protecting(person):
                 if not order.valid_at(fix.t):
                     continue
                 subject_track = self._freshest(self.book.subjects[order.subject].devices)
@@ -343,24 +343,6 @@ class Engine:
                                 self.proximity.evaluate_segment(
                                     ctx, order, rule, subject_track, track, track, prev, point, late
                                 )
-
-    def _orders_index(self) -> tuple[dict[str, list[Order]], dict[str, list[Order]]]:
-        """``book.orders_of_subject`` / ``orders_protecting`` for every person at once, per book.
-
-        Both scan every order; per fix that cost grows with the fleet (10,000 orders: most of
-        the engine's time).  Same lists in the same (id) order, rebuilt when the book changes.
-        """
-        book = self.book
-        cached = self.__dict__.get("_orders_by_person")
-        if cached is None or cached[0] is not book or cached[1] != len(book.orders):
-            by_subject: dict[str, list[Order]] = {}
-            protecting: dict[str, list[Order]] = {}
-            for order in sorted(book.orders.values(), key=lambda o: o.id):
-                by_subject.setdefault(order.subject, []).append(order)
-                for pid in dict.fromkeys(p.protected_person for p in order.proximity):
-                    protecting.setdefault(pid, []).append(order)
-            cached = self.__dict__["_orders_by_person"] = (book, len(book.orders), by_subject, protecting)
-        return cached[2], cached[3]
 
     def _freshest(self, devices: tuple[str, ...]) -> DeviceTrack | None:
         best = None
