@@ -574,6 +574,9 @@ async def engine_pass(
 
     result = await bench.measure(name, rate, done, observe=observe)
     stats = engine.stats
+    if result.note.startswith("TIMEOUT"):
+        # only what the engine actually received counts: the rate of a pass that did not finish
+        result.messages = min(result.messages, stats.received)
     result.note = (
         result.note + f" fixes={stats.fixes} rejected={sum(stats.rejected.values())} "
         f"dup={stats.duplicates} evaluated={stats.evaluated} alerts={len(engine.alerts.alerts)}"
