@@ -388,7 +388,7 @@ def _parse_corridors(
 ) -> tuple[CorridorRule, ...]:
     out = []
     seen: set[str] = set()
-    for c in raw.get("corridors", []) or []:
+    for c in _items(raw.get("corridors"), f"{ctx}: corridors"):
         if not isinstance(c, Mapping):
             raise OrdersError(f"{ctx}: every entry of corridors must be an object")
         cid = _str(c, "id", f"{ctx} corridors")
@@ -398,10 +398,10 @@ def _parse_corridors(
         if f"corridor/{cid}" in zone_ids:
             raise OrdersError(f"{where}: clashes with zone id 'corridor/{cid}'")
         seen.add(cid)
-        dwell = float(c.get("max_dwell_s", DEFAULT_CORRIDOR_DWELL_S))
+        dwell = _num(c, "max_dwell_s", where) if "max_dwell_s" in c else DEFAULT_CORRIDOR_DWELL_S
         if not 0 < dwell <= 3600:
             raise OrdersError(f"{where}: max_dwell_s must be in (0, 3600], got {dwell}")
-        schedule = tuple(_parse_window(w, where) for w in c.get("schedule", []) or [])
+        schedule = tuple(_parse_window(w, where) for w in _items(c.get("schedule"), f"{where}: schedule"))
         line = c.get("line")
         if line is not None:
             width = _num(c, "width_m", where)
@@ -465,7 +465,7 @@ def _parse_time_windows(
 ) -> tuple[TimeWindow, ...]:
     out = []
     seen: set[str] = set()
-    for w in raw.get("time_windows", []) or []:
+    for w in _items(raw.get("time_windows"), f"{ctx}: time_windows"):
         if not isinstance(w, Mapping):
             raise OrdersError(f"{ctx}: every entry of time_windows must be an object")
         wid = _str(w, "id", f"{ctx} time_windows")

@@ -44,7 +44,8 @@ def test_arbitrary_json_never_crashes_the_loader(doc):
 
 PATHS = [("subjects", 0), ("protected_persons", 0), ("orders", 0)]
 FIELDS = ["id", "devices", "residence", "subject", "valid_from", "valid_until", "exclusion_zones",
-          "inclusion_zones", "proximity", "legal_basis"]
+          "inclusion_zones", "proximity", "legal_basis", "corridors", "time_windows",
+          "victim_warn_level"]
 
 
 @settings(max_examples=300, deadline=None, suppress_health_check=[HealthCheck.too_slow])
@@ -66,4 +67,20 @@ def test_zone_fields_replaced_by_anything(zone_id, field, value):
     for z in order["exclusion_zones"] + order["inclusion_zones"]:
         if z["id"] == zone_id:
             z[field] = value
+    _load(doc)
+
+
+@settings(max_examples=300, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@given(st.sampled_from(["corridors", "time_windows"]),
+       st.sampled_from(["id", "line", "width_m", "polygon", "max_dwell_s", "schedule", "from", "to",
+                        "reason", "area"]),
+       json_values)
+def test_corridor_and_window_fields_replaced_by_anything(key, field, value):
+    """Approved corridors and time windows with any broken field are refused, never a crash."""
+    doc = copy.deepcopy(VALID)
+    line = [[4.45, 51.91], [4.49, 51.93]]
+    entry = ({"id": "C-1", "line": line, "width_m": 100} if key == "corridors"
+             else {"id": "W-1", "from": "2026-11-20T09:00:00Z", "to": "2026-11-20T12:00:00Z"})
+    entry[field] = value
+    doc["orders"][0][key] = [entry]
     _load(doc)
