@@ -17,6 +17,7 @@ from __future__ import annotations
 import zlib
 from dataclasses import dataclass
 
+from engine.cases import cases_of
 from engine.orders import OrderBook
 
 
@@ -34,31 +35,7 @@ class Cluster:
         """Cases are the connected groups of subjects and protected persons over the orders."""
         if workers < 1 or not 0 <= index < workers:
             raise ValueError(f"worker index {index} is not in 0..{workers - 1}")
-        parent: dict[str, str] = {}
-
-        def find(x: str) -> str:
-            parent.setdefault(x, x)
-            while parent[x] != x:
-                parent[x] = parent[parent[x]]
-                x = parent[x]
-            return x
-
-        def union(a: str, b: str) -> None:
-            ra, rb = find(a), find(b)
-            if ra != rb:
-                parent[max(ra, rb)] = min(ra, rb)
-
-        for order in book.orders.values():
-            find(f"S:{order.subject}")
-            for rule in order.proximity:
-                union(f"S:{order.subject}", f"P:{rule.protected_person}")
-            for zone in order.zones:
-                if zone.protects:
-                    union(f"S:{order.subject}", f"P:{zone.protects}")
-        case_of_device: dict[str, str] = {}
-        for device, (role, person) in book.device_owner.items():
-            case_of_device[device] = find(("S:" if role == "subject" else "P:") + person)
-        return cls(index, workers, case_of_device, prefix)
+        return cls(index, workers, dict(cases_of(book).of_device), prefix)
 
     def owner_of_case(self, case: str) -> int:
         """A stable worker index for a case (crc32, the same in every process)."""

@@ -14,9 +14,8 @@ alert lifecycle → notifications.
 from __future__ import annotations
 
 import heapq
-import pickle
 from collections import Counter
-from collections.abc import Callable
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
 
 import numpy as np
@@ -24,6 +23,8 @@ import numpy as np
 from devices.decode import dead_letter_record, decode_message
 from devices.model import DeviceEvent, Fix
 from engine.alerts import AlertBook, AlertChange
+from engine.case_state import merge_part, part_of
+from engine.cases import Cases, cases_of
 from engine.config import EngineConfig, RuleConfig
 from engine.messages import Outgoing, deadletter
 from engine.notify import Notifier
@@ -49,6 +50,14 @@ class Effects:
     def extend(self, other: Effects) -> None:
         self.messages.extend(other.messages)
         self.changes.extend(other.changes)
+
+
+@dataclass(frozen=True, slots=True)
+class StateDelta:
+    """Pickled parts of the cases that changed; None for a case that now holds nothing."""
+
+    parts: dict[str, bytes | None]
+    replace_all: bool  # drop every stored part that is not in ``parts``
 
 
 @dataclass(slots=True)
@@ -96,6 +105,11 @@ class Engine:
         # evidence hook (engine.evidence.recorder.make_fix_sink): every evaluated fix and
         # whether the jump filter accepted it, before any alert change it causes
         self.evidence_sink: Callable[[Fix, bool], None] | None = None
+        # incremental persistence (engine.case_state): cases changed since the last state_delta
+        self.cases: Cases | None = None
+        self._dirty: set[str] = set()
+        self._whole_state = True  # the next delta replaces everything stored
+        self._alert_ids: dict[str, set[str]] = {}  # case -> ids of its alerts
         self.book = book
         self.set_orders(book)
 
@@ -115,6 +129,14 @@ class Engine:
             if key not in self.index or old.get(key) != shape:
                 self.index.upsert(key, shape)
         self.book = book
+        cases = cases_of(book)
+        before = self.cases
+        self.cases = cases
+        if before is None or (before.of_device, before.of_person, before.of_order) != (
+            cases.of_device, cases.of_person, cases.of_order
+        ):
+            self._whole_state = True  # stored parts are keyed by the old cases: rewrite them all
+            self._index_alerts()
 
     # --- input ---------------------------------------------------------------------------
     def handle(self, topic: str, payload: bytes, now: float) -> Effects:
@@ -143,6 +165,7 @@ class Engine:
 
     def _accept_fix(self, fix: Fix, now: float) -> None:
         track = self._track(fix.device)
+        self._touch(fix.device)
         self.stats.fixes += 1
         if track.is_duplicate(fix.seq):
             self.stats.duplicates += 1
@@ -157,6 +180,7 @@ class Engine:
 
     def _event(self, ctx: RuleContext, event: DeviceEvent) -> None:
         track = self._track(event.device)
+        self._touch(event.device)
         self.stats.events += 1
         if track.is_duplicate(event.seq):
             self.stats.duplicates += 1
@@ -198,6 +222,7 @@ class Engine:
                 heapq.heappush(heap, entry)
             due = list(found.values())
         for track in sorted(due, key=lambda t: t.device):
+            self._touch(track.device)
             fixes = track.release()
             self._evaluate_fixes(ctx, track, fixes)
         return self._finish(ctx)
@@ -211,6 +236,7 @@ class Engine:
             silent_for = now - track.last_arrival
             if track.last_arrival > float("-inf") and silent_for > limit and track.device not in self.silent:
                 self.silent.add(track.device)
+                self._touch(track.device)
                 self.device_rules.on_silence(ctx, track.device, silent_for, track.newest_t if track.points else now)
         check_expiry(ctx)
         ctx.changes.extend(self.alerts.escalate_overdue(now))
@@ -219,41 +245,51 @@ class Engine:
         return effects
 
     # --- durability ----------------------------------------------------------------------
-    SNAPSHOT_VERSION = 2
+    def state_delta(self) -> StateDelta:
+        """The state of every case changed since the last delta, pickled (engine.case_state).
 
-    def snapshot(self) -> bytes:
-        """All mutable decision state (not orders or zones, which come from configuration).
-
-        Pickled: the store is trusted infrastructure of this service, never device input.
+        Taking a delta forgets those changes: hand it back with ``state_not_stored`` if the
+        store did not take it.  After a restore the engine only has its parts to add; after
+        an order change that regroups cases, the delta holds every case and replaces all.
         """
-        state = {
-            "v": self.SNAPSHOT_VERSION,
-            "tracks": self.tracks,
-            "alerts": self.alerts.alerts,
-            "open_by_key": self.alerts.open_by_key,
-            "zones": self.zones.episodes,
-            "proximity": self.proximity.episodes,
-            "battery": self.device_rules.battery,
-            "victim_rank": self.notifier.victim_rank,
-            "silent": self.silent,
-            "crossings": (self.crossings.visits, self.crossings.status, self.crossings.noted),
-        }
-        return pickle.dumps(state, protocol=pickle.HIGHEST_PROTOCOL)
+        assert self.cases is not None
+        whole = self._whole_state
+        cases = self._all_cases() if whole else self._dirty
+        parts = {c: part_of(self, self.cases, c, self._alert_ids.get(c, ())) for c in sorted(cases)}
+        self._dirty = set()
+        self._whole_state = False
+        return StateDelta(parts, whole)
 
-    def restore(self, blob: bytes) -> None:
-        """Continue from a snapshot taken by ``snapshot`` (after a restart or failover)."""
-        state = pickle.loads(blob)  # our own trusted store, see snapshot()
-        if state.get("v") != self.SNAPSHOT_VERSION:
-            raise ValueError(f"snapshot version {state.get('v')} is not {self.SNAPSHOT_VERSION}")
-        self.tracks = state["tracks"]
-        self.alerts.alerts = state["alerts"]
-        self.alerts.open_by_key = state["open_by_key"]
-        self.zones.episodes = state["zones"]
-        self.proximity.episodes = state["proximity"]
-        self.device_rules.battery = state["battery"]
-        self.notifier.victim_rank = state["victim_rank"]
-        self.silent = state["silent"]
-        self.crossings.visits, self.crossings.status, self.crossings.noted = state["crossings"]
+    def state_not_stored(self, delta: StateDelta) -> None:
+        """The store refused ``delta``: its cases go into the next one again."""
+        self._dirty.update(delta.parts)
+        self._whole_state = self._whole_state or delta.replace_all
+
+    def restore_parts(self, parts: Iterable[bytes]) -> None:
+        """Continue from stored parts (after a restart or failover); the engine must be fresh."""
+        legacy = False
+        for blob in parts:
+            legacy = merge_part(self, blob) or legacy
+        self.__dict__.pop("_due_index", None)
+        self._index_alerts()
+        self._dirty = set()
+        self._whole_state = legacy  # a v2 whole snapshot is rewritten as parts at the next commit
+
+    def _touch(self, device: str) -> None:
+        assert self.cases is not None
+        self._dirty.add(self.cases.device_case(device))
+
+    def _index_alerts(self) -> None:
+        assert self.cases is not None
+        self._alert_ids = {}
+        for alert in self.alerts.alerts.values():
+            self._alert_ids.setdefault(self.cases.alert_case(alert), set()).add(alert.alert_id)
+
+    def _all_cases(self) -> set[str]:
+        assert self.cases is not None
+        found = set(self._alert_ids) | set(self.cases.orders) | self._dirty
+        found.update(self.cases.device_case(d) for d in self.tracks)
+        return found
 
     def forget_old_victim_positions(self, now: float) -> int:
         """Drop protected persons' track points older than the retention (privacy); count dropped."""
@@ -266,6 +302,7 @@ class Engine:
             while track.points and track.points[0].t < horizon:
                 track.points.popleft()
                 dropped += 1
+                self._touch(device)
         return dropped
 
     def flush(self, now: float) -> Effects:
@@ -368,7 +405,11 @@ class Engine:
 
     def _finish(self, ctx: RuleContext) -> Effects:
         effects = Effects(changes=list(ctx.changes))
+        assert self.cases is not None
         for change in ctx.changes:
+            case = self.cases.alert_case(change.alert)
+            self._dirty.add(case)
+            self._alert_ids.setdefault(case, set()).add(change.alert.alert_id)
             effects.messages.extend(self.notifier.on_change(self.book, change, ctx.now))
         effects.messages.extend(ctx.messages)  # prompts and pursuit commands after the alerts
         return effects

@@ -138,7 +138,7 @@ class Service:
         backoff = 0.2
         while not stop.is_set():
             try:
-                blob = await self.store.load_snapshot()
+                parts = await self.store.load_state()
                 pending = await self.store.pending()
                 break
             except StoreUnavailable as exc:
@@ -149,9 +149,11 @@ class Service:
         else:
             return
         self.store_connected = True
-        if blob is not None:
-            self.engine.restore(blob)
-            log.info("restored engine state (%d alerts)", len(self.engine.alerts.alerts))
+        if parts:
+            self.engine.restore_parts(parts)
+            log.info(
+                "restored engine state (%d alerts, %d case parts)", len(self.engine.alerts.alerts), len(parts)
+            )
         self.outbox.extend(pending)
         if pending:
             log.info("republishing %d unconfirmed outbox messages", len(pending))
@@ -301,7 +303,12 @@ class Service:
             if not self._staged and not self._staged_alerts and not self._held_acks:
                 return
             messages, alerts = list(self._staged), list(self._staged_alerts.values())
-            ids = await self.store.commit(self.engine.snapshot(), messages, alerts)
+            delta = self.engine.state_delta()
+            try:
+                ids = await self.store.commit(delta, messages, alerts)
+            except BaseException:
+                self.engine.state_not_stored(delta)
+                raise
             if not self.store_connected:
                 log.warning("state store reachable again")
             self.store_connected = True

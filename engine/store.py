@@ -1,8 +1,10 @@
 """The state-store port and its in-memory implementation.
 
 The service persists, after each micro-batch and *before* acknowledging the
-MQTT messages of that batch, one atomic commit: the engine's state snapshot
-plus every outgoing message the batch produced (a transactional outbox).
+MQTT messages of that batch, one atomic commit: the state of the cases the
+batch changed (``Engine.state_delta``, one part per case, see
+``engine.case_state``) plus every outgoing message the batch produced (a
+transactional outbox).
 Outbox entries are deleted once the broker has acknowledged their publish.
 So a crash at any point either loses nothing that was acknowledged (the broker
 redelivers the rest, the restored state's dedup skips what was already
@@ -21,6 +23,7 @@ from typing import Any, Protocol
 
 from engine.alerts import Alert
 from engine.messages import Outgoing
+from engine.pipeline import StateDelta
 
 
 class StoreUnavailable(Exception):
@@ -30,13 +33,13 @@ class StoreUnavailable(Exception):
 class StateStore(Protocol):
     """What the service needs from durable state."""
 
-    async def load_snapshot(self) -> bytes | None:
-        """The last committed engine snapshot, or None on a fresh start."""
+    async def load_state(self) -> list[bytes]:
+        """Every committed state part (for ``Engine.restore_parts``); empty on a fresh start."""
 
     async def commit(
-        self, snapshot: bytes, messages: Sequence[Outgoing], alerts: Sequence[Alert]
+        self, delta: StateDelta, messages: Sequence[Outgoing], alerts: Sequence[Alert]
     ) -> list[int]:
-        """Atomically store the snapshot, queue the messages, archive the alerts; outbox ids back."""
+        """Atomically apply the state delta, queue the messages, archive the alerts; outbox ids back."""
 
     async def pending(self) -> list[tuple[int, Outgoing]]:
         """Outbox entries not yet confirmed published, oldest first."""
@@ -75,28 +78,39 @@ def alert_record(alert: Alert) -> dict[str, Any]:
     return rec
 
 
+def apply_delta(state: dict[str, bytes], delta: StateDelta) -> None:
+    """What a commit does to the stored parts (the reference for every store)."""
+    if delta.replace_all:
+        state.clear()
+    for case, part in delta.parts.items():
+        if part is None:
+            state.pop(case, None)
+        else:
+            state[case] = part
+
+
 @dataclass(slots=True)
 class MemoryStore:
     """In-process store with the same semantics as Redis (demo, unit tests)."""
 
-    snapshot: bytes | None = None
+    state: dict[str, bytes] = field(default_factory=dict)
     outbox: dict[int, str] = field(default_factory=dict)
     alerts: dict[str, str] = field(default_factory=dict)
     next_id: int = 1
     available: bool = True
     commits: int = 0
 
-    async def load_snapshot(self) -> bytes | None:
+    async def load_state(self) -> list[bytes]:
         self._check()
-        return self.snapshot
+        return [self.state[case] for case in sorted(self.state)]
 
     async def commit(
-        self, snapshot: bytes, messages: Sequence[Outgoing], alerts: Sequence[Alert]
+        self, delta: StateDelta, messages: Sequence[Outgoing], alerts: Sequence[Alert]
     ) -> list[int]:
         self._check()
         ids = list(range(self.next_id, self.next_id + len(messages)))
         self.next_id += len(messages)
-        self.snapshot = snapshot
+        apply_delta(self.state, delta)
         for i, m in zip(ids, messages, strict=True):
             self.outbox[i] = encode_message(m)
         for a in alerts:

@@ -4,14 +4,17 @@ Layout, all under one namespace ``{ns}`` (default ``emguard``):
 
 | key | type | holds |
 |---|---|---|
-| ``{ns}:snapshot`` | string | the engine's state snapshot after the last committed batch |
+| ``{ns}:state`` | hash case → bytes | each case's state part after the last committed batch that changed it |
 | ``{ns}:outbox`` | hash id → JSON | messages committed but not yet acknowledged by the broker |
 | ``{ns}:outbox:seq`` | string (counter) | last outbox id handed out |
 | ``{ns}:alert:{alert_id}`` | string JSON | the alert's wire form plus its full history (audit) |
 
-A commit is one MULTI/EXEC transaction (snapshot, outbox entries, alert
-records), so a crash never leaves a snapshot without the messages it implies.
-The snapshot holds positions of protected persons only for the engine's
+A commit is one MULTI/EXEC transaction (the changed cases' parts, outbox
+entries, alert records), so a crash never leaves state without the messages it
+implies.  Only the cases a batch touched are written (``engine.case_state``),
+so a commit costs in proportion to the batch, not to the caseload.  A
+``{ns}:snapshot`` string left by a version before per-case parts is read once
+and replaced by parts at the next commit.  The parts hold positions of protected persons only for the engine's
 retention (``RuleConfig.victim_retention_s``): the engine forgets older points
 before every snapshot, so Redis never keeps them longer.  Run Redis with AOF
 (``appendonly yes``, see deploy/) so an acknowledged commit survives a Redis
@@ -29,6 +32,7 @@ from redis.exceptions import RedisError
 
 from engine.alerts import Alert
 from engine.messages import Outgoing
+from engine.pipeline import StateDelta
 from engine.store import StoreUnavailable, alert_record, decode_message, encode_message
 
 
@@ -40,17 +44,18 @@ class RedisStore:
         self.ns = namespace
         self.redis = aioredis.from_url(url, socket_timeout=2.0, socket_connect_timeout=2.0)
 
-    async def load_snapshot(self) -> bytes | None:
+    async def load_state(self) -> list[bytes]:
         try:
-            value = await self.redis.get(f"{self.ns}:snapshot")
+            parts = await self.redis.hgetall(f"{self.ns}:state")
+            if not parts:
+                legacy = await self.redis.get(f"{self.ns}:snapshot")
+                return [] if legacy is None else [_bytes(legacy)]
         except (RedisError, OSError) as exc:
             raise StoreUnavailable(f"redis {self.url}: {exc}") from exc
-        if value is None:
-            return None
-        return value if isinstance(value, bytes) else str(value).encode()
+        return [_bytes(parts[k]) for k in sorted(parts)]
 
     async def commit(
-        self, snapshot: bytes, messages: Sequence[Outgoing], alerts: Sequence[Alert]
+        self, delta: StateDelta, messages: Sequence[Outgoing], alerts: Sequence[Alert]
     ) -> list[int]:
         try:
             ids: list[int] = []
@@ -58,7 +63,15 @@ class RedisStore:
                 last = int(await self.redis.incrby(f"{self.ns}:outbox:seq", len(messages)))
                 ids = list(range(last - len(messages) + 1, last + 1))
             async with self.redis.pipeline(transaction=True) as pipe:
-                pipe.set(f"{self.ns}:snapshot", snapshot)
+                key = f"{self.ns}:state"
+                if delta.replace_all:
+                    pipe.delete(key, f"{self.ns}:snapshot")
+                stored = {c: p for c, p in delta.parts.items() if p is not None}
+                if stored:
+                    pipe.hset(key, mapping=stored)  # type: ignore[arg-type]
+                gone = [c for c, p in delta.parts.items() if p is None]
+                if gone and not delta.replace_all:
+                    pipe.hdel(key, *gone)
                 if messages:
                     pipe.hset(
                         f"{self.ns}:outbox",
@@ -99,3 +112,7 @@ class RedisStore:
 
     async def close(self) -> None:
         await self.redis.aclose()
+
+
+def _bytes(value: bytes | str) -> bytes:
+    return value if isinstance(value, bytes) else value.encode()
