@@ -581,6 +581,12 @@ async def engine_pass(
         result.note + f" fixes={stats.fixes} rejected={sum(stats.rejected.values())} "
         f"dup={stats.duplicates} evaluated={stats.evaluated} alerts={len(engine.alerts.alerts)}"
     ).strip()
+    if store is not None and service.commits:
+        result.note += (
+            f" commits={service.commits} parts/commit={service.committed_parts / service.commits:.1f}"
+            f" state KB/commit={service.committed_bytes / service.commits / 1024:.1f}"
+            f" ms/commit={1000 * service.commit_seconds / service.commits:.2f}"
+        )
     stop.set()
     await task
     return result

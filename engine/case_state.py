@@ -9,8 +9,12 @@ parts back.  A part holds, for its case:
 
 * per device: the track, battery trend, Wi-Fi/cell run start, silence mark;
 * per order: zone and proximity episodes, corridor visits and status;
-* per alert (the case's alerts): the alert, its open-episode key, what the
-  victim was told, the highest suppressed level noted.
+* per alert still open: the alert, its open-episode key, what the victim was
+  told, the highest suppressed level noted.
+
+A resolved alert no longer changes, so it leaves its case's part and is stored
+once as a part of its own (``A:{alert_id}``): a case's part stays the size of
+its live state however many alerts its history holds.
 
 Every key of every section belongs to exactly one case, so parts never
 overlap; a part replaces its case's previous part as a whole, so a key the
@@ -46,38 +50,64 @@ def pair_keys(cases: Cases, case: str) -> Iterable[tuple[str, str, str]]:
             yield (order.id, order.subject, rule.protected_person)
 
 
+SECTIONS = (
+    "tracks", "battery", "non_gnss", "silent", "zones", "proximity", "visits", "status",
+    "alerts", "open_by_key", "victim_rank", "noted",
+)  # fmt: skip
+
+
 def part_of(engine: Engine, cases: Cases, case: str, alert_ids: Iterable[str]) -> bytes | None:
-    """The pickled state of one case, or None when the engine holds nothing for it."""
+    """The pickled state of one case (with its open alerts), or None when there is none."""
     devices = cases.devices_in(case)
     orders = cases.orders.get(case, ())
     rules, crossings = engine.device_rules, engine.crossings
-    alerts = {a: engine.alerts.alerts[a] for a in sorted(alert_ids) if a in engine.alerts.alerts}
-    open_keys = {
-        (a.order, a.kind, a.target): a.alert_id
-        for a in alerts.values()
-        if engine.alerts.open_by_key.get((a.order, a.kind, a.target)) == a.alert_id
-    }
-    zone_eps, pair_eps = engine.zones.episodes, engine.proximity.episodes
-    state: dict[str, Any] = {
-        "tracks": _pick(engine.tracks, devices),
-        "battery": _pick(rules.battery, devices),
-        "non_gnss": _pick(rules.non_gnss_since, devices),
-        "silent": [d for d in devices if d in engine.silent],
-        "zones": _pick(zone_eps, zone_keys(cases, case)),
-        "proximity": _pick(pair_eps, pair_keys(cases, case)),
-        "visits": _pick(crossings.visits, (
+    return _pickled(
+        case,
+        _alert_sections(engine, alert_ids),
+        tracks=_pick(engine.tracks, devices),
+        battery=_pick(rules.battery, devices),
+        non_gnss=_pick(rules.non_gnss_since, devices),
+        silent=[d for d in devices if d in engine.silent],
+        zones=_pick(engine.zones.episodes, zone_keys(cases, case)),
+        proximity=_pick(engine.proximity.episodes, pair_keys(cases, case)),
+        visits=_pick(crossings.visits, (
             (o.subject, o.id, c.corridor_id) for o in orders for c in o.corridors
         )),
-        "status": _pick(crossings.status, ((o.subject, o.id) for o in orders)),
+        status=_pick(crossings.status, ((o.subject, o.id) for o in orders)),
+    )
+
+
+def closed_alert_part(engine: Engine, alert_id: str) -> bytes | None:
+    """The pickled part of one resolved alert (``A:{alert_id}``); None when it is open or gone."""
+    alert = engine.alerts.alerts.get(alert_id)
+    if alert is None or alert.is_open:
+        return None
+    return _pickled(f"A:{alert_id}", _alert_sections(engine, (alert_id,)))
+
+
+def _alert_sections(engine: Engine, alert_ids: Iterable[str]) -> dict[str, dict[Any, Any]]:
+    known = engine.alerts.alerts
+    alerts = {a: known[a] for a in sorted(alert_ids) if a in known}
+    open_by_key = engine.alerts.open_by_key
+    return {
         "alerts": alerts,
-        "open_by_key": open_keys,
+        "open_by_key": {
+            (a.order, a.kind, a.target): a.alert_id
+            for a in alerts.values()
+            if open_by_key.get((a.order, a.kind, a.target)) == a.alert_id
+        },
         "victim_rank": _pick(engine.notifier.victim_rank, alerts),
-        "noted": _pick(crossings.noted, alerts),
+        "noted": _pick(engine.crossings.noted, alerts),
     }
+
+
+def _pickled(key: str, alert_sections: dict[str, dict[Any, Any]], **sections: Any) -> bytes | None:
+    state: dict[str, Any] = dict.fromkeys(SECTIONS, ())
+    state.update(alert_sections, **sections)
     if not any(state.values()):
         return None
     state["v"] = PART_VERSION
-    state["case"] = case
+    state["case"] = key
     return pickle.dumps(state, protocol=pickle.HIGHEST_PROTOCOL)
 
 
@@ -91,6 +121,7 @@ def merge_part(engine: Engine, blob: bytes) -> bool:
         state["silent"] = list(state["silent"])
     elif version != PART_VERSION:
         raise ValueError(f"state part version {version} is neither {PART_VERSION} nor 2")
+    state = {k: (v if v != () else {}) for k, v in state.items()}
     engine.tracks.update(state["tracks"])
     engine.device_rules.battery.update(state["battery"])
     engine.device_rules.non_gnss_since.update(state["non_gnss"])

@@ -90,6 +90,19 @@ class EngineMetrics:
         self.queue_depth = Gauge(
             "emguard_queue_depth", "Messages waiting in the inbox.", registry=r
         )
+        self.state_commits = Counter(
+            "emguard_state_commits", "Durable commits of state and outbox (one per micro-batch).",
+            registry=r,
+        )
+        self.state_commit_bytes = Counter(
+            "emguard_state_commit_bytes", "Bytes of case state written by durable commits.", registry=r
+        )
+        self.state_commit_seconds = Counter(
+            "emguard_state_commit_seconds",
+            "Time spent in durable commits (pickling the changed cases and the store round trip).",
+            registry=r,
+        )
+        self._seen_commits = (0, 0, 0.0)
         self._seen_fixes = 0
         self._seen_rejected: dict[str, int] = {}
         for level in LEVELS:
@@ -130,6 +143,7 @@ class EngineMetrics:
                 self.fixes_rejected.labels(reason=reason).inc(count - seen)
                 self._seen_rejected[reason] = count
         self._drain_lag()
+        self._drain_commits()
         now = self.service.clock()
         counts = dict.fromkeys(LEVELS, 0)
         overdue = 0
@@ -150,6 +164,14 @@ class EngineMetrics:
         """Refresh, then the text exposition format."""
         self.refresh()
         return generate_latest(self.registry), CONTENT_TYPE_LATEST
+
+    def _drain_commits(self) -> None:
+        service = self.service
+        commits, size, seconds = self._seen_commits
+        self.state_commits.inc(service.commits - commits)
+        self.state_commit_bytes.inc(service.committed_bytes - size)
+        self.state_commit_seconds.inc(max(0.0, service.commit_seconds - seconds))
+        self._seen_commits = (service.commits, service.committed_bytes, service.commit_seconds)
 
     def _drain_lag(self) -> None:
         lags = self.service.engine.stats.lag_s

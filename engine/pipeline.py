@@ -23,7 +23,7 @@ import numpy as np
 from devices.decode import dead_letter_record, decode_message
 from devices.model import DeviceEvent, Fix
 from engine.alerts import AlertBook, AlertChange
-from engine.case_state import merge_part, part_of
+from engine.case_state import closed_alert_part, merge_part, part_of
 from engine.cases import Cases, cases_of
 from engine.config import EngineConfig, RuleConfig
 from engine.messages import Outgoing, deadletter
@@ -109,7 +109,8 @@ class Engine:
         self.cases: Cases | None = None
         self._dirty: set[str] = set()
         self._whole_state = True  # the next delta replaces everything stored
-        self._alert_ids: dict[str, set[str]] = {}  # case -> ids of its alerts
+        self._alert_ids: dict[str, set[str]] = {}  # case -> ids of its open alerts
+        self._alerts_changed: set[str] = set()  # resolved ones get a part of their own
         self.book = book
         self.set_orders(book)
 
@@ -256,13 +257,25 @@ class Engine:
         whole = self._whole_state
         cases = self._all_cases() if whole else self._dirty
         parts = {c: part_of(self, self.cases, c, self._alert_ids.get(c, ())) for c in sorted(cases)}
+        # an alert that was resolved is stored once on its own; one that is open (again) is
+        # stored with its case, so its own part, if any, goes
+        changed = self.alerts.alerts if whole else self._alerts_changed
+        for alert_id in sorted(changed):
+            part = closed_alert_part(self, alert_id)
+            if part is not None or not whole:
+                parts[f"A:{alert_id}"] = part
         self._dirty = set()
+        self._alerts_changed = set()
         self._whole_state = False
         return StateDelta(parts, whole)
 
     def state_not_stored(self, delta: StateDelta) -> None:
         """The store refused ``delta``: its cases go into the next one again."""
-        self._dirty.update(delta.parts)
+        for key in delta.parts:
+            if key.startswith("A:"):
+                self._alerts_changed.add(key[2:])
+            else:
+                self._dirty.add(key)
         self._whole_state = self._whole_state or delta.replace_all
 
     def restore_parts(self, parts: Iterable[bytes]) -> None:
@@ -273,6 +286,7 @@ class Engine:
         self.__dict__.pop("_due_index", None)
         self._index_alerts()
         self._dirty = set()
+        self._alerts_changed = set()
         self._whole_state = legacy  # a v2 whole snapshot is rewritten as parts at the next commit
 
     def _touch(self, device: str) -> None:
@@ -283,7 +297,8 @@ class Engine:
         assert self.cases is not None
         self._alert_ids = {}
         for alert in self.alerts.alerts.values():
-            self._alert_ids.setdefault(self.cases.alert_case(alert), set()).add(alert.alert_id)
+            if alert.is_open:
+                self._alert_ids.setdefault(self.cases.alert_case(alert), set()).add(alert.alert_id)
 
     def _all_cases(self) -> set[str]:
         assert self.cases is not None
@@ -407,9 +422,14 @@ class Engine:
         effects = Effects(changes=list(ctx.changes))
         assert self.cases is not None
         for change in ctx.changes:
-            case = self.cases.alert_case(change.alert)
+            alert = change.alert
+            case = self.cases.alert_case(alert)
             self._dirty.add(case)
-            self._alert_ids.setdefault(case, set()).add(change.alert.alert_id)
+            self._alerts_changed.add(alert.alert_id)
+            if alert.is_open:
+                self._alert_ids.setdefault(case, set()).add(alert.alert_id)
+            else:
+                self._alert_ids.get(case, set()).discard(alert.alert_id)
             effects.messages.extend(self.notifier.on_change(self.book, change, ctx.now))
         effects.messages.extend(ctx.messages)  # prompts and pursuit commands after the alerts
         return effects

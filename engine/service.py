@@ -94,6 +94,11 @@ class Service:
         self._held_acks: list[Ack] = []
         self._unconfirmed: list[int] = []
         self._commit_lock = asyncio.Lock()
+        # durable commits: how many, how many case parts and bytes of state, seconds spent
+        self.commits = 0
+        self.committed_parts = 0
+        self.committed_bytes = 0
+        self.commit_seconds = 0.0
 
     # --- public ---------------------------------------------------------------------------
     async def run(self, stop: asyncio.Event) -> None:
@@ -303,12 +308,17 @@ class Service:
             if not self._staged and not self._staged_alerts and not self._held_acks:
                 return
             messages, alerts = list(self._staged), list(self._staged_alerts.values())
+            started = time.perf_counter()
             delta = self.engine.state_delta()
             try:
                 ids = await self.store.commit(delta, messages, alerts)
             except BaseException:
                 self.engine.state_not_stored(delta)
                 raise
+            self.commits += 1
+            self.committed_parts += len(delta.parts)
+            self.committed_bytes += sum(len(p) for p in delta.parts.values() if p is not None)
+            self.commit_seconds += time.perf_counter() - started
             if not self.store_connected:
                 log.warning("state store reachable again")
             self.store_connected = True

@@ -12,7 +12,8 @@ reveal a past violation) but marked late and not allowed to move the track back.
 from __future__ import annotations
 
 import math
-from collections import OrderedDict, deque
+from array import array
+from collections import deque
 from dataclasses import dataclass, field
 
 from devices.model import Fix
@@ -34,13 +35,73 @@ class TrackPoint:
     key: str
     src: str
 
+    def __reduce__(self) -> tuple[type[TrackPoint], tuple[float, float, float, float, str, str]]:
+        # a plain tuple: a third of the size and time of the default for a slots dataclass,
+        # and a track's points are stored on every commit that touches its case
+        return (TrackPoint, (self.t, self.x, self.y, self.acc, self.key, self.src))
+
+
+class SeqMemory:
+    """The last ``limit`` distinct sequence numbers of a device; the oldest is forgotten first.
+
+    A set answers "seen before?"; beside it the numbers are kept as runs of consecutive
+    values in arrival order.  A device counts up, so that is one run, and the memory
+    pickles in a few bytes instead of 8,192 integers: a device's state is stored with
+    every commit that touches its case (engine.case_state), so this is most of a commit.
+    """
+
+    __slots__ = ("_runs", "_seen", "limit")
+
+    def __init__(self, limit: int = 8192) -> None:
+        self.limit = limit
+        self._seen: set[int] = set()
+        self._runs: deque[list[int]] = deque()  # [first, last] in arrival order
+
+    def __contains__(self, seq: int) -> bool:
+        return seq in self._seen
+
+    def __len__(self) -> int:
+        return len(self._seen)
+
+    def add(self, seq: int) -> None:
+        """Remember a number not seen before (the caller checked); forget the oldest beyond ``limit``."""
+        self._seen.add(seq)
+        runs = self._runs
+        if runs and runs[-1][1] + 1 == seq:
+            runs[-1][1] = seq
+        else:
+            runs.append([seq, seq])
+        if len(self._seen) > self.limit:
+            first = runs[0]
+            self._seen.discard(first[0])
+            first[0] += 1
+            if first[0] > first[1]:
+                runs.popleft()
+
+    def __eq__(self, other: object) -> bool:
+        return isinstance(other, SeqMemory) and (self.limit, self._runs) == (other.limit, other._runs)
+
+    __hash__ = None  # type: ignore[assignment]
+
+    def __getstate__(self) -> tuple[int, bytes]:
+        return (self.limit, array("q", [v for run in self._runs for v in run]).tobytes())
+
+    def __setstate__(self, state: tuple[int, bytes]) -> None:
+        self.limit, packed = state
+        flat = array("q")
+        flat.frombytes(packed)
+        self._runs = deque([flat[i], flat[i + 1]] for i in range(0, len(flat), 2))
+        self._seen = set()
+        for first, last in self._runs:
+            self._seen.update(range(first, last + 1))
+
 
 @dataclass(slots=True)
 class DeviceTrack:
     """What the engine remembers of one device between fixes."""
 
     device: str
-    seen: OrderedDict[int, None] = field(default_factory=OrderedDict)
+    seen: SeqMemory = field(default_factory=lambda: SeqMemory(SEEN_SEQS))
     pending: list[Fix] = field(default_factory=list)
     first_pending_arrival: float = 0.0
     last_pending_arrival: float = 0.0
@@ -53,9 +114,7 @@ class DeviceTrack:
         """True when (device, seq) was seen before; remembers it otherwise."""
         if seq in self.seen:
             return True
-        self.seen[seq] = None
-        if len(self.seen) > SEEN_SEQS:
-            self.seen.popitem(last=False)
+        self.seen.add(seq)
         return False
 
     def add_pending(self, fix: Fix, now: float) -> None:

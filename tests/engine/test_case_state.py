@@ -211,3 +211,26 @@ def test_orders_that_regroup_cases_make_the_next_delta_replace_everything(
     restored.restore_parts(p for p in delta.parts.values() if p is not None)
     assert view(restored)["tracks"] == view(engine)["tracks"]
     assert view(restored)["alerts"] == view(engine)["alerts"]
+
+
+def test_resolved_alerts_are_stored_once_on_their_own_and_leave_the_case_part(
+    tmp_path_factory: pytest.TempPathFactory,
+) -> None:
+    orders, messages = stream("tamper_battery", tmp_path_factory.getbasetemp())
+    engine = Engine(load_book(orders))
+    stored: dict[str, bytes] = {}
+    writes: dict[str, int] = {}
+    for step in steps(messages):
+        run(engine, step)
+        delta = engine.state_delta()
+        for key, part in delta.parts.items():
+            writes[key] = writes.get(key, 0) + (part is not None)
+        apply_delta(stored, delta)
+    resolved = {a.alert_id for a in engine.alerts.alerts.values() if not a.is_open}
+    assert resolved, "the scenario resolves alerts"
+    assert {k[2:] for k in stored if k.startswith("A:")} == resolved
+    for key, blob in stored.items():
+        part = pickle.loads(blob)
+        if not key.startswith("A:"):
+            assert all(a.is_open for a in part["alerts"].values()), key
+    assert {writes[f"A:{a}"] for a in resolved} == {1}  # written when resolved, never again

@@ -22,6 +22,9 @@ NAMES = {
     "emguard_broker_connected",
     "emguard_store_connected",
     "emguard_queue_depth",
+    "emguard_state_commits_total",
+    "emguard_state_commit_bytes_total",
+    "emguard_state_commit_seconds_total",
 }
 
 
@@ -98,3 +101,18 @@ def test_registries_are_separate_per_server() -> None:
     """Two servers in one process do not share (or clash on) metric registries."""
     a, b = make_world(), make_world()
     assert a.server.metrics.registry is not b.server.metrics.registry
+
+
+async def test_durable_commits_are_counted_with_their_size() -> None:
+    """The engineer on call sees how often state is committed and how much each commit writes."""
+    from engine.store import MemoryStore
+
+    w = make_world()
+    w.service.store = MemoryStore()
+    w.raise_exclusion()
+    await w.service._commit()
+    m = await scrape(w)
+    assert m[("emguard_state_commits_total", ())] == 1
+    stored = sum(len(p) for p in w.service.store.state.values())
+    assert m[("emguard_state_commit_bytes_total", ())] == stored > 0
+    assert m[("emguard_state_commit_seconds_total", ())] > 0
