@@ -172,9 +172,11 @@ class Service:
                 async with self._client() as client:
                     self._generation += 1
                     self._client_ref = client
-                    self.connected = True
                     backoff = 0.2
                     await self._subscribe(client)
+                    # only now: /readyz (and the tests) rely on it meaning "messages published
+                    # from here on reach us"; a broker drops what arrives before the SUBACK
+                    self.connected = True
                     log.info("connected to %s (MQTT %s)", self.config.broker, self.connected_protocol)
                     publisher = asyncio.create_task(self._publisher(client))
                     try:

@@ -7,6 +7,7 @@ stop, restart or SIGKILL them.  A missing binary fails the test: CI must install
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import os
 import shutil
 import signal
@@ -15,6 +16,7 @@ import sys
 from dataclasses import dataclass, field
 from pathlib import Path
 
+import httpx
 import pytest
 
 from engine.broker import free_port, mosquitto_binary, wait_for_port
@@ -93,6 +95,26 @@ def engine(tmp: Path, broker_port: int, redis_port: int, orders: Path, client_id
            "EMGUARD_HTTP_PORT": str(http), "EMGUARD_CLIENT_ID": client_id, **extra_env}
     argv = [sys.executable, "-m", "engine.cli", "--log-level", "INFO", "serve"]
     return Proc(argv, http, env=env, log=tmp / f"engine-{client_id}.log")
+
+
+async def ready(engine_proc: Proc, within_s: float = 60.0) -> None:
+    """Wait for the engine's /readyz: subscribed, so what devices publish from now on reaches it.
+
+    Its HTTP port opens before it has even connected to the broker, and a broker drops messages
+    on topics nobody is subscribed to yet: publishing right after ``start`` loses the first ones.
+    """
+    async with httpx.AsyncClient(base_url=f"http://127.0.0.1:{engine_proc.port}", timeout=5) as c:
+        async def subscribed() -> bool:
+            with contextlib.suppress(httpx.HTTPError):
+                return (await c.get("/readyz")).status_code == 200
+            return False
+
+        loop = asyncio.get_running_loop()
+        end = loop.time() + within_s
+        while not await subscribed():
+            if loop.time() > end:
+                raise AssertionError(f"the engine was not ready (subscribed) within {within_s} s")
+            await asyncio.sleep(0.05)
 
 
 async def until(pred, within_s: float, what: str) -> None:

@@ -128,6 +128,7 @@ async def start_all(world) -> tuple[procs.Proc, Centre]:
     centre.start()
     await centre.ready.wait()
     await eng.start()
+    await procs.ready(eng)
     return eng, centre
 
 
@@ -223,6 +224,7 @@ async def test_a_centre_that_is_away_during_the_stream_gets_every_alert_when_bac
     async with client() as c:
         await c.subscribe("em/alerts/centre", qos=1)
     await eng.start()
+    await procs.ready(eng)
     got: list[tuple[str, int]] = []
     try:
         await publish(broker.port, workload(N), 0.0)

@@ -99,7 +99,8 @@ async def _run(tmp: Path, kill_one: bool) -> tuple[list[dict], list[int]]:
         await centre.ready.wait()
         for w in workers:
             await w.start()
-        await asyncio.sleep(1.0)  # both subscribed to the shared group
+        for w in workers:
+            await procs.ready(w)  # both subscribed to the shared group
         pub = asyncio.create_task(_publish(broker.port, workload(), 0.02))
         if kill_one:
             await procs.until(lambda: len(centre.got) >= 4, 180, "the first alerts")
