@@ -54,14 +54,26 @@ def show(value: Any) -> str:
     return text
 
 
-def number(o: dict[str, Any], name: str, required: bool) -> float | None:
-    """A JSON number as float; None when optional and absent or null."""
+def _present(o: dict[str, Any], name: str, required: bool) -> Any:
+    """The field's value, or ``MISSING`` when it is optional and absent or null.
+
+    A required field that is absent is ``missing_field``; a required null falls through to
+    the caller's type check and becomes ``bad_type``.
+    """
     x = o.get(name, MISSING)
     if x is MISSING:
         if required:
             raise InvalidPayload(R.MISSING_FIELD, f"{name} is required")
-        return None
+        return MISSING
     if x is None and not required:
+        return MISSING
+    return x
+
+
+def number(o: dict[str, Any], name: str, required: bool) -> float | None:
+    """A JSON number as float; None when optional and absent or null."""
+    x = _present(o, name, required)
+    if x is MISSING:
         return None
     if isinstance(x, float):
         return x
@@ -75,12 +87,8 @@ def number(o: dict[str, Any], name: str, required: bool) -> float | None:
 
 def integer(o: dict[str, Any], name: str, required: bool, integral_float: bool) -> int | None:
     """A JSON integer; with ``integral_float`` also a float with no fractional part."""
-    x = o.get(name, MISSING)
+    x = _present(o, name, required)
     if x is MISSING:
-        if required:
-            raise InvalidPayload(R.MISSING_FIELD, f"{name} is required")
-        return None
-    if x is None and not required:
         return None
     if isinstance(x, int) and not isinstance(x, bool):
         return x
@@ -91,12 +99,8 @@ def integer(o: dict[str, Any], name: str, required: bool, integral_float: bool) 
 
 def text(o: dict[str, Any], name: str, required: bool) -> str | None:
     """A non-empty JSON string; None when optional and absent or null."""
-    x = o.get(name, MISSING)
+    x = _present(o, name, required)
     if x is MISSING:
-        if required:
-            raise InvalidPayload(R.MISSING_FIELD, f"{name} is required")
-        return None
-    if x is None and not required:
         return None
     if not isinstance(x, str) or not x:
         raise InvalidPayload(R.BAD_TYPE, f"{name}={show(x)} is not a non-empty string")

@@ -361,13 +361,10 @@ class Service:
     def _emit(self, effects: Effects) -> None:
         if not effects.messages and not effects.changes:
             return
-        self._stage(effects.messages)
-        for change in effects.changes:
-            self._staged_alerts[change.alert.alert_id] = change.alert
-        if self.store is None:
-            self._release([(None, m) for m in self._staged])
-            self._staged.clear()
-            self._staged_alerts.clear()
+        self._stage(effects.messages)  # without a store, _stage hands them to the outbox at once
+        if self.store is not None:  # changed alerts are archived with the next commit
+            for change in effects.changes:
+                self._staged_alerts[change.alert.alert_id] = change.alert
         now = self.clock()
         for listener in self.listeners:
             try:
