@@ -18,6 +18,9 @@ COUNTERS = {
     "emguard_dead_letters_total",
     "emguard_alerts_total",
     "emguard_alert_changes_total",
+    "emguard_state_commits_total",
+    "emguard_state_commit_bytes_total",
+    "emguard_state_commit_seconds_total",
 }
 HISTOGRAMS = {
     "emguard_ingest_lag_seconds",
