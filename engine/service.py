@@ -6,7 +6,10 @@ Three tasks around the pure ``Engine``:
   refuse it), subscribes, reads messages into a **bounded** inbox (a full
   inbox makes the reader wait: explicit back-pressure, never a silent drop) and
   publishes the outbox while connected; reconnects with backoff.
-* ``_processor``: takes micro-batches from the inbox through the engine.
+* ``_processor``: takes micro-batches from the inbox through the engine and
+  hands them to ``_committer``, which commits in the background (group commit:
+  while one commit is on its way to the store, the next batches are processed
+  and go into the next commit).
 * ``_ticker``: drives timers (reorder release, deadlines, silence, expiry).
 
 With a state store (``emguard serve --redis``) ingest is at-least-once and
@@ -51,6 +54,9 @@ log = logging.getLogger(__name__)
 Listener = Callable[[Effects, float], None]
 Ack = tuple[int, int, int]  # (connection generation, mid, qos)
 BATCH = 512
+COMMIT_GATHER_S = 0.005  # longest a processed message waits for its commit to start
+GATHER_ACKS = 64  # ... or fewer unacknowledged messages than this (brokers allow 100 in flight)
+MAX_UNCOMMITTED = 4 * BATCH  # processed but not yet committed messages before the processor waits
 TICK_S = 0.2
 
 
@@ -94,6 +100,8 @@ class Service:
         self._held_acks: list[Ack] = []
         self._unconfirmed: list[int] = []
         self._commit_lock = asyncio.Lock()
+        self._commit_wanted = asyncio.Event()
+        self._commit_landed = asyncio.Event()
         # durable commits: how many, how many case parts and bytes of state, seconds spent
         self.commits = 0
         self.committed_parts = 0
@@ -107,6 +115,7 @@ class Service:
         tasks = [
             asyncio.create_task(self._connection(stop), name="mqtt"),
             asyncio.create_task(self._processor(), name="processor"),
+            asyncio.create_task(self._committer_loop(), name="committer"),
             asyncio.create_task(self._ticker(stop), name="ticker"),
         ]
         try:
@@ -271,14 +280,36 @@ class Service:
                 if ack is not None:
                     self._held_acks.append(ack)
                 self.last_processed = arrival
+            self._commit_wanted.set()
+            if len(self._held_acks) >= MAX_UNCOMMITTED:
+                # the store is slow or down: stop taking messages until a commit lands
+                # (the broker stops too, at its in-flight limit of unacknowledged messages)
+                await self._committed_some()
+
+    async def _committer_loop(self) -> None:
+        """Commit whatever the processor left uncommitted, one commit at a time."""
+        while True:
+            await self._commit_wanted.wait()
+            if self.store is not None:
+                # gather a few milliseconds of batches into one commit: a store round trip per
+                # message would cost more than the message; stop short of the broker's in-flight
+                # limit, which stops delivery until acks flow again
+                deadline = time.monotonic() + COMMIT_GATHER_S
+                while len(self._held_acks) < GATHER_ACKS and time.monotonic() < deadline:
+                    await asyncio.sleep(0.001)
+            self._commit_wanted.clear()
             await self._commit_until_stored()
+            self._commit_landed.set()
+
+    async def _committed_some(self) -> None:
+        self._commit_landed.clear()
+        await self._commit_landed.wait()
 
     async def _ticker(self, stop: asyncio.Event) -> None:
         while not stop.is_set():
             self._emit(self.engine.tick(self.clock()))
             if self._staged or self._staged_alerts:
-                with contextlib.suppress(StoreUnavailable):
-                    await self._commit()
+                self._commit_wanted.set()
             if self.store is not None and not self.store_connected and await self.store.ping():
                 self.store_connected = True
                 self.outbox_ready.set()  # retry confirmations held while the store was down
@@ -309,11 +340,14 @@ class Service:
                 return
             if not self._staged and not self._staged_alerts and not self._held_acks:
                 return
-            messages, alerts = list(self._staged), list(self._staged_alerts.values())
+            # what this commit covers is fixed here: batches processed while it is on its way
+            # (group commit), and operator actions meanwhile, belong to the next one
+            messages, staged_alerts = list(self._staged), dict(self._staged_alerts)
+            acks = list(self._held_acks)
             started = time.perf_counter()
             delta = self.engine.state_delta()
             try:
-                ids = await self.store.commit(delta, messages, alerts)
+                ids = await self.store.commit(delta, messages, list(staged_alerts.values()))
             except BaseException:
                 self.engine.state_not_stored(delta)
                 raise
@@ -325,9 +359,11 @@ class Service:
                 log.warning("state store reachable again")
             self.store_connected = True
             del self._staged[: len(messages)]
-            self._staged_alerts.clear()
+            del self._held_acks[: len(acks)]
+            for alert_id, alert in staged_alerts.items():
+                if self._staged_alerts.get(alert_id) is alert:
+                    del self._staged_alerts[alert_id]
             self._release(list(zip(ids, messages, strict=True)))
-            acks, self._held_acks = self._held_acks, []
             client = self._client_ref
             for generation, mid, qos in acks:
                 # an ack for a message of an earlier connection would hit a reused mid: drop it,
