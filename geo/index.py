@@ -278,18 +278,24 @@ class ZoneIndex:
         flags = np.empty(n, dtype=np.uint8)
         use_par = parallel if parallel is not None else n >= PARALLEL_MIN_PAIRS
         if n >= LOCALITY_MIN_PAIRS:
-            order, ps, px, py = kernels.locality_pack(slots, x, y, self.zoff, LOCALITY_SHIFT)
-        else:
-            order, ps, px, py = np.arange(n, dtype=np.int64), slots, x, y
-        if use_par:
-            kernels.signed_distance_batch_parallel(
-                order, ps, px, py, self.zoff, self.blob, out, flags
-            )
+            # scratch from numpy, not from inside the kernel: numpy's large
+            # blocks are reused by malloc (and advised as huge pages), whereas
+            # allocating ~130 MB per 3 M pairs in Numba page-faulted on every call
+            packed = np.empty((n, 4), dtype=np.float64)
+            keys = np.empty(n, dtype=np.int32)
+            start = np.empty((self.blob.shape[0] >> LOCALITY_SHIFT) + 3, dtype=np.int64)
+            kernels.locality_pack(slots, x, y, self.zoff, LOCALITY_SHIFT, keys, start, packed)
+            del keys
+            if use_par:
+                kernels.signed_distance_batch_packed_parallel(packed, self.blob, out, flags)
+                flagged = int(np.count_nonzero(flags))
+            else:
+                flagged = kernels.signed_distance_batch_packed(
+                    packed, self.blob, out, flags, LOCALITY_SHIFT
+                )
+        elif use_par:
+            kernels.signed_distance_batch_parallel(slots, x, y, self.zoff, self.blob, out, flags)
             flagged = int(np.count_nonzero(flags))
-        elif n >= LOCALITY_MIN_PAIRS:
-            flagged = kernels.signed_distance_batch_packed(
-                order, ps, px, py, self.zoff, self.blob, out, flags, LOCALITY_SHIFT
-            )
         else:
             flagged = kernels.signed_distance_batch(slots, x, y, self.zoff, self.blob, out, flags)
         if flagged:

@@ -38,3 +38,34 @@ def prefetch(typingctx, arr, idx):
         return context.get_dummy_value()
 
     return sig, codegen
+
+
+@intrinsic(prefer_literal=True)
+def stack_f64(typingctx, size):
+    """A 1-D float64 array of ``size`` (a compile-time constant) uninitialised doubles on the stack.
+
+    For scratch in kernels compiled without Numba's runtime (no heap
+    allocation, no reference counting): the array lives in the calling
+    function's frame and must not be returned or kept.
+    """
+    if not isinstance(size, types.IntegerLiteral):
+        return None
+    n = size.literal_value
+    arrty = types.Array(types.float64, 1, "C")
+    sig = arrty(size)
+
+    def codegen(context, builder, signature, args):
+        data = cgutils.alloca_once(builder, context.get_value_type(types.float64), size=n)
+        ary = context.make_array(arrty)(context, builder)
+        itemsize = context.get_constant(types.intp, 8)
+        context.populate_array(
+            ary,
+            data=data,
+            shape=[context.get_constant(types.intp, n)],
+            strides=[itemsize],
+            itemsize=itemsize,
+            meminfo=None,
+        )
+        return ary._getvalue()
+
+    return sig, codegen
