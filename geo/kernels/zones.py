@@ -231,16 +231,20 @@ def signed_distance_batch(slots, x, y, zoff, blob, out, flags):
 
 
 @hot
-def signed_distance_batch_packed(packed, blob, out, flags, shift):
+def signed_distance_batch_packed(packed, blob, out, flagged, shift):
     """``signed_distance_batch`` over pairs packed in visiting order by ``locality_pack``.
 
     ``packed`` (float64, n x 4) holds per pair ``x, y``, the zone record's
     offset in ``blob`` (``-1`` for a free or unknown slot) and the pair's input
     position ``i``, grouped by ``2**shift``-double stretches of ``blob`` and read
-    sequentially; the result goes to ``out[i]`` and ``flags[i]``.  Since the
-    groups come in address order, ``blob`` is prefetched as one stream running
-    ``STREAM_AHEAD`` pairs ahead, at most ``STREAM_LINES`` lines per pair.
-    Returns the number of pairs not ``FLAG_OK``.
+    sequentially; the signed distance goes to ``out[i]``.  Pairs that are not
+    ``FLAG_OK`` are not flagged in a per-pair array (one more scattered write
+    per pair) but listed: their input positions go to ``flagged[0:k]`` (int64,
+    length n) and ``k`` is returned.  For a listed pair ``out[i]`` is NaN (free
+    or unknown slot) or the unsigned distance (``FLAG_EXACT``: finish with
+    ``resolve_exact``).  Since the groups come in address order, ``blob`` is
+    prefetched as one stream running ``STREAM_AHEAD`` pairs ahead, at most
+    ``STREAM_LINES`` lines per pair.
     """
     n = packed.shape[0]
     n_flagged = 0
@@ -262,13 +266,13 @@ def signed_distance_batch_packed(packed, blob, out, flags, shift):
         i = int(packed[j, 3])
         if o < 0:
             out[i] = math.nan
-            flags[i] = FLAG_BAD_SLOT
+            flagged[n_flagged] = i
             n_flagged += 1
             continue
         v, f = record_fast(o, packed[j, 0], packed[j, 1], blob)
         out[i] = v
-        flags[i] = f
         if f != FLAG_OK:
+            flagged[n_flagged] = i
             n_flagged += 1
     return n_flagged
 
@@ -302,14 +306,14 @@ def signed_distance_batch_packed_parallel(packed, blob, out, flags):
 
 
 @hot
-def locality_pack(slots, x, y, zoff, shift, keys, start, packed):
+def locality_pack(slots, x, y, zoff, shift, offs, start, packed):
     """Group pairs by which ``2**shift``-double stretch of ``blob`` their zone record
     starts in (stable counting sort; free or unknown slots first).
 
     Writes ``packed`` (float64, n x 4): per pair in visiting order ``x, y``,
     the record offset (``-1`` for a free or unknown slot) and the input
-    position.  Scratch from the caller, so nothing is allocated here: ``keys``
-    (int32, n) and ``start`` (int64, at least ``(len(blob) >> shift) + 3``;
+    position.  Scratch from the caller, so nothing is allocated here: ``offs``
+    (int64, n) and ``start`` (int64, at least ``(len(blob) >> shift) + 3``;
     any contents).  Each group is written as one sequential stream, so the
     copy costs little more than reading the input once, and the evaluation pass
     then reads sequentially.
@@ -320,23 +324,25 @@ def locality_pack(slots, x, y, zoff, shift, keys, start, packed):
         start[k] = 0
     for i in range(n):
         s = slots[i]
+        o = -1
         k = 0
         if 0 <= s < zoff.shape[0] and zoff[s] >= 0:
-            k = (zoff[s] >> shift) + 1
-        keys[i] = k
+            o = zoff[s]
+            k = (o >> shift) + 1
+        offs[i] = o
         start[k + 1] += 1
         if k + 1 > n_keys:
             n_keys = k + 1
     for k in range(n_keys):
         start[k + 1] += start[k]
     for i in range(n):
-        k = keys[i]
+        o = offs[i]
+        k = (o >> shift) + 1 if o >= 0 else 0
         j = start[k]
         start[k] = j + 1
-        s = slots[i]
         packed[j, 0] = x[i]
         packed[j, 1] = y[i]
-        packed[j, 2] = zoff[s] if k > 0 else -1.0
+        packed[j, 2] = o
         packed[j, 3] = i
 
 
