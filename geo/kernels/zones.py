@@ -41,7 +41,7 @@ import math
 
 from numba import prange
 
-from ._intrinsics import prefetch, stack_f64
+from ._intrinsics import EDGES_PER_VECTOR, block_min_d2, prefetch, stack_f64
 from ._jit import hot, jit, phot
 from .predicates import orient, segment_distance2, segments_touch
 
@@ -51,7 +51,7 @@ KIND_POLYGON = 2
 
 ALIGN = 8  # record offsets are multiples of 8 doubles (64-byte cache lines)
 HEADER = 8  # doubles in a record header
-BLOCK_EDGES = 8  # edges per block: 8 blocks for a 64-vertex ring
+BLOCK_EDGES = EDGES_PER_VECTOR  # edges per block (8): 8 blocks for a 64-vertex ring
 BLOCK_SIZE = 3 * BLOCK_EDGES + 2  # doubles per edge block: 9 x, 9 y, 8 inverse squared lengths
 BOX_SIZE = 4
 MAX_STACK_BLOCKS = 64  # polygon_fast keeps box distances on the stack up to this many blocks
@@ -70,14 +70,13 @@ _REL_TOL = 1e-9
 
 # ---------------------------------------------------------------- fast pass
 @hot
-def _block_distance2(px, py, blk, best):
+def block_distance2_scalar(px, py, blk, best):
     """Min of ``best`` and the squared distances (m^2) to the 8 edges of the block ``blk``.
 
-    ``blk`` is a view of one edge block (``BLOCK_SIZE`` doubles).  Indexing a
-    view with loop counters lets the compiler drop the negative-index checks
-    that ``blob[o + j]`` needs (they cost ~15 % of a polygon evaluation).
-    Branch-free: the projection parameter ``t = ((p - a) . e) / |e|^2`` is
-    clamped to [0, 1] with min/max (no mispredicted branches, no division).
+    The reference for ``_block_distance2`` (same result bit for bit).  ``blk``
+    is a view of one edge block (``BLOCK_SIZE`` doubles).  Branch-free: the
+    projection parameter ``t = ((p - a) . e) / |e|^2`` is clamped to [0, 1]
+    with min/max (no mispredicted branches, no division).
     """
     m = math.inf
     for j in range(BLOCK_EDGES):
@@ -92,6 +91,17 @@ def _block_distance2(px, py, blk, best):
         dy = wy - t * ey
         m = min(m, dx * dx + dy * dy)
     return min(best, m)
+
+
+@hot
+def _block_distance2(px, py, blk, best):
+    """``block_distance2_scalar`` with the 8 edges in one vector (``block_min_d2``).
+
+    ``blk`` is a view of the block: indexing views with small constant offsets
+    also spares the negative-index checks that ``blob[o + j]`` needs.  Numba
+    does not vectorise the scalar loop itself (its SLP vectoriser is off).
+    """
+    return min(best, block_min_d2(px, py, blk))
 
 
 @hot
