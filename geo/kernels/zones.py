@@ -27,7 +27,8 @@ boundary than float64 can express get the smallest positive double, so
 
 Fast pass (``hot``, no allocation): the distance scans the block with the
 nearest box first, then only blocks whose box is nearer than the best edge
-found; the inside test counts ray crossings in blocks the +x ray can reach, and
+found, each block's 8 edges as one 8-lane vector (``block_min_d2``, equal to
+the scalar loop bit for bit); the inside test counts ray crossings in blocks the +x ray can reach, and
 only when the point is inside the zone's box.  The crossing test can only be
 wrong for a point within rounding error of an edge, so when the nearest edge is
 closer than ``1e-9 * (|x| + |y| + extent)`` metres the pair is flagged and
