@@ -275,28 +275,42 @@ class ZoneIndex:
             out = np.empty(n, dtype=np.float64)
         elif out.shape != (n,) or out.dtype != np.float64:
             raise GeoError("out must be a float64 array of the same length as slots")
-        flags = np.empty(n, dtype=np.uint8)
         use_par = parallel if parallel is not None else n >= PARALLEL_MIN_PAIRS
         if n >= LOCALITY_MIN_PAIRS:
-            order, ps, px, py = kernels.locality_pack(slots, x, y, self.zoff, LOCALITY_SHIFT)
+            # scratch in one numpy block, not allocated inside the kernel: numpy
+            # advises large blocks as huge pages, whereas ~130 MB of Numba
+            # allocations per 3 M pairs page-faulted 4 KiB at a time on every call
+            scratch = np.empty(5 * n, dtype=np.float64)
+            packed = scratch[: 4 * n].reshape(n, 4)
+            offs = scratch[4 * n :].view(np.int64)
+            start = np.empty((self.blob.shape[0] >> LOCALITY_SHIFT) + 3, dtype=np.int64)
+            kernels.locality_pack(slots, x, y, self.zoff, LOCALITY_SHIFT, offs, start, packed)
+            if use_par:
+                flags = np.empty(n, dtype=np.uint8)
+                kernels.signed_distance_batch_packed_parallel(packed, self.blob, out, flags)
+                idx = np.flatnonzero(flags)
+            else:
+                listed = offs  # reused: its pages are already mapped
+                k = kernels.signed_distance_batch_packed(
+                    packed, self.blob, out, listed, LOCALITY_SHIFT
+                )
+                idx = np.sort(listed[:k])
         else:
-            order, ps, px, py = np.arange(n, dtype=np.int64), slots, x, y
-        if use_par:
-            kernels.signed_distance_batch_parallel(
-                order, ps, px, py, self.zoff, self.blob, out, flags
-            )
-            flagged = int(np.count_nonzero(flags))
-        elif n >= LOCALITY_MIN_PAIRS:
-            flagged = kernels.signed_distance_batch_packed(
-                order, ps, px, py, self.zoff, self.blob, out, flags, LOCALITY_SHIFT
-            )
-        else:
-            flagged = kernels.signed_distance_batch(slots, x, y, self.zoff, self.blob, out, flags)
-        if flagged:
-            bad = int(np.count_nonzero(flags == kernels.FLAG_BAD_SLOT))
+            flags = np.empty(n, dtype=np.uint8)
+            if use_par:
+                kernels.signed_distance_batch_parallel(
+                    slots, x, y, self.zoff, self.blob, out, flags
+                )
+            else:
+                kernels.signed_distance_batch(slots, x, y, self.zoff, self.blob, out, flags)
+            idx = np.flatnonzero(flags)
+        if len(idx):
+            s = slots[idx]
+            valid = (s >= 0) & (s < self.zoff.shape[0])
+            valid[valid] = self.zoff[s[valid]] >= 0
+            bad = int(np.count_nonzero(~valid))
             if bad:
                 raise GeoError(f"{bad} pair(s) refer to a free or unknown zone slot")
-            idx = np.flatnonzero(flags == kernels.FLAG_EXACT)
             kernels.resolve_exact(idx, slots, x, y, self.zoff, self.blob, out)
         return out
 

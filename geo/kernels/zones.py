@@ -26,8 +26,9 @@ boundary than float64 can express get the smallest positive double, so
 ``<= 0`` always means "covered".
 
 Fast pass (``hot``, no allocation): the distance scans the block with the
-nearest box first, then only blocks whose box is nearer than the best edge so
-far; the inside test counts ray crossings in blocks the +x ray can reach, and
+nearest box first, then only blocks whose box is nearer than the best edge
+found, each block's 8 edges as one 8-lane vector (``block_min_d2``, equal to
+the scalar loop bit for bit); the inside test counts ray crossings in blocks the +x ray can reach, and
 only when the point is inside the zone's box.  The crossing test can only be
 wrong for a point within rounding error of an edge, so when the nearest edge is
 closer than ``1e-9 * (|x| + |y| + extent)`` metres the pair is flagged and
@@ -39,10 +40,9 @@ from __future__ import annotations
 
 import math
 
-import numpy as np
 from numba import prange
 
-from ._intrinsics import prefetch
+from ._intrinsics import EDGES_PER_VECTOR, block_min_d2, prefetch, stack_f64
 from ._jit import hot, jit, phot
 from .predicates import orient, segment_distance2, segments_touch
 
@@ -52,17 +52,18 @@ KIND_POLYGON = 2
 
 ALIGN = 8  # record offsets are multiples of 8 doubles (64-byte cache lines)
 HEADER = 8  # doubles in a record header
-BLOCK_EDGES = 8  # edges per block: 8 blocks for a 64-vertex ring
+BLOCK_EDGES = EDGES_PER_VECTOR  # edges per block (8): 8 blocks for a 64-vertex ring
 BLOCK_SIZE = 3 * BLOCK_EDGES + 2  # doubles per edge block: 9 x, 9 y, 8 inverse squared lengths
 BOX_SIZE = 4
+MAX_STACK_BLOCKS = 64  # polygon_fast keeps box distances on the stack up to this many blocks
 
 FLAG_OK = 0
 FLAG_EXACT = 1  # within rounding distance of an edge: resolve with exact predicates
 FLAG_BAD_SLOT = 2  # free or unknown slot
 
 PREFETCH_AHEAD = 16  # pairs ahead whose zone record is prefetched (input order)
-STREAM_AHEAD = 64  # pairs ahead of the blob prefetch stream (locality order)
-STREAM_LINES = 16  # at most this many cache lines prefetched per pair
+STREAM_AHEAD = 256  # pairs ahead of the blob prefetch stream (locality order)
+STREAM_LINES = 32  # at most this many cache lines prefetched per pair
 
 _TINY = 5e-324  # smallest positive double: "outside, but closer than float64 resolves"
 _REL_TOL = 1e-9
@@ -70,41 +71,52 @@ _REL_TOL = 1e-9
 
 # ---------------------------------------------------------------- fast pass
 @hot
-def _block_distance2(px, py, blob, o, best):
-    """Min of ``best`` and the squared distances (m^2) to the 8 edges of the block at ``o``.
+def block_distance2_scalar(px, py, blk, best):
+    """Min of ``best`` and the squared distances (m^2) to the 8 edges of the block ``blk``.
 
-    Branch-free: the projection parameter ``t = ((p - a) . e) / |e|^2`` is
-    clamped to [0, 1] with min/max (no mispredicted branches, no division).
+    The reference for ``_block_distance2`` (same result bit for bit).  ``blk``
+    is a view of one edge block (``BLOCK_SIZE`` doubles).  Branch-free: the
+    projection parameter ``t = ((p - a) . e) / |e|^2`` is clamped to [0, 1]
+    with min/max (no mispredicted branches, no division).
     """
-    ys = o + BLOCK_EDGES + 1
-    inv = ys + BLOCK_EDGES + 1
+    m = math.inf
     for j in range(BLOCK_EDGES):
-        ax = blob[o + j]
-        ay = blob[ys + j]
-        ex = blob[o + j + 1] - ax
-        ey = blob[ys + j + 1] - ay
+        ax = blk[j]
+        ay = blk[BLOCK_EDGES + 1 + j]
+        ex = blk[j + 1] - ax
+        ey = blk[BLOCK_EDGES + 2 + j] - ay
         wx = px - ax
         wy = py - ay
-        t = min(max((wx * ex + wy * ey) * blob[inv + j], 0.0), 1.0)
+        t = min(max((wx * ex + wy * ey) * blk[2 * BLOCK_EDGES + 2 + j], 0.0), 1.0)
         dx = wx - t * ex
         dy = wy - t * ey
-        best = min(best, dx * dx + dy * dy)
-    return best
+        m = min(m, dx * dx + dy * dy)
+    return min(best, m)
 
 
 @hot
-def _block_parity(px, py, blob, o):
+def _block_distance2(px, py, blk, best):
+    """``block_distance2_scalar`` with the 8 edges in one vector (``block_min_d2``).
+
+    ``blk`` is a view of the block: indexing views with small constant offsets
+    also spares the negative-index checks that ``blob[o + j]`` needs.  Numba
+    does not vectorise the scalar loop itself (its SLP vectoriser is off).
+    """
+    return min(best, block_min_d2(px, py, blk))
+
+
+@hot
+def _block_parity(px, py, blk):
     """Parity (True = odd) of the block's edges crossed by the ray from p towards +x.
 
     GEOS' half-open rule: an edge counts when exactly one end is strictly above p.
     """
-    ys = o + BLOCK_EDGES + 1
     odd = False
-    ax = blob[o]
-    ay = blob[ys]
+    ax = blk[0]
+    ay = blk[BLOCK_EDGES + 1]
     for j in range(1, BLOCK_EDGES + 1):
-        bx = blob[o + j]
-        by = blob[ys + j]
+        bx = blk[j]
+        by = blk[BLOCK_EDGES + 1 + j]
         if (ay > py) != (by > py):
             if px < ax + (py - ay) * (bx - ax) / (by - ay):
                 odd = not odd
@@ -114,10 +126,10 @@ def _block_parity(px, py, blob, o):
 
 
 @hot
-def _box_distance2(px, py, blob, q):
-    """Squared distance (m^2) from p to the box ``minx, miny, maxx, maxy`` at ``blob[q:q + 4]``."""
-    dx = max(max(blob[q] - px, px - blob[q + 2]), 0.0)
-    dy = max(max(blob[q + 1] - py, py - blob[q + 3]), 0.0)
+def _box_distance2(px, py, rec, q):
+    """Squared distance (m^2) from p to the box ``minx, miny, maxx, maxy`` at ``rec[q:q + 4]``."""
+    dx = max(max(rec[q] - px, px - rec[q + 2]), 0.0)
+    dy = max(max(rec[q + 1] - py, py - rec[q + 3]), 0.0)
     return dx * dx + dy * dy
 
 
@@ -127,43 +139,60 @@ def polygon_fast(px, py, blob, o):
 
     ``certain`` is False when the nearest edge is within rounding distance;
     ``value`` is then the unsigned distance and the side must be resolved
-    exactly (``resolve_exact``).
+    exactly (``resolve_exact``).  The block boxes' distances are kept in a
+    stack buffer (records of up to ``MAX_STACK_BLOCKS`` blocks; longer ones
+    compute them again), so the scan after the nearest block reads no box twice.
     """
-    minx = blob[o + 1]
-    miny = blob[o + 2]
-    maxx = blob[o + 3]
-    maxy = blob[o + 4]
     nb = int(blob[o + 5])
-    boxes = o + HEADER
-    blocks = boxes + BOX_SIZE * nb
-    in_box = minx <= px <= maxx and miny <= py <= maxy
+    rec = blob[o : o + HEADER + (BOX_SIZE + BLOCK_SIZE) * nb]
+    minx = rec[1]
+    miny = rec[2]
+    maxx = rec[3]
+    maxy = rec[4]
+    blocks = HEADER + BOX_SIZE * nb
     inside = False
+    if minx <= px <= maxx and miny <= py <= maxy:
+        for c in range(nb):
+            q = HEADER + BOX_SIZE * c
+            if rec[q + 1] <= py < rec[q + 3] and px < rec[q + 2]:
+                b = blocks + BLOCK_SIZE * c
+                if _block_parity(px, py, rec[b : b + BLOCK_SIZE]):
+                    inside = not inside
+    lbs = stack_f64(MAX_STACK_BLOCKS)
     first = 0
     lb_first = math.inf
-    lb_second = math.inf
     for c in range(nb):
-        q = boxes + BOX_SIZE * c
-        if in_box and blob[q + 1] <= py < blob[q + 3] and px < blob[q + 2]:
-            if _block_parity(px, py, blob, blocks + BLOCK_SIZE * c):
-                inside = not inside
-        lb = _box_distance2(px, py, blob, q)
-        if lb < lb_second:
-            if lb < lb_first:
-                lb_second = lb_first
-                lb_first = lb
-                first = c
-            else:
-                lb_second = lb
-    best = _block_distance2(px, py, blob, blocks + BLOCK_SIZE * first, math.inf)
-    if lb_second < best:  # some other block may hold a nearer edge
-        for c in range(nb):
-            if c != first and _box_distance2(px, py, blob, boxes + BOX_SIZE * c) < best:
-                best = _block_distance2(px, py, blob, blocks + BLOCK_SIZE * c, best)
+        lb = _box_distance2(px, py, rec, HEADER + BOX_SIZE * c)
+        if c < MAX_STACK_BLOCKS:
+            lbs[c] = lb
+        first = c if lb < lb_first else first
+        lb_first = min(lb, lb_first)
+    b = blocks + BLOCK_SIZE * first
+    best = _block_distance2(px, py, rec[b : b + BLOCK_SIZE], math.inf)
+    for c in range(nb):
+        if c < MAX_STACK_BLOCKS:
+            lb = lbs[c]
+        else:
+            lb = _box_distance2(px, py, rec, HEADER + BOX_SIZE * c)
+        if lb < best and c != first:  # this block may hold a nearer edge
+            b = blocks + BLOCK_SIZE * c
+            best = _block_distance2(px, py, rec[b : b + BLOCK_SIZE], best)
     d = math.sqrt(best)
     tol = _REL_TOL * (abs(px) + abs(py) + (maxx - minx) + (maxy - miny) + 1.0)
     if d > tol:
         return (-d if inside else d), True
     return d, False
+
+
+@hot
+def record_fast(o, px, py, blob):
+    """Fast-pass signed distance to the record at offset ``o``: ``(value, flag)`` (``FLAG_*``)."""
+    if blob[o] == KIND_CIRCLE:
+        dx = px - blob[o + 5]
+        dy = py - blob[o + 6]
+        return math.sqrt(dx * dx + dy * dy) - blob[o + 7], FLAG_OK
+    v, certain = polygon_fast(px, py, blob, o)
+    return v, (FLAG_OK if certain else FLAG_EXACT)
 
 
 @hot
@@ -174,12 +203,7 @@ def zone_fast(slot, px, py, zoff, blob):
     o = zoff[slot]
     if o < 0:
         return math.nan, FLAG_BAD_SLOT
-    if blob[o] == KIND_CIRCLE:
-        dx = px - blob[o + 5]
-        dy = py - blob[o + 6]
-        return math.sqrt(dx * dx + dy * dy) - blob[o + 7], FLAG_OK
-    v, certain = polygon_fast(px, py, blob, o)
-    return v, (FLAG_OK if certain else FLAG_EXACT)
+    return record_fast(o, px, py, blob)
 
 
 @hot
@@ -218,25 +242,29 @@ def signed_distance_batch(slots, x, y, zoff, blob, out, flags):
 
 
 @hot
-def signed_distance_batch_packed(order, ps, px, py, zoff, blob, out, flags, shift):
-    """``signed_distance_batch`` over pairs packed in visiting order (see ``locality_pack``).
+def signed_distance_batch_packed(packed, blob, out, flagged, shift):
+    """``signed_distance_batch`` over pairs packed in visiting order by ``locality_pack``.
 
-    ``ps, px, py`` are the pairs' slots and points in visiting order (grouped
-    by ``2**shift``-double stretches of ``blob``), read sequentially; the
-    result of packed pair ``j`` goes to ``out[order[j]]`` and
-    ``flags[order[j]]`` (the pair's input position).  Since the groups come in
-    address order, ``blob`` is prefetched as one stream running
-    ``STREAM_AHEAD`` pairs ahead, at most ``STREAM_LINES`` lines per pair.
-    Returns the number of pairs not ``FLAG_OK``.
+    ``packed`` (float64, n x 4) holds per pair ``x, y``, the zone record's
+    offset in ``blob`` (``-1`` for a free or unknown slot) and the pair's input
+    position ``i``, grouped by ``2**shift``-double stretches of ``blob`` and read
+    sequentially; the signed distance goes to ``out[i]``.  Pairs that are not
+    ``FLAG_OK`` are not flagged in a per-pair array (one more scattered write
+    per pair) but listed: their input positions go to ``flagged[0:k]`` (int64,
+    length n) and ``k`` is returned.  For a listed pair ``out[i]`` is NaN (free
+    or unknown slot) or the unsigned distance (``FLAG_EXACT``: finish with
+    ``resolve_exact``).  Since the groups come in address order, ``blob`` is
+    prefetched as one stream running ``STREAM_AHEAD`` pairs ahead, at most
+    ``STREAM_LINES`` lines per pair.
     """
-    n = order.shape[0]
+    n = packed.shape[0]
     n_flagged = 0
     pf = 0  # next blob index (a line start) to prefetch
     for j in range(n):
         if j + STREAM_AHEAD < n:
-            s = ps[j + STREAM_AHEAD]
-            if 0 <= s < zoff.shape[0] and zoff[s] >= 0:
-                group = zoff[s] >> shift
+            ahead = int(packed[j + STREAM_AHEAD, 2])
+            if ahead >= 0:
+                group = ahead >> shift
                 end = (group + 1) << shift
                 if end - pf > (4 << shift):  # jumped over a gap: restart the stream
                     pf = group << shift
@@ -245,69 +273,88 @@ def signed_distance_batch_packed(order, ps, px, py, zoff, blob, out, flags, shif
                     prefetch(blob, pf)
                     pf += ALIGN
                     k += 1
-        v, f = zone_fast(ps[j], px[j], py[j], zoff, blob)
-        i = order[j]
+        o = int(packed[j, 2])
+        i = int(packed[j, 3])
+        if o < 0:
+            out[i] = math.nan
+            flagged[n_flagged] = i
+            n_flagged += 1
+            continue
+        v, f = record_fast(o, packed[j, 0], packed[j, 1], blob)
         out[i] = v
-        flags[i] = f
         if f != FLAG_OK:
+            flagged[n_flagged] = i
             n_flagged += 1
     return n_flagged
 
 
 @phot
-def signed_distance_batch_parallel(order, ps, px, py, zoff, blob, out, flags):
-    """``signed_distance_batch_packed`` split over Numba threads (same ``out`` and ``flags``).
+def signed_distance_batch_parallel(slots, x, y, zoff, blob, out, flags):
+    """``signed_distance_batch`` split over Numba threads, in input order.
 
-    Pass ``order = arange(n)`` with the input arrays to keep the input order.
     Returns nothing: count the non-zero ``flags`` afterwards (a reduction would
     need Numba's runtime).
     """
-    for j in prange(order.shape[0]):
-        v, f = zone_fast(ps[j], px[j], py[j], zoff, blob)
-        i = order[j]
+    for i in prange(slots.shape[0]):
+        v, f = zone_fast(slots[i], x[i], y[i], zoff, blob)
         out[i] = v
         flags[i] = f
 
 
-@jit
-def locality_pack(slots, x, y, zoff, shift):
+@phot
+def signed_distance_batch_packed_parallel(packed, blob, out, flags):
+    """``signed_distance_batch_packed`` split over Numba threads (same layout, no prefetch)."""
+    for j in prange(packed.shape[0]):
+        o = int(packed[j, 2])
+        i = int(packed[j, 3])
+        if o < 0:
+            out[i] = math.nan
+            flags[i] = FLAG_BAD_SLOT
+        else:
+            v, f = record_fast(o, packed[j, 0], packed[j, 1], blob)
+            out[i] = v
+            flags[i] = f
+
+
+@hot
+def locality_pack(slots, x, y, zoff, shift, offs, start, packed):
     """Group pairs by which ``2**shift``-double stretch of ``blob`` their zone record
     starts in (stable counting sort; free or unknown slots first).
 
-    Returns ``(order, ps, px, py)``: input positions in visiting order and the
-    pairs' slots and points copied into that order.  The copy is written as one
-    sequential stream per group, so it costs little more than reading the input
-    once, and the evaluation pass then reads sequentially.
+    Writes ``packed`` (float64, n x 4): per pair in visiting order ``x, y``,
+    the record offset (``-1`` for a free or unknown slot) and the input
+    position.  Scratch from the caller, so nothing is allocated here: ``offs``
+    (int64, n) and ``start`` (int64, at least ``(len(blob) >> shift) + 3``;
+    any contents).  Each group is written as one sequential stream, so the
+    copy costs little more than reading the input once, and the evaluation pass
+    then reads sequentially.
     """
     n = slots.shape[0]
-    keys = np.empty(n, dtype=np.int64)
     n_keys = 1
+    for k in range(start.shape[0]):
+        start[k] = 0
     for i in range(n):
         s = slots[i]
+        o = -1
         k = 0
         if 0 <= s < zoff.shape[0] and zoff[s] >= 0:
-            k = (zoff[s] >> shift) + 1
-        keys[i] = k
+            o = zoff[s]
+            k = (o >> shift) + 1
+        offs[i] = o
+        start[k + 1] += 1
         if k + 1 > n_keys:
             n_keys = k + 1
-    start = np.zeros(n_keys + 1, dtype=np.int64)
-    for i in range(n):
-        start[keys[i] + 1] += 1
     for k in range(n_keys):
         start[k + 1] += start[k]
-    order = np.empty(n, dtype=np.int64)
-    ps = np.empty(n, dtype=np.int64)
-    px = np.empty(n, dtype=np.float64)
-    py = np.empty(n, dtype=np.float64)
     for i in range(n):
-        k = keys[i]
+        o = offs[i]
+        k = (o >> shift) + 1 if o >= 0 else 0
         j = start[k]
         start[k] = j + 1
-        order[j] = i
-        ps[j] = slots[i]
-        px[j] = x[i]
-        py[j] = y[i]
-    return order, ps, px, py
+        packed[j, 0] = x[i]
+        packed[j, 1] = y[i]
+        packed[j, 2] = o
+        packed[j, 3] = i
 
 
 # --------------------------------------------------------------- exact pass

@@ -7,10 +7,12 @@ import pytest
 import shapely
 from _geo_strategies import zone_scenes
 from hypothesis import example, given, settings
+from hypothesis import strategies as st
 from shapely.geometry import MultiPolygon, Polygon, box
 
 from geo.errors import GeoError
 from geo.index import ZoneIndex
+from geo.kernels import BLOCK_EDGES, BLOCK_SIZE
 
 SQUARE = box(100_000.0, 400_000.0, 101_000.0, 401_000.0)
 HOLED = Polygon([(0, 0), (10, 0), (10, 10), (0, 10)], [[(3, 3), (7, 3), (7, 7), (3, 7)]])
@@ -195,3 +197,29 @@ def test_repeated_vertices_and_long_rings_are_handled() -> None:
     x = rng.uniform(148_000, 152_000, 500)
     y = rng.uniform(448_000, 452_000, 500)
     assert_matches_shapely(big, x, y)
+
+
+@settings(max_examples=200, deadline=None)
+@given(st.integers(0, 2**32 - 1))
+@example(0)
+def test_vector_block_scan_equals_scalar_loop_bit_for_bit(seed: int) -> None:
+    """The 8-lane block scan gives exactly the scalar loop's squared distance (incl. vertices, zero-length edges)."""
+    from geo.kernels.zones import _block_distance2, block_distance2_scalar
+
+    rng = np.random.default_rng(seed)
+    blk = np.empty(BLOCK_SIZE)
+    xs = rng.normal(150_000.0, 2_000.0, BLOCK_EDGES + 1)
+    ys = rng.normal(450_000.0, 2_000.0, BLOCK_EDGES + 1)
+    repeat = rng.random(BLOCK_EDGES) < 0.2  # zero-length edges, as in padded blocks
+    for j in np.flatnonzero(repeat):
+        xs[j + 1], ys[j + 1] = xs[j], ys[j]
+    ex, ey = np.diff(xs), np.diff(ys)
+    len2 = ex * ex + ey * ey
+    blk[: BLOCK_EDGES + 1] = xs
+    blk[BLOCK_EDGES + 1 : 2 * BLOCK_EDGES + 2] = ys
+    blk[2 * BLOCK_EDGES + 2 :] = np.where(len2 > 0, 1.0 / np.where(len2 > 0, len2, 1.0), 0.0)
+    points = [(float(xs[j]), float(ys[j])) for j in range(0, BLOCK_EDGES + 1, 3)]
+    points += [tuple(p) for p in rng.normal((150_000.0, 450_000.0), 3_000.0, (20, 2))]
+    for px, py in points:
+        for best in (np.inf, 1e6, 0.0):
+            assert _block_distance2(px, py, blk, best) == block_distance2_scalar(px, py, blk, best)
