@@ -269,6 +269,11 @@ class Engine:
         self._whole_state = False
         return StateDelta(parts, whole)
 
+    @property
+    def state_changed(self) -> bool:
+        """True when some case changed since the last ``state_delta`` (time alone can do that)."""
+        return bool(self._dirty or self._alerts_changed or self._whole_state)
+
     def state_not_stored(self, delta: StateDelta) -> None:
         """The store refused ``delta``: its cases go into the next one again."""
         for key in delta.parts:

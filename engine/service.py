@@ -55,7 +55,7 @@ Listener = Callable[[Effects, float], None]
 Ack = tuple[int, int, int]  # (connection generation, mid, qos)
 BATCH = 512
 COMMIT_GATHER_S = 0.005  # longest a processed message waits for its commit to start
-GATHER_ACKS = 64  # ... or fewer unacknowledged messages than this (brokers allow 100 in flight)
+GATHER_ACKS = 64  # ... unless this many are unacknowledged already (brokers allow 100 in flight)
 MAX_UNCOMMITTED = 4 * BATCH  # processed but not yet committed messages before the processor waits
 TICK_S = 0.2
 
@@ -294,9 +294,8 @@ class Service:
                 # gather a few milliseconds of batches into one commit: a store round trip per
                 # message would cost more than the message; stop short of the broker's in-flight
                 # limit, which stops delivery until acks flow again
-                deadline = time.monotonic() + COMMIT_GATHER_S
-                while len(self._held_acks) < GATHER_ACKS and time.monotonic() < deadline:
-                    await asyncio.sleep(0.001)
+                if len(self._held_acks) < GATHER_ACKS:
+                    await asyncio.sleep(COMMIT_GATHER_S)
             self._commit_wanted.clear()
             await self._commit_until_stored()
             self._commit_landed.set()
@@ -308,7 +307,8 @@ class Service:
     async def _ticker(self, stop: asyncio.Event) -> None:
         while not stop.is_set():
             self._emit(self.engine.tick(self.clock()))
-            if self._staged or self._staged_alerts:
+            # time alone changes state too (escalations, a victim's old positions forgotten)
+            if self._staged or self._staged_alerts or (self.store is not None and self.engine.state_changed):
                 self._commit_wanted.set()
             if self.store is not None and not self.store_connected and await self.store.ping():
                 self.store_connected = True
@@ -338,7 +338,7 @@ class Service:
             if self.store is None:
                 self._release(list(zip([None] * len(self._staged), self._staged, strict=True)))
                 return
-            if not self._staged and not self._staged_alerts and not self._held_acks:
+            if not (self._staged or self._staged_alerts or self._held_acks or self.engine.state_changed):
                 return
             # what this commit covers is fixed here: batches processed while it is on its way
             # (group commit), and operator actions meanwhile, belong to the next one

@@ -95,3 +95,30 @@ def test_logs_at_info_never_print_victim_coordinates(day, caplog):
     text = caplog.text
     for lat, lon in victim_points:
         assert f"{lat:.3f}" not in text and f"{lon:.3f}" not in text
+
+
+async def test_a_victims_old_positions_also_leave_the_state_store_without_new_messages() -> None:
+    """Retention is kept in Redis too: the forgetting itself is committed, not only the next fix."""
+    import pickle
+
+    from engine.store import MemoryStore
+    from engine.testing import T0
+    from tests.engine.api_support import make_world
+
+    w = make_world()
+    store = w.service.store = MemoryStore()
+    w.clock.now = T0
+    w.send(w.victim.fix(T0, 0.0, 0.0))
+    await w.service._commit()
+
+    def stored_points() -> int:
+        tracks = [pickle.loads(p)["tracks"] for p in store.state.values()]
+        return sum(len(t["VD-2001"].points) for t in tracks if "VD-2001" in t)
+
+    assert stored_points() == 1
+    later = T0 + w.engine.config.rules.victim_retention_s + 60
+    w.clock.now = later
+    w.service.apply(w.engine.tick(later))  # what the service's ticker does, with no message since
+    assert w.engine.state_changed
+    await w.service._commit()
+    assert stored_points() == 0
