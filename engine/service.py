@@ -54,6 +54,7 @@ log = logging.getLogger(__name__)
 Listener = Callable[[Effects, float], None]
 Ack = tuple[int, int, int]  # (connection generation, mid, qos)
 BATCH = 512
+PUBLISH_WINDOW = 16  # QoS 1 publishes in flight at once (paho allows 20 by default)
 COMMIT_GATHER_S = 0.005  # longest a processed message waits for its commit to start
 GATHER_ACKS = 64  # ... unless this many are unacknowledged already (brokers allow 100 in flight)
 MAX_UNCOMMITTED = 4 * BATCH  # processed but not yet committed messages before the processor waits
@@ -240,15 +241,27 @@ class Service:
     async def _publisher(self, client: aiomqtt.Client) -> None:
         while True:
             while self.outbox:
-                outbox_id, msg = self.outbox[0]
-                await client.publish(msg.topic, json.dumps(msg.payload, separators=(",", ":")), qos=1)
-                self.outbox.popleft()
-                self.published += 1
-                if outbox_id is not None:
-                    # confirm at once: a crash between PUBACK and this line is the only way a
-                    # message is published twice, so keep that window one round trip wide
-                    self._unconfirmed.append(outbox_id)
-                    await self._confirm_published()
+                # up to PUBLISH_WINDOW QoS 1 publishes in flight: one PUBACK round trip per window,
+                # not per message.  The client writes them in this order, so the broker delivers
+                # them in order.  A crash between the PUBACKs and the confirmation below publishes
+                # that window again (identical copies: same alert id and change_seq)
+                window = [self.outbox[i] for i in range(min(PUBLISH_WINDOW, len(self.outbox)))]
+                results = await asyncio.gather(
+                    *(
+                        client.publish(m.topic, json.dumps(m.payload, separators=(",", ":")), qos=1)
+                        for _, m in window
+                    ),
+                    return_exceptions=True,
+                )
+                for (outbox_id, _), result in zip(window, results, strict=True):
+                    if isinstance(result, BaseException):
+                        await self._confirm_published()
+                        raise result  # the rest stays in the outbox for the next connection
+                    self.outbox.popleft()
+                    self.published += 1
+                    if outbox_id is not None:
+                        self._unconfirmed.append(outbox_id)
+                await self._confirm_published()
             await self._confirm_published()
             self.outbox_ready.clear()
             await self.outbox_ready.wait()
@@ -258,12 +271,13 @@ class Service:
         if self.store is None:
             return
         while self._unconfirmed:
+            done = list(self._unconfirmed)
             try:
-                await self.store.published(self._unconfirmed[0])
+                await self.store.published(done)
             except StoreUnavailable:
                 self.store_connected = False
                 return
-            self._unconfirmed.pop(0)
+            del self._unconfirmed[: len(done)]
 
     async def _processor(self) -> None:
         ack_topic = f"{self.config.topic_prefix}/ack"

@@ -44,8 +44,8 @@ class StateStore(Protocol):
     async def pending(self) -> list[tuple[int, Outgoing]]:
         """Outbox entries not yet confirmed published, oldest first."""
 
-    async def published(self, outbox_id: int) -> None:
-        """The broker acknowledged this outbox entry."""
+    async def published(self, outbox_ids: Sequence[int]) -> None:
+        """The broker acknowledged these outbox entries."""
 
     async def alert(self, alert_id: str) -> dict[str, Any] | None:
         """The archived wire form of an alert with its history."""
@@ -122,9 +122,10 @@ class MemoryStore:
         self._check()
         return [(i, decode_message(self.outbox[i])) for i in sorted(self.outbox)]
 
-    async def published(self, outbox_id: int) -> None:
+    async def published(self, outbox_ids: Sequence[int]) -> None:
         self._check()
-        self.outbox.pop(outbox_id, None)
+        for outbox_id in outbox_ids:
+            self.outbox.pop(outbox_id, None)
 
     async def alert(self, alert_id: str) -> dict[str, Any] | None:
         self._check()

@@ -91,9 +91,11 @@ class RedisStore:
             raise StoreUnavailable(f"redis {self.url}: {exc}") from exc
         return sorted(((int(k), decode_message(v)) for k, v in raw.items()), key=lambda e: e[0])
 
-    async def published(self, outbox_id: int) -> None:
+    async def published(self, outbox_ids: Sequence[int]) -> None:
+        if not outbox_ids:
+            return
         try:
-            await self.redis.hdel(f"{self.ns}:outbox", str(outbox_id))
+            await self.redis.hdel(f"{self.ns}:outbox", *map(str, outbox_ids))
         except (RedisError, OSError) as exc:
             raise StoreUnavailable(f"redis {self.url}: {exc}") from exc
 

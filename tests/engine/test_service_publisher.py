@@ -1,0 +1,92 @@
+"""The outbox publisher (no broker): several QoS 1 publishes in flight, in order, none lost.
+
+Alerts, victim warnings, dead letters and (with several workers) forwarded messages all go
+out through the outbox.  Waiting for each PUBACK before sending the next capped that at one
+broker round trip per message; now a window of them is in flight.  What must still hold:
+the wire order is the outbox order, only acknowledged entries leave the durable outbox, and
+a connection that drops mid-window leaves the unacknowledged rest for the next connection.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+
+import aiomqtt
+import pytest
+
+from engine.config import ServiceConfig
+from engine.messages import Outgoing
+from engine.orders import load_orders
+from engine.pipeline import Engine
+from engine.service import PUBLISH_WINDOW, Service
+from engine.store import MemoryStore, encode_message
+from engine.testing import orders_doc
+
+
+class _Client:
+    """Stands in for aiomqtt.Client.publish: records the wire order, PUBACKs after a delay."""
+
+    def __init__(self, fail_at: int | None = None) -> None:
+        self.wire: list[int] = []
+        self.in_flight = 0
+        self.most_in_flight = 0
+        self.fail_at = fail_at
+
+    async def publish(self, topic: str, payload: str, qos: int = 0) -> None:
+        n = json.loads(payload)["n"]
+        self.wire.append(n)  # written synchronously, as paho does, before any await
+        self.in_flight += 1
+        self.most_in_flight = max(self.most_in_flight, self.in_flight)
+        try:
+            await asyncio.sleep(0.002 * (1 + n % 3))  # PUBACKs come back out of step
+            if n == self.fail_at:
+                raise aiomqtt.MqttError("connection lost")
+        finally:
+            self.in_flight -= 1
+
+
+def _service(n: int) -> tuple[Service, MemoryStore]:
+    store = MemoryStore()
+    service = Service(Engine(load_orders(orders_doc())), ServiceConfig(), store=store)
+    for i in range(n):
+        message = Outgoing("centre", "em/alerts/centre", {"n": i})
+        store.outbox[i + 1] = encode_message(message)
+        service.outbox.append((i + 1, message))
+    return service, store
+
+
+async def _drain(service: Service, client: _Client) -> None:
+    task = asyncio.create_task(service._publisher(client))  # type: ignore[arg-type]
+    try:
+        for _ in range(500):
+            if not service.outbox and not service._unconfirmed:
+                break
+            await asyncio.sleep(0.01)
+    finally:
+        task.cancel()
+        with pytest.raises(asyncio.CancelledError):
+            await task
+
+
+async def test_publishes_are_pipelined_in_outbox_order_and_confirmed() -> None:
+    service, store = _service(50)
+    client = _Client()
+    await _drain(service, client)
+    assert client.wire == list(range(50))
+    assert client.most_in_flight == PUBLISH_WINDOW > 1
+    assert store.outbox == {} and service.published == 50
+
+
+async def test_a_connection_lost_mid_window_keeps_the_unacknowledged_rest() -> None:
+    service, store = _service(40)
+    client = _Client(fail_at=20)
+    task = asyncio.create_task(service._publisher(client))  # type: ignore[arg-type]
+    with pytest.raises(aiomqtt.MqttError):
+        await asyncio.wait_for(task, 5)
+    left = [m.payload["n"] for _, m in service.outbox]
+    assert left == list(range(20, 40))  # the failed one and everything after it, in order
+    assert sorted(store.outbox) == [i + 1 for i in left]  # only acknowledged ones were confirmed
+    retry = _Client()
+    await _drain(service, retry)
+    assert retry.wire == left and store.outbox == {}
