@@ -14,6 +14,7 @@ alert lifecycle → notifications.
 from __future__ import annotations
 
 import heapq
+import math
 from collections import Counter
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
@@ -173,6 +174,9 @@ class Engine:
             return
         self.stats.lag_s.append(max(0.0, now - fix.t))
         track.add_pending(fix, now)
+        self._schedule(track)
+
+    def _schedule(self, track: DeviceTrack) -> None:
         # a heap of reorder-buffer due times, so release_due need not scan every track per
         # message; an index of a replaced ``tracks`` dict (restore) is rebuilt by release_due
         index = self.__dict__.get("_due_index")
@@ -187,6 +191,9 @@ class Engine:
             self.stats.duplicates += 1
             return
         track.last_arrival = max(track.last_arrival, ctx.now)
+        track.saw_seq(event.seq)
+        if track.pending:
+            self._schedule(track)  # the event may close the gap the pending fixes wait on
         self._heard(ctx, event.device)
         late = ctx.now - event.t > ctx.rules.late_after_s
         self.device_rules.on_event(ctx, event, late)
@@ -442,6 +449,8 @@ class Engine:
 
 def _due_key(track: DeviceTrack, rules: RuleConfig) -> float:
     """A lower bound (by 1 µs, for rounding) of the processing time at which ``track.due`` holds."""
+    if track.in_sequence(rules):
+        return -math.inf
     return min(
         track.last_pending_arrival + rules.reorder_quiet_s,
         track.first_pending_arrival + rules.reorder_max_hold_s,

@@ -1,10 +1,15 @@
 """Per-device intake in device time: duplicates, a reorder buffer, the jump filter, a short track.
 
 Fixes arrive late, duplicated and out of order (devices buffer offline and
-upload in bursts; shared subscriptions reorder).  Each device's fixes wait in a
-small buffer until the device has been quiet for ``reorder_quiet_s`` (or at
-most ``reorder_max_hold_s``); the buffer is then released sorted by device
-time, so any shuffle of arrivals within that window gives the same decisions.
+upload in bursts; shared subscriptions reorder).  A live fix (arriving within
+``late_after_s`` of its device time) that continues the device's sequence
+numbers without a gap is evaluated at once: nothing that could come before it
+is missing, and an alert should not wait.  A late upload is still gathered, so
+that its fixes are judged together.  Otherwise the device's fixes wait in a small
+buffer until the gap is filled, or the device has been quiet for
+``reorder_quiet_s`` (or at most ``reorder_max_hold_s``); the buffer is then
+released sorted by device time, so any shuffle of arrivals within that window
+gives the same decisions.
 A fix older than the newest one already evaluated is still evaluated (it may
 reveal a past violation) but marked late and not allowed to move the track back.
 """
@@ -109,6 +114,7 @@ class DeviceTrack:
     newest_t: float = -math.inf
     last_arrival: float = -math.inf
     suspect: list[TrackPoint] = field(default_factory=list)
+    last_seq: int | None = None  # highest seq evaluated (fixes) or processed (events)
 
     def is_duplicate(self, seq: int) -> bool:
         """True when (device, seq) was seen before; remembers it otherwise."""
@@ -125,12 +131,34 @@ class DeviceTrack:
         self.last_pending_arrival = now
         self.last_arrival = max(self.last_arrival, now)
 
+    def saw_seq(self, seq: int) -> None:
+        """An event (processed at once) takes its place in the device's sequence."""
+        if self.last_seq is None or seq > self.last_seq:
+            self.last_seq = seq
+
+    def in_sequence(self, rules: RuleConfig) -> bool:
+        """The pending fixes are live and continue the sequence without a gap."""
+        last = self.last_seq
+        pending = self.pending
+        if last is None or not pending:
+            return False
+        if len(pending) == 1:
+            f = pending[0]
+            return f.seq == last + 1 and f.arrival - f.t <= rules.late_after_s
+        seqs = sorted(f.seq for f in pending)
+        return (
+            seqs[0] == last + 1
+            and seqs[-1] - seqs[0] == len(seqs) - 1
+            and all(f.arrival - f.t <= rules.late_after_s for f in pending)
+        )
+
     def due(self, now: float, rules: RuleConfig) -> bool:
-        """The buffer is released once the device is quiet or the oldest entry waited long enough."""
+        """Released when in sequence, or once the device is quiet or the oldest entry waited long enough."""
         if not self.pending:
             return False
         return (
-            now - self.last_pending_arrival >= rules.reorder_quiet_s
+            self.in_sequence(rules)
+            or now - self.last_pending_arrival >= rules.reorder_quiet_s
             or now - self.first_pending_arrival >= rules.reorder_max_hold_s
         )
 
@@ -138,6 +166,8 @@ class DeviceTrack:
         """Pending fixes in device-time order (ties broken by seq for determinism)."""
         out = sorted(self.pending, key=lambda f: (f.t, f.seq))
         self.pending = []
+        for f in out:
+            self.saw_seq(f.seq)
         return out
 
     def accept(self, point: TrackPoint, rules: RuleConfig) -> bool:
