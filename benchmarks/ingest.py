@@ -11,7 +11,8 @@ and measures, in one run:
    manual QoS 1 acks after the commit);
 4. ``latency``: a paced pass at 80 % of the measured raw rate, fix-to-alert latency
    seen by a centre subscriber in a third process (the fix's device time ``t`` is
-   its publish time, the alert carries it as ``device_time``);
+   its publish time, the alert carries it as ``device_time``); ``latency-engine80``
+   the same at 80 % of the engine's own in-memory rate (no queueing);
 5. ``serve-1`` / ``serve-2``: one and two ``emguard serve`` worker processes on an
    MQTT v5 shared subscription; throughput only (each worker keeps its own
    in-memory state, so proximity across workers is not correct yet: issue 7).
@@ -697,7 +698,7 @@ def report(
     for name in ("engine-memory", "engine-redis", "serve-1", "serve-2"):
         if name in by:
             print(f"{name.replace('-', '_')}_msgs_per_s={by[name].rate:.0f}")
-    for name in ("latency", "latency-noreorder"):
+    for name in ("latency", "latency-engine80"):
         if name in by and by[name].latency:
             key = name.replace("-", "_")
             print(f"{key}_p50_ms={by[name].latency[0]:.0f}")
@@ -751,12 +752,16 @@ async def main_async(args: argparse.Namespace) -> None:
                 )
                 passes.append(p)
                 print(f"{name}: {p.rate:.0f} msg/s  {p.note}", flush=True)
-            target = 0.8 * raw.rate
-            for name, quiet in (("latency", None), ("latency-noreorder", 0.0)):
-                p = await engine_pass(
-                    bench, scenario.doc, name, rate=target, observe=True, reorder_quiet_s=quiet
-                )
-                p.note = f"paced at {target:.0f} msg/s (80 % of raw); " + p.note
+            # the issue's pace (80 % of raw), and 80 % of what the engine itself sustains: the
+            # first shows queueing whenever the engine is slower than that, the second the
+            # latency of the decisions themselves; both with the default reorder rules
+            engine_rate = passes[1].rate
+            for name, target, of in (
+                ("latency", 0.8 * raw.rate, "raw"),
+                ("latency-engine80", 0.8 * engine_rate, "the engine's in-memory rate"),
+            ):
+                p = await engine_pass(bench, scenario.doc, name, rate=target, observe=True)
+                p.note = f"paced at {target:.0f} msg/s (80 % of {of}); " + p.note
                 passes.append(p)
                 print(f"{name}: {p.rate:.0f} msg/s latency {p.latency}", flush=True)
             if not args.no_workers:
@@ -780,10 +785,18 @@ def main() -> None:
     )
     parser.add_argument("--no-redis", action="store_true")
     parser.add_argument("--no-workers", action="store_true")
+    parser.add_argument(
+        "--uvloop", action="store_true", help="run this process (raw and engine passes) on uvloop"
+    )
     args = parser.parse_args()
     if args.quick:
         args.subjects, args.messages = 2_000, 20_000
-    asyncio.run(main_async(args))
+    if args.uvloop:
+        import uvloop
+
+        uvloop.run(main_async(args))
+    else:
+        asyncio.run(main_async(args))
 
 
 if __name__ == "__main__":

@@ -53,11 +53,11 @@ log = logging.getLogger(__name__)
 
 Listener = Callable[[Effects, float], None]
 Ack = tuple[int, int, int]  # (connection generation, mid, qos)
-BATCH = 512
+BATCH = 64  # messages per micro-batch: alerts of a batch are published when it ends
 PUBLISH_WINDOW = 16  # QoS 1 publishes in flight at once (paho allows 20 by default)
 COMMIT_GATHER_S = 0.005  # longest a processed message waits for its commit to start
 GATHER_ACKS = 64  # ... unless this many are unacknowledged already (brokers allow 100 in flight)
-MAX_UNCOMMITTED = 4 * BATCH  # processed but not yet committed messages before the processor waits
+MAX_UNCOMMITTED = 2048  # processed but not yet committed messages before the processor waits
 TICK_S = 0.2
 
 
@@ -299,6 +299,10 @@ class Service:
                 # the store is slow or down: stop taking messages until a commit lands
                 # (the broker stops too, at its in-flight limit of unacknowledged messages)
                 await self._committed_some()
+            else:
+                # let the publisher send this batch's alerts and the reader refill the inbox:
+                # ``inbox.get`` does not yield while messages wait
+                await asyncio.sleep(0)
 
     async def _committer_loop(self) -> None:
         """Commit whatever the processor left uncommitted, one commit at a time."""
