@@ -80,7 +80,10 @@ class ZoneRules:
         n = len(active)
         sd = self.index.signed_distance(slots, np.full(n, point.x), np.full(n, point.y))
         for (order, zone), dist in zip(active, sd.tolist(), strict=True):
-            ep = self.episodes.setdefault((subject, order.id, zone.zone_id), ZoneEpisode())
+            key = (subject, order.id, zone.zone_id)
+            ep = self.episodes.get(key)
+            if ep is None:  # not setdefault(key, ZoneEpisode()): that builds one per zone and fix
+                ep = self.episodes[key] = ZoneEpisode()
             if fix.t < ep.last_t:
                 late = True  # older than what this episode has seen: evidence, marked late
             ep.last_t = max(ep.last_t, fix.t)
