@@ -15,7 +15,7 @@ from __future__ import annotations
 import hashlib
 import math
 from collections.abc import Iterator, Mapping
-from dataclasses import dataclass, field, replace
+from dataclasses import dataclass, field, fields, replace
 from typing import Any, Literal
 
 from engine.errors import EngineError
@@ -269,7 +269,7 @@ class AlertBook:
             self._note_open(alert, len(self.alerts))
             return AlertChange(alert, "level", previous_level=current.level)
         # Same level: keep the newest measurements quietly (no publish).
-        self.alerts[current.alert_id] = replace(current, **measured)  # type: ignore[arg-type]
+        self.alerts[current.alert_id] = _replace_alert(current, measured)
         return None
 
     def resolve_episode(
@@ -356,6 +356,19 @@ class AlertBook:
             if self.open_by_key.get(key) == alert.alert_id:
                 del self.open_by_key[key]
         return AlertChange(new, change)
+
+
+_ALERT_FIELDS = tuple(f.name for f in fields(Alert))
+
+
+def _replace_alert(alert: Alert, changes: Mapping[str, Any]) -> Alert:
+    """``dataclasses.replace(alert, **changes)`` at half the cost (every fix of an open
+    episode stores its newest measurements): the same fields set on a new ``Alert``, which
+    has no ``__post_init__`` or non-init fields for ``replace`` to honour."""
+    new = object.__new__(Alert)
+    for name in _ALERT_FIELDS:
+        object.__setattr__(new, name, changes[name] if name in changes else getattr(alert, name))
+    return new
 
 
 def _merge_evidence(old: tuple[str, ...], new: tuple[str, ...]) -> tuple[str, ...]:
