@@ -137,10 +137,11 @@ class Engine:
             effects.messages.append(deadletter(self.config.prefix, dead_letter_record(rejection)))
         for fix in decoded.fixes:
             self._accept_fix(fix, now)
-        ctx = self._ctx(now)
-        for event in sorted(decoded.events, key=lambda e: (e.t, e.seq)):
-            self._event(ctx, event)
-        effects.extend(self._finish(ctx))
+        if decoded.events:
+            ctx = self._ctx(now)
+            for event in sorted(decoded.events, key=lambda e: (e.t, e.seq)):
+                self._event(ctx, event)
+            effects.extend(self._finish(ctx))
         effects.extend(self.release_due(now))
         return effects
 
@@ -200,6 +201,8 @@ class Engine:
             for entry in retry:
                 heapq.heappush(heap, entry)
             due = list(found.values())
+        if not due:
+            return Effects()  # what _finish gives for a context nothing was added to
         for track in sorted(due, key=lambda t: t.device):
             fixes = track.release()
             self._evaluate_fixes(ctx, track, fixes)

@@ -98,3 +98,15 @@ def test_tick_shortcuts_match_the_full_passes() -> None:
     assert fast == plain
     kinds = {c.alert.kind for e in fast[0] for c in e.changes}
     assert {"order_expiry", "signal_loss"} <= kinds
+
+
+def test_fast_copies_know_every_field() -> None:
+    """RuleContext.emit and AlertBook._replace_alert build these by hand: a new field must be
+    added there too (this fails first)."""
+    from dataclasses import fields
+
+    from engine.alerts import _ALERT_FIELDS, Alert, AlertChange
+
+    assert [f.name for f in fields(AlertChange)] == ["alert", "change", "previous_level", "arrival"]
+    assert _ALERT_FIELDS == tuple(f.name for f in fields(Alert))
+    assert not hasattr(Alert, "__post_init__") and not hasattr(AlertChange, "__post_init__")
