@@ -63,11 +63,12 @@ MAX_SAMPLES = 400
 
 def previous_point(track: DeviceTrack, point: TrackPoint) -> TrackPoint | None:
     """The accepted point just before ``point`` in device time (None if there is none)."""
-    best = None
-    for p in track.points:
-        if p.t < point.t and (best is None or p.t >= best.t):
-            best = p
-    return best
+    # the track's points are in ascending time (DeviceTrack._insert): the first one before
+    # ``point`` from the end is the latest (of equal times, the one a forward pass keeps)
+    for p in reversed(track.points):
+        if p.t < point.t:
+            return p
+    return None
 
 
 def segment_usable(p0: TrackPoint | None, p1: TrackPoint, rules: RuleConfig) -> bool:
