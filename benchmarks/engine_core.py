@@ -14,6 +14,7 @@ best of ``--repeat`` runs; wall time is printed next to it.  Usage::
     .venv/bin/python benchmarks/engine_core.py                      # 2,000 and 10,000 subjects
     .venv/bin/python benchmarks/engine_core.py --subjects 10000 --messages 60000
     .venv/bin/python benchmarks/engine_core.py --subjects 2000 --profile 25   # cProfile top 25
+    .venv/bin/python benchmarks/engine_core.py --gc-freeze    # heap frozen after the build, as serve
 """
 
 from __future__ import annotations
@@ -73,12 +74,15 @@ def run_once(
     stream: list[tuple[str, bytes, float]],
     digest: bool,
     prof: cProfile.Profile | None = None,
+    freeze: bool = False,
 ) -> tuple[float, float, str, int, Any]:
     engine = build_engine(doc)
     h = hashlib.sha256()
     n_effects = 0
     next_tick = T0 + TICK_S
     gc.collect()
+    if freeze:
+        gc.freeze()  # as ``emguard serve`` does once the orders are loaded
     if prof is not None:
         prof.enable()
     c0, w0 = time.process_time(), time.perf_counter()
@@ -100,6 +104,8 @@ def run_once(
     cpu, wall = time.process_time() - c0, time.perf_counter() - w0
     if prof is not None:
         prof.disable()
+    if freeze:
+        gc.unfreeze()
     return cpu, wall, h.hexdigest()[:16], n_effects, engine
 
 
@@ -112,6 +118,9 @@ def main() -> None:
     parser.add_argument("--repeat", type=int, default=1)
     parser.add_argument("--profile", type=int, default=0, help="cProfile, print the top N (cumulative and own)")
     parser.add_argument("--no-digest", action="store_true")
+    parser.add_argument(
+        "--gc-freeze", action="store_true", help="gc.freeze() after building the engine, as emguard serve"
+    )
     args = parser.parse_args()
     # warm the JIT (and the Numba cache) outside the timed runs
     warm_doc = pinned_doc(10, args.seed)
@@ -123,7 +132,7 @@ def main() -> None:
         best = None
         for _ in range(args.repeat):
             prof = cProfile.Profile() if args.profile else None
-            cpu, wall, dig, n_eff, engine = run_once(doc, stream, not args.no_digest, prof)
+            cpu, wall, dig, n_eff, engine = run_once(doc, stream, not args.no_digest, prof, args.gc_freeze)
             if prof is not None:
                 for key in ("cumulative", "tottime"):
                     pstats.Stats(prof).sort_stats(key).print_stats(args.profile)
