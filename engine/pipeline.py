@@ -258,6 +258,22 @@ class Engine:
         self.notifier.victim_rank = state["victim_rank"]
         self.silent = state["silent"]
         self.crossings.visits, self.crossings.status, self.crossings.noted = state["crossings"]
+        self.drop_indexes()
+
+    def drop_indexes(self) -> None:
+        """Forget the indexes ``tick`` and ``release_due`` keep over the state (reorder due
+        times, silence times, the victims' oldest point, orders to check for expiry, the
+        earliest open deadline); each is rebuilt from the state when next needed.
+
+        They follow the engine's own changes, and notice a replaced dict; anything that
+        changes tracks, ``silent``, alerts or limits in place by other means (a restore)
+        must call this afterwards.
+        """
+        self.__dict__.pop("_due_index", None)
+        self._silence_index = None
+        self._victim_floor = None
+        self.expiry = ExpiryWatch()
+        self.alerts._deadline_floor = None
 
     def forget_old_victim_positions(self, now: float) -> int:
         """Drop protected persons' track points older than the retention (privacy); count dropped.

@@ -70,7 +70,7 @@ class _Plain(Engine):
         return super().tick(now)
 
 
-def _run(cls: type[Engine]) -> tuple[list[Effects], int]:
+def _run(cls: type[Engine], restore_at: int | None = None) -> tuple[list[Effects], int]:
     doc = orders_doc(
         exclusion=[{"id": "Z-1", "circle": circle(ORIGIN[0] + 3000, ORIGIN[1], 500)}],
         proximity=[{"protected_person": "P-1", "alert_m": 500, "warn_m": 1500}],
@@ -81,6 +81,10 @@ def _run(cls: type[Engine]) -> tuple[list[Effects], int]:
     out = []
     for k in range(60):
         now = T0 + 37.0 * k
+        if k == restore_at:  # continue in a new engine from a snapshot (a restart)
+            blob = engine.snapshot()
+            engine = cls(load_orders(doc), EngineConfig(rules=RuleConfig(victim_retention_s=1200.0)))
+            engine.restore(blob)
         if k % 7 != 3 and not 20 <= k < 30:  # the subject's device is quiet now and then
             x = ORIGIN[0] + 100.0 * k
             out.append(engine.handle(*am.fix(now - 1, x, ORIGIN[1]), now))
@@ -92,10 +96,13 @@ def _run(cls: type[Engine]) -> tuple[list[Effects], int]:
     return out, dropped
 
 
-def test_tick_shortcuts_match_the_full_passes() -> None:
-    """Silence, return, expiry, escalation and victim-point retention: same effects, same state."""
-    fast, plain = _run(Engine), _run(_Plain)
+@pytest.mark.parametrize("restore_at", [None, 8, 25, 45])
+def test_tick_shortcuts_match_the_full_passes(restore_at: int | None) -> None:
+    """Silence, return, expiry, escalation and victim-point retention: same effects, same state,
+    also across a snapshot and restore."""
+    fast, plain = _run(Engine, restore_at), _run(_Plain, restore_at)
     assert fast == plain
+    assert fast == _run(Engine)  # a restore changes nothing either
     kinds = {c.alert.kind for e in fast[0] for c in e.changes}
     assert {"order_expiry", "signal_loss"} <= kinds
 
