@@ -13,8 +13,9 @@ and the store can refuse the second copy.
 from __future__ import annotations
 
 import hashlib
+import math
 from collections.abc import Iterator, Mapping
-from dataclasses import dataclass, field, replace
+from dataclasses import dataclass, field, fields, replace
 from typing import Any, Literal
 
 from engine.errors import EngineError
@@ -154,6 +155,11 @@ class AlertBook:
     kind_deadlines: Mapping[str, Mapping[str, float]] = field(default_factory=dict)
     alerts: dict[str, Alert] = field(default_factory=dict)
     open_by_key: dict[tuple[str | None, str, str | None], str] = field(default_factory=dict)
+    # (alerts dict, its size, a lower bound of the deadlines of alerts in state "open"), so
+    # that escalate_overdue (every tick) need not look at every alert; see there
+    _deadline_floor: tuple[dict[str, Alert], int, float] | None = field(
+        default=None, init=False, repr=False, compare=False
+    )
 
     def deadline_for(self, kind: str, level: str, now: float) -> float:
         """Deadline for acting on an alert of this kind and level raised or raised-to at ``now``."""
@@ -223,8 +229,10 @@ class AlertBook:
                 device=device,
                 history=(HistoryEntry(now, "open", level, "engine", detail),),
             )
+            size = len(self.alerts)
             self.alerts[aid] = alert
             self.open_by_key[(order, kind, target)] = aid
+            self._note_open(alert, size)
             return AlertChange(alert, "raised")
 
         rank_new, rank_old = LEVEL_RANK[level], LEVEL_RANK[current.level]
@@ -258,9 +266,10 @@ class AlertBook:
                 **measured,  # type: ignore[arg-type]
             )
             self.alerts[alert.alert_id] = alert
+            self._note_open(alert, len(self.alerts))
             return AlertChange(alert, "level", previous_level=current.level)
         # Same level: keep the newest measurements quietly (no publish).
-        self.alerts[current.alert_id] = replace(current, **measured)  # type: ignore[arg-type]
+        self.alerts[current.alert_id] = _replace_alert(current, measured)
         return None
 
     def resolve_episode(
@@ -292,14 +301,39 @@ class AlertBook:
         raise AlertActionError(f"unknown action {action!r} (use ack, escalate or resolve)")
 
     def escalate_overdue(self, now: float) -> list[AlertChange]:
-        """Escalate every open, unacknowledged alert whose deadline has passed."""
+        """Escalate every open, unacknowledged alert whose deadline has passed.
+
+        Runs every tick: while ``now`` is before the earliest deadline of an alert in state
+        "open" (a lower bound kept by this class; only ``raise_or_update`` stores such alerts)
+        nothing is due and the alerts are not scanned.  A replaced ``alerts`` dict or one with
+        alerts added from outside is scanned again.
+        """
+        floor = self._deadline_floor
+        if floor is not None and floor[0] is self.alerts and floor[1] == len(self.alerts) and now < floor[2]:
+            return []
         changes = []
+        earliest = math.inf
         for alert in list(self.alerts.values()):
-            if alert.state == "open" and now >= alert.deadline:
-                changes.append(
-                    self._transition(alert, "escalated", now, "engine", "deadline passed", "escalate")
-                )
+            if alert.state == "open":
+                if now >= alert.deadline:
+                    changes.append(
+                        self._transition(alert, "escalated", now, "engine", "deadline passed", "escalate")
+                    )
+                elif alert.deadline < earliest:
+                    earliest = alert.deadline
+        self._deadline_floor = (self.alerts, len(self.alerts), earliest)
         return changes
+
+    def _note_open(self, alert: Alert, size_before: int) -> None:
+        """Keep the deadline bound of escalate_overdue after storing ``alert``."""
+        floor = self._deadline_floor
+        if floor is None:
+            return
+        if floor[0] is not self.alerts or floor[1] != size_before:
+            self._deadline_floor = None  # changed from outside: scan at the next call
+            return
+        earliest = min(floor[2], alert.deadline) if alert.state == "open" else floor[2]
+        self._deadline_floor = (floor[0], len(self.alerts), earliest)
 
     def open_alerts(self) -> Iterator[Alert]:
         """Alerts still needing the centre, most urgent first."""
@@ -322,6 +356,19 @@ class AlertBook:
             if self.open_by_key.get(key) == alert.alert_id:
                 del self.open_by_key[key]
         return AlertChange(new, change)
+
+
+_ALERT_FIELDS = tuple(f.name for f in fields(Alert))
+
+
+def _replace_alert(alert: Alert, changes: Mapping[str, Any]) -> Alert:
+    """``dataclasses.replace(alert, **changes)`` at half the cost (every fix of an open
+    episode stores its newest measurements): the same fields set on a new ``Alert``, which
+    has no ``__post_init__`` or non-init fields for ``replace`` to honour."""
+    new = object.__new__(Alert)
+    for name in _ALERT_FIELDS:
+        object.__setattr__(new, name, changes[name] if name in changes else getattr(alert, name))
+    return new
 
 
 def _merge_evidence(old: tuple[str, ...], new: tuple[str, ...]) -> tuple[str, ...]:

@@ -8,6 +8,7 @@ naming the order or zone to fix. Geometry is parsed and validated by
 from __future__ import annotations
 
 import json
+import math
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, time, timedelta
@@ -49,13 +50,42 @@ class ScheduleWindow:
     start: time
     end: time
     tz: str
+    # [a, b, c, d, e]: every t in [a, b) lies in the window (a, e), every t in [c, d) in none;
+    # see window_containing (a device's fixes ask about nearby times, each a local-time
+    # calculation otherwise)
+    _memo: list[float] = field(
+        default_factory=lambda: [math.inf, -math.inf, math.inf, -math.inf, math.nan],
+        init=False, repr=False, compare=False,
+    )
 
     def active_at(self, t: float) -> bool:
         """True when device time ``t`` (epoch seconds) falls inside this window."""
         return self.window_containing(t) is not None
 
     def window_containing(self, t: float) -> tuple[float, float] | None:
-        """The concrete (start, end) epoch interval containing ``t``, if any."""
+        """The concrete (start, end) epoch interval containing ``t``, if any.
+
+        Remembers the last answer as an interval of times with the same answer: a window
+        (s, e) found for ``t`` is the answer for every time in [s, min(e, next start after
+        s)) (no later window has begun, and today's window is looked at first), and "none"
+        for ``t`` is the answer up to the next start after ``t``.  Same results as computing.
+        """
+        memo = self._memo
+        if memo[0] <= t < memo[1]:
+            return (memo[0], memo[4])
+        if memo[2] <= t < memo[3]:
+            return None
+        found = self._window_containing(t)
+        if found is not None:
+            nxt = self.next_start_after(found[0])
+            memo[0], memo[1], memo[4] = found[0], found[1] if nxt is None else min(found[1], nxt), found[1]
+        else:
+            nxt = self.next_start_after(t)
+            if nxt is not None:
+                memo[2], memo[3] = t, nxt
+        return found
+
+    def _window_containing(self, t: float) -> tuple[float, float] | None:
         zone = ZoneInfo(self.tz)
         local = datetime.fromtimestamp(t, tz=UTC).astimezone(zone)
         for back in (0, 1):

@@ -19,8 +19,6 @@ from collections import Counter
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
 
-import numpy as np
-
 from devices.decode import dead_letter_record, decode_message
 from devices.model import DeviceEvent, Fix
 from engine.alerts import AlertBook, AlertChange
@@ -33,7 +31,7 @@ from engine.orders import OrderBook
 from engine.rules.context import RuleContext
 from engine.rules.crossings import ApprovedCrossings, previous_point, report_reception_gap
 from engine.rules.device_events import DeviceRules
-from engine.rules.expiry import check_expiry
+from engine.rules.expiry import ExpiryWatch
 from engine.rules.proximity import ProximityRules
 from engine.rules.zones import ZoneRules, zone_key
 from engine.tracks import DeviceTrack, TrackPoint
@@ -112,6 +110,10 @@ class Engine:
         self._whole_state = True  # the next delta replaces everything stored
         self._alert_ids: dict[str, set[str]] = {}  # case -> ids of its open alerts
         self._alerts_changed: set[str] = set()  # resolved ones get a part of their own
+        self.expiry = ExpiryWatch()
+        # tick() without a pass over every track: see _SilenceIndex and forget_old_victim_positions
+        self._silence_index: _SilenceIndex | None = None
+        self._victim_floor: tuple[dict[str, DeviceTrack], OrderBook, float] | None = None
         self.book = book
         self.set_orders(book)
 
@@ -158,10 +160,11 @@ class Engine:
             effects.messages.append(deadletter(self.config.prefix, dead_letter_record(rejection)))
         for fix in decoded.fixes:
             self._accept_fix(fix, now)
-        ctx = self._ctx(now)
-        for event in sorted(decoded.events, key=lambda e: (e.t, e.seq)):
-            self._event(ctx, event)
-        effects.extend(self._finish(ctx))
+        if decoded.events:
+            ctx = self._ctx(now)
+            for event in sorted(decoded.events, key=lambda e: (e.t, e.seq)):
+                self._event(ctx, event)
+            effects.extend(self._finish(ctx))
         effects.extend(self.release_due(now))
         return effects
 
@@ -229,6 +232,8 @@ class Engine:
             for entry in retry:
                 heapq.heappush(heap, entry)
             due = list(found.values())
+        if not due:
+            return Effects()  # what _finish gives for a context nothing was added to
         for track in sorted(due, key=lambda t: t.device):
             self._touch(track.device)
             fixes = track.release()
@@ -239,14 +244,12 @@ class Engine:
         """Periodic work at processing time: reorder release, silence, deadlines, order expiry."""
         effects = self.release_due(now)
         ctx = self._ctx(now)
-        for track in sorted(self.tracks.values(), key=lambda t: t.device):
-            limit = self.silent_after_s.get(track.device, self.default_silent_after_s)
+        for track in self._newly_silent(now):
             silent_for = now - track.last_arrival
-            if track.last_arrival > float("-inf") and silent_for > limit and track.device not in self.silent:
-                self.silent.add(track.device)
-                self._touch(track.device)
-                self.device_rules.on_silence(ctx, track.device, silent_for, track.newest_t if track.points else now)
-        check_expiry(ctx)
+            self.silent.add(track.device)
+            self._touch(track.device)
+            self.device_rules.on_silence(ctx, track.device, silent_for, track.newest_t if track.points else now)
+        self.expiry.check(ctx)
         ctx.changes.extend(self.alerts.escalate_overdue(now))
         self.forget_old_victim_positions(now)
         effects.extend(self._finish(ctx))
@@ -295,7 +298,7 @@ class Engine:
         legacy = False
         for blob in parts:
             legacy = merge_part(self, blob) or legacy
-        self.__dict__.pop("_due_index", None)
+        self.drop_indexes()
         self._index_alerts()
         self._dirty = set()
         self._alerts_changed = set()
@@ -318,10 +321,35 @@ class Engine:
         found.update(self.cases.device_case(d) for d in self.tracks)
         return found
 
+    def drop_indexes(self) -> None:
+        """Forget the indexes ``tick`` and ``release_due`` keep over the state (reorder due
+        times, silence times, the victims' oldest point, orders to check for expiry, the
+        earliest open deadline); each is rebuilt from the state when next needed.
+
+        They follow the engine's own changes, and notice a replaced dict; anything that
+        changes tracks, ``silent``, alerts or limits in place by other means (``restore_parts``)
+        must call this afterwards.
+        """
+        self.__dict__.pop("_due_index", None)
+        self._silence_index = None
+        self._victim_floor = None
+        self.expiry = ExpiryWatch()
+        self.alerts._deadline_floor = None
+
     def forget_old_victim_positions(self, now: float) -> int:
-        """Drop protected persons' track points older than the retention (privacy); count dropped."""
+        """Drop protected persons' track points older than the retention (privacy); count dropped.
+
+        Runs every tick, so the pass over all tracks is skipped while a lower bound of the
+        protected persons' oldest point (kept up to date by ``_evaluate_fixes``, the only
+        place points are added; rebuilt here and after a new ``tracks`` or order book) is
+        within the retention: nothing would be dropped then.
+        """
         horizon = now - self.config.rules.victim_retention_s
+        floor = self._victim_floor
+        if floor is not None and floor[0] is self.tracks and floor[1] is self.book and floor[2] >= horizon:
+            return 0
         dropped = 0
+        oldest = math.inf
         for device, track in self.tracks.items():
             owner = self.book.owner_of(device)
             if owner is None or owner[0] != "protected":
@@ -330,6 +358,9 @@ class Engine:
                 track.points.popleft()
                 dropped += 1
                 self._touch(device)
+            if track.points and track.points[0].t < oldest:
+                oldest = track.points[0].t
+        self._victim_floor = (self.tracks, self.book, oldest)
         return dropped
 
     def flush(self, now: float) -> Effects:
@@ -344,12 +375,13 @@ class Engine:
 
     # --- evaluation ----------------------------------------------------------------------
     def _evaluate_fixes(self, ctx: RuleContext, track: DeviceTrack, fixes: list[Fix]) -> None:
-        lon = np.fromiter((f.lon for f in fixes), dtype=np.float64, count=len(fixes))
-        lat = np.fromiter((f.lat for f in fixes), dtype=np.float64, count=len(fixes))
-        xs, ys = self.projector.forward(lon, lat)
+        # one point at a time: pyproj's scalar path is ~10x cheaper than a 1-element array
+        # (a release holds one or two fixes) and gives the same numbers (the same PROJ call)
+        forward = self.projector.forward
         self._heard(ctx, track.device)
         report_reception_gap(ctx, track.device, fixes, track.newest_t)
-        for fix, x, y in zip(fixes, np.asarray(xs).tolist(), np.asarray(ys).tolist(), strict=True):
+        for fix in fixes:
+            x, y = forward(float(fix.lon), float(fix.lat))
             late = ctx.now - fix.t > ctx.rules.late_after_s or fix.t < track.newest_t
             if late:
                 self.stats.late += 1
@@ -362,6 +394,11 @@ class Engine:
             if not accepted:
                 self.stats.jumps += 1
                 continue
+            floor = self._victim_floor
+            if floor is not None and track.points[0].t < floor[2]:
+                owner = self.book.owner_of(track.device)
+                if owner is not None and owner[0] == "protected":
+                    self._victim_floor = (floor[0], floor[1], track.points[0].t)
             self.stats.evaluated += 1
             self._evaluate_point(ctx, track, fix, point, late)
 
@@ -419,13 +456,28 @@ class Engine:
     def _heard(self, ctx: RuleContext, device: str) -> None:
         if device in self.silent:
             self.silent.discard(device)
+            index = self._silence_index
+            track = self.tracks.get(device)
+            if index is not None and index.valid_for(self) and track is not None:
+                index.add(track)  # it can fall silent again
             self.device_rules.on_heard(ctx, device)
 
     def _track(self, device: str) -> DeviceTrack:
         track = self.tracks.get(device)
         if track is None:
             track = self.tracks[device] = DeviceTrack(device)
+            index = self._silence_index
+            if index is not None and index.tracks is self.tracks:
+                index.size += 1
+                index.add(track)
         return track
+
+    def _newly_silent(self, now: float) -> list[DeviceTrack]:
+        """The tracks that fall silent at ``now``, in device order (see ``_SilenceIndex``)."""
+        index = self._silence_index
+        if index is None or not index.valid_for(self):
+            index = self._silence_index = _SilenceIndex(self)
+        return index.due(now)
 
     def _ctx(self, now: float) -> RuleContext:
         return RuleContext(self.book, self.alerts, self.config.rules, self.config.prefix, now)
@@ -445,6 +497,65 @@ class Engine:
             effects.messages.extend(self.notifier.on_change(self.book, change, ctx.now))
         effects.messages.extend(ctx.messages)  # prompts and pursuit commands after the alerts
         return effects
+
+
+class _SilenceIndex:
+    """Which tracks ``tick`` must declare silent, without looking at every track each tick.
+
+    A track falls silent when it was heard from (``last_arrival`` set) more than its limit
+    (``silent_after_s`` or the default) ago and is not in ``silent`` yet.  The heap holds, for
+    every such candidate, an entry whose key is at most its silence time; ``last_arrival``
+    only grows, so an entry stays a lower bound, and a popped entry that is not due yet is
+    pushed back with the track's current key.  A track gets an entry when it is created and
+    when it leaves ``silent``.  A replaced ``tracks``, ``silent`` or ``silent_after_s`` (restore),
+    another default, or a track added without ``Engine._track`` rebuilds the heap.  Limits
+    are read when an entry is pushed: change them by assigning a new dict, not in place.
+    """
+
+    __slots__ = ("default", "heap", "limits", "silent", "size", "tracks")
+
+    def __init__(self, engine: Engine) -> None:
+        self.tracks = engine.tracks
+        self.silent = engine.silent
+        self.limits = engine.silent_after_s
+        self.default = engine.default_silent_after_s
+        self.size = len(self.tracks)
+        self.heap = [(self.key(t), d) for d, t in self.tracks.items() if d not in self.silent]
+        heapq.heapify(self.heap)
+
+    def valid_for(self, engine: Engine) -> bool:
+        return (
+            self.tracks is engine.tracks
+            and self.silent is engine.silent
+            and self.limits is engine.silent_after_s
+            and self.default == engine.default_silent_after_s
+            and self.size == len(engine.tracks)
+        )
+
+    def key(self, track: DeviceTrack) -> float:
+        """A lower bound (by 1 µs, for rounding) of the processing time the track falls silent."""
+        return track.last_arrival + self.limits.get(track.device, self.default) - 1e-6
+
+    def add(self, track: DeviceTrack) -> None:
+        heapq.heappush(self.heap, (self.key(track), track.device))
+
+    def due(self, now: float) -> list[DeviceTrack]:
+        heap = self.heap
+        found: dict[str, DeviceTrack] = {}
+        retry: dict[str, float] = {}
+        while heap and heap[0][0] <= now:
+            _, device = heapq.heappop(heap)
+            track = self.tracks.get(device)
+            if track is None or device in self.silent or device in found or device in retry:
+                continue  # an entry is pushed again when it is created / heard from
+            limit = self.limits.get(device, self.default)
+            if track.last_arrival > -math.inf and now - track.last_arrival > limit:
+                found[device] = track
+            else:
+                retry[device] = self.key(track)
+        for device, key in retry.items():
+            heapq.heappush(heap, (key, device))
+        return [found[d] for d in sorted(found)]
 
 
 def _due_key(track: DeviceTrack, rules: RuleConfig) -> float:

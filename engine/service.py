@@ -28,6 +28,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import itertools
 import json
 import logging
 import ssl
@@ -241,11 +242,7 @@ class Service:
     async def _publisher(self, client: aiomqtt.Client) -> None:
         while True:
             while self.outbox:
-                # up to PUBLISH_WINDOW QoS 1 publishes in flight: one PUBACK round trip per window,
-                # not per message.  The client writes them in this order, so the broker delivers
-                # them in order.  A crash between the PUBACKs and the confirmation below publishes
-                # that window again (identical copies: same alert id and change_seq)
-                window = [self.outbox[i] for i in range(min(PUBLISH_WINDOW, len(self.outbox)))]
+                window = self._publish_window()
                 results = await asyncio.gather(
                     *(
                         client.publish(m.topic, json.dumps(m.payload, separators=(",", ":")), qos=1)
@@ -265,6 +262,25 @@ class Service:
             await self._confirm_published()
             self.outbox_ready.clear()
             await self.outbox_ready.wait()
+
+    def _publish_window(self) -> list[tuple[int | None, Outgoing]]:
+        """The next outbox entries to have in flight at once, in outbox order.
+
+        Up to PUBLISH_WINDOW QoS 1 publishes share one PUBACK round trip; the client writes them
+        in order, so the broker delivers them in order.  A crash between their PUBACKs and the
+        outbox confirmation publishes the window again, so a window holds only what a repeat
+        cannot harm: messages forwarded to the worker owning their case (its (device, seq)
+        memory drops a repeat) and, without a store, everything (there is nothing to replay).
+        Alert traffic with a durable outbox goes one message at a time: a crash repeats at most
+        one change (an identical copy: same alert id and change_seq).
+        """
+        window: list[tuple[int | None, Outgoing]] = []
+        for entry in itertools.islice(self.outbox, PUBLISH_WINDOW):
+            outbox_id, message = entry
+            if outbox_id is not None and message.channel != "forward":
+                return window or [entry]
+            window.append(entry)
+        return window
 
     async def _confirm_published(self) -> None:
         """Remove broker-acknowledged entries from the durable outbox (retried if the store is down)."""
@@ -520,6 +536,7 @@ class Service:
             keepalive=15,
             **kwargs,
         )
+        client.pending_calls_threshold = 4 * PUBLISH_WINDOW  # a full window is not "concerning"
         if self.store is not None:
             client._client.manual_ack_set(True)  # private: ack only after the durable commit
         return client

@@ -36,4 +36,10 @@ def parse_time(value: object) -> float:
 def format_time(t: float) -> str:
     """RFC 3339 UTC with millisecond precision and ``Z``, as in the contract's examples."""
     dt = datetime.fromtimestamp(round(t, 3), tz=UTC)
-    return dt.strftime("%Y-%m-%dT%H:%M:%S.") + f"{dt.microsecond // 1000:03d}Z"
+    if dt.year < 1000:  # strftime's %Y does not pad these
+        return dt.strftime("%Y-%m-%dT%H:%M:%S.") + f"{dt.microsecond // 1000:03d}Z"
+    # what strftime("%Y-%m-%dT%H:%M:%S.") gives, at a third of the cost (every alert change)
+    return (
+        f"{dt.year}-{dt.month:02d}-{dt.day:02d}T{dt.hour:02d}:{dt.minute:02d}:{dt.second:02d}."
+        f"{dt.microsecond // 1000:03d}Z"
+    )

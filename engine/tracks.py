@@ -196,11 +196,12 @@ class DeviceTrack:
         return True
 
     def _previous(self, t: float) -> TrackPoint | None:
-        best = None
-        for p in self.points:
+        # the last point at or before t; ``points`` is in ascending time (``_insert``), so
+        # the first such point from the end
+        for p in reversed(self.points):
             if p.t <= t:
-                best = p
-        return best
+                return p
+        return None
 
     def _insert(self, point: TrackPoint) -> None:
         if not self.points or point.t >= self.points[-1].t:
@@ -225,10 +226,22 @@ class DeviceTrack:
         Wi-Fi and cell positions (hundreds of metres) would turn a man sitting at home into
         one driving at 20 m/s, so only points with accuracy within ``max_acc_m`` count.
         """
-        pts = [p for p in self.points if at_t - window_s <= p.t <= at_t and p.acc <= max_acc_m]
-        if len(pts) < 2:
+        # the first and last accurate point in the window; ``points`` is in ascending time
+        # (``_insert``), so walk back from the end and stop before the window
+        a = b = None
+        start = at_t - window_s
+        for p in reversed(self.points):
+            if p.t > at_t:
+                continue
+            if p.t < start:
+                break
+            if p.acc <= max_acc_m:
+                if b is None:
+                    b = p
+                else:
+                    a = p
+        if a is None or b is None:
             return (0.0, 0.0)
-        a, b = pts[0], pts[-1]
         dt = b.t - a.t
         if dt <= 0:
             return (0.0, 0.0)

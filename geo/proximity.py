@@ -12,7 +12,14 @@ from . import kernels
 from .errors import GeoError
 from .geodesy import geodesic_distance_m
 
-__all__ = ["PARALLEL_MIN_PAIRS", "assess_pairs", "geodesic_distance_m", "predict_position"]
+__all__ = [
+    "PARALLEL_MIN_PAIRS",
+    "assess_pair",
+    "assess_pairs",
+    "geodesic_distance_m",
+    "predict_position",
+    "predict_position_unchecked",
+]
 
 PARALLEL_MIN_PAIRS = 500_000
 DEFAULT_MIN_SPEED_MPS = 1.5  # walking pace: a partner seen standing still may start to move
@@ -49,6 +56,36 @@ def assess_pairs(
     fn = kernels.assess_pairs_batch_parallel if use_par else kernels.assess_pairs_batch
     fn(*arrs, *out)
     return out
+
+
+def assess_pair(
+    ax: float, ay: float, avx: float, avy: float, bx: float, by: float, bvx: float, bvy: float
+) -> tuple[float, float, float]:
+    """``assess_pairs`` for a single pair of floats: the same kernel (the batch calls it per
+    pair), so the same numbers, without building eleven one-element arrays."""
+    d, closing, ttc = kernels.assess_pair(
+        float(ax), float(ay), float(avx), float(avy), float(bx), float(by), float(bvx), float(bvy)
+    )
+    return float(d), float(closing), float(ttc)
+
+
+def predict_position_unchecked(
+    track_t: np.ndarray,
+    track_x: np.ndarray,
+    track_y: np.ndarray,
+    t: float,
+    max_extrapolation_s: float,
+    min_speed_mps: float = DEFAULT_MIN_SPEED_MPS,
+) -> tuple[float, float, float, float]:
+    """``predict_position`` for callers whose tracks are non-empty, ascending float64 1-D
+    arrays by construction (the engine's device tracks): the same kernel without the array
+    checks (a negative ``max_extrapolation_s`` still raises)."""
+    if not max_extrapolation_s >= 0.0:
+        raise GeoError("predict_position: max_extrapolation_s must be >= 0")
+    x, y, unc, gap = kernels.predict_track(
+        track_t, track_x, track_y, float(t), float(max_extrapolation_s), float(min_speed_mps)
+    )
+    return float(x), float(y), float(unc), float(gap)
 
 
 def predict_position(

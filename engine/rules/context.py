@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field, replace
+from dataclasses import dataclass, field
 
 from engine.alerts import AlertBook, AlertChange
 from engine.config import RuleConfig
@@ -27,6 +27,7 @@ class RuleContext:
         """Record a change (if any) for notification, publishing and storage."""
         if change is not None:
             if self.arrival is not None and change.arrival is None:
-                change = replace(change, arrival=self.arrival)
+                # replace(change, arrival=...) without its per-call field introspection
+                change = AlertChange(change.alert, change.change, change.previous_level, self.arrival)
             self.changes.append(change)
         return change

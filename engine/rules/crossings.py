@@ -52,7 +52,7 @@ from engine.rules.context import RuleContext
 from engine.timeutil import format_time
 from engine.tracks import DeviceTrack, TrackPoint
 from geo.index import ZoneIndex
-from geo.proximity import predict_position
+from geo.proximity import predict_position_unchecked
 from geo.zones import ZoneShape
 
 PATH_MARGIN_FRAC = 0.1  # the real path may bow away from the chord by this fraction of its length
@@ -63,11 +63,12 @@ MAX_SAMPLES = 400
 
 def previous_point(track: DeviceTrack, point: TrackPoint) -> TrackPoint | None:
     """The accepted point just before ``point`` in device time (None if there is none)."""
-    best = None
-    for p in track.points:
-        if p.t < point.t and (best is None or p.t >= best.t):
-            best = p
-    return best
+    # the track's points are in ascending time (DeviceTrack._insert): the first one before
+    # ``point`` from the end is the latest (of equal times, the one a forward pass keeps)
+    for p in reversed(track.points):
+        if p.t < point.t:
+            return p
+    return None
 
 
 def segment_usable(p0: TrackPoint | None, p1: TrackPoint, rules: RuleConfig) -> bool:
@@ -159,31 +160,33 @@ def closest_approach(
     pts = list(partner.points)
     if not pts:
         return None
-    tt = np.array([p.t for p in pts])
-    tx = np.array([p.x for p in pts])
-    ty = np.array([p.y for p in pts])
-    inner = tt[(tt > p0.t) & (tt < p1.t)]
-    ts = np.concatenate(([p0.t], inner, [p1.t]))
-    frac = (ts - p0.t) / (p1.t - p0.t)
-    ax = p0.x + frac * (p1.x - p0.x)
-    ay = p0.y + frac * (p1.y - p0.y)
-    bx = np.empty_like(ts)
-    by = np.empty_like(ts)
+    n = len(pts)
+    tt = np.fromiter([p.t for p in pts], dtype=np.float64, count=n)
+    tx = np.fromiter([p.x for p in pts], dtype=np.float64, count=n)
+    ty = np.fromiter([p.y for p in pts], dtype=np.float64, count=n)
+    # elementwise in floats rather than on arrays of a few elements: the same IEEE operations
+    # in the same order, so the same numbers (numpy's per-call overhead was most of the cost)
+    t0, t1 = float(p0.t), float(p1.t)
+    ts = [t0, *(p.t for p in pts if t0 < p.t < t1), t1]
+    span, ddx, ddy = t1 - t0, p1.x - p0.x, p1.y - p0.y
+    rx, ry = [], []
     extra = 0.0
-    for j, t in enumerate(ts.tolist()):
-        x, y, unc, _ = predict_position(tt, tx, ty, t, max_extrap_s)
-        bx[j], by[j] = x, y
+    for t in ts:
+        frac = (t - t0) / span
+        # the partner's points are in ascending time (DeviceTrack._insert): no checks per call
+        x, y, unc, _ = predict_position_unchecked(tt, tx, ty, t, max_extrap_s)
+        rx.append((p0.x + frac * ddx) - x)
+        ry.append((p0.y + frac * ddy) - y)
         extra = max(extra, unc)
-    rx, ry = ax - bx, ay - by
-    best_d, best_t = math.inf, float(p1.t)
+    best_d, best_t = math.inf, t1
     for j in range(len(ts) - 1):
-        r0x, r0y = float(rx[j]), float(ry[j])
-        dx, dy = float(rx[j + 1]) - r0x, float(ry[j + 1]) - r0y
+        r0x, r0y = rx[j], ry[j]
+        dx, dy = rx[j + 1] - r0x, ry[j + 1] - r0y
         dd = dx * dx + dy * dy
         s = 0.0 if dd == 0.0 else min(1.0, max(0.0, -(r0x * dx + r0y * dy) / dd))
         d = math.hypot(r0x + s * dx, r0y + s * dy)
         if d < best_d:
-            best_d, best_t = d, float(ts[j] + s * (ts[j + 1] - ts[j]))
+            best_d, best_t = d, ts[j] + s * (ts[j + 1] - ts[j])
     return Approach(best_d, best_t, extra)
 
 

@@ -171,7 +171,9 @@ class DeviceRules:
         self, ctx: RuleContext, role: str, person: str, device: str, t: float, pct: float,
         key: str, late: bool, forced: bool = False,
     ) -> None:
-        trend = self.battery.setdefault(device, BatteryTrend())
+        trend = self.battery.get(device)
+        if trend is None:  # not setdefault(device, BatteryTrend()): that builds one per fix
+            trend = self.battery[device] = BatteryTrend()
         trend.add(t, pct)
         rules = ctx.rules
         if pct >= rules.battery_ok_pct:

@@ -24,7 +24,7 @@ from engine.rules.context import RuleContext
 from engine.rules.crossings import closest_approach, path_margin, segment_usable
 from engine.tracks import DeviceTrack, TrackPoint
 from geo.certainty import within_certainty
-from geo.proximity import assess_pairs, predict_position
+from geo.proximity import assess_pair, predict_position_unchecked
 
 
 @dataclass(slots=True)
@@ -102,15 +102,12 @@ class ProximityRules:
         (ax, ay, a_extra, a_stale, a_acc, a_key), (bx, by, b_extra, b_stale, b_acc, b_key) = pa, pb
         avx, avy = a.velocity(min(t, a.newest_t))
         bvx, bvy = b.velocity(min(t, b.newest_t))
-        d, cs, ttc = assess_pairs(
-            np.array([ax]), np.array([ay]), np.array([avx]), np.array([avy]),
-            np.array([bx]), np.array([by]), np.array([bvx]), np.array([bvy]),
-        )
+        d, cs, ttc = assess_pair(ax, ay, avx, avy, bx, by, bvx, bvy)
         cpa, t_cpa = closest_point_of_approach(bx - ax, by - ay, bvx - avx, bvy - avy)
         return PairReading(
-            distance_m=float(d[0]),
-            closing_speed_mps=float(cs[0]),
-            time_to_contact_s=float(ttc[0]),
+            distance_m=d,
+            closing_speed_mps=cs,
+            time_to_contact_s=ttc,
             slack_m=a_acc + a_extra + b_acc + b_extra,
             evidence=(a_key, b_key),
             stale_s=max(a_stale, b_stale),
@@ -131,7 +128,9 @@ class ProximityRules:
         """Grade the pair at device time ``t`` and move its alert (and device_silent) accordingly."""
         rules = ctx.rules
         key = (order.id, order.subject, rule.protected_person)
-        ep = self.episodes.setdefault(key, PairEpisode())
+        ep = self.episodes.get(key)
+        if ep is None:  # not setdefault(key, PairEpisode()): that builds one per fix
+            ep = self.episodes[key] = PairEpisode()
         if t < ep.last_t:
             late = True
         ep.last_t = max(ep.last_t, t)
@@ -358,13 +357,15 @@ def closest_point_of_approach(rx: float, ry: float, vx: float, vy: float) -> tup
 def _predict(
     track: DeviceTrack, t: float, max_extrap_s: float
 ) -> tuple[float, float, float, float, float, str] | None:
-    pts = list(track.points)
+    pts = track.points
     if not pts:
         return None
-    ts = np.array([p.t for p in pts])
-    xs = np.array([p.x for p in pts])
-    ys = np.array([p.y for p in pts])
-    x, y, extra, extrapolated = predict_position(ts, xs, ys, t, max_extrap_s)
+    n = len(pts)
+    ts = np.fromiter([p.t for p in pts], dtype=np.float64, count=n)
+    xs = np.fromiter([p.x for p in pts], dtype=np.float64, count=n)
+    ys = np.fromiter([p.y for p in pts], dtype=np.float64, count=n)
+    # a track's points are kept in ascending time (DeviceTrack._insert): no checks per call
+    x, y, extra, extrapolated = predict_position_unchecked(ts, xs, ys, t, max_extrap_s)
     nearest = min(pts, key=lambda p: abs(p.t - t))
     return (float(x), float(y), float(extra), float(extrapolated), nearest.acc, nearest.key)
 

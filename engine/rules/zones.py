@@ -10,6 +10,7 @@ neither floods the centre nor opens and closes alerts.
 
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass
 
 import numpy as np
@@ -19,7 +20,7 @@ from engine.alerts import Level
 from engine.messages import set_interval, subject_prompt
 from engine.orders import Order, ZoneRule
 from engine.rules.context import RuleContext
-from engine.rules.crossings import path_margin, segment_usable, segments_in_zones
+from engine.rules.crossings import SegmentHit, path_margin, segment_usable, segments_in_zones
 from engine.tracks import TrackPoint
 from geo.certainty import inside_certainty, outside_certainty
 from geo.index import ZoneIndex
@@ -80,7 +81,10 @@ class ZoneRules:
         n = len(active)
         sd = self.index.signed_distance(slots, np.full(n, point.x), np.full(n, point.y))
         for (order, zone), dist in zip(active, sd.tolist(), strict=True):
-            ep = self.episodes.setdefault((subject, order.id, zone.zone_id), ZoneEpisode())
+            key = (subject, order.id, zone.zone_id)
+            ep = self.episodes.get(key)
+            if ep is None:  # not setdefault(key, ZoneEpisode()): that builds one per zone and fix
+                ep = self.episodes[key] = ZoneEpisode()
             if fix.t < ep.last_t:
                 late = True  # older than what this episode has seen: evidence, marked late
             ep.last_t = max(ep.last_t, fix.t)
@@ -119,7 +123,23 @@ class ZoneRules:
             np.concatenate((np.full(n, p0.x), np.full(n, p1.x))),
             np.concatenate((np.full(n, p0.y), np.full(n, p1.y))),
         )
-        hits = segments_in_zones(self.index, slots, p0, p1)
+        # Only zones both ends are outside of can give a finding below; and a path whose ends
+        # are farther from a zone together than it is long cannot touch it (the distance to
+        # a zone changes by at most the distance moved; 1 mm and 1e-9 relative of slack for
+        # rounding), so segments_in_zones is asked about the others only: it answers each
+        # zone on its own, and most paths are nowhere near a zone.
+        length = math.hypot(p1.x - p0.x, p1.y - p0.y)
+        d = ends.tolist()
+        near = [
+            i for i in range(n)
+            if d[i] > 0.0 and d[n + i] > 0.0
+            and d[i] + d[n + i] <= length + 1e-3 + 1e-9 * (length + d[i] + d[n + i])
+        ]
+        if not near:
+            return
+        hits: list[SegmentHit | None] = [None] * n
+        for i, hit in zip(near, segments_in_zones(self.index, slots[near], p0, p1), strict=True):
+            hits[i] = hit
         margin = path_margin(p0, p1)
         for i, ((order, zone), hit) in enumerate(zip(cands, hits, strict=True)):
             if hit is None or ends[i] <= 0.0 or ends[n + i] <= 0.0:

@@ -1,10 +1,12 @@
 """The outbox publisher (no broker): several QoS 1 publishes in flight, in order, none lost.
 
 Alerts, victim warnings, dead letters and (with several workers) forwarded messages all go
-out through the outbox.  Waiting for each PUBACK before sending the next capped that at one
-broker round trip per message; now a window of them is in flight.  What must still hold:
-the wire order is the outbox order, only acknowledged entries leave the durable outbox, and
-a connection that drops mid-window leaves the unacknowledged rest for the next connection.
+out through the outbox.  Waiting for each PUBACK before sending the next capped forwarding
+at one broker round trip per message; now a window of forwards is in flight.  What must
+still hold: the wire order is the outbox order, only acknowledged entries leave the durable
+outbox, a connection that drops mid-window leaves the unacknowledged rest for the next
+connection, and durable alert traffic still goes one at a time, so a crash between a PUBACK
+and its confirmation repeats at most one alert change.
 """
 
 from __future__ import annotations
@@ -46,11 +48,11 @@ class _Client:
             self.in_flight -= 1
 
 
-def _service(n: int) -> tuple[Service, MemoryStore]:
+def _service(n: int, channel: str = "forward") -> tuple[Service, MemoryStore]:
     store = MemoryStore()
     service = Service(Engine(load_orders(orders_doc())), ServiceConfig(), store=store)
     for i in range(n):
-        message = Outgoing("centre", "em/alerts/centre", {"n": i})
+        message = Outgoing(channel, f"em/internal/w1/em/dev/AM-{i}/fix", {"n": i})
         store.outbox[i + 1] = encode_message(message)
         service.outbox.append((i + 1, message))
     return service, store
@@ -69,13 +71,37 @@ async def _drain(service: Service, client: _Client) -> None:
             await task
 
 
-async def test_publishes_are_pipelined_in_outbox_order_and_confirmed() -> None:
+async def test_forwards_are_pipelined_in_outbox_order_and_confirmed() -> None:
     service, store = _service(50)
     client = _Client()
     await _drain(service, client)
     assert client.wire == list(range(50))
     assert client.most_in_flight == PUBLISH_WINDOW > 1
     assert store.outbox == {} and service.published == 50
+
+
+async def test_durable_alert_traffic_goes_one_at_a_time_between_windows() -> None:
+    service, store = _service(20)
+    alerts = [(100 + i, Outgoing("centre", "em/alerts/centre", {"n": 100 + i})) for i in range(3)]
+    for outbox_id, message in alerts:
+        store.outbox[outbox_id] = encode_message(message)
+    service.outbox.rotate(-10)  # forwards 10..19, then the alerts, then forwards 0..9
+    service.outbox.extendleft(reversed(alerts))
+    service.outbox.rotate(10)
+    client = _Client()
+    in_flight_at_alert: list[int] = []
+    publish = client.publish
+
+    async def watch(topic: str, payload: str, qos: int = 0) -> None:
+        if json.loads(payload)["n"] >= 100:
+            in_flight_at_alert.append(client.in_flight)
+        await publish(topic, payload, qos)
+
+    client.publish = watch  # type: ignore[method-assign]
+    await _drain(service, client)
+    assert client.wire == [*range(10), 100, 101, 102, *range(10, 20)]
+    assert in_flight_at_alert == [0, 0, 0]  # nothing else in flight when an alert goes out
+    assert store.outbox == {}
 
 
 async def test_a_connection_lost_mid_window_keeps_the_unacknowledged_rest() -> None:

@@ -6,6 +6,7 @@ import math
 
 import numpy as np
 import shapely
+import shapely.affinity
 from _geo_strategies import planar_zones
 from hypothesis import example, given, settings
 from hypothesis import strategies as st
@@ -85,3 +86,29 @@ def test_circle_crossing_matches_exact_distance(seg, r) -> None:
         assert got == (ref <= r)
     else:
         assert got == (math.sqrt(segment_distance2(0.0, 0.0, *seg)) <= r)
+
+
+def _far_apart(d0: float, d1: float, length: float) -> bool:
+    """engine.rules.zones.ZoneRules.evaluate_segment's test for skipping a zone."""
+    return d0 + d1 > length + 1e-3 + 1e-9 * (length + d0 + d1)
+
+
+@settings(max_examples=200, deadline=None)
+@given(segment_scenes(), st.floats(0.0, 2e5), st.floats(0.0, 5e5))
+def test_a_path_farther_from_a_zone_than_long_never_crosses_it(scene, ox, oy) -> None:
+    """Both ends outside with distances summing to more than the path's length: no crossing
+    (the distance to a zone changes by at most the distance moved), also at RD-sized
+    coordinates; the engine skips the crossing test for such zones."""
+    geom, segs = scene
+    geom = shapely.affinity.translate(geom, ox, oy)
+    segs = segs + np.array([ox, oy, ox, oy])
+    ix = ZoneIndex()
+    (s,) = ix.upsert_planar_many([("z", geom)])
+    slots = np.full(len(segs), s)
+    got = ix.crossing(slots, segs[:, 0], segs[:, 1], segs[:, 2], segs[:, 3])
+    d0 = ix.signed_distance(slots, segs[:, 0], segs[:, 1])
+    d1 = ix.signed_distance(slots, segs[:, 2], segs[:, 3])
+    for k in range(len(segs)):
+        length = math.hypot(segs[k, 2] - segs[k, 0], segs[k, 3] - segs[k, 1])
+        if d0[k] > 0.0 and d1[k] > 0.0 and _far_apart(float(d0[k]), float(d1[k]), length):
+            assert not got[k]
