@@ -105,6 +105,13 @@ def decode_message(
         )
 
 
+def _own_seq(doc: Any, device: str) -> int | None:
+    """The seq of a rejected object that names the topic's device, else None."""
+    if type(doc) is dict and doc.get("device") == device and type(doc.get("seq")) is int:
+        return int(doc["seq"])
+    return None
+
+
 def _safe_text(payload: object) -> str:
     try:
         return _text(payload)  # type: ignore[arg-type]
@@ -119,8 +126,9 @@ def _reject(
     payload: bytes | str,
     arrival: float,
     device: str | None,
+    seq: int | None = None,
 ) -> Decoded:
-    return Decoded([], [], [Rejection(reason, detail, topic, _text(payload), arrival, device)])
+    return Decoded([], [], [Rejection(reason, detail, topic, _text(payload), arrival, device, seq)])
 
 
 def _decode(
@@ -176,7 +184,9 @@ def _decode(
             event = event_from_object(doc, device, arrival, max_future_s, min_time)
             return Decoded([], [event], [])
         except InvalidPayload as exc:
-            return _reject(exc.reason, exc.detail, topic, payload, arrival, device)
+            return _reject(
+                exc.reason, exc.detail, topic, payload, arrival, device, _own_seq(doc, device)
+            )
     if type(doc) is list:
         return _burst(
             doc, ref.kind == "fix", device, topic, payload, arrival, max_future_s, min_time
@@ -245,6 +255,7 @@ def _burst(
                     bytes(raws[i]).decode("utf-8", errors="replace"),
                     arrival,
                     device,
+                    _own_seq(item, device),
                 )
             )
     return Decoded(fixes, events, rejections)

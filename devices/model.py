@@ -105,3 +105,6 @@ class Rejection:
     payload: str
     arrival: float
     device: str | None = None
+    # the rejected message's own seq when it names the topic's device with an integer seq:
+    # it still took its place in the device's sequence, so later fixes need not wait for it
+    seq: int | None = None

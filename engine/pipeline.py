@@ -20,7 +20,7 @@ from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
 
 from devices.decode import dead_letter_record, decode_message
-from devices.model import DeviceEvent, Fix
+from devices.model import DeviceEvent, Fix, Rejection
 from engine.alerts import AlertBook, AlertChange
 from engine.case_state import closed_alert_part, merge_part, part_of
 from engine.cases import Cases, cases_of
@@ -158,6 +158,7 @@ class Engine:
         for rejection in decoded.rejections:
             self.stats.rejected[rejection.reason.value] += 1
             effects.messages.append(deadletter(self.config.prefix, dead_letter_record(rejection)))
+            self._rejected_seq(rejection)
         for fix in decoded.fixes:
             self._accept_fix(fix, now)
         if decoded.events:
@@ -178,6 +179,18 @@ class Engine:
         self.stats.lag_s.append(max(0.0, now - fix.t))
         track.add_pending(fix, now)
         self._schedule(track)
+
+    def _rejected_seq(self, rejection: Rejection) -> None:
+        """A rejected message of a known device still used its seq: nothing will fill that gap."""
+        if rejection.device is None or rejection.seq is None:
+            return
+        track = self.tracks.get(rejection.device)
+        if track is None:
+            return
+        self._touch(rejection.device)
+        track.saw_seq(rejection.seq)
+        if track.pending:
+            self._schedule(track)
 
     def _schedule(self, track: DeviceTrack) -> None:
         # a heap of reorder-buffer due times, so release_due need not scan every track per

@@ -92,3 +92,21 @@ def test_a_late_upload_is_gathered_even_in_sequence() -> None:
     assert evaluated(e) == 1
     e.tick(late_arrival + 1)
     assert evaluated(e) == 4
+
+
+def test_a_rejected_message_that_names_its_seq_does_not_hold_the_next_fix() -> None:
+    """A dead-lettered fix (here acc 0) still used its seq; the fix after it need not wait."""
+    e, dev = engine(), DeviceScript("AM-1001")
+    e.handle(*dev.fix(T0, *ORIGIN), T0 + 0.2)
+    e.tick(T0 + 1)
+    effects = e.handle(*dev.fix(T0 + 10, *ORIGIN, acc=0), T0 + 10.2)
+    assert [m.channel for m in effects.messages] == ["deadletter"]
+    e.handle(*dev.fix(T0 + 20, *ORIGIN), T0 + 20.2)
+    assert evaluated(e) == 2
+    # a message too broken to name its seq leaves a gap: the next fix waits the quiet period
+    e.handle("em/dev/AM-1001/fix", b'{"v":1,"device":"AM-1001","seq":', T0 + 30.2)
+    dev.seq += 1
+    e.handle(*dev.fix(T0 + 40, *ORIGIN), T0 + 40.2)
+    assert evaluated(e) == 2
+    e.tick(T0 + 41)
+    assert evaluated(e) == 3
