@@ -115,9 +115,4 @@ def predict_position(
         raise GeoError("predict_position: need a non-empty track of equal-length 1-D arrays")
     if n > 1 and np.any(np.diff(tt) < 0):
         raise GeoError("predict_position: track times must be ascending")
-    if not max_extrapolation_s >= 0.0:
-        raise GeoError("predict_position: max_extrapolation_s must be >= 0")
-    x, y, unc, gap = kernels.predict_track(
-        tt, xx, yy, float(t), float(max_extrapolation_s), float(min_speed_mps)
-    )
-    return float(x), float(y), float(unc), float(gap)
+    return predict_position_unchecked(tt, xx, yy, t, max_extrapolation_s, min_speed_mps)
