@@ -15,6 +15,7 @@ session, so a forwarded message waits for an owner that is restarting.
 from __future__ import annotations
 
 import zlib
+from collections.abc import Mapping
 from dataclasses import dataclass
 
 from engine.cases import cases_of
@@ -41,7 +42,7 @@ class Cluster:
         """A stable worker index for a case (crc32, the same in every process)."""
         return zlib.crc32(case.encode()) % self.workers
 
-    def owner_of_topic(self, topic: str, owntracks: dict[str, str] | None = None) -> int | None:
+    def owner_of_topic(self, topic: str, owntracks: Mapping[str, str] | None = None) -> int | None:
         """The worker that must evaluate a device message, or None when any worker may."""
         parts = topic.split("/")
         device: str | None = None

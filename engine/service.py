@@ -459,7 +459,7 @@ class Service:
                     log.error("unreadable forwarded message on %s", topic)
                     return
             else:
-                owner = self.cluster.owner_of_topic(topic, dict(self.engine.book.owntracks))
+                owner = self.cluster.owner_of_topic(topic, self.engine.book.owntracks)
                 if owner is not None and owner != self.cluster.index:
                     # committed in the outbox with this batch, so the original is acked only
                     # once the forward is durable: at-least-once across the hop
