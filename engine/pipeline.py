@@ -136,11 +136,9 @@ class Engine:
         cases = cases_of(book)
         before = self.cases
         self.cases = cases
-        if before is None or (before.of_device, before.of_person, before.of_order) != (
-            cases.of_device, cases.of_person, cases.of_order
-        ):
+        if before is None or _regrouped(before, cases):
             self._whole_state = True  # stored parts are keyed by the old cases: rewrite them all
-            self._index_alerts()
+        self._index_alerts()
 
     # --- input ---------------------------------------------------------------------------
     def handle(self, topic: str, payload: bytes, now: float) -> Effects:
@@ -569,6 +567,20 @@ class _SilenceIndex:
         for device, key in retry.items():
             heapq.heappush(heap, (key, device))
         return [found[d] for d in sorted(found)]
+
+
+def _regrouped(old: Cases, new: Cases) -> bool:
+    """True when something known before left the book or moved to another case.
+
+    Only then can a stored part hold state that now belongs elsewhere.  A new order for a new
+    subject (the usual change) only adds cases: no rewrite of every part for that.
+    """
+    for before, after in (
+        (old.of_device, new.of_device), (old.of_person, new.of_person), (old.of_order, new.of_order)
+    ):
+        if any(after.get(key) != case for key, case in before.items()):
+            return True
+    return False
 
 
 def _due_key(track: DeviceTrack, rules: RuleConfig) -> float:

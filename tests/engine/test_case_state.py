@@ -234,3 +234,31 @@ def test_resolved_alerts_are_stored_once_on_their_own_and_leave_the_case_part(
         if not key.startswith("A:"):
             assert all(a.is_open for a in part["alerts"].values()), key
     assert {writes[f"A:{a}"] for a in resolved} == {1}  # written when resolved, never again
+
+
+def test_a_new_order_for_new_people_only_adds_cases(tmp_path_factory: pytest.TempPathFactory) -> None:
+    """Enrolling another offender must not rewrite every stored case (seconds at national scale)."""
+    import copy
+
+    orders, messages = stream("approach", tmp_path_factory.getbasetemp())
+    engine = Engine(load_book(orders))
+    stored: dict[str, bytes] = {}
+    for arrival, topic, payload in messages[:200]:
+        engine.handle(topic, payload, arrival)
+        apply_delta(stored, engine.state_delta())
+    more = copy.deepcopy(orders)
+    more["subjects"].append({**orders["subjects"][0], "id": "S-9", "devices": ["AM-9009"]})
+    more["protected_persons"].append({"id": "P-9", "devices": ["VD-9009"]})
+    order = copy.deepcopy(orders["orders"][0])
+    order.update(id="O-9", subject="S-9", proximity=[{**order["proximity"][0], "protected_person": "P-9"}])
+    for zone in order["exclusion_zones"]:
+        zone.update(id=zone["id"] + "-9", protected_person="P-9")
+    more["orders"].append(order)
+    engine.set_orders(load_book(more))
+    assert not engine.state_delta().replace_all
+    for arrival, topic, payload in messages[200:400]:
+        engine.handle(topic, payload, arrival)
+        apply_delta(stored, engine.state_delta())
+    restored = Engine(load_book(more))
+    restored.restore_parts(stored.values())
+    assert view(restored) == view(engine)
