@@ -18,6 +18,7 @@ import math
 from collections import Counter
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
+from typing import Any
 
 from devices.decode import dead_letter_record, decode_message
 from devices.model import DeviceEvent, Fix, Rejection
@@ -136,8 +137,12 @@ class Engine:
         cases = cases_of(book)
         before = self.cases
         self.cases = cases
-        if before is None or _regrouped(before, cases):
-            self._whole_state = True  # stored parts are keyed by the old cases: rewrite them all
+        if before is None:
+            self._whole_state = True
+        else:
+            self._forget_orders(before.of_order.keys() - cases.of_order.keys())
+            # every case that lost or gained a member is stored again (or dropped when empty)
+            self._dirty |= _regrouped(before, cases)
         self._index_alerts()
 
     # --- input ---------------------------------------------------------------------------
@@ -271,8 +276,9 @@ class Engine:
         """The state of every case changed since the last delta, pickled (engine.case_state).
 
         Taking a delta forgets those changes: hand it back with ``state_not_stored`` if the
-        store did not take it.  After a restore the engine only has its parts to add; after
-        an order change that regroups cases, the delta holds every case and replaces all.
+        store did not take it.  After an order change, the cases that gained or lost a member
+        are in the next delta (an emptied case as None); a fresh engine's first delta replaces
+        everything stored.
         """
         assert self.cases is not None
         whole = self._whole_state
@@ -314,6 +320,18 @@ class Engine:
         self._dirty = set()
         self._alerts_changed = set()
         self._whole_state = legacy  # a v2 whole snapshot is rewritten as parts at the next commit
+
+    def _forget_orders(self, ended: set[str]) -> None:
+        """Episode state of orders that left the book goes (their alerts stay, with their history)."""
+        if not ended:
+            return
+        sections: tuple[tuple[dict[Any, Any], int], ...] = (
+            (self.zones.episodes, 1), (self.proximity.episodes, 0),
+            (self.crossings.visits, 1), (self.crossings.status, 1),
+        )  # (episodes keyed by tuples, position of the order id in the key)
+        for episodes, at in sections:
+            for key in [k for k in episodes if k[at] in ended]:
+                del episodes[key]
 
     def _touch(self, device: str) -> None:
         assert self.cases is not None
@@ -569,18 +587,33 @@ class _SilenceIndex:
         return [found[d] for d in sorted(found)]
 
 
-def _regrouped(old: Cases, new: Cases) -> bool:
-    """True when something known before left the book or moved to another case.
+def _regrouped(old: Cases, new: Cases) -> set[str]:
+    """The old and new cases of everything that left the book, joined it or changed case.
 
-    Only then can a stored part hold state that now belongs elsewhere.  A new order for a new
-    subject (the usual change) only adds cases: no rewrite of every part for that.
+    Their stored parts must be written again: a part lost or gained a member's state, or its
+    case no longer exists (it is dropped, as an empty part).  Every other case is unchanged,
+    so an order change costs in proportion to the cases it touches, not to the caseload.
     """
-    for before, after in (
-        (old.of_device, new.of_device), (old.of_person, new.of_person), (old.of_order, new.of_order)
+    touched: set[str] = set()
+    for before, after, outside in (
+        (old.of_device, new.of_device, "D:"),
+        (old.of_person, new.of_person, None),
+        (old.of_order, new.of_order, "O:"),
     ):
-        if any(after.get(key) != case for key, case in before.items()):
-            return True
-    return False
+        for key, case in before.items():
+            now = after.get(key)
+            if now != case:
+                touched.add(case)
+                if now is not None:
+                    touched.add(now)
+                elif outside is not None:
+                    touched.add(outside + key)  # its state is kept, outside any case
+        for key, case in after.items():
+            if key not in before:
+                touched.add(case)
+                if outside is not None:
+                    touched.add(outside + key)  # a device known before only by its messages
+    return touched
 
 
 def _due_key(track: DeviceTrack, rules: RuleConfig) -> float:
