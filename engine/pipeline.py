@@ -188,10 +188,14 @@ class Engine:
         if rejection.device is None or rejection.seq is None:
             return
         track = self.tracks.get(rejection.device)
-        if track is None:
-            return
-        self._touch(rejection.device)
-        track.saw_seq(rejection.seq)
+        if track is not None:
+            self._touch(rejection.device)
+            self._saw_seq(track, rejection.seq)
+
+    def _saw_seq(self, track: DeviceTrack, seq: int) -> None:
+        """A message other than a fix took its place in the sequence; it may close the gap the
+        pending fixes wait on."""
+        track.saw_seq(seq)
         if track.pending:
             self._schedule(track)
 
@@ -210,9 +214,7 @@ class Engine:
             self.stats.duplicates += 1
             return
         track.last_arrival = max(track.last_arrival, ctx.now)
-        track.saw_seq(event.seq)
-        if track.pending:
-            self._schedule(track)  # the event may close the gap the pending fixes wait on
+        self._saw_seq(track, event.seq)
         self._heard(ctx, event.device)
         late = ctx.now - event.t > ctx.rules.late_after_s
         self.device_rules.on_event(ctx, event, late)
