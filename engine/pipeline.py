@@ -174,11 +174,11 @@ class Engine:
 
     def _accept_fix(self, fix: Fix, now: float) -> None:
         track = self._track(fix.device)
-        self._touch(fix.device)
         self.stats.fixes += 1
         if track.is_duplicate(fix.seq):
             self.stats.duplicates += 1
             return
+        self._touch(fix.device)
         self.stats.lag_s.append(max(0.0, now - fix.t))
         track.add_pending(fix, now)
         self._schedule(track)
@@ -208,11 +208,11 @@ class Engine:
 
     def _event(self, ctx: RuleContext, event: DeviceEvent) -> None:
         track = self._track(event.device)
-        self._touch(event.device)
         self.stats.events += 1
         if track.is_duplicate(event.seq):
             self.stats.duplicates += 1
             return
+        self._touch(event.device)
         track.last_arrival = max(track.last_arrival, ctx.now)
         self._saw_seq(track, event.seq)
         self._heard(ctx, event.device)
