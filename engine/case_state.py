@@ -50,6 +50,24 @@ def pair_keys(cases: Cases, case: str) -> Iterable[tuple[str, str, str]]:
             yield (order.id, order.subject, rule.protected_person)
 
 
+def forget_orders(engine: Engine, ended: set[str]) -> None:
+    """Drop the episode state of orders that left the book (their alerts stay, with history).
+
+    Beside the key generators above because it relies on the same key layouts: the order id
+    is at position 1 of zone, visit and status keys and at position 0 of pair keys.
+    """
+    if not ended:
+        return
+    crossings = engine.crossings
+    by_order: tuple[tuple[dict[Any, Any], int], ...] = (
+        (engine.zones.episodes, 1), (engine.proximity.episodes, 0),
+        (crossings.visits, 1), (crossings.status, 1),
+    )
+    for episodes, at in by_order:
+        for key in [k for k in episodes if k[at] in ended]:
+            del episodes[key]
+
+
 SECTIONS = (
     "tracks", "battery", "non_gnss", "silent", "zones", "proximity", "visits", "status",
     "alerts", "open_by_key", "victim_rank", "noted",

@@ -18,12 +18,11 @@ import math
 from collections import Counter
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
-from typing import Any
 
 from devices.decode import dead_letter_record, decode_message
 from devices.model import DeviceEvent, Fix, Rejection
 from engine.alerts import AlertBook, AlertChange
-from engine.case_state import closed_alert_part, merge_part, part_of
+from engine.case_state import closed_alert_part, forget_orders, merge_part, part_of
 from engine.cases import Cases, cases_of
 from engine.config import EngineConfig, RuleConfig
 from engine.messages import Outgoing, deadletter
@@ -140,7 +139,7 @@ class Engine:
         if before is None:
             self._whole_state = True
         else:
-            self._forget_orders(before.of_order.keys() - cases.of_order.keys())
+            forget_orders(self, before.of_order.keys() - cases.of_order.keys())
             # every case that lost or gained a member is stored again (or dropped when empty)
             self._dirty |= _regrouped(before, cases)
         self._index_alerts()
@@ -322,18 +321,6 @@ class Engine:
         self._dirty = set()
         self._alerts_changed = set()
         self._whole_state = legacy  # a v2 whole snapshot is rewritten as parts at the next commit
-
-    def _forget_orders(self, ended: set[str]) -> None:
-        """Episode state of orders that left the book goes (their alerts stay, with their history)."""
-        if not ended:
-            return
-        sections: tuple[tuple[dict[Any, Any], int], ...] = (
-            (self.zones.episodes, 1), (self.proximity.episodes, 0),
-            (self.crossings.visits, 1), (self.crossings.status, 1),
-        )  # (episodes keyed by tuples, position of the order id in the key)
-        for episodes, at in sections:
-            for key in [k for k in episodes if k[at] in ended]:
-                del episodes[key]
 
     def _touch(self, device: str) -> None:
         assert self.cases is not None
