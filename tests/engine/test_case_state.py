@@ -69,6 +69,20 @@ def run(engine: Engine, step: tuple[str, float, str, bytes]) -> Effects:
     return engine.tick(now) if kind == "tick" else engine.handle(topic, payload, now)
 
 
+def feed(engine: Engine, stored: dict[str, bytes], messages: list[tuple[float, str, bytes]]) -> None:
+    """Messages through the engine, every delta applied to ``stored`` as the service commits."""
+    for arrival, topic, payload in messages:
+        engine.handle(topic, payload, arrival)
+        apply_delta(stored, engine.state_delta())
+
+
+def restored_from(orders: dict[str, Any], stored: dict[str, bytes]) -> Engine:
+    """A fresh engine continuing from the stored parts, as after a restart."""
+    engine = Engine(load_book(orders))
+    engine.restore_parts(stored.values())
+    return engine
+
+
 def view(engine: Engine) -> dict[str, dict[Any, bytes]]:
     """Every section of the decision state, each value pickled so any two can be compared."""
     return {
@@ -99,8 +113,7 @@ def test_an_engine_restored_from_case_parts_continues_exactly_like_the_original(
         apply_delta(stored, original.state_delta())
         if i not in cut_points:
             continue
-        restored = Engine(load_book(orders))
-        restored.restore_parts(stored.values())
+        restored = restored_from(orders, stored)
         assert view(restored) == view(original), f"state differs after step {i}"
         for later in script[i + 1 : i + 400]:
             assert wire(run(restored, later)) == wire(run(original, later)), f"diverged after {later}"
@@ -199,9 +212,7 @@ def test_orders_that_regroup_cases_store_again_exactly_the_cases_that_changed(
     orders, messages = stream("approach", tmp_path_factory.getbasetemp())
     engine = Engine(load_book(orders))
     stored: dict[str, bytes] = {}
-    for arrival, topic, payload in messages[:300]:
-        engine.handle(topic, payload, arrival)
-        apply_delta(stored, engine.state_delta())
+    feed(engine, stored, messages[:300])
     engine.set_orders(load_book(orders))  # the same orders again: same cases
     assert engine.state_delta().parts == {}
     fewer = dict(orders, orders=[])  # every order ended: the victim is no longer in his case
@@ -209,17 +220,11 @@ def test_orders_that_regroup_cases_store_again_exactly_the_cases_that_changed(
     delta = engine.state_delta()
     assert not delta.replace_all and delta.parts
     apply_delta(stored, delta)
-    restored = Engine(load_book(fewer))
-    restored.restore_parts(stored.values())
-    assert view(restored) == view(engine)
+    assert view(restored_from(fewer, stored)) == view(engine)
     engine.set_orders(load_book(orders))  # and back: the victim joins his case again
     apply_delta(stored, engine.state_delta())
-    for arrival, topic, payload in messages[300:500]:
-        engine.handle(topic, payload, arrival)
-        apply_delta(stored, engine.state_delta())
-    again = Engine(load_book(orders))
-    again.restore_parts(stored.values())
-    assert view(again) == view(engine)
+    feed(engine, stored, messages[300:500])
+    assert view(restored_from(orders, stored)) == view(engine)
 
 
 def test_resolved_alerts_are_stored_once_on_their_own_and_leave_the_case_part(
@@ -252,9 +257,7 @@ def test_a_new_order_for_new_people_only_adds_cases(tmp_path_factory: pytest.Tem
     orders, messages = stream("approach", tmp_path_factory.getbasetemp())
     engine = Engine(load_book(orders))
     stored: dict[str, bytes] = {}
-    for arrival, topic, payload in messages[:200]:
-        engine.handle(topic, payload, arrival)
-        apply_delta(stored, engine.state_delta())
+    feed(engine, stored, messages[:200])
     more = copy.deepcopy(orders)
     more["subjects"].append({**orders["subjects"][0], "id": "S-9", "devices": ["AM-9009"]})
     more["protected_persons"].append({"id": "P-9", "devices": ["VD-9009"]})
@@ -265,9 +268,5 @@ def test_a_new_order_for_new_people_only_adds_cases(tmp_path_factory: pytest.Tem
     more["orders"].append(order)
     engine.set_orders(load_book(more))
     assert not engine.state_delta().replace_all
-    for arrival, topic, payload in messages[200:400]:
-        engine.handle(topic, payload, arrival)
-        apply_delta(stored, engine.state_delta())
-    restored = Engine(load_book(more))
-    restored.restore_parts(stored.values())
-    assert view(restored) == view(engine)
+    feed(engine, stored, messages[200:400])
+    assert view(restored_from(more, stored)) == view(engine)
