@@ -186,6 +186,14 @@ def build_scenario(subjects: int, seed: int) -> Scenario:
 Template = tuple[str, bytes, bytes]  # topic, payload before the time, payload after it
 
 
+def fix_template(device: str, seq: int, lat: float, lon: float) -> tuple[str, str]:
+    """A valid native fix around its ``"t"`` value: (before the quoted time, after it)."""
+    return (
+        f'{{"v":1,"device":"{device}","seq":{seq},"t":',
+        f',"lat":{lat:.7f},"lon":{lon:.7f},"acc":8.0,"sats":9,"batt":80}}',
+    )
+
+
 def build_stream(subjects: int, messages: int, seed: int) -> list[Template]:
     """Round-robin rounds in a shuffled device order; 1 % of messages malformed in four ways."""
     sc = build_scenario(subjects, seed)
@@ -208,8 +216,7 @@ def build_stream(subjects: int, messages: int, seed: int) -> list[Template]:
     for j, dev_i in enumerate(order.tolist()):
         dev = sc.devices[dev_i]
         topic = f"em/dev/{dev}/fix"
-        head = f'{{"v":1,"device":"{dev}","seq":{int(k[j]) + 1},"t":'
-        tail = f',"lat":{lat[j]:.7f},"lon":{lon[j]:.7f},"acc":8.0,"sats":9,"batt":80}}'
+        head, tail = fix_template(dev, int(k[j]) + 1, lat[j], lon[j])
         if bad[j]:
             n_bad += 1
             variant = n_bad % 4
@@ -563,11 +570,8 @@ def enrol(engine: Any, sc: Scenario) -> None:
     then = time.time() - 60.0
     stamp = format_time(then)
     for device, x, y in zip(sc.devices, np.asarray(lon).tolist(), np.asarray(lat).tolist(), strict=True):
-        payload = (
-            f'{{"v":1,"device":"{device}","seq":0,"t":"{stamp}","lat":{y:.7f},"lon":{x:.7f},'
-            f'"acc":8.0,"sats":9,"batt":80}}'
-        )
-        engine.handle(f"em/dev/{device}/fix", payload.encode(), then)
+        head, tail = fix_template(device, 0, y, x)
+        engine.handle(f"em/dev/{device}/fix", f'{head}"{stamp}"{tail}'.encode(), then)
     engine.flush(then + 1.0)
 
 
