@@ -804,6 +804,8 @@ async def main_async(args: argparse.Namespace) -> None:
                 ("latency", 0.8 * raw.rate, "raw"),
                 ("latency-engine80", 0.8 * engine_rate, "the engine's in-memory rate"),
             ):
+                if args.no_latency:
+                    break
                 p = await engine_pass(
                     bench, scenario.doc, name, rate=target, observe=True, enrolled=scenario
                 )
@@ -831,6 +833,7 @@ def main() -> None:
     )
     parser.add_argument("--no-redis", action="store_true")
     parser.add_argument("--no-workers", action="store_true")
+    parser.add_argument("--no-latency", action="store_true", help="skip the two paced latency passes")
     parser.add_argument(
         "--uvloop", action="store_true", help="run this process (raw and engine passes) on uvloop"
     )
