@@ -3,9 +3,11 @@
 Three tasks around the pure ``Engine``:
 
 * ``_connection``: connects (MQTT v5, falling back to 3.1.1 for brokers that
-  refuse it), subscribes, reads messages into a **bounded** inbox (a full
-  inbox makes the reader wait: explicit back-pressure, never a silent drop) and
-  publishes the outbox while connected; reconnects with backoff.
+  refuse it), subscribes, and publishes the outbox while connected; reconnects
+  with backoff.  Received messages go straight from the client's callback into
+  a **bounded** inbox (``engine/intake.py``): QoS 1 messages are acknowledged
+  only once processed, so the broker's in-flight window limits them, and a full
+  inbox stops the socket being read (explicit back-pressure, never a silent drop).
 * ``_processor``: takes micro-batches from the inbox through the engine and
   hands them to ``_committer``, which commits in the background (group commit:
   while one commit is on its way to the store, the next batches are processed
@@ -19,9 +21,10 @@ the store (a transactional outbox); outbox entries are removed once the broker
 acknowledged their publish.  After a crash the engine restores the snapshot,
 republishes the outbox, and the broker redelivers what was never acknowledged;
 the snapshot's dedup memory skips what was already applied.  While the store is
-unreachable, acks are held, the inbox fills, and reading stops (back-pressure)
-until it returns.  Without a store (demo) the outbox lives in memory and still
-survives broker reconnects.
+unreachable, acks are held, the broker stops sending at its in-flight limit
+(back-pressure) until it returns.  Without a store (demo) a message is
+acknowledged once the engine has processed it, and the outbox lives in memory and
+still survives broker reconnects.
 """
 
 from __future__ import annotations
@@ -45,6 +48,7 @@ from paho.mqtt.properties import Properties
 from engine.alerts import Alert, AlertActionError
 from engine.cluster import Cluster
 from engine.config import ServiceConfig
+from engine.intake import Inbox, IngestClient
 from engine.messages import Outgoing, deadletter
 from engine.pipeline import Effects, Engine
 from engine.store import StateStore, StoreUnavailable
@@ -84,7 +88,7 @@ class Service:
         self.cluster = cluster if cluster is not None and cluster.workers > 1 else None
         self.forwarded = 0
         self.clock = clock
-        self.inbox: asyncio.Queue[tuple[float, str, bytes, Ack | None]] = asyncio.Queue(config.queue_size)
+        self.inbox: Inbox[tuple[float, str, bytes, Ack | None]] = Inbox(config.queue_size)
         self.outbox: deque[tuple[int | None, Outgoing]] = deque()
         self.outbox_ready = asyncio.Event()
         self.listeners: list[Listener] = []
@@ -95,7 +99,7 @@ class Service:
         self.published = 0
         self.reconnects = 0
         self.last_processed = 0.0
-        self._client_ref: aiomqtt.Client | None = None
+        self._client_ref: IngestClient | None = None
         self._generation = 0
         self._staged: list[Outgoing] = []
         self._staged_alerts: dict[str, Alert] = {}
@@ -216,28 +220,32 @@ class Service:
             backoff = min(backoff * 2, 10.0)
 
     async def _read(self, client: aiomqtt.Client, stop: asyncio.Event) -> None:
+        """Until ``stop`` or the connection is lost (messages themselves arrive in ``_receive``)."""
         stopper = asyncio.ensure_future(stop.wait())
-        nxt: asyncio.Future[aiomqtt.Message] | None = None
-        generation = self._generation
+        # the client's iterator never yields (its messages go to the inbox) but raises once
+        # the connection is lost
+        lost = asyncio.ensure_future(client.messages.__anext__())
         try:
-            it = client.messages.__aiter__()
-            while True:
-                nxt = asyncio.ensure_future(it.__anext__())
-                done, _ = await asyncio.wait({nxt, stopper}, return_when=asyncio.FIRST_COMPLETED)
-                if nxt not in done:
-                    return
-                message = nxt.result()
-                nxt = None
-                payload = message.payload
-                raw = payload if isinstance(payload, bytes | bytearray) else str(payload).encode()
-                ack = (generation, message.mid, message.qos) if self.store is not None and message.qos else None
-                await self.inbox.put((self.clock(), message.topic.value, bytes(raw), ack))
+            await asyncio.wait({lost, stopper}, return_when=asyncio.FIRST_COMPLETED)
+            if lost.done():
+                lost.result()  # the MqttError that ended the connection
         finally:
             stopper.cancel()
-            if nxt is not None:
-                nxt.cancel()
-                # the read may fail as the connection closes: retrieve it so nothing is logged as lost
-                nxt.add_done_callback(lambda f: f.cancelled() or f.exception())
+            if not lost.done():
+                lost.cancel()
+                # it may fail as the connection closes: retrieve it so nothing is logged as lost
+                lost.add_done_callback(lambda f: f.cancelled() or f.exception())
+
+    def _receive(self, message: Any) -> None:
+        """paho's callback for every message received (on the event loop, between tasks)."""
+        try:
+            topic = message.topic
+        except UnicodeDecodeError:  # MQTT topics are UTF-8; such a message is dead-lettered
+            topic = "(topic not UTF-8)"
+        ack = (self._generation, message.mid, message.qos) if message.qos else None
+        self.inbox.put_nowait((self.clock(), topic, message.payload, ack))
+        if self.inbox.full and self._client_ref is not None:
+            self._client_ref.pause_reading()
 
     async def _publisher(self, client: aiomqtt.Client) -> None:
         while True:
@@ -298,10 +306,11 @@ class Service:
     async def _processor(self) -> None:
         ack_topic = f"{self.config.topic_prefix}/ack"
         while True:
-            first = await self.inbox.get()
-            batch = [first]
-            while len(batch) < BATCH and not self.inbox.empty():
-                batch.append(self.inbox.get_nowait())
+            await self.inbox.wait()
+            batch = self.inbox.take(BATCH)
+            client = self._client_ref
+            if client is not None and client.paused and self.inbox.drained:
+                client.resume_reading()
             for arrival, topic, payload, ack in batch:
                 if topic == ack_topic:
                     self._ack_message(payload)
@@ -316,8 +325,8 @@ class Service:
                 # (the broker stops too, at its in-flight limit of unacknowledged messages)
                 await self._committed_some()
             else:
-                # let the publisher send this batch's alerts and the reader refill the inbox:
-                # ``inbox.get`` does not yield while messages wait
+                # let the publisher send this batch's alerts, the committer ack them and the
+                # reader refill the inbox: ``inbox.wait`` does not yield while messages wait
                 await asyncio.sleep(0)
 
     async def _committer_loop(self) -> None:
@@ -371,6 +380,10 @@ class Service:
                 hook()
             if self.store is None:
                 self._release(list(zip([None] * len(self._staged), self._staged, strict=True)))
+                self._staged.clear()
+                acks = list(self._held_acks)
+                del self._held_acks[: len(acks)]
+                self._send_acks(acks)
                 return
             if not (self._staged or self._staged_alerts or self._held_acks or self.engine.state_changed):
                 return
@@ -398,12 +411,15 @@ class Service:
                 if self._staged_alerts.get(alert_id) is alert:
                     del self._staged_alerts[alert_id]
             self._release(list(zip(ids, messages, strict=True)))
-            client = self._client_ref
-            for generation, mid, qos in acks:
-                # an ack for a message of an earlier connection would hit a reused mid: drop it,
-                # the broker redelivers that message and dedup skips it
-                if client is not None and generation == self._generation:
-                    client._client.ack(mid, qos)  # private: aiomqtt does not expose manual ack
+            self._send_acks(acks)
+
+    def _send_acks(self, acks: list[Ack]) -> None:
+        client = self._client_ref
+        for generation, mid, qos in acks:
+            # an ack for a message of an earlier connection would hit a reused mid: drop it,
+            # the broker redelivers that message and dedup skips it
+            if client is not None and generation == self._generation:
+                client._client.ack(mid, qos)  # private: aiomqtt does not expose manual ack
 
     def _release(self, entries: list[tuple[int | None, Outgoing]]) -> None:
         if entries:
@@ -482,7 +498,7 @@ class Service:
         self._emit(effects)
 
     async def _drain_inbox(self) -> None:
-        while not self.inbox.empty():
+        while self.inbox:
             arrival, topic, payload, ack = self.inbox.get_nowait()
             self._handle(topic, payload, arrival)
             if ack is not None:
@@ -510,7 +526,7 @@ class Service:
             for topic in self._device_topics():
                 await client.unsubscribe(topic)
 
-    def _client(self) -> aiomqtt.Client:
+    def _client(self) -> IngestClient:
         url = urlparse(self.config.broker)
         version = aiomqtt.ProtocolVersion.V311 if self.protocol == "3.1.1" else aiomqtt.ProtocolVersion.V5
         self.connected_protocol = "3.1.1" if version == aiomqtt.ProtocolVersion.V311 else "5"
@@ -525,7 +541,7 @@ class Service:
         tls = None
         if url.scheme == "mqtts":
             tls = ssl.create_default_context(cafile=self.config.mqtt_ca)
-        client = aiomqtt.Client(
+        client = IngestClient(
             url.hostname or "127.0.0.1",
             url.port or (8883 if url.scheme == "mqtts" else 1883),
             identifier=self.config.client_id,
@@ -534,11 +550,13 @@ class Service:
             protocol=version,
             tls_context=tls,
             keepalive=15,
+            sink=self._receive,
             **kwargs,
         )
         client.pending_calls_threshold = 4 * PUBLISH_WINDOW  # a full window is not "concerning"
-        if self.store is not None:
-            client._client.manual_ack_set(True)  # private: ack only after the durable commit
+        # private (aiomqtt does not expose it): ack only once processed, with a store only once
+        # committed; this is also what bounds how much the broker sends ahead
+        client._client.manual_ack_set(True)
         return client
 
     def _device_topics(self) -> list[str]:

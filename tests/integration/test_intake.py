@@ -1,0 +1,172 @@
+"""IngestClient and the service's intake against a real mosquitto started here.
+
+The client overrides private callbacks of aiomqtt 2.x (see engine/intake.py): these tests pin
+what the service relies on, so an aiomqtt upgrade that changes them fails here.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import time
+from pathlib import Path
+
+import aiomqtt
+import pytest
+
+from engine.config import EngineConfig, ServiceConfig
+from engine.intake import IngestClient
+from engine.orders import load_orders
+from engine.pipeline import Engine
+from engine.service import Service
+from engine.testing import ORIGIN, DeviceScript, circle, orders_doc
+from tests.integration import procs
+
+pytestmark = pytest.mark.integration
+X0, Y0 = ORIGIN
+
+
+async def _publish(port: int, messages: list[tuple[str, bytes, int]]) -> None:
+    """Publish in order, 20 in flight at a time (paho's default window): a burst, not a trickle."""
+    async with aiomqtt.Client("127.0.0.1", port, identifier="test-device") as dev:
+        for k in range(0, len(messages), 20):
+            await asyncio.gather(*(dev.publish(t, p, qos=q) for t, p, q in messages[k : k + 20]))
+
+
+@pytest.fixture
+async def broker(tmp_path: Path):
+    proc = procs.mosquitto(tmp_path)  # max_inflight_messages 100
+    await proc.start()
+    try:
+        yield proc
+    finally:
+        proc.stop()
+
+
+async def test_every_message_reaches_the_sink_in_order_and_a_wakeup_reads_many(broker):
+    got: list[tuple[str, bytes, int, int]] = []
+    client = IngestClient(
+        "127.0.0.1", broker.port, identifier="test-intake",
+        sink=lambda m: got.append((m.topic, m.payload, m.mid, m.qos)),
+    )
+    wakeups = 0
+    read_ready = client._read_ready
+
+    def counting() -> None:
+        nonlocal wakeups
+        wakeups += 1
+        read_ready()
+
+    client._read_ready = counting  # type: ignore[method-assign]
+    async with client:
+        await client.subscribe("em/dev/+/fix", qos=1)
+        await _publish(broker.port, [(f"em/dev/D{i % 7}/fix", b"%d" % i, 1) for i in range(2000)])
+        await procs.until(lambda: len(got) >= 2000, 20, "2,000 messages at the sink")
+        await asyncio.sleep(0.2)
+    assert [int(p) for _, p, _, _ in got] == list(range(2000)), "each once, in publish order"
+    assert got[5][0] == "em/dev/D5/fix" and {q for *_, q in got} == {1}
+    assert len({mid for _, _, mid, _ in got}) > 100, "QoS 1 packet ids, as paho decoded them"
+    assert client.received == 2000
+    assert wakeups < 2000, f"{wakeups} socket wake-ups for 2,000 messages"
+    # the iterator the service waits on for disconnection never yields a message
+    assert len(client.messages) == 0
+
+
+async def test_unacknowledged_messages_stop_at_the_broker_in_flight_window(broker):
+    """With manual acks the broker sends at most its in-flight limit: the service's back-pressure."""
+    got: list[int] = []
+    client = IngestClient("127.0.0.1", broker.port, identifier="test-window", sink=lambda m: got.append(m.mid))
+    client._client.manual_ack_set(True)
+    async with client:
+        await client.subscribe("em/dev/+/fix", qos=1)
+        await _publish(broker.port, [("em/dev/D/fix", b"x", 1)] * 300)
+        await procs.until(lambda: len(got) >= 100, 10, "the first 100")
+        await asyncio.sleep(0.5)
+        assert len(got) == 100, "mosquitto's max_inflight_messages 100 holds the rest"
+        for mid in list(got):
+            client._client.ack(mid, 1)
+        await procs.until(lambda: len(got) >= 200, 10, "the next 100 after the acks")
+        for mid in got[100:]:
+            client._client.ack(mid, 1)
+        await procs.until(lambda: len(got) == 300, 10, "all 300")
+
+
+async def test_paused_reading_holds_messages_and_resume_delivers_every_one(broker):
+    got: list[bytes] = []
+    client: IngestClient
+
+    def sink(m) -> None:
+        got.append(m.payload)
+        if len(got) == 50:
+            client.pause_reading()
+
+    client = IngestClient("127.0.0.1", broker.port, identifier="test-pause", sink=sink)
+    async with client:
+        await client.subscribe("em/dev/+/fix", qos=1)
+        await _publish(broker.port, [("em/dev/D/fix", b"%d" % i, i % 2) for i in range(500)])
+        await procs.until(lambda: len(got) >= 50, 10, "the first 50")
+        await asyncio.sleep(0.5)
+        assert len(got) == 50 and client.paused, "nothing is read while paused"
+        client.resume_reading()
+        await procs.until(lambda: len(got) >= 500, 10, "the rest after resuming")
+        await asyncio.sleep(0.2)
+    seen = [int(p) for p in got]
+    assert sorted(seen) == list(range(500)), "none lost or repeated, QoS 0 and 1 alike"
+    # the broker may let a QoS 0 message overtake queued QoS 1 ones, never one of its own kind
+    assert [i for i in seen if i % 2] == list(range(1, 500, 2))
+    assert [i for i in seen if not i % 2] == list(range(0, 500, 2))
+
+
+async def test_a_lost_connection_ends_the_message_iterator(broker):
+    client = IngestClient("127.0.0.1", broker.port, identifier="test-lost", sink=lambda m: None)
+    async with client:
+        waiting = asyncio.ensure_future(client.messages.__anext__())
+        await asyncio.sleep(0.1)
+        broker.kill()
+        with pytest.raises(aiomqtt.MqttError):
+            await asyncio.wait_for(waiting, 10)
+
+
+async def test_service_with_a_tiny_inbox_processes_a_flood_without_losing_a_message(broker):
+    """Inbox of 16, 3,000 messages (QoS 0 and 1): the socket is paused, never a drop.
+
+    Without a store every QoS 1 message is acked once processed; if it were not, delivery
+    would stop at the broker's in-flight limit and this would time out.
+    """
+    now = time.time()
+    book = load_orders(orders_doc(exclusion=[{"id": "Z", "circle": circle(X0, Y0, 300)}],
+                                  valid_from=now - 3600, valid_until=now + 86400))
+    cfg = ServiceConfig(broker=f"mqtt://127.0.0.1:{broker.port}", client_id="eng-intake", queue_size=16)
+    service = Service(Engine(book, EngineConfig()), cfg, persistent_session=False)
+    deepest = 0
+    put = service.inbox.put_nowait
+
+    def recording_put(item) -> None:
+        nonlocal deepest
+        put(item)
+        deepest = max(deepest, len(service.inbox))
+
+    service.inbox.put_nowait = recording_put  # type: ignore[method-assign]
+    pauses = 0
+    stop = asyncio.Event()
+    runner = asyncio.create_task(service.run(stop))
+    await procs.until(lambda: service.connected, 20, "the service subscribed")
+    original_pause = service._client_ref.pause_reading
+
+    def counting_pause() -> None:
+        nonlocal pauses
+        pauses += 1
+        original_pause()
+
+    service._client_ref.pause_reading = counting_pause  # type: ignore[method-assign]
+    am = DeviceScript("AM-1001")
+    # every 10th at QoS 0 (not bounded by the in-flight window; aiomqtt publishes those slowly)
+    flood = [(*am.fix(now - 3000 + i, X0 + 5000, Y0), i % 10 == 0) for i in range(3000)]
+    await _publish(broker.port, [(t, p, 0 if q0 else 1) for t, p, q0 in flood])
+    await procs.until(lambda: service.engine.stats.received >= 3000, 60, "all 3,000 processed")
+    stop.set()
+    await runner
+    assert service.engine.stats.received == 3000
+    assert deepest <= 16, f"the inbox held {deepest}"
+    assert pauses > 0, "the flood outran the engine at least once"
+    assert not service._held_acks
+    assert service.engine.stats.duplicates == 0 and sum(service.engine.stats.rejected.values()) == 0
