@@ -236,14 +236,10 @@ class Service:
                 # it may fail as the connection closes: retrieve it so nothing is logged as lost
                 lost.add_done_callback(lambda f: f.cancelled() or f.exception())
 
-    def _receive(self, message: Any) -> None:
-        """paho's callback for every message received (on the event loop, between tasks)."""
-        try:
-            topic = message.topic
-        except UnicodeDecodeError:  # MQTT topics are UTF-8; such a message is dead-lettered
-            topic = "(topic not UTF-8)"
-        ack = (self._generation, message.mid, message.qos) if message.qos else None
-        self.inbox.put_nowait((self.clock(), topic, message.payload, ack))
+    def _receive(self, topic: str, payload: bytes, mid: int, qos: int) -> None:
+        """Every message received, from the client's packet handling (on the event loop)."""
+        ack = (self._generation, mid, qos) if qos else None
+        self.inbox.put_nowait((self.clock(), topic, payload, ack))
         if self.inbox.full and self._client_ref is not None:
             self._client_ref.pause_reading()
 

@@ -46,7 +46,7 @@ async def test_every_message_reaches_the_sink_in_order_and_a_wakeup_reads_many(b
     got: list[tuple[str, bytes, int, int]] = []
     client = IngestClient(
         "127.0.0.1", broker.port, identifier="test-intake",
-        sink=lambda m: got.append((m.topic, m.payload, m.mid, m.qos)),
+        sink=lambda topic, payload, mid, qos: got.append((topic, payload, mid, qos)),
     )
     wakeups = 0
     read_ready = client._read_ready
@@ -74,7 +74,7 @@ async def test_every_message_reaches_the_sink_in_order_and_a_wakeup_reads_many(b
 async def test_unacknowledged_messages_stop_at_the_broker_in_flight_window(broker):
     """With manual acks the broker sends at most its in-flight limit: the service's back-pressure."""
     got: list[int] = []
-    client = IngestClient("127.0.0.1", broker.port, identifier="test-window", sink=lambda m: got.append(m.mid))
+    client = IngestClient("127.0.0.1", broker.port, identifier="test-window", sink=lambda t, p, mid, q: got.append(mid))
     client._client.manual_ack_set(True)
     async with client:
         await client.subscribe("em/dev/+/fix", qos=1)
@@ -94,8 +94,8 @@ async def test_paused_reading_holds_messages_and_resume_delivers_every_one(broke
     got: list[bytes] = []
     client: IngestClient
 
-    def sink(m) -> None:
-        got.append(m.payload)
+    def sink(topic: str, payload: bytes, mid: int, qos: int) -> None:
+        got.append(payload)
         if len(got) == 50:
             client.pause_reading()
 
@@ -117,7 +117,7 @@ async def test_paused_reading_holds_messages_and_resume_delivers_every_one(broke
 
 
 async def test_a_lost_connection_ends_the_message_iterator(broker):
-    client = IngestClient("127.0.0.1", broker.port, identifier="test-lost", sink=lambda m: None)
+    client = IngestClient("127.0.0.1", broker.port, identifier="test-lost", sink=lambda *m: None)
     async with client:
         waiting = asyncio.ensure_future(client.messages.__anext__())
         await asyncio.sleep(0.1)
@@ -170,3 +170,26 @@ async def test_service_with_a_tiny_inbox_processes_a_flood_without_losing_a_mess
     assert pauses > 0, "the flood outran the engine at least once"
     assert not service._held_acks
     assert service.engine.stats.duplicates == 0 and sum(service.engine.stats.rejected.values()) == 0
+
+
+@pytest.mark.parametrize("protocol", [aiomqtt.ProtocolVersion.V5, aiomqtt.ProtocolVersion.V311], ids=["v5", "v311"])
+async def test_qos_0_1_2_and_v5_properties_all_arrive_intact(broker, protocol):
+    """QoS 2 takes paho's own path (its handshake), QoS 0/1 the lean one; properties are skipped."""
+    from paho.mqtt.packettypes import PacketTypes
+    from paho.mqtt.properties import Properties
+
+    got: list[tuple[str, bytes, int]] = []
+    client = IngestClient("127.0.0.1", broker.port, identifier="test-qos", protocol=protocol,
+                          sink=lambda t, p, mid, q: got.append((t, p, q)))
+    async with client:
+        await client.subscribe("em/dev/+/fix", qos=2)
+        props = Properties(PacketTypes.PUBLISH)
+        props.UserProperty = [("trace", "x" * 200)]
+        props.MessageExpiryInterval = 600
+        props.ContentType = "application/json"
+        async with aiomqtt.Client("127.0.0.1", broker.port, identifier="test-pub-qos") as dev:
+            for qos in (0, 1, 2, 1, 0, 2):
+                await dev.publish("em/dev/D/fix", b'{"qos": %d}' % qos, qos=qos, properties=props)
+        await procs.until(lambda: len(got) >= 6, 10, "six messages")
+        await asyncio.sleep(0.2)
+    assert sorted(got) == sorted(("em/dev/D/fix", b'{"qos": %d}' % q, q) for q in (0, 1, 2, 1, 0, 2))

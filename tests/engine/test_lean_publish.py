@@ -1,0 +1,86 @@
+"""LeanPublishPaho decodes a PUBLISH exactly as paho does (paho's decoder is the reference)."""
+
+from __future__ import annotations
+
+import paho.mqtt.client as mqtt
+from hypothesis import given, settings
+from hypothesis import strategies as st
+from paho.mqtt._packet import decode_publish
+from paho.mqtt.packettypes import PacketTypes
+from paho.mqtt.properties import Properties
+
+from engine.intake import NOT_UTF8, LeanPublishPaho
+
+
+def _packet(topic: bytes, mid: int, qos: int, props: bytes | None, payload: bytes) -> bytes:
+    body = len(topic).to_bytes(2, "big") + topic
+    if qos:
+        body += mid.to_bytes(2, "big")
+    if props is not None:
+        body += props
+    return body + payload
+
+
+def _lean(protocol: int) -> tuple[LeanPublishPaho, list[tuple[str, bytes, int, int]]]:
+    client = LeanPublishPaho(mqtt.CallbackAPIVersion.VERSION2, protocol=protocol)
+    client.manual_ack_set(True)  # no socket: nothing may be sent
+    got: list[tuple[str, bytes, int, int]] = []
+    client.ingest_sink = lambda *m: got.append(m)
+    return client, got
+
+
+properties = st.fixed_dictionaries({}, optional={
+    "MessageExpiryInterval": st.integers(0, 2**32 - 1),
+    "ContentType": st.text(max_size=40),
+    "ResponseTopic": st.text(min_size=1, max_size=40),
+    "CorrelationData": st.binary(max_size=300),
+    "UserProperty": st.lists(st.tuples(st.text(max_size=20), st.text(max_size=200)), max_size=5),
+    "PayloadFormatIndicator": st.integers(0, 1),
+})
+
+
+@settings(max_examples=300, deadline=None)
+@given(
+    topic=st.text(min_size=1, max_size=80),
+    payload=st.binary(max_size=2000),
+    qos=st.integers(0, 1),
+    mid=st.integers(1, 65535),
+    v5=st.booleans(),
+    props=properties,
+    dup=st.booleans(),
+    retain=st.booleans(),
+)
+def test_lean_decoding_matches_paho(topic, payload, qos, mid, v5, props, dup, retain):
+    protocol = mqtt.MQTTv5 if v5 else mqtt.MQTTv311
+    packed = None
+    if v5:
+        p = Properties(PacketTypes.PUBLISH)
+        for name, value in props.items():
+            setattr(p, name, value)
+        packed = p.pack()
+    packet = _packet(topic.encode(), mid, qos, packed, payload)
+    header = 0x30 | (dup << 3) | (qos << 1) | retain
+    reference = decode_publish(header, packet, protocol)
+    client, got = _lean(protocol)
+    client._in_packet = {"command": header, "packet": bytearray(packet)}
+    assert client._handle_publish() == mqtt.MQTTErrorCode.MQTT_ERR_SUCCESS
+    assert got == [(reference.topic.decode(), bytes(reference.payload), reference.mid, qos)]
+
+
+def test_a_topic_that_is_not_utf8_is_named_so_and_still_delivered():
+    client, got = _lean(mqtt.MQTTv5)
+    client._in_packet = {"command": 0x32, "packet": bytearray(_packet(b"em/\xff", 7, 1, b"\x00", b"{}"))}
+    client._handle_publish()
+    assert got == [(NOT_UTF8, b"{}", 7, 1)]
+
+
+def test_a_truncated_publish_is_an_error_not_a_short_payload():
+    client, got = _lean(mqtt.MQTTv5)
+    client._in_packet = {"command": 0x32, "packet": bytearray(_packet(b"em/x", 7, 1, b"\x05\x01", b""))}
+    try:
+        client._handle_publish()
+    except ValueError as exc:
+        assert "malformed PUBLISH" in str(exc)
+    else:
+        raise AssertionError("a PUBLISH whose properties run past its end was accepted")
+    assert got == []
