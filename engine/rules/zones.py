@@ -75,12 +75,10 @@ class ZoneRules:
                     self._inactive(ctx, subject, order, zone, fix)
         if not active:
             return
-        slots = np.fromiter(
-            (self.index.slot(zone_key(o.id, z.zone_id)) for o, z in active), dtype=np.int64
-        )
-        n = len(active)
-        sd = self.index.signed_distance(slots, np.full(n, point.x), np.full(n, point.y))
-        for (order, zone), dist in zip(active, sd.tolist(), strict=True):
+        # a fix meets a few zones: one kernel call per zone on plain numbers, no arrays
+        index, x, y = self.index, point.x, point.y
+        sd = [index.signed_distance_at(index.slot(zone_key(o.id, z.zone_id)), x, y) for o, z in active]
+        for (order, zone), dist in zip(active, sd, strict=True):
             key = (subject, order.id, zone.zone_id)
             ep = self.episodes.get(key)
             if ep is None:  # not setdefault(key, ZoneEpisode()): that builds one per zone and fix
@@ -114,22 +112,17 @@ class ZoneRules:
         cands = [(o, z) for o in orders for z in o.exclusion_zones]
         if not cands:
             return
-        slots = np.fromiter(
-            (self.index.slot(zone_key(o.id, z.zone_id)) for o, z in cands), dtype=np.int64
-        )
+        index = self.index
+        slots = [index.slot(zone_key(o.id, z.zone_id)) for o, z in cands]
         n = len(cands)
-        ends = self.index.signed_distance(
-            np.concatenate((slots, slots)),
-            np.concatenate((np.full(n, p0.x), np.full(n, p1.x))),
-            np.concatenate((np.full(n, p0.y), np.full(n, p1.y))),
-        )
+        d = [index.signed_distance_at(s, p0.x, p0.y) for s in slots]
+        d += [index.signed_distance_at(s, p1.x, p1.y) for s in slots]
         # Only zones both ends are outside of can give a finding below; and a path whose ends
         # are farther from a zone together than it is long cannot touch it (the distance to
         # a zone changes by at most the distance moved; 1 mm and 1e-9 relative of slack for
         # rounding), so segments_in_zones is asked about the others only: it answers each
         # zone on its own, and most paths are nowhere near a zone.
         length = math.hypot(p1.x - p0.x, p1.y - p0.y)
-        d = ends.tolist()
         near = [
             i for i in range(n)
             if d[i] > 0.0 and d[n + i] > 0.0
@@ -138,11 +131,12 @@ class ZoneRules:
         if not near:
             return
         hits: list[SegmentHit | None] = [None] * n
-        for i, hit in zip(near, segments_in_zones(self.index, slots[near], p0, p1), strict=True):
+        near_slots = np.array([slots[i] for i in near], dtype=np.int64)
+        for i, hit in zip(near, segments_in_zones(index, near_slots, p0, p1), strict=True):
             hits[i] = hit
         margin = path_margin(p0, p1)
         for i, ((order, zone), hit) in enumerate(zip(cands, hits, strict=True)):
-            if hit is None or ends[i] <= 0.0 or ends[n + i] <= 0.0:
+            if hit is None or d[i] <= 0.0 or d[n + i] <= 0.0:
                 continue
             target = f"{subject}@{zone.zone_id}"
             if ctx.alerts.open_for(order.id, "exclusion", target) is not None:
