@@ -66,19 +66,29 @@ class ZoneRules:
         late: bool,
     ) -> None:
         """Evaluate all zones of ``orders`` active at the fix's device time."""
-        active: list[tuple[Order, ZoneRule]] = []
+        # (order, zone, the schedule window holding the fix); an inclusion zone's window is
+        # looked up once here and handed on, not again by _inclusion (it is active exactly when
+        # it has no schedule or a window holds the fix)
+        active: list[tuple[Order, ZoneRule, tuple[float, float] | None]] = []
         for order in orders:
             for zone in order.zones:
-                if zone.kind == "exclusion" or zone.active_at(fix.t):
-                    active.append((order, zone))
+                if zone.kind == "exclusion":
+                    active.append((order, zone, None))
+                    continue
+                window = _window_at(zone, fix.t)
+                if window is not None or not zone.schedule:
+                    active.append((order, zone, window))
                 else:
                     self._inactive(ctx, subject, order, zone, fix)
         if not active:
             return
         # a fix meets a few zones: one kernel call per zone on plain numbers, no arrays
         index, x, y = self.index, point.x, point.y
-        sd = [index.signed_distance_at(index.slot(zone_key(o.id, z.zone_id)), x, y) for o, z in active]
-        for (order, zone), dist in zip(active, sd, strict=True):
+        sd = [
+            index.signed_distance_at(index.slot(zone_key(o.id, z.zone_id)), x, y)
+            for o, z, _ in active
+        ]
+        for (order, zone, window), dist in zip(active, sd, strict=True):
             key = (subject, order.id, zone.zone_id)
             ep = self.episodes.get(key)
             if ep is None:  # not setdefault(key, ZoneEpisode()): that builds one per zone and fix
@@ -89,7 +99,7 @@ class ZoneRules:
             if zone.kind == "exclusion":
                 self._exclusion(ctx, subject, device, order, zone, ep, fix, point, dist, late)
             else:
-                self._inclusion(ctx, subject, order, zone, ep, fix, dist, late)
+                self._inclusion(ctx, subject, order, zone, ep, fix, dist, late, window)
 
     def evaluate_segment(
         self,
@@ -302,9 +312,10 @@ class ZoneRules:
         fix: Fix,
         dist: float,
         late: bool,
+        window: tuple[float, float] | None,
     ) -> None:
+        """``window``: the schedule window holding the fix (``_window_at``), None without one."""
         rules = ctx.rules
-        window = _window_at(zone, fix.t)
         target = f"{subject}@{zone.zone_id}"
         if window != ep.window:
             ep.window = window
