@@ -185,3 +185,18 @@ def test_closest_approach_matches_the_array_version() -> None:
             if d < best_d:
                 best_d, best_t = d, ts[j] + s * (ts[j + 1] - ts[j])
         assert got == Approach(best_d, best_t, extra)
+
+
+def test_replace_alert_equals_dataclasses_replace() -> None:
+    """The hand-built quiet update gives dataclasses.replace's alert, unknown names ignored."""
+    from dataclasses import replace
+
+    from engine.alerts import Alert, HistoryEntry, _replace_alert
+
+    alert = Alert(
+        "A-1", "inclusion", "alarm", "open", "o1", "s1", None, "home", 1.0, 2.0, 3.0, 4.0,
+        distance_m=7.5, evidence=("k1",), history=(HistoryEntry(2.0, "open", "alarm", "engine"),),
+    )
+    changes = {"distance_m": 9.0, "certainty": "likely", "evidence": ("k1", "k2"), "late": True}
+    assert _replace_alert(alert, {**changes, "not_a_field": 1}) == replace(alert, **changes)
+    assert _replace_alert(alert, {}) == alert
