@@ -52,6 +52,22 @@ def test_window_memo_matches_the_computation(tz: str) -> None:
                 assert w.window_containing(t) == w._window_containing(t), (days, start, end, tz, t)
 
 
+def test_equal_windows_share_a_memo_and_still_match_the_computation() -> None:
+    """Equal windows (one per order) answer from one shared memo; interleaved devices at
+    different times get the computed answer each time."""
+    rng = random.Random(5)
+    for days, start, end in WINDOWS:
+        windows = [ScheduleWindow(frozenset(days), start, end, "Europe/Amsterdam") for _ in range(4)]
+        assert windows[0]._shared is windows[3]._shared
+        clocks = [parse_time(rng.choice(STARTS)) for _ in windows]
+        for _ in range(2000):
+            i = rng.randrange(len(windows))
+            r = rng.random()
+            clocks[i] += rng.uniform(-86_400, 86_400) if r < 0.05 else rng.uniform(-60, 900)
+            t = clocks[i]
+            assert windows[i].window_containing(t) == windows[i]._window_containing(t), (days, t)
+
+
 class _PlainExpiry:
     def check(self, ctx: RuleContext) -> None:
         check_expiry(ctx)
