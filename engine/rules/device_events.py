@@ -142,7 +142,10 @@ class DeviceRules:
         orders = (
             ctx.book.orders_of_subject(person) if role == "subject" else ctx.book.orders_protecting(person)
         )
-        return any((o.id, kind, device) in open_keys for o in orders)
+        for order in orders:  # a loop, not any(<genexpr>): this runs for every fix
+            if (order.id, kind, device) in open_keys:
+                return True
+        return False
 
     def _open(self, ctx: RuleContext, role: str, person: str, kind: str, device: str) -> Alert | None:
         """The open alert of this kind for a device, under any of the person's orders or none."""

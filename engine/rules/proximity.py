@@ -143,6 +143,9 @@ class ProximityRules:
         level, certainty = grade(rule, r, rules.fast_approach_ttc_s)
         target = f"{order.subject}~{rule.protected_person}"
         current = ctx.alerts.open_for(order.id, "proximity", target)
+        if current is None and level is None:  # the common case: apart, nothing open
+            ep.start, ep.possible_run = None, 0
+            return
         measured = dict(
             distance_m=r.distance_m,
             certainty=certainty,
@@ -155,9 +158,7 @@ class ProximityRules:
             device=subject_track.device,
         )
         if current is None:
-            if level is None:
-                ep.start, ep.possible_run = None, 0
-                return
+            assert level is not None  # returned above
             if certainty == "possible" and level == "warning":
                 # "cannot rule out" from one coarse fix is noise; two in a row are worth a look
                 ep.possible_run += 1
