@@ -57,6 +57,13 @@ class ScheduleWindow:
         default_factory=lambda: [math.inf, -math.inf, math.inf, -math.inf, math.nan],
         init=False, repr=False, compare=False,
     )
+    # the same as one tuple in a holder shared by all equal windows (__post_init__)
+    _shared: list[tuple[float, float, float, float, float]] = field(
+        init=False, repr=False, compare=False
+    )
+
+    def __post_init__(self) -> None:
+        object.__setattr__(self, "_shared", _shared_memo(self.days, self.start, self.end, self.tz))
 
     def active_at(self, t: float) -> bool:
         """True when device time ``t`` (epoch seconds) falls inside this window."""
@@ -69,20 +76,37 @@ class ScheduleWindow:
         (s, e) found for ``t`` is the answer for every time in [s, min(e, next start after
         s)) (no later window has begun, and today's window is looked at first), and "none"
         for ``t`` is the answer up to the next start after ``t``.  Same results as computing.
+
+        Those intervals depend only on (days, start, end, tz): before calculating, the memo
+        shared by equal windows (every night curfew of the same hours) is asked, so the
+        local-time calculation is made about once per schedule, not once per order.  The
+        shared memo is replaced as one tuple, so a reader in another thread sees a
+        consistent one (a lost update only costs a calculation).
         """
         memo = self._memo
         if memo[0] <= t < memo[1]:
             return (memo[0], memo[4])
         if memo[2] <= t < memo[3]:
             return None
+        a, b, c, d, e = self._shared[0]
+        if a <= t < b:
+            memo[0], memo[1], memo[4] = a, b, e
+            return (a, e)
+        if c <= t < d:
+            memo[2], memo[3] = c, d
+            return None
         found = self._window_containing(t)
         if found is not None:
             nxt = self.next_start_after(found[0])
             memo[0], memo[1], memo[4] = found[0], found[1] if nxt is None else min(found[1], nxt), found[1]
+            m = self._shared[0]
+            self._shared[0] = (memo[0], memo[1], m[2], m[3], memo[4])
         else:
             nxt = self.next_start_after(t)
             if nxt is not None:
                 memo[2], memo[3] = t, nxt
+                m = self._shared[0]
+                self._shared[0] = (m[0], m[1], t, nxt, m[4])
         return found
 
     def _window_containing(self, t: float) -> tuple[float, float] | None:
@@ -112,6 +136,23 @@ class ScheduleWindow:
             if s > t:
                 return s
         return None
+
+
+_WINDOW_MEMOS: dict[
+    tuple[frozenset[int], time, time, str], list[tuple[float, float, float, float, float]]
+] = {}
+
+
+def _shared_memo(
+    days: frozenset[int], start: time, end: time, tz: str
+) -> list[tuple[float, float, float, float, float]]:
+    """The memo holder of every window with this schedule (one entry per distinct schedule
+    ever loaded: a handful of curfew hours, not one per order)."""
+    key = (days, start, end, tz)
+    memo = _WINDOW_MEMOS.get(key)
+    if memo is None:
+        memo = _WINDOW_MEMOS.setdefault(key, [(math.inf, -math.inf, math.inf, -math.inf, math.nan)])
+    return memo
 
 
 @dataclass(frozen=True, slots=True)

@@ -18,11 +18,14 @@ from __future__ import annotations
 
 import math
 from array import array
+from bisect import bisect_right
 from collections import deque
 from dataclasses import dataclass, field
+from operator import attrgetter
 
 from devices.model import Fix
 from engine.config import RuleConfig
+from geo.proximity import predict_on_samples
 
 SEEN_SEQS = 8192  # duplicate memory per device
 TRACK_POINTS = 64  # projected points kept per device for interpolation
@@ -214,6 +217,36 @@ class DeviceTrack:
         while self.points and self.points[0].t < self.newest_t - TRACK_SPAN_S and len(self.points) > 2:
             self.points.popleft()
 
+    def position_at(self, t: float, max_extrap_s: float) -> tuple[float, float, float, float]:
+        """``(x, y, extra_uncertainty_m, extrapolated_s)`` at device time ``t`` (interpolated, or
+        extrapolated for at most ``max_extrap_s``; ``geo.proximity.predict_position``).
+
+        The track must have points; they are in ascending time (``_insert``), so the kernel is
+        given the two it reads, not arrays of the whole track.
+        """
+        return predict_on_samples(self.points, t, max_extrap_s)
+
+    def nearest(self, t: float) -> TrackPoint:
+        """The point nearest to device time ``t``, the oldest of equally near ones: the answer
+        of ``min(points, key=lambda p: abs(p.t - t))`` without visiting every point.
+
+        The track must have points.  In ascending time the distance falls up to ``t`` and
+        rises after it (rounding keeps that order), so the answer is the first point after
+        ``t`` when it is strictly nearer, else the oldest point as near as the last one at or
+        before ``t``.
+        """
+        pts = self.points
+        hi = bisect_right(pts, t, key=_time_of)  # the first point after t
+        if hi == 0:
+            return pts[0]
+        lo = hi - 1
+        d = abs(pts[lo].t - t)
+        if hi < len(pts) and abs(pts[hi].t - t) < d:
+            return pts[hi]
+        while lo > 0 and abs(pts[lo - 1].t - t) == d:
+            lo -= 1
+        return pts[lo]
+
     def latest(self) -> TrackPoint | None:
         """Newest accepted point in device time."""
         return self.points[-1] if self.points else None
@@ -246,6 +279,9 @@ class DeviceTrack:
         if dt <= 0:
             return (0.0, 0.0)
         return ((b.x - a.x) / dt, (b.y - a.y) / dt)
+
+
+_time_of = attrgetter("t")
 
 
 def _plausible(a: TrackPoint, b: TrackPoint, max_speed: float) -> bool:

@@ -314,6 +314,20 @@ class ZoneIndex:
             kernels.resolve_exact(idx, slots, x, y, self.zoff, self.blob, out)
         return out
 
+    def signed_distance_at(self, slot: int, x: float, y: float) -> float:
+        """``signed_distance`` for one (slot, point) pair, on plain numbers.
+
+        The engine asks about one fix against a handful of zones; building four
+        one-element arrays per zone cost several times the kernel itself.  The
+        same fast pass and exact second pass (``kernels.zone_signed_distance``),
+        so the same number; a free or unknown slot raises ``GeoError`` as the
+        batch does.
+        """
+        d = float(kernels.zone_signed_distance(slot, x, y, self.zoff, self.blob))
+        if d != d and not (0 <= slot < self.zoff.shape[0] and self.zoff[slot] >= 0):
+            raise GeoError("1 pair(s) refer to a free or unknown zone slot")
+        return d
+
     def signed_distance_lonlat(
         self, keys: Sequence[str] | str, lon: np.ndarray, lat: np.ndarray
     ) -> np.ndarray:

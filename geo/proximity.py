@@ -6,6 +6,11 @@ velocities are in m/s along the projection's x and y axes.
 
 from __future__ import annotations
 
+from bisect import bisect_right
+from collections.abc import Sequence
+from operator import attrgetter
+from typing import Protocol
+
 import numpy as np
 
 from . import kernels
@@ -14,9 +19,11 @@ from .geodesy import geodesic_distance_m
 
 __all__ = [
     "PARALLEL_MIN_PAIRS",
+    "Sample",
     "assess_pair",
     "assess_pairs",
     "geodesic_distance_m",
+    "predict_on_samples",
     "predict_position",
     "predict_position_unchecked",
 ]
@@ -84,6 +91,54 @@ def predict_position_unchecked(
         raise GeoError("predict_position: max_extrapolation_s must be >= 0")
     x, y, unc, gap = kernels.predict_track(
         track_t, track_x, track_y, float(t), float(max_extrapolation_s), float(min_speed_mps)
+    )
+    return float(x), float(y), float(unc), float(gap)
+
+
+class Sample(Protocol):
+    """One point of a track: device time (s) and projected position (m)."""
+
+    @property
+    def t(self) -> float: ...
+
+    @property
+    def x(self) -> float: ...
+
+    @property
+    def y(self) -> float: ...
+
+
+_time_of = attrgetter("t")
+
+
+def predict_on_samples(
+    samples: Sequence[Sample],
+    t: float,
+    max_extrapolation_s: float,
+    min_speed_mps: float = DEFAULT_MIN_SPEED_MPS,
+) -> tuple[float, float, float, float]:
+    """``predict_position`` for a non-empty track of samples in ascending time (the engine's
+    device tracks), without building its arrays.
+
+    The kernel reads at most two samples: the last two, the first two, or the two that
+    bracket ``t`` (found here by bisection, as the kernel's search finds them).  Copying a
+    whole track into three arrays for each question cost more than the answer; the same
+    helpers then give the same numbers (``kernels.predict_from_samples``).
+    """
+    if not max_extrapolation_s >= 0.0:
+        raise GeoError("predict_position: max_extrapolation_s must be >= 0")
+    n = len(samples)
+    last = samples[-1]
+    if t >= last.t:
+        a, b, where = (samples[-2] if n >= 2 else last), last, kernels.PREDICT_AFTER
+    elif t <= samples[0].t:
+        a, b, where = samples[0], (samples[1] if n >= 2 else samples[0]), kernels.PREDICT_BEFORE
+    else:
+        hi = bisect_right(samples, t, key=_time_of)  # first sample after t: 0 < hi < n
+        a, b, where = samples[hi - 1], samples[hi], kernels.PREDICT_BETWEEN
+    x, y, unc, gap = kernels.predict_from_samples(
+        where, n >= 2, float(t), float(a.t), float(a.x), float(a.y), float(b.t), float(b.x),
+        float(b.y), float(max_extrapolation_s), float(min_speed_mps),
     )
     return float(x), float(y), float(unc), float(gap)
 

@@ -36,10 +36,12 @@ resolved at once (a report, not a condition to handle), whose detail gives
 from __future__ import annotations
 
 import math
+from bisect import bisect_left, bisect_right
 from collections import deque
 from collections.abc import Iterator
-from contextlib import contextmanager
+from contextlib import AbstractContextManager, contextmanager, nullcontext
 from dataclasses import dataclass, replace
+from operator import attrgetter
 from typing import Any, cast
 
 import numpy as np
@@ -52,8 +54,10 @@ from engine.rules.context import RuleContext
 from engine.timeutil import format_time
 from engine.tracks import DeviceTrack, TrackPoint
 from geo.index import ZoneIndex
-from geo.proximity import predict_position_unchecked
 from geo.zones import ZoneShape
+
+_time_of = attrgetter("t")
+_NOT_CAPPED: AbstractContextManager[None] = nullcontext()  # reusable, holds no state
 
 PATH_MARGIN_FRAC = 0.1  # the real path may bow away from the chord by this fraction of its length
 SAMPLE_STEP_M = 5.0
@@ -157,24 +161,22 @@ def closest_approach(
     ends and the partner's fixes within it), so the relative motion is linear
     on each piece and its minimum is exact.
     """
-    pts = list(partner.points)
+    pts = partner.points
     if not pts:
         return None
-    n = len(pts)
-    tt = np.fromiter([p.t for p in pts], dtype=np.float64, count=n)
-    tx = np.fromiter([p.x for p in pts], dtype=np.float64, count=n)
-    ty = np.fromiter([p.y for p in pts], dtype=np.float64, count=n)
     # elementwise in floats rather than on arrays of a few elements: the same IEEE operations
     # in the same order, so the same numbers (numpy's per-call overhead was most of the cost)
     t0, t1 = float(p0.t), float(p1.t)
-    ts = [t0, *(p.t for p in pts if t0 < p.t < t1), t1]
+    # the partner's points strictly inside (t0, t1): a run, since they are in ascending time
+    # (DeviceTrack._insert)
+    first, end = bisect_right(pts, t0, key=_time_of), bisect_left(pts, t1, key=_time_of)
+    ts = [t0, *(pts[i].t for i in range(first, end)), t1]
     span, ddx, ddy = t1 - t0, p1.x - p0.x, p1.y - p0.y
     rx, ry = [], []
     extra = 0.0
     for t in ts:
         frac = (t - t0) / span
-        # the partner's points are in ascending time (DeviceTrack._insert): no checks per call
-        x, y, unc, _ = predict_position_unchecked(tt, tx, ty, t, max_extrap_s)
+        x, y, unc, _ = partner.position_at(t, max_extrap_s)
         rx.append((p0.x + frac * ddx) - x)
         ry.append((p0.y + frac * ddy) - y)
         extra = max(extra, unc)
@@ -428,16 +430,20 @@ class ApprovedCrossings:
         return found
 
     # --- applying the cap -----------------------------------------------------------------------
-    @contextmanager
-    def capped(self, ctx: RuleContext, caps: dict[str, Suppression]) -> Iterator[None]:
+    def capped(self, ctx: RuleContext, caps: dict[str, Suppression]) -> AbstractContextManager[None]:
         """Let the zone and proximity rules run against a capping view of the alert book.
 
         Also drops ``approaching_zone`` prompts while a ban-zone cap holds (no
-        vibration at every ban zone along an approved motorway).
+        vibration at every ban zone along an approved motorway).  Without caps (nearly
+        every fix) a shared do-nothing context: a generator-based one per fix cost more
+        than the rules it wrapped often do.
         """
         if not caps:
-            yield
-            return
+            return _NOT_CAPPED
+        return self._capped(ctx, caps)
+
+    @contextmanager
+    def _capped(self, ctx: RuleContext, caps: dict[str, Suppression]) -> Iterator[None]:
         book, first_msg = ctx.alerts, len(ctx.messages)
         ctx.alerts = cast(AlertBook, CappedAlerts(book, ctx, caps, self.noted))
         try:

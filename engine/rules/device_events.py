@@ -129,6 +129,24 @@ class DeviceRules:
         orders = self._orders_for(ctx, role, person, t)
         return orders[0].id if orders else None
 
+    def _may_be_open(self, ctx: RuleContext, role: str, person: str, kind: str, device: str) -> bool:
+        """False when ``_open`` would find nothing: no alert of this kind for the device is open
+        under any of the person's orders, or under none.
+
+        Nearly every fix carries a healthy battery level, and each would otherwise pick the
+        person's valid orders and format a note to resolve an alert that is not there.
+        """
+        open_keys = ctx.alerts.open_by_key
+        if (None, kind, device) in open_keys:
+            return True
+        orders = (
+            ctx.book.orders_of_subject(person) if role == "subject" else ctx.book.orders_protecting(person)
+        )
+        for order in orders:  # a loop, not any(<genexpr>): this runs for every fix
+            if (order.id, kind, device) in open_keys:
+                return True
+        return False
+
     def _open(self, ctx: RuleContext, role: str, person: str, kind: str, device: str) -> Alert | None:
         """The open alert of this kind for a device, under any of the person's orders or none."""
         for order in self._orders_for(ctx, role, person, ctx.now):
@@ -178,7 +196,8 @@ class DeviceRules:
         rules = ctx.rules
         if pct >= rules.battery_ok_pct:
             trend.charging = False if pct < 100 else trend.charging
-            self._resolve_for(ctx, role, person, "battery", device, f"battery at {pct:.0f} %")
+            if self._may_be_open(ctx, role, person, "battery", device):
+                self._resolve_for(ctx, role, person, "battery", device, f"battery at {pct:.0f} %")
             return
         if pct > rules.battery_low_pct and not forced:
             return

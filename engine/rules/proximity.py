@@ -15,8 +15,6 @@ from __future__ import annotations
 import math
 from dataclasses import dataclass
 
-import numpy as np
-
 from engine.alerts import LEVEL_RANK, Level
 from engine.messages import set_interval
 from engine.orders import Order, ProximityRule
@@ -24,7 +22,7 @@ from engine.rules.context import RuleContext
 from engine.rules.crossings import closest_approach, path_margin, segment_usable
 from engine.tracks import DeviceTrack, TrackPoint
 from geo.certainty import within_certainty
-from geo.proximity import assess_pair, predict_position_unchecked
+from geo.proximity import assess_pair
 
 
 @dataclass(slots=True)
@@ -145,6 +143,9 @@ class ProximityRules:
         level, certainty = grade(rule, r, rules.fast_approach_ttc_s)
         target = f"{order.subject}~{rule.protected_person}"
         current = ctx.alerts.open_for(order.id, "proximity", target)
+        if current is None and level is None:  # the common case: apart, nothing open
+            ep.start, ep.possible_run = None, 0
+            return
         measured = dict(
             distance_m=r.distance_m,
             certainty=certainty,
@@ -157,9 +158,7 @@ class ProximityRules:
             device=subject_track.device,
         )
         if current is None:
-            if level is None:
-                ep.start, ep.possible_run = None, 0
-                return
+            assert level is not None  # returned above
             if certainty == "possible" and level == "warning":
                 # "cannot rule out" from one coarse fix is noise; two in a row are worth a look
                 ep.possible_run += 1
@@ -245,7 +244,7 @@ class ProximityRules:
         ap = closest_approach(p0, p1, partner, rules.partner_max_extrapolation_s)
         if ap is None:
             return
-        near = min(partner.points, key=lambda p: abs(p.t - ap.t))
+        near = partner.nearest(ap.t)
         margin = path_margin(p0, p1) + near.acc + ap.partner_extra_m
         d = ap.distance_m
         level: Level
@@ -357,17 +356,11 @@ def closest_point_of_approach(rx: float, ry: float, vx: float, vy: float) -> tup
 def _predict(
     track: DeviceTrack, t: float, max_extrap_s: float
 ) -> tuple[float, float, float, float, float, str] | None:
-    pts = track.points
-    if not pts:
+    if not track.points:
         return None
-    n = len(pts)
-    ts = np.fromiter([p.t for p in pts], dtype=np.float64, count=n)
-    xs = np.fromiter([p.x for p in pts], dtype=np.float64, count=n)
-    ys = np.fromiter([p.y for p in pts], dtype=np.float64, count=n)
-    # a track's points are kept in ascending time (DeviceTrack._insert): no checks per call
-    x, y, extra, extrapolated = predict_position_unchecked(ts, xs, ys, t, max_extrap_s)
-    nearest = min(pts, key=lambda p: abs(p.t - t))
-    return (float(x), float(y), float(extra), float(extrapolated), nearest.acc, nearest.key)
+    x, y, extra, extrapolated = track.position_at(t, max_extrap_s)
+    nearest = track.nearest(t)
+    return (x, y, extra, extrapolated, nearest.acc, nearest.key)
 
 
 def _detail(r: PairReading, level: str) -> str:

@@ -66,21 +66,29 @@ class ZoneRules:
         late: bool,
     ) -> None:
         """Evaluate all zones of ``orders`` active at the fix's device time."""
-        active: list[tuple[Order, ZoneRule]] = []
+        # (order, zone, the schedule window holding the fix); an inclusion zone's window is
+        # looked up once here and handed on, not again by _inclusion (it is active exactly when
+        # it has no schedule or a window holds the fix)
+        active: list[tuple[Order, ZoneRule, tuple[float, float] | None]] = []
         for order in orders:
             for zone in order.zones:
-                if zone.kind == "exclusion" or zone.active_at(fix.t):
-                    active.append((order, zone))
+                if zone.kind == "exclusion":
+                    active.append((order, zone, None))
+                    continue
+                window = _window_at(zone, fix.t)
+                if window is not None or not zone.schedule:
+                    active.append((order, zone, window))
                 else:
                     self._inactive(ctx, subject, order, zone, fix)
         if not active:
             return
-        slots = np.fromiter(
-            (self.index.slot(zone_key(o.id, z.zone_id)) for o, z in active), dtype=np.int64
-        )
-        n = len(active)
-        sd = self.index.signed_distance(slots, np.full(n, point.x), np.full(n, point.y))
-        for (order, zone), dist in zip(active, sd.tolist(), strict=True):
+        # a fix meets a few zones: one kernel call per zone on plain numbers, no arrays
+        index, x, y = self.index, point.x, point.y
+        sd = [
+            index.signed_distance_at(index.slot(zone_key(o.id, z.zone_id)), x, y)
+            for o, z, _ in active
+        ]
+        for (order, zone, window), dist in zip(active, sd, strict=True):
             key = (subject, order.id, zone.zone_id)
             ep = self.episodes.get(key)
             if ep is None:  # not setdefault(key, ZoneEpisode()): that builds one per zone and fix
@@ -91,7 +99,7 @@ class ZoneRules:
             if zone.kind == "exclusion":
                 self._exclusion(ctx, subject, device, order, zone, ep, fix, point, dist, late)
             else:
-                self._inclusion(ctx, subject, order, zone, ep, fix, dist, late)
+                self._inclusion(ctx, subject, order, zone, ep, fix, dist, late, window)
 
     def evaluate_segment(
         self,
@@ -114,22 +122,17 @@ class ZoneRules:
         cands = [(o, z) for o in orders for z in o.exclusion_zones]
         if not cands:
             return
-        slots = np.fromiter(
-            (self.index.slot(zone_key(o.id, z.zone_id)) for o, z in cands), dtype=np.int64
-        )
+        index = self.index
+        slots = [index.slot(zone_key(o.id, z.zone_id)) for o, z in cands]
         n = len(cands)
-        ends = self.index.signed_distance(
-            np.concatenate((slots, slots)),
-            np.concatenate((np.full(n, p0.x), np.full(n, p1.x))),
-            np.concatenate((np.full(n, p0.y), np.full(n, p1.y))),
-        )
+        d = [index.signed_distance_at(s, p0.x, p0.y) for s in slots]
+        d += [index.signed_distance_at(s, p1.x, p1.y) for s in slots]
         # Only zones both ends are outside of can give a finding below; and a path whose ends
         # are farther from a zone together than it is long cannot touch it (the distance to
         # a zone changes by at most the distance moved; 1 mm and 1e-9 relative of slack for
         # rounding), so segments_in_zones is asked about the others only: it answers each
         # zone on its own, and most paths are nowhere near a zone.
         length = math.hypot(p1.x - p0.x, p1.y - p0.y)
-        d = ends.tolist()
         near = [
             i for i in range(n)
             if d[i] > 0.0 and d[n + i] > 0.0
@@ -138,11 +141,12 @@ class ZoneRules:
         if not near:
             return
         hits: list[SegmentHit | None] = [None] * n
-        for i, hit in zip(near, segments_in_zones(self.index, slots[near], p0, p1), strict=True):
+        near_slots = np.array([slots[i] for i in near], dtype=np.int64)
+        for i, hit in zip(near, segments_in_zones(index, near_slots, p0, p1), strict=True):
             hits[i] = hit
         margin = path_margin(p0, p1)
         for i, ((order, zone), hit) in enumerate(zip(cands, hits, strict=True)):
-            if hit is None or ends[i] <= 0.0 or ends[n + i] <= 0.0:
+            if hit is None or d[i] <= 0.0 or d[n + i] <= 0.0:
                 continue
             target = f"{subject}@{zone.zone_id}"
             if ctx.alerts.open_for(order.id, "exclusion", target) is not None:
@@ -308,9 +312,10 @@ class ZoneRules:
         fix: Fix,
         dist: float,
         late: bool,
+        window: tuple[float, float] | None,
     ) -> None:
+        """``window``: the schedule window holding the fix (``_window_at``), None without one."""
         rules = ctx.rules
-        window = _window_at(zone, fix.t)
         target = f"{subject}@{zone.zone_id}"
         if window != ep.window:
             ep.window = window

@@ -10,9 +10,13 @@ docstring gives its layout, units and boundary convention.
 from .predicates import orient, orient_exact, segment_distance2, segments_touch
 from .proximity import (
     MIN_CLOSING_MPS,
+    PREDICT_AFTER,
+    PREDICT_BEFORE,
+    PREDICT_BETWEEN,
     assess_pair,
     assess_pairs_batch,
     assess_pairs_batch_parallel,
+    predict_from_samples,
     predict_track,
 )
 from .zones import (
@@ -57,6 +61,9 @@ __all__ = [
     "KIND_EMPTY",
     "KIND_POLYGON",
     "MIN_CLOSING_MPS",
+    "PREDICT_AFTER",
+    "PREDICT_BEFORE",
+    "PREDICT_BETWEEN",
     "assess_pair",
     "assess_pairs_batch",
     "assess_pairs_batch_parallel",
@@ -67,6 +74,7 @@ __all__ = [
     "orient",
     "orient_exact",
     "polygon_fast",
+    "predict_from_samples",
     "predict_track",
     "record_fast",
     "resolve_exact",

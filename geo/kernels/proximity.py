@@ -57,12 +57,43 @@ def assess_pairs_batch_parallel(ax, ay, avx, avy, bx, by, bvx, bvy, out_d, out_c
 
 
 @jit
-def _velocity(tt, xx, yy, i, j):
-    """Velocity (m/s) between samples i < j; zero if they share a time stamp."""
-    dt = tt[j] - tt[i]
+def _velocity(t0, x0, y0, t1, x1, y1):
+    """Velocity (m/s) from sample 0 to sample 1 (t0 <= t1); zero if they share a time stamp."""
+    dt = t1 - t0
     if dt <= 0.0:
         return 0.0, 0.0
-    return (xx[j] - xx[i]) / dt, (yy[j] - yy[i]) / dt
+    return (x1 - x0) / dt, (y1 - y0) / dt
+
+
+@jit
+def _after(t, t1, x1, y1, vx, vy, max_extrapolation_s, min_speed_mps):
+    """Dead reckoning from the last sample (t1 <= t) with velocity (vx, vy): see ``predict_track``."""
+    gap = t - t1
+    dt = min(gap, max_extrapolation_s)
+    speed = max(math.hypot(vx, vy), min_speed_mps)
+    return x1 + vx * dt, y1 + vy * dt, speed * dt, gap
+
+
+@jit
+def _before(t, t0, x0, y0, vx, vy, max_extrapolation_s, min_speed_mps):
+    """Dead reckoning back from the first sample (t <= t0): see ``predict_track``."""
+    gap = t0 - t
+    dt = min(gap, max_extrapolation_s)
+    speed = max(math.hypot(vx, vy), min_speed_mps)
+    return x0 - vx * dt, y0 - vy * dt, speed * dt, gap
+
+
+@jit
+def _between(t, t0, x0, y0, t1, x1, y1):
+    """Linear interpolation between the bracketing samples (t0 <= t < t1)."""
+    span = t1 - t0
+    f = (t - t0) / span if span > 0.0 else 1.0
+    return x0 + f * (x1 - x0), y0 + f * (y1 - y0), 0.0, 0.0
+
+
+PREDICT_BEFORE = -1  # ``predict_from_samples``: t at or before the first sample
+PREDICT_BETWEEN = 0  # ... strictly inside the track, between two bracketing samples
+PREDICT_AFTER = 1  # ... at or after the last sample
 
 
 @jit
@@ -83,23 +114,17 @@ def predict_track(tt, xx, yy, t, max_extrapolation_s, min_speed_mps):
     """
     n = tt.shape[0]
     if t >= tt[n - 1]:
-        gap = t - tt[n - 1]
         if n >= 2:
-            vx, vy = _velocity(tt, xx, yy, n - 2, n - 1)
+            vx, vy = _velocity(tt[n - 2], xx[n - 2], yy[n - 2], tt[n - 1], xx[n - 1], yy[n - 1])
         else:
             vx, vy = 0.0, 0.0
-        dt = min(gap, max_extrapolation_s)
-        speed = max(math.hypot(vx, vy), min_speed_mps)
-        return xx[n - 1] + vx * dt, yy[n - 1] + vy * dt, speed * dt, gap
+        return _after(t, tt[n - 1], xx[n - 1], yy[n - 1], vx, vy, max_extrapolation_s, min_speed_mps)
     if t <= tt[0]:
-        gap = tt[0] - t
         if n >= 2:
-            vx, vy = _velocity(tt, xx, yy, 0, 1)
+            vx, vy = _velocity(tt[0], xx[0], yy[0], tt[1], xx[1], yy[1])
         else:
             vx, vy = 0.0, 0.0
-        dt = min(gap, max_extrapolation_s)
-        speed = max(math.hypot(vx, vy), min_speed_mps)
-        return xx[0] - vx * dt, yy[0] - vy * dt, speed * dt, gap
+        return _before(t, tt[0], xx[0], yy[0], vx, vy, max_extrapolation_s, min_speed_mps)
     lo = 0
     hi = n - 1
     while hi - lo > 1:  # invariant: tt[lo] < t < tt[hi]
@@ -108,6 +133,29 @@ def predict_track(tt, xx, yy, t, max_extrapolation_s, min_speed_mps):
             lo = mid
         else:
             hi = mid
-    span = tt[hi] - tt[lo]
-    f = (t - tt[lo]) / span if span > 0.0 else 1.0
-    return xx[lo] + f * (xx[hi] - xx[lo]), yy[lo] + f * (yy[hi] - yy[lo]), 0.0, 0.0
+    return _between(t, tt[lo], xx[lo], yy[lo], tt[hi], xx[hi], yy[hi])
+
+
+@jit
+def predict_from_samples(
+    where, moving, t, t0, x0, y0, t1, x1, y1, max_extrapolation_s, min_speed_mps
+):
+    """``predict_track`` for a caller that has found the two samples it reads: the same
+    helpers, so the same numbers, with no arrays (the engine's tracks are short deques).
+
+    ``where`` is ``PREDICT_AFTER`` (``t`` at or after the last sample ``(t1, x1, y1)``;
+    ``(t0, x0, y0)`` the sample before it), ``PREDICT_BEFORE`` (``t`` at or before the
+    first sample ``(t0, x0, y0)``; ``(t1, x1, y1)`` the second) or ``PREDICT_BETWEEN``
+    (``t0 <= t < t1``, the last sample at or before ``t`` and the one after it, for a
+    ``t`` strictly inside the track).  ``moving`` is False for a one-sample track (no
+    velocity; pass that sample twice).  Seconds and metres.
+    """
+    if where == PREDICT_BETWEEN:
+        return _between(t, t0, x0, y0, t1, x1, y1)
+    if moving:
+        vx, vy = _velocity(t0, x0, y0, t1, x1, y1)
+    else:
+        vx, vy = 0.0, 0.0
+    if where == PREDICT_AFTER:
+        return _after(t, t1, x1, y1, vx, vy, max_extrapolation_s, min_speed_mps)
+    return _before(t, t0, x0, y0, vx, vy, max_extrapolation_s, min_speed_mps)

@@ -54,6 +54,18 @@ def test_charger_connected_resolves_battery_alert():
     assert [st for _, _, _, st in h.changes("battery")] == ["open", "resolved"]
 
 
+def test_healthy_battery_on_a_fix_resolves_the_battery_alert_once():
+    """A fix with the battery back above the healthy level ends the alert; later fixes change nothing."""
+    h = Harness.build(orders_doc())
+    am = DeviceScript("AM-1001")
+    h.send(am.fix(T0, X0, Y0, batt=12), T0 + 1)
+    h.send(am.fix(T0 + 60, X0, Y0, batt=80), T0 + 61)
+    h.send(am.fix(T0 + 120, X0, Y0, batt=81), T0 + 121)
+    assert [st for _, _, _, st in h.changes("battery")] == ["open", "resolved"]
+    (resolved,) = [a for a in h.engine.alerts.alerts.values() if a.kind == "battery"]
+    assert resolved.history[-1].note == "battery at 80 %"
+
+
 def test_silent_ankle_monitor_raises_signal_loss_and_a_new_fix_ends_it():
     """No message for longer than allowed: signal_loss alarm; the next fix resolves it."""
     h = Harness.build(orders_doc())

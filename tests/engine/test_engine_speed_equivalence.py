@@ -2,19 +2,24 @@
 
 from __future__ import annotations
 
+import math
 import random
 from datetime import time
+from itertools import pairwise
 
+import numpy as np
 import pytest
 
 from engine.config import EngineConfig, RuleConfig
 from engine.orders import ScheduleWindow, load_orders
 from engine.pipeline import Effects, Engine
 from engine.rules.context import RuleContext
+from engine.rules.crossings import Approach, closest_approach
 from engine.rules.expiry import check_expiry
 from engine.testing import ORIGIN, T0, DeviceScript, circle, orders_doc
 from engine.timeutil import parse_time
-from engine.tracks import DeviceTrack
+from engine.tracks import DeviceTrack, TrackPoint
+from geo.proximity import predict_position_unchecked
 
 WINDOWS = [
     (range(7), time(22, 0), time(6, 0)),
@@ -45,6 +50,22 @@ def test_window_memo_matches_the_computation(tz: str) -> None:
                 if r > 0.97:
                     t = float(int(t) // 1800 * 1800)  # exactly on a half hour: window edges
                 assert w.window_containing(t) == w._window_containing(t), (days, start, end, tz, t)
+
+
+def test_equal_windows_share_a_memo_and_still_match_the_computation() -> None:
+    """Equal windows (one per order) answer from one shared memo; interleaved devices at
+    different times get the computed answer each time."""
+    rng = random.Random(5)
+    for days, start, end in WINDOWS:
+        windows = [ScheduleWindow(frozenset(days), start, end, "Europe/Amsterdam") for _ in range(4)]
+        assert windows[0]._shared is windows[3]._shared
+        clocks = [parse_time(rng.choice(STARTS)) for _ in windows]
+        for _ in range(2000):
+            i = rng.randrange(len(windows))
+            r = rng.random()
+            clocks[i] += rng.uniform(-86_400, 86_400) if r < 0.05 else rng.uniform(-60, 900)
+            t = clocks[i]
+            assert windows[i].window_containing(t) == windows[i]._window_containing(t), (days, t)
 
 
 class _PlainExpiry:
@@ -117,3 +138,81 @@ def test_fast_copies_know_every_field() -> None:
     assert [f.name for f in fields(AlertChange)] == ["alert", "change", "previous_level", "arrival"]
     assert _ALERT_FIELDS == tuple(f.name for f in fields(Alert))
     assert not hasattr(Alert, "__post_init__") and not hasattr(AlertChange, "__post_init__")
+
+
+def _random_track(rng: random.Random, n: int) -> DeviceTrack:
+    """A track of n points in ascending time, with repeated times and equal gaps (ties)."""
+    track = DeviceTrack("d")
+    t = 1.764e9 + rng.choice([0.0, 0.25])
+    for i in range(n):
+        t += rng.choice([0.0, 0.0, 1.0, 5.0, 5.0, 30.0, 0.125])
+        x, y = rng.uniform(-5e3, 5e3), rng.uniform(-5e3, 5e3)
+        track.points.append(TrackPoint(t, x, y, rng.choice([5.0, 30.0]), f"k{i}", "gnss"))
+    return track
+
+
+def _plain_predict(track: DeviceTrack, t: float, max_extrap_s: float) -> tuple[float, ...]:
+    pts = list(track.points)
+    return predict_position_unchecked(
+        np.array([p.t for p in pts]), np.array([p.x for p in pts]), np.array([p.y for p in pts]),
+        t, max_extrap_s,
+    )
+
+
+def test_track_lookups_match_the_full_scans() -> None:
+    """nearest() and position_at() give min() over all points and the array kernel's answer."""
+    rng = random.Random(10)
+    for _ in range(300):
+        track = _random_track(rng, rng.randint(1, 40))
+        pts = list(track.points)
+        times = [p.t for p in pts] + [pts[0].t + rng.uniform(-100, 400) for _ in range(10)]
+        times += [(a.t + b.t) / 2 for a, b in pairwise(pts)]  # equidistant
+        for t in times:
+            assert track.nearest(t) is min(pts, key=lambda p: abs(p.t - t))
+            for max_extrap in (0.0, 60.0):
+                assert track.position_at(t, max_extrap) == _plain_predict(track, t, max_extrap)
+
+
+def test_closest_approach_matches_the_array_version() -> None:
+    """closest_approach over a deque gives the result of the whole-track arrays it replaced."""
+    rng = random.Random(11)
+    for _ in range(300):
+        partner = _random_track(rng, rng.randint(1, 40))
+        pts = list(partner.points)
+        t0 = rng.choice(pts).t + rng.uniform(-60, 30)
+        p0 = TrackPoint(t0, rng.uniform(-5e3, 5e3), rng.uniform(-5e3, 5e3), 10.0, "a", "gnss")
+        p1 = TrackPoint(t0 + rng.choice([1.0, 5.0, 30.0, 90.0]), rng.uniform(-5e3, 5e3),
+                        rng.uniform(-5e3, 5e3), 10.0, "b", "gnss")
+        got = closest_approach(p0, p1, partner, 60.0)
+        ts = [p0.t, *(p.t for p in pts if p0.t < p.t < p1.t), p1.t]
+        rx, ry, extra = [], [], 0.0
+        for t in ts:
+            frac = (t - p0.t) / (p1.t - p0.t)
+            x, y, unc, _ = _plain_predict(partner, t, 60.0)
+            rx.append((p0.x + frac * (p1.x - p0.x)) - x)
+            ry.append((p0.y + frac * (p1.y - p0.y)) - y)
+            extra = max(extra, unc)
+        best_d, best_t = math.inf, p1.t
+        for j in range(len(ts) - 1):
+            dx, dy = rx[j + 1] - rx[j], ry[j + 1] - ry[j]
+            dd = dx * dx + dy * dy
+            s = 0.0 if dd == 0.0 else min(1.0, max(0.0, -(rx[j] * dx + ry[j] * dy) / dd))
+            d = math.hypot(rx[j] + s * dx, ry[j] + s * dy)
+            if d < best_d:
+                best_d, best_t = d, ts[j] + s * (ts[j + 1] - ts[j])
+        assert got == Approach(best_d, best_t, extra)
+
+
+def test_replace_alert_equals_dataclasses_replace() -> None:
+    """The hand-built quiet update gives dataclasses.replace's alert, unknown names ignored."""
+    from dataclasses import replace
+
+    from engine.alerts import Alert, HistoryEntry, _replace_alert
+
+    alert = Alert(
+        "A-1", "inclusion", "alarm", "open", "o1", "s1", None, "home", 1.0, 2.0, 3.0, 4.0,
+        distance_m=7.5, evidence=("k1",), history=(HistoryEntry(2.0, "open", "alarm", "engine"),),
+    )
+    changes = {"distance_m": 9.0, "certainty": "likely", "evidence": ("k1", "k2"), "late": True}
+    assert _replace_alert(alert, {**changes, "not_a_field": 1}) == replace(alert, **changes)
+    assert _replace_alert(alert, {}) == alert

@@ -155,3 +155,30 @@ def test_circle_signed_distance_is_the_exact_formula(cx, cy, r, px, py) -> None:
     assert sd[0] == math.sqrt(dx * dx + dy * dy) - r
     assert sd[0] == pytest.approx(math.hypot(dx, dy) - r, rel=1e-12, abs=1e-9)
     assert sd[1] <= 0.0 or (cx + r) - cx != r  # exactly on the boundary when representable
+
+
+def test_single_pair_equals_the_batch() -> None:
+    """``signed_distance_at`` gives the batch's number for every pair, vertices and edges included."""
+    ix = ZoneIndex()
+    slots = ix.upsert_planar_many(list(zip(KEYS, POOL, strict=True)))
+    # random points plus points exactly on vertices and edge midpoints (the exact second pass)
+    edge_x = [0.0, 100.0, 50.0, 300.0, 150.0, 90.0, 70.0, -50.0, 450.0]
+    edge_y = [0.0, 100.0, 0.0, 150.0, 100.0, 40.0, 25.0, -30.0, 430.0]
+    xs = np.concatenate((PX, edge_x))
+    ys = np.concatenate((PY, edge_y))
+    for s in slots.tolist():
+        batch = ix.signed_distance(np.full(xs.shape, s), xs, ys).tolist()
+        single = [ix.signed_distance_at(s, x, y) for x, y in zip(xs.tolist(), ys.tolist(), strict=True)]
+        assert single == batch
+    assert ix.signed_distance_at(int(slots[0]), 0.0, 0.0) == 0.0  # a vertex is on the boundary
+
+
+def test_single_pair_with_a_free_slot_is_an_error() -> None:
+    """A removed zone's slot is refused by the single-pair call as by the batch."""
+    ix = ZoneIndex()
+    (s,) = ix.upsert_planar_many([("a", box(0, 0, 1, 1))]).tolist()
+    ix.remove("a")
+    with pytest.raises(GeoError):
+        ix.signed_distance_at(s, 0.5, 0.5)
+    with pytest.raises(GeoError):
+        ix.signed_distance_at(99, 0.5, 0.5)

@@ -11,7 +11,7 @@ from hypothesis import strategies as st
 from hypothesis.extra.numpy import arrays
 
 from geo.errors import GeoError
-from geo.proximity import assess_pairs, predict_position
+from geo.proximity import assess_pairs, predict_on_samples, predict_position
 
 
 def _metric(lo: float, hi: float) -> st.SearchStrategy[float]:
@@ -118,3 +118,39 @@ def test_predict_rejects_bad_tracks() -> None:
         predict_position(np.array([1.0, 0.0]), np.zeros(2), np.zeros(2), 0.0, 10.0)
     with pytest.raises(GeoError):
         predict_position(np.array([0.0, 1.0]), np.zeros(3), np.zeros(2), 0.0, 10.0)
+
+
+class _Sample:
+    __slots__ = ("t", "x", "y")
+
+    def __init__(self, t: float, x: float, y: float) -> None:
+        self.t, self.x, self.y = t, x, y
+
+
+@st.composite
+def tracks_and_times(draw):
+    """An ascending track of 1-12 samples (repeated times included) and times around and on it."""
+    n = draw(st.integers(1, 12))
+    steps = draw(st.lists(st.sampled_from([0.0, 0.5, 1.0, 7.25, 30.0, 61.0]), min_size=n, max_size=n))
+    t0 = draw(st.sampled_from([0.0, 1.7640e9]))
+    tt = np.array(t0 + np.cumsum(steps), dtype=np.float64)
+    xy = draw(arrays(np.float64, (2, n), elements=_metric(-1e5, 1e5)))
+    on = [float(v) for v in tt]
+    off = draw(st.lists(_metric(-200.0, 1000.0), min_size=1, max_size=8))
+    return tt, xy[0], xy[1], on + [t0 + v for v in off]
+
+
+@settings(max_examples=200, deadline=None)
+@given(tracks_and_times(), st.sampled_from([0.0, 10.0, 60.0]))
+def test_predict_on_samples_equals_predict_position(track, max_extrap) -> None:
+    """The two-sample entry gives predict_position's numbers exactly, on and between samples."""
+    tt, xx, yy, times = track
+    samples = [_Sample(float(t), float(x), float(y)) for t, x, y in zip(tt, xx, yy, strict=True)]
+    for t in times:
+        assert predict_on_samples(samples, t, max_extrap) == predict_position(tt, xx, yy, t, max_extrap)
+
+
+def test_predict_on_samples_rejects_negative_extrapolation() -> None:
+    """A negative extrapolation limit is refused as by predict_position."""
+    with pytest.raises(GeoError):
+        predict_on_samples([_Sample(0.0, 0.0, 0.0)], 1.0, -1.0)
