@@ -30,6 +30,7 @@ from typing import Any, TypeVar
 
 import aiomqtt
 import paho.mqtt.client as mqtt
+from paho.mqtt.enums import MQTTErrorCode
 
 Item = TypeVar("Item")
 
@@ -104,7 +105,7 @@ class LeanPublishPaho(mqtt.Client):
     _rpos: int = 0
     _rsock: Any = None
 
-    def _handle_publish(self) -> mqtt.MQTTErrorCode:
+    def _handle_publish(self) -> MQTTErrorCode:
         header = self._in_packet["command"]
         qos = (header & 0x06) >> 1
         if qos > 1:
@@ -135,7 +136,7 @@ class LeanPublishPaho(mqtt.Client):
         self.ingest_sink(topic, bytes(packet[pos:]), mid, qos)
         if qos and not self._manual_ack:
             return self._send_puback(mid)
-        return mqtt.MQTTErrorCode.MQTT_ERR_SUCCESS
+        return MQTTErrorCode.MQTT_ERR_SUCCESS
 
     def _sock_recv(self, bufsize: int) -> bytes:
         # paho reads a packet as 1 + 1 + rest bytes, each a system call; serve them from a chunk
@@ -188,7 +189,7 @@ class IngestClient(aiomqtt.Client):
             topic = message.topic
         except UnicodeDecodeError:
             topic = NOT_UTF8
-        self._deliver(topic, message.payload, message.mid, message.qos)
+        self._deliver(topic, bytes(message.payload), message.mid, message.qos)
 
     def _on_socket_open(self, client: mqtt.Client, userdata: Any, sock: Any) -> None:
         # as aiomqtt's, with our reader, so that reading can be paused and resumed
