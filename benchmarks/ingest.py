@@ -44,8 +44,10 @@ import tempfile
 import time
 import urllib.request
 from dataclasses import dataclass, field
+from datetime import datetime, timedelta
 from pathlib import Path
 from typing import Any
+from zoneinfo import ZoneInfo
 
 import numpy as np
 import psutil
@@ -77,10 +79,26 @@ class Scenario:
     kinds: dict[str, int] = field(default_factory=dict)
 
 
-def build_scenario(subjects: int, seed: int) -> Scenario:
+def curfew_around(now: float, night: bool) -> tuple[str, str]:
+    """An 8-hour curfew window (Amsterdam time) placed so that the run is inside it or not.
+
+    The stream's fixes carry the wall-clock time, so a fixed 22:00-06:00 curfew made the
+    workload depend on the hour the benchmark ran (at night most wanderers are outside their
+    curfew zone: four times the alerts).  Day: the curfew starts 2 h from now; night: it
+    started 1 h ago.
+    """
+    local = datetime.fromtimestamp(now, ZoneInfo("Europe/Amsterdam"))
+    start = local + timedelta(hours=-1 if night else 2)
+    return start.strftime("%H:%M"), (start + timedelta(hours=8)).strftime("%H:%M")
+
+
+def build_scenario(
+    subjects: int, seed: int, curfew: tuple[str, str] = ("22:00", "06:00")
+) -> Scenario:
     """Rotterdam-area subjects, each with a victim, a ban on her home (circle), a banned square
-    and a night curfew at his home; 80 % wander near home, 10 % drive through the square,
-    10 % approach the victim (mixed inside/outside, warnings and alarms)."""
+    and a curfew at his home (``curfew``: from, to, Amsterdam time); 80 % wander near home,
+    10 % drive through the square, 10 % approach the victim (mixed inside/outside, warnings
+    and alarms)."""
     rng = np.random.default_rng(seed)
     proj = Projector("EPSG:28992")
     ox, oy = ORIGIN
@@ -163,8 +181,8 @@ def build_scenario(subjects: int, seed: int) -> Scenario:
                         "schedule": [
                             {
                                 "days": "mon-sun",
-                                "from": "22:00",
-                                "to": "06:00",
+                                "from": curfew[0],
+                                "to": curfew[1],
                                 "tz": "Europe/Amsterdam",
                             }
                         ],
@@ -319,6 +337,31 @@ class Pass:
     @property
     def rate(self) -> float:
         return self.messages / self.seconds if self.seconds > 0 else 0.0
+
+
+class GcPauses:
+    """A ``gc.callbacks`` entry: how often the cyclic collector ran a full pass, and for how long.
+
+    A full pass walks every tracked object the heap freeze did not cover (tracks, alerts,
+    episodes made during the run) and stops the event loop meanwhile: a latency tail.
+    """
+
+    def __init__(self) -> None:
+        self.started = 0.0
+        self.full: list[float] = []
+
+    def __call__(self, phase: str, info: dict[str, int]) -> None:
+        if info["generation"] != 2:
+            return
+        if phase == "start":
+            self.started = time.perf_counter()
+        else:
+            self.full.append(time.perf_counter() - self.started)
+
+    def __str__(self) -> str:
+        if not self.full:
+            return "gc_full=0"
+        return f"gc_full={len(self.full)} max {1000 * max(self.full):.0f} ms total {1000 * sum(self.full):.0f} ms"
 
 
 class CpuMeter:
@@ -622,7 +665,12 @@ async def engine_pass(
             and not service._held_acks
         )
 
-    result = await bench.measure(name, rate, done, observe=observe)
+    pauses = GcPauses()
+    gc.callbacks.append(pauses)
+    try:
+        result = await bench.measure(name, rate, done, observe=observe)
+    finally:
+        gc.callbacks.remove(pauses)
     stats = engine.stats
     if result.note.startswith("TIMEOUT"):
         # only what the engine actually received counts: the rate of a pass that did not finish
@@ -630,6 +678,7 @@ async def engine_pass(
     result.note = (
         result.note + f" fixes={stats.fixes} rejected={sum(stats.rejected.values())} "
         f"dup={stats.duplicates} evaluated={stats.evaluated} alerts={len(engine.alerts.alerts)}"
+        f" {pauses}"
     ).strip()
     if store is not None and service.commits:
         result.note += (
@@ -760,7 +809,8 @@ async def main_async(args: argparse.Namespace) -> None:
         bench = Bench(args, tmp)
         setup: dict[str, float] = {}
         t = time.perf_counter()
-        scenario = build_scenario(args.subjects, args.seed)
+        curfew = curfew_around(time.time(), args.night)
+        scenario = build_scenario(args.subjects, args.seed, curfew)
         setup["scenario"] = time.perf_counter() - t
         orders_path = tmp / "orders.json"
         orders_path.write_text(json.dumps(scenario.doc))
@@ -775,7 +825,7 @@ async def main_async(args: argparse.Namespace) -> None:
         warm.flush(time.time() + 10)
         setup["orders load + JIT warm-up"] = time.perf_counter() - t
         del warm
-        print(f"scenario: {scenario.kinds}", flush=True)
+        print(f"scenario: {scenario.kinds}, curfew {curfew[0]}-{curfew[1]} Europe/Amsterdam ({'night: inside it' if args.night else 'day: outside it'})", flush=True)
         await bench.start_broker()
         passes: list[Pass] = []
         try:
@@ -834,6 +884,10 @@ def main() -> None:
     parser.add_argument("--no-redis", action="store_true")
     parser.add_argument("--no-workers", action="store_true")
     parser.add_argument("--no-latency", action="store_true", help="skip the two paced latency passes")
+    parser.add_argument(
+        "--night", action="store_true",
+        help="run inside the curfews (most wanderers break theirs: an alert storm); default: outside",
+    )
     parser.add_argument(
         "--uvloop", action="store_true", help="run this process (raw and engine passes) on uvloop"
     )

@@ -183,13 +183,24 @@ class Engine:
         self._schedule(track)
 
     def _rejected_seq(self, rejection: Rejection) -> None:
-        """A rejected message of a known device still used its seq: nothing will fill that gap."""
-        if rejection.device is None or rejection.seq is None:
+        """A rejected message of a known device still used its seq: nothing will fill that gap.
+
+        When its seq cannot be read (truncated JSON, another device's id in the payload), it
+        still came on the device's own topic (the broker's ACL admits only that device), so
+        it stands for one missing seq: the next fix after it is not held for that gap.
+        """
+        if rejection.device is None:
             return
         track = self.tracks.get(rejection.device)
-        if track is not None:
-            self._touch(rejection.device)
+        if track is None:
+            return
+        self._touch(rejection.device)
+        if rejection.seq is not None:
             self._saw_seq(track, rejection.seq)
+        else:
+            track.unnumbered += 1
+            if track.pending:
+                self._schedule(track)
 
     def _saw_seq(self, track: DeviceTrack, seq: int) -> None:
         """A message other than a fix took its place in the sequence; it may close the gap the

@@ -22,6 +22,7 @@ from bisect import bisect_right
 from collections import deque
 from dataclasses import dataclass, field
 from operator import attrgetter
+from typing import Any
 
 from devices.model import Fix
 from engine.config import RuleConfig
@@ -118,6 +119,14 @@ class DeviceTrack:
     last_arrival: float = -math.inf
     suspect: list[TrackPoint] = field(default_factory=list)
     last_seq: int | None = None  # highest seq evaluated (fixes) or processed (events)
+    # messages on the device's own topic rejected without a readable seq since the last release:
+    # each took a seq nobody can name, so as many missing seqs need not be waited for
+    unnumbered: int = 0
+
+    def __setstate__(self, state: tuple[dict[str, Any] | None, dict[str, Any]]) -> None:
+        self.unnumbered = 0  # absent from parts stored before it existed
+        for name, value in state[1].items():
+            setattr(self, name, value)
 
     def is_duplicate(self, seq: int) -> bool:
         """True when (device, seq) was seen before; remembers it otherwise."""
@@ -147,11 +156,12 @@ class DeviceTrack:
             return False
         if len(pending) == 1:
             f = pending[0]
-            return f.seq == last + 1 and f.arrival - f.t <= rules.late_after_s
+            return last < f.seq <= last + 1 + self.unnumbered and f.arrival - f.t <= rules.late_after_s
         seqs = sorted(f.seq for f in pending)
+        missing = seqs[-1] - last - len(seqs)  # seqs are distinct: duplicates never get here
         return (
-            seqs[0] == last + 1
-            and seqs[-1] - seqs[0] == len(seqs) - 1
+            seqs[0] > last
+            and missing <= self.unnumbered
             and all(f.arrival - f.t <= rules.late_after_s for f in pending)
         )
 
@@ -169,6 +179,7 @@ class DeviceTrack:
         """Pending fixes in device-time order (ties broken by seq for determinism)."""
         out = sorted(self.pending, key=lambda f: (f.t, f.seq))
         self.pending = []
+        self.unnumbered = 0  # the gap they may have caused is closed or given up now
         for f in out:
             self.saw_seq(f.seq)
         return out

@@ -103,10 +103,69 @@ def test_a_rejected_message_that_names_its_seq_does_not_hold_the_next_fix() -> N
     assert [m.channel for m in effects.messages] == ["deadletter"]
     e.handle(*dev.fix(T0 + 20, *ORIGIN), T0 + 20.2)
     assert evaluated(e) == 2
-    # a message too broken to name its seq leaves a gap: the next fix waits the quiet period
-    e.handle("em/dev/AM-1001/fix", b'{"v":1,"device":"AM-1001","seq":', T0 + 30.2)
-    dev.seq += 1
+
+
+BROKEN = b'{"v":1,"device":"AM-1001","seq":'  # truncated: its seq cannot be read
+
+
+def test_a_message_too_broken_to_name_its_seq_stands_for_one_missing_seq() -> None:
+    """It came on the device's own topic, so it took a seq: the fix after it need not wait."""
+    e, dev = engine(), DeviceScript("AM-1001")
+    e.handle(*dev.fix(T0, *ORIGIN), T0 + 0.2)
+    e.tick(T0 + 1)
+    e.handle("em/dev/AM-1001/fix", BROKEN, T0 + 10.2)
+    dev.seq += 1  # the broken message's seq
+    e.handle(*dev.fix(T0 + 20, *ORIGIN), T0 + 20.2)
+    assert evaluated(e) == 2
+    # one broken message covers one missing seq, not two
+    e.handle("em/dev/AM-1001/fix", BROKEN, T0 + 30.2)
+    dev.seq += 2
     e.handle(*dev.fix(T0 + 40, *ORIGIN), T0 + 40.2)
     assert evaluated(e) == 2
-    e.tick(T0 + 41)
+    e.tick(T0 + 40.2 + e.config.rules.reorder_quiet_s)
     assert evaluated(e) == 3
+
+
+def test_a_broken_message_arriving_after_the_gapped_fix_releases_it() -> None:
+    e, dev = engine(), DeviceScript("AM-1001")
+    e.handle(*dev.fix(T0, *ORIGIN), T0 + 0.2)
+    e.tick(T0 + 1)
+    dev.seq += 1
+    e.handle(*dev.fix(T0 + 20, *ORIGIN), T0 + 20.2)
+    assert evaluated(e) == 1
+    e.handle("em/dev/AM-1001/fix", BROKEN, T0 + 20.25)
+    assert evaluated(e) == 2
+
+
+def test_the_broken_message_count_ends_with_the_release_it_served() -> None:
+    """Two broken messages, one gap: the spare one must not excuse a later, real gap."""
+    e, dev = engine(), DeviceScript("AM-1001")
+    e.handle(*dev.fix(T0, *ORIGIN), T0 + 0.2)
+    e.tick(T0 + 1)
+    for k in range(2):
+        e.handle("em/dev/AM-1001/fix", BROKEN, T0 + 5 + k)
+    dev.seq += 1
+    e.handle(*dev.fix(T0 + 20, *ORIGIN), T0 + 20.2)
+    assert evaluated(e) == 2 and e.tracks["AM-1001"].unnumbered == 0
+    dev.seq += 1  # lost on the way
+    e.handle(*dev.fix(T0 + 40, *ORIGIN), T0 + 40.2)
+    assert evaluated(e) == 2
+
+
+def test_a_broken_message_on_another_devices_topic_changes_nothing_here() -> None:
+    e, dev = engine(), DeviceScript("AM-1001")
+    e.handle(*dev.fix(T0, *ORIGIN), T0 + 0.2)
+    e.tick(T0 + 1)
+    e.handle("em/dev/AM-2002/fix", BROKEN, T0 + 10.2)
+    dev.seq += 1
+    e.handle(*dev.fix(T0 + 20, *ORIGIN), T0 + 20.2)
+    assert evaluated(e) == 1
+
+
+def test_a_track_stored_before_the_count_existed_restores_with_none() -> None:
+    from engine.tracks import DeviceTrack
+
+    t = DeviceTrack.__new__(DeviceTrack)
+    stored = {n: getattr(DeviceTrack("AM-1"), n) for n in DeviceTrack.__slots__ if n != "unnumbered"}
+    t.__setstate__((None, stored))
+    assert t.unnumbered == 0 and t.device == "AM-1"
