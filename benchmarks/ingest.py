@@ -630,6 +630,7 @@ async def engine_pass(
     enrolled: Scenario | None = None,
 ) -> Pass:
     from engine.config import ServiceConfig
+    from engine.heap import FreezeAfterFullPass, freeze_loaded_state
     from engine.service import Service
     from engine.store_redis import RedisStore
 
@@ -637,8 +638,10 @@ async def engine_pass(
     if enrolled is not None:
         enrol(engine, enrolled)
     before = engine.stats.received  # the enrolment is not part of the measured stream
-    gc.collect()
-    gc.freeze()  # as ``emguard serve`` does after loading: full GC passes over the orders cost ~15 %
+    # as ``emguard serve`` does after loading (full GC passes over the orders cost ~15 %), and
+    # its policy for what traffic adds (engine.heap); the raw pass keeps Python's defaults
+    freeze_loaded_state()
+    policy = FreezeAfterFullPass().install()
     store = (
         RedisStore(f"redis://127.0.0.1:{bench.redis_port}/0", namespace=f"bench-{name}")
         if redis
@@ -688,6 +691,7 @@ async def engine_pass(
         )
     stop.set()
     await task
+    policy.remove()
     gc.unfreeze()  # this pass's engine may go now
     return result
 

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import gc
 import json
 import logging
 import signal
@@ -15,6 +14,7 @@ from engine.cluster import Cluster
 from engine.config import EngineConfig, ServiceConfig, load_engine_config
 from engine.errors import ConfigError
 from engine.evidence import Chain, attach, open_log
+from engine.heap import FreezeAfterFullPass, freeze_loaded_state
 from engine.logjson import use_json_logs
 from engine.orders import load_orders
 from engine.pipeline import Engine
@@ -49,9 +49,10 @@ async def run_serve(cfg: ServiceConfig) -> None:
     cluster = Cluster.from_book(book, cfg.worker_index, cfg.workers, cfg.topic_prefix)
     # the orders and zone index are most of the heap and live as long as the process: keep
     # them out of the collector's full passes (at 10,000 subjects those took ~15 % of the
-    # engine's CPU time; objects freed by reference counting are still freed)
-    gc.collect()
-    gc.freeze()
+    # engine's CPU time; objects freed by reference counting are still freed), and what
+    # traffic adds out of the next one once a full pass has seen it (engine.heap)
+    freeze_loaded_state()
+    FreezeAfterFullPass().install()
     # each worker persists the cases it owns under its own namespace
     namespace = "emguard" if cfg.workers == 1 else f"emguard:w{cfg.worker_index}"
     store = RedisStore(cfg.redis, namespace) if cfg.redis else None
