@@ -740,14 +740,24 @@ async def serve_pass(bench: Bench, orders_path: Path, workers: int) -> Pass:
     boot = time.time() - t_boot
     await asyncio.sleep(0.5)
 
+    last = 0.0
+
     async def done() -> bool:
-        total = 0.0
+        # every message received and every fix evaluated (none held in a reorder buffer: a
+        # worker's first fixes of a device wait the hold); scraped at most 10 times a second,
+        # a scrape costs the workers CPU too
+        nonlocal last
+        if time.time() - last < 0.1:
+            return False
+        last = time.time()
+        total = waiting = 0.0
         for port in ports:
             text = await asyncio.to_thread(scrape, port)
             total += _metric_sum(
                 text, ("emguard_fixes_received_total", "emguard_fixes_rejected_total")
             )
-        return total >= bench.args.messages
+            waiting += _metric_sum(text, ("emguard_fixes_waiting",))
+        return total >= bench.args.messages and waiting == 0
 
     extra = {f"worker{w}": p.pid for w, p in enumerate(procs)}
     try:

@@ -90,6 +90,11 @@ class EngineMetrics:
         self.queue_depth = Gauge(
             "emguard_queue_depth", "Messages waiting in the inbox.", registry=r
         )
+        self.fixes_waiting = Gauge(
+            "emguard_fixes_waiting",
+            "Fixes received but held in reorder buffers (a gap before them), not yet evaluated.",
+            registry=r,
+        )
         self.state_commits = Counter(
             "emguard_state_commits", "Durable commits of state and outbox (one per micro-batch).",
             registry=r,
@@ -159,6 +164,7 @@ class EngineMetrics:
         self.broker_connected.set(1 if self.service.connected else 0)
         self.store_connected.set(1 if _store_connected(self.service) else 0)
         self.queue_depth.set(self.service.inbox.qsize())
+        self.fixes_waiting.set(sum(len(t.pending) for t in engine.tracks.values()))
 
     def render(self) -> tuple[bytes, str]:
         """Refresh, then the text exposition format."""

@@ -34,6 +34,7 @@ GAUGES = {
     "emguard_broker_connected",
     "emguard_store_connected",
     "emguard_queue_depth",
+    "emguard_fixes_waiting",
 }
 METRICS = COUNTERS | HISTOGRAMS | GAUGES
 SERIES = COUNTERS | GAUGES | {h + s for h in HISTOGRAMS for s in ("_bucket", "_sum", "_count")}

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from prometheus_client.parser import text_string_to_metric_families
 
-from engine.testing import T0
+from engine.testing import ORIGIN, T0
 from tests.engine.api_support import World, make_world
 
 NAMES = {
@@ -22,6 +22,7 @@ NAMES = {
     "emguard_broker_connected",
     "emguard_store_connected",
     "emguard_queue_depth",
+    "emguard_fixes_waiting",
     "emguard_state_commits_total",
     "emguard_state_commit_bytes_total",
     "emguard_state_commit_seconds_total",
@@ -95,6 +96,17 @@ async def test_gauges_reflect_open_alerts_deadline_silence_and_connection() -> N
     assert m[("emguard_open_alerts_past_deadline", ())] >= 1
     assert m[("emguard_devices_silent", ())] == 1
     assert m[("emguard_broker_connected", ())] == 1 and m[("emguard_queue_depth", ())] == 1
+
+
+async def test_fixes_held_for_a_gap_in_their_sequence_are_shown_waiting() -> None:
+    w = make_world()
+    w.raise_exclusion()  # fixes 1-3 of AM-1001, evaluated
+    w.subject.seq += 1  # fix 4 lost on the way
+    w.service.apply(w.engine.handle(*w.subject.fix(T0 + 40, *ORIGIN), T0 + 40))
+    assert (await scrape(w))[("emguard_fixes_waiting", ())] == 1
+    w.clock.now = T0 + 45
+    w.service.apply(w.engine.tick(T0 + 45))  # past the reorder hold: evaluated without fix 4
+    assert (await scrape(w))[("emguard_fixes_waiting", ())] == 0
 
 
 def test_registries_are_separate_per_server() -> None:
