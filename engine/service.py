@@ -63,6 +63,11 @@ PUBLISH_WINDOW = 16  # QoS 1 publishes in flight at once (paho allows 20 by defa
 COMMIT_GATHER_S = 0.005  # longest a processed message waits for its commit to start
 GATHER_ACKS = 64  # ... unless this many are unacknowledged already (brokers allow 100 in flight)
 MAX_UNCOMMITTED = 2048  # processed but not yet committed messages before the processor waits
+# MQTT v5 Receive Maximum: unacknowledged QoS 1 messages the broker may have sent us.  Without
+# it a v5 client allows 65,535 and mosquitto ignores its max_inflight_messages: a flood then
+# stacks up in the socket, and the PUBACKs for our own alert publishes queue behind it (aiomqtt
+# gave up on one after 10 s in a benchmark).  1,024 is ~0.1 s of work at full speed.
+RECEIVE_MAXIMUM = 1024
 TICK_S = 0.2
 
 
@@ -528,10 +533,12 @@ class Service:
         self.connected_protocol = "3.1.1" if version == aiomqtt.ProtocolVersion.V311 else "5"
         kwargs: dict[str, Any] = {}
         if version == aiomqtt.ProtocolVersion.V5:
+            props = Properties(PacketTypes.CONNECT)  # type: ignore[no-untyped-call]
+            props.ReceiveMaximum = RECEIVE_MAXIMUM
+            kwargs["properties"] = props
             if self.persistent_session:
-                props = Properties(PacketTypes.CONNECT)  # type: ignore[no-untyped-call]
                 props.SessionExpiryInterval = 3600
-                kwargs.update(clean_start=False, properties=props)
+                kwargs["clean_start"] = False
         else:
             kwargs["clean_session"] = not self.persistent_session
         tls = None

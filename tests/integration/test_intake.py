@@ -71,23 +71,39 @@ async def test_every_message_reaches_the_sink_in_order_and_a_wakeup_reads_many(b
     assert len(client.messages) == 0
 
 
-async def test_unacknowledged_messages_stop_at_the_broker_in_flight_window(broker):
-    """With manual acks the broker sends at most its in-flight limit: the service's back-pressure."""
+@pytest.mark.parametrize("v5", [False, True], ids=["v311-broker-limit", "v5-receive-maximum"])
+async def test_unacknowledged_messages_stop_at_the_in_flight_window(broker, v5):
+    """With manual acks the broker sends at most the in-flight window: the service's back-pressure.
+
+    MQTT 3.1.1: the broker's max_inflight_messages (100 here).  MQTT v5: the client's Receive
+    Maximum, which mosquitto uses instead (without one a v5 client allows 65,535).
+    """
+    from paho.mqtt.packettypes import PacketTypes
+    from paho.mqtt.properties import Properties
+
+    window = 100
+    kwargs = {}
+    if v5:
+        window = 40
+        props = Properties(PacketTypes.CONNECT)
+        props.ReceiveMaximum = window
+        kwargs = {"protocol": aiomqtt.ProtocolVersion.V5, "properties": props}
     got: list[int] = []
-    client = IngestClient("127.0.0.1", broker.port, identifier="test-window", sink=lambda t, p, mid, q: got.append(mid))
+    client = IngestClient("127.0.0.1", broker.port, identifier="test-window",
+                          sink=lambda t, p, mid, q: got.append(mid), **kwargs)
     client._client.manual_ack_set(True)
     async with client:
         await client.subscribe("em/dev/+/fix", qos=1)
         await _publish(broker.port, [("em/dev/D/fix", b"x", 1)] * 300)
-        await procs.until(lambda: len(got) >= 100, 10, "the first 100")
+        await procs.until(lambda: len(got) >= window, 10, f"the first {window}")
         await asyncio.sleep(0.5)
-        assert len(got) == 100, "mosquitto's max_inflight_messages 100 holds the rest"
-        for mid in list(got):
-            client._client.ack(mid, 1)
-        await procs.until(lambda: len(got) >= 200, 10, "the next 100 after the acks")
-        for mid in got[100:]:
-            client._client.ack(mid, 1)
-        await procs.until(lambda: len(got) == 300, 10, "all 300")
+        assert len(got) == window, "the rest waits at the broker"
+        for acked in range(window, 300, window):  # ack one window, the broker sends the next
+            for mid in got[acked - window : acked]:
+                client._client.ack(mid, 1)
+            expect = min(300, acked + window)
+            await procs.until(lambda n=expect: len(got) >= n, 10, f"{expect} after the acks")
+        assert len(got) == 300
 
 
 async def test_paused_reading_holds_messages_and_resume_delivers_every_one(broker):
@@ -193,3 +209,41 @@ async def test_qos_0_1_2_and_v5_properties_all_arrive_intact(broker, protocol):
         await procs.until(lambda: len(got) >= 6, 10, "six messages")
         await asyncio.sleep(0.2)
     assert sorted(got) == sorted(("em/dev/D/fix", b'{"qos": %d}' % q, q) for q in (0, 1, 2, 1, 0, 2))
+
+
+async def test_while_commits_hang_the_broker_stops_at_the_services_receive_maximum(broker):
+    """MQTT v5: the service asks for at most RECEIVE_MAXIMUM unacknowledged messages, so a store
+    that does not answer stops the flow at the broker (the rest stays queued there), and the
+    PUBACKs of its own publishes never queue behind a flood."""
+    from engine.service import RECEIVE_MAXIMUM
+    from engine.store import MemoryStore
+
+    class HangingStore(MemoryStore):
+        def __init__(self) -> None:
+            super().__init__()
+            self.release = asyncio.Event()
+
+        async def commit(self, delta, messages, alerts):  # type: ignore[override]
+            await self.release.wait()
+            return await super().commit(delta, messages, alerts)
+
+    now = time.time()
+    book = load_orders(orders_doc(valid_from=now - 3600, valid_until=now + 86400))
+    store = HangingStore()
+    cfg = ServiceConfig(broker=f"mqtt://127.0.0.1:{broker.port}", client_id="eng-window")
+    service = Service(Engine(book, EngineConfig()), cfg, store=store, persistent_session=False)
+    stop = asyncio.Event()
+    runner = asyncio.create_task(service.run(stop))
+    await procs.until(lambda: service.connected, 20, "the service subscribed")
+    assert service.connected_protocol == "5"
+    am = DeviceScript("AM-1001")
+    total = RECEIVE_MAXIMUM + 500
+    await _publish(broker.port, [(*am.fix(now - total + i, X0, Y0), 1) for i in range(total)])
+    await procs.until(lambda: service.engine.stats.received >= RECEIVE_MAXIMUM, 30, "a full window")
+    await asyncio.sleep(0.5)
+    assert service.engine.stats.received == RECEIVE_MAXIMUM, "nothing beyond the window while acks are held"
+    store.release.set()
+    await procs.until(lambda: service.engine.stats.received >= total, 30, "the rest once commits land")
+    stop.set()
+    await runner
+    assert service.engine.stats.received == total
