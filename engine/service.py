@@ -61,7 +61,7 @@ Ack = tuple[int, int, int]  # (connection generation, mid, qos)
 BATCH = 64  # messages per micro-batch: alerts of a batch are published when it ends
 PUBLISH_WINDOW = 16  # QoS 1 publishes in flight at once (paho allows 20 by default)
 COMMIT_GATHER_S = 0.005  # longest a processed message waits for its commit to start
-GATHER_ACKS = 64  # ... unless this many are unacknowledged already (brokers allow 100 in flight)
+GATHER_ACKS = 64  # ... unless this many are unacknowledged already (a 3.1.1 broker may allow only 100)
 MAX_UNCOMMITTED = 2048  # processed but not yet committed messages before the processor waits
 # MQTT v5 Receive Maximum: unacknowledged QoS 1 messages the broker may have sent us.  Without
 # it a v5 client allows 65,535 and mosquitto ignores its max_inflight_messages: a flood then
