@@ -50,6 +50,9 @@ class TrackPoint:
         return (TrackPoint, (self.t, self.x, self.y, self.acc, self.key, self.src))
 
 
+_POINT_FIELDS = attrgetter("t", "x", "y", "acc", "key", "src")  # a point as its __reduce__ tuple
+
+
 class SeqMemory:
     """The last ``limit`` distinct sequence numbers of a device; the oldest is forgotten first.
 
@@ -123,8 +126,20 @@ class DeviceTrack:
     # each took a seq nobody can name, so as many missing seqs need not be waited for
     unnumbered: int = 0
 
+    def __reduce__(self) -> tuple[Any, tuple[Any, ...]]:
+        # one tuple of plain values, points as tuples: the default for a slots class builds a
+        # dict of the slots and pickles every point and deque through copyreg, and a track is
+        # stored with every commit that touches its case (engine.case_state)
+        points = list(map(_POINT_FIELDS, self.points))
+        return (_restore_track, (
+            self.device, self.seen, self.pending, self.first_pending_arrival,
+            self.last_pending_arrival, points, self.newest_t, self.last_arrival, self.suspect,
+            self.last_seq, self.unnumbered,
+        ))
+
     def __setstate__(self, state: tuple[dict[str, Any] | None, dict[str, Any]]) -> None:
-        self.unnumbered = 0  # absent from parts stored before it existed
+        # tracks pickled before __reduce__ (copyreg's slots state); they lack ``unnumbered``
+        self.unnumbered = 0
         for name, value in state[1].items():
             setattr(self, name, value)
 
@@ -300,3 +315,17 @@ def _plausible(a: TrackPoint, b: TrackPoint, max_speed: float) -> bool:
     slack = a.acc + b.acc
     dt = abs(b.t - a.t)
     return dist - slack <= max_speed * max(dt, 1.0)
+
+
+def _restore_track(
+    device: str, seen: SeqMemory, pending: list[Fix], first_pending_arrival: float,
+    last_pending_arrival: float, points: list[tuple[float, float, float, float, str, str]],
+    newest_t: float, last_arrival: float, suspect: list[TrackPoint], last_seq: int | None,
+    unnumbered: int,
+) -> DeviceTrack:
+    """Unpickle a ``DeviceTrack`` from its ``__reduce__`` tuple."""
+    return DeviceTrack(
+        device, seen, pending, first_pending_arrival, last_pending_arrival,
+        deque((TrackPoint(*p) for p in points), maxlen=TRACK_POINTS), newest_t, last_arrival,
+        suspect, last_seq, unnumbered,
+    )
