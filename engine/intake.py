@@ -121,7 +121,10 @@ class LeanPublishPaho(mqtt.Client):
         if qos:
             mid = (packet[pos] << 8) | packet[pos + 1]
             pos += 2
-        if self._protocol == mqtt.MQTTv5:  # skip the properties: a variable byte integer length
+        # v5 properties are skipped (their length is a variable byte integer).  None carries
+        # what the engine needs: a topic alias could, but a broker sends aliases only to a
+        # client whose CONNECT allowed them (Topic Alias Maximum), and ours does not
+        if self._protocol == mqtt.MQTTv5:
             length, shift = 0, 0
             while True:
                 byte = packet[pos]
