@@ -87,12 +87,17 @@ def predict_position_unchecked(
     """``predict_position`` for callers whose tracks are non-empty, ascending float64 1-D
     arrays by construction (the engine's device tracks): the same kernel without the array
     checks (a negative ``max_extrapolation_s`` still raises)."""
-    if not max_extrapolation_s >= 0.0:
-        raise GeoError("predict_position: max_extrapolation_s must be >= 0")
+    _require_extrapolation_bound(max_extrapolation_s)
     x, y, unc, gap = kernels.predict_track(
         track_t, track_x, track_y, float(t), float(max_extrapolation_s), float(min_speed_mps)
     )
     return float(x), float(y), float(unc), float(gap)
+
+
+def _require_extrapolation_bound(max_extrapolation_s: float) -> None:
+    # "not >=" also refuses NaN
+    if not max_extrapolation_s >= 0.0:
+        raise GeoError("predict_position: max_extrapolation_s must be >= 0")
 
 
 class Sample(Protocol):
@@ -125,8 +130,7 @@ def predict_on_samples(
     whole track into three arrays for each question cost more than the answer; the same
     helpers then give the same numbers (``kernels.predict_from_samples``).
     """
-    if not max_extrapolation_s >= 0.0:
-        raise GeoError("predict_position: max_extrapolation_s must be >= 0")
+    _require_extrapolation_bound(max_extrapolation_s)
     n = len(samples)
     last = samples[-1]
     if t >= last.t:

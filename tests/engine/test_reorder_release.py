@@ -19,6 +19,14 @@ def engine() -> Engine:
     return Engine(load_orders(orders_doc(exclusion=[{"id": "Z-ban", "polygon": square(*BAN, 200.0)}])))
 
 
+def in_service() -> tuple[Engine, DeviceScript]:
+    """An engine that has evaluated AM-1001's first fix (seq 1), so it knows the sequence."""
+    e, dev = engine(), DeviceScript("AM-1001")
+    e.handle(*dev.fix(T0, *ORIGIN), T0 + 0.2)
+    e.tick(T0 + 1)
+    return e, dev
+
+
 def evaluated(e: Engine) -> int:
     return e.stats.evaluated
 
@@ -45,9 +53,7 @@ def test_an_alarm_in_sequence_is_raised_without_waiting_for_a_tick() -> None:
 
 
 def test_a_gap_holds_the_fix_until_it_is_filled_then_both_go_in_order() -> None:
-    e, dev = engine(), DeviceScript("AM-1001")
-    e.handle(*dev.fix(T0, *ORIGIN), T0 + 0.2)
-    e.tick(T0 + 1)
+    e, dev = in_service()
     second, third = dev.fix(T0 + 10, *ORIGIN), dev.fix(T0 + 20, *ORIGIN)
     e.handle(*third, T0 + 20.2)
     assert evaluated(e) == 1  # seq 2 is missing: wait
@@ -59,9 +65,7 @@ def test_a_gap_holds_the_fix_until_it_is_filled_then_both_go_in_order() -> None:
 
 def test_an_event_closes_the_gap_in_the_shared_sequence() -> None:
     """Fixes and events share one counter (contract: seq per device)."""
-    e, dev = engine(), DeviceScript("AM-1001")
-    e.handle(*dev.fix(T0, *ORIGIN), T0 + 0.2)
-    e.tick(T0 + 1)
+    e, dev = in_service()
     event = dev.event(T0 + 5, "charger_connected")
     e.handle(*dev.fix(T0 + 10, *ORIGIN), T0 + 10.2)
     assert evaluated(e) == 1
@@ -70,9 +74,7 @@ def test_an_event_closes_the_gap_in_the_shared_sequence() -> None:
 
 
 def test_a_gap_that_is_never_filled_waits_only_the_quiet_period() -> None:
-    e, dev = engine(), DeviceScript("AM-1001")
-    e.handle(*dev.fix(T0, *ORIGIN), T0 + 0.2)
-    e.tick(T0 + 1)
+    e, dev = in_service()
     dev.seq += 1  # lost on the way
     e.handle(*dev.fix(T0 + 20, *ORIGIN), T0 + 20.2)
     e.tick(T0 + 20.4)
@@ -83,9 +85,7 @@ def test_a_gap_that_is_never_filled_waits_only_the_quiet_period() -> None:
 
 def test_a_late_upload_is_gathered_even_in_sequence() -> None:
     """Buffered fixes arriving long after their device time are judged together, as before."""
-    e, dev = engine(), DeviceScript("AM-1001")
-    e.handle(*dev.fix(T0, *ORIGIN), T0 + 0.2)
-    e.tick(T0 + 1)
+    e, dev = in_service()
     late_arrival = T0 + 3600
     for i in range(1, 4):
         e.handle(*dev.fix(T0 + 10 * i, *ORIGIN), late_arrival + 0.01 * i)
@@ -96,9 +96,7 @@ def test_a_late_upload_is_gathered_even_in_sequence() -> None:
 
 def test_a_rejected_message_that_names_its_seq_does_not_hold_the_next_fix() -> None:
     """A dead-lettered fix (here acc 0) still used its seq; the fix after it need not wait."""
-    e, dev = engine(), DeviceScript("AM-1001")
-    e.handle(*dev.fix(T0, *ORIGIN), T0 + 0.2)
-    e.tick(T0 + 1)
+    e, dev = in_service()
     effects = e.handle(*dev.fix(T0 + 10, *ORIGIN, acc=0), T0 + 10.2)
     assert [m.channel for m in effects.messages] == ["deadletter"]
     e.handle(*dev.fix(T0 + 20, *ORIGIN), T0 + 20.2)
@@ -110,9 +108,7 @@ BROKEN = b'{"v":1,"device":"AM-1001","seq":'  # truncated: its seq cannot be rea
 
 def test_a_message_too_broken_to_name_its_seq_stands_for_one_missing_seq() -> None:
     """It came on the device's own topic, so it took a seq: the fix after it need not wait."""
-    e, dev = engine(), DeviceScript("AM-1001")
-    e.handle(*dev.fix(T0, *ORIGIN), T0 + 0.2)
-    e.tick(T0 + 1)
+    e, dev = in_service()
     e.handle("em/dev/AM-1001/fix", BROKEN, T0 + 10.2)
     dev.seq += 1  # the broken message's seq
     e.handle(*dev.fix(T0 + 20, *ORIGIN), T0 + 20.2)
@@ -127,9 +123,7 @@ def test_a_message_too_broken_to_name_its_seq_stands_for_one_missing_seq() -> No
 
 
 def test_a_broken_message_arriving_after_the_gapped_fix_releases_it() -> None:
-    e, dev = engine(), DeviceScript("AM-1001")
-    e.handle(*dev.fix(T0, *ORIGIN), T0 + 0.2)
-    e.tick(T0 + 1)
+    e, dev = in_service()
     dev.seq += 1
     e.handle(*dev.fix(T0 + 20, *ORIGIN), T0 + 20.2)
     assert evaluated(e) == 1
@@ -139,9 +133,7 @@ def test_a_broken_message_arriving_after_the_gapped_fix_releases_it() -> None:
 
 def test_the_broken_message_count_ends_with_the_release_it_served() -> None:
     """Two broken messages, one gap: the spare one must not excuse a later, real gap."""
-    e, dev = engine(), DeviceScript("AM-1001")
-    e.handle(*dev.fix(T0, *ORIGIN), T0 + 0.2)
-    e.tick(T0 + 1)
+    e, dev = in_service()
     for k in range(2):
         e.handle("em/dev/AM-1001/fix", BROKEN, T0 + 5 + k)
     dev.seq += 1
@@ -153,9 +145,7 @@ def test_the_broken_message_count_ends_with_the_release_it_served() -> None:
 
 
 def test_a_broken_message_on_another_devices_topic_changes_nothing_here() -> None:
-    e, dev = engine(), DeviceScript("AM-1001")
-    e.handle(*dev.fix(T0, *ORIGIN), T0 + 0.2)
-    e.tick(T0 + 1)
+    e, dev = in_service()
     e.handle("em/dev/AM-2002/fix", BROKEN, T0 + 10.2)
     dev.seq += 1
     e.handle(*dev.fix(T0 + 20, *ORIGIN), T0 + 20.2)
