@@ -18,6 +18,7 @@ import math
 from collections import Counter
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
+from operator import attrgetter
 
 from devices.decode import dead_letter_record, decode_message
 from devices.model import DeviceEvent, Fix, Rejection
@@ -155,8 +156,13 @@ class Engine:
             owntracks_map=self.book.owntracks,
             max_future_s=self.config.max_future_s,
         )
-        effects = Effects()
         self.stats.received += 1
+        if not decoded.rejections and not decoded.events:
+            # nearly every message: one or more fixes and nothing else to report
+            for fix in decoded.fixes:
+                self._accept_fix(fix, now)
+            return self.release_due(now)
+        effects = Effects()
         for rejection in decoded.rejections:
             self.stats.rejected[rejection.reason.value] += 1
             effects.messages.append(deadletter(self.config.prefix, dead_letter_record(rejection)))
@@ -232,8 +238,7 @@ class Engine:
     # --- time ----------------------------------------------------------------------------
     def release_due(self, now: float, *, force: bool = False) -> Effects:
         """Evaluate every device whose reorder buffer is due (all of them with ``force``)."""
-        ctx = self._ctx(now)
-        rules = ctx.rules
+        rules = self.config.rules
         index = self.__dict__.get("_due_index")
         if index is None or index[0] is not self.tracks or index[2] is not rules:
             heap = [(_due_key(t, rules), d) for d, t in self.tracks.items() if t.pending]
@@ -262,7 +267,10 @@ class Engine:
             due = list(found.values())
         if not due:
             return Effects()  # what _finish gives for a context nothing was added to
-        for track in sorted(due, key=lambda t: t.device):
+        ctx = self._ctx(now)
+        if len(due) > 1:
+            due.sort(key=_device_of)
+        for track in due:
             self._touch(track.device)
             fixes = track.release()
             self._evaluate_fixes(ctx, track, fixes)
@@ -614,6 +622,9 @@ def _regrouped(old: Cases, new: Cases) -> set[str]:
                 if outside is not None:
                     touched.add(outside + key)  # a device known before only by its messages
     return touched
+
+
+_device_of = attrgetter("device")
 
 
 def _due_key(track: DeviceTrack, rules: RuleConfig) -> float:

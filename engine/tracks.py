@@ -192,7 +192,9 @@ class DeviceTrack:
 
     def release(self) -> list[Fix]:
         """Pending fixes in device-time order (ties broken by seq for determinism)."""
-        out = sorted(self.pending, key=lambda f: (f.t, f.seq))
+        out = self.pending
+        if len(out) > 1:
+            out.sort(key=_time_and_seq)
         self.pending = []
         self.unnumbered = 0  # the gap they may have caused is closed or given up now
         for f in out:
@@ -308,6 +310,7 @@ class DeviceTrack:
 
 
 _time_of = attrgetter("t")
+_time_and_seq = attrgetter("t", "seq")
 
 
 def _plausible(a: TrackPoint, b: TrackPoint, max_speed: float) -> bool:

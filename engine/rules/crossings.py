@@ -371,6 +371,8 @@ class ApprovedCrossings:
             return {}
         out = {}
         for order in orders:
+            if not order.corridors and not order.time_windows:
+                continue  # nothing can cap it (``_in_force`` would find None): most orders
             sup = self._in_force(ctx, order, t)
             if sup is not None:
                 out[order.id] = sup

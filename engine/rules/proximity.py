@@ -94,23 +94,19 @@ class ProximityRules:
         self, a: DeviceTrack, b: DeviceTrack, t: float, max_extrap_s: float
     ) -> PairReading | None:
         """Distance, closing speed and time to contact of two tracks at device time ``t``."""
-        pa, pb = _predict(a, t, max_extrap_s), _predict(b, t, max_extrap_s)
-        if pa is None or pb is None:
+        if not a.points or not b.points:
             return None
-        (ax, ay, a_extra, a_stale, a_acc, a_key), (bx, by, b_extra, b_stale, b_acc, b_key) = pa, pb
+        ax, ay, a_extra, a_stale = a.position_at(t, max_extrap_s)
+        bx, by, b_extra, b_stale = b.position_at(t, max_extrap_s)
+        a_near, b_near = a.nearest(t), b.nearest(t)
         avx, avy = a.velocity(min(t, a.newest_t))
         bvx, bvy = b.velocity(min(t, b.newest_t))
         d, cs, ttc = assess_pair(ax, ay, avx, avy, bx, by, bvx, bvy)
         cpa, t_cpa = closest_point_of_approach(bx - ax, by - ay, bvx - avx, bvy - avy)
+        # positionally, in field order: keyword passing cost more than the arithmetic above
         return PairReading(
-            distance_m=d,
-            closing_speed_mps=cs,
-            time_to_contact_s=ttc,
-            slack_m=a_acc + a_extra + b_acc + b_extra,
-            evidence=(a_key, b_key),
-            stale_s=max(a_stale, b_stale),
-            cpa_m=cpa,
-            t_cpa_s=t_cpa,
+            d, cs, ttc, a_near.acc + a_extra + b_near.acc + b_extra, (a_near.key, b_near.key),
+            max(a_stale, b_stale), cpa, t_cpa,
         )
 
     def evaluate(
@@ -136,12 +132,13 @@ class ProximityRules:
         if victim_stale > rules.partner_stale_s:
             self._silent_victim(ctx, order, rule, subject_track, victim_track, t, victim_stale)
             return
-        self._end_silence(ctx, order, rule, "victim device reporting again")
+        target = f"{order.subject}~{rule.protected_person}"
+        if ctx.alerts.open_for(order.id, "device_silent", target) is not None:
+            self._end_silence(ctx, order, rule, "victim device reporting again")
         r = self.reading(subject_track, victim_track, t, rules.partner_max_extrapolation_s)
         if r is None:
             return
         level, certainty = grade(rule, r, rules.fast_approach_ttc_s)
-        target = f"{order.subject}~{rule.protected_person}"
         current = ctx.alerts.open_for(order.id, "proximity", target)
         if current is None and level is None:  # the common case: apart, nothing open
             ep.start, ep.possible_run = None, 0
@@ -351,16 +348,6 @@ def closest_point_of_approach(rx: float, ry: float, vx: float, vy: float) -> tup
     if t <= 0:
         return math.hypot(rx, ry), 0.0
     return math.hypot(rx + vx * t, ry + vy * t), t
-
-
-def _predict(
-    track: DeviceTrack, t: float, max_extrap_s: float
-) -> tuple[float, float, float, float, float, str] | None:
-    if not track.points:
-        return None
-    x, y, extra, extrapolated = track.position_at(t, max_extrap_s)
-    nearest = track.nearest(t)
-    return (x, y, extra, extrapolated, nearest.acc, nearest.key)
 
 
 def _detail(r: PairReading, level: str) -> str:

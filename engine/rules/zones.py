@@ -187,7 +187,8 @@ class ZoneRules:
         rules = ctx.rules
         certainty = inside_certainty(dist, fix.acc)
         target = f"{subject}@{zone.zone_id}"
-        is_open = ctx.alerts.open_for(order.id, "exclusion", target) is not None
+        current = ctx.alerts.open_for(order.id, "exclusion", target)
+        is_open = current is not None
         if certainty is not None:
             ep.clear_run = 0
             if ep.candidate_start is None:
@@ -216,7 +217,6 @@ class ZoneRules:
             return
         lone, ep.unconfirmed = ep.unconfirmed, None
         before, ep.last_outside = ep.last_outside, point
-        current = ctx.alerts.open_for(order.id, "exclusion", target)
         if ep.possible_run and lone is not None and current is not None and current.level == "warning":
             if before is not None and self._passed_through(order, zone, before, lone, point):
                 _raise_exclusion(
