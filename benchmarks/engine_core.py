@@ -37,6 +37,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 
 from ingest import build_engine, build_scenario, build_stream  # noqa: E402
 
+from engine.native import build_name  # noqa: E402
 from engine.timeutil import format_time, parse_time  # noqa: E402
 
 T0 = parse_time("2026-11-24T21:30:00Z")  # 22:30 in Amsterdam: the night curfews are active
@@ -132,6 +133,7 @@ def main() -> None:
     )
     args = parser.parse_args()
     # warm the JIT (and the Numba cache) outside the timed runs
+    print(f"build={build_name()}", flush=True)  # engine.native: pure or compiled modules
     warm_doc = pinned_doc(10, args.seed)
     run_once(warm_doc, messages_for(10, 200, args.seed, args.rate), digest=False)
     for subjects in args.subjects or [2_000, 10_000]:

@@ -57,6 +57,7 @@ if str(ROOT) not in sys.path:
     sys.path.insert(0, str(ROOT))
 
 from engine.broker import free_port, mosquitto_binary, wait_for_port  # noqa: E402
+from engine.native import build_name  # noqa: E402
 from engine.testing import ORIGIN  # noqa: E402
 from engine.timeutil import format_time, parse_time  # noqa: E402
 from geo.projection import Projector  # noqa: E402
@@ -818,6 +819,7 @@ def report(
 
 
 async def main_async(args: argparse.Namespace) -> None:
+    print(f"build={build_name()} (engine.native; benchmarks/native_tree.py makes a compiled copy)")
     with tempfile.TemporaryDirectory(prefix="emguard-ingest-") as tmpdir:
         tmp = Path(tmpdir)
         bench = Bench(args, tmp)

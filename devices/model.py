@@ -11,6 +11,8 @@ import enum
 from dataclasses import dataclass, field
 from typing import Any, Literal
 
+from mypy_extensions import mypyc_attr
+
 FixSource = Literal["gnss", "wifi", "cell"]
 StrapState = Literal["ok", "open", "cut"]
 
@@ -51,6 +53,7 @@ class RejectReason(enum.StrEnum):
     INTERNAL_ERROR = "internal_error"  # a decoder bug, caught so it cannot stop the engine
 
 
+@mypyc_attr(native_class=False)  # pickled in case parts as before (engine.state_pickle)
 @dataclass(frozen=True, slots=True)
 class Fix:
     """One position report from a device (contract §2), validated."""
@@ -75,6 +78,7 @@ class Fix:
         return f"{self.device}:{self.seq}"
 
 
+@mypyc_attr(native_class=False)  # pickled in case parts as before (engine.state_pickle)
 @dataclass(frozen=True, slots=True)
 class DeviceEvent:
     """One device event (contract §3), validated."""

@@ -19,6 +19,8 @@ from dataclasses import dataclass, field, fields, replace
 from operator import attrgetter
 from typing import Any, Literal
 
+from mypy_extensions import mypyc_attr
+
 from engine.errors import EngineError
 from engine.timeutil import format_time
 
@@ -54,6 +56,7 @@ class AlertActionError(EngineError):
     """An operator action that does not apply (unknown alert, already resolved, bad action)."""
 
 
+@mypyc_attr(native_class=False)  # pickled in case parts as before (engine.state_pickle)
 @dataclass(frozen=True, slots=True)
 class HistoryEntry:
     """Who did what to an alert, and when (processing time)."""
@@ -65,6 +68,7 @@ class HistoryEntry:
     note: str = ""
 
 
+@mypyc_attr(native_class=False)  # pickled in case parts as before (engine.state_pickle)
 @dataclass(frozen=True, slots=True)
 class Alert:
     """An alert as the monitoring centre sees it (contract §5), plus its history."""
@@ -132,6 +136,7 @@ class Alert:
         return out
 
 
+@mypyc_attr(native_class=False)  # pickled in case parts as before (engine.state_pickle)
 @dataclass(frozen=True, slots=True)
 class AlertChange:
     """One published state change: the alert after the change and what changed."""

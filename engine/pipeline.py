@@ -115,6 +115,9 @@ class Engine:
         # tick() without a pass over every track: see _SilenceIndex and forget_old_victim_positions
         self._silence_index: _SilenceIndex | None = None
         self._victim_floor: tuple[dict[str, DeviceTrack], OrderBook, float] | None = None
+        # reorder-buffer due times (release_due); a declared attribute, not a __dict__ entry,
+        # so that the class also compiles (engine.native)
+        self._due_index: tuple[dict[str, DeviceTrack], list[tuple[float, str]], RuleConfig] | None = None
         self.book = book
         self.set_orders(book)
 
@@ -218,7 +221,7 @@ class Engine:
     def _schedule(self, track: DeviceTrack) -> None:
         # a heap of reorder-buffer due times, so release_due need not scan every track per
         # message; an index of a replaced ``tracks`` dict (restore) is rebuilt by release_due
-        index = self.__dict__.get("_due_index")
+        index = self._due_index
         if index is not None and index[0] is self.tracks and index[2] is self.config.rules:
             heapq.heappush(index[1], (_due_key(track, self.config.rules), track.device))
 
@@ -239,11 +242,11 @@ class Engine:
     def release_due(self, now: float, *, force: bool = False) -> Effects:
         """Evaluate every device whose reorder buffer is due (all of them with ``force``)."""
         rules = self.config.rules
-        index = self.__dict__.get("_due_index")
+        index = self._due_index
         if index is None or index[0] is not self.tracks or index[2] is not rules:
             heap = [(_due_key(t, rules), d) for d, t in self.tracks.items() if t.pending]
             heapq.heapify(heap)
-            index = self.__dict__["_due_index"] = (self.tracks, heap, rules)
+            index = self._due_index = (self.tracks, heap, rules)
         heap = index[1]
         if force:
             due = [t for t in self.tracks.values() if t.pending]
@@ -367,7 +370,7 @@ class Engine:
         changes tracks, ``silent``, alerts or limits in place by other means (``restore_parts``)
         must call this afterwards.
         """
-        self.__dict__.pop("_due_index", None)
+        self._due_index = None
         self._silence_index = None
         self._victim_floor = None
         self.expiry = ExpiryWatch()

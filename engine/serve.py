@@ -16,6 +16,7 @@ from engine.errors import ConfigError
 from engine.evidence import Chain, attach, open_log
 from engine.heap import FreezeAfterFullPass, freeze_loaded_state
 from engine.logjson import use_json_logs
+from engine.native import build_name, stale_extensions
 from engine.orders import load_orders
 from engine.pipeline import Engine
 from engine.service import Service
@@ -79,7 +80,13 @@ async def run_serve(cfg: ServiceConfig) -> None:
         if HttpServer is not None:
             server = HttpServer(service, host=cfg.http_host, port=cfg.http_port)
             await server.start()
-    log.info("emguard serving %d orders from %s on %s", len(book.orders), cfg.orders, cfg.broker)
+    stale = stale_extensions()
+    if stale:  # an in-place build older than an edited source: the edit would not run
+        raise ConfigError(f"compiled extensions older than their sources: {', '.join(stale)}")
+    log.info(
+        "emguard serving %d orders from %s on %s (%s build)",
+        len(book.orders), cfg.orders, cfg.broker, build_name(),
+    )
     try:
         await service.run(stop)
     finally:

@@ -3,11 +3,15 @@
 from __future__ import annotations
 
 from dataclasses import dataclass, field
+from typing import TYPE_CHECKING
 
 from engine.alerts import AlertBook, AlertChange
 from engine.config import RuleConfig
 from engine.messages import Outgoing
 from engine.orders import OrderBook
+
+if TYPE_CHECKING:
+    from engine.rules.crossings import CappedAlerts
 
 
 @dataclass(slots=True)
@@ -15,7 +19,9 @@ class RuleContext:
     """Shared, mutable per-step context: the orders, the alert book, and what to emit."""
 
     book: OrderBook
-    alerts: AlertBook
+    # the book, or its capping view while approved crossings hold (a declared union, not a
+    # cast: the compiled build checks what is assigned here)
+    alerts: AlertBook | CappedAlerts
     rules: RuleConfig
     prefix: str
     now: float = 0.0

@@ -42,9 +42,10 @@ from collections.abc import Iterator
 from contextlib import AbstractContextManager, contextmanager, nullcontext
 from dataclasses import dataclass, replace
 from operator import attrgetter
-from typing import Any, cast
+from typing import Any
 
 import numpy as np
+from mypy_extensions import mypyc_attr
 
 from devices.model import Fix
 from engine.alerts import LEVEL_RANK, AlertBook, AlertChange, HistoryEntry
@@ -264,6 +265,7 @@ def window_key(order_id: str, window_id: str) -> str:
     return f"{order_id}/window/{window_id}"
 
 
+@mypyc_attr(native_class=False)  # pickled in case parts as before (engine.state_pickle)
 @dataclass(frozen=True, slots=True)
 class Suppression:
     """Why an order's alerts are capped at ``info`` right now."""
@@ -280,6 +282,7 @@ class Suppression:
         return f"suppressed: in time window {self.ident} ({self.reason}; would be {level})"
 
 
+@mypyc_attr(native_class=False)  # pickled in case parts as before (engine.state_pickle)
 @dataclass(slots=True)
 class CorridorVisit:
     """One subject's passage through one corridor: his recent points in it, whether he stands."""
@@ -447,7 +450,7 @@ class ApprovedCrossings:
     @contextmanager
     def _capped(self, ctx: RuleContext, caps: dict[str, Suppression]) -> Iterator[None]:
         book, first_msg = ctx.alerts, len(ctx.messages)
-        ctx.alerts = cast(AlertBook, CappedAlerts(book, ctx, caps, self.noted))
+        ctx.alerts = CappedAlerts(book, ctx, caps, self.noted)
         try:
             yield
         finally:
@@ -474,7 +477,11 @@ class CappedAlerts:
     """
 
     def __init__(
-        self, book: AlertBook, ctx: RuleContext, caps: dict[str, Suppression], noted: dict[str, int]
+        self,
+        book: AlertBook | CappedAlerts,
+        ctx: RuleContext,
+        caps: dict[str, Suppression],
+        noted: dict[str, int],
     ) -> None:
         self._book = book
         self._ctx = ctx

@@ -9,11 +9,13 @@ from __future__ import annotations
 
 from collections import deque
 from dataclasses import dataclass, field
+from typing import Any
 
 from devices.model import DeviceEvent, Fix
 from engine.alerts import Alert, Level
 from engine.orders import Order
 from engine.rules.context import RuleContext
+from engine.state_pickle import restore_slots
 
 
 @dataclass(slots=True)
@@ -22,6 +24,14 @@ class BatteryTrend:
 
     samples: deque[tuple[float, float]] = field(default_factory=lambda: deque(maxlen=32))
     charging: bool = False
+
+    def __reduce__(self) -> tuple[type[BatteryTrend], tuple[Any, ...]]:
+        # the constructor with the field values: the same pickle from the pure and the
+        # compiled build (engine.state_pickle)
+        return (BatteryTrend, (self.samples, self.charging))
+
+    def __setstate__(self, state: tuple[dict[str, Any] | None, dict[str, Any]]) -> None:
+        restore_slots(self, state)  # stored before __reduce__
 
     def add(self, t: float, pct: float) -> None:
         if self.samples and t <= self.samples[-1][0]:

@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import math
 from dataclasses import dataclass
+from typing import Any
 
 import numpy as np
 
@@ -21,6 +22,7 @@ from engine.messages import set_interval, subject_prompt
 from engine.orders import Order, ZoneRule
 from engine.rules.context import RuleContext
 from engine.rules.crossings import SegmentHit, path_margin, segment_usable, segments_in_zones
+from engine.state_pickle import restore_slots
 from engine.tracks import TrackPoint
 from geo.certainty import inside_certainty, outside_certainty
 from geo.index import ZoneIndex
@@ -46,6 +48,18 @@ class ZoneEpisode:
     last_outside: TrackPoint | None = None  # the last fix outside the zone
     last_t: float = float("-inf")
     crossed: tuple[float, float] | None = None  # device-time span of the last path crossing raised
+
+    def __reduce__(self) -> tuple[type[ZoneEpisode], tuple[Any, ...]]:
+        # the constructor with the field values: the same pickle from the pure and the
+        # compiled build (engine.state_pickle)
+        return (ZoneEpisode, (
+            self.possible_run, self.clear_run, self.candidate_start, self.outside_since,
+            self.window, self.forewarned, self.pursuit, self.unconfirmed, self.last_outside,
+            self.last_t, self.crossed,
+        ))
+
+    def __setstate__(self, state: tuple[dict[str, Any] | None, dict[str, Any]]) -> None:
+        restore_slots(self, state)  # stored before __reduce__
 
 
 class ZoneRules:

@@ -117,6 +117,7 @@ def _run(cls: type[Engine], restore_at: int | None = None) -> tuple[list[Effects
     return out, dropped
 
 
+@pytest.mark.pure_python  # subclasses Engine and swaps its ExpiryWatch for a stand-in
 @pytest.mark.parametrize("restore_at", [None, 8, 25, 45])
 def test_tick_shortcuts_match_the_full_passes(restore_at: int | None) -> None:
     """Silence, return, expiry, escalation and victim-point retention: same effects, same state,

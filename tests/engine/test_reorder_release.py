@@ -8,6 +8,8 @@ anything older, so it is evaluated in the same step.  Gaps and late uploads stil
 
 from __future__ import annotations
 
+import dataclasses
+
 from engine.orders import load_orders
 from engine.pipeline import Engine
 from engine.testing import ORIGIN, T0, DeviceScript, orders_doc, square
@@ -156,6 +158,7 @@ def test_a_track_stored_before_the_count_existed_restores_with_none() -> None:
     from engine.tracks import DeviceTrack
 
     t = DeviceTrack.__new__(DeviceTrack)
-    stored = {n: getattr(DeviceTrack("AM-1"), n) for n in DeviceTrack.__slots__ if n != "unnumbered"}
+    names = [f.name for f in dataclasses.fields(DeviceTrack)]
+    stored = {n: getattr(DeviceTrack("AM-1"), n) for n in names if n != "unnumbered"}
     t.__setstate__((None, stored))
     assert t.unnumbered == 0 and t.device == "AM-1"

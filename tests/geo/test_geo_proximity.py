@@ -70,7 +70,7 @@ def test_assess_pairs_writes_into_out() -> None:
     """Caller-given output arrays are filled and returned."""
     out = (np.empty(1), np.empty(1), np.empty(1))
     res = assess_pairs(*[np.array([v]) for v in (0.0, 0, 0, 0, 3, 4, 0, 0)], out=out)
-    assert res is out and out[0][0] == 5.0
+    assert all(r is o for r, o in zip(res, out, strict=True)) and out[0][0] == 5.0
 
 
 TT = np.array([0.0, 10.0, 20.0])
