@@ -1,13 +1,19 @@
 """The asyncio service: the only module that owns the event loop and the MQTT client.
 
-Three tasks around the pure ``Engine``:
+Tasks around the pure ``Engine``:
 
 * ``_connection``: connects (MQTT v5, falling back to 3.1.1 for brokers that
-  refuse it), subscribes, and publishes the outbox while connected; reconnects
-  with backoff.  Received messages go straight from the client's callback into
-  a **bounded** inbox (``engine/intake.py``): QoS 1 messages are acknowledged
-  only once processed, so the broker's in-flight window limits them, and a full
-  inbox stops the socket being read (explicit back-pressure, never a silent drop).
+  refuse it) and subscribes; reconnects with backoff.  Received messages go
+  straight from the client's callback into a **bounded** inbox
+  (``engine/intake.py``): QoS 1 messages are acknowledged only once processed,
+  so the broker's in-flight window limits them, and a full inbox stops the
+  socket being read (explicit back-pressure, never a silent drop).
+* ``_publishing``: a second connection (client id ``<client_id>-pub``) that
+  publishes the outbox.  On the subscribing connection the PUBACK for an alert
+  queues behind every device message the broker has already written to us: a
+  flood the engine cannot keep up with (QoS 0, or mosquitto 2.0 sending past
+  our Receive Maximum) held it there for over 10 s, aiomqtt gave up and the
+  service reconnected, and the outbox, one alert per PUBACK, stalled meanwhile.
 * ``_processor``: takes micro-batches from the inbox through the engine and
   hands them to ``_committer``, which commits in the background (group commit:
   while one commit is on its way to the store, the next batches are processed
@@ -65,8 +71,9 @@ GATHER_ACKS = 64  # ... unless this many are unacknowledged already (a 3.1.1 bro
 MAX_UNCOMMITTED = 2048  # processed but not yet committed messages before the processor waits
 # MQTT v5 Receive Maximum: unacknowledged QoS 1 messages the broker may have sent us.  Without
 # it a v5 client allows 65,535 and mosquitto ignores its max_inflight_messages: a flood then
-# stacks up in the socket, and the PUBACKs for our own alert publishes queue behind it (aiomqtt
-# gave up on one after 10 s in a benchmark).  1,024 is ~0.1 s of work at full speed.
+# stacks up in the socket.  1,024 is ~0.1 s of work at full speed.  Not a hard bound: mosquitto
+# 2.0.11 sent 3x a Receive Maximum of 100 while acks and new messages interleaved, and 20,000+
+# were outstanding in the ingest benchmark's Redis pass (hence the separate publishing connection).
 RECEIVE_MAXIMUM = 1024
 TICK_S = 0.2
 
@@ -98,8 +105,9 @@ class Service:
         self.outbox_ready = asyncio.Event()
         self.listeners: list[Listener] = []
         self.before_ack: list[Callable[[], None]] = []  # e.g. flush the evidence log
-        self.connected = False
+        self.connected = False  # subscribed: what devices publish from now on reaches us
         self.connected_protocol: str | None = None
+        self.publishing = False  # the outbox's own connection is up
         self.store_connected = True  # in-memory state is always there; a store is checked at start
         self.published = 0
         self.reconnects = 0
@@ -125,6 +133,7 @@ class Service:
         await self._recover(stop)
         tasks = [
             asyncio.create_task(self._connection(stop), name="mqtt"),
+            asyncio.create_task(self._publishing(), name="mqtt-publish"),
             asyncio.create_task(self._processor(), name="processor"),
             asyncio.create_task(self._committer_loop(), name="committer"),
             asyncio.create_task(self._ticker(stop), name="ticker"),
@@ -132,16 +141,17 @@ class Service:
         try:
             await stop.wait()
         finally:
-            for task in tasks[1:]:
+            for task in tasks[2:]:
                 task.cancel()
-            for task in tasks[1:]:
+            for task in tasks[2:]:
                 with contextlib.suppress(asyncio.CancelledError):
                     await task
             await self._drain_inbox()
             self._emit(self.engine.flush(self.clock()))
             with contextlib.suppress(StoreUnavailable):
                 await self._commit()
-            await self._final_publish(tasks[0])
+            await self._final_publish(tasks[1])
+            await self._close(tasks[0])
             if self.store is not None:
                 await self.store.close()
 
@@ -188,8 +198,9 @@ class Service:
     async def _connection(self, stop: asyncio.Event) -> None:
         backoff = 0.2
         while not stop.is_set():
+            tried = self._protocol_version()
             try:
-                async with self._client() as client:
+                async with self._client(tried) as client:
                     self._generation += 1
                     self._client_ref = client
                     backoff = 0.2
@@ -198,19 +209,11 @@ class Service:
                     # from here on reach us"; a broker drops what arrives before the SUBACK
                     self.connected = True
                     log.info("connected to %s (MQTT %s)", self.config.broker, self.connected_protocol)
-                    publisher = asyncio.create_task(self._publisher(client))
-                    try:
-                        await self._read(client, stop)
-                    finally:
-                        publisher.cancel()
-                        with contextlib.suppress(asyncio.CancelledError):
-                            await publisher
+                    await self._read(client, stop)
                     if stop.is_set():
                         await self._leave_shared_group(client)
             except aiomqtt.MqttError as exc:
-                if self.protocol == "auto" and "protocol" in str(exc).lower() and self.connected_protocol == "5":
-                    log.warning("broker refused MQTT v5 (%s); using 3.1.1", exc)
-                    self.protocol = "3.1.1"
+                if self._v5_refused(exc, tried):
                     continue
                 log.warning("MQTT connection lost or refused: %s; retrying in %.1f s", exc, backoff)
             finally:
@@ -222,6 +225,28 @@ class Service:
                 break
             with contextlib.suppress(TimeoutError):
                 await asyncio.wait_for(stop.wait(), backoff)
+            backoff = min(backoff * 2, 10.0)
+
+    async def _publishing(self) -> None:
+        """The outbox's connection: publishes only, so its PUBACKs never wait behind device traffic.
+
+        Runs until cancelled (after the final publish at shutdown); reconnects with backoff.
+        """
+        backoff = 0.2
+        while True:
+            tried = self._protocol_version()
+            try:
+                async with self._publish_client(tried) as client:
+                    self.publishing = True
+                    backoff = 0.2
+                    await self._publisher(client)
+            except aiomqtt.MqttError as exc:
+                if self._v5_refused(exc, tried):
+                    continue
+                log.warning("MQTT publishing connection lost or refused: %s; retrying in %.1f s", exc, backoff)
+            finally:
+                self.publishing = False
+            await asyncio.sleep(backoff)
             backoff = min(backoff * 2, 10.0)
 
     async def _read(self, client: aiomqtt.Client, stop: asyncio.Event) -> None:
@@ -505,12 +530,16 @@ class Service:
             if ack is not None:
                 self._held_acks.append(ack)
 
-    async def _final_publish(self, connection: asyncio.Task[None]) -> None:
-        """Give the publisher a moment to flush the outbox, then close the connection."""
+    async def _final_publish(self, publishing: asyncio.Task[None]) -> None:
+        """Give the publisher a moment to flush the outbox, then close its connection."""
         deadline = time.monotonic() + 5.0
-        while (self.outbox or self._unconfirmed) and self.connected and time.monotonic() < deadline:
+        while (self.outbox or self._unconfirmed) and self.publishing and time.monotonic() < deadline:
             self.outbox_ready.set()
             await asyncio.sleep(0.02)
+        await self._close(publishing)
+
+    @staticmethod
+    async def _close(connection: asyncio.Task[None]) -> None:
         connection.cancel()
         with contextlib.suppress(asyncio.CancelledError):
             await connection
@@ -527,9 +556,42 @@ class Service:
             for topic in self._device_topics():
                 await client.unsubscribe(topic)
 
-    def _client(self) -> IngestClient:
+    def _v5_refused(self, exc: aiomqtt.MqttError, tried: aiomqtt.ProtocolVersion) -> bool:
+        """Whether the broker refused an MQTT v5 attempt in auto mode: both connections then use 3.1.1."""
+        if tried != aiomqtt.ProtocolVersion.V5 or self.protocol == "5" or "protocol" not in str(exc).lower():
+            return False
+        if self.protocol == "auto":  # the other connection may have found out first
+            log.warning("broker refused MQTT v5 (%s); using 3.1.1", exc)
+            self.protocol = "3.1.1"
+        return True
+
+    def _protocol_version(self) -> aiomqtt.ProtocolVersion:
+        return aiomqtt.ProtocolVersion.V311 if self.protocol == "3.1.1" else aiomqtt.ProtocolVersion.V5
+
+    def _connect_options(self) -> dict[str, Any]:
+        """Where and how to connect: the same broker, credentials and TLS for both connections."""
         url = urlparse(self.config.broker)
-        version = aiomqtt.ProtocolVersion.V311 if self.protocol == "3.1.1" else aiomqtt.ProtocolVersion.V5
+        tls = None
+        if url.scheme == "mqtts":
+            tls = ssl.create_default_context(cafile=self.config.mqtt_ca)
+        return {
+            "hostname": url.hostname or "127.0.0.1",
+            "port": url.port or (8883 if url.scheme == "mqtts" else 1883),
+            "username": self.config.mqtt_username,
+            "password": self.config.mqtt_password,
+            "tls_context": tls,
+            "keepalive": 15,
+        }
+
+    def _publish_client(self, version: aiomqtt.ProtocolVersion) -> aiomqtt.Client:
+        """A clean session that subscribes to nothing: the durable outbox republishes what it lost."""
+        client = aiomqtt.Client(
+            identifier=f"{self.config.client_id}-pub", protocol=version, **self._connect_options()
+        )
+        client.pending_calls_threshold = 4 * PUBLISH_WINDOW  # a full window is not "concerning"
+        return client
+
+    def _client(self, version: aiomqtt.ProtocolVersion) -> IngestClient:
         self.connected_protocol = "3.1.1" if version == aiomqtt.ProtocolVersion.V311 else "5"
         kwargs: dict[str, Any] = {}
         if version == aiomqtt.ProtocolVersion.V5:
@@ -541,22 +603,13 @@ class Service:
                 kwargs["clean_start"] = False
         else:
             kwargs["clean_session"] = not self.persistent_session
-        tls = None
-        if url.scheme == "mqtts":
-            tls = ssl.create_default_context(cafile=self.config.mqtt_ca)
         client = IngestClient(
-            url.hostname or "127.0.0.1",
-            url.port or (8883 if url.scheme == "mqtts" else 1883),
             identifier=self.config.client_id,
-            username=self.config.mqtt_username,
-            password=self.config.mqtt_password,
             protocol=version,
-            tls_context=tls,
-            keepalive=15,
             sink=self._receive,
+            **self._connect_options(),
             **kwargs,
         )
-        client.pending_calls_threshold = 4 * PUBLISH_WINDOW  # a full window is not "concerning"
         # private (aiomqtt does not expose it): ack only once processed, with a store only once
         # committed; this is also what bounds how much the broker sends ahead
         client._client.manual_ack_set(True)
