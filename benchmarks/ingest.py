@@ -676,13 +676,15 @@ async def engine_pass(
     finally:
         gc.callbacks.remove(pauses)
     stats = engine.stats
+    # what the engine had yet to publish when the stream was done (alerts, warnings, commands)
+    published, outbox_left = service.published, len(service.outbox)
     if result.note.startswith("TIMEOUT"):
         # only what the engine actually received counts: the rate of a pass that did not finish
         result.messages = min(result.messages, stats.received - before)
     result.note = (
         result.note + f" fixes={stats.fixes} rejected={sum(stats.rejected.values())} "
         f"dup={stats.duplicates} evaluated={stats.evaluated} alerts={len(engine.alerts.alerts)}"
-        f" {pauses}"
+        f" published={published} outbox_left={outbox_left} {pauses}"
     ).strip()
     if store is not None and service.commits:
         result.note += (

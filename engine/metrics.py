@@ -84,6 +84,11 @@ class EngineMetrics:
         self.broker_connected = Gauge(
             "emguard_broker_connected", "1 while connected to the MQTT broker.", registry=r
         )
+        self.broker_publishing = Gauge(
+            "emguard_broker_publishing",
+            "1 while the outbox's own MQTT connection (alerts, warnings, commands) is up.",
+            registry=r,
+        )
         self.store_connected = Gauge(
             "emguard_store_connected", "1 while the state store is reachable.", registry=r
         )
@@ -162,6 +167,7 @@ class EngineMetrics:
         self.past_deadline.set(overdue)
         self.devices_silent.set(len(engine.silent))
         self.broker_connected.set(1 if self.service.connected else 0)
+        self.broker_publishing.set(1 if getattr(self.service, "publishing", False) else 0)
         self.store_connected.set(1 if _store_connected(self.service) else 0)
         self.queue_depth.set(self.service.inbox.qsize())
         self.fixes_waiting.set(sum(len(t.pending) for t in engine.tracks.values()))

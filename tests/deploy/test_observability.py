@@ -32,6 +32,7 @@ GAUGES = {
     "emguard_open_alerts_past_deadline",
     "emguard_devices_silent",
     "emguard_broker_connected",
+    "emguard_broker_publishing",
     "emguard_store_connected",
     "emguard_queue_depth",
     "emguard_fixes_waiting",

@@ -10,7 +10,8 @@ from tests.engine.api_support import BAN, make_world
 
 
 async def test_healthz_alive_and_readyz_503_until_connected() -> None:
-    """/healthz is 200 always; /readyz is 503 while the broker is not connected and 200 after."""
+    """/healthz is 200 always; /readyz is 503 until both broker connections are up (receiving
+    device messages, publishing the outbox) and 200 after."""
     w = make_world()
     async with w.client() as c:
         assert (await c.get("/healthz")).json() == {"status": "alive"}
@@ -18,7 +19,12 @@ async def test_healthz_alive_and_readyz_503_until_connected() -> None:
         assert r.status_code == 503
         assert r.json()["broker_connected"] is False and r.json()["inbox_depth"] == 0
         w.service.connected = True
+        r = await c.get("/readyz")
+        assert r.status_code == 503 and r.json()["publishing_connected"] is False
+        w.service.publishing = True
         assert (await c.get("/readyz")).status_code == 200
+        w.service.connected = False
+        assert (await c.get("/readyz")).status_code == 503
 
 
 async def test_alert_list_has_deadline_fields_and_filters() -> None:

@@ -20,6 +20,7 @@ NAMES = {
     "emguard_ack_time_seconds",
     "emguard_devices_silent",
     "emguard_broker_connected",
+    "emguard_broker_publishing",
     "emguard_store_connected",
     "emguard_queue_depth",
     "emguard_fixes_waiting",
