@@ -15,7 +15,7 @@ from __future__ import annotations
 import hashlib
 import math
 from collections.abc import Iterator, Mapping
-from dataclasses import dataclass, field, fields, replace
+from dataclasses import dataclass, field, fields
 from operator import attrgetter
 from typing import Any, Literal
 
@@ -237,13 +237,13 @@ class AlertBook:
             return AlertChange(alert, "raised")
 
         rank_new, rank_old = LEVEL_RANK[level], LEVEL_RANK[current.level]
-        merged_evidence = _merge_evidence(current.evidence, evidence)
-        measured = dict(
-            distance_m=distance_m if distance_m is not None else current.distance_m,
-            certainty=certainty or current.certainty,
-            closing_speed_mps=closing_speed_mps,
-            time_to_contact_s=time_to_contact_s,
-            evidence=merged_evidence,
+        # the newest measurements, in the order of _MEASURED
+        measured = (
+            distance_m if distance_m is not None else current.distance_m,
+            certainty or current.certainty,
+            closing_speed_mps,
+            time_to_contact_s,
+            _merge_evidence(current.evidence, evidence),
         )
         if rank_new > rank_old or (allow_lower and rank_new < rank_old):
             # A rise brings a fresh (shorter) deadline; a fall keeps the one already running.
@@ -255,22 +255,21 @@ class AlertBook:
             state: State = current.state
             if rank_new > rank_old and current.state == "acknowledged":
                 state = "open"  # a rise needs a fresh acknowledgement
-            alert = replace(
-                current,
-                level=level,
-                state=state,
-                deadline=deadline,
-                device_time=device_time,
-                detail=detail or current.detail,
-                updated_at=now,
-                history=(*current.history, HistoryEntry(now, state, level, "engine", detail)),
-                **measured,  # type: ignore[arg-type]
-            )
+            alert = _replace_alert(current, {
+                "level": level,
+                "state": state,
+                "deadline": deadline,
+                "device_time": device_time,
+                "detail": detail or current.detail,
+                "updated_at": now,
+                "history": (*current.history, HistoryEntry(now, state, level, "engine", detail)),
+                **dict(zip(_MEASURED, measured, strict=True)),
+            })
             self.alerts[alert.alert_id] = alert
             self._note_open(alert, len(self.alerts))
             return AlertChange(alert, "level", previous_level=current.level)
         # Same level: keep the newest measurements quietly (no publish).
-        self.alerts[current.alert_id] = _replace_alert(current, measured)
+        self.alerts[current.alert_id] = _with_measurements(current, measured)
         return None
 
     def resolve_episode(
@@ -345,12 +344,11 @@ class AlertBook:
     def _transition(
         self, alert: Alert, state: State, now: float, by: str, note: str, change: Any
     ) -> AlertChange:
-        new = replace(
-            alert,
-            state=state,
-            updated_at=now,
-            history=(*alert.history, HistoryEntry(now, state, alert.level, by, note)),
-        )
+        new = _replace_alert(alert, {
+            "state": state,
+            "updated_at": now,
+            "history": (*alert.history, HistoryEntry(now, state, alert.level, by, note)),
+        })
         self.alerts[alert.alert_id] = new
         if state == "resolved":
             key = (alert.order, alert.kind, alert.target)
@@ -368,9 +366,9 @@ _ALERT_SETTERS = tuple(getattr(Alert, name).__set__ for name in _ALERT_FIELDS)
 
 
 def _replace_alert(alert: Alert, changes: Mapping[str, Any]) -> Alert:
-    """``dataclasses.replace(alert, **changes)`` at a fraction of the cost (every fix of an
-    open episode stores its newest measurements): the same fields set on a new ``Alert``,
-    which has no ``__post_init__`` or non-init fields for ``replace`` to honour.
+    """``dataclasses.replace(alert, **changes)`` at a fraction of the cost (every change of
+    an alert): the same fields set on a new ``Alert``, which has no ``__post_init__`` or
+    non-init fields for ``replace`` to honour.
 
     The fields are read by one ``attrgetter`` and written by the slot descriptors; names
     that are not fields are ignored, as before.
@@ -386,13 +384,33 @@ def _replace_alert(alert: Alert, changes: Mapping[str, Any]) -> Alert:
     return new
 
 
+#: what an update at the same level refreshes (``AlertBook.raise_or_update``), in this order
+_MEASURED = ("distance_m", "certainty", "closing_speed_mps", "time_to_contact_s", "evidence")
+_KEPT = tuple(name for name in _ALERT_FIELDS if name not in _MEASURED)
+_KEPT_VALUES = attrgetter(*_KEPT)
+_KEPT_SETTERS = tuple(getattr(Alert, name).__set__ for name in _KEPT)
+_MEASURED_SETTERS = tuple(getattr(Alert, name).__set__ for name in _MEASURED)
+
+
+def _with_measurements(alert: Alert, measured: tuple[Any, ...]) -> Alert:
+    """``_replace_alert`` for the fields of ``_MEASURED`` (``measured`` holds their values in
+    that order), with no mapping to build or look up: every fix of an open episode at an
+    unchanged level comes here."""
+    new = object.__new__(Alert)
+    for set_field, value in zip(_KEPT_SETTERS, _KEPT_VALUES(alert), strict=True):
+        set_field(new, value)
+    for set_field, value in zip(_MEASURED_SETTERS, measured, strict=True):
+        set_field(new, value)
+    return new
+
+
 def _merge_evidence(old: tuple[str, ...], new: tuple[str, ...]) -> tuple[str, ...]:
-    seen = dict.fromkeys(old)
-    seen.update(dict.fromkeys(new))
-    return tuple(seen)[-20:]
+    """The newest 20 distinct keys: each at its first place in ``old + new``."""
+    return tuple(dict.fromkeys(old + new))[-20:]
 
 
 def _round(value: float | None, digits: int) -> float | None:
-    if value is None or value != value or value in (float("inf"), float("-inf")):
+    """``value`` rounded for the wire; None for a missing, NaN or infinite value."""
+    if value is None or not math.isfinite(value):
         return None
     return round(value, digits)
