@@ -64,6 +64,10 @@ class HistoryEntry:
     by: str
     note: str = ""
 
+    def __reduce__(self) -> tuple[type[HistoryEntry], tuple[float, str, str, str, str]]:
+        # a plain tuple (see Alert.__reduce__)
+        return (HistoryEntry, (self.at, self.state, self.level, self.by, self.note))
+
 
 @dataclass(frozen=True, slots=True)
 class Alert:
@@ -92,6 +96,13 @@ class Alert:
     target: str | None = None
     device: str | None = None
     history: tuple[HistoryEntry, ...] = ()
+
+    def __reduce__(self) -> tuple[type[Alert], tuple[Any, ...]]:
+        # the field values as one tuple, read in C: the default for a slots dataclass gets
+        # them through ``fields()`` on every pickle and sets them one by one on every load,
+        # and open alerts are stored with every commit of their case (engine.case_state).
+        # Alerts pickled by that default still load: its ``__setstate__`` is kept.
+        return (Alert, _ALERT_VALUES(self))
 
     @property
     def is_open(self) -> bool:
