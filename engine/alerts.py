@@ -248,14 +248,13 @@ class AlertBook:
             return AlertChange(alert, "raised")
 
         rank_new, rank_old = LEVEL_RANK[level], LEVEL_RANK[current.level]
-        # the newest measurements, in the order of _MEASURED
-        measured = (
-            distance_m if distance_m is not None else current.distance_m,
-            certainty or current.certainty,
-            closing_speed_mps,
-            time_to_contact_s,
-            _merge_evidence(current.evidence, evidence),
-        )
+        measured = {
+            "distance_m": distance_m if distance_m is not None else current.distance_m,
+            "certainty": certainty or current.certainty,
+            "closing_speed_mps": closing_speed_mps,
+            "time_to_contact_s": time_to_contact_s,
+            "evidence": _merge_evidence(current.evidence, evidence),
+        }
         if rank_new > rank_old or (allow_lower and rank_new < rank_old):
             # A rise brings a fresh (shorter) deadline; a fall keeps the one already running.
             deadline = (
@@ -274,13 +273,13 @@ class AlertBook:
                 "detail": detail or current.detail,
                 "updated_at": now,
                 "history": (*current.history, HistoryEntry(now, state, level, "engine", detail)),
-                **dict(zip(_MEASURED, measured, strict=True)),
+                **measured,
             })
             self.alerts[alert.alert_id] = alert
             self._note_open(alert, len(self.alerts))
             return AlertChange(alert, "level", previous_level=current.level)
         # Same level: keep the newest measurements quietly (no publish).
-        self.alerts[current.alert_id] = _with_measurements(current, measured)
+        self.alerts[current.alert_id] = _replace_alert(current, measured)
         return None
 
     def resolve_episode(
@@ -391,26 +390,6 @@ def _replace_alert(alert: Alert, changes: Mapping[str, Any]) -> Alert:
             values[i] = value
     new = object.__new__(Alert)
     for set_field, value in zip(_ALERT_SETTERS, values, strict=True):
-        set_field(new, value)
-    return new
-
-
-#: what an update at the same level refreshes (``AlertBook.raise_or_update``), in this order
-_MEASURED = ("distance_m", "certainty", "closing_speed_mps", "time_to_contact_s", "evidence")
-_KEPT = tuple(name for name in _ALERT_FIELDS if name not in _MEASURED)
-_KEPT_VALUES = attrgetter(*_KEPT)
-_KEPT_SETTERS = tuple(getattr(Alert, name).__set__ for name in _KEPT)
-_MEASURED_SETTERS = tuple(getattr(Alert, name).__set__ for name in _MEASURED)
-
-
-def _with_measurements(alert: Alert, measured: tuple[Any, ...]) -> Alert:
-    """``_replace_alert`` for the fields of ``_MEASURED`` (``measured`` holds their values in
-    that order), with no mapping to build or look up: every fix of an open episode at an
-    unchanged level comes here."""
-    new = object.__new__(Alert)
-    for set_field, value in zip(_KEPT_SETTERS, _KEPT_VALUES(alert), strict=True):
-        set_field(new, value)
-    for set_field, value in zip(_MEASURED_SETTERS, measured, strict=True):
         set_field(new, value)
     return new
 

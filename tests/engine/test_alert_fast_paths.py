@@ -8,15 +8,7 @@ from dataclasses import replace
 from hypothesis import example, given
 from hypothesis import strategies as st
 
-from engine.alerts import (
-    _KEPT,
-    _MEASURED,
-    Alert,
-    HistoryEntry,
-    _merge_evidence,
-    _round,
-    _with_measurements,
-)
+from engine.alerts import Alert, HistoryEntry, _merge_evidence, _replace_alert, _round
 
 _KEYS = st.sampled_from([f"AM-1:{i}" for i in range(30)])
 _EVIDENCE = st.lists(_KEYS, max_size=25).map(tuple)
@@ -32,26 +24,22 @@ def _alert(evidence: tuple[str, ...]) -> Alert:
     )  # fmt: skip
 
 
-def test_measured_and_kept_fields_are_all_the_fields_once() -> None:
-    """A new Alert field is either kept or measured by a quiet update, never lost."""
-    assert sorted(_KEPT + _MEASURED) == sorted(Alert.__dataclass_fields__)
+_CHANGES = st.fixed_dictionaries({}, optional={
+    "distance_m": _MAYBE_FLOAT, "certainty": st.none() | st.sampled_from(["", "likely"]),
+    "closing_speed_mps": _MAYBE_FLOAT, "time_to_contact_s": _MAYBE_FLOAT, "evidence": _EVIDENCE,
+    "level": st.sampled_from(["warning", "critical"]), "state": st.sampled_from(["open", "resolved"]),
+    "deadline": st.floats(), "updated_at": st.floats(), "detail": st.text(max_size=5),
+    "history": st.just((HistoryEntry(6.0, "resolved", "alarm", "op-1", "done"),)),
+})  # fmt: skip
 
 
-@given(
-    old=_EVIDENCE, distance=_MAYBE_FLOAT, certainty=st.none() | st.sampled_from(["", "likely"]),
-    speed=_MAYBE_FLOAT, ttc=_MAYBE_FLOAT, evidence=_EVIDENCE,
-)  # fmt: skip
-def test_a_quiet_update_equals_dataclasses_replace(
-    old: tuple[str, ...], distance: float | None, certainty: str | None, speed: float | None,
-    ttc: float | None, evidence: tuple[str, ...],
-) -> None:  # fmt: skip
-    """_with_measurements changes the measured fields and keeps every other one."""
+@given(old=_EVIDENCE, changes=_CHANGES)
+def test_a_replaced_alert_equals_dataclasses_replace(old: tuple[str, ...], changes: dict[str, object]) -> None:
+    """_replace_alert (quiet updates, rises and transitions) sets the given fields, keeps the rest."""
     alert = _alert(old)
-    measured = (distance, certainty, speed, ttc, evidence)
-    want = replace(alert, **dict(zip(_MEASURED, measured, strict=True)))  # type: ignore[arg-type]
-    got = _with_measurements(alert, measured)
+    want = replace(alert, **changes)  # type: ignore[arg-type]
+    got = _replace_alert(alert, changes)
     assert repr(got) == repr(want)
-    assert got.history is alert.history
 
 
 @given(old=_EVIDENCE, new=_EVIDENCE)
