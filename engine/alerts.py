@@ -15,7 +15,7 @@ from __future__ import annotations
 import hashlib
 import math
 from collections.abc import Iterator, Mapping
-from dataclasses import dataclass, field, fields, replace
+from dataclasses import dataclass, field, fields
 from operator import attrgetter
 from typing import Any, Literal
 
@@ -67,6 +67,10 @@ class HistoryEntry:
     by: str
     note: str = ""
 
+    def __reduce__(self) -> tuple[type[HistoryEntry], tuple[float, str, str, str, str]]:
+        # a plain tuple (see Alert.__reduce__)
+        return (HistoryEntry, (self.at, self.state, self.level, self.by, self.note))
+
 
 @mypyc_attr(native_class=False)  # pickled in case parts as before (engine.state_pickle)
 @dataclass(frozen=True, slots=True)
@@ -96,6 +100,13 @@ class Alert:
     target: str | None = None
     device: str | None = None
     history: tuple[HistoryEntry, ...] = ()
+
+    def __reduce__(self) -> tuple[type[Alert], tuple[Any, ...]]:
+        # the field values as one tuple, read in C: the default for a slots dataclass gets
+        # them through ``fields()`` on every pickle and sets them one by one on every load,
+        # and open alerts are stored with every commit of their case (engine.case_state).
+        # Alerts pickled by that default still load: its ``__setstate__`` is kept.
+        return (Alert, _ALERT_VALUES(self))
 
     @property
     def is_open(self) -> bool:
@@ -242,14 +253,13 @@ class AlertBook:
             return AlertChange(alert, "raised")
 
         rank_new, rank_old = LEVEL_RANK[level], LEVEL_RANK[current.level]
-        merged_evidence = _merge_evidence(current.evidence, evidence)
-        measured = dict(
-            distance_m=distance_m if distance_m is not None else current.distance_m,
-            certainty=certainty or current.certainty,
-            closing_speed_mps=closing_speed_mps,
-            time_to_contact_s=time_to_contact_s,
-            evidence=merged_evidence,
-        )
+        measured = {
+            "distance_m": distance_m if distance_m is not None else current.distance_m,
+            "certainty": certainty or current.certainty,
+            "closing_speed_mps": closing_speed_mps,
+            "time_to_contact_s": time_to_contact_s,
+            "evidence": _merge_evidence(current.evidence, evidence),
+        }
         if rank_new > rank_old or (allow_lower and rank_new < rank_old):
             # A rise brings a fresh (shorter) deadline; a fall keeps the one already running.
             deadline = (
@@ -260,17 +270,16 @@ class AlertBook:
             state: State = current.state
             if rank_new > rank_old and current.state == "acknowledged":
                 state = "open"  # a rise needs a fresh acknowledgement
-            alert = replace(
-                current,
-                level=level,
-                state=state,
-                deadline=deadline,
-                device_time=device_time,
-                detail=detail or current.detail,
-                updated_at=now,
-                history=(*current.history, HistoryEntry(now, state, level, "engine", detail)),
-                **measured,  # type: ignore[arg-type]
-            )
+            alert = _replace_alert(current, {
+                "level": level,
+                "state": state,
+                "deadline": deadline,
+                "device_time": device_time,
+                "detail": detail or current.detail,
+                "updated_at": now,
+                "history": (*current.history, HistoryEntry(now, state, level, "engine", detail)),
+                **measured,
+            })
             self.alerts[alert.alert_id] = alert
             self._note_open(alert, len(self.alerts))
             return AlertChange(alert, "level", previous_level=current.level)
@@ -350,12 +359,11 @@ class AlertBook:
     def _transition(
         self, alert: Alert, state: State, now: float, by: str, note: str, change: Any
     ) -> AlertChange:
-        new = replace(
-            alert,
-            state=state,
-            updated_at=now,
-            history=(*alert.history, HistoryEntry(now, state, alert.level, by, note)),
-        )
+        new = _replace_alert(alert, {
+            "state": state,
+            "updated_at": now,
+            "history": (*alert.history, HistoryEntry(now, state, alert.level, by, note)),
+        })
         self.alerts[alert.alert_id] = new
         if state == "resolved":
             key = (alert.order, alert.kind, alert.target)
@@ -373,9 +381,9 @@ _ALERT_SETTERS = tuple(getattr(Alert, name).__set__ for name in _ALERT_FIELDS)
 
 
 def _replace_alert(alert: Alert, changes: Mapping[str, Any]) -> Alert:
-    """``dataclasses.replace(alert, **changes)`` at a fraction of the cost (every fix of an
-    open episode stores its newest measurements): the same fields set on a new ``Alert``,
-    which has no ``__post_init__`` or non-init fields for ``replace`` to honour.
+    """``dataclasses.replace(alert, **changes)`` at a fraction of the cost (every change of
+    an alert): the same fields set on a new ``Alert``, which has no ``__post_init__`` or
+    non-init fields for ``replace`` to honour.
 
     The fields are read by one ``attrgetter`` and written by the slot descriptors; names
     that are not fields are ignored, as before.
@@ -392,12 +400,12 @@ def _replace_alert(alert: Alert, changes: Mapping[str, Any]) -> Alert:
 
 
 def _merge_evidence(old: tuple[str, ...], new: tuple[str, ...]) -> tuple[str, ...]:
-    seen = dict.fromkeys(old)
-    seen.update(dict.fromkeys(new))
-    return tuple(seen)[-20:]
+    """The newest 20 distinct keys: each at its first place in ``old + new``."""
+    return tuple(dict.fromkeys(old + new))[-20:]
 
 
 def _round(value: float | None, digits: int) -> float | None:
-    if value is None or value != value or value in (float("inf"), float("-inf")):
+    """``value`` rounded for the wire; None for a missing, NaN or infinite value."""
+    if value is None or not math.isfinite(value):
         return None
     return round(value, digits)

@@ -33,9 +33,33 @@ def parse_time(value: object) -> float:
     return dt.timestamp()
 
 
+#: formatted times by their millisecond value (``round(t, 3)``); cleared when it reaches
+#: ``_FORMATTED_LIMIT`` entries, so it holds only the recent past the engine still formats
+_FORMATTED: dict[float, str] = {}
+_FORMATTED_LIMIT = 4096
+
+
 def format_time(t: float) -> str:
-    """RFC 3339 UTC with millisecond precision and ``Z``, as in the contract's examples."""
-    dt = datetime.fromtimestamp(round(t, 3), tz=UTC)
+    """RFC 3339 UTC with millisecond precision and ``Z``, as in the contract's examples.
+
+    Every alert change formats four times and every message to a device one more, and
+    most of them repeat (an alert's raise time in each of its changes, one ``now`` in all
+    messages of one fix): the text is remembered per millisecond, which is all that the
+    text depends on.  A time that cannot be formatted raises as before and is not stored.
+    """
+    ms = round(t, 3)
+    text = _FORMATTED.get(ms)
+    if text is None:
+        text = _format_ms(ms)
+        if len(_FORMATTED) >= _FORMATTED_LIMIT:
+            _FORMATTED.clear()
+        _FORMATTED[ms] = text
+    return text
+
+
+def _format_ms(ms: float) -> str:
+    """``format_time`` without its memory, for a time already rounded to the millisecond."""
+    dt = datetime.fromtimestamp(ms, tz=UTC)
     if dt.year < 1000:  # strftime's %Y does not pad these
         return dt.strftime("%Y-%m-%dT%H:%M:%S.") + f"{dt.microsecond // 1000:03d}Z"
     # what strftime("%Y-%m-%dT%H:%M:%S.") gives, at a third of the cost (every alert change)

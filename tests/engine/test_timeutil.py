@@ -1,0 +1,63 @@
+"""format_time's per-millisecond memory never changes the text it returns."""
+
+from __future__ import annotations
+
+from datetime import UTC, datetime
+
+import pytest
+from hypothesis import example, given, settings
+from hypothesis import strategies as st
+
+from engine import timeutil
+from engine.timeutil import format_time, parse_time
+
+# 0001-01-01 .. 9999-12-31, the range datetime can format
+_TIMES = st.floats(min_value=-62_135_596_800.0, max_value=253_402_300_799.0, allow_nan=False)
+
+
+def _reference(t: float) -> str:
+    """The text as format_time made it before it remembered anything."""
+    dt = datetime.fromtimestamp(round(t, 3), tz=UTC)
+    return dt.strftime("%Y-%m-%dT%H:%M:%S.") + f"{dt.microsecond // 1000:03d}Z"
+
+
+@settings(max_examples=500)
+@given(t=_TIMES)
+@example(t=1_795_987_800.0005)  # half a millisecond: round() decides, once for both calls
+@example(t=1_795_987_800.9996)  # rounds up into the next second
+@example(t=-0.0004)
+@example(t=-1.5)
+@example(t=0.0)
+def test_remembered_text_equals_the_computed_text(t: float) -> None:
+    """The first (computed) and the second (remembered) text both equal the reference."""
+    assert format_time(t) == _reference(t)
+    assert format_time(t) == _reference(t)
+
+
+@given(ts=st.lists(_TIMES, min_size=1, max_size=50))
+def test_times_sharing_a_millisecond_share_the_text_of_that_millisecond(ts: list[float]) -> None:
+    """Whatever was formatted before, each time gets its own millisecond's text."""
+    for t in ts:
+        assert format_time(t) == _reference(t)
+        assert format_time(round(t, 3)) == _reference(t)
+
+
+def test_the_memory_is_bounded(monkeypatch: pytest.MonkeyPatch) -> None:
+    """The memory is emptied when full, and the texts stay right across the emptying."""
+    monkeypatch.setattr(timeutil, "_FORMATTED", {})
+    monkeypatch.setattr(timeutil, "_FORMATTED_LIMIT", 8)
+    t0 = parse_time("2026-11-24T21:30:00Z")
+    for i in range(30):
+        t = t0 + i * 0.001
+        assert format_time(t) == _reference(t)
+        assert 1 <= len(timeutil._FORMATTED) <= 8
+    assert format_time(t0) == "2026-11-24T21:30:00.000Z"
+
+
+@pytest.mark.parametrize("bad", [float("nan"), float("inf"), 1e20])
+def test_a_time_that_cannot_be_formatted_raises_and_is_not_remembered(bad: float) -> None:
+    """Unformattable times raise as datetime does, every time."""
+    for _ in range(2):
+        with pytest.raises((ValueError, OverflowError, OSError)):
+            format_time(bad)
+    assert bad not in timeutil._FORMATTED
