@@ -414,10 +414,12 @@ class Bench:
         if binary is None:
             raise SystemExit("mosquitto is not installed (apt-get install mosquitto)")
         conf = self.tmp / "mosquitto.conf"
-        # as deploy/broker/mosquitto.conf: 100 in flight per client, a deep queue for slow consumers
+        # as deploy/broker/mosquitto.conf: 100 in flight per client, a deep queue for slow
+        # consumers, no Nagle delay (without it the broker's PUBACKs to the engine's publishing
+        # connection waited for delayed ACKs: alerts p50 46-90 ms instead of 5 ms at 80 % of raw)
         conf.write_text(
             f"listener {self.port} 127.0.0.1\nallow_anonymous true\npersistence false\n"
-            "max_queued_messages 1000000\nmax_inflight_messages 100\n"
+            "max_queued_messages 1000000\nmax_inflight_messages 100\nset_tcp_nodelay true\n"
             f"log_type error\nlog_type warning\nlog_dest file {self.tmp / 'mosquitto.log'}\n"
         )
         self.broker = _spawn([binary, "-c", str(conf)], self.tmp / "mosquitto.out")

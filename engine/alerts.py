@@ -56,7 +56,7 @@ class AlertActionError(EngineError):
     """An operator action that does not apply (unknown alert, already resolved, bad action)."""
 
 
-@mypyc_attr(native_class=False)  # pickled in case parts as before (engine.state_pickle)
+@mypyc_attr(native_class=False)  # compiled build (engine.native): a Python class like Alert
 @dataclass(frozen=True, slots=True)
 class HistoryEntry:
     """Who did what to an alert, and when (processing time)."""
@@ -72,7 +72,7 @@ class HistoryEntry:
         return (HistoryEntry, (self.at, self.state, self.level, self.by, self.note))
 
 
-@mypyc_attr(native_class=False)  # pickled in case parts as before (engine.state_pickle)
+@mypyc_attr(native_class=False)  # compiled build: a Python class, _replace_alert copies via its slots
 @dataclass(frozen=True, slots=True)
 class Alert:
     """An alert as the monitoring centre sees it (contract §5), plus its history."""
@@ -147,7 +147,7 @@ class Alert:
         return out
 
 
-@mypyc_attr(native_class=False)  # pickled in case parts as before (engine.state_pickle)
+@mypyc_attr(native_class=False)  # compiled build (engine.native): a Python class like the Alert it carries
 @dataclass(frozen=True, slots=True)
 class AlertChange:
     """One published state change: the alert after the change and what changed."""

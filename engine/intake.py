@@ -24,6 +24,8 @@ holds the messages at the broker.
 from __future__ import annotations
 
 import asyncio
+import contextlib
+import socket
 from collections import deque
 from collections.abc import Callable
 from typing import Any, TypeVar
@@ -201,6 +203,10 @@ class IngestClient(aiomqtt.Client):
 
         self._fileno = sock.fileno()
         self._paused = False
+        # small packets at once (PUBACKs of device messages, alert publishes): paho leaves Nagle
+        # on, and with the broker's delayed ACKs a publish window then waited ~40 ms per round
+        with contextlib.suppress(OSError):  # not a TCP socket (tests, proxies)
+            sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
         self._loop.call_soon_threadsafe(self._loop.add_reader, self._fileno, self._read_ready)
         self._loop.call_soon_threadsafe(create_misc_task)
 
