@@ -4,8 +4,8 @@ Everything else about the package is in pyproject.toml.  With ``EMGUARD_NATIVE=1
 in ``engine.native.NATIVE_SOURCES`` are compiled with mypyc; mypyc type-checks them first, so
 the build environment needs mypy and the runtime dependencies:
 
-    pip install mypy setuptools wheel && pip install .      # dependencies (and a pure build)
-    EMGUARD_NATIVE=1 pip install --no-build-isolation --no-deps --force-reinstall .
+    pip install mypy "setuptools>=77" wheel && pip install .    # the dependencies (a pure build)
+    EMGUARD_NATIVE=1 pip wheel --no-build-isolation --no-deps -w dist .   # the compiled wheel
 
 In a source tree (benchmarks, tests/test_native_build.py): ``EMGUARD_NATIVE=1 python setup.py
 build_ext --inplace`` puts the extensions beside the sources; ``engine.native.stale_extensions``
