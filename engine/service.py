@@ -441,10 +441,15 @@ class Service:
 
     def _send_acks(self, acks: list[Ack]) -> None:
         client = self._client_ref
-        for generation, mid, qos in acks:
-            # an ack for a message of an earlier connection would hit a reused mid: drop it,
-            # the broker redelivers that message and dedup skips it
-            if client is not None and generation == self._generation:
+        if client is None:
+            return
+        # an ack for a message of an earlier connection would hit a reused mid: drop it, the
+        # broker redelivers that message and dedup skips it
+        current = [(mid, qos) for generation, mid, qos in acks if generation == self._generation]
+        # QoS 1 (every device message): one write for all; QoS 2 through paho's handshake
+        client.ack_many([mid for mid, qos in current if qos == 1])
+        for mid, qos in current:
+            if qos == 2:
                 client._client.ack(mid, qos)  # private: aiomqtt does not expose manual ack
 
     def _release(self, entries: list[tuple[int | None, Outgoing]]) -> None:

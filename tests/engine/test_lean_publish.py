@@ -89,3 +89,19 @@ def test_a_truncated_publish_is_an_error_not_a_short_payload():
     else:
         raise AssertionError("a PUBLISH whose properties run past its end was accepted")
     assert got == []
+
+
+@settings(max_examples=100, deadline=None)
+@given(mids=st.lists(st.integers(1, 65535), max_size=300),
+       protocol=st.sampled_from([mqtt.MQTTv311, mqtt.MQTTv5]))
+def test_ack_many_queues_the_bytes_paho_acks_would_as_one_write(mids: list[int], protocol: int) -> None:
+    """The engine acknowledges a micro-batch's QoS 1 messages with one write: the same bytes as
+    paho's ``ack`` for each (there is no socket, so the queued packets stay to be read)."""
+    one_by_one, _ = _lean(protocol)
+    for mid in mids:
+        one_by_one.ack(mid, 1)
+    batched, _ = _lean(protocol)
+    batched.ack_many(mids)
+    expected = b"".join(bytes(p["packet"]) for p in one_by_one._out_packet)
+    assert b"".join(bytes(p["packet"]) for p in batched._out_packet) == expected
+    assert len(batched._out_packet) == (1 if mids else 0)
