@@ -38,6 +38,9 @@ def read_orders_doc(path: str) -> dict[str, Any]:
 
 async def run_serve(cfg: ServiceConfig) -> None:
     """Load orders, start the service, stop cleanly on SIGTERM/SIGINT (drain, then publish)."""
+    stale = stale_extensions()
+    if stale:  # an in-place build older than an edited source: the edit would not run
+        raise ConfigError(f"compiled extensions older than their sources: {', '.join(stale)}")
     if not cfg.orders:
         raise ConfigError("no orders file: pass --orders or set EMGUARD_ORDERS")
     doc = read_orders_doc(cfg.orders)
@@ -80,9 +83,6 @@ async def run_serve(cfg: ServiceConfig) -> None:
         if HttpServer is not None:
             server = HttpServer(service, host=cfg.http_host, port=cfg.http_port)
             await server.start()
-    stale = stale_extensions()
-    if stale:  # an in-place build older than an edited source: the edit would not run
-        raise ConfigError(f"compiled extensions older than their sources: {', '.join(stale)}")
     log.info(
         "emguard serving %d orders from %s on %s (%s build)",
         len(book.orders), cfg.orders, cfg.broker, build_name(),
