@@ -591,10 +591,11 @@ class Service:
     def _publish_client(self, version: aiomqtt.ProtocolVersion) -> IngestClient:
         """A clean session that subscribes to nothing: the durable outbox republishes what it lost.
 
-        An ``IngestClient`` for its reading: aiomqtt's own reads one packet per socket wake-up,
-        so a window of PUBACKs took one event-loop turn each, and under a device flood (a turn
-        is a micro-batch) the outbox fell seconds behind: ~150 publishes/s, alerts 1.7 s (p50)
-        late at 80 % of the raw rate in the ingest benchmark.
+        An ``IngestClient`` for its reading (and ``TCP_NODELAY``): aiomqtt's own reads one
+        packet per socket wake-up, so under a device flood, where a loop turn is a micro-batch,
+        a window of PUBACKs took a turn each.  Most of the delay the ingest benchmark showed
+        (alerts p50 1.7 s late at 80 % of the raw rate) was Nagle and delayed ACKs, though: the
+        broker needs ``set_tcp_nodelay`` (deploy/broker/mosquitto.conf has it).
         """
         client = IngestClient(
             identifier=f"{self.config.client_id}-pub", protocol=version, sink=self._stray,
