@@ -75,6 +75,10 @@ MAX_UNCOMMITTED = 2048  # processed but not yet committed messages before the pr
 # 2.0.11 sent 3x a Receive Maximum of 100 while acks and new messages interleaved, and 20,000+
 # were outstanding in the ingest benchmark's Redis pass (hence the separate publishing connection).
 RECEIVE_MAXIMUM = 1024
+# reconnect backoff of both MQTT connections (receiving and publishing): the first wait, doubled
+# after each failed attempt up to the last (one policy, so the two connections cannot drift apart)
+MQTT_RETRY_FIRST_S = 0.2
+MQTT_RETRY_MAX_S = 10.0
 TICK_S = 0.2
 
 
@@ -196,14 +200,14 @@ class Service:
 
     # --- tasks ----------------------------------------------------------------------------
     async def _connection(self, stop: asyncio.Event) -> None:
-        backoff = 0.2
+        backoff = MQTT_RETRY_FIRST_S
         while not stop.is_set():
             tried = self._protocol_version()
             try:
                 async with self._client(tried) as client:
                     self._generation += 1
                     self._client_ref = client
-                    backoff = 0.2
+                    backoff = MQTT_RETRY_FIRST_S
                     await self._subscribe(client)
                     # only now: /readyz (and the tests) rely on it meaning "messages published
                     # from here on reach us"; a broker drops what arrives before the SUBACK
@@ -225,20 +229,20 @@ class Service:
                 break
             with contextlib.suppress(TimeoutError):
                 await asyncio.wait_for(stop.wait(), backoff)
-            backoff = min(backoff * 2, 10.0)
+            backoff = min(backoff * 2, MQTT_RETRY_MAX_S)
 
     async def _publishing(self) -> None:
         """The outbox's connection: publishes only, so its PUBACKs never wait behind device traffic.
 
         Runs until cancelled (after the final publish at shutdown); reconnects with backoff.
         """
-        backoff = 0.2
+        backoff = MQTT_RETRY_FIRST_S
         while True:
             tried = self._protocol_version()
             try:
                 async with self._publish_client(tried) as client:
                     self.publishing = True
-                    backoff = 0.2
+                    backoff = MQTT_RETRY_FIRST_S
                     await self._publisher(client)
             except aiomqtt.MqttError as exc:
                 if self._v5_refused(exc, tried):
@@ -247,7 +251,7 @@ class Service:
             finally:
                 self.publishing = False
             await asyncio.sleep(backoff)
-            backoff = min(backoff * 2, 10.0)
+            backoff = min(backoff * 2, MQTT_RETRY_MAX_S)
 
     async def _read(self, client: aiomqtt.Client, stop: asyncio.Event) -> None:
         """Until ``stop`` or the connection is lost (messages themselves arrive in ``_receive``)."""
