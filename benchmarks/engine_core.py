@@ -78,6 +78,34 @@ def _digest(h: Any, effects: Any) -> int:
     return len(effects.messages) + len(effects.changes)
 
 
+def feed(
+    engine: Any, stream: list[tuple[str, bytes, float]], start: float, h: Any, *, drain: bool
+) -> int:
+    """The stream through ``engine.handle``, with ``tick`` every ``TICK_S`` of the virtual clock
+    from ``start``; with ``drain``, ticks go on for 5 s after the last message (the reorder
+    buffers drain on later ticks, as in the service).  Effects are hashed into ``h`` unless it
+    is None; returns how many were."""
+    n_effects = 0
+    next_tick = start + TICK_S
+    for topic, payload, arrival in stream:
+        while arrival >= next_tick:
+            fx = engine.tick(next_tick)
+            if h is not None:
+                n_effects += _digest(h, fx)
+            next_tick += TICK_S
+        fx = engine.handle(topic, payload, arrival)
+        if h is not None:
+            n_effects += _digest(h, fx)
+    if drain:
+        end = stream[-1][2] + 5.0
+        while next_tick <= end:
+            fx = engine.tick(next_tick)
+            if h is not None:
+                n_effects += _digest(h, fx)
+            next_tick += TICK_S
+    return n_effects
+
+
 def run_once(
     doc: dict[str, Any],
     stream: list[tuple[str, bytes, float]],
@@ -87,29 +115,13 @@ def run_once(
 ) -> tuple[float, float, str, int, Any]:
     engine = build_engine(doc)
     h = hashlib.sha256()
-    n_effects = 0
-    next_tick = T0 + TICK_S
     gc.collect()
     if freeze:
         gc.freeze()  # as ``emguard serve`` does once the orders are loaded
     if prof is not None:
         prof.enable()
     c0, w0 = time.process_time(), time.perf_counter()
-    for topic, payload, arrival in stream:
-        while arrival >= next_tick:
-            fx = engine.tick(next_tick)
-            if digest:
-                n_effects += _digest(h, fx)
-            next_tick += TICK_S
-        fx = engine.handle(topic, payload, arrival)
-        if digest:
-            n_effects += _digest(h, fx)
-    end = stream[-1][2] + 5.0
-    while next_tick <= end:  # the reorder buffers drain on later ticks, as in the service
-        fx = engine.tick(next_tick)
-        if digest:
-            n_effects += _digest(h, fx)
-        next_tick += TICK_S
+    n_effects = feed(engine, stream, T0, h if digest else None, drain=True)
     cpu, wall = time.process_time() - c0, time.perf_counter() - w0
     if prof is not None:
         prof.disable()

@@ -22,7 +22,7 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parent.parent
 sys.path[:0] = [str(ROOT), str(ROOT / "benchmarks")]
 
-from engine_core import T0, TICK_S, _digest, messages_for, pinned_doc  # noqa: E402
+from engine_core import T0, feed, messages_for, pinned_doc  # noqa: E402
 from ingest import build_engine  # noqa: E402
 
 from engine.native import build_name  # noqa: E402
@@ -40,21 +40,10 @@ def run(half: str, parts_path: Path) -> None:
     else:
         stream, start = stream[:cut], T0
     h = hashlib.sha256()
-    n = 0
-    next_tick = start + TICK_S
-    for topic, payload, arrival in stream:
-        while arrival >= next_tick:
-            n += _digest(h, engine.tick(next_tick))
-            next_tick += TICK_S
-        n += _digest(h, engine.handle(topic, payload, arrival))
+    n = feed(engine, stream, start, h, drain=half == "second")
     if half == "first":
         delta = engine.state_delta()
         parts_path.write_bytes(pickle.dumps([p for _, p in sorted(delta.parts.items()) if p is not None]))
-    else:
-        end = stream[-1][2] + 5.0
-        while next_tick <= end:
-            n += _digest(h, engine.tick(next_tick))
-            next_tick += TICK_S
     print(f"build={build_name()} digest={h.hexdigest()[:16]} effects={n}")
 
 
