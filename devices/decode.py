@@ -45,13 +45,21 @@ _DECODE_ERRORS = (msgspec.MsgspecError, ValueError, RecursionError)
 _decode_json = msgspec.json.decode
 
 
-@dataclass(frozen=True, slots=True)
+@dataclass(slots=True, init=False)
 class Decoded:
-    """Everything one MQTT message yielded; all three lists may be empty (e.g. OwnTracks ``lwt``)."""
+    """Everything one MQTT message yielded; all three lists may be empty (e.g. OwnTracks ``lwt``).
+
+    A written ``__init__`` (made per message: engine.native).
+    """
 
     fixes: list[Fix]
     events: list[DeviceEvent]
     rejections: list[Rejection]
+
+    def __init__(self, fixes: list[Fix], events: list[DeviceEvent], rejections: list[Rejection]) -> None:
+        self.fixes = fixes
+        self.events = events
+        self.rejections = rejections
 
 
 @lru_cache(maxsize=1 << 16)

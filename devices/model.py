@@ -96,11 +96,12 @@ class DeviceEvent:
         return f"{self.device}:{self.seq}"
 
 
-@dataclass(frozen=True, slots=True)
+@dataclass(slots=True, init=False, unsafe_hash=True)
 class Rejection:
     """A message (or one element of a burst) that failed validation.
 
-    ``payload`` keeps the raw text so the dead-letter record loses nothing.
+    ``payload`` keeps the raw text so the dead-letter record loses nothing.  Never changed
+    once made (a written ``__init__``, not ``frozen``: engine.native).
     """
 
     reason: RejectReason
@@ -112,3 +113,15 @@ class Rejection:
     # the rejected message's own seq when it names the topic's device with an integer seq:
     # it still took its place in the device's sequence, so later fixes need not wait for it
     seq: int | None = None
+
+    def __init__(
+        self, reason: RejectReason, detail: str, topic: str, payload: str, arrival: float,
+        device: str | None = None, seq: int | None = None,
+    ) -> None:
+        self.reason = reason
+        self.detail = detail
+        self.topic = topic
+        self.payload = payload
+        self.arrival = arrival
+        self.device = device
+        self.seq = seq

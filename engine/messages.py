@@ -17,13 +17,21 @@ from engine.timeutil import format_time
 Channel = Literal["centre", "victim", "subject", "device", "deadletter", "forward"]
 
 
-@dataclass(frozen=True, slots=True)
+@dataclass(slots=True, init=False)
 class Outgoing:
-    """One message to publish: topic, JSON-able payload, and which channel it belongs to."""
+    """One message to publish: topic, JSON-able payload, and which channel it belongs to.
+
+    Never changed once made (a written ``__init__``, not ``frozen``: engine.native).
+    """
 
     channel: Channel
     topic: str
     payload: dict[str, Any]
+
+    def __init__(self, channel: Channel, topic: str, payload: dict[str, Any]) -> None:
+        self.channel = channel
+        self.topic = topic
+        self.payload = payload
 
 
 def centre_message(prefix: str, alert: Alert) -> Outgoing:

@@ -9,6 +9,14 @@ Python modules; tests/test_native_build.py compiles a copy of the tree, runs the
 tests there and compares every effect of a seeded stream, and state stored by either build,
 with the pure build.
 
+Records made per fix (track points, readings, contexts, decoded messages) are dataclasses with a
+written ``__init__`` (``@dataclass(init=False)``) and not ``frozen``: mypyc compiles the methods
+written in a class, but a dataclass's generated ``__init__`` stays interpreted Python, and a
+frozen one sets every field through ``object.__setattr__``.  Measured here with three fields:
+frozen 1,110 ns, plain dataclass 460 ns, written ``__init__`` compiled 68 ns per object; in the
+engine that was a fifth of every compiled fix's instructions (callgrind).  Such records are
+still never changed once made; hashable ones say so (``unsafe_hash``).
+
 This module imports nothing outside the standard library: setup.py reads ``NATIVE_SOURCES``
 before the dependencies are installed.
 """

@@ -40,12 +40,18 @@ from geo.index import ZoneIndex
 from geo.projection import Projector
 
 
-@dataclass(slots=True)
+@dataclass(slots=True, init=False)
 class Effects:
-    """What one step of the engine produced."""
+    """What one step of the engine produced (a written ``__init__``: engine.native)."""
 
-    messages: list[Outgoing] = field(default_factory=list)
-    changes: list[AlertChange] = field(default_factory=list)
+    messages: list[Outgoing]
+    changes: list[AlertChange]
+
+    def __init__(
+        self, messages: list[Outgoing] | None = None, changes: list[AlertChange] | None = None
+    ) -> None:
+        self.messages = [] if messages is None else messages
+        self.changes = [] if changes is None else changes
 
     def extend(self, other: Effects) -> None:
         self.messages.extend(other.messages)

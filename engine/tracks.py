@@ -20,7 +20,7 @@ import math
 from array import array
 from bisect import bisect_right
 from collections import deque
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from operator import attrgetter
 from typing import Any
 
@@ -33,9 +33,10 @@ TRACK_POINTS = 64  # projected points kept per device for interpolation
 TRACK_SPAN_S = 1800.0  # ... and at most this far back in device time
 
 
-@dataclass(frozen=True, slots=True)
+@dataclass(slots=True, init=False, unsafe_hash=True)
 class TrackPoint:
-    """A fix accepted for decisions, in projected metres."""
+    """A fix accepted for decisions, in projected metres; never changed once made (a written
+    ``__init__``, not ``frozen``: see engine.native)."""
 
     t: float
     x: float
@@ -43,6 +44,14 @@ class TrackPoint:
     acc: float
     key: str
     src: str
+
+    def __init__(self, t: float, x: float, y: float, acc: float, key: str, src: str) -> None:
+        self.t = t
+        self.x = x
+        self.y = y
+        self.acc = acc
+        self.key = key
+        self.src = src
 
     def __reduce__(self) -> tuple[type[TrackPoint], tuple[float, float, float, float, str, str]]:
         # a plain tuple: a third of the size and time of the default for a slots dataclass,
@@ -108,23 +117,43 @@ class SeqMemory:
             self._seen.update(range(first, last + 1))
 
 
-@dataclass(slots=True)
+@dataclass(slots=True, init=False)
 class DeviceTrack:
-    """What the engine remembers of one device between fixes."""
+    """What the engine remembers of one device between fixes (a written ``__init__``:
+    engine.native)."""
 
     device: str
-    seen: SeqMemory = field(default_factory=lambda: SeqMemory(SEEN_SEQS))
-    pending: list[Fix] = field(default_factory=list)
-    first_pending_arrival: float = 0.0
-    last_pending_arrival: float = 0.0
-    points: deque[TrackPoint] = field(default_factory=lambda: deque(maxlen=TRACK_POINTS))
-    newest_t: float = -math.inf
-    last_arrival: float = -math.inf
-    suspect: list[TrackPoint] = field(default_factory=list)
-    last_seq: int | None = None  # highest seq evaluated (fixes) or processed (events)
+    seen: SeqMemory
+    pending: list[Fix]
+    first_pending_arrival: float
+    last_pending_arrival: float
+    points: deque[TrackPoint]
+    newest_t: float
+    last_arrival: float
+    suspect: list[TrackPoint]
+    last_seq: int | None  # highest seq evaluated (fixes) or processed (events)
     # messages on the device's own topic rejected without a readable seq since the last release:
     # each took a seq nobody can name, so as many missing seqs need not be waited for
-    unnumbered: int = 0
+    unnumbered: int
+
+    def __init__(
+        self, device: str, seen: SeqMemory | None = None, pending: list[Fix] | None = None,
+        first_pending_arrival: float = 0.0, last_pending_arrival: float = 0.0,
+        points: deque[TrackPoint] | None = None, newest_t: float = -math.inf,
+        last_arrival: float = -math.inf, suspect: list[TrackPoint] | None = None,
+        last_seq: int | None = None, unnumbered: int = 0,
+    ) -> None:
+        self.device = device
+        self.seen = SeqMemory(SEEN_SEQS) if seen is None else seen
+        self.pending = [] if pending is None else pending
+        self.first_pending_arrival = first_pending_arrival
+        self.last_pending_arrival = last_pending_arrival
+        self.points = deque(maxlen=TRACK_POINTS) if points is None else points
+        self.newest_t = newest_t
+        self.last_arrival = last_arrival
+        self.suspect = [] if suspect is None else suspect
+        self.last_seq = last_seq
+        self.unnumbered = unnumbered
 
     def __reduce__(self) -> tuple[Any, tuple[Any, ...]]:
         # one tuple of plain values, points as tuples: the default for a slots class builds a

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
 from engine.alerts import AlertBook, AlertChange
@@ -14,9 +14,10 @@ if TYPE_CHECKING:
     from engine.rules.crossings import CappedAlerts
 
 
-@dataclass(slots=True)
+@dataclass(slots=True, init=False)
 class RuleContext:
-    """Shared, mutable per-step context: the orders, the alert book, and what to emit."""
+    """Shared, mutable per-step context: the orders, the alert book, and what to emit (a
+    written ``__init__``: engine.native)."""
 
     book: OrderBook
     # the book, or its capping view while approved crossings hold (a declared union, not a
@@ -24,10 +25,23 @@ class RuleContext:
     alerts: AlertBook | CappedAlerts
     rules: RuleConfig
     prefix: str
-    now: float = 0.0
-    arrival: float | None = None
-    changes: list[AlertChange] = field(default_factory=list)
-    messages: list[Outgoing] = field(default_factory=list)
+    now: float
+    arrival: float | None
+    changes: list[AlertChange]
+    messages: list[Outgoing]
+
+    def __init__(
+        self, book: OrderBook, alerts: AlertBook | CappedAlerts, rules: RuleConfig, prefix: str,
+        now: float = 0.0, arrival: float | None = None,
+    ) -> None:
+        self.book = book
+        self.alerts = alerts
+        self.rules = rules
+        self.prefix = prefix
+        self.now = now
+        self.arrival = arrival
+        self.changes = []
+        self.messages = []
 
     def emit(self, change: AlertChange | None) -> AlertChange | None:
         """Record a change (if any) for notification, publishing and storage."""

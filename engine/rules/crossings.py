@@ -90,13 +90,19 @@ def path_margin(p0: TrackPoint, p1: TrackPoint) -> float:
     return max(p0.acc, p1.acc) + PATH_MARGIN_FRAC * math.hypot(p1.x - p0.x, p1.y - p0.y)
 
 
-@dataclass(frozen=True, slots=True)
+@dataclass(slots=True, init=False)
 class SegmentHit:
-    """A straight segment inside a zone: how deep, and when it entered (interpolated)."""
+    """A straight segment inside a zone: how deep, and when it entered (interpolated; a written
+    ``__init__``, as every record made per fix: engine.native)."""
 
     depth_m: float  # > 0: the segment runs this far inside the zone boundary
     entry_t: float
     deepest_t: float
+
+    def __init__(self, depth_m: float, entry_t: float, deepest_t: float) -> None:
+        self.depth_m = depth_m
+        self.entry_t = entry_t
+        self.deepest_t = deepest_t
 
 
 def segments_in_zones(
@@ -144,13 +150,19 @@ def segments_in_zones(
     return out
 
 
-@dataclass(frozen=True, slots=True)
+@dataclass(slots=True, init=False)
 class Approach:
-    """Closest approach of two interpolated tracks over a segment's interval."""
+    """Closest approach of two interpolated tracks over a segment's interval (a written
+    ``__init__``: engine.native)."""
 
     distance_m: float
     t: float
     partner_extra_m: float  # uncertainty added by extrapolating the partner
+
+    def __init__(self, distance_m: float, t: float, partner_extra_m: float) -> None:
+        self.distance_m = distance_m
+        self.t = t
+        self.partner_extra_m = partner_extra_m
 
 
 def closest_approach(

@@ -8,7 +8,7 @@ victim device is critical at once for every order protecting her.
 from __future__ import annotations
 
 from collections import deque
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from typing import Any
 
 from devices.model import DeviceEvent, Fix
@@ -18,12 +18,17 @@ from engine.rules.context import RuleContext
 from engine.state_pickle import restore_slots
 
 
-@dataclass(slots=True)
+@dataclass(slots=True, init=False)
 class BatteryTrend:
-    """Recent (device time, percent) samples to estimate when a battery dies."""
+    """Recent (device time, percent) samples to estimate when a battery dies (a written
+    ``__init__``: engine.native)."""
 
-    samples: deque[tuple[float, float]] = field(default_factory=lambda: deque(maxlen=32))
-    charging: bool = False
+    samples: deque[tuple[float, float]]
+    charging: bool
+
+    def __init__(self, samples: deque[tuple[float, float]] | None = None, charging: bool = False) -> None:
+        self.samples = deque(maxlen=32) if samples is None else samples
+        self.charging = charging
 
     def __reduce__(self) -> tuple[type[BatteryTrend], tuple[Any, ...]]:
         # the constructor with the field values: the same pickle from the pure and the

@@ -27,17 +27,31 @@ from geo.certainty import within_certainty
 from geo.proximity import assess_pair
 
 
-@dataclass(slots=True)
+@dataclass(slots=True, init=False)
 class PairEpisode:
-    """Debounce state of one (order, subject, protected person) pair."""
+    """Debounce state of one (order, subject, protected person) pair (a written ``__init__``:
+    engine.native)."""
 
-    start: float | None = None
-    lower_since: float | None = None
-    lower_level: Level | None = None
-    clear_run: int = 0
-    pursuit: bool = False
-    possible_run: int = 0
-    last_t: float = float("-inf")
+    start: float | None
+    lower_since: float | None
+    lower_level: Level | None
+    clear_run: int
+    pursuit: bool
+    possible_run: int
+    last_t: float
+
+    def __init__(
+        self, start: float | None = None, lower_since: float | None = None,
+        lower_level: Level | None = None, clear_run: int = 0, pursuit: bool = False,
+        possible_run: int = 0, last_t: float = -math.inf,
+    ) -> None:
+        self.start = start
+        self.lower_since = lower_since
+        self.lower_level = lower_level
+        self.clear_run = clear_run
+        self.pursuit = pursuit
+        self.possible_run = possible_run
+        self.last_t = last_t
 
     def __reduce__(self) -> tuple[type[PairEpisode], tuple[Any, ...]]:
         # the constructor with the field values: the same pickle from the pure and the
@@ -51,9 +65,9 @@ class PairEpisode:
         restore_slots(self, state)  # stored before __reduce__
 
 
-@dataclass(frozen=True, slots=True)
+@dataclass(slots=True, init=False)
 class PairReading:
-    """The measured state of a pair at one device time."""
+    """The measured state of a pair at one device time (a written ``__init__``: engine.native)."""
 
     distance_m: float
     closing_speed_mps: float
@@ -63,6 +77,20 @@ class PairReading:
     stale_s: float
     cpa_m: float = math.inf  # predicted closest distance on the current headings
     t_cpa_s: float = math.inf  # ... and when (from now)
+
+    def __init__(
+        self, distance_m: float, closing_speed_mps: float, time_to_contact_s: float,
+        slack_m: float, evidence: tuple[str, ...], stale_s: float, cpa_m: float = math.inf,
+        t_cpa_s: float = math.inf,
+    ) -> None:
+        self.distance_m = distance_m
+        self.closing_speed_mps = closing_speed_mps
+        self.time_to_contact_s = time_to_contact_s
+        self.slack_m = slack_m
+        self.evidence = evidence
+        self.stale_s = stale_s
+        self.cpa_m = cpa_m
+        self.t_cpa_s = t_cpa_s
 
 
 def grade(rule: ProximityRule, r: PairReading, fast_ttc_s: float) -> tuple[Level | None, str | None]:

@@ -33,21 +33,40 @@ def zone_key(order_id: str, zone_id: str) -> str:
     return f"{order_id}/{zone_id}"
 
 
-@dataclass(slots=True)
+@dataclass(slots=True, init=False)
 class ZoneEpisode:
-    """Debounce state of one (order, zone) for one subject."""
+    """Debounce state of one (order, zone) for one subject (a written ``__init__``: engine.native)."""
 
-    possible_run: int = 0
-    clear_run: int = 0
-    candidate_start: float | None = None
-    outside_since: float | None = None
-    window: tuple[float, float] | None = None
-    forewarned: bool = False
-    pursuit: bool = False
-    unconfirmed: TrackPoint | None = None  # a lone fix inside waiting for the next one
-    last_outside: TrackPoint | None = None  # the last fix outside the zone
-    last_t: float = float("-inf")
-    crossed: tuple[float, float] | None = None  # device-time span of the last path crossing raised
+    possible_run: int
+    clear_run: int
+    candidate_start: float | None
+    outside_since: float | None
+    window: tuple[float, float] | None
+    forewarned: bool
+    pursuit: bool
+    unconfirmed: TrackPoint | None  # a lone fix inside waiting for the next one
+    last_outside: TrackPoint | None  # the last fix outside the zone
+    last_t: float
+    crossed: tuple[float, float] | None  # device-time span of the last path crossing raised
+
+    def __init__(
+        self, possible_run: int = 0, clear_run: int = 0, candidate_start: float | None = None,
+        outside_since: float | None = None, window: tuple[float, float] | None = None,
+        forewarned: bool = False, pursuit: bool = False, unconfirmed: TrackPoint | None = None,
+        last_outside: TrackPoint | None = None, last_t: float = -math.inf,
+        crossed: tuple[float, float] | None = None,
+    ) -> None:
+        self.possible_run = possible_run
+        self.clear_run = clear_run
+        self.candidate_start = candidate_start
+        self.outside_since = outside_since
+        self.window = window
+        self.forewarned = forewarned
+        self.pursuit = pursuit
+        self.unconfirmed = unconfirmed
+        self.last_outside = last_outside
+        self.last_t = last_t
+        self.crossed = crossed
 
     def __reduce__(self) -> tuple[type[ZoneEpisode], tuple[Any, ...]]:
         # the constructor with the field values: the same pickle from the pure and the
