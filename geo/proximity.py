@@ -2,10 +2,18 @@
 
 Thin wrappers that validate shapes and dtypes and call ``geo.kernels``;
 velocities are in m/s along the projection's x and y axes.
+
+Two functions are not wrappers: ``assess_pair`` and ``predict_from_two`` answer for one pair
+or one track from the engine's per-fix path (compiled by mypyc: engine.native), where a call
+into Numba cost 3,000 instructions, more than the arithmetic it ran.  They repeat the
+kernels' arithmetic operation for operation (``geo.kernels.proximity``: lengths as
+``sqrt(x*x + y*y)``), so they give the kernels' numbers bit for bit; a hypothesis test holds
+them to that (tests/geo/test_geo_proximity.py).
 """
 
 from __future__ import annotations
 
+import math
 from bisect import bisect_right
 from collections.abc import Sequence
 from operator import attrgetter
@@ -23,6 +31,7 @@ __all__ = [
     "assess_pair",
     "assess_pairs",
     "geodesic_distance_m",
+    "predict_from_two",
     "predict_on_samples",
     "predict_position",
     "predict_position_unchecked",
@@ -68,12 +77,43 @@ def assess_pairs(
 def assess_pair(
     ax: float, ay: float, avx: float, avy: float, bx: float, by: float, bvx: float, bvy: float
 ) -> tuple[float, float, float]:
-    """``assess_pairs`` for a single pair of floats: the same kernel (the batch calls it per
-    pair), so the same numbers, without building eleven one-element arrays."""
-    d, closing, ttc = kernels.assess_pair(
-        float(ax), float(ay), float(avx), float(avy), float(bx), float(by), float(bvx), float(bvy)
-    )
-    return float(d), float(closing), float(ttc)
+    """``assess_pairs`` for a single pair of floats: ``kernels.assess_pair``'s operations in
+    Python, so the same numbers without a Numba call (see the module docstring)."""
+    rx = bx - ax
+    ry = by - ay
+    d = math.sqrt(rx * rx + ry * ry)
+    if d == 0.0:
+        return 0.0, 0.0, 0.0
+    closing = -(rx * (bvx - avx) + ry * (bvy - avy)) / d
+    ttc = d / closing if closing > kernels.MIN_CLOSING_MPS else math.inf
+    return d, closing, ttc
+
+
+def predict_from_two(
+    where: int, moving: bool, t: float, t0: float, x0: float, y0: float, t1: float, x1: float,
+    y1: float, max_extrapolation_s: float, min_speed_mps: float,
+) -> tuple[float, float, float, float]:
+    """``kernels.predict_from_samples`` in Python: the same operations in the same order, so
+    the same numbers without a Numba call (see the module docstring and that kernel for what
+    ``where``, ``moving`` and the two samples mean)."""
+    if where == kernels.PREDICT_BETWEEN:  # kernels._between
+        span = t1 - t0
+        f = (t - t0) / span if span > 0.0 else 1.0
+        return x0 + f * (x1 - x0), y0 + f * (y1 - y0), 0.0, 0.0
+    vx = vy = 0.0
+    if moving:  # kernels._velocity
+        dt = t1 - t0
+        if dt > 0.0:
+            vx, vy = (x1 - x0) / dt, (y1 - y0) / dt
+    if where == kernels.PREDICT_AFTER:  # kernels._after
+        gap = t - t1
+        dt = min(gap, max_extrapolation_s)
+        speed = max(math.sqrt(vx * vx + vy * vy), min_speed_mps)
+        return x1 + vx * dt, y1 + vy * dt, speed * dt, gap
+    gap = t0 - t  # kernels._before
+    dt = min(gap, max_extrapolation_s)
+    speed = max(math.sqrt(vx * vx + vy * vy), min_speed_mps)
+    return x0 - vx * dt, y0 - vy * dt, speed * dt, gap
 
 
 def predict_position_unchecked(
@@ -128,7 +168,7 @@ def predict_on_samples(
     The kernel reads at most two samples: the last two, the first two, or the two that
     bracket ``t`` (found here by bisection, as the kernel's search finds them).  Copying a
     whole track into three arrays for each question cost more than the answer; the same
-    helpers then give the same numbers (``kernels.predict_from_samples``).
+    arithmetic then gives the same numbers (``predict_from_two``).
     """
     _require_extrapolation_bound(max_extrapolation_s)
     n = len(samples)
@@ -140,11 +180,10 @@ def predict_on_samples(
     else:
         hi = bisect_right(samples, t, key=_time_of)  # first sample after t: 0 < hi < n
         a, b, where = samples[hi - 1], samples[hi], kernels.PREDICT_BETWEEN
-    x, y, unc, gap = kernels.predict_from_samples(
+    return predict_from_two(
         where, n >= 2, float(t), float(a.t), float(a.x), float(a.y), float(b.t), float(b.x),
         float(b.y), float(max_extrapolation_s), float(min_speed_mps),
     )
-    return float(x), float(y), float(unc), float(gap)
 
 
 def predict_position(

@@ -2,6 +2,13 @@
 
 Units: projected metres, seconds, metres per second, in the projection's
 x (east-ish) and y (north-ish) axes.
+
+A planar length is ``sqrt(x*x + y*y)`` (``_norm``), not ``math.hypot``: the engine asks
+about one pair at a time from compiled Python (``geo.proximity.assess_pair`` and
+``predict_from_two``), where a Numba call costs more than the arithmetic, and those scalar
+versions must give these kernels' numbers bit for bit.  CPython's ``math.hypot`` and the C
+library's, which Numba calls, differ in the last bit for about one pair in 700; ``sqrt`` is
+correctly rounded in both.  For projected metres neither overflows.
 """
 
 from __future__ import annotations
@@ -16,6 +23,12 @@ MIN_CLOSING_MPS = 0.05  # below this closing speed the time to contact is infini
 
 
 @jit
+def _norm(x, y):
+    """Length of (x, y): the same operations as ``geo.proximity``'s scalar versions."""
+    return math.sqrt(x * x + y * y)
+
+
+@jit
 def assess_pair(ax, ay, avx, avy, bx, by, bvx, bvy):
     """(distance m, closing speed m/s, time to contact s) for one pair of moving points.
 
@@ -25,7 +38,7 @@ def assess_pair(ax, ay, avx, avy, bx, by, bvx, bvy):
     """
     rx = bx - ax
     ry = by - ay
-    d = math.hypot(rx, ry)
+    d = _norm(rx, ry)
     if d == 0.0:
         return 0.0, 0.0, 0.0
     closing = -(rx * (bvx - avx) + ry * (bvy - avy)) / d
@@ -70,7 +83,7 @@ def _after(t, t1, x1, y1, vx, vy, max_extrapolation_s, min_speed_mps):
     """Dead reckoning from the last sample (t1 <= t) with velocity (vx, vy): see ``predict_track``."""
     gap = t - t1
     dt = min(gap, max_extrapolation_s)
-    speed = max(math.hypot(vx, vy), min_speed_mps)
+    speed = max(_norm(vx, vy), min_speed_mps)
     return x1 + vx * dt, y1 + vy * dt, speed * dt, gap
 
 
@@ -79,7 +92,7 @@ def _before(t, t0, x0, y0, vx, vy, max_extrapolation_s, min_speed_mps):
     """Dead reckoning back from the first sample (t <= t0): see ``predict_track``."""
     gap = t0 - t
     dt = min(gap, max_extrapolation_s)
-    speed = max(math.hypot(vx, vy), min_speed_mps)
+    speed = max(_norm(vx, vy), min_speed_mps)
     return x0 - vx * dt, y0 - vy * dt, speed * dt, gap
 
 

@@ -11,7 +11,7 @@ from hypothesis import strategies as st
 from hypothesis.extra.numpy import arrays
 
 from geo.errors import GeoError
-from geo.proximity import assess_pairs, predict_on_samples, predict_position
+from geo.proximity import assess_pair, assess_pairs, predict_on_samples, predict_position
 
 
 def _metric(lo: float, hi: float) -> st.SearchStrategy[float]:
@@ -64,6 +64,16 @@ def test_assess_pairs_catalogue(a, b, expected) -> None:
     arrs = [np.array([float(v)]) for v in (*a, *b)]
     d, c, t = assess_pairs(*arrs)
     assert (d[0], c[0], t[0]) == pytest.approx(expected)
+
+
+@settings(max_examples=150, deadline=None)
+@given(pair_batches())
+def test_assess_pair_gives_the_kernels_numbers_bit_for_bit(batch) -> None:
+    """The scalar assess_pair (Python arithmetic, for the engine's per-fix path) equals the kernel."""
+    d, closing, ttc = assess_pairs(*(np.ascontiguousarray(a) for a in batch))
+    for i in range(len(d)):
+        one = assess_pair(*(float(a[i]) for a in batch))
+        assert one == (float(d[i]), float(closing[i]), float(ttc[i]))
 
 
 def test_assess_pairs_writes_into_out() -> None:
