@@ -31,11 +31,11 @@ from typing import Any
 import msgspec
 
 from devices.errors import InvalidPayload
+from devices.fastpath import fast_fixes
 from devices.model import DeviceEvent, Fix, Rejection, RejectReason
 from devices.owntracks import location_to_fix, owntracks_type
 from devices.topics import TopicRef, TopicScheme
 from devices.validate import MIN_TIME, event_from_object, fix_from_object, when
-from devices.wire import fast_fixes
 
 log = logging.getLogger(__name__)
 

@@ -53,10 +53,16 @@ class RejectReason(enum.StrEnum):
     INTERNAL_ERROR = "internal_error"  # a decoder bug, caught so it cannot stop the engine
 
 
-@mypyc_attr(native_class=False)  # pickled in case parts as before (engine.state_pickle)
-@dataclass(frozen=True, slots=True)
+@dataclass(slots=True, init=False, unsafe_hash=True)
 class Fix:
-    """One position report from a device (contract §2), validated."""
+    """One position report from a device (contract §2), validated; never changed once made.
+
+    A written ``__init__`` and not ``frozen`` (made for every fix: engine.native), so in the
+    compiled build a native class.  It pickles as a call of its constructor, which both builds
+    read alike (fixes waiting in a reorder buffer are stored with their case,
+    engine.case_state); a fix stored while it was a frozen dataclass comes back through
+    ``__setstate__``.
+    """
 
     device: str
     seq: int
@@ -65,12 +71,43 @@ class Fix:
     lon: float
     acc: float
     arrival: float
-    spd: float | None = None
-    hdg: float | None = None
-    sats: int | None = None
-    src: FixSource = "gnss"
-    batt: int | None = None
-    strap: StrapState | None = None
+    spd: float | None
+    hdg: float | None
+    sats: int | None
+    src: FixSource
+    batt: int | None
+    strap: StrapState | None
+
+    def __init__(
+        self, device: str, seq: int, t: float, lat: float, lon: float, acc: float,
+        arrival: float, spd: float | None = None, hdg: float | None = None,
+        sats: int | None = None, src: FixSource = "gnss", batt: int | None = None,
+        strap: StrapState | None = None,
+    ) -> None:
+        self.device = device
+        self.seq = seq
+        self.t = t
+        self.lat = lat
+        self.lon = lon
+        self.acc = acc
+        self.arrival = arrival
+        self.spd = spd
+        self.hdg = hdg
+        self.sats = sats
+        self.src = src
+        self.batt = batt
+        self.strap = strap
+
+    def __reduce__(self) -> tuple[type[Fix], tuple[Any, ...]]:
+        return (Fix, (
+            self.device, self.seq, self.t, self.lat, self.lon, self.acc, self.arrival, self.spd,
+            self.hdg, self.sats, self.src, self.batt, self.strap,
+        ))
+
+    def __setstate__(self, state: list[Any]) -> None:
+        # a fix pickled as a frozen slots dataclass: copyreg's __newobj__ and its field values
+        # in order (dataclasses' __getstate__ for frozen slots classes)
+        self.__init__(*state)  # type: ignore[misc]
 
     @property
     def key(self) -> str:

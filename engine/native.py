@@ -30,9 +30,11 @@ from pathlib import Path
 #: sources compiled by ``EMGUARD_NATIVE=1``: decoding, the rules and the state they keep (the
 #: service around them, I/O, HTTP and the simulator stay Python: they are not per-fix work).
 #: devices/wire.py stays Python too: mypyc turns its msgspec ``Struct`` into a class msgspec
-#: no longer decodes into (every fix fell back to the slow path).
+#: no longer decodes into (every fix fell back to the slow path); devices/fastpath.py, which
+#: turns that Struct into fixes, is compiled.
 NATIVE_SOURCES: tuple[str, ...] = (
     "devices/decode.py",
+    "devices/fastpath.py",
     "devices/model.py",
     "devices/owntracks.py",
     "devices/topics.py",

@@ -13,9 +13,9 @@ from hypothesis import strategies as st
 
 from devices.decode import Decoded, decode_message
 from devices.encode import event_payload, fix_payload
+from devices.fastpath import fast_fixes
 from devices.model import EVENT_TYPES, DeviceEvent, Fix, RejectReason
 from devices.validate import MIN_TIME, fix_from_object
-from devices.wire import fast_fixes
 
 ARRIVAL = 1795428903.0
 TOPICS = [

@@ -9,7 +9,6 @@ import pytest
 
 from devices.model import Fix
 from devices.topics import TopicRef, TopicScheme
-from devices.wire import make_fix
 
 
 @pytest.mark.parametrize(
@@ -65,12 +64,14 @@ def test_subscriptions_plain_and_shared() -> None:
     )
 
 
-def test_fast_fix_constructor_equals_dataclass_constructor() -> None:
-    """make_fix is the slot-setting fast path and builds a Fix equal to Fix(...) in every way."""
-    assert make_fix is not Fix
+def test_fix_is_a_record_built_by_its_written_constructor() -> None:
+    """Fix(...) positionally and by keyword give equal, hashable records with the evidence key."""
     args: tuple[Any, ...] = ("AM-1", 7, 1.5, 51.0, 4.0, 8.0, 2.5, None, 90.0, 6, "wifi", 40, "open")
-    a, b = make_fix(*args), Fix(*args)
-    assert type(a) is Fix and a == b and hash(a) == hash(b) and repr(a) == repr(b)
+    names = [f.name for f in dataclasses.fields(Fix)]
+    a, b = Fix(*args), Fix(**dict(zip(names, args, strict=True)))
+    assert a == b and hash(a) == hash(b) and repr(a) == repr(b)
     assert dataclasses.astuple(a) == args and a.key == "AM-1:7"
-    with pytest.raises(dataclasses.FrozenInstanceError):
-        a.lat = 0.0  # type: ignore[misc]
+    plain = Fix("AM-1", 7, 1.5, 51.0, 4.0, 8.0, 2.5)
+    assert (plain.spd, plain.hdg, plain.sats, plain.src, plain.batt, plain.strap) == (
+        None, None, None, "gnss", None, None,
+    )

@@ -16,6 +16,7 @@ from typing import Any
 
 import pytest
 
+from devices.model import Fix
 from engine.rules.device_events import BatteryTrend
 from engine.rules.proximity import PairEpisode
 from engine.rules.zones import ZoneEpisode
@@ -74,3 +75,27 @@ def test_a_field_added_since_gets_its_default() -> None:
     back = pickle.loads(blob)
     back.__setstate__((None, old))
     assert back.crossed is None and back.possible_run == 2
+
+
+FIX = Fix("AM-1", 7, 1_795_000_000.0, 51.9, 4.47, 8.0, 1_795_000_001.0, 1.5, 90.0, 9, "wifi", 80, "ok")
+
+
+def test_a_fix_pickles_as_its_constructor_call() -> None:
+    """A waiting fix is stored with its case: it comes back equal, field for field."""
+    back = pickle.loads(pickle.dumps(FIX))
+    assert type(back) is Fix and back == FIX and dataclasses.astuple(back) == dataclasses.astuple(FIX)
+
+
+def test_a_fix_stored_as_a_frozen_dataclass_still_loads() -> None:
+    """Before Fix had a written constructor it pickled as a frozen slots dataclass does:
+    copyreg's __newobj__ with the field values as a list (dataclasses' __getstate__)."""
+
+    class OldFix(pickle.Pickler):
+        def reducer_override(self, obj: Any) -> Any:
+            if type(obj) is Fix:
+                return (copyreg.__newobj__, (Fix,), list(dataclasses.astuple(obj)))
+            return NotImplemented
+
+    buf = io.BytesIO()
+    OldFix(buf, protocol=pickle.HIGHEST_PROTOCOL).dump([FIX])
+    assert pickle.loads(buf.getvalue()) == [FIX]
