@@ -107,7 +107,10 @@ class Fix:
     def __setstate__(self, state: list[Any]) -> None:
         # a fix pickled as a frozen slots dataclass: copyreg's __newobj__ and its field values
         # in order (dataclasses' __getstate__ for frozen slots classes)
-        self.__init__(*state)  # type: ignore[misc]
+        (
+            self.device, self.seq, self.t, self.lat, self.lon, self.acc, self.arrival, self.spd,
+            self.hdg, self.sats, self.src, self.batt, self.strap,
+        ) = state
 
     @property
     def key(self) -> str:

@@ -27,6 +27,7 @@ import pickle
 from collections.abc import Iterable
 from typing import TYPE_CHECKING, Any
 
+from engine import state_unpickle
 from engine.cases import Cases
 
 if TYPE_CHECKING:
@@ -131,7 +132,7 @@ def _pickled(key: str, alert_sections: dict[str, dict[Any, Any]], **sections: An
 
 def merge_part(engine: Engine, blob: bytes) -> bool:
     """Add one stored part (or a whole v2 snapshot) to the engine's state; True for a v2 snapshot."""
-    state = pickle.loads(blob)  # our own trusted store (engine.store), never device input
+    state = state_unpickle.loads(blob)  # our own trusted store (engine.store), never device input
     version = state.get("v")
     if version == 2:  # a whole-engine snapshot from before per-case parts
         state = dict(state, non_gnss={})

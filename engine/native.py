@@ -56,6 +56,7 @@ NATIVE_SOURCES: tuple[str, ...] = (
     "engine/timeutil.py",
     "engine/tracks.py",
     "geo/certainty.py",
+    "geo/index.py",
     "geo/proximity.py",
 )
 

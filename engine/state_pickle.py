@@ -7,7 +7,8 @@ objects go into a case part (``engine.case_state``) pickles as a call of its con
 its field values, which both builds read and write alike: a store written by one build is
 restored by the other (a deployment switching builds keeps its alerts and debounce state).
 
-Parts stored before these reductions hold the ``copyreg`` form; ``restore_slots`` reads it.
+Parts stored before these reductions hold the ``copyreg`` form; ``restore_slots`` reads it
+(``engine.state_unpickle`` reads every stored part).
 """
 
 from __future__ import annotations

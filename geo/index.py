@@ -10,10 +10,17 @@ changes offsets but never slots.
 Slots are stable for a key while it lives; after ``remove`` a slot may be given
 to another key, so callers must not keep slots of removed keys.  Not
 thread-safe for writers: update from one thread; evaluation only reads.
+
+The engine asks ``signed_distance_at`` about one fix and one zone at a time, from compiled
+code (engine.native compiles this module too).  A circle's centre and radius are also kept
+as plain numbers per slot, and its distance is worked out there with the kernel's own
+operations (``kernels.record_fast``: ``sqrt(dx*dx + dy*dy) - r``): the same number without
+a Numba call.  Polygons go to the kernel.
 """
 
 from __future__ import annotations
 
+import math
 from collections.abc import Iterable, Sequence
 from typing import TypeAlias
 
@@ -56,6 +63,7 @@ class ZoneIndex:
     def __init__(self, projector: Projector | None = None) -> None:
         self.projector = projector if projector is not None else Projector()
         self._slot_of: dict[str, int] = {}
+        self._circles: dict[int, tuple[float, float, float]] = {}  # slot -> (cx, cy, radius) m
         self._free: list[int] = []
         self._n_slots = 0  # high-water mark of slots handed out
         self._used = 0  # doubles of blob in use (live + garbage)
@@ -216,12 +224,27 @@ class ZoneIndex:
         self.zoff[out] = self._used + rec_src
         self.zlen[out] = rec_len
         self._used += total
+        self._note_circles(out)
         self._maybe_compact()
         return out
+
+    def _note_circles(self, slots: np.ndarray) -> None:
+        """Keep the plain-number copy of the circles among freshly stored ``slots``."""
+        off = self.zoff[slots]
+        circle = self.blob[off] == kernels.KIND_CIRCLE
+        for s in slots[~circle].tolist():
+            self._circles.pop(s, None)
+        if circle.any():
+            o = off[circle]
+            self._circles.update(zip(slots[circle].tolist(), zip(
+                self.blob[o + 5].tolist(), self.blob[o + 6].tolist(), self.blob[o + 7].tolist(),
+                strict=True,
+            ), strict=True))
 
     def remove(self, key: str) -> None:
         """Remove a zone; its slot becomes free (``GeoError`` if absent)."""
         s = self.slot(key)
+        self._circles.pop(s, None)
         self._garbage += int(self.zlen[s])
         self.zoff[s] = -1
         self.zlen[s] = 0
@@ -323,6 +346,11 @@ class ZoneIndex:
         so the same number; a free or unknown slot raises ``GeoError`` as the
         batch does.
         """
+        circle = self._circles.get(slot)
+        if circle is not None:  # kernels.record_fast's arithmetic for a circle
+            dx = x - circle[0]
+            dy = y - circle[1]
+            return math.sqrt(dx * dx + dy * dy) - circle[2]
         d = float(kernels.zone_signed_distance(slot, x, y, self.zoff, self.blob))
         if d != d and not (0 <= slot < self.zoff.shape[0] and self.zoff[slot] >= 0):
             raise GeoError("1 pair(s) refer to a free or unknown zone slot")

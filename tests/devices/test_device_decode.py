@@ -470,12 +470,13 @@ def test_every_reason_code_is_covered_by_a_catalogue() -> None:
 
 def test_decoder_bug_becomes_internal_error(monkeypatch: pytest.MonkeyPatch) -> None:
     """An unexpected exception inside the decoder is returned as an internal_error rejection."""
-    import devices.decode as mod
+    import devices.fastpath as mod
 
     def boom(*_: Any) -> None:
         raise KeyError("bug")
 
-    monkeypatch.setattr(mod, "fast_fixes", boom)
+    # the typed decoder the fast path calls (a Python module's function: patchable in both builds)
+    monkeypatch.setattr(mod, "decode_one", boom)
     r = only_rejection(decode(FIX_TOPIC, enc(GOOD_FIX)))
     assert r.reason is R.INTERNAL_ERROR and "KeyError" in r.detail and r.topic == FIX_TOPIC
 

@@ -153,6 +153,7 @@ def test_circle_signed_distance_is_the_exact_formula(cx, cy, r, px, py) -> None:
     sd = ix.signed_distance(np.array([s, s]), np.array([px, cx + r]), np.array([py, cy]))
     dx, dy = px - cx, py - cy
     assert sd[0] == math.sqrt(dx * dx + dy * dy) - r
+    assert ix.signed_distance_at(int(s), px, py) == sd[0]  # the single pair's own circle arithmetic
     assert sd[0] == pytest.approx(math.hypot(dx, dy) - r, rel=1e-12, abs=1e-9)
     assert sd[1] <= 0.0 or (cx + r) - cx != r  # exactly on the boundary when representable
 
@@ -171,6 +172,31 @@ def test_single_pair_equals_the_batch() -> None:
         single = [ix.signed_distance_at(s, x, y) for x, y in zip(xs.tolist(), ys.tolist(), strict=True)]
         assert single == batch
     assert ix.signed_distance_at(int(slots[0]), 0.0, 0.0) == 0.0  # a vertex is on the boundary
+
+
+def test_single_pair_follows_a_zone_replaced_removed_or_its_slot_reused() -> None:
+    """A circle replaced by a polygon (and back), removed, or its slot given to another zone:
+    the single-pair answer is always the batch's for the zone the slot holds now."""
+    ix = ZoneIndex()
+    points = (np.array([0.5, 30.0, -7.0]), np.array([0.5, 4.0, 12.0]))
+
+    def same(slot: int) -> None:
+        batch = ix.signed_distance(np.full(3, slot), *points).tolist()
+        assert [ix.signed_distance_at(slot, x, y) for x, y in zip(*points, strict=True)] == batch
+
+    (s,) = ix.upsert_planar_many([("z", (0.0, 0.0, 10.0))]).tolist()
+    same(s)
+    assert ix.upsert_planar_many([("z", box(0, 0, 1, 1))]).tolist() == [s]
+    same(s)
+    ix.upsert_planar_many([("z", (5.0, 5.0, 2.0))])
+    same(s)
+    ix.remove("z")
+    with pytest.raises(GeoError):
+        ix.signed_distance_at(s, 0.5, 0.5)
+    assert ix.upsert_planar_many([("other", box(-1, -1, 3, 3))]).tolist() == [s]
+    same(s)
+    ix.compact()
+    same(s)
 
 
 def test_single_pair_with_a_free_slot_is_an_error() -> None:
