@@ -42,6 +42,7 @@ NATIVE_SOURCES: tuple[str, ...] = (
     "engine/alerts.py",
     "engine/case_state.py",
     "engine/cases.py",
+    "engine/config.py",
     "engine/messages.py",
     "engine/notify.py",
     "engine/orders.py",

@@ -26,7 +26,14 @@ from typing import Any
 
 from devices.model import Fix
 from engine.config import RuleConfig
-from geo.proximity import predict_on_samples
+from geo.errors import GeoError
+from geo.proximity import (
+    DEFAULT_MIN_SPEED_MPS,
+    PREDICT_AFTER,
+    PREDICT_BEFORE,
+    PREDICT_BETWEEN,
+    predict_from_two,
+)
 
 SEEN_SEQS = 8192  # duplicate memory per device
 TRACK_POINTS = 64  # projected points kept per device for interpolation
@@ -278,10 +285,35 @@ class DeviceTrack:
         """``(x, y, extra_uncertainty_m, extrapolated_s)`` at device time ``t`` (interpolated, or
         extrapolated for at most ``max_extrap_s``; ``geo.proximity.predict_position``).
 
-        The track must have points; they are in ascending time (``_insert``), so the kernel is
-        given the two it reads, not arrays of the whole track.
+        The track must have points; they are in ascending time (``_insert``), so the prediction
+        is given the two it reads, not arrays of the whole track: the samples
+        ``geo.proximity.predict_on_samples`` picks, here on typed track points (its generic
+        attribute reads cost more than the answer in the compiled build).
         """
-        return predict_on_samples(self.points, t, max_extrap_s)
+        if not max_extrap_s >= 0.0:  # "not >=" also refuses NaN, as predict_position does
+            raise GeoError("predict_position: max_extrapolation_s must be >= 0")
+        pts = self.points
+        n = len(pts)
+        last = pts[-1]
+        if t >= last.t:
+            a = pts[-2] if n >= 2 else last
+            return predict_from_two(
+                PREDICT_AFTER, n >= 2, t, a.t, a.x, a.y, last.t, last.x, last.y, max_extrap_s,
+                DEFAULT_MIN_SPEED_MPS,
+            )
+        first = pts[0]
+        if t <= first.t:
+            b = pts[1] if n >= 2 else first
+            return predict_from_two(
+                PREDICT_BEFORE, n >= 2, t, first.t, first.x, first.y, b.t, b.x, b.y,
+                max_extrap_s, DEFAULT_MIN_SPEED_MPS,
+            )
+        hi = bisect_right(pts, t, key=_time_of)  # the first point after t: 0 < hi < n
+        a, b = pts[hi - 1], pts[hi]
+        return predict_from_two(
+            PREDICT_BETWEEN, True, t, a.t, a.x, a.y, b.t, b.x, b.y, max_extrap_s,
+            DEFAULT_MIN_SPEED_MPS,
+        )
 
     def nearest(self, t: float) -> TrackPoint:
         """The point nearest to device time ``t``, the oldest of equally near ones: the answer

@@ -17,7 +17,7 @@ import math
 from bisect import bisect_right
 from collections.abc import Sequence
 from operator import attrgetter
-from typing import Protocol
+from typing import Final, Protocol
 
 import numpy as np
 
@@ -38,7 +38,12 @@ __all__ = [
 ]
 
 PARALLEL_MIN_PAIRS = 500_000
-DEFAULT_MIN_SPEED_MPS = 1.5  # walking pace: a partner seen standing still may start to move
+DEFAULT_MIN_SPEED_MPS: Final = 1.5  # walking pace: a partner seen standing still may start to move
+# the kernels' codes, as constants of this module (read per call from compiled code)
+PREDICT_BEFORE: Final[int] = kernels.PREDICT_BEFORE
+PREDICT_BETWEEN: Final[int] = kernels.PREDICT_BETWEEN
+PREDICT_AFTER: Final[int] = kernels.PREDICT_AFTER
+MIN_CLOSING_MPS: Final[float] = kernels.MIN_CLOSING_MPS
 
 
 def assess_pairs(
@@ -85,7 +90,7 @@ def assess_pair(
     if d == 0.0:
         return 0.0, 0.0, 0.0
     closing = -(rx * (bvx - avx) + ry * (bvy - avy)) / d
-    ttc = d / closing if closing > kernels.MIN_CLOSING_MPS else math.inf
+    ttc = d / closing if closing > MIN_CLOSING_MPS else math.inf
     return d, closing, ttc
 
 
@@ -96,7 +101,7 @@ def predict_from_two(
     """``kernels.predict_from_samples`` in Python: the same operations in the same order, so
     the same numbers without a Numba call (see the module docstring and that kernel for what
     ``where``, ``moving`` and the two samples mean)."""
-    if where == kernels.PREDICT_BETWEEN:  # kernels._between
+    if where == PREDICT_BETWEEN:  # kernels._between
         span = t1 - t0
         f = (t - t0) / span if span > 0.0 else 1.0
         return x0 + f * (x1 - x0), y0 + f * (y1 - y0), 0.0, 0.0
@@ -105,7 +110,7 @@ def predict_from_two(
         dt = t1 - t0
         if dt > 0.0:
             vx, vy = (x1 - x0) / dt, (y1 - y0) / dt
-    if where == kernels.PREDICT_AFTER:  # kernels._after
+    if where == PREDICT_AFTER:  # kernels._after
         gap = t - t1
         dt = min(gap, max_extrapolation_s)
         speed = max(math.sqrt(vx * vx + vy * vy), min_speed_mps)
@@ -174,12 +179,12 @@ def predict_on_samples(
     n = len(samples)
     last = samples[-1]
     if t >= last.t:
-        a, b, where = (samples[-2] if n >= 2 else last), last, kernels.PREDICT_AFTER
+        a, b, where = (samples[-2] if n >= 2 else last), last, PREDICT_AFTER
     elif t <= samples[0].t:
-        a, b, where = samples[0], (samples[1] if n >= 2 else samples[0]), kernels.PREDICT_BEFORE
+        a, b, where = samples[0], (samples[1] if n >= 2 else samples[0]), PREDICT_BEFORE
     else:
         hi = bisect_right(samples, t, key=_time_of)  # first sample after t: 0 < hi < n
-        a, b, where = samples[hi - 1], samples[hi], kernels.PREDICT_BETWEEN
+        a, b, where = samples[hi - 1], samples[hi], PREDICT_BETWEEN
     return predict_from_two(
         where, n >= 2, float(t), float(a.t), float(a.x), float(a.y), float(b.t), float(b.x),
         float(b.y), float(max_extrapolation_s), float(min_speed_mps),
