@@ -42,6 +42,7 @@ from engine.timeutil import format_time, parse_time  # noqa: E402
 
 T0 = parse_time("2026-11-24T21:30:00Z")  # 22:30 in Amsterdam: the night curfews are active
 TICK_S = 0.2
+BATCH = 64  # engine.service.BATCH
 
 
 DAY_CURFEW = ("00:30", "08:30")  # starts 2 h after T0 (Amsterdam time), as ingest.py's day runs
@@ -81,13 +82,15 @@ def _digest(h: Any, effects: Any) -> int:
 def feed(
     engine: Any, stream: list[tuple[str, bytes, float]], start: float, h: Any, *, drain: bool
 ) -> int:
-    """The stream through ``engine.handle``, with ``tick`` every ``TICK_S`` of the virtual clock
-    from ``start``; with ``drain``, ticks go on for 5 s after the last message (the reorder
+    """The stream through ``engine.handle`` (each ``BATCH`` messages ``engine.prepare``-d first,
+    as the service does), with ``tick`` every ``TICK_S`` of the virtual clock from ``start``; with ``drain``, ticks go on for 5 s after the last message (the reorder
     buffers drain on later ticks, as in the service).  Effects are hashed into ``h`` unless it
     is None; returns how many were."""
     n_effects = 0
     next_tick = start + TICK_S
-    for topic, payload, arrival in stream:
+    for j, (topic, payload, arrival) in enumerate(stream):
+        if j % BATCH == 0:  # as the service takes a micro-batch: decoded and projected ahead
+            engine.prepare([(t, p, a) for t, p, a in stream[j : j + BATCH]])
         while arrival >= next_tick:
             fx = engine.tick(next_tick)
             if h is not None:

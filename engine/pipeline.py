@@ -20,7 +20,9 @@ from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
 from operator import attrgetter
 
-from devices.decode import dead_letter_record, decode_message
+import numpy as np
+
+from devices.decode import Decoded, dead_letter_record, decode_message
 from devices.model import DeviceEvent, Fix, Rejection
 from engine.alerts import AlertBook, AlertChange
 from engine.case_state import closed_alert_part, forget_orders, merge_part, part_of
@@ -124,6 +126,9 @@ class Engine:
         # reorder-buffer due times (release_due); a declared attribute, not a __dict__ entry,
         # so that the class also compiles (engine.native)
         self._due_index: tuple[dict[str, DeviceTrack], list[tuple[float, str]], RuleConfig] | None = None
+        # decoded messages and projected fixes of the last ``prepare`` (payload / fix id -> ...)
+        self._prepared: dict[int, tuple[bytes, str, float, Decoded]] = {}
+        self._positions: dict[int, tuple[Fix, float, float]] = {}
         self.book = book
         self.set_orders(book)
 
@@ -143,6 +148,7 @@ class Engine:
             if key not in self.index or old.get(key) != shape:
                 self.index.upsert(key, shape)
         self.book = book
+        self._prepared = {}  # decoded with the old book's OwnTracks map
         cases = cases_of(book)
         before = self.cases
         self.cases = cases
@@ -155,9 +161,36 @@ class Engine:
         self._index_alerts()
 
     # --- input ---------------------------------------------------------------------------
-    def handle(self, topic: str, payload: bytes, now: float) -> Effects:
-        """One MQTT message at processing time ``now``."""
-        decoded = decode_message(
+    def prepare(self, messages: Iterable[tuple[str, bytes, float]]) -> None:
+        """Decode a micro-batch of messages ahead and project its fixes in one call.
+
+        Only a hint: ``handle`` then takes each message's decoding and its fixes' projected
+        positions from here (the same values: one pyproj call on arrays gives each point the
+        same numbers as a call per point, but costs a third per point), and decodes and
+        projects anything else itself.  What a ``prepare`` holds is forgotten at the next
+        one, or when the orders change.
+        """
+        prepared: dict[int, tuple[bytes, str, float, Decoded]] = {}
+        lon: list[float] = []
+        lat: list[float] = []
+        fixes: list[Fix] = []
+        for topic, payload, now in messages:
+            decoded = self._decode(topic, payload, now)
+            prepared[id(payload)] = (payload, topic, now, decoded)
+            for fix in decoded.fixes:
+                fixes.append(fix)
+                lon.append(fix.lon)
+                lat.append(fix.lat)
+        self._prepared = prepared
+        positions: dict[int, tuple[Fix, float, float]] = {}
+        if len(fixes) > 1:
+            xs, ys = self.projector.forward(np.array(lon), np.array(lat))
+            for fix, x, y in zip(fixes, xs.tolist(), ys.tolist(), strict=True):
+                positions[id(fix)] = (fix, x, y)
+        self._positions = positions
+
+    def _decode(self, topic: str, payload: bytes, now: float) -> Decoded:
+        return decode_message(
             topic,
             payload,
             now,
@@ -165,6 +198,14 @@ class Engine:
             owntracks_map=self.book.owntracks,
             max_future_s=self.config.max_future_s,
         )
+
+    def handle(self, topic: str, payload: bytes, now: float) -> Effects:
+        """One MQTT message at processing time ``now``."""
+        ahead = self._prepared.pop(id(payload), None)
+        if ahead is not None and ahead[0] is payload and ahead[1] == topic and ahead[2] == now:
+            decoded = ahead[3]
+        else:
+            decoded = self._decode(topic, payload, now)
         self.stats.received += 1
         if not decoded.rejections and not decoded.events:
             # nearly every message: one or more fixes and nothing else to report
@@ -424,10 +465,15 @@ class Engine:
         # one point at a time: pyproj's scalar path is ~10x cheaper than a 1-element array
         # (a release holds one or two fixes) and gives the same numbers (the same PROJ call)
         forward = self.projector.forward
+        positions = self._positions
         self._heard(ctx, track.device)
         report_reception_gap(ctx, track.device, fixes, track.newest_t)
         for fix in fixes:
-            x, y = forward(float(fix.lon), float(fix.lat))
+            ahead = positions.pop(id(fix), None) if positions else None
+            if ahead is not None and ahead[0] is fix:
+                x, y = ahead[1], ahead[2]
+            else:
+                x, y = forward(float(fix.lon), float(fix.lat))
             late = ctx.now - fix.t > ctx.rules.late_after_s or fix.t < track.newest_t
             if late:
                 self.stats.late += 1

@@ -341,6 +341,10 @@ class Service:
             client = self._client_ref
             if client is not None and client.paused and self.inbox.drained:
                 client.resume_reading()
+            if self.cluster is None:
+                # decoded ahead, fixes projected in one call (a worker of a cluster hands some
+                # messages on and unwraps others, so it decodes each as it comes)
+                self.engine.prepare([(t, p, a) for a, t, p, _ in batch if t != ack_topic])
             for arrival, topic, payload, ack in batch:
                 if topic == ack_topic:
                     self._ack_message(payload)
