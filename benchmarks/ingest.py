@@ -263,18 +263,47 @@ def _paho_client(client_id: str, inflight: int = 100) -> Any:
     return client
 
 
+class _Stamp:
+    """The fix time ``"YYYY-MM-DDTHH:MM:SS.mmmZ"`` (quoted) of a publish at wall time ``now``."""
+
+    def __init__(self) -> None:
+        self.sec, self.prefix = -1, ""
+
+    def __call__(self, now: float) -> bytes:
+        sec = int(now)
+        if sec != self.sec:
+            self.sec, self.prefix = sec, time.strftime("%Y-%m-%dT%H:%M:%S", time.gmtime(sec))
+        return f'"{self.prefix}.{int((now - sec) * 1000):03d}Z"'.encode()
+
+
 def publisher_main(
-    port: int, subjects: int, messages: int, seed: int, rate: float, go: Any, results: Any, tag: str
+    port: int, subjects: int, messages: int, seed: int, rate: float, go: Any, results: Any,
+    tag: str, kind: str = "flood",
 ) -> None:
-    """Builds the stream, connects, waits for ``go``, publishes (paced when ``rate`` > 0)."""
+    """Builds the stream, connects, waits for ``go``, publishes (paced when ``rate`` > 0).
+
+    ``kind`` "flood": benchmarks/flood_publisher.py (a few us per message); "paho": paho's
+    client (40-70 us per message here: with 2 cores it set the pace of every engine pass
+    before 2026-12-03).  Both QoS 1 with 100 in flight.
+    """
     stream = build_stream(subjects, messages, seed)
+    if kind == "flood":
+        from flood_publisher import FloodPublisher
+
+        flood = FloodPublisher("127.0.0.1", port, f"bench-pub-{tag}-{os.getpid()}", inflight=100)
+        results.put(("ready", tag))
+        go.wait()
+        t0, t1 = flood.publish(stream, _Stamp(), rate)
+        flood.close()
+        results.put(("published", tag, t0, t1, len(stream)))
+        return
     client = _paho_client(f"bench-pub-{tag}-{os.getpid()}", inflight=100)
     client.connect("127.0.0.1", port, keepalive=60)
     results.put(("ready", tag))
     while not go.wait(0.05):
         client.loop(0)  # keep the connection alive; no network thread (it halves the rate here)
     t0 = time.time()
-    last_sec, prefix = -1, ""
+    stamp = _Stamp()
     info = None
     for j, (topic, head, tail) in enumerate(stream):
         now = time.time()
@@ -284,12 +313,7 @@ def publisher_main(
                     client.loop(min(due - now, 0.01))
                     now = time.time()
             client.loop(0)
-        sec = int(now)
-        if sec != last_sec:
-            last_sec = sec
-            prefix = time.strftime("%Y-%m-%dT%H:%M:%S", time.gmtime(sec))
-        stamp = f'"{prefix}.{int((now - sec) * 1000):03d}Z"'.encode()
-        info = client.publish(topic, head + stamp + tail, qos=1)
+        info = client.publish(topic, head + stamp(now) + tail, qos=1)
     while info is not None and not info.is_published():
         client.loop(0.01)
     t1 = time.time()
@@ -480,6 +504,7 @@ class Bench:
                 go,
                 self.results,
                 tag,
+                self.args.publisher,
             ),
         )
         proc.start()
@@ -910,6 +935,11 @@ def main() -> None:
     )
     parser.add_argument(
         "--uvloop", action="store_true", help="run this process (raw and engine passes) on uvloop"
+    )
+    parser.add_argument(
+        "--publisher", choices=("flood", "paho"), default="flood",
+        help="flood: a plain-socket QoS 1 publisher (benchmarks/flood_publisher.py, the default); "
+        "paho: paho's client, as in runs before 2026-12-03 (it set the pace of every engine pass)",
     )
     args = parser.parse_args()
     if args.quick:

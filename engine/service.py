@@ -277,21 +277,18 @@ class Service:
         if self.inbox.full and self._client_ref is not None:
             self._client_ref.pause_reading()
 
-    async def _publisher(self, client: aiomqtt.Client) -> None:
+    async def _publisher(self, client: IngestClient) -> None:
         while True:
             while self.outbox:
                 window = self._publish_window()
-                results = await asyncio.gather(
-                    *(
-                        client.publish(m.topic, json.dumps(m.payload, separators=(",", ":")), qos=1)
-                        for _, m in window
-                    ),
-                    return_exceptions=True,
+                acked = await client.publish_many(
+                    [(m.topic, json.dumps(m.payload, separators=(",", ":")).encode()) for _, m in window]
                 )
-                for (outbox_id, _), result in zip(window, results, strict=True):
-                    if isinstance(result, BaseException):
+                for (outbox_id, _), ok in zip(window, acked, strict=True):
+                    if not ok:
                         await self._confirm_published()
-                        raise result  # the rest stays in the outbox for the next connection
+                        # the rest stays in the outbox for the next connection
+                        raise aiomqtt.MqttError("publishing connection lost or timed out before a PUBACK")
                     self.outbox.popleft()
                     self.published += 1
                     if outbox_id is not None:

@@ -27,25 +27,30 @@ from engine.testing import orders_doc
 
 
 class _Client:
-    """Stands in for aiomqtt.Client.publish: records the wire order, PUBACKs after a delay."""
+    """Stands in for IngestClient.publish_many: records the wire order, PUBACKs after a delay;
+    with ``fail_at`` the connection is lost before that message's PUBACK."""
 
     def __init__(self, fail_at: int | None = None) -> None:
         self.wire: list[int] = []
         self.in_flight = 0
         self.most_in_flight = 0
         self.fail_at = fail_at
+        self.watch: list[int] = []  # in flight when each message with n >= 100 was written
 
-    async def publish(self, topic: str, payload: str, qos: int = 0) -> None:
-        n = json.loads(payload)["n"]
-        self.wire.append(n)  # written synchronously, as paho does, before any await
-        self.in_flight += 1
+    async def publish_many(self, items: list[tuple[str, bytes]]) -> list[bool]:
+        ns = [json.loads(payload)["n"] for _, payload in items]
+        for n in ns:  # written synchronously, in order, before any await
+            if n >= 100:
+                self.watch.append(self.in_flight)
+            self.wire.append(n)
+            self.in_flight += 1
         self.most_in_flight = max(self.most_in_flight, self.in_flight)
         try:
-            await asyncio.sleep(0.002 * (1 + n % 3))  # PUBACKs come back out of step
-            if n == self.fail_at:
-                raise aiomqtt.MqttError("connection lost")
+            await asyncio.sleep(0.002 * (1 + len(ns) % 3))
+            # PUBACKs come back out of step: a lost connection leaves later ones acknowledged
+            return [self.fail_at is None or n < self.fail_at or n % 2 == 1 for n in ns]
         finally:
-            self.in_flight -= 1
+            self.in_flight -= len(ns)
 
 
 def _service(n: int, channel: str = "forward") -> tuple[Service, MemoryStore]:
@@ -89,18 +94,9 @@ async def test_durable_alert_traffic_goes_one_at_a_time_between_windows() -> Non
     service.outbox.extendleft(reversed(alerts))
     service.outbox.rotate(10)
     client = _Client()
-    in_flight_at_alert: list[int] = []
-    publish = client.publish
-
-    async def watch(topic: str, payload: str, qos: int = 0) -> None:
-        if json.loads(payload)["n"] >= 100:
-            in_flight_at_alert.append(client.in_flight)
-        await publish(topic, payload, qos)
-
-    client.publish = watch  # type: ignore[method-assign]
     await _drain(service, client)
     assert client.wire == [*range(10), 100, 101, 102, *range(10, 20)]
-    assert in_flight_at_alert == [0, 0, 0]  # nothing else in flight when an alert goes out
+    assert client.watch == [0, 0, 0]  # nothing else in flight when an alert goes out
     assert store.outbox == {}
 
 
@@ -111,7 +107,8 @@ async def test_a_connection_lost_mid_window_keeps_the_unacknowledged_rest() -> N
     with pytest.raises(aiomqtt.MqttError):
         await asyncio.wait_for(task, 5)
     left = [m.payload["n"] for _, m in service.outbox]
-    assert left == list(range(20, 40))  # the failed one and everything after it, in order
+    # the first unacknowledged one and everything after it (acknowledged or not), in order
+    assert left == list(range(20, 40))
     assert sorted(store.outbox) == [i + 1 for i in left]  # only acknowledged ones were confirmed
     retry = _Client()
     await _drain(service, retry)

@@ -147,6 +147,41 @@ async def test_paused_reading_holds_messages_and_resume_delivers_every_one(broke
     assert [i for i in seen if not i % 2] == list(range(0, 500, 2))
 
 
+@pytest.mark.parametrize("protocol", [aiomqtt.ProtocolVersion.V311, aiomqtt.ProtocolVersion.V5], ids=["v311", "v5"])
+async def test_publish_many_delivers_in_order_and_hears_every_puback(broker, protocol):
+    """The outbox's lean publish: one write of QoS 1 packets, every PUBACK heard, in order at a
+    subscriber, and paho's own publish and subscribe on the same connection unaffected."""
+    got: list[tuple[str, bytes]] = []
+    sub = IngestClient("127.0.0.1", broker.port, identifier="test-sub", protocol=protocol,
+                       sink=lambda topic, payload, mid, qos: got.append((topic, payload)))
+    pub = IngestClient("127.0.0.1", broker.port, identifier="test-pub", protocol=protocol,
+                       sink=lambda *m: None)
+    async with sub, pub:
+        await sub.subscribe("em/alerts/#", qos=1)
+        sent = [(f"em/alerts/{'centre' if i % 3 else 'victim/V-1'}", b'{"n":%d}' % i + b"x" * (i * 7)) for i in range(300)]
+        for k in range(0, 300, 16):
+            assert await pub.publish_many(sent[k : k + 16]) == [True] * len(sent[k : k + 16])
+        await pub.publish("em/alerts/centre", b"paho", qos=1)  # paho's path still works beside it
+        assert await pub.publish_many([]) == []
+        await procs.until(lambda: len(got) >= 301, 10, "every publish at the subscriber")
+    assert got[:300] == sent and got[300] == ("em/alerts/centre", b"paho")
+    assert pub._paho.lean_acks == {}, "nothing left waiting for a PUBACK"
+
+
+async def test_publish_many_reports_unacknowledged_publishes_when_the_connection_is_lost(broker):
+    """A broker that dies before its PUBACKs: publish_many returns at once with those not
+    acknowledged (False), not after the client's timeout, and holds no callbacks."""
+    pub = IngestClient("127.0.0.1", broker.port, identifier="test-pub-lost", sink=lambda *m: None, timeout=30)
+    async with pub:
+        assert await pub.publish_many([("em/alerts/centre", b"1")]) == [True]
+        broker.kill()
+        await asyncio.sleep(0.2)
+        started = time.monotonic()
+        acked = await pub.publish_many([("em/alerts/centre", b"2"), ("em/alerts/centre", b"3")])
+        assert acked == [False, False] and time.monotonic() - started < 5
+        assert pub._paho.lean_acks == {}
+
+
 async def test_a_lost_connection_ends_the_message_iterator(broker):
     client = IngestClient("127.0.0.1", broker.port, identifier="test-lost", sink=lambda *m: None)
     async with client:
