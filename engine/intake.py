@@ -6,13 +6,16 @@ about as much as the whole engine spends deciding on a fix.  paho's own path aft
 ~35 us: three ``recv`` calls per packet, a v5 ``Properties`` object (a dict of ~40 names built
 per message), an ``MQTTMessage`` with its own ``threading.Condition``, topic matching under
 two locks.  ``IngestClient`` keeps everything aiomqtt and paho do for the connection
-(connect, subscribe, publish, PUBACKs of our publishes, keepalive, disconnect detection) and
-replaces only the per-message path (~12 us, measured with a counting subscriber):
+(connect, subscribe, PUBACKs, keepalive, disconnect detection) and replaces the per-message
+paths:
 
-* ``LeanPublishPaho`` decodes a QoS 0/1 PUBLISH itself (topic, packet id, payload; the v5
-  properties are skipped: the engine uses none) and hands it to the sink; QoS 2 keeps
-  paho's path.  It reads the socket in 64 KiB chunks and serves paho's small reads from them.
+* ``LeanPublishPaho`` reads the socket in 64 KiB chunks and takes every complete QoS 0/1
+  PUBLISH of a chunk in one compiled loop (``engine.intake_frames``; the v5 properties are
+  skipped: the engine uses none), handed to the sink as one list; paho reads the other
+  packets (and a PUBLISH split across chunks) from the same buffer.  QoS 2 keeps paho's path.
 * one socket wake-up reads every message that has arrived, not one packet.
+* the outbox's publishes go out as a window of packets in one write, their PUBACKs heard
+  without paho's message objects (``publish_many``).
 
 Back-pressure without dropping: every QoS 1 message is acknowledged only after it was
 processed (and, with a store, committed), so the broker's in-flight window bounds what it
@@ -29,6 +32,7 @@ import logging
 import math
 import socket
 import struct
+import time
 from collections import deque
 from collections.abc import Callable, Iterable, Sequence
 from typing import Any, TypeVar
@@ -37,10 +41,12 @@ import aiomqtt
 import paho.mqtt.client as mqtt
 from paho.mqtt.enums import MQTTErrorCode
 
+from engine.intake_frames import NOT_UTF8, Publish, publish_fields, take_publishes
+
 Item = TypeVar("Item")
 log = logging.getLogger(__name__)
 
-READS_PER_WAKEUP = 256  # packets read per socket wake-up before other tasks get a turn
+READS_PER_WAKEUP = 512  # messages (or other packets) read per wake-up before other tasks run
 
 
 class Inbox(deque[Item]):
@@ -58,6 +64,11 @@ class Inbox(deque[Item]):
     def put_nowait(self, item: Item) -> None:
         self.append(item)
         self._nonempty.set()
+
+    def put_many(self, items: list[Item]) -> None:
+        if items:
+            self.extend(items)
+            self._nonempty.set()
 
     def get_nowait(self) -> Item:
         item = self.popleft()
@@ -94,7 +105,7 @@ class Inbox(deque[Item]):
 
 
 Sink = Callable[[str, bytes, int, int], None]  # topic, payload, packet id (mid), QoS
-NOT_UTF8 = "(topic not UTF-8)"  # MQTT topics are UTF-8; the engine dead-letters this one
+SinkMany = Callable[[list[Publish]], None]  # the same for each message of one socket read
 CHUNK = 65536
 
 
@@ -181,40 +192,45 @@ class LeanPublishPaho(mqtt.Client):
             self._packet_queue(PUBACK_HEADER, packet, 0, 0)
 
     def _handle_publish(self) -> MQTTErrorCode:
+        """A PUBLISH paho read itself (split across reads, or QoS 2): the fields as
+        ``take_publishes`` reads them (``engine.intake_frames.publish_fields``)."""
         header = self._in_packet["command"]
         qos = (header & 0x06) >> 1
         if qos > 1:
             return super()._handle_publish()  # exactly-once handshake: paho's own path
         packet = self._in_packet["packet"]
-        n = (packet[0] << 8) | packet[1]
-        pos = 2 + n
-        try:
-            topic = packet[2:pos].decode("utf-8")
-        except UnicodeDecodeError:
-            topic = NOT_UTF8
-        mid = 0
-        if qos:
-            mid = (packet[pos] << 8) | packet[pos + 1]
-            pos += 2
-        # v5 properties are skipped (their length is a variable byte integer).  None carries
-        # what the engine needs: a topic alias could, but a broker sends aliases only to a
-        # client whose CONNECT allowed them (Topic Alias Maximum), and ours does not
-        if self._protocol == mqtt.MQTTv5:
-            length, shift = 0, 0
-            while True:
-                byte = packet[pos]
-                pos += 1
-                length |= (byte & 0x7F) << shift
-                shift += 7
-                if not byte & 0x80:
-                    break
-            pos += length
-        if pos > len(packet):
-            raise ValueError(f"malformed PUBLISH: {len(packet)} bytes, fields end at {pos}")
-        self.ingest_sink(topic, bytes(packet[pos:]), mid, qos)
+        topic, payload, mid = publish_fields(packet, 0, len(packet), qos, self._protocol == mqtt.MQTTv5)
+        self.ingest_sink(topic, payload, mid, qos)
         if qos and not self._manual_ack:
             return self._send_puback(mid)
         return MQTTErrorCode.MQTT_ERR_SUCCESS
+
+    def take_publishes(self) -> list[Publish] | None:
+        """The complete QoS 0/1 PUBLISH packets at the front of the read buffer (read from the
+        socket first when it is empty), in order; None when the socket has nothing now.
+
+        An empty list means paho must read the next packet itself: paho is inside one, or the
+        next is another kind or incomplete, or the connection was closed (paho's read sees that).
+        With automatic acks (paho's default, not the service's) their PUBACKs are queued.
+        """
+        if self._in_packet["command"] != 0:
+            return []
+        if self._rsock is not self._sock or self._rpos >= len(self._rbuf):
+            try:
+                data = mqtt.Client._sock_recv(self, CHUNK)  # paho's TLS and error conversions
+            except BlockingIOError:
+                return None
+            if not data:
+                return []
+            self._rbuf, self._rpos, self._rsock = data, 0, self._sock
+        out: list[Publish] = []
+        self._rpos = take_publishes(self._rbuf, self._rpos, self._protocol == mqtt.MQTTv5, out)
+        if out:
+            with self._msgtime_mutex:
+                self._last_bytes_received = time.monotonic()  # paho's keepalive reads this
+            if not self._manual_ack:
+                self.ack_many([mid for _, _, mid, qos in out if qos == 1])
+        return out
 
     def _sock_recv(self, bufsize: int) -> bytes:
         # paho reads a packet as 1 + 1 + rest bytes, each a system call; serve them from a chunk
@@ -244,8 +260,10 @@ class IngestClient(aiomqtt.Client):
     aiomqtt's private callbacks (aiomqtt 2.x), pinned by tests/integration/test_intake.py.
     """
 
-    def __init__(self, *args: Any, sink: Sink, **kwargs: Any) -> None:
+    def __init__(self, *args: Any, sink: Sink, sink_many: SinkMany | None = None, **kwargs: Any) -> None:
         self._sink = sink
+        self._sink_many = sink_many
+        self._held: list[Publish] = []  # read, not yet delivered: the sink paused reading
         self._fileno = -1
         self._paused = False
         self.received = 0
@@ -261,6 +279,19 @@ class IngestClient(aiomqtt.Client):
         # called from paho's packet handling, on the event loop (aiomqtt reads the socket there)
         self.received += 1
         self._sink(topic, payload, mid, qos)
+
+    def _deliver_many(self, items: list[Publish]) -> None:
+        """A socket read's messages: to ``sink_many`` at once, or to ``sink`` one by one until
+        it pauses reading (the rest waits in ``_held`` for ``resume_reading``)."""
+        if self._sink_many is not None:
+            self.received += len(items)
+            self._sink_many(items)
+            return
+        for i, (topic, payload, mid, qos) in enumerate(items):
+            if self._paused:
+                self._held = items[i:]
+                return
+            self._deliver(topic, payload, mid, qos)
 
     def _on_message(self, client: mqtt.Client, userdata: Any, message: mqtt.MQTTMessage) -> None:
         """paho's callback: here only for QoS 2 messages (LeanPublishPaho takes QoS 0/1)."""
@@ -287,16 +318,31 @@ class IngestClient(aiomqtt.Client):
     def _read_ready(self) -> None:
         """Read every message that is there (up to a budget), not just one packet per wake-up.
 
-        paho's ``loop_read`` reads one packet and says the same whether there was one or not;
-        the count of messages handed to the sink tells.  Another packet type (a PUBACK for an
-        alert we published) ends the round early unless bytes wait in the read buffer, which
-        the selector cannot see: those are always read, now or in a round scheduled next.
+        The QoS 0/1 PUBLISH packets of each chunk read from the socket go to the sink at once
+        (``LeanPublishPaho.take_publishes``); anything else paho reads, a packet at a time.
+        paho's ``loop_read`` says the same whether there was a packet or not; the count of
+        messages handed to the sink tells.  Another packet type (a PUBACK for an alert we
+        published) ends the round early unless bytes wait in the read buffer, which the
+        selector cannot see: those are always read, now or in a round scheduled next.
         """
         paho = self._paho
         try:
-            for _ in range(READS_PER_WAKEUP):
+            budget = READS_PER_WAKEUP
+            while budget > 0:
                 if self._paused or paho._sock is None:
                     return
+                got: list[Publish] | None
+                if self._held:
+                    got, self._held = self._held, []
+                else:
+                    got = paho.take_publishes()
+                if got is None:
+                    return  # nothing to read now
+                if got:
+                    budget -= len(got)
+                    self._deliver_many(got)
+                    continue
+                budget -= 1
                 seen = self.received
                 paho.loop_read()
                 if self.received == seen and not paho.buffered():

@@ -43,6 +43,7 @@ NATIVE_SOURCES: tuple[str, ...] = (
     "engine/case_state.py",
     "engine/cases.py",
     "engine/config.py",
+    "engine/intake_frames.py",
     "engine/messages.py",
     "engine/notify.py",
     "engine/orders.py",

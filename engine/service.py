@@ -271,9 +271,18 @@ class Service:
                 lost.add_done_callback(lambda f: f.cancelled() or f.exception())
 
     def _receive(self, topic: str, payload: bytes, mid: int, qos: int) -> None:
-        """Every message received, from the client's packet handling (on the event loop)."""
+        """A message paho read itself, from the client's packet handling (on the event loop)."""
         ack = (self._generation, mid, qos) if qos else None
         self.inbox.put_nowait((self.clock(), topic, payload, ack))
+        if self.inbox.full and self._client_ref is not None:
+            self._client_ref.pause_reading()
+
+    def _receive_many(self, items: list[tuple[str, bytes, int, int]]) -> None:
+        """The messages of one socket read (``IngestClient``), all arrived now."""
+        arrival, generation = self.clock(), self._generation
+        self.inbox.put_many(
+            [(arrival, topic, payload, (generation, mid, qos) if qos else None) for topic, payload, mid, qos in items]
+        )
         if self.inbox.full and self._client_ref is not None:
             self._client_ref.pause_reading()
 
@@ -629,6 +638,7 @@ class Service:
             identifier=self.config.client_id,
             protocol=version,
             sink=self._receive,
+            sink_many=self._receive_many,
             **self._connect_options(),
             **kwargs,
         )

@@ -105,3 +105,84 @@ def test_ack_many_queues_the_bytes_paho_acks_would_as_one_write(mids: list[int],
     expected = b"".join(bytes(p["packet"]) for p in one_by_one._out_packet)
     assert b"".join(bytes(p["packet"]) for p in batched._out_packet) == expected
     assert len(batched._out_packet) == (1 if mids else 0)
+
+
+def _frame(header: int, body: bytes) -> bytes:
+    from engine.intake import remaining_length
+
+    return bytes((header,)) + remaining_length(len(body)) + body
+
+
+publishes = st.tuples(
+    st.text(mqtt_text, min_size=1, max_size=40), st.binary(max_size=400), st.integers(0, 1),
+    st.integers(1, 65535),
+)
+
+
+@settings(max_examples=300, deadline=None)
+@given(
+    packets=st.lists(st.one_of(publishes, st.sampled_from(["puback", "pingresp", "qos2"])), max_size=30),
+    v5=st.booleans(),
+    cut=st.integers(0, 10**6),
+)
+def test_take_publishes_reads_the_leading_publishes_of_a_chunk_as_paho_would(packets, v5, cut):
+    """Complete QoS 0/1 PUBLISHes in order up to the first other packet or the first one cut off
+    by the end of the chunk; where it stops is where paho must go on reading."""
+    from engine.intake_frames import take_publishes
+
+    protocol = mqtt.MQTTv5 if v5 else mqtt.MQTTv311
+    frames: list[tuple[bytes, tuple[str, bytes, int, int] | None]] = []
+    for p in packets:
+        if p == "puback":
+            frames.append((b"\x40\x02\x00\x07", None))
+        elif p == "pingresp":
+            frames.append((b"\xd0\x00", None))
+        elif p == "qos2":
+            frames.append((_frame(0x34, _packet(b"em/q2", 9, 2, b"\x00" if v5 else None, b"x")), None))
+        else:
+            topic, payload, qos, mid = p
+            body = _packet(topic.encode(), mid, qos, b"\x00" if v5 else None, payload)
+            ref = decode_publish(0x30 | qos << 1, body, protocol)
+            frames.append((_frame(0x30 | qos << 1, body), (ref.topic.decode(), bytes(ref.payload), ref.mid, qos)))
+    stream = b"".join(f for f, _ in frames)
+    chunk = stream[: cut % (len(stream) + 1)]
+    expected, end = [], 0
+    for frame, decoded in frames:
+        if decoded is None or end + len(frame) > len(chunk):
+            break
+        expected.append(decoded)
+        end += len(frame)
+    got: list[tuple[str, bytes, int, int]] = []
+    assert take_publishes(b"junk" + chunk, 4, v5, got) == 4 + end
+    assert got == expected
+
+
+@settings(max_examples=100, deadline=None)
+@given(items=st.lists(st.tuples(st.text(mqtt_text, min_size=1, max_size=60), st.binary(max_size=600)), max_size=20),
+       v5=st.booleans())
+def test_publish_qos1_writes_packets_paho_decodes_as_sent(items, v5):
+    """The outbox's lean publishes are QoS 1 PUBLISH packets with fresh packet ids, queued as
+    one write, that paho's own decoder reads back as the topics and payloads given."""
+    from engine.intake_frames import take_publishes
+
+    protocol = mqtt.MQTTv5 if v5 else mqtt.MQTTv311
+    client, _ = _lean(protocol)
+    client.lean_acks = {}
+    mids = client.publish_qos1(items)
+    assert len(set(mids)) == len(mids) and all(1 <= m <= 65535 for m in mids)
+    assert len(client._out_packet) == (1 if items else 0)
+    wire = b"".join(bytes(p["packet"]) for p in client._out_packet)
+    back: list[tuple[str, bytes, int, int]] = []
+    assert take_publishes(wire, 0, v5, back) == len(wire)
+    assert back == [(t, p, m, 1) for (t, p), m in zip(items, mids, strict=True)]
+    pos = 0
+    for _, payload in items:  # and paho's decoder agrees on each packet
+        length, shift, i = 0, 0, pos + 1
+        while True:
+            length |= (wire[i] & 0x7F) << shift
+            shift += 7
+            i += 1
+            if not wire[i - 1] & 0x80:
+                break
+        assert bytes(decode_publish(0x32, wire[i : i + length], protocol).payload) == payload
+        pos = i + length
