@@ -198,7 +198,7 @@ class LeanPublishPaho(mqtt.Client):
         qos = (header & 0x06) >> 1
         if qos > 1:
             return super()._handle_publish()  # exactly-once handshake: paho's own path
-        packet = self._in_packet["packet"]
+        packet = bytes(self._in_packet["packet"])  # paho's bytearray
         topic, payload, mid = publish_fields(packet, 0, len(packet), qos, self._protocol == mqtt.MQTTv5)
         self.ingest_sink(topic, payload, mid, qos)
         if qos and not self._manual_ack:

@@ -20,7 +20,7 @@ PUBLISH: Final = 0x30
 Publish = tuple[str, bytes, int, int]  # topic, payload, packet id (0 for QoS 0), QoS
 
 
-def publish_fields(buf: bytes | bytearray, start: int, end: int, qos: int, v5: bool) -> tuple[str, bytes, int]:
+def publish_fields(buf: bytes, start: int, end: int, qos: int, v5: bool) -> tuple[str, bytes, int]:
     """(topic, payload, packet id) of a PUBLISH whose variable header starts at ``start`` and
     whose packet ends at ``end``; ``ValueError`` when its fields run past ``end``.
 
@@ -34,7 +34,7 @@ def publish_fields(buf: bytes | bytearray, start: int, end: int, qos: int, v5: b
     if pos > end:
         raise ValueError(f"malformed PUBLISH: {end - start} bytes, the topic runs past them")
     try:
-        topic = bytes(buf[start + 2 : pos]).decode("utf-8")
+        topic = buf[start + 2 : pos].decode("utf-8")
     except UnicodeDecodeError:
         topic = NOT_UTF8
     mid = 0
@@ -58,7 +58,7 @@ def publish_fields(buf: bytes | bytearray, start: int, end: int, qos: int, v5: b
         pos += length
         if pos > end:
             raise ValueError(f"malformed PUBLISH: {end - start} bytes, properties run past them")
-    return topic, bytes(buf[pos:end]), mid
+    return topic, buf[pos:end], mid
 
 
 def take_publishes(buf: bytes, pos: int, v5: bool, out: list[Publish]) -> int:

@@ -149,6 +149,7 @@ class Engine:
                 self.index.upsert(key, shape)
         self.book = book
         self._prepared = {}  # decoded with the old book's OwnTracks map
+        self.zones.forget_measurements()  # zones may have changed shape under the same key
         cases = cases_of(book)
         before = self.cases
         self.cases = cases

@@ -315,6 +315,46 @@ class DeviceTrack:
             DEFAULT_MIN_SPEED_MPS,
         )
 
+    def travel_bound(self, t0: float, t1: float, max_extrap_s: float) -> float:
+        """At least as far as ``position_at`` moves between device times ``t0 <= t1``.
+
+        ``position_at`` is continuous and piecewise linear in time: between points it runs
+        along the segment joining them, beyond the track it moves at the velocity of the
+        nearest segment for at most ``max_extrap_s``, then stands.  So its path over the
+        interval is no longer than the track segments that overlap it plus that
+        extrapolated motion.  The track must have points.
+        """
+        pts = self.points
+        n = len(pts)
+        if n < 2:
+            return 0.0  # a one-point track stands still (predict_from_two: no velocity)
+        total = 0.0
+        first, last = pts[0], pts[-1]
+        if t1 > last.t:  # dead reckoning after the last point
+            a = pts[-2]
+            span = last.t - a.t
+            if span > 0.0:
+                speed = math.sqrt((last.x - a.x) ** 2 + (last.y - a.y) ** 2) / span
+                lo = min(max(t0 - last.t, 0.0), max_extrap_s)
+                total += speed * (min(t1 - last.t, max_extrap_s) - lo)
+        if t0 < first.t:  # ... and back from the first one
+            b = pts[1]
+            span = b.t - first.t
+            if span > 0.0:
+                speed = math.sqrt((b.x - first.x) ** 2 + (b.y - first.y) ** 2) / span
+                hi = min(max(first.t - t1, 0.0), max_extrap_s)
+                total += speed * (min(first.t - t0, max_extrap_s) - hi)
+        # the segments between consecutive points that overlap [t0, t1]
+        j = max(bisect_right(pts, t0, key=_time_of) - 1, 0)
+        prev = pts[j]
+        for k in range(j + 1, n):
+            p = pts[k]
+            if prev.t >= t1:
+                break
+            total += math.sqrt((p.x - prev.x) ** 2 + (p.y - prev.y) ** 2)
+            prev = p
+        return total
+
     def nearest(self, t: float) -> TrackPoint:
         """The point nearest to device time ``t``, the oldest of equally near ones: the answer
         of ``min(points, key=lambda p: abs(p.t - t))`` without visiting every point.
@@ -325,6 +365,9 @@ class DeviceTrack:
         before ``t``.
         """
         pts = self.points
+        last = pts[-1]
+        if t >= last.t and (len(pts) == 1 or pts[-2].t != last.t):
+            return last  # the usual question: at or after the newest point, no tie with it
         hi = bisect_right(pts, t, key=_time_of)  # the first point after t
         if hi == 0:
             return pts[0]

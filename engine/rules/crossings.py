@@ -205,6 +205,25 @@ def closest_approach(
     return Approach(best_d, best_t, extra)
 
 
+def stays_beyond(
+    p0: TrackPoint, p1: TrackPoint, partner: DeviceTrack, max_extrap_s: float, limit_m: float
+) -> bool:
+    """True only when ``closest_approach`` would find the pair farther apart than ``limit_m``.
+
+    Over the segment the two are at least as far apart as at its end, less how far each can
+    have moved meanwhile: the mover along the chord, the partner along its track
+    (``DeviceTrack.travel_bound``).  That is a fraction of the closest approach's cost, and
+    decides nearly every path, which passes nowhere near the partner.  The slack (1e-9
+    relative, 1 mm) covers the rounding of either computation.  The partner must have points.
+    """
+    px, py, _, _ = partner.position_at(p1.t, max_extrap_s)
+    apart = math.sqrt((p1.x - px) ** 2 + (p1.y - py) ** 2)
+    moved = math.sqrt((p1.x - p0.x) ** 2 + (p1.y - p0.y) ** 2) + partner.travel_bound(
+        p0.t, p1.t, max_extrap_s
+    )
+    return apart - moved > limit_m + 1e-9 * (apart + moved + limit_m) + 1e-3
+
+
 def report_reception_gap(
     ctx: RuleContext, device: str, fixes: list[Fix], newest_before_t: float
 ) -> None:

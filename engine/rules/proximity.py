@@ -20,7 +20,7 @@ from engine.alerts import LEVEL_RANK, Level
 from engine.messages import set_interval
 from engine.orders import Order, ProximityRule
 from engine.rules.context import RuleContext
-from engine.rules.crossings import closest_approach, path_margin, segment_usable
+from engine.rules.crossings import closest_approach, path_margin, segment_usable, stays_beyond
 from engine.state_pickle import restore_slots
 from engine.tracks import DeviceTrack, TrackPoint
 from geo.certainty import within_certainty
@@ -279,7 +279,10 @@ class ProximityRules:
         partner = victim_track if mover is subject_track else subject_track
         if p1.t - victim_track.newest_t > rules.partner_stale_s or not partner.points:
             return  # a stale victim device is the device_silent rule's case
-        ap = closest_approach(p0, p1, partner, rules.partner_max_extrapolation_s)
+        max_extrap = rules.partner_max_extrapolation_s
+        if stays_beyond(p0, p1, partner, max_extrap, rule.alert_m):
+            return  # nothing below happens unless the path comes within alert_m: most are far
+        ap = closest_approach(p0, p1, partner, max_extrap)
         if ap is None:
             return
         near = partner.nearest(ap.t)

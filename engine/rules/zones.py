@@ -87,6 +87,27 @@ class ZoneRules:
     def __init__(self, index: ZoneIndex) -> None:
         self.index = index
         self.episodes: dict[tuple[str, str, str], ZoneEpisode] = {}
+        # (subject, order, zone) -> the last two points ``evaluate`` measured against the zone
+        # and their signed distances (newest first): the path check between consecutive fixes
+        # asks about exactly those two again.  A cache, not state (never stored, rebuilt as
+        # fixes come); ``forget_measurements`` when zones may have changed shape.
+        self._measured: dict[tuple[str, str, str], tuple[TrackPoint, float, TrackPoint | None, float]] = {}
+
+    def forget_measurements(self) -> None:
+        """Zones were added, changed or removed (a new order book): measure afresh."""
+        self._measured = {}
+
+    def _distance(self, key: tuple[str, str, str], order: Order, zone: ZoneRule, p: TrackPoint) -> float:
+        """The signed distance of ``p`` to the zone, from ``evaluate``'s last two measurements
+        when ``p`` is one of them (the same number: the index is a pure function of them)."""
+        m = self._measured.get(key)
+        if m is not None:
+            if m[0] is p:
+                return m[1]
+            if m[2] is p:
+                return m[3]
+        index = self.index
+        return index.signed_distance_at(index.slot(zone_key(order.id, zone.zone_id)), p.x, p.y)
 
     def evaluate(
         self,
@@ -121,8 +142,13 @@ class ZoneRules:
             index.signed_distance_at(index.slot(zone_key(o.id, z.zone_id)), x, y)
             for o, z, _ in active
         ]
+        measured = self._measured
         for (order, zone, window), dist in zip(active, sd, strict=True):
             key = (subject, order.id, zone.zone_id)
+            before = measured.get(key)
+            measured[key] = (
+                (point, dist, None, math.nan) if before is None else (point, dist, before[0], before[1])
+            )
             ep = self.episodes.get(key)
             if ep is None:  # not setdefault(key, ZoneEpisode()): that builds one per zone and fix
                 ep = self.episodes[key] = ZoneEpisode()
@@ -156,10 +182,10 @@ class ZoneRules:
         if not cands:
             return
         index = self.index
-        slots = [index.slot(zone_key(o.id, z.zone_id)) for o, z in cands]
+        keys = [(subject, o.id, z.zone_id) for o, z in cands]
         n = len(cands)
-        d = [index.signed_distance_at(s, p0.x, p0.y) for s in slots]
-        d += [index.signed_distance_at(s, p1.x, p1.y) for s in slots]
+        d = [self._distance(k, o, z, p0) for k, (o, z) in zip(keys, cands, strict=True)]
+        d += [self._distance(k, o, z, p1) for k, (o, z) in zip(keys, cands, strict=True)]
         # Only zones both ends are outside of can give a finding below; and a path whose ends
         # are farther from a zone together than it is long cannot touch it (the distance to
         # a zone changes by at most the distance moved; 1 mm and 1e-9 relative of slack for
@@ -174,7 +200,9 @@ class ZoneRules:
         if not near:
             return
         hits: list[SegmentHit | None] = [None] * n
-        near_slots = np.array([slots[i] for i in near], dtype=np.int64)
+        near_slots = np.array(
+            [index.slot(zone_key(cands[i][0].id, cands[i][1].zone_id)) for i in near], dtype=np.int64
+        )
         for i, hit in zip(near, segments_in_zones(index, near_slots, p0, p1), strict=True):
             hits[i] = hit
         margin = path_margin(p0, p1)

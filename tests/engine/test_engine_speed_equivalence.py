@@ -14,7 +14,7 @@ from engine.config import EngineConfig, RuleConfig
 from engine.orders import ScheduleWindow, load_orders
 from engine.pipeline import Effects, Engine
 from engine.rules.context import RuleContext
-from engine.rules.crossings import Approach, closest_approach
+from engine.rules.crossings import Approach, closest_approach, stays_beyond
 from engine.rules.expiry import check_expiry
 from engine.testing import ORIGIN, T0, DeviceScript, circle, orders_doc
 from engine.timeutil import parse_time
@@ -202,6 +202,43 @@ def test_closest_approach_matches_the_array_version() -> None:
             if d < best_d:
                 best_d, best_t = d, ts[j] + s * (ts[j + 1] - ts[j])
         assert got == Approach(best_d, best_t, extra)
+
+
+def test_travel_bound_is_at_least_how_far_the_predicted_position_moves() -> None:
+    """travel_bound(t0, t1) >= the length of position_at's path sampled densely in [t0, t1]."""
+    rng = random.Random(12)
+    for _ in range(400):
+        track = _random_track(rng, rng.randint(1, 30))
+        pts = list(track.points)
+        t0 = rng.choice(pts).t + rng.uniform(-200, 100)
+        t1 = t0 + rng.choice([0.0, 1.0, 7.0, 30.0, 180.0, 600.0])
+        for max_extrap in (0.0, 60.0, 120.0):
+            times = sorted({t0, t1, *(t0 + (t1 - t0) * k / 50 for k in range(51)),
+                            *(p.t for p in pts if t0 <= p.t <= t1)})
+            pos = [track.position_at(t, max_extrap)[:2] for t in times]
+            path = sum(math.hypot(b[0] - a[0], b[1] - a[1]) for a, b in pairwise(pos))
+            assert path <= track.travel_bound(t0, t1, max_extrap) * (1 + 1e-9) + 1e-6
+
+
+def test_the_path_check_skips_only_paths_that_stay_beyond_alert_m() -> None:
+    """The proximity path check returns early when its bound shows the closest approach is
+    beyond alert_m; whenever it does, closest_approach indeed finds the pair farther apart."""
+    rng = random.Random(13)
+    skipped = 0
+    for _ in range(3000):
+        partner = _random_track(rng, rng.randint(1, 12))
+        pts = list(partner.points)
+        t0 = rng.choice(pts).t + rng.uniform(-60, 30)
+        p0 = TrackPoint(t0, rng.uniform(-5e3, 5e3), rng.uniform(-5e3, 5e3), 10.0, "a", "gnss")
+        p1 = TrackPoint(t0 + rng.choice([1.0, 5.0, 30.0, 90.0]), p0.x + rng.uniform(-800, 800),
+                        p0.y + rng.uniform(-800, 800), 10.0, "b", "gnss")
+        d = closest_approach(p0, p1, partner, 60.0)
+        assert d is not None
+        for alert_m in (d.distance_m, d.distance_m * (1 - 1e-12), 50.0, 500.0, 2000.0):
+            if stays_beyond(p0, p1, partner, 60.0, alert_m):
+                skipped += 1
+                assert d.distance_m > alert_m
+    assert skipped > 1000  # the bound does decide most of these
 
 
 def test_replace_alert_equals_dataclasses_replace() -> None:

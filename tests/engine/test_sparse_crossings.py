@@ -192,3 +192,21 @@ def test_one_pass_through_a_zone_opens_at_most_one_alert(offset: float, y: float
     if depth > 8 + 42 + 1:
         # a fix inside opens a warning at once; the drive-through confirms it as an alarm
         assert len(raised) == 1 and "alarm" in {c.alert.level for c in excl}
+
+
+def test_a_zone_moved_by_new_orders_is_measured_afresh_for_the_path_between_fixes():
+    """The path check reuses the distances the fix rule just measured (engine.rules.zones keeps
+    the last two per zone); new orders that move a zone under the same id must not leave the
+    old shape's distances in use: the drive below crosses the zone only where it is now."""
+    from engine.orders import load_orders
+
+    far = orders_doc(exclusion=[{"id": "Z-school", "polygon": square(X0 + 5000, Y0, 60.0)}])
+    h = Harness.build(far)
+    am = DeviceScript("AM-1001")
+    for i, x in enumerate((X0 - 630, X0 - 210)):  # both fixes measured against the far zone
+        h.send(am.fix(T0 + STEP_S * i, x, Y0, acc=8.0, spd=SPEED), T0 + STEP_S * i + 1)
+    assert h.changes("exclusion") == []
+    h.engine.set_orders(load_orders(school()))  # the same zone id, now on the road ahead
+    h.send(am.fix(T0 + 2 * STEP_S, X0 + 210, Y0, acc=8.0, spd=SPEED), T0 + 2 * STEP_S + 1)
+    raised = [c.alert for c in h.effects.changes if c.alert.kind == "exclusion"]
+    assert raised and raised[0].detail.startswith("path crossed zone between fixes")
