@@ -41,6 +41,9 @@ from engine.tracks import DeviceTrack, TrackPoint
 from geo.index import ZoneIndex
 from geo.projection import Projector
 
+# projected fixes ``prepare`` keeps for fixes not yet evaluated: above this many they are
+# dropped together, and a fix whose projection went is projected on its own (the same numbers)
+POSITIONS_KEPT = 8192
 
 @dataclass(slots=True, init=False)
 class Effects:
@@ -128,7 +131,7 @@ class Engine:
         self._due_index: tuple[dict[str, DeviceTrack], list[tuple[float, str]], RuleConfig] | None = None
         # decoded messages and projected fixes of the last ``prepare`` (payload / fix id -> ...)
         self._prepared: dict[int, tuple[bytes, str, float, Decoded]] = {}
-        self._positions: dict[int, tuple[Fix, float, float]] = {}
+        self._positions: dict[int, tuple[Fix, float, float]] = {}  # fix id -> (fix, x, y)
         self.book = book
         self.set_orders(book)
 
@@ -183,7 +186,9 @@ class Engine:
                 lon.append(fix.lon)
                 lat.append(fix.lat)
         self._prepared = prepared
-        positions: dict[int, tuple[Fix, float, float]] = {}
+        # fixes of earlier batches still waiting in a reorder buffer keep their projection
+        # (a device's first fixes wait the hold); the rest are forgotten in bulk at a bound
+        positions = self._positions if len(self._positions) < POSITIONS_KEPT else {}
         if len(fixes) > 1:
             xs, ys = self.projector.forward(np.array(lon), np.array(lat))
             for fix, x, y in zip(fixes, xs.tolist(), ys.tolist(), strict=True):

@@ -314,3 +314,26 @@ def test_messages_prepared_in_batches_are_decided_exactly_like_one_by_one(
     assert view(prepared) == view(plain)
     # and the prepared engine did take its positions from the batch projections
     assert plain.projector.points > 10 * max(1, prepared.projector.points)
+
+
+def test_prepared_projections_of_fixes_never_handled_are_dropped_at_a_bound(
+    tmp_path_factory: pytest.TempPathFactory,
+) -> None:
+    """Projections ``prepare`` keeps for fixes still waiting (a reorder buffer) must not pile up
+    for fixes that are never evaluated: past ``POSITIONS_KEPT`` they are forgotten together,
+    and a fix handled after that is projected on its own, to the same decisions."""
+    from engine import pipeline
+
+    orders, messages = stream("approach", tmp_path_factory.mktemp("approach"))
+    engine = Engine(load_book(orders))
+    batch = [(topic, payload, now) for now, topic, payload in messages[:64]]
+    n_fixes = sum(len(engine._decode(t, p, a).fixes) for t, p, a in batch)
+    assert n_fixes > 1
+    most = 0
+    for _ in range(2 * pipeline.POSITIONS_KEPT // n_fixes + 2):
+        engine.prepare([(t, bytes(p), a) for t, p, a in batch])  # new objects: never handled
+        most = max(most, len(engine._positions))
+    assert pipeline.POSITIONS_KEPT <= most < pipeline.POSITIONS_KEPT + n_fixes
+    plain = Engine(load_book(orders))
+    for now, topic, payload in messages[:200]:
+        assert wire(engine.handle(topic, payload, now)) == wire(plain.handle(topic, payload, now))
