@@ -1,8 +1,9 @@
 """End-to-end ingest benchmark (issue 10): raw MQTT ceiling vs the full engine, latency, scale-out.
 
 Not a test: a seeded script that starts its own mosquitto (and redis-server) on free
-127.0.0.1 ports, publishes one message stream from a SEPARATE process (paho, QoS 1),
-and measures, in one run:
+127.0.0.1 ports, publishes one message stream from a SEPARATE process (QoS 1, 100 in
+flight; a plain-socket flood publisher, ``benchmarks/flood_publisher.py``, or paho with
+``--publisher paho``), and measures, in one run:
 
 1. ``raw``: an aiomqtt subscriber that only counts QoS 1 messages (the engine's filters);
 2. ``engine-memory``: the full ``engine.service.Service`` in this process (decode,
@@ -14,13 +15,14 @@ and measures, in one run:
    its publish time, the alert carries it as ``device_time``); ``latency-engine80``
    the same at 80 % of the engine's own in-memory rate (no queueing);
 5. ``serve-1`` / ``serve-2``: one and two ``emguard serve`` worker processes on an
-   MQTT v5 shared subscription; throughput only (each worker keeps its own
-   in-memory state, so proximity across workers is not correct yet: issue 7).
+   MQTT v5 shared subscription, each case owned by one worker (messages forwarded to
+   it); throughput only.
 
 Rates are messages per second from the publisher's first publish to the consumer's
 last processed message.  This box has 2 cores: the publisher, mosquitto and the
 consumer share them, so every number here includes that competition (CPU seconds
-per process are printed).  Usage::
+per process are printed, and ``msg/CPU s``: messages per CPU second of the process
+that took them, what it could take on a core of its own).  Usage::
 
     .venv/bin/python benchmarks/ingest.py            # 10,000 subjects, 120,000 messages
     .venv/bin/python benchmarks/ingest.py --quick    # 2,000 subjects, 20,000 messages
@@ -362,6 +364,15 @@ class Pass:
     @property
     def rate(self) -> float:
         return self.messages / self.seconds if self.seconds > 0 else 0.0
+
+    @property
+    def per_cpu_s(self) -> float:
+        """Messages per CPU second of the process(es) that took them: the consumer, or the
+        serve workers together.  What one process of this machine could take on a core of
+        its own, apart from the publisher and broker it shares the 2 cores with here."""
+        workers = [v for k, v in self.cpu.items() if k.startswith("worker")]
+        cpu = sum(workers) if workers else self.cpu.get("consumer", 0.0)
+        return self.messages / cpu if cpu > 0 else 0.0
 
 
 class GcPauses:
@@ -814,14 +825,18 @@ def report(
         f"messages={args.messages} malformed={MALFORMED_FRACTION:.0%} seed={args.seed} cores={os.cpu_count()}"
     )
     print("setup: " + ", ".join(f"{k} {v:.2f} s" for k, v in setup.items()))
-    head = f"{'pass':<16}{'msg/s':>9}{'pub msg/s':>11}{'vs raw':>8}{'p50 ms':>9}{'p99 ms':>9}{'RSS MB':>8}  CPU s (per process)"
+    head = (
+        f"{'pass':<16}{'msg/s':>9}{'pub msg/s':>11}{'vs raw':>8}{'msg/CPU s':>11}{'p50 ms':>9}"
+        f"{'p99 ms':>9}{'RSS MB':>8}  CPU s (per process)"
+    )
     print(head)
     print("-" * len(head))
     for p in passes:
         lat = f"{p.latency[0]:>9.0f}{p.latency[1]:>9.0f}" if p.latency else f"{'':>9}{'':>9}"
         cpu = " ".join(f"{k}={v:.1f}" for k, v in p.cpu.items())
         print(
-            f"{p.name:<16}{p.rate:>9.0f}{p.publish_rate:>11.0f}{p.rate / raw.rate:>8.2f}{lat}{p.rss_mb:>8.0f}  {cpu}"
+            f"{p.name:<16}{p.rate:>9.0f}{p.publish_rate:>11.0f}{p.rate / raw.rate:>8.2f}"
+            f"{p.per_cpu_s:>11.0f}{lat}{p.rss_mb:>8.0f}  {cpu}"
         )
         if p.note:
             print(f"{'':<16}{p.note}")
@@ -834,6 +849,10 @@ def report(
     for name in ("engine-memory", "engine-redis", "serve-1", "serve-2"):
         if name in by:
             print(f"{name.replace('-', '_')}_msgs_per_s={by[name].rate:.0f}")
+    print(f"raw_msgs_per_cpu_s={raw.per_cpu_s:.0f}")
+    for name in ("engine-memory", "engine-redis", "serve-1"):
+        if name in by:
+            print(f"{name.replace('-', '_')}_msgs_per_cpu_s={by[name].per_cpu_s:.0f}")
     for name in ("latency", "latency-engine80"):
         if name in by and by[name].latency:
             key = name.replace("-", "_")
