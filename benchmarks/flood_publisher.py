@@ -17,6 +17,8 @@ import struct
 import time
 from collections.abc import Callable, Sequence
 
+from engine.intake import remaining_length  # the engine's own PUBLISH framing
+
 CONNECT, CONNACK, PUBLISH_QOS1, PUBACK, PINGREQ = 0x10, 0x20, 0x32, 0x40, 0xC0
 PINGREQ_PACKET = b"\xc0\x00"
 # a paced stream goes out in bursts at least this far apart (at 10,000 msg/s, 10 messages):
@@ -26,16 +28,6 @@ PACE_S = 0.001
 
 class ProtocolError(RuntimeError):
     """The broker refused the connection or sent something this publisher does not expect."""
-
-
-def remaining_length(n: int) -> bytes:
-    """MQTT's variable byte integer."""
-    out = bytearray()
-    while True:
-        byte, n = n % 128, n // 128
-        out.append(byte | (0x80 if n else 0))
-        if not n:
-            return bytes(out)
 
 
 def publish_packet(topic: bytes, mid: int, payload: bytes) -> bytes:

@@ -45,6 +45,7 @@ from geo.projection import Projector
 # dropped together, and a fix whose projection went is projected on its own (the same numbers)
 POSITIONS_KEPT = 8192
 
+
 @dataclass(slots=True, init=False)
 class Effects:
     """What one step of the engine produced (a written ``__init__``: engine.native)."""
