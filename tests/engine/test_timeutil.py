@@ -61,3 +61,19 @@ def test_a_time_that_cannot_be_formatted_raises_and_is_not_remembered(bad: float
         with pytest.raises((ValueError, OverflowError, OSError)):
             format_time(bad)
     assert bad not in timeutil._FORMATTED
+
+
+@settings(max_examples=1000)
+@given(t=st.floats(min_value=-1e5, max_value=253_402_300_799.0, allow_nan=False))
+@example(t=951_782_400.0)  # 2000-02-29: a leap day of a 400-year
+@example(t=4_107_542_400.0)  # 2100-03-01: 2100 is no leap year
+@example(t=94_694_399.9999996)  # the fraction rounds up into the next second, day and year
+@example(t=253_402_300_798.9999996)  # ... at the end of the arithmetic's range
+@example(t=253_402_300_799.0)  # the first second left to datetime
+@example(t=1_795_987_800.0000005)  # half a microsecond: rounded to even, as datetime does
+@example(t=-0.0)
+def test_the_arithmetic_text_equals_datetimes_for_any_float(t: float) -> None:
+    """``_format_ms`` (integer arithmetic from 1970 to 9999) writes what ``datetime`` writes,
+    for any float, not only those ``format_time`` rounded to the millisecond."""
+    dt = datetime.fromtimestamp(t, tz=UTC)
+    assert timeutil._format_ms(t) == dt.strftime("%Y-%m-%dT%H:%M:%S.") + f"{dt.microsecond // 1000:03d}Z"
