@@ -318,11 +318,13 @@ class DeviceTrack:
     def travel_bound(self, t0: float, t1: float, max_extrap_s: float) -> float:
         """At least as far as ``position_at`` moves between device times ``t0 <= t1``.
 
-        ``position_at`` is continuous and piecewise linear in time: between points it runs
-        along the segment joining them, beyond the track it moves at the velocity of the
-        nearest segment for at most ``max_extrap_s``, then stands.  So its path over the
-        interval is no longer than the track segments that overlap it plus that
-        extrapolated motion.  The track must have points.
+        ``position_at`` is piecewise linear in time: between points it runs along the
+        segment joining them, beyond the track it moves at the velocity of the nearest
+        segment for at most ``max_extrap_s``, then stands.  Where points share a time it
+        jumps between them, and a jump at ``t0`` or ``t1`` itself counts too
+        (``closest_approach`` samples both ends).  So its path over the interval is no longer
+        than the track segments it runs along, those jumps included, plus that extrapolated
+        motion.  The track must have points.
         """
         pts = self.points
         n = len(pts)
@@ -344,12 +346,15 @@ class DeviceTrack:
                 speed = math.sqrt((b.x - first.x) ** 2 + (b.y - first.y) ** 2) / span
                 hi = min(max(first.t - t1, 0.0), max_extrap_s)
                 total += speed * (min(first.t - t0, max_extrap_s) - hi)
-        # the segments between consecutive points that overlap [t0, t1]
-        j = max(bisect_right(pts, t0, key=_time_of) - 1, 0)
+        # the segments between consecutive points over [t0, t1], from the point position_at
+        # stands on at t0 (the first one when t0 is at or before the track's first time:
+        # position_at gives that point there, and the next instant the last of its time)
+        # up to t1, jumps between points of t1's own time included
+        j = 0 if t0 <= first.t else bisect_right(pts, t0, key=_time_of) - 1
         prev = pts[j]
         for k in range(j + 1, n):
             p = pts[k]
-            if prev.t >= t1:
+            if prev.t > t1 or (prev.t == t1 and p.t > t1):
                 break
             total += math.sqrt((p.x - prev.x) ** 2 + (p.y - prev.y) ** 2)
             prev = p
