@@ -15,10 +15,15 @@ from engine.timeutil import format_time, parse_time
 _TIMES = st.floats(min_value=-62_135_596_800.0, max_value=253_402_300_799.0, allow_nan=False)
 
 
+def _datetime_text(t: float) -> str:
+    """What datetime writes for ``t``, truncated to the millisecond."""
+    dt = datetime.fromtimestamp(t, tz=UTC)
+    return dt.strftime("%Y-%m-%dT%H:%M:%S.") + f"{dt.microsecond // 1000:03d}Z"
+
+
 def _reference(t: float) -> str:
     """The text as format_time made it before it remembered anything."""
-    dt = datetime.fromtimestamp(round(t, 3), tz=UTC)
-    return dt.strftime("%Y-%m-%dT%H:%M:%S.") + f"{dt.microsecond // 1000:03d}Z"
+    return _datetime_text(round(t, 3))
 
 
 @settings(max_examples=500)
@@ -75,5 +80,4 @@ def test_a_time_that_cannot_be_formatted_raises_and_is_not_remembered(bad: float
 def test_the_arithmetic_text_equals_datetimes_for_any_float(t: float) -> None:
     """``_format_ms`` (integer arithmetic from 1970 to 9999) writes what ``datetime`` writes,
     for any float, not only those ``format_time`` rounded to the millisecond."""
-    dt = datetime.fromtimestamp(t, tz=UTC)
-    assert timeutil._format_ms(t) == dt.strftime("%Y-%m-%dT%H:%M:%S.") + f"{dt.microsecond // 1000:03d}Z"
+    assert timeutil._format_ms(t) == _datetime_text(t)
