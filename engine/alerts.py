@@ -15,11 +15,8 @@ from __future__ import annotations
 import hashlib
 import math
 from collections.abc import Iterator, Mapping
-from dataclasses import dataclass, field, fields
-from operator import attrgetter
-from typing import Any, Literal
-
-from mypy_extensions import mypyc_attr
+from dataclasses import dataclass, field
+from typing import Any, Literal, Protocol
 
 from engine.errors import EngineError
 from engine.timeutil import format_time
@@ -56,26 +53,47 @@ class AlertActionError(EngineError):
     """An operator action that does not apply (unknown alert, already resolved, bad action)."""
 
 
-@mypyc_attr(native_class=False)  # compiled build (engine.native): a Python class like Alert
-@dataclass(frozen=True, slots=True)
+@dataclass(slots=True, init=False, unsafe_hash=True)
 class HistoryEntry:
-    """Who did what to an alert, and when (processing time)."""
+    """Who did what to an alert, and when (processing time).
+
+    Never changed once made (a written ``__init__``, not ``frozen``: engine.native, as every
+    record made per alert change).
+    """
 
     at: float
     state: State
     level: Level
     by: str
-    note: str = ""
+    note: str
+
+    def __init__(self, at: float, state: State, level: Level, by: str, note: str = "") -> None:
+        self.at = at
+        self.state = state
+        self.level = level
+        self.by = by
+        self.note = note
 
     def __reduce__(self) -> tuple[type[HistoryEntry], tuple[float, str, str, str, str]]:
         # a plain tuple (see Alert.__reduce__)
         return (HistoryEntry, (self.at, self.state, self.level, self.by, self.note))
 
+    def __setstate__(self, state: list[Any]) -> None:
+        # an entry pickled by the frozen dataclass default: copyreg's __newobj__ and the field
+        # values in order (engine.state_unpickle makes the blank object)
+        self.at, self.state, self.level, self.by, self.note = state
 
-@mypyc_attr(native_class=False)  # compiled build: a Python class, _replace_alert copies via its slots
-@dataclass(frozen=True, slots=True)
+
+@dataclass(slots=True, init=False, unsafe_hash=True)
 class Alert:
-    """An alert as the monitoring centre sees it (contract §5), plus its history."""
+    """An alert as the monitoring centre sees it (contract §5), plus its history.
+
+    Never changed once handed out: a change makes a new alert (``copy_alert``, then the
+    changed fields set on the copy before anyone else sees it).  A written ``__init__`` and
+    not ``frozen``, so that in the compiled build (engine.native) it is a native class: a
+    frozen Python dataclass cost ~28,000 instructions per copy and ~15,000 per construction
+    through its interpreted ``__init__``, several times per alert change.
+    """
 
     alert_id: str
     kind: str
@@ -89,24 +107,75 @@ class Alert:
     raised_at: float
     deadline: float
     episode_start: float
-    distance_m: float | None = None
-    certainty: str | None = None
-    closing_speed_mps: float | None = None
-    time_to_contact_s: float | None = None
-    evidence: tuple[str, ...] = ()
-    late: bool = False
-    detail: str = ""
-    updated_at: float = 0.0
-    target: str | None = None
-    device: str | None = None
-    history: tuple[HistoryEntry, ...] = ()
+    distance_m: float | None
+    certainty: str | None
+    closing_speed_mps: float | None
+    time_to_contact_s: float | None
+    evidence: tuple[str, ...]
+    late: bool
+    detail: str
+    updated_at: float
+    target: str | None
+    device: str | None
+    history: tuple[HistoryEntry, ...]
+
+    def __init__(
+        self, alert_id: str, kind: str, level: Level, state: State, order: str | None,
+        subject: str | None, protected_person: str | None, zone: str | None,
+        device_time: float, raised_at: float, deadline: float, episode_start: float,
+        distance_m: float | None = None, certainty: str | None = None,
+        closing_speed_mps: float | None = None, time_to_contact_s: float | None = None,
+        evidence: tuple[str, ...] = (), late: bool = False, detail: str = "",
+        updated_at: float = 0.0, target: str | None = None, device: str | None = None,
+        history: tuple[HistoryEntry, ...] = (),
+    ) -> None:
+        self.alert_id = alert_id
+        self.kind = kind
+        self.level = level
+        self.state = state
+        self.order = order
+        self.subject = subject
+        self.protected_person = protected_person
+        self.zone = zone
+        self.device_time = device_time
+        self.raised_at = raised_at
+        self.deadline = deadline
+        self.episode_start = episode_start
+        self.distance_m = distance_m
+        self.certainty = certainty
+        self.closing_speed_mps = closing_speed_mps
+        self.time_to_contact_s = time_to_contact_s
+        self.evidence = evidence
+        self.late = late
+        self.detail = detail
+        self.updated_at = updated_at
+        self.target = target
+        self.device = device
+        self.history = history
 
     def __reduce__(self) -> tuple[type[Alert], tuple[Any, ...]]:
-        # the field values as one tuple, read in C: the default for a slots dataclass gets
-        # them through ``fields()`` on every pickle and sets them one by one on every load,
-        # and open alerts are stored with every commit of their case (engine.case_state).
-        # Alerts pickled by that default still load: its ``__setstate__`` is kept.
-        return (Alert, _ALERT_VALUES(self))
+        # the constructor with the field values as one tuple: the same pickle from the pure
+        # and the compiled build, and open alerts are stored with every commit of their case
+        # (engine.case_state)
+        return (Alert, (
+            self.alert_id, self.kind, self.level, self.state, self.order, self.subject,
+            self.protected_person, self.zone, self.device_time, self.raised_at, self.deadline,
+            self.episode_start, self.distance_m, self.certainty, self.closing_speed_mps,
+            self.time_to_contact_s, self.evidence, self.late, self.detail, self.updated_at,
+            self.target, self.device, self.history,
+        ))
+
+    def __setstate__(self, state: list[Any]) -> None:
+        # an alert pickled by the frozen dataclass default, before __reduce__: copyreg's
+        # __newobj__ and the field values in order (engine.state_unpickle makes the blank
+        # object in the compiled build)
+        (
+            self.alert_id, self.kind, self.level, self.state, self.order, self.subject,
+            self.protected_person, self.zone, self.device_time, self.raised_at, self.deadline,
+            self.episode_start, self.distance_m, self.certainty, self.closing_speed_mps,
+            self.time_to_contact_s, self.evidence, self.late, self.detail, self.updated_at,
+            self.target, self.device, self.history,
+        ) = state
 
     @property
     def is_open(self) -> bool:
@@ -147,15 +216,49 @@ class Alert:
         return out
 
 
-@mypyc_attr(native_class=False)  # compiled build (engine.native): a Python class like the Alert it carries
-@dataclass(frozen=True, slots=True)
+@dataclass(slots=True, init=False, unsafe_hash=True)
 class AlertChange:
-    """One published state change: the alert after the change and what changed."""
+    """One published state change: the alert after the change and what changed (never changed
+    once made; a written ``__init__``, not ``frozen``: engine.native)."""
 
     alert: Alert
     change: Literal["raised", "level", "ack", "escalate", "resolve", "update"]
-    previous_level: Level | None = None
-    arrival: float | None = None  # arrival time of the fix that caused it (fix-to-alert latency)
+    previous_level: Level | None
+    arrival: float | None  # arrival time of the fix that caused it (fix-to-alert latency)
+
+    def __init__(
+        self, alert: Alert, change: Literal["raised", "level", "ack", "escalate", "resolve", "update"],
+        previous_level: Level | None = None, arrival: float | None = None,
+    ) -> None:
+        self.alert = alert
+        self.change = change
+        self.previous_level = previous_level
+        self.arrival = arrival
+
+
+def copy_alert(a: Alert) -> Alert:
+    """A new alert with every field of ``a``: the caller sets what changed before handing it out
+    (``dataclasses.replace`` read the fields by introspection on every call)."""
+    return Alert(
+        a.alert_id, a.kind, a.level, a.state, a.order, a.subject, a.protected_person, a.zone,
+        a.device_time, a.raised_at, a.deadline, a.episode_start, a.distance_m, a.certainty,
+        a.closing_speed_mps, a.time_to_contact_s, a.evidence, a.late, a.detail, a.updated_at,
+        a.target, a.device, a.history,
+    )
+
+
+class RaiseCap(Protocol):
+    """What ``AlertBook.raise_or_update`` hands a raise to while approved crossings cap the
+    levels (``engine.rules.crossings.CappedAlerts``)."""
+
+    def raise_or_update(
+        self, *, order: str | None, kind: str, target: str | None, level: Level, now: float,
+        device_time: float, episode_start: float, subject: str | None,
+        protected_person: str | None, zone: str | None, distance_m: float | None,
+        certainty: str | None, closing_speed_mps: float | None,
+        time_to_contact_s: float | None, evidence: tuple[str, ...], late: bool, detail: str,
+        device: str | None, allow_lower: bool,
+    ) -> AlertChange | None: ...
 
 
 def alert_id_for(order: str | None, kind: str, target: str | None, episode_start: float) -> str:
@@ -177,6 +280,9 @@ class AlertBook:
     _deadline_floor: tuple[dict[str, Alert], int, float] | None = field(
         default=None, init=False, repr=False, compare=False
     )
+    # while approved crossings hold (engine.rules.crossings.ApprovedCrossings.capped): the view
+    # that caps raises, which ``raise_or_update`` hands every raise to
+    capping: RaiseCap | None = field(default=None, init=False, repr=False, compare=False)
 
     def deadline_for(self, kind: str, level: str, now: float) -> float:
         """Deadline for acting on an alert of this kind and level raised or raised-to at ``now``."""
@@ -213,8 +319,47 @@ class AlertBook:
     ) -> AlertChange | None:
         """Open an alert for the episode or move its level; None when nothing visible changed.
 
-        A level never drops unless ``allow_lower`` (the rule has debounced the fall).
+        A level never drops unless ``allow_lower`` (the rule has debounced the fall).  While a
+        cap holds (``capping``) the raise goes through it, and it calls ``raise_uncapped``.
         """
+        if self.capping is not None:
+            return self.capping.raise_or_update(
+                order=order, kind=kind, target=target, level=level, now=now,
+                device_time=device_time, episode_start=episode_start, subject=subject,
+                protected_person=protected_person, zone=zone, distance_m=distance_m,
+                certainty=certainty, closing_speed_mps=closing_speed_mps,
+                time_to_contact_s=time_to_contact_s, evidence=evidence, late=late, detail=detail,
+                device=device, allow_lower=allow_lower,
+            )
+        return self.raise_uncapped(
+            order, kind, target, level, now, device_time, episode_start, subject,
+            protected_person, zone, distance_m, certainty, closing_speed_mps, time_to_contact_s,
+            evidence, late, detail, device, allow_lower,
+        )
+
+    def raise_uncapped(
+        self,
+        order: str | None,
+        kind: str,
+        target: str | None,
+        level: Level,
+        now: float,
+        device_time: float,
+        episode_start: float,
+        subject: str | None = None,
+        protected_person: str | None = None,
+        zone: str | None = None,
+        distance_m: float | None = None,
+        certainty: str | None = None,
+        closing_speed_mps: float | None = None,
+        time_to_contact_s: float | None = None,
+        evidence: tuple[str, ...] = (),
+        late: bool = False,
+        detail: str = "",
+        device: str | None = None,
+        allow_lower: bool = False,
+    ) -> AlertChange | None:
+        """``raise_or_update`` past any cap (the capping view's own way to the book)."""
         current = self.open_for(order, kind, target)
         if current is None:
             aid = alert_id_for(order, kind, target, episode_start)
@@ -222,29 +367,10 @@ class AlertBook:
                 # the same episode was resolved and reopens: keep ids unique per episode start
                 aid = alert_id_for(order, kind, target, device_time)
             alert = Alert(
-                alert_id=aid,
-                kind=kind,
-                level=level,
-                state="open",
-                order=order,
-                subject=subject,
-                protected_person=protected_person,
-                zone=zone,
-                device_time=device_time,
-                raised_at=now,
-                deadline=self.deadline_for(kind, level, now),
-                episode_start=episode_start,
-                distance_m=distance_m,
-                certainty=certainty,
-                closing_speed_mps=closing_speed_mps,
-                time_to_contact_s=time_to_contact_s,
-                evidence=evidence[-20:],
-                late=late,
-                detail=detail,
-                updated_at=now,
-                target=target,
-                device=device,
-                history=(HistoryEntry(now, "open", level, "engine", detail),),
+                aid, kind, level, "open", order, subject, protected_person, zone, device_time,
+                now, self.deadline_for(kind, level, now), episode_start, distance_m, certainty,
+                closing_speed_mps, time_to_contact_s, evidence[-20:], late, detail, now, target,
+                device, (HistoryEntry(now, "open", level, "engine", detail),),
             )
             size = len(self.alerts)
             self.alerts[aid] = alert
@@ -253,38 +379,32 @@ class AlertBook:
             return AlertChange(alert, "raised")
 
         rank_new, rank_old = LEVEL_RANK[level], LEVEL_RANK[current.level]
-        measured = {
-            "distance_m": distance_m if distance_m is not None else current.distance_m,
-            "certainty": certainty or current.certainty,
-            "closing_speed_mps": closing_speed_mps,
-            "time_to_contact_s": time_to_contact_s,
-            "evidence": _merge_evidence(current.evidence, evidence),
-        }
+        alert = copy_alert(current)
+        # the newest measurements, kept whether or not the level moves
+        if distance_m is not None:
+            alert.distance_m = distance_m
+        if certainty:
+            alert.certainty = certainty
+        alert.closing_speed_mps = closing_speed_mps
+        alert.time_to_contact_s = time_to_contact_s
+        alert.evidence = _merge_evidence(current.evidence, evidence)
         if rank_new > rank_old or (allow_lower and rank_new < rank_old):
             # A rise brings a fresh (shorter) deadline; a fall keeps the one already running.
-            deadline = (
-                min(current.deadline, self.deadline_for(kind, level, now))
-                if rank_new > rank_old
-                else current.deadline
-            )
-            state: State = current.state
-            if rank_new > rank_old and current.state == "acknowledged":
-                state = "open"  # a rise needs a fresh acknowledgement
-            alert = _replace_alert(current, {
-                "level": level,
-                "state": state,
-                "deadline": deadline,
-                "device_time": device_time,
-                "detail": detail or current.detail,
-                "updated_at": now,
-                "history": (*current.history, HistoryEntry(now, state, level, "engine", detail)),
-                **measured,
-            })
+            if rank_new > rank_old:
+                alert.deadline = min(current.deadline, self.deadline_for(kind, level, now))
+                if current.state == "acknowledged":
+                    alert.state = "open"  # a rise needs a fresh acknowledgement
+            alert.level = level
+            alert.device_time = device_time
+            if detail:
+                alert.detail = detail
+            alert.updated_at = now
+            alert.history = (*current.history, HistoryEntry(now, alert.state, level, "engine", detail))
             self.alerts[alert.alert_id] = alert
             self._note_open(alert, len(self.alerts))
-            return AlertChange(alert, "level", previous_level=current.level)
+            return AlertChange(alert, "level", current.level)
         # Same level: keep the newest measurements quietly (no publish).
-        self.alerts[current.alert_id] = _replace_alert(current, measured)
+        self.alerts[current.alert_id] = alert
         return None
 
     def resolve_episode(
@@ -359,44 +479,16 @@ class AlertBook:
     def _transition(
         self, alert: Alert, state: State, now: float, by: str, note: str, change: Any
     ) -> AlertChange:
-        new = _replace_alert(alert, {
-            "state": state,
-            "updated_at": now,
-            "history": (*alert.history, HistoryEntry(now, state, alert.level, by, note)),
-        })
+        new = copy_alert(alert)
+        new.state = state
+        new.updated_at = now
+        new.history = (*alert.history, HistoryEntry(now, state, alert.level, by, note))
         self.alerts[alert.alert_id] = new
         if state == "resolved":
             key = (alert.order, alert.kind, alert.target)
             if self.open_by_key.get(key) == alert.alert_id:
                 del self.open_by_key[key]
         return AlertChange(new, change)
-
-
-_ALERT_FIELDS = tuple(f.name for f in fields(Alert))
-_ALERT_VALUES = attrgetter(*_ALERT_FIELDS)  # all field values as one tuple, read in C
-_ALERT_FIELD_INDEX = {name: i for i, name in enumerate(_ALERT_FIELDS)}
-# the slots' own setters: they bypass the frozen class's __setattr__ without the name look-up
-# object.__setattr__ does for every field
-_ALERT_SETTERS = tuple(getattr(Alert, name).__set__ for name in _ALERT_FIELDS)
-
-
-def _replace_alert(alert: Alert, changes: Mapping[str, Any]) -> Alert:
-    """``dataclasses.replace(alert, **changes)`` at a fraction of the cost (every change of
-    an alert): the same fields set on a new ``Alert``, which has no ``__post_init__`` or
-    non-init fields for ``replace`` to honour.
-
-    The fields are read by one ``attrgetter`` and written by the slot descriptors; names
-    that are not fields are ignored, as before.
-    """
-    values = list(_ALERT_VALUES(alert))
-    for name, value in changes.items():
-        i = _ALERT_FIELD_INDEX.get(name)
-        if i is not None:
-            values[i] = value
-    new = object.__new__(Alert)
-    for set_field, value in zip(_ALERT_SETTERS, values, strict=True):
-        set_field(new, value)
-    return new
 
 
 def _merge_evidence(old: tuple[str, ...], new: tuple[str, ...]) -> tuple[str, ...]:

@@ -3,8 +3,9 @@
 Parts (engine.case_state) are pickles of the engine's state classes.  One old form, copyreg's
 for a slots dataclass (``engine.state_pickle``), first makes a blank object with
 ``cls.__new__(cls)`` (pickle's NEWOBJ) and then sets its state; in the compiled build
-(engine.native) that ``__new__`` runs a native class's written ``__init__``, which for ``Fix``
-and ``DeviceTrack`` needs arguments.  ``loads`` hands pickle a stand-in for those two classes:
+(engine.native) that ``__new__`` runs a native class's written ``__init__``, which for ``Fix``,
+``DeviceTrack``, ``Alert`` and ``HistoryEntry`` needs arguments.  ``loads`` hands pickle a
+stand-in for those classes:
 called with arguments (the current form) it is the class itself, and its blank object is one
 made with placeholder values, which the stored state then replaces.
 
@@ -19,6 +20,7 @@ from collections.abc import Callable
 from typing import Any
 
 from devices.model import Fix
+from engine.alerts import Alert, HistoryEntry
 from engine.tracks import DeviceTrack
 
 
@@ -35,6 +37,8 @@ _STAND_INS: dict[tuple[str, str], type] = {
     for c, b in (
         (Fix, lambda: Fix("", 0, 0.0, 0.0, 0.0, 1.0, 0.0)),
         (DeviceTrack, lambda: DeviceTrack("")),
+        (Alert, lambda: Alert("", "", "info", "open", None, None, None, None, 0.0, 0.0, 0.0, 0.0)),
+        (HistoryEntry, lambda: HistoryEntry(0.0, "open", "info", "")),
     )
 }
 

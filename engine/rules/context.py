@@ -3,15 +3,11 @@
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import TYPE_CHECKING
 
 from engine.alerts import AlertBook, AlertChange
 from engine.config import RuleConfig
 from engine.messages import Outgoing
 from engine.orders import OrderBook
-
-if TYPE_CHECKING:
-    from engine.rules.crossings import CappedAlerts
 
 
 @dataclass(slots=True, init=False)
@@ -20,9 +16,9 @@ class RuleContext:
     written ``__init__``: engine.native)."""
 
     book: OrderBook
-    # the book, or its capping view while approved crossings hold (a declared union, not a
-    # cast: the compiled build checks what is assigned here)
-    alerts: AlertBook | CappedAlerts
+    # the alert book; while approved crossings hold, it hands raises to its ``capping`` view
+    # (always the book itself: the compiled build calls its methods directly)
+    alerts: AlertBook
     rules: RuleConfig
     prefix: str
     now: float
@@ -31,7 +27,7 @@ class RuleContext:
     messages: list[Outgoing]
 
     def __init__(
-        self, book: OrderBook, alerts: AlertBook | CappedAlerts, rules: RuleConfig, prefix: str,
+        self, book: OrderBook, alerts: AlertBook, rules: RuleConfig, prefix: str,
         now: float = 0.0, arrival: float | None = None,
     ) -> None:
         self.book = book

@@ -22,7 +22,7 @@ windows) are capped at ``info``: they still reach the centre, each with the
 note "suppressed: in corridor X ...", nothing is hidden.  Standing still in a
 corridor for ``max_dwell_s`` (moving less than ``corridor_stop_radius_m`` plus
 the accuracies) or leaving it brings the normal levels back at once.  The
-cap is applied by ``CappedAlerts``, a view of the alert book the rules see
+cap is applied by ``CappedAlerts``, which the alert book hands every raise to
 while a suppression holds, so the rules themselves do not change.
 
 **Reception gaps.**  After a broker or platform outage a device's buffered
@@ -40,7 +40,7 @@ from bisect import bisect_left, bisect_right
 from collections import deque
 from collections.abc import Iterator
 from contextlib import AbstractContextManager, contextmanager, nullcontext
-from dataclasses import dataclass, replace
+from dataclasses import dataclass
 from operator import attrgetter
 from typing import Any
 
@@ -48,7 +48,7 @@ import numpy as np
 from mypy_extensions import mypyc_attr
 
 from devices.model import Fix
-from engine.alerts import LEVEL_RANK, AlertBook, AlertChange, HistoryEntry
+from engine.alerts import LEVEL_RANK, AlertBook, AlertChange, HistoryEntry, RaiseCap, copy_alert
 from engine.config import RuleConfig
 from engine.orders import Order, OrderBook
 from engine.rules.context import RuleContext
@@ -481,11 +481,12 @@ class ApprovedCrossings:
     @contextmanager
     def _capped(self, ctx: RuleContext, caps: dict[str, Suppression]) -> Iterator[None]:
         book, first_msg = ctx.alerts, len(ctx.messages)
-        ctx.alerts = CappedAlerts(book, ctx, caps, self.noted)
+        outer = book.capping
+        book.capping = CappedAlerts(book, ctx, caps, self.noted, outer)
         try:
             yield
         finally:
-            ctx.alerts = book
+            book.capping = outer
             if any("exclusion" in s.kinds for s in caps.values()):
                 ctx.messages[first_msg:] = [
                     m
@@ -498,36 +499,41 @@ class ApprovedCrossings:
 
 
 class CappedAlerts:
-    """The alert book as the rules see it under a suppression: rises above ``info`` are capped.
+    """How the alert book raises under a suppression: rises above ``info`` are capped.
 
-    Everything else is the real book.  A capped raise is recorded in the
-    alert's detail and history note ("suppressed: in corridor X ..."); a
-    suppressed rise of an alert already at ``info`` is recorded as an
-    ``update`` change, so the centre sees every suppression.  A fall the rule
-    decided (``allow_lower``) is never capped.
+    Installed as the book's ``capping`` while a suppression holds, so the rules call the
+    book as always.  A capped raise is recorded in the alert's detail and history note
+    ("suppressed: in corridor X ..."); a suppressed rise of an alert already at ``info`` is
+    recorded as an ``update`` change, so the centre sees every suppression.  A fall the rule
+    decided (``allow_lower``) is never capped.  An ``outer`` cap (one installed before this
+    one) still applies to what this one lets through.
     """
 
     def __init__(
         self,
-        book: AlertBook | CappedAlerts,
+        book: AlertBook,
         ctx: RuleContext,
         caps: dict[str, Suppression],
         noted: dict[str, int],
+        outer: RaiseCap | None = None,
     ) -> None:
         self._book = book
         self._ctx = ctx
         self._caps = caps
         self._noted = noted
+        self._outer = outer
 
-    def __getattr__(self, name: str) -> Any:
-        return getattr(self._book, name)
+    def _pass_on(self, kw: dict[str, Any]) -> AlertChange | None:
+        if self._outer is not None:
+            return self._outer.raise_or_update(**kw)
+        return self._book.raise_uncapped(**kw)
 
     def raise_or_update(self, **kw: Any) -> AlertChange | None:
         """``AlertBook.raise_or_update`` with the level capped at ``info`` for suppressed kinds."""
         sup = self._caps.get(kw.get("order") or "")
         level = kw["level"]
         if sup is None or kw["kind"] not in sup.kinds or LEVEL_RANK[level] <= LEVEL_RANK["info"]:
-            return self._book.raise_or_update(**kw)
+            return self._pass_on(kw)
         key = (kw["order"], kw["kind"], kw["target"])
         current = self._book.open_for(*key)
         if (
@@ -535,10 +541,10 @@ class CappedAlerts:
             and current is not None
             and LEVEL_RANK[level] < LEVEL_RANK[current.level]
         ):
-            return self._book.raise_or_update(**kw)  # a fall the rule decided is not a cap
+            return self._pass_on(kw)  # a fall the rule decided is not a cap
         note = sup.note(level)
         detail = f"{kw.get('detail') or ''}; {note}".lstrip("; ")
-        change = self._book.raise_or_update(**{**kw, "level": "info", "detail": detail})
+        change = self._pass_on({**kw, "level": "info", "detail": detail})
         rank = LEVEL_RANK[level]
         if change is not None:
             self._noted[change.alert.alert_id] = rank
@@ -548,12 +554,10 @@ class CappedAlerts:
             return None
         self._noted[alert.alert_id] = rank
         now = self._ctx.now
-        noted = replace(
-            alert,
-            detail=detail,
-            updated_at=now,
-            history=(*alert.history, HistoryEntry(now, alert.state, alert.level, "engine", note)),
-        )
+        noted = copy_alert(alert)
+        noted.detail = detail
+        noted.updated_at = now
+        noted.history = (*alert.history, HistoryEntry(now, alert.state, alert.level, "engine", note))
         self._book.alerts[alert.alert_id] = noted
         self._ctx.emit(AlertChange(noted, "update"))
         return None

@@ -184,17 +184,7 @@ class ProximityRules:
         if current is None and level is None:  # the common case: apart, nothing open
             ep.start, ep.possible_run = None, 0
             return
-        measured = dict(
-            distance_m=r.distance_m,
-            certainty=certainty,
-            closing_speed_mps=r.closing_speed_mps,
-            time_to_contact_s=r.time_to_contact_s if math.isfinite(r.time_to_contact_s) else None,
-            evidence=r.evidence,
-            late=late,
-            subject=order.subject,
-            protected_person=rule.protected_person,
-            device=subject_track.device,
-        )
+        ttc = r.time_to_contact_s if math.isfinite(r.time_to_contact_s) else None
         if current is None:
             assert level is not None  # returned above
             if certainty == "possible" and level == "warning":
@@ -208,8 +198,11 @@ class ProximityRules:
             ctx.emit(
                 ctx.alerts.raise_or_update(
                     order=order.id, kind="proximity", target=target, level=level, now=ctx.now,
-                    device_time=t, episode_start=t,
-                    detail=_detail(r, level), **measured,  # type: ignore[arg-type]
+                    device_time=t, episode_start=t, subject=order.subject,
+                    protected_person=rule.protected_person, distance_m=r.distance_m,
+                    certainty=certainty, closing_speed_mps=r.closing_speed_mps,
+                    time_to_contact_s=ttc, evidence=r.evidence, late=late,
+                    detail=_detail(r, level), device=subject_track.device,
                 )
             )
             self._pursuit(ctx, order, rule, ep, level, subject_track, victim_track)
@@ -222,7 +215,11 @@ class ProximityRules:
                 ctx.alerts.raise_or_update(
                     order=order.id, kind="proximity", target=target, level=level or current.level,
                     now=ctx.now, device_time=t, episode_start=ep.start or t,
-                    detail=_detail(r, level or current.level), **measured,  # type: ignore[arg-type]
+                    subject=order.subject, protected_person=rule.protected_person,
+                    distance_m=r.distance_m, certainty=certainty,
+                    closing_speed_mps=r.closing_speed_mps, time_to_contact_s=ttc,
+                    evidence=r.evidence, late=late, detail=_detail(r, level or current.level),
+                    device=subject_track.device,
                 )
             )
             self._pursuit(ctx, order, rule, ep, level, subject_track, victim_track)
@@ -249,8 +246,11 @@ class ProximityRules:
             ctx.emit(
                 ctx.alerts.raise_or_update(
                     order=order.id, kind="proximity", target=target, level=level, now=ctx.now,
-                    device_time=t, episode_start=ep.start or t, allow_lower=True,
-                    detail=_detail(r, level), **measured,  # type: ignore[arg-type]
+                    device_time=t, episode_start=ep.start or t, subject=order.subject,
+                    protected_person=rule.protected_person, distance_m=r.distance_m,
+                    certainty=certainty, closing_speed_mps=r.closing_speed_mps,
+                    time_to_contact_s=ttc, evidence=r.evidence, late=late,
+                    detail=_detail(r, level), device=subject_track.device, allow_lower=True,
                 )
             )
             ep.lower_since = t

@@ -8,7 +8,7 @@ from dataclasses import replace
 from hypothesis import example, given
 from hypothesis import strategies as st
 
-from engine.alerts import Alert, HistoryEntry, _merge_evidence, _replace_alert, _round
+from engine.alerts import LEVEL_RANK, Alert, AlertBook, HistoryEntry, _merge_evidence, _round
 
 _KEYS = st.sampled_from([f"AM-1:{i}" for i in range(30)])
 _EVIDENCE = st.lists(_KEYS, max_size=25).map(tuple)
@@ -24,22 +24,78 @@ def _alert(evidence: tuple[str, ...]) -> Alert:
     )  # fmt: skip
 
 
-_CHANGES = st.fixed_dictionaries({}, optional={
-    "distance_m": _MAYBE_FLOAT, "certainty": st.none() | st.sampled_from(["", "likely"]),
-    "closing_speed_mps": _MAYBE_FLOAT, "time_to_contact_s": _MAYBE_FLOAT, "evidence": _EVIDENCE,
-    "level": st.sampled_from(["warning", "critical"]), "state": st.sampled_from(["open", "resolved"]),
-    "deadline": st.floats(), "updated_at": st.floats(), "detail": st.text(max_size=5),
-    "history": st.just((HistoryEntry(6.0, "resolved", "alarm", "op-1", "done"),)),
-})  # fmt: skip
+_LEVELS = st.sampled_from(["info", "warning", "alarm", "critical"])
 
 
-@given(old=_EVIDENCE, changes=_CHANGES)
-def test_a_replaced_alert_equals_dataclasses_replace(old: tuple[str, ...], changes: dict[str, object]) -> None:
-    """_replace_alert (quiet updates, rises and transitions) sets the given fields, keeps the rest."""
-    alert = _alert(old)
-    want = replace(alert, **changes)  # type: ignore[arg-type]
-    got = _replace_alert(alert, changes)
-    assert repr(got) == repr(want)
+def _by_replace(
+    book: AlertBook, current: Alert, level: str, now: float, device_time: float,
+    measured: dict[str, object], detail: str, allow_lower: bool,
+) -> Alert:
+    """What ``raise_or_update`` made of an open alert when it copied with ``dataclasses.replace``."""
+    values = {
+        "distance_m": measured["distance_m"] if measured["distance_m"] is not None else current.distance_m,
+        "certainty": measured["certainty"] or current.certainty,
+        "closing_speed_mps": measured["closing_speed_mps"],
+        "time_to_contact_s": measured["time_to_contact_s"],
+        "evidence": _merge_evidence(current.evidence, measured["evidence"]),  # type: ignore[arg-type]
+    }
+    new, old = LEVEL_RANK[level], LEVEL_RANK[current.level]
+    if not (new > old or (allow_lower and new < old)):
+        return replace(current, **values)  # type: ignore[arg-type]
+    deadline = min(current.deadline, book.deadline_for(current.kind, level, now)) if new > old else current.deadline
+    state = "open" if new > old and current.state == "acknowledged" else current.state
+    return replace(
+        current, level=level, state=state, deadline=deadline, device_time=device_time,
+        detail=detail or current.detail, updated_at=now,
+        history=(*current.history, HistoryEntry(now, state, level, "engine", detail)),  # type: ignore[arg-type]
+        **values,  # type: ignore[arg-type]
+    )
+
+
+@given(
+    old=_EVIDENCE, level=_LEVELS, state=st.sampled_from(["open", "acknowledged", "escalated"]),
+    allow_lower=st.booleans(), detail=st.text(max_size=5),
+    measured=st.fixed_dictionaries({
+        "distance_m": _MAYBE_FLOAT, "certainty": st.none() | st.sampled_from(["", "possible"]),
+        "closing_speed_mps": _MAYBE_FLOAT, "time_to_contact_s": _MAYBE_FLOAT, "evidence": _EVIDENCE,
+    }),
+)  # fmt: skip
+def test_an_update_equals_dataclasses_replace(
+    old: tuple[str, ...], level: str, state: str, allow_lower: bool, detail: str,
+    measured: dict[str, object],
+) -> None:
+    """Quiet updates, rises and debounced falls copy the alert and set exactly the fields the
+    dataclasses.replace version set."""
+    book = AlertBook()
+    current = replace(_alert(old), state=state)  # type: ignore[arg-type]
+    book.alerts[current.alert_id] = current
+    book.open_by_key[(current.order, current.kind, current.target)] = current.alert_id
+    want = _by_replace(book, current, level, 10.0, 9.0, measured, detail, allow_lower)
+    book.raise_uncapped(
+        current.order, current.kind, current.target, level, 10.0, 9.0, 4.0,  # type: ignore[arg-type]
+        distance_m=measured["distance_m"], certainty=measured["certainty"],  # type: ignore[arg-type]
+        closing_speed_mps=measured["closing_speed_mps"],  # type: ignore[arg-type]
+        time_to_contact_s=measured["time_to_contact_s"],  # type: ignore[arg-type]
+        evidence=measured["evidence"], detail=detail, allow_lower=allow_lower,  # type: ignore[arg-type]
+    )
+    got = book.alerts[current.alert_id]
+    assert got is not current and repr(got) == repr(want)
+    assert repr(current) == repr(_alert(old)).replace("'acknowledged'", repr(state))  # untouched
+
+
+@given(old=_EVIDENCE, state=st.sampled_from(["acknowledged", "escalated", "resolved"]))
+def test_a_transition_equals_dataclasses_replace(old: tuple[str, ...], state: str) -> None:
+    """An operator's or the engine's transition sets state, time and history, nothing else."""
+    book = AlertBook()
+    current = replace(_alert(old), state="open")
+    book.alerts[current.alert_id] = current
+    book.open_by_key[(current.order, current.kind, current.target)] = current.alert_id
+    change = book._transition(current, state, 11.0, "op-2", "note", "ack")  # type: ignore[arg-type]
+    want = replace(
+        current, state=state, updated_at=11.0,  # type: ignore[arg-type]
+        history=(*current.history, HistoryEntry(11.0, state, current.level, "op-2", "note")),  # type: ignore[arg-type]
+    )
+    assert repr(change.alert) == repr(want) and book.alerts[current.alert_id] is change.alert
 
 
 @given(old=_EVIDENCE, new=_EVIDENCE)
