@@ -52,7 +52,7 @@ def format_time(t: float) -> str:
     messages of one fix): the text is remembered per millisecond, which is all that the
     text depends on.  A time that cannot be formatted raises as before and is not stored.
     """
-    ms = round(t, 3)
+    ms = round_ms(t)
     text = _FORMATTED.get(ms)
     if text is None:
         text = _format_ms(ms)
@@ -60,6 +60,36 @@ def format_time(t: float) -> str:
             _FORMATTED.clear()
         _FORMATTED[ms] = text
     return text
+
+
+_SPLIT: Final = 134_217_729.0  # 2**27 + 1: Veltkamp's split of a double into two 26-bit halves
+_FAST_ROUND_END: Final = 4.0e12  # t * 1000 below 2**52: whole milliseconds are exact doubles
+
+
+def round_ms(t: float) -> float:
+    """``round(t, 3)``, exactly, without its decimal conversion (~5,700 instructions compiled).
+
+    ``round`` rounds the exact value of ``t`` to the millisecond, half to even, and returns
+    the double nearest to that decimal.  For ``1 <= t < 4e12``: ``y = t * 1000`` is the
+    rounded product and ``err`` its exact error (Dekker's two-product: ``t`` split in halves
+    whose products with 1000 are exact), so ``y + err`` is ``t`` in milliseconds exactly.
+    ``y`` is a multiple of its ulp, which divides 0.5, and ``|err|`` is at most half an ulp:
+    only when ``y`` lies exactly half-way between two integers can ``err`` decide the side,
+    and only when ``err`` is 0 too is it a tie.  The whole milliseconds ``m`` are an exact
+    double, and ``m / 1000`` is the double nearest to the decimal.  Other times go to
+    ``round`` (tests/engine/test_timeutil.py holds both equal for any float).
+    """
+    if not 1.0 <= t < _FAST_ROUND_END:
+        return round(t, 3)
+    y = t * 1000.0
+    c = _SPLIT * t
+    hi = c - (c - t)
+    err = (hi * 1000.0 - y) + (t - hi) * 1000.0
+    m = math.floor(y)
+    frac = y - m
+    if frac > 0.5 or (frac == 0.5 and (err > 0.0 or (err == 0.0 and m % 2 == 1))):
+        m += 1
+    return m / 1000.0
 
 
 def _format_ms(ms: float) -> str:

@@ -336,27 +336,36 @@ class DeviceTrack:
             a = pts[-2]
             span = last.t - a.t
             if span > 0.0:
-                speed = math.sqrt((last.x - a.x) ** 2 + (last.y - a.y) ** 2) / span
+                dx, dy = last.x - a.x, last.y - a.y
+                speed = math.sqrt(dx * dx + dy * dy) / span
                 lo = min(max(t0 - last.t, 0.0), max_extrap_s)
                 total += speed * (min(t1 - last.t, max_extrap_s) - lo)
         if t0 < first.t:  # ... and back from the first one
             b = pts[1]
             span = b.t - first.t
             if span > 0.0:
-                speed = math.sqrt((b.x - first.x) ** 2 + (b.y - first.y) ** 2) / span
+                dx, dy = b.x - first.x, b.y - first.y
+                speed = math.sqrt(dx * dx + dy * dy) / span
                 hi = min(max(first.t - t1, 0.0), max_extrap_s)
                 total += speed * (min(first.t - t0, max_extrap_s) - hi)
         # the segments between consecutive points over [t0, t1], from the point position_at
         # stands on at t0 (the first one when t0 is at or before the track's first time:
         # position_at gives that point there, and the next instant the last of its time)
-        # up to t1, jumps between points of t1's own time included
-        j = 0 if t0 <= first.t else bisect_right(pts, t0, key=_time_of) - 1
+        # up to t1, jumps between points of t1's own time included.  That point is the last
+        # one at or before t0 (``bisect_right - 1``), found from the newest end: t0 is the
+        # mover's previous fix, at most a few points back.
+        j = 0
+        if t0 > first.t:
+            j = n - 1
+            while pts[j].t > t0:
+                j -= 1
         prev = pts[j]
         for k in range(j + 1, n):
             p = pts[k]
             if prev.t > t1 or (prev.t == t1 and p.t > t1):
                 break
-            total += math.sqrt((p.x - prev.x) ** 2 + (p.y - prev.y) ** 2)
+            dx, dy = p.x - prev.x, p.y - prev.y
+            total += math.sqrt(dx * dx + dy * dy)
             prev = p
         return total
 

@@ -68,6 +68,9 @@ class ZoneIndex:
         self._n_slots = 0  # high-water mark of slots handed out
         self._used = 0  # doubles of blob in use (live + garbage)
         self._garbage = 0
+        # counts changes to which key has which slot (a key stored for the first time, or
+        # removed): a caller that keeps slots checks it has not moved (engine.rules.zones)
+        self.slots_version = 0
         self.zoff = np.full(0, -1, dtype=np.int64)
         self.zlen = np.zeros(0, dtype=np.int64)
         self.blob = _aligned_zeros(0)
@@ -217,6 +220,7 @@ class ZoneIndex:
             new_slots = np.array(reused + fresh, dtype=np.int64)
             out[new_idx] = new_slots
             slot_of.update(zip((keys[i] for i in new_idx), new_slots.tolist(), strict=True))
+            self.slots_version += 1
         self.zoff = _grow1(self.zoff, self._n_slots, -1)
         self.zlen = _grow1(self.zlen, self._n_slots, 0)
         old = self.zoff[out] >= 0
@@ -250,6 +254,7 @@ class ZoneIndex:
         self.zlen[s] = 0
         del self._slot_of[key]
         self._free.append(s)
+        self.slots_version += 1
         self._maybe_compact()
 
     def _maybe_compact(self) -> None:

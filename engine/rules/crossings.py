@@ -217,10 +217,10 @@ def stays_beyond(
     relative, 1 mm) covers the rounding of either computation.  The partner must have points.
     """
     px, py, _, _ = partner.position_at(p1.t, max_extrap_s)
-    apart = math.sqrt((p1.x - px) ** 2 + (p1.y - py) ** 2)
-    moved = math.sqrt((p1.x - p0.x) ** 2 + (p1.y - p0.y) ** 2) + partner.travel_bound(
-        p0.t, p1.t, max_extrap_s
-    )
+    ax, ay = p1.x - px, p1.y - py
+    mx, my = p1.x - p0.x, p1.y - p0.y
+    apart = math.sqrt(ax * ax + ay * ay)
+    moved = math.sqrt(mx * mx + my * my) + partner.travel_bound(p0.t, p1.t, max_extrap_s)
     return apart - moved > limit_m + 1e-9 * (apart + moved + limit_m) + 1e-3
 
 

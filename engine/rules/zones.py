@@ -21,7 +21,7 @@ from engine.alerts import Level
 from engine.messages import set_interval, subject_prompt
 from engine.orders import Order, ZoneRule
 from engine.rules.context import RuleContext
-from engine.rules.crossings import SegmentHit, path_margin, segment_usable, segments_in_zones
+from engine.rules.crossings import path_margin, segment_usable, segments_in_zones
 from engine.state_pickle import restore_slots
 from engine.tracks import TrackPoint
 from geo.certainty import inside_certainty, outside_certainty
@@ -81,6 +81,29 @@ class ZoneEpisode:
         restore_slots(self, state)  # stored before __reduce__
 
 
+@dataclass(slots=True, init=False)
+class ZoneEntry:
+    """One zone of one order as every fix needs it, worked out once per order book: its slot
+    in the zone index, its episode key and its alert target (a written ``__init__``:
+    engine.native).  The per-fix evaluation formatted the index key and the target, and
+    built the key, for every zone of every fix."""
+
+    order: Order
+    zone: ZoneRule
+    exclusion: bool
+    slot: int
+    key: tuple[str, str, str]  # (subject, order id, zone id): episodes and measurements
+    target: str  # the alert target, ``{subject}@{zone id}``
+
+    def __init__(self, order: Order, zone: ZoneRule, slot: int) -> None:
+        self.order = order
+        self.zone = zone
+        self.exclusion = zone.kind == "exclusion"
+        self.slot = slot
+        self.key = (order.subject, order.id, zone.zone_id)
+        self.target = f"{order.subject}@{zone.zone_id}"
+
+
 class ZoneRules:
     """Evaluates every active zone of a subject's valid orders for one fix."""
 
@@ -92,12 +115,35 @@ class ZoneRules:
         # asks about exactly those two again.  A cache, not state (never stored, rebuilt as
         # fixes come); ``forget_measurements`` when zones may have changed shape.
         self._measured: dict[tuple[str, str, str], tuple[TrackPoint, float, TrackPoint | None, float]] = {}
+        # order id -> (the order, its zones as entries); for the index's slots_version
+        self._entries: dict[str, tuple[Order, tuple[ZoneEntry, ...]]] = {}
+        self._entries_version = -1
 
     def forget_measurements(self) -> None:
         """Zones were added, changed or removed (a new order book): measure afresh."""
         self._measured = {}
+        self._entries = {}
 
-    def _distance(self, key: tuple[str, str, str], order: Order, zone: ZoneRule, p: TrackPoint) -> float:
+    def entries(self, order: Order) -> tuple[ZoneEntry, ...]:
+        """The order's zones, exclusion zones first (``Order.zones``), as entries.
+
+        Kept per order id while the order is the same object and no key of the zone index
+        has changed its slot (``ZoneIndex.slots_version``).
+        """
+        if self.index.slots_version != self._entries_version:
+            self._entries = {}
+            self._entries_version = self.index.slots_version
+        found = self._entries.get(order.id)
+        if found is not None and found[0] is order:
+            return found[1]
+        index = self.index
+        made = tuple(
+            ZoneEntry(order, z, index.slot(zone_key(order.id, z.zone_id))) for z in order.zones
+        )
+        self._entries[order.id] = (order, made)
+        return made
+
+    def _distance(self, e: ZoneEntry, key: tuple[str, str, str], p: TrackPoint) -> float:
         """The signed distance of ``p`` to the zone, from ``evaluate``'s last two measurements
         when ``p`` is one of them (the same number: the index is a pure function of them)."""
         m = self._measured.get(key)
@@ -106,8 +152,7 @@ class ZoneRules:
                 return m[1]
             if m[2] is p:
                 return m[3]
-        index = self.index
-        return index.signed_distance_at(index.slot(zone_key(order.id, zone.zone_id)), p.x, p.y)
+        return self.index.signed_distance_at(e.slot, p.x, p.y)
 
     def evaluate(
         self,
@@ -120,31 +165,29 @@ class ZoneRules:
         late: bool,
     ) -> None:
         """Evaluate all zones of ``orders`` active at the fix's device time."""
-        # (order, zone, the schedule window holding the fix); an inclusion zone's window is
-        # looked up once here and handed on, not again by _inclusion (it is active exactly when
-        # it has no schedule or a window holds the fix)
-        active: list[tuple[Order, ZoneRule, tuple[float, float] | None]] = []
+        # (zone, the schedule window holding the fix); an inclusion zone's window is looked up
+        # once here and handed on, not again by _inclusion (it is active exactly when it has no
+        # schedule or a window holds the fix).  Inactive zones are settled first.
+        active: list[tuple[ZoneEntry, tuple[float, float] | None]] = []
         for order in orders:
-            for zone in order.zones:
-                if zone.kind == "exclusion":
-                    active.append((order, zone, None))
+            for e in self.entries(order):
+                if e.exclusion:
+                    active.append((e, None))
                     continue
-                window = _window_at(zone, fix.t)
-                if window is not None or not zone.schedule:
-                    active.append((order, zone, window))
+                window = _window_at(e.zone, fix.t)
+                if window is not None or not e.zone.schedule:
+                    active.append((e, window))
                 else:
-                    self._inactive(ctx, subject, order, zone, fix)
-        if not active:
-            return
-        # a fix meets a few zones: one kernel call per zone on plain numbers, no arrays
+                    self._inactive(ctx, subject, e, fix)
+        # a fix meets a few zones: one distance on plain numbers each, no arrays
         index, x, y = self.index, point.x, point.y
-        sd = [
-            index.signed_distance_at(index.slot(zone_key(o.id, z.zone_id)), x, y)
-            for o, z, _ in active
-        ]
         measured = self._measured
-        for (order, zone, window), dist in zip(active, sd, strict=True):
-            key = (subject, order.id, zone.zone_id)
+        for e, window in active:
+            order, zone = e.order, e.zone
+            key, target = e.key, e.target
+            if subject != key[0]:  # another subject's orders: his own names
+                key, target = (subject, order.id, zone.zone_id), f"{subject}@{zone.zone_id}"
+            dist = index.signed_distance_at(e.slot, x, y)
             before = measured.get(key)
             measured[key] = (
                 (point, dist, None, math.nan) if before is None else (point, dist, before[0], before[1])
@@ -155,10 +198,10 @@ class ZoneRules:
             if fix.t < ep.last_t:
                 late = True  # older than what this episode has seen: evidence, marked late
             ep.last_t = max(ep.last_t, fix.t)
-            if zone.kind == "exclusion":
-                self._exclusion(ctx, subject, device, order, zone, ep, fix, point, dist, late)
+            if e.exclusion:
+                self._exclusion(ctx, subject, device, order, zone, target, ep, fix, point, dist, late)
             else:
-                self._inclusion(ctx, subject, order, zone, ep, fix, dist, late, window)
+                self._inclusion(ctx, subject, order, zone, target, ep, fix, dist, late, window)
 
     def evaluate_segment(
         self,
@@ -178,41 +221,36 @@ class ZoneRules:
         """
         if not segment_usable(p0, p1, ctx.rules):
             return
-        cands = [(o, z) for o in orders for z in o.exclusion_zones]
-        if not cands:
-            return
-        index = self.index
-        keys = [(subject, o.id, z.zone_id) for o, z in cands]
-        n = len(cands)
-        d = [self._distance(k, o, z, p0) for k, (o, z) in zip(keys, cands, strict=True)]
-        d += [self._distance(k, o, z, p1) for k, (o, z) in zip(keys, cands, strict=True)]
         # Only zones both ends are outside of can give a finding below; and a path whose ends
         # are farther from a zone together than it is long cannot touch it (the distance to
         # a zone changes by at most the distance moved; 1 mm and 1e-9 relative of slack for
         # rounding), so segments_in_zones is asked about the others only: it answers each
         # zone on its own, and most paths are nowhere near a zone.
         length = math.hypot(p1.x - p0.x, p1.y - p0.y)
-        near = [
-            i for i in range(n)
-            if d[i] > 0.0 and d[n + i] > 0.0
-            and d[i] + d[n + i] <= length + 1e-3 + 1e-9 * (length + d[i] + d[n + i])
-        ]
+        near: list[tuple[ZoneEntry, tuple[str, str, str], float, float]] = []
+        for order in orders:
+            for e in self.entries(order):
+                if not e.exclusion:
+                    continue
+                key = e.key
+                if subject != key[0]:
+                    key = (subject, order.id, e.zone.zone_id)
+                d0, d1 = self._distance(e, key, p0), self._distance(e, key, p1)
+                if d0 > 0.0 and d1 > 0.0 and d0 + d1 <= length + 1e-3 + 1e-9 * (length + d0 + d1):
+                    near.append((e, key, d0, d1))
         if not near:
             return
-        hits: list[SegmentHit | None] = [None] * n
-        near_slots = np.array(
-            [index.slot(zone_key(cands[i][0].id, cands[i][1].zone_id)) for i in near], dtype=np.int64
-        )
-        for i, hit in zip(near, segments_in_zones(index, near_slots, p0, p1), strict=True):
-            hits[i] = hit
+        slots = np.array([e.slot for e, _, _, _ in near], dtype=np.int64)
+        hits = segments_in_zones(self.index, slots, p0, p1)
         margin = path_margin(p0, p1)
-        for i, ((order, zone), hit) in enumerate(zip(cands, hits, strict=True)):
-            if hit is None or d[i] <= 0.0 or d[n + i] <= 0.0:
+        for (e, key, _, _), hit in zip(near, hits, strict=True):
+            if hit is None:
                 continue
+            order, zone = e.order, e.zone
             target = f"{subject}@{zone.zone_id}"
             if ctx.alerts.open_for(order.id, "exclusion", target) is not None:
                 continue
-            ep = self.episodes.setdefault((subject, order.id, zone.zone_id), ZoneEpisode())
+            ep = self.episodes.setdefault(key, ZoneEpisode())
             if ep.crossed is not None and ep.crossed[0] < p1.t and p0.t < ep.crossed[1]:
                 continue  # a late fix split a segment already reported
             likely = hit.depth_m > margin
@@ -239,6 +277,7 @@ class ZoneRules:
         device: str,
         order: Order,
         zone: ZoneRule,
+        target: str,
         ep: ZoneEpisode,
         fix: Fix,
         point: TrackPoint,
@@ -247,7 +286,6 @@ class ZoneRules:
     ) -> None:
         rules = ctx.rules
         certainty = inside_certainty(dist, fix.acc)
-        target = f"{subject}@{zone.zone_id}"
         current = ctx.alerts.open_for(order.id, "exclusion", target)
         is_open = current is not None
         if certainty is not None:
@@ -369,6 +407,7 @@ class ZoneRules:
         subject: str,
         order: Order,
         zone: ZoneRule,
+        target: str,
         ep: ZoneEpisode,
         fix: Fix,
         dist: float,
@@ -377,7 +416,6 @@ class ZoneRules:
     ) -> None:
         """``window``: the schedule window holding the fix (``_window_at``), None without one."""
         rules = ctx.rules
-        target = f"{subject}@{zone.zone_id}"
         if window != ep.window:
             ep.window = window
             ep.outside_since = None
@@ -437,16 +475,19 @@ class ZoneRules:
                     )
                     ep.clear_run = 0
 
-    def _inactive(self, ctx: RuleContext, subject: str, order: Order, zone: ZoneRule, fix: Fix) -> None:
+    def _inactive(self, ctx: RuleContext, subject: str, e: ZoneEntry, fix: Fix) -> None:
         """Outside its schedule an inclusion zone's open episode ends (the curfew is over)."""
-        target = f"{subject}@{zone.zone_id}"
+        order, zone = e.order, e.zone
+        key, target = e.key, e.target
+        if subject != key[0]:
+            key, target = (subject, order.id, zone.zone_id), f"{subject}@{zone.zone_id}"
         if ctx.alerts.open_for(order.id, "inclusion", target) is not None:
             ctx.emit(
                 ctx.alerts.resolve_episode(
                     order.id, "inclusion", target, ctx.now, "curfew window ended"
                 )
             )
-        ep = self.episodes.get((subject, order.id, zone.zone_id))
+        ep = self.episodes.get(key)
         if ep is not None:
             ep.window = None
             ep.outside_since = None

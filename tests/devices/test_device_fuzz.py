@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import math
+from datetime import datetime
 from typing import Any
 
 import msgspec
@@ -13,7 +14,7 @@ from hypothesis import strategies as st
 
 from devices.decode import Decoded, decode_message
 from devices.encode import event_payload, fix_payload
-from devices.fastpath import fast_fixes
+from devices.fastpath import fast_fixes, utc_seconds
 from devices.model import EVENT_TYPES, DeviceEvent, Fix, RejectReason
 from devices.validate import MIN_TIME, fix_from_object
 
@@ -139,6 +140,61 @@ def test_fast_path_agrees_on_every_edge_value(field: str) -> None:
 def test_fast_path_agrees_with_slow_path(obj: dict[str, Any]) -> None:
     """Whenever the msgspec fast path accepts a fix, the precise slow path gives the same fix."""
     assert_paths_agree(obj)
+
+
+def _timestamp_or_none(text: str) -> float | None:
+    """What ``datetime`` makes of a time text: the timestamp, None when it refuses or is naive."""
+    try:
+        dt = datetime.fromisoformat(text)
+    except ValueError:
+        return None
+    return dt.timestamp() if dt.tzinfo is not None else None
+
+
+_CONTRACT_TIMES = st.builds(
+    lambda dt, digits: dt.strftime("%Y-%m-%dT%H:%M:%S") + (
+        "" if digits == 0 else "." + f"{dt.microsecond:06d}"[:digits]
+    ) + "Z",
+    st.datetimes(min_value=datetime(1970, 1, 1), max_value=datetime(2255, 6, 1)),
+    st.sampled_from([0, 3, 6]),
+)
+
+
+@settings(max_examples=1000)
+@given(text=_CONTRACT_TIMES)
+@example(text="2000-02-29T12:00:00Z")  # a leap day of a 400-year
+@example(text="1970-01-01T00:00:00.000Z")
+@example(text="2255-05-31T23:59:59.999999Z")
+def test_the_contract_time_forms_are_read_without_datetime(text: str) -> None:
+    """The contract's own forms are read by the arithmetic, to datetime's timestamp."""
+    assert utc_seconds(text) == _timestamp_or_none(text) is not None
+
+
+@settings(max_examples=2000)
+@given(
+    text=_CONTRACT_TIMES.flatmap(
+        lambda t: st.tuples(st.integers(0, len(t) - 1), st.sampled_from("0159:-.TZzx é+ ")).map(
+            lambda p: t[: p[0]] + p[1] + t[p[0] + 1 :]
+        )
+    )
+    | st.text(alphabet="0123456789-:.TZz+ ", min_size=18, max_size=28)
+)
+@example(text="2026-02-29T10:00:00Z")  # no such day
+@example(text="2100-02-29T10:00:00Z")  # 2100 is no leap year
+@example(text="2026-13-01T10:00:00Z")
+@example(text="2026-04-31T10:00:00Z")
+@example(text="2026-01-01T24:00:00Z")
+@example(text="2026-01-01T10:00:60Z")
+@example(text="2026-01-01T10:00:00.12Z")
+@example(text="2026-01-01T10:00:00.1234567Z")
+@example(text="2026-01-01T10:00:00+00:00")
+@example(text="2026-01-01 10:00:00Z")
+@example(text="1969-12-31T23:59:59Z")
+@example(text="2256-01-01T00:00:00Z")
+def test_any_other_time_text_is_left_to_datetime_or_read_alike(text: str) -> None:
+    """Near misses and odd texts: the arithmetic gives datetime's answer or none at all."""
+    got = utc_seconds(text)
+    assert got is None or got == _timestamp_or_none(text)
 
 
 @FUZZ

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import math
 from datetime import UTC, datetime
 
 import pytest
@@ -81,3 +82,26 @@ def test_the_arithmetic_text_equals_datetimes_for_any_float(t: float) -> None:
     """``_format_ms`` (integer arithmetic from 1970 to 9999) writes what ``datetime`` writes,
     for any float, not only those ``format_time`` rounded to the millisecond."""
     assert timeutil._format_ms(t) == _datetime_text(t)
+
+
+@settings(max_examples=3000)
+@given(
+    t=st.floats(allow_nan=False)
+    | st.floats(min_value=1.0, max_value=4.0e12)
+    | st.integers(1, 4 * 10**15).map(lambda m: m / 1000.0)  # whole milliseconds
+    | st.integers(1, 8 * 10**15).map(lambda h: h / 2000.0)  # half-way, or next to it
+    | st.tuples(st.integers(1, 2**42), st.integers(1, 30)).map(lambda p: p[0] / 2 ** p[1])
+)
+@example(t=0.0625)  # an exact tie: 62.5 ms, to even
+@example(t=1.0625)
+@example(t=1.0005)  # not exactly half-way: the exact value decides
+@example(t=1_795_987_800.0625)
+@example(t=1_795_987_800.9995)
+@example(t=1.0)
+@example(t=3_999_999_999_999.9995)
+@example(t=4.0e12)
+@example(t=0.9999999999999999)
+def test_round_ms_equals_round_to_three_digits(t: float) -> None:
+    """The arithmetic rounding gives round(t, 3)'s double for any float."""
+    assert timeutil.round_ms(t) == round(t, 3)
+    assert math.copysign(1.0, timeutil.round_ms(t)) == math.copysign(1.0, round(t, 3))
