@@ -449,7 +449,7 @@ class Engine:
             if owner is None or owner[0] != "protected":
                 continue
             while track.points and track.points[0].t < horizon:
-                track.points.popleft()
+                del track.points[0]
                 dropped += 1
                 self._touch(device)
             if track.points and track.points[0].t < oldest:

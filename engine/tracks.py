@@ -134,7 +134,10 @@ class DeviceTrack:
     pending: list[Fix]
     first_pending_arrival: float
     last_pending_arrival: float
-    points: deque[TrackPoint]
+    # accepted points in ascending device time, at most TRACK_POINTS: a list, not a bounded
+    # deque (``_insert`` keeps the bound), so that the compiled build reads it with native
+    # list operations; every proximity reading walks it from the newest end
+    points: list[TrackPoint]
     newest_t: float
     last_arrival: float
     suspect: list[TrackPoint]
@@ -146,7 +149,7 @@ class DeviceTrack:
     def __init__(
         self, device: str, seen: SeqMemory | None = None, pending: list[Fix] | None = None,
         first_pending_arrival: float = 0.0, last_pending_arrival: float = 0.0,
-        points: deque[TrackPoint] | None = None, newest_t: float = -math.inf,
+        points: list[TrackPoint] | None = None, newest_t: float = -math.inf,
         last_arrival: float = -math.inf, suspect: list[TrackPoint] | None = None,
         last_seq: int | None = None, unnumbered: int = 0,
     ) -> None:
@@ -155,7 +158,7 @@ class DeviceTrack:
         self.pending = [] if pending is None else pending
         self.first_pending_arrival = first_pending_arrival
         self.last_pending_arrival = last_pending_arrival
-        self.points = deque(maxlen=TRACK_POINTS) if points is None else points
+        self.points = [] if points is None else points
         self.newest_t = newest_t
         self.last_arrival = last_arrival
         self.suspect = [] if suspect is None else suspect
@@ -175,9 +178,10 @@ class DeviceTrack:
 
     def __setstate__(self, state: tuple[dict[str, Any] | None, dict[str, Any]]) -> None:
         # tracks pickled before __reduce__ (copyreg's slots state); they lack ``unnumbered``
+        # and hold their points in a bounded deque
         self.unnumbered = 0
         for name, value in state[1].items():
-            setattr(self, name, value)
+            setattr(self, name, list(value) if name == "points" else value)
 
     def is_duplicate(self, seq: int) -> bool:
         """True when (device, seq) was seen before; remembers it otherwise."""
@@ -271,15 +275,17 @@ class DeviceTrack:
         return None
 
     def _insert(self, point: TrackPoint) -> None:
-        if not self.points or point.t >= self.points[-1].t:
-            self.points.append(point)
+        pts = self.points
+        if not pts or point.t >= pts[-1].t:
+            pts.append(point)
+            if len(pts) > TRACK_POINTS:
+                del pts[0]
         else:
-            items = sorted([*self.points, point], key=lambda p: p.t)
-            self.points.clear()
-            self.points.extend(items[-TRACK_POINTS:])
+            items = sorted([*pts, point], key=lambda p: p.t)
+            pts[:] = items[-TRACK_POINTS:]
         self.newest_t = max(self.newest_t, point.t)
-        while self.points and self.points[0].t < self.newest_t - TRACK_SPAN_S and len(self.points) > 2:
-            self.points.popleft()
+        while pts and pts[0].t < self.newest_t - TRACK_SPAN_S and len(pts) > 2:
+            del pts[0]
 
     def position_at(self, t: float, max_extrap_s: float) -> tuple[float, float, float, float]:
         """``(x, y, extra_uncertainty_m, extrapolated_s)`` at device time ``t`` (interpolated, or
@@ -447,6 +453,6 @@ def _restore_track(
     """Unpickle a ``DeviceTrack`` from its ``__reduce__`` tuple."""
     return DeviceTrack(
         device, seen, pending, first_pending_arrival, last_pending_arrival,
-        deque((TrackPoint(*p) for p in points), maxlen=TRACK_POINTS), newest_t, last_arrival,
+        [TrackPoint(*p) for p in points[-TRACK_POINTS:]], newest_t, last_arrival,
         suspect, last_seq, unnumbered,
     )
