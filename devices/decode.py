@@ -25,7 +25,6 @@ from __future__ import annotations
 import logging
 from collections.abc import Mapping
 from dataclasses import dataclass
-from functools import lru_cache
 from typing import Any
 
 import msgspec
@@ -62,10 +61,23 @@ class Decoded:
         self.rejections = rejections
 
 
-@lru_cache(maxsize=1 << 16)
+#: parsed topics: topic -> (the prefix it was parsed under, what it says); emptied when full
+_TOPICS: dict[str, tuple[str, TopicRef | None]] = {}
+_TOPICS_LIMIT = 1 << 16
+
+
 def _parse_topic(prefix: str, topic: str) -> TopicRef | None:
-    """Topics repeat for every message of a device, so their parse is cached."""
-    return TopicScheme(prefix).parse(topic)
+    """Topics repeat for every message of a device, so their parse is remembered (a dict by
+    topic: ``functools.lru_cache`` built and hashed a key tuple in Python's C wrapper, ~1,100
+    instructions a message compiled)."""
+    known = _TOPICS.get(topic)
+    if known is not None and known[0] == prefix:
+        return known[1]
+    ref = TopicScheme(prefix).parse(topic)
+    if len(_TOPICS) >= _TOPICS_LIMIT:
+        _TOPICS.clear()
+    _TOPICS[topic] = (prefix, ref)
+    return ref
 
 
 def _text(payload: bytes | str) -> str:

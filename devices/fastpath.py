@@ -135,7 +135,7 @@ def fast_fixes(
 ) -> list[Fix] | None:
     """All fixes of a valid fix payload (object or non-empty array), or None when in doubt."""
     try:
-        if payload[:1] in (b"[", "["):
+        if payload[:1] == b"[" if isinstance(payload, bytes) else payload[:1] == "[":
             wires: list[WireFix] = decode_many(payload)
             if not wires:
                 return None

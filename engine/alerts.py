@@ -291,7 +291,11 @@ class AlertBook:
 
     def open_for(self, order: str | None, kind: str, target: str | None) -> Alert | None:
         """The open alert of an episode, if any."""
-        aid = self.open_by_key.get((order, kind, target))
+        return self.open_for_key((order, kind, target))
+
+    def open_for_key(self, key: tuple[str | None, str, str | None]) -> Alert | None:
+        """``open_for`` with the episode key ``(order, kind, target)`` made once by the caller."""
+        aid = self.open_by_key.get(key)
         return self.alerts.get(aid) if aid else None
 
     def raise_or_update(

@@ -278,6 +278,10 @@ class OrderBook:
     owntracks: Mapping[str, str] = field(default_factory=dict)
     _by_subject: dict[str, tuple[Order, ...]] = field(default_factory=dict, init=False, repr=False, compare=False)
     _protecting: dict[str, tuple[Order, ...]] = field(default_factory=dict, init=False, repr=False, compare=False)
+    # plain dicts of what every fix asks (the fields are Mappings: generic look-ups compiled)
+    _owner: dict[str, tuple[str, str]] = field(default_factory=dict, init=False, repr=False, compare=False)
+    _subject_devices: dict[str, tuple[str, ...]] = field(default_factory=dict, init=False, repr=False, compare=False)
+    _protected_devices: dict[str, tuple[str, ...]] = field(default_factory=dict, init=False, repr=False, compare=False)
 
     def __post_init__(self) -> None:
         # Every fix asks for its person's orders; scanning all orders each time made that the
@@ -290,10 +294,23 @@ class OrderBook:
                 protecting.setdefault(pid, []).append(order)
         object.__setattr__(self, "_by_subject", {k: tuple(v) for k, v in by_subject.items()})
         object.__setattr__(self, "_protecting", {k: tuple(v) for k, v in protecting.items()})
+        object.__setattr__(self, "_owner", dict(self.device_owner))
+        object.__setattr__(self, "_subject_devices", {k: s.devices for k, s in self.subjects.items()})
+        object.__setattr__(
+            self, "_protected_devices", {k: p.devices for k, p in self.protected_persons.items()}
+        )
 
     def owner_of(self, device: str) -> tuple[str, str] | None:
         """("subject" | "protected", person id) for a device, or None if unknown."""
-        return self.device_owner.get(device)
+        return self._owner.get(device)
+
+    def subject_devices(self, subject_id: str) -> tuple[str, ...]:
+        """The devices of a subject in the book (KeyError for another)."""
+        return self._subject_devices[subject_id]
+
+    def protected_devices(self, person_id: str) -> tuple[str, ...]:
+        """The devices of a protected person in the book (KeyError for another)."""
+        return self._protected_devices[person_id]
 
     def orders_of_subject(self, subject_id: str) -> list[Order]:
         """Orders naming this subject, in id order (deterministic)."""

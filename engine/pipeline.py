@@ -30,7 +30,7 @@ from engine.cases import Cases, cases_of
 from engine.config import EngineConfig, RuleConfig
 from engine.messages import Outgoing, deadletter
 from engine.notify import Notifier
-from engine.orders import OrderBook
+from engine.orders import Order, OrderBook
 from engine.rules.context import RuleContext
 from engine.rules.crossings import ApprovedCrossings, previous_point, report_reception_gap
 from engine.rules.device_events import DeviceRules
@@ -208,7 +208,9 @@ class Engine:
 
     def handle(self, topic: str, payload: bytes, now: float) -> Effects:
         """One MQTT message at processing time ``now``."""
-        ahead = self._prepared.pop(id(payload), None)
+        # looked up, not popped: the batch's entries hold their payloads, so no id is reused
+        # while they are there, and the next ``prepare`` drops them together
+        ahead = self._prepared.get(id(payload))
         if ahead is not None and ahead[0] is payload and ahead[1] == topic and ahead[2] == now:
             decoded = ahead[3]
         else:
@@ -476,8 +478,9 @@ class Engine:
         self._heard(ctx, track.device)
         report_reception_gap(ctx, track.device, fixes, track.newest_t)
         for fix in fixes:
-            ahead = positions.pop(id(fix), None) if positions else None
+            ahead = positions.get(id(fix)) if positions else None
             if ahead is not None and ahead[0] is fix:
+                del positions[id(fix)]
                 x, y = ahead[1], ahead[2]
             else:
                 x, y = forward(float(fix.lon), float(fix.lat))
@@ -485,8 +488,9 @@ class Engine:
             if late:
                 self.stats.late += 1
             ctx.arrival = fix.arrival
-            self.device_rules.on_fix(ctx, fix, late)
-            point = TrackPoint(fix.t, x, y, fix.acc, fix.key, fix.src)
+            key = fix.key
+            self.device_rules.on_fix(ctx, fix, key, late)
+            point = TrackPoint(fix.t, x, y, fix.acc, key, fix.src)
             accepted = track.accept(point, ctx.rules)
             if self.evidence_sink is not None:
                 self.evidence_sink(fix, accepted)
@@ -515,34 +519,54 @@ class Engine:
         if role == "subject":
             orders = [o for o in self.book.orders_of_subject(person) if o.valid_at(fix.t)]
             self.crossings.update(ctx, person, orders, point)
-            with self.crossings.capped(ctx, self.crossings.caps(ctx, orders, fix.t)):
-                self.zones.evaluate(ctx, person, fix.device, orders, fix, point, late)
-                if prev is not None:
-                    self.zones.evaluate_segment(ctx, person, fix.device, orders, fix, prev, point, late)
-                for order in orders:
-                    for rule in order.proximity:
-                        victim = self._freshest(self.book.protected_persons[rule.protected_person].devices)
-                        if victim is not None:
-                            self.proximity.evaluate(ctx, order, rule, track, victim, fix.t, late)
-                            if prev is not None:
-                                self.proximity.evaluate_segment(
-                                    ctx, order, rule, track, victim, track, prev, point, late
-                                )
+            caps = self.crossings.caps(ctx, orders, fix.t)
+            if caps:
+                with self.crossings.capped(ctx, caps):
+                    self._subject_rules(ctx, person, track, fix, orders, prev, point, late)
+            else:  # nearly every fix: no context to enter
+                self._subject_rules(ctx, person, track, fix, orders, prev, point, late)
         else:
             for order in self.book.orders_protecting(person):
                 if not order.valid_at(fix.t):
                     continue
-                subject_track = self._freshest(self.book.subjects[order.subject].devices)
+                subject_track = self._freshest(self.book.subject_devices(order.subject))
                 if subject_track is None:
                     continue
-                with self.crossings.capped(ctx, self.crossings.caps(ctx, [order], fix.t)):
-                    for rule in order.proximity:
-                        if rule.protected_person == person:
-                            self.proximity.evaluate(ctx, order, rule, subject_track, track, fix.t, late)
-                            if prev is not None:
-                                self.proximity.evaluate_segment(
-                                    ctx, order, rule, subject_track, track, track, prev, point, late
-                                )
+                caps = self.crossings.caps(ctx, [order], fix.t)
+                if caps:
+                    with self.crossings.capped(ctx, caps):
+                        self._victim_rules(ctx, person, order, subject_track, track, fix, prev, point, late)
+                else:
+                    self._victim_rules(ctx, person, order, subject_track, track, fix, prev, point, late)
+
+    def _subject_rules(
+        self, ctx: RuleContext, person: str, track: DeviceTrack, fix: Fix, orders: list[Order],
+        prev: TrackPoint | None, point: TrackPoint, late: bool,
+    ) -> None:
+        """Zones and proximity for a subject's accepted fix (under the orders' caps, if any)."""
+        self.zones.evaluate(ctx, person, fix.device, orders, fix, point, late)
+        if prev is not None:
+            self.zones.evaluate_segment(ctx, person, fix.device, orders, fix, prev, point, late)
+        for order in orders:
+            for pair in self.proximity.pairs(order):
+                victim = self._freshest(self.book.protected_devices(pair.rule.protected_person))
+                if victim is not None:
+                    self.proximity.evaluate(ctx, pair, track, victim, fix.t, late)
+                    if prev is not None:
+                        self.proximity.evaluate_segment(ctx, pair, track, victim, track, prev, point, late)
+
+    def _victim_rules(
+        self, ctx: RuleContext, person: str, order: Order, subject_track: DeviceTrack,
+        track: DeviceTrack, fix: Fix, prev: TrackPoint | None, point: TrackPoint, late: bool,
+    ) -> None:
+        """Proximity of one order for a protected person's accepted fix."""
+        for pair in self.proximity.pairs(order):
+            if pair.rule.protected_person == person:
+                self.proximity.evaluate(ctx, pair, subject_track, track, fix.t, late)
+                if prev is not None:
+                    self.proximity.evaluate_segment(
+                        ctx, pair, subject_track, track, track, prev, point, late
+                    )
 
     def _freshest(self, devices: tuple[str, ...]) -> DeviceTrack | None:
         best = None

@@ -21,6 +21,7 @@ from array import array
 from bisect import bisect_right
 from collections import deque
 from dataclasses import dataclass
+from math import hypot
 from operator import attrgetter
 from typing import Any
 
@@ -438,7 +439,7 @@ _time_and_seq = attrgetter("t", "seq")
 
 
 def _plausible(a: TrackPoint, b: TrackPoint, max_speed: float) -> bool:
-    dist = math.hypot(b.x - a.x, b.y - a.y)
+    dist = hypot(b.x - a.x, b.y - a.y)
     slack = a.acc + b.acc
     dt = abs(b.t - a.t)
     return dist - slack <= max_speed * max(dt, 1.0)

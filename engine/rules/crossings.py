@@ -41,6 +41,7 @@ from collections import deque
 from collections.abc import Iterator
 from contextlib import AbstractContextManager, contextmanager, nullcontext
 from dataclasses import dataclass
+from math import hypot
 from operator import attrgetter
 from typing import Any
 
@@ -87,7 +88,7 @@ def segment_usable(p0: TrackPoint | None, p1: TrackPoint, rules: RuleConfig) -> 
 
 def path_margin(p0: TrackPoint, p1: TrackPoint) -> float:
     """How far the real path may be from the straight line: accuracy plus curvature allowance."""
-    return max(p0.acc, p1.acc) + PATH_MARGIN_FRAC * math.hypot(p1.x - p0.x, p1.y - p0.y)
+    return max(p0.acc, p1.acc) + PATH_MARGIN_FRAC * hypot(p1.x - p0.x, p1.y - p0.y)
 
 
 @dataclass(slots=True, init=False)
@@ -118,7 +119,7 @@ def segments_in_zones(
     out: list[SegmentHit | None] = [None] * n
     if not hit.any():
         return out
-    length = math.hypot(p1.x - p0.x, p1.y - p0.y)
+    length = hypot(p1.x - p0.x, p1.y - p0.y)
     k = int(min(MAX_SAMPLES, max(2, math.ceil(length / SAMPLE_STEP_M) + 1)))
     frac = np.linspace(0.0, 1.0, k)
     xs = p0.x + frac * (p1.x - p0.x)
@@ -199,7 +200,7 @@ def closest_approach(
         dx, dy = rx[j + 1] - r0x, ry[j + 1] - r0y
         dd = dx * dx + dy * dy
         s = 0.0 if dd == 0.0 else min(1.0, max(0.0, -(r0x * dx + r0y * dy) / dd))
-        d = math.hypot(r0x + s * dx, r0y + s * dy)
+        d = hypot(r0x + s * dx, r0y + s * dy)
         if d < best_d:
             best_d, best_t = d, ts[j] + s * (ts[j + 1] - ts[j])
     return Approach(best_d, best_t, extra)
@@ -334,7 +335,7 @@ class CorridorVisit:
             self.stopped = False  # not in the corridor for max_dwell_s yet: no evidence of a stop
             return
         self.stopped = all(
-            math.hypot(point.x - x, point.y - y) <= stop_m + min(acc + point.acc, 100.0)
+            hypot(point.x - x, point.y - y) <= stop_m + min(acc + point.acc, 100.0)
             for _, x, y, acc in self.points
         )
 

@@ -68,17 +68,18 @@ class DeviceRules:
         self.non_gnss_since: dict[str, float] = {}  # device -> device time of first Wi-Fi/cell fix in a row
 
     # --- fixes -------------------------------------------------------------------------
-    def on_fix(self, ctx: RuleContext, fix: Fix, late: bool) -> None:
-        """Health fields that ride along on every fix: strap state and battery."""
+    def on_fix(self, ctx: RuleContext, fix: Fix, key: str, late: bool) -> None:
+        """Health fields that ride along on every fix: strap state and battery (``key``: the
+        fix's ``key``, made once by the caller)."""
         owner = ctx.book.owner_of(fix.device)
         if owner is None:
             return
         role, person = owner
         if fix.strap in ("open", "cut") and role == "subject":
-            self._tamper(ctx, person, fix.device, fix.t, f"strap_{fix.strap}", fix.key, late)
+            self._tamper(ctx, person, fix.device, fix.t, f"strap_{fix.strap}", key, late)
         if fix.batt is not None:
-            self._battery(ctx, role, person, fix.device, fix.t, fix.batt, fix.key, late)
-        self._position_source(ctx, role, person, fix, late)
+            self._battery(ctx, role, person, fix.device, fix.t, fix.batt, key, late)
+        self._position_source(ctx, role, person, fix, key, late)
 
     # --- events ------------------------------------------------------------------------
     def on_event(self, ctx: RuleContext, ev: DeviceEvent, late: bool) -> None:
@@ -225,7 +226,7 @@ class DeviceRules:
         self._raise(ctx, role, person, "battery", device, level, t, detail, key, late)
 
     def _position_source(
-        self, ctx: RuleContext, role: str, person: str, fix: Fix, late: bool
+        self, ctx: RuleContext, role: str, person: str, fix: Fix, key: str, late: bool
     ) -> None:
         """Positions too coarse to decide on for a while (no GNSS event needed): say so, quietly.
 
@@ -245,7 +246,7 @@ class DeviceRules:
             self._signal(
                 ctx, role, person, fix.device, fix.t, "info",
                 f"only coarse {fix.src} positions for {span / 60:.0f} min (accuracy {fix.acc:.0f} m)",
-                fix.key, late,
+                key, late,
             )
 
     def _curfew_before(self, ctx: RuleContext, subject: str, t: float, dies: float) -> bool:

@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import math
 from dataclasses import dataclass
+from math import hypot
 from typing import Any
 
 from engine.alerts import LEVEL_RANK, Level
@@ -125,11 +126,44 @@ def grade(rule: ProximityRule, r: PairReading, fast_ttc_s: float) -> tuple[Level
     return level, within_certainty(d, threshold, r.slack_m, 0.0) or "possible"
 
 
+@dataclass(slots=True, init=False)
+class PairEntry:
+    """One proximity rule of one order as every fix needs it, worked out once per order: its
+    episode key, its alert target and the alert book's keys of its episodes (a written
+    ``__init__``: engine.native); the per-fix evaluation formatted and built them each time."""
+
+    order: Order
+    rule: ProximityRule
+    key: tuple[str, str, str]  # (order id, subject, protected person): episodes
+    target: str  # ``{subject}~{protected person}``
+    proximity_key: tuple[str | None, str, str | None]  # AlertBook.open_by_key's keys
+    silent_key: tuple[str | None, str, str | None]
+
+    def __init__(self, order: Order, rule: ProximityRule) -> None:
+        self.order = order
+        self.rule = rule
+        self.key = (order.id, order.subject, rule.protected_person)
+        self.target = f"{order.subject}~{rule.protected_person}"
+        self.proximity_key = (order.id, "proximity", self.target)
+        self.silent_key = (order.id, "device_silent", self.target)
+
+
 class ProximityRules:
     """Evaluates every (order, protected person) pair touched by a fix."""
 
     def __init__(self) -> None:
         self.episodes: dict[tuple[str, str, str], PairEpisode] = {}
+        self._pairs: dict[str, tuple[Order, tuple[PairEntry, ...]]] = {}
+
+    def pairs(self, order: Order) -> tuple[PairEntry, ...]:
+        """The order's proximity rules as entries, in order (kept while the order is the same
+        object under its id)."""
+        found = self._pairs.get(order.id)
+        if found is not None and found[0] is order:
+            return found[1]
+        made = tuple(PairEntry(order, rule) for rule in order.proximity)
+        self._pairs[order.id] = (order, made)
+        return made
 
     def reading(
         self, a: DeviceTrack, b: DeviceTrack, t: float, max_extrap_s: float
@@ -153,8 +187,7 @@ class ProximityRules:
     def evaluate(
         self,
         ctx: RuleContext,
-        order: Order,
-        rule: ProximityRule,
+        pair: PairEntry,
         subject_track: DeviceTrack,
         victim_track: DeviceTrack,
         t: float,
@@ -162,25 +195,25 @@ class ProximityRules:
     ) -> None:
         """Grade the pair at device time ``t`` and move its alert (and device_silent) accordingly."""
         rules = ctx.rules
-        key = (order.id, order.subject, rule.protected_person)
-        ep = self.episodes.get(key)
+        order, rule = pair.order, pair.rule
+        ep = self.episodes.get(pair.key)
         if ep is None:  # not setdefault(key, PairEpisode()): that builds one per fix
-            ep = self.episodes[key] = PairEpisode()
+            ep = self.episodes[pair.key] = PairEpisode()
         if t < ep.last_t:
             late = True
         ep.last_t = max(ep.last_t, t)
         victim_stale = t - victim_track.newest_t
         if victim_stale > rules.partner_stale_s:
-            self._silent_victim(ctx, order, rule, subject_track, victim_track, t, victim_stale)
+            self._silent_victim(ctx, pair, subject_track, victim_track, t, victim_stale)
             return
-        target = f"{order.subject}~{rule.protected_person}"
-        if ctx.alerts.open_for(order.id, "device_silent", target) is not None:
-            self._end_silence(ctx, order, rule, "victim device reporting again")
+        target = pair.target
+        if ctx.alerts.open_for_key(pair.silent_key) is not None:
+            self._end_silence(ctx, pair, "victim device reporting again")
         r = self.reading(subject_track, victim_track, t, rules.partner_max_extrapolation_s)
         if r is None:
             return
         level, certainty = grade(rule, r, rules.fast_approach_ttc_s)
-        current = ctx.alerts.open_for(order.id, "proximity", target)
+        current = ctx.alerts.open_for_key(pair.proximity_key)
         if current is None and level is None:  # the common case: apart, nothing open
             ep.start, ep.possible_run = None, 0
             return
@@ -205,12 +238,15 @@ class ProximityRules:
                     detail=_detail(r, level), device=subject_track.device,
                 )
             )
-            self._pursuit(ctx, order, rule, ep, level, subject_track, victim_track)
+            self._pursuit(ctx, ep, level, subject_track, victim_track)
             return
         new_rank = LEVEL_RANK[level] if level else -1
         cur_rank = LEVEL_RANK[current.level]
         if new_rank >= cur_rank:
             ep.lower_since, ep.lower_level, ep.clear_run = None, None, 0
+            # at the same level the book keeps the alert's detail: it is written only for a
+            # rise, or for a cap that notes it (CappedAlerts)
+            needs_detail = new_rank > cur_rank or ctx.alerts.capping is not None
             ctx.emit(
                 ctx.alerts.raise_or_update(
                     order=order.id, kind="proximity", target=target, level=level or current.level,
@@ -218,11 +254,12 @@ class ProximityRules:
                     subject=order.subject, protected_person=rule.protected_person,
                     distance_m=r.distance_m, certainty=certainty,
                     closing_speed_mps=r.closing_speed_mps, time_to_contact_s=ttc,
-                    evidence=r.evidence, late=late, detail=_detail(r, level or current.level),
+                    evidence=r.evidence, late=late,
+                    detail=_detail(r, level or current.level) if needs_detail else "",
                     device=subject_track.device,
                 )
             )
-            self._pursuit(ctx, order, rule, ep, level, subject_track, victim_track)
+            self._pursuit(ctx, ep, level, subject_track, victim_track)
             return
         # Lower than the alert's level: fall only after a dwell, end only well beyond warn_m.
         if ep.lower_since is None:
@@ -239,7 +276,7 @@ class ProximityRules:
                     )
                 )
                 ep.start, ep.lower_since, ep.clear_run = None, None, 0
-                self._pursuit(ctx, order, rule, ep, None, subject_track, victim_track)
+                self._pursuit(ctx, ep, None, subject_track, victim_track)
             return
         ep.clear_run = 0
         if level is not None and t - ep.lower_since >= rules.level_fall_dwell_s:
@@ -258,8 +295,7 @@ class ProximityRules:
     def evaluate_segment(
         self,
         ctx: RuleContext,
-        order: Order,
-        rule: ProximityRule,
+        pair: PairEntry,
         subject_track: DeviceTrack,
         victim_track: DeviceTrack,
         mover: DeviceTrack,
@@ -276,6 +312,7 @@ class ProximityRules:
         rules = ctx.rules
         if not segment_usable(p0, p1, rules):
             return
+        order, rule = pair.order, pair.rule
         partner = victim_track if mover is subject_track else subject_track
         if p1.t - victim_track.newest_t > rules.partner_stale_s or not partner.points:
             return  # a stale victim device is the device_silent rule's case
@@ -297,11 +334,11 @@ class ProximityRules:
             level, certainty = "warning", "possible"
         else:
             return
-        target = f"{order.subject}~{rule.protected_person}"
-        current = ctx.alerts.open_for(order.id, "proximity", target)
+        target = pair.target
+        current = ctx.alerts.open_for_key(pair.proximity_key)
         if current is not None and LEVEL_RANK[current.level] >= LEVEL_RANK[level]:
             return
-        ep = self.episodes.setdefault((order.id, order.subject, rule.protected_person), PairEpisode())
+        ep = self.episodes.setdefault(pair.key, PairEpisode())
         if current is None:
             ep.start = ap.t
         ep.lower_since, ep.lower_level, ep.clear_run = None, None, 0
@@ -319,13 +356,12 @@ class ProximityRules:
                 ),
             )
         )
-        self._pursuit(ctx, order, rule, ep, level, subject_track, victim_track)
+        self._pursuit(ctx, ep, level, subject_track, victim_track)
 
     def _silent_victim(
         self,
         ctx: RuleContext,
-        order: Order,
-        rule: ProximityRule,
+        pair: PairEntry,
         subject_track: DeviceTrack,
         victim_track: DeviceTrack,
         t: float,
@@ -335,8 +371,9 @@ class ProximityRules:
         me, her = subject_track.latest(), victim_track.latest()
         if me is None or her is None:
             return
-        d = math.hypot(me.x - her.x, me.y - her.y)
-        target = f"{order.subject}~{rule.protected_person}"
+        order, rule = pair.order, pair.rule
+        d = hypot(me.x - her.x, me.y - her.y)
+        target = pair.target
         if d <= rule.warn_m:
             level: Level = "critical" if d <= rule.alert_m else "alarm"
             ctx.emit(
@@ -353,17 +390,14 @@ class ProximityRules:
                 )
             )
         elif d > rule.warn_m * (1 + ctx.rules.proximity_hysteresis_frac):
-            self._end_silence(ctx, order, rule, f"subject {d:.0f} m from her last known position")
+            self._end_silence(ctx, pair, f"subject {d:.0f} m from her last known position")
 
-    def _end_silence(self, ctx: RuleContext, order: Order, rule: ProximityRule, note: str) -> None:
-        target = f"{order.subject}~{rule.protected_person}"
-        ctx.emit(ctx.alerts.resolve_episode(order.id, "device_silent", target, ctx.now, note))
+    def _end_silence(self, ctx: RuleContext, pair: PairEntry, note: str) -> None:
+        ctx.emit(ctx.alerts.resolve_episode(pair.order.id, "device_silent", pair.target, ctx.now, note))
 
     def _pursuit(
         self,
         ctx: RuleContext,
-        order: Order,
-        rule: ProximityRule,
         ep: PairEpisode,
         level: Level | None,
         subject_track: DeviceTrack,
@@ -387,11 +421,11 @@ def closest_point_of_approach(rx: float, ry: float, vx: float, vy: float) -> tup
     """
     v2 = vx * vx + vy * vy
     if v2 < 1e-6:
-        return math.hypot(rx, ry), math.inf
+        return hypot(rx, ry), math.inf
     t = -(rx * vx + ry * vy) / v2
     if t <= 0:
-        return math.hypot(rx, ry), 0.0
-    return math.hypot(rx + vx * t, ry + vy * t), t
+        return hypot(rx, ry), 0.0
+    return hypot(rx + vx * t, ry + vy * t), t
 
 
 def _detail(r: PairReading, level: str) -> str:

@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import math
 from dataclasses import dataclass
+from math import hypot
 from typing import Any
 
 import numpy as np
@@ -226,7 +227,7 @@ class ZoneRules:
         # a zone changes by at most the distance moved; 1 mm and 1e-9 relative of slack for
         # rounding), so segments_in_zones is asked about the others only: it answers each
         # zone on its own, and most paths are nowhere near a zone.
-        length = math.hypot(p1.x - p0.x, p1.y - p0.y)
+        length = hypot(p1.x - p0.x, p1.y - p0.y)
         near: list[tuple[ZoneEntry, tuple[str, str, str], float, float]] = []
         for order in orders:
             for e in self.entries(order):
