@@ -293,6 +293,16 @@ class AlertBook:
         """The open alert of an episode, if any."""
         return self.open_for_key((order, kind, target))
 
+    def writes_detail(self, order: str | None, kind: str, target: str | None, level: Level) -> bool:
+        """Whether ``raise_or_update`` at ``level`` (not ``allow_lower``) keeps the ``detail`` it is
+        given: for a new alert, a rise, and any raise while a cap holds (``CappedAlerts`` notes
+        it).  An update at the same or a lower level keeps the alert's own detail, so a rule
+        need not format one (the formatting cost more than the update)."""
+        if self.capping is not None:
+            return True
+        current = self.open_for(order, kind, target)
+        return current is None or LEVEL_RANK[level] > LEVEL_RANK[current.level]
+
     def open_for_key(self, key: tuple[str | None, str, str | None]) -> Alert | None:
         """``open_for`` with the episode key ``(order, kind, target)`` made once by the caller."""
         aid = self.open_by_key.get(key)
@@ -496,8 +506,15 @@ class AlertBook:
 
 
 def _merge_evidence(old: tuple[str, ...], new: tuple[str, ...]) -> tuple[str, ...]:
-    """The newest 20 distinct keys: each at its first place in ``old + new``."""
-    return tuple(dict.fromkeys(old + new))[-20:]
+    """The newest 20 distinct keys: each at its first place in ``old + new``.
+
+    Nearly always the keys are distinct already (an alert's evidence is a merge, and a new
+    fix is new): one set of them says so, and the joined tuple is the answer as it is.
+    """
+    merged = old + new
+    if len(set(merged)) == len(merged):
+        return merged[-20:]
+    return tuple(dict.fromkeys(merged))[-20:]
 
 
 def _round(value: float | None, digits: int) -> float | None:

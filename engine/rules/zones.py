@@ -202,7 +202,7 @@ class ZoneRules:
             if e.exclusion:
                 self._exclusion(ctx, subject, device, order, zone, target, ep, fix, point, dist, late)
             else:
-                self._inclusion(ctx, subject, order, zone, target, ep, fix, dist, late, window)
+                self._inclusion(ctx, subject, order, zone, target, ep, fix, point.key, dist, late, window)
 
     def evaluate_segment(
         self,
@@ -302,17 +302,21 @@ class ZoneRules:
             if not confirmed:
                 ep.unconfirmed = point
                 self._pursuit(ctx, device, ep, True)
-            inside_m = max(0.0, -dist)
-            what = "inside" if confirmed else "one fix inside (awaiting the next fix)"
+            level: Level = "alarm" if confirmed else "warning"
+            detail = ""
+            if ctx.alerts.writes_detail(order.id, "exclusion", target, level):
+                inside_m = max(0.0, -dist)
+                what = "inside" if confirmed else "one fix inside (awaiting the next fix)"
+                detail = f"{what} exclusion zone {zone.zone_id} ({inside_m:.0f} m from the edge, accuracy {fix.acc:.0f} m)"
             _raise_exclusion(
                 ctx, order, zone, subject, device, late,
-                level="alarm" if confirmed else "warning",
+                level=level,
                 device_time=fix.t,
                 episode_start=ep.candidate_start,
                 distance_m=dist,
                 certainty=certainty,
-                evidence=(fix.key,),
-                detail=f"{what} exclusion zone {zone.zone_id} ({inside_m:.0f} m from the edge, accuracy {fix.acc:.0f} m)",
+                evidence=(point.key,),
+                detail=detail,
             )
             return
         lone, ep.unconfirmed = ep.unconfirmed, None
@@ -411,11 +415,13 @@ class ZoneRules:
         target: str,
         ep: ZoneEpisode,
         fix: Fix,
+        key: str,
         dist: float,
         late: bool,
         window: tuple[float, float] | None,
     ) -> None:
-        """``window``: the schedule window holding the fix (``_window_at``), None without one."""
+        """``window``: the schedule window holding the fix (``_window_at``), None without one;
+        ``key``: the fix's evidence key."""
         rules = ctx.rules
         if window != ep.window:
             ep.window = window
@@ -437,8 +443,11 @@ class ZoneRules:
                 ep.outside_since = window[0] if first_in_window and window else fix.t
             away = fix.t - ep.outside_since
             if away >= rules.curfew_grace_s:
-                started = window is not None and ep.outside_since == window[0]
-                what = "not home at start of curfew" if started else "left during curfew"
+                detail = ""
+                if ctx.alerts.writes_detail(order.id, "inclusion", target, "alarm"):
+                    started = window is not None and ep.outside_since == window[0]
+                    what = "not home at start of curfew" if started else "left during curfew"
+                    detail = f"{what}: outside {zone.zone_id} for {away / 60:.0f} min ({dist:.0f} m from the edge)"
                 ctx.emit(
                     ctx.alerts.raise_or_update(
                         order=order.id,
@@ -452,10 +461,10 @@ class ZoneRules:
                         zone=zone.zone_id,
                         distance_m=dist,
                         certainty=out_c,
-                        evidence=(fix.key,),
+                        evidence=(key,),
                         late=late,
                         device=fix.device,
-                        detail=f"{what}: outside {zone.zone_id} for {away / 60:.0f} min ({dist:.0f} m from the edge)",
+                        detail=detail,
                     )
                 )
             return

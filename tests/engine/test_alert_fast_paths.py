@@ -118,3 +118,21 @@ def test_round_for_the_wire_drops_what_json_cannot_carry(value: float | None, di
         assert _round(value, digits) is None
     else:
         assert _round(value, digits) == round(value, digits)
+
+
+@given(before=st.none() | _LEVELS, level=_LEVELS, state=st.sampled_from(["open", "acknowledged"]))
+def test_writes_detail_says_when_a_raise_keeps_the_detail_it_is_given(
+    before: str | None, level: str, state: str
+) -> None:
+    """Rules skip formatting a detail exactly when the book would not keep it."""
+    book = AlertBook()
+    if before is not None:
+        book.raise_or_update(order="o1", kind="proximity", target="p1", level=before,  # type: ignore[arg-type]
+                             now=1.0, device_time=1.0, episode_start=1.0, detail="old")  # fmt: skip
+        if state == "acknowledged":
+            book.act(book.open_for("o1", "proximity", "p1").alert_id, "ack", "op", "", 2.0)  # type: ignore[union-attr]
+    wanted = book.writes_detail("o1", "proximity", "p1", level)  # type: ignore[arg-type]
+    book.raise_or_update(order="o1", kind="proximity", target="p1", level=level,  # type: ignore[arg-type]
+                         now=3.0, device_time=3.0, episode_start=1.0, detail="new")  # fmt: skip
+    alert = book.open_for("o1", "proximity", "p1")
+    assert alert is not None and (alert.detail == "new") == wanted
