@@ -208,10 +208,10 @@ class Engine:
 
     def handle(self, topic: str, payload: bytes, now: float) -> Effects:
         """One MQTT message at processing time ``now``."""
-        # looked up, not popped: the batch's entries hold their payloads, so no id is reused
-        # while they are there, and the next ``prepare`` drops them together
-        ahead = self._prepared.get(id(payload))
+        key = id(payload)
+        ahead = self._prepared.get(key)  # get and del: a native dict's pop with a default is not
         if ahead is not None and ahead[0] is payload and ahead[1] == topic and ahead[2] == now:
+            del self._prepared[key]  # gone once used: nothing of a handled message outlives it
             decoded = ahead[3]
         else:
             decoded = self._decode(topic, payload, now)

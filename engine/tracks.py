@@ -233,10 +233,12 @@ class DeviceTrack:
 
     def release(self) -> list[Fix]:
         """Pending fixes in device-time order (ties broken by seq for determinism)."""
-        out = self.pending
+        # a copy, and the track keeps its own list: a new list per release outlived the fix
+        # in every device's track (the cyclic collector walks what lives on: engine.heap)
+        out = self.pending.copy()
         if len(out) > 1:
             out.sort(key=_time_and_seq)
-        self.pending = []
+        self.pending.clear()
         self.unnumbered = 0  # the gap they may have caused is closed or given up now
         for f in out:
             self.saw_seq(f.seq)
@@ -262,7 +264,7 @@ class DeviceTrack:
             for p in self.suspect[:-1]:
                 self._insert(p)
             self.suspect = []
-        else:
+        elif self.suspect:  # not a new empty list for every fix (see ``release``)
             self.suspect = []
         self._insert(point)
         return True

@@ -393,6 +393,8 @@ class ApprovedCrossings:
         if not ctx.rules.corridors_enabled:
             return
         for order in orders:
+            if not order.corridors and not order.time_windows:
+                continue  # nothing to be in (``caps`` never asks about it): most orders
             key = (subject, order.id)
             prev = self.status.get(key)
             if prev is not None and point.t < prev[0]:

@@ -95,6 +95,14 @@ class ZoneEntry:
     slot: int
     key: tuple[str, str, str]  # (subject, order id, zone id): episodes and measurements
     target: str  # the alert target, ``{subject}@{zone id}``
+    # the last two points ``evaluate`` measured against the zone for the order's subject and
+    # their signed distances (newest first): the path check between consecutive fixes asks
+    # about exactly those two again.  A cache, not state, kept here rather than in a dict of
+    # tuples: a new tuple per zone and fix outlived the fix (engine.heap)
+    last: TrackPoint | None
+    last_d: float
+    prev: TrackPoint | None
+    prev_d: float
 
     def __init__(self, order: Order, zone: ZoneRule, slot: int) -> None:
         self.order = order
@@ -103,6 +111,10 @@ class ZoneEntry:
         self.slot = slot
         self.key = (order.subject, order.id, zone.zone_id)
         self.target = f"{order.subject}@{zone.zone_id}"
+        self.last = None
+        self.last_d = math.nan
+        self.prev = None
+        self.prev_d = math.nan
 
 
 class ZoneRules:
@@ -111,12 +123,12 @@ class ZoneRules:
     def __init__(self, index: ZoneIndex) -> None:
         self.index = index
         self.episodes: dict[tuple[str, str, str], ZoneEpisode] = {}
-        # (subject, order, zone) -> the last two points ``evaluate`` measured against the zone
-        # and their signed distances (newest first): the path check between consecutive fixes
-        # asks about exactly those two again.  A cache, not state (never stored, rebuilt as
-        # fixes come); ``forget_measurements`` when zones may have changed shape.
+        # ZoneEntry's last two measurements, for (subject, order, zone) of a subject other than
+        # the order's own (never from the engine, whose orders are the subject's); a cache, not
+        # state: ``forget_measurements`` when zones may have changed shape
         self._measured: dict[tuple[str, str, str], tuple[TrackPoint, float, TrackPoint | None, float]] = {}
-        # order id -> (the order, its zones as entries); for the index's slots_version
+        # order id -> (the order, its zones as entries, with their measurements); for the
+        # index's slots_version
         self._entries: dict[str, tuple[Order, tuple[ZoneEntry, ...]]] = {}
         self._entries_version = -1
 
@@ -146,14 +158,30 @@ class ZoneRules:
 
     def _distance(self, e: ZoneEntry, key: tuple[str, str, str], p: TrackPoint) -> float:
         """The signed distance of ``p`` to the zone, from ``evaluate``'s last two measurements
-        when ``p`` is one of them (the same number: the index is a pure function of them)."""
-        m = self._measured.get(key)
-        if m is not None:
-            if m[0] is p:
-                return m[1]
-            if m[2] is p:
-                return m[3]
+        when ``p`` is one of them (the same number: the index is a pure function of them).
+        ``key``: the entry's own, or another subject's (see ``_measured``)."""
+        if key[0] == e.key[0]:
+            if e.last is p:
+                return e.last_d
+            if e.prev is p:
+                return e.prev_d
+        else:
+            m = self._measured.get(key)
+            if m is not None:
+                if m[0] is p:
+                    return m[1]
+                if m[2] is p:
+                    return m[3]
         return self.index.signed_distance_at(e.slot, p.x, p.y)
+
+    def _measure(self, e: ZoneEntry, key: tuple[str, str, str], p: TrackPoint, dist: float) -> None:
+        """Remember ``dist`` as the newest measurement of the zone (see ``_distance``)."""
+        if key[0] == e.key[0]:
+            e.prev, e.prev_d = e.last, e.last_d
+            e.last, e.last_d = p, dist
+            return
+        before = self._measured.get(key)
+        self._measured[key] = (p, dist, None, math.nan) if before is None else (p, dist, before[0], before[1])
 
     def evaluate(
         self,
@@ -182,17 +210,13 @@ class ZoneRules:
                     self._inactive(ctx, subject, e, fix)
         # a fix meets a few zones: one distance on plain numbers each, no arrays
         index, x, y = self.index, point.x, point.y
-        measured = self._measured
         for e, window in active:
             order, zone = e.order, e.zone
             key, target = e.key, e.target
             if subject != key[0]:  # another subject's orders: his own names
                 key, target = (subject, order.id, zone.zone_id), f"{subject}@{zone.zone_id}"
             dist = index.signed_distance_at(e.slot, x, y)
-            before = measured.get(key)
-            measured[key] = (
-                (point, dist, None, math.nan) if before is None else (point, dist, before[0], before[1])
-            )
+            self._measure(e, key, point, dist)
             ep = self.episodes.get(key)
             if ep is None:  # not setdefault(key, ZoneEpisode()): that builds one per zone and fix
                 ep = self.episodes[key] = ZoneEpisode()
