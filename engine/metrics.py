@@ -10,14 +10,21 @@ the Grafana dashboards use them.
 
 from __future__ import annotations
 
+import math
+from bisect import bisect_left
+from collections.abc import Callable, Iterator, Sequence
 from typing import Any
 
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
+from prometheus_client.core import HistogramMetricFamily
 from prometheus_client.exposition import CONTENT_TYPE_LATEST, generate_latest
+from prometheus_client.utils import floatToGoString
 
 from engine.alerts import LEVEL_RANK, LEVELS
 from engine.pipeline import Effects
 from engine.service import Service
+
+_go_float: Callable[[float], str] = floatToGoString  # a bucket bound as the client writes it (untyped)
 
 LATENCY_BUCKETS = (0.05, 0.1, 0.25, 0.5, 1.0, 2.0, 5.0, 10.0, 30.0, 60.0, 300.0)
 LAG_BUCKETS = (0.1, 0.25, 0.5, 1.0, 2.0, 5.0, 10.0, 30.0, 60.0, 300.0, 3600.0)
@@ -40,11 +47,11 @@ class EngineMetrics:
         self.dead_letters = Counter(
             "emguard_dead_letters", "Dead-letter records published.", ["reason"], registry=r
         )
-        self.ingest_lag = Histogram(
+        self.ingest_lag = BulkHistogram(
             "emguard_ingest_lag_seconds",
             "Arrival minus device time of accepted fixes.",
-            buckets=LAG_BUCKETS,
-            registry=r,
+            LAG_BUCKETS,
+            r,
         )
         self.fix_to_alert = Histogram(
             "emguard_fix_to_alert_seconds",
@@ -188,9 +195,46 @@ class EngineMetrics:
     def _drain_lag(self) -> None:
         lags = self.service.engine.stats.lag_s
         if lags:
-            for lag in lags:
-                self.ingest_lag.observe(lag)
+            self.ingest_lag.observe_many(lags)
             lags.clear()
+
+
+class BulkHistogram:
+    """A Prometheus histogram fed a batch of observations at a time: the ingest lag of every fix.
+
+    ``Histogram.observe`` took ~0.9 us per fix (a lock, a walk of the buckets, a sum per call),
+    about 3 % of a compiled worker's time per message; here a batch is counted with a bisect
+    per value and one sum.  A custom collector (the client's public API), exposed as the same
+    ``_bucket``, ``_count`` and ``_sum`` series.  Fed and read on the event loop only.
+    """
+
+    def __init__(
+        self, name: str, documentation: str, buckets: Sequence[float], registry: CollectorRegistry
+    ) -> None:
+        self.name = name
+        self.documentation = documentation
+        self.bounds = [float(b) for b in buckets]
+        if self.bounds[-1] != math.inf:
+            self.bounds.append(math.inf)
+        self.counts = [0] * len(self.bounds)
+        self.total = 0.0
+        registry.register(self)
+
+    def observe_many(self, values: Sequence[float]) -> None:
+        """Count each value in the first bucket whose upper bound is at or above it."""
+        bounds, counts = self.bounds, self.counts
+        for v in values:
+            counts[bisect_left(bounds, v)] += 1
+        self.total += math.fsum(values)
+
+    def collect(self) -> Iterator[HistogramMetricFamily]:
+        cumulative, buckets = 0, []
+        for bound, n in zip(self.bounds, self.counts, strict=True):
+            cumulative += n
+            buckets.append((_go_float(bound), cumulative))
+        yield HistogramMetricFamily(
+            self.name, self.documentation, buckets=buckets, sum_value=self.total
+        )
 
 
 def _store_connected(service: Any) -> bool:

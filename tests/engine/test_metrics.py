@@ -2,8 +2,14 @@
 
 from __future__ import annotations
 
+import math
+
+from hypothesis import example, given
+from hypothesis import strategies as st
+from prometheus_client import CollectorRegistry, Histogram, generate_latest
 from prometheus_client.parser import text_string_to_metric_families
 
+from engine.metrics import LAG_BUCKETS, BulkHistogram
 from engine.testing import ORIGIN, T0
 from tests.engine.api_support import World, make_world
 
@@ -129,3 +135,32 @@ async def test_durable_commits_are_counted_with_their_size() -> None:
     stored = sum(len(p) for p in w.service.store.state.values())
     assert m[("emguard_state_commit_bytes_total", ())] == stored > 0
     assert m[("emguard_state_commit_seconds_total", ())] > 0
+
+
+@given(values=st.lists(st.floats(min_value=0.0, max_value=1e5), max_size=60), batches=st.integers(1, 4))
+@example(values=[0.1, 0.25, 3600.0, 3600.5, 0.0], batches=2)  # on bucket bounds, and past the last
+def test_the_bulk_lag_histogram_exposes_what_observing_each_value_would(
+    values: list[float], batches: int
+) -> None:
+    """BulkHistogram's buckets, count and sum equal prometheus_client's Histogram's, fed alike."""
+    plain_reg, bulk_reg = CollectorRegistry(), CollectorRegistry()
+    plain = Histogram("lag_seconds", "lag", buckets=LAG_BUCKETS, registry=plain_reg)
+    bulk = BulkHistogram("lag_seconds", "lag", LAG_BUCKETS, bulk_reg)
+    step = max(1, len(values) // batches)
+    for i in range(0, len(values), step):
+        for v in values[i : i + step]:
+            plain.observe(v)
+        bulk.observe_many(values[i : i + step])
+
+    def samples(reg: CollectorRegistry) -> dict[tuple[str, str], float]:
+        text = generate_latest(reg).decode()
+        return {
+            (s.name, s.labels.get("le", "")): s.value
+            for f in text_string_to_metric_families(text) for s in f.samples
+            if not s.name.endswith("_created")
+        }
+
+    want, got = samples(plain_reg), samples(bulk_reg)
+    assert want.keys() == got.keys()
+    assert all(want[k] == got[k] for k in want if k[0] != "lag_seconds_sum")
+    assert math.isclose(got[("lag_seconds_sum", "")], want[("lag_seconds_sum", "")], rel_tol=1e-9, abs_tol=1e-9)
