@@ -13,11 +13,11 @@ alert lifecycle → notifications.
 
 from __future__ import annotations
 
-import heapq
 import math
 from collections import Counter
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
+from heapq import heapify, heappop, heappush
 from operator import attrgetter
 
 import numpy as np
@@ -279,7 +279,7 @@ class Engine:
         # message; an index of a replaced ``tracks`` dict (restore) is rebuilt by release_due
         index = self._due_index
         if index is not None and index[0] is self.tracks and index[2] is self.config.rules:
-            heapq.heappush(index[1], (_due_key(track, self.config.rules), track.device))
+            heappush(index[1], (_due_key(track, self.config.rules), track.device))
 
     def _event(self, ctx: RuleContext, event: DeviceEvent) -> None:
         track = self._track(event.device)
@@ -301,7 +301,7 @@ class Engine:
         index = self._due_index
         if index is None or index[0] is not self.tracks or index[2] is not rules:
             heap = [(_due_key(t, rules), d) for d, t in self.tracks.items() if t.pending]
-            heapq.heapify(heap)
+            heapify(heap)
             index = self._due_index = (self.tracks, heap, rules)
         heap = index[1]
         if force:
@@ -313,7 +313,7 @@ class Engine:
             found: dict[str, DeviceTrack] = {}
             retry = []
             while heap and heap[0][0] <= now:
-                key, device = heapq.heappop(heap)
+                key, device = heappop(heap)
                 track = self.tracks.get(device)
                 if track is None or not track.pending or device in found:
                     continue
@@ -322,7 +322,7 @@ class Engine:
                 elif key == _due_key(track, rules):
                     retry.append((key, device))  # its newest key, within rounding: keep it
             for entry in retry:
-                heapq.heappush(heap, entry)
+                heappush(heap, entry)
             due = list(found.values())
         if not due:
             return Effects()  # what _finish gives for a context nothing was added to
@@ -473,7 +473,6 @@ class Engine:
     def _evaluate_fixes(self, ctx: RuleContext, track: DeviceTrack, fixes: list[Fix]) -> None:
         # one point at a time: pyproj's scalar path is ~10x cheaper than a 1-element array
         # (a release holds one or two fixes) and gives the same numbers (the same PROJ call)
-        forward = self.projector.forward
         positions = self._positions
         self._heard(ctx, track.device)
         report_reception_gap(ctx, track.device, fixes, track.newest_t)
@@ -483,7 +482,7 @@ class Engine:
                 del positions[id(fix)]
                 x, y = ahead[1], ahead[2]
             else:
-                x, y = forward(float(fix.lon), float(fix.lat))
+                x, y = self.projector.forward(float(fix.lon), float(fix.lat))
             late = ctx.now - fix.t > ctx.rules.late_after_s or fix.t < track.newest_t
             if late:
                 self.stats.late += 1
@@ -644,7 +643,7 @@ class _SilenceIndex:
         self.default = engine.default_silent_after_s
         self.size = len(self.tracks)
         self.heap = [(self.key(t), d) for d, t in self.tracks.items() if d not in self.silent]
-        heapq.heapify(self.heap)
+        heapify(self.heap)
 
     def valid_for(self, engine: Engine) -> bool:
         return (
@@ -660,14 +659,14 @@ class _SilenceIndex:
         return track.last_arrival + self.limits.get(track.device, self.default) - 1e-6
 
     def add(self, track: DeviceTrack) -> None:
-        heapq.heappush(self.heap, (self.key(track), track.device))
+        heappush(self.heap, (self.key(track), track.device))
 
     def due(self, now: float) -> list[DeviceTrack]:
         heap = self.heap
         found: dict[str, DeviceTrack] = {}
         retry: dict[str, float] = {}
         while heap and heap[0][0] <= now:
-            _, device = heapq.heappop(heap)
+            _, device = heappop(heap)
             track = self.tracks.get(device)
             if track is None or device in self.silent or device in found or device in retry:
                 continue  # an entry is pushed again when it is created / heard from
@@ -677,7 +676,7 @@ class _SilenceIndex:
             else:
                 retry[device] = self.key(track)
         for device, key in retry.items():
-            heapq.heappush(heap, (key, device))
+            heappush(heap, (key, device))
         return [found[d] for d in sorted(found)]
 
 

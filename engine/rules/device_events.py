@@ -13,7 +13,7 @@ from typing import Any
 
 from devices.model import DeviceEvent, Fix
 from engine.alerts import Alert, Level
-from engine.orders import Order
+from engine.orders import Order, OrderBook
 from engine.rules.context import RuleContext
 from engine.state_pickle import restore_slots
 
@@ -66,6 +66,11 @@ class DeviceRules:
     def __init__(self) -> None:
         self.battery: dict[str, BatteryTrend] = {}
         self.non_gnss_since: dict[str, float] = {}  # device -> device time of first Wi-Fi/cell fix in a row
+        # kind -> device -> the alert book's episode keys ``_may_be_open`` looks for, per order
+        # book (the keys as plain objects: the compiled build would unpack a typed tuple of
+        # tuples and box each key again for the look-up)
+        self._keys_book: OrderBook | None = None
+        self._episode_keys: dict[str, dict[str, tuple[object, ...]]] = {}
 
     # --- fixes -------------------------------------------------------------------------
     def on_fix(self, ctx: RuleContext, fix: Fix, key: str, late: bool) -> None:
@@ -150,16 +155,22 @@ class DeviceRules:
         under any of the person's orders, or under none.
 
         Nearly every fix carries a healthy battery level, and each would otherwise pick the
-        person's valid orders and format a note to resolve an alert that is not there.
+        person's valid orders and format a note to resolve an alert that is not there.  The
+        episode keys to look for are made once per order book, device and kind.
         """
+        book = ctx.book
+        if book is not self._keys_book:
+            self._keys_book, self._episode_keys = book, {}
+        of_kind = self._episode_keys.get(kind)
+        if of_kind is None:
+            of_kind = self._episode_keys[kind] = {}
+        keys = of_kind.get(device)
+        if keys is None:
+            orders = book.orders_of_subject(person) if role == "subject" else book.orders_protecting(person)
+            keys = of_kind[device] = ((None, kind, device), *((o.id, kind, device) for o in orders))
         open_keys = ctx.alerts.open_by_key
-        if (None, kind, device) in open_keys:
-            return True
-        orders = (
-            ctx.book.orders_of_subject(person) if role == "subject" else ctx.book.orders_protecting(person)
-        )
-        for order in orders:  # a loop, not any(<genexpr>): this runs for every fix
-            if (order.id, kind, device) in open_keys:
+        for key in keys:  # a loop, not any(<genexpr>): this runs for every fix
+            if key in open_keys:
                 return True
         return False
 

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from engine.orders import load_orders
 from engine.testing import ORIGIN, T0, DeviceScript, Harness, circle, orders_doc
 
 X0, Y0 = ORIGIN
@@ -64,6 +65,23 @@ def test_healthy_battery_on_a_fix_resolves_the_battery_alert_once():
     assert [st for _, _, _, st in h.changes("battery")] == ["open", "resolved"]
     (resolved,) = [a for a in h.engine.alerts.alerts.values() if a.kind == "battery"]
     assert resolved.history[-1].note == "battery at 80 %"
+
+
+def test_a_battery_alert_under_an_order_of_a_new_book_is_resolved_too():
+    """The device rules look for a recovering battery's alert under the orders of the book in
+    force (they remember where to look per book): an alert opened after the subject's order
+    was replaced is still resolved."""
+    h = Harness.build(orders_doc())
+    am = DeviceScript("AM-1001")
+    h.send(am.fix(T0, X0, Y0, batt=80), T0 + 1)  # healthy: looked for under O-1
+    renamed = orders_doc()
+    renamed["orders"][0]["id"] = "O-2"
+    h.engine.set_orders(load_orders(renamed))
+    h.send(am.fix(T0 + 60, X0, Y0, batt=12), T0 + 61)
+    h.send(am.fix(T0 + 120, X0, Y0, batt=80), T0 + 121)
+    assert [(a.order, a.state) for a in h.engine.alerts.alerts.values() if a.kind == "battery"] == [
+        ("O-2", "resolved")
+    ]
 
 
 def test_silent_ankle_monitor_raises_signal_loss_and_a_new_fix_ends_it():
