@@ -2,7 +2,7 @@
 
 The engine's per-fix path is plain typed Python (``mypy --strict``), so mypyc, the compiler
 mypy and black ship with, turns the same source into C extension modules: no second
-implementation of any rule to keep in step, and 1.4-1.8x the messages per CPU second
+implementation of any rule to keep in step, and 1.9-2.3x the messages per CPU second
 (benchmarks/README.md).  The build is optional: ``EMGUARD_NATIVE=1`` at install (setup.py,
 deploy/Dockerfile).  The default install, the demo and the default test run use the pure
 Python modules; tests/test_native_build.py compiles a copy of the tree, runs the engine's
