@@ -249,16 +249,9 @@ def copy_alert(a: Alert) -> Alert:
 
 class RaiseCap(Protocol):
     """What ``AlertBook.raise_or_update`` hands a raise to while approved crossings cap the
-    levels (``engine.rules.crossings.CappedAlerts``)."""
+    levels (``engine.rules.crossings.CappedAlerts``): the same keyword arguments."""
 
-    def raise_or_update(
-        self, *, order: str | None, kind: str, target: str | None, level: Level, now: float,
-        device_time: float, episode_start: float, subject: str | None,
-        protected_person: str | None, zone: str | None, distance_m: float | None,
-        certainty: str | None, closing_speed_mps: float | None,
-        time_to_contact_s: float | None, evidence: tuple[str, ...], late: bool, detail: str,
-        device: str | None, allow_lower: bool,
-    ) -> AlertChange | None: ...
+    def raise_or_update(self, **kw: Any) -> AlertChange | None: ...
 
 
 def alert_id_for(order: str | None, kind: str, target: str | None, episode_start: float) -> str:
@@ -330,13 +323,15 @@ class AlertBook:
         detail: str = "",
         device: str | None = None,
         allow_lower: bool = False,
+        past_cap: bool = False,
     ) -> AlertChange | None:
         """Open an alert for the episode or move its level; None when nothing visible changed.
 
         A level never drops unless ``allow_lower`` (the rule has debounced the fall).  While a
-        cap holds (``capping``) the raise goes through it, and it calls ``raise_uncapped``.
+        cap holds (``capping``) the raise goes through it; ``past_cap`` is its own call on to
+        the book.
         """
-        if self.capping is not None:
+        if self.capping is not None and not past_cap:
             return self.capping.raise_or_update(
                 order=order, kind=kind, target=target, level=level, now=now,
                 device_time=device_time, episode_start=episode_start, subject=subject,
@@ -345,35 +340,6 @@ class AlertBook:
                 time_to_contact_s=time_to_contact_s, evidence=evidence, late=late, detail=detail,
                 device=device, allow_lower=allow_lower,
             )
-        return self.raise_uncapped(
-            order, kind, target, level, now, device_time, episode_start, subject,
-            protected_person, zone, distance_m, certainty, closing_speed_mps, time_to_contact_s,
-            evidence, late, detail, device, allow_lower,
-        )
-
-    def raise_uncapped(
-        self,
-        order: str | None,
-        kind: str,
-        target: str | None,
-        level: Level,
-        now: float,
-        device_time: float,
-        episode_start: float,
-        subject: str | None = None,
-        protected_person: str | None = None,
-        zone: str | None = None,
-        distance_m: float | None = None,
-        certainty: str | None = None,
-        closing_speed_mps: float | None = None,
-        time_to_contact_s: float | None = None,
-        evidence: tuple[str, ...] = (),
-        late: bool = False,
-        detail: str = "",
-        device: str | None = None,
-        allow_lower: bool = False,
-    ) -> AlertChange | None:
-        """``raise_or_update`` past any cap (the capping view's own way to the book)."""
         current = self.open_for(order, kind, target)
         if current is None:
             aid = alert_id_for(order, kind, target, episode_start)

@@ -529,7 +529,7 @@ class CappedAlerts:
     def _pass_on(self, kw: dict[str, Any]) -> AlertChange | None:
         if self._outer is not None:
             return self._outer.raise_or_update(**kw)
-        return self._book.raise_uncapped(**kw)
+        return self._book.raise_or_update(**kw, past_cap=True)
 
     def raise_or_update(self, **kw: Any) -> AlertChange | None:
         """``AlertBook.raise_or_update`` with the level capped at ``info`` for suppressed kinds."""

@@ -71,8 +71,9 @@ def test_an_update_equals_dataclasses_replace(
     book.alerts[current.alert_id] = current
     book.open_by_key[(current.order, current.kind, current.target)] = current.alert_id
     want = _by_replace(book, current, level, 10.0, 9.0, measured, detail, allow_lower)
-    book.raise_uncapped(
-        current.order, current.kind, current.target, level, 10.0, 9.0, 4.0,  # type: ignore[arg-type]
+    book.raise_or_update(
+        order=current.order, kind=current.kind, target=current.target, level=level,  # type: ignore[arg-type]
+        now=10.0, device_time=9.0, episode_start=4.0,
         distance_m=measured["distance_m"], certainty=measured["certainty"],  # type: ignore[arg-type]
         closing_speed_mps=measured["closing_speed_mps"],  # type: ignore[arg-type]
         time_to_contact_s=measured["time_to_contact_s"],  # type: ignore[arg-type]
