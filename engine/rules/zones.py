@@ -156,6 +156,14 @@ class ZoneRules:
         self._entries[order.id] = (order, made)
         return made
 
+    @staticmethod
+    def _names(subject: str, e: ZoneEntry) -> tuple[tuple[str, str, str], str]:
+        """The episode key and alert target of the zone for ``subject``: the entry's own, made
+        for the order's subject, unless the caller evaluates the order for another subject."""
+        if subject == e.key[0]:
+            return e.key, e.target
+        return (subject, e.order.id, e.zone.zone_id), f"{subject}@{e.zone.zone_id}"
+
     def _distance(self, e: ZoneEntry, key: tuple[str, str, str], p: TrackPoint) -> float:
         """The signed distance of ``p`` to the zone, from ``evaluate``'s last two measurements
         when ``p`` is one of them (the same number: the index is a pure function of them).
@@ -212,9 +220,7 @@ class ZoneRules:
         index, x, y = self.index, point.x, point.y
         for e, window in active:
             order, zone = e.order, e.zone
-            key, target = e.key, e.target
-            if subject != key[0]:  # another subject's orders: his own names
-                key, target = (subject, order.id, zone.zone_id), f"{subject}@{zone.zone_id}"
+            key, target = self._names(subject, e)
             dist = index.signed_distance_at(e.slot, x, y)
             self._measure(e, key, point, dist)
             ep = self.episodes.get(key)
@@ -252,27 +258,24 @@ class ZoneRules:
         # rounding), so segments_in_zones is asked about the others only: it answers each
         # zone on its own, and most paths are nowhere near a zone.
         length = hypot(p1.x - p0.x, p1.y - p0.y)
-        near: list[tuple[ZoneEntry, tuple[str, str, str], float, float]] = []
+        near: list[tuple[ZoneEntry, tuple[str, str, str], str]] = []
         for order in orders:
             for e in self.entries(order):
                 if not e.exclusion:
                     continue
-                key = e.key
-                if subject != key[0]:
-                    key = (subject, order.id, e.zone.zone_id)
+                key, target = self._names(subject, e)
                 d0, d1 = self._distance(e, key, p0), self._distance(e, key, p1)
                 if d0 > 0.0 and d1 > 0.0 and d0 + d1 <= length + 1e-3 + 1e-9 * (length + d0 + d1):
-                    near.append((e, key, d0, d1))
+                    near.append((e, key, target))
         if not near:
             return
-        slots = np.array([e.slot for e, _, _, _ in near], dtype=np.int64)
+        slots = np.array([e.slot for e, _, _ in near], dtype=np.int64)
         hits = segments_in_zones(self.index, slots, p0, p1)
         margin = path_margin(p0, p1)
-        for (e, key, _, _), hit in zip(near, hits, strict=True):
+        for (e, key, target), hit in zip(near, hits, strict=True):
             if hit is None:
                 continue
             order, zone = e.order, e.zone
-            target = f"{subject}@{zone.zone_id}"
             if ctx.alerts.open_for(order.id, "exclusion", target) is not None:
                 continue
             ep = self.episodes.setdefault(key, ZoneEpisode())
@@ -511,10 +514,8 @@ class ZoneRules:
 
     def _inactive(self, ctx: RuleContext, subject: str, e: ZoneEntry, fix: Fix) -> None:
         """Outside its schedule an inclusion zone's open episode ends (the curfew is over)."""
-        order, zone = e.order, e.zone
-        key, target = e.key, e.target
-        if subject != key[0]:
-            key, target = (subject, order.id, zone.zone_id), f"{subject}@{zone.zone_id}"
+        order = e.order
+        key, target = self._names(subject, e)
         if ctx.alerts.open_for(order.id, "inclusion", target) is not None:
             ctx.emit(
                 ctx.alerts.resolve_episode(
