@@ -135,7 +135,9 @@ def fast_fixes(
 ) -> list[Fix] | None:
     """All fixes of a valid fix payload (object or non-empty array), or None when in doubt."""
     try:
-        if payload[:1] == b"[" if isinstance(payload, bytes) else payload[:1] == "[":
+        # a typed comparison each (``in`` a tuple of both compared generically)
+        burst = (payload[:1] == b"[") if isinstance(payload, bytes) else (payload[:1] == "[")
+        if burst:
             wires: list[WireFix] = decode_many(payload)
             if not wires:
                 return None
