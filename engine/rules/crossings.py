@@ -39,7 +39,7 @@ import math
 from bisect import bisect_left, bisect_right
 from collections import deque
 from collections.abc import Iterator
-from contextlib import AbstractContextManager, contextmanager, nullcontext
+from contextlib import contextmanager
 from dataclasses import dataclass
 from math import hypot
 from operator import attrgetter
@@ -59,7 +59,6 @@ from geo.index import ZoneIndex
 from geo.zones import ZoneShape
 
 _time_of = attrgetter("t")
-_NOT_CAPPED: AbstractContextManager[None] = nullcontext()  # reusable, holds no state
 
 PATH_MARGIN_FRAC = 0.1  # the real path may bow away from the chord by this fraction of its length
 SAMPLE_STEP_M = 5.0
@@ -469,20 +468,15 @@ class ApprovedCrossings:
         return found
 
     # --- applying the cap -----------------------------------------------------------------------
-    def capped(self, ctx: RuleContext, caps: dict[str, Suppression]) -> AbstractContextManager[None]:
-        """Let the zone and proximity rules run against a capping view of the alert book.
+    @contextmanager
+    def capped(self, ctx: RuleContext, caps: dict[str, Suppression]) -> Iterator[None]:
+        """Let the zone and proximity rules run with the alert book capping their raises.
 
         Also drops ``approaching_zone`` prompts while a ban-zone cap holds (no
-        vibration at every ban zone along an approved motorway).  Without caps (nearly
-        every fix) a shared do-nothing context: a generator-based one per fix cost more
-        than the rules it wrapped often do.
+        vibration at every ban zone along an approved motorway).  The engine enters it
+        only when ``caps`` holds something: nearly every fix has none, and a context per
+        fix cost more than the rules it wrapped often do.
         """
-        if not caps:
-            return _NOT_CAPPED
-        return self._capped(ctx, caps)
-
-    @contextmanager
-    def _capped(self, ctx: RuleContext, caps: dict[str, Suppression]) -> Iterator[None]:
         book, first_msg = ctx.alerts, len(ctx.messages)
         outer = book.capping
         book.capping = CappedAlerts(book, ctx, caps, self.noted, outer)
