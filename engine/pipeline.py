@@ -154,6 +154,7 @@ class Engine:
         self.book = book
         self._prepared = {}  # decoded with the old book's OwnTracks map
         self.zones.forget_measurements()  # zones may have changed shape under the same key
+        self.proximity.forget_pairs()
         cases = cases_of(book)
         before = self.cases
         self.cases = cases

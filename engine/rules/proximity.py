@@ -155,6 +155,10 @@ class ProximityRules:
         self.episodes: dict[tuple[str, str, str], PairEpisode] = {}
         self._pairs: dict[str, tuple[Order, tuple[PairEntry, ...]]] = {}
 
+    def forget_pairs(self) -> None:
+        """A new order book: entries of orders it no longer has are not kept alive."""
+        self._pairs = {}
+
     def pairs(self, order: Order) -> tuple[PairEntry, ...]:
         """The order's proximity rules as entries, in order (kept while the order is the same
         object under its id)."""
