@@ -210,7 +210,7 @@ class Engine:
     def handle(self, topic: str, payload: bytes, now: float) -> Effects:
         """One MQTT message at processing time ``now``."""
         key = id(payload)
-        ahead = self._prepared.get(key)  # get and del: a native dict's pop with a default is not
+        ahead = self._prepared.get(key)  # get, then del: pop with a default is a generic call compiled
         if ahead is not None and ahead[0] is payload and ahead[1] == topic and ahead[2] == now:
             del self._prepared[key]  # gone once used: nothing of a handled message outlives it
             decoded = ahead[3]
@@ -478,9 +478,10 @@ class Engine:
         self._heard(ctx, track.device)
         report_reception_gap(ctx, track.device, fixes, track.newest_t)
         for fix in fixes:
-            ahead = positions.get(id(fix)) if positions else None
+            fix_id = id(fix)
+            ahead = positions.get(fix_id) if positions else None
             if ahead is not None and ahead[0] is fix:
-                del positions[id(fix)]
+                del positions[fix_id]
                 x, y = ahead[1], ahead[2]
             else:
                 x, y = self.projector.forward(float(fix.lon), float(fix.lat))
