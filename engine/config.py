@@ -134,6 +134,11 @@ class ServiceConfig:
     broker: str = "mqtt://127.0.0.1:1883"
     mqtt_username: str | None = None
     mqtt_password: str | None = None
+    # the publishing connection's own login: a broker that binds each login to its client id
+    # (deploy: use_username_as_clientid) needs one per connection; default <username>-pub with
+    # the same password
+    mqtt_publish_username: str | None = None
+    mqtt_publish_password: str | None = None
     mqtt_ca: str | None = None
     redis: str | None = None
     orders: str | None = None
@@ -178,6 +183,8 @@ _ENV = {
     "broker": "EMGUARD_BROKER",
     "mqtt_username": "EMGUARD_MQTT_USERNAME",
     "mqtt_password": "EMGUARD_MQTT_PASSWORD",
+    "mqtt_publish_username": "EMGUARD_MQTT_PUBLISH_USERNAME",
+    "mqtt_publish_password": "EMGUARD_MQTT_PUBLISH_PASSWORD",
     "mqtt_ca": "EMGUARD_MQTT_CA",
     "redis": "EMGUARD_REDIS",
     "orders": "EMGUARD_ORDERS",

@@ -119,6 +119,24 @@ class EngineMetrics:
             "Time spent in durable commits (pickling the changed cases and the store round trip).",
             registry=r,
         )
+        self.task_failures = Counter(
+            "emguard_task_failures",
+            "Failures of the service's supervised tasks (engine.supervise), by task.",
+            ["task"],
+            registry=r,
+        )
+        self.ready = Gauge(
+            "emguard_ready",
+            "1 while /readyz says ready: both broker connections, the store, every task, lag.",
+            registry=r,
+        )
+        self.outgoing_shortened = Counter(
+            "emguard_outgoing_shortened",
+            "Outgoing messages over the publish size limit, published shortened (engine.outbound).",
+            registry=r,
+        )
+        self._seen_task_failures: dict[str, int] = {}
+        self._seen_shortened = 0
         self._seen_commits = (0, 0, 0.0)
         self._seen_fixes = 0
         self._seen_rejected: dict[str, int] = {}
@@ -177,6 +195,7 @@ class EngineMetrics:
         self.broker_publishing.set(1 if getattr(self.service, "publishing", False) else 0)
         self.store_connected.set(1 if _store_connected(self.service) else 0)
         self.queue_depth.set(self.service.inbox.qsize())
+        self._drain_supervision()
         self.fixes_waiting.set(sum(len(t.pending) for t in engine.tracks.values()))
 
     def render(self) -> tuple[bytes, str]:
@@ -191,6 +210,18 @@ class EngineMetrics:
         self.state_commit_bytes.inc(service.committed_bytes - size)
         self.state_commit_seconds.inc(max(0.0, service.commit_seconds - seconds))
         self._seen_commits = (service.commits, service.committed_bytes, service.commit_seconds)
+
+    def _drain_supervision(self) -> None:
+        service = self.service
+        for task, count in service.supervisor.failures.items():
+            seen = self._seen_task_failures.get(task, 0)
+            if count > seen:
+                self.task_failures.labels(task=task).inc(count - seen)
+                self._seen_task_failures[task] = count
+        if service.oversized > self._seen_shortened:
+            self.outgoing_shortened.inc(service.oversized - self._seen_shortened)
+            self._seen_shortened = service.oversized
+        self.ready.set(1 if service.readiness()["ready"] else 0)
 
     def _drain_lag(self) -> None:
         lags = self.service.engine.stats.lag_s

@@ -19,6 +19,14 @@ Tasks around the pure ``Engine``:
   while one commit is on its way to the store, the next batches are processed
   and go into the next commit).
 * ``_ticker``: drives timers (reorder release, deadlines, silence, expiry).
+* ``_store_watch``: asks the state store whether it answers, so readiness knows of an outage
+  even when no commit is due.
+
+Every task runs under ``engine.supervise.Supervisor``: a task that dies is logged with its
+cause and restarted where that is safe (connections, timers); otherwise (processing,
+committing) the service stops without acknowledging what it had not committed, records those
+messages as suspects (``engine.poison``) and ``run`` raises ``ServiceFailed``, so the process
+exits non-zero and the orchestrator restarts it.  ``readiness`` reports all of it.
 
 With a state store (``emguard serve --redis``) ingest is at-least-once and
 alerts effectively-once: QoS 1 messages are acknowledged manually, only after
@@ -51,13 +59,17 @@ import aiomqtt
 from paho.mqtt.packettypes import PacketTypes
 from paho.mqtt.properties import Properties
 
+from engine.acks import AckCommand, InvalidAck, parse_ack
 from engine.alerts import Alert, AlertActionError
 from engine.cluster import Cluster
 from engine.config import ServiceConfig
 from engine.intake import Inbox, IngestClient
 from engine.messages import Outgoing, deadletter
+from engine.outbound import encode_bounded
 from engine.pipeline import Effects, Engine
+from engine.poison import POISON_AFTER, Suspects, message_key
 from engine.store import StateStore, StoreUnavailable
+from engine.supervise import ServiceFailed, Supervisor
 from engine.timeutil import format_time
 
 log = logging.getLogger(__name__)
@@ -80,6 +92,8 @@ RECEIVE_MAXIMUM = 1024
 MQTT_RETRY_FIRST_S = 0.2
 MQTT_RETRY_MAX_S = 10.0
 TICK_S = 0.2
+STORE_PING_S = 2.0  # how often the store is asked whether it answers (readiness)
+READY_MAX_LAG_S = 30.0  # not ready while the oldest waiting message is older than this
 
 
 class Service:
@@ -130,34 +144,92 @@ class Service:
         self.committed_parts = 0
         self.committed_bytes = 0
         self.commit_seconds = 0.0
+        # supervision and poison messages (engine.supervise, engine.poison)
+        self.supervisor = Supervisor(asyncio.Event())
+        self.suspects = Suspects()
+        self._uncommitted: list[tuple[str, bytes]] = []  # messages whose acks are held, in order
+        self._suspects_cleared: list[str] = []  # handled suspects to forget with the next commit
+        self.poisoned = 0
+        self.oversized = 0
 
     # --- public ---------------------------------------------------------------------------
     async def run(self, stop: asyncio.Event) -> None:
-        """Serve until ``stop`` is set; then drain, commit and publish what is left."""
+        """Serve until ``stop`` is set; then drain, commit and publish what is left.
+
+        Raises ``ServiceFailed`` when a supervised task failed beyond repair: nothing that was
+        not committed is acknowledged then, and the caller should exit non-zero.
+        """
+        supervisor = self.supervisor = Supervisor(stop)
         await self._recover(stop)
-        tasks = [
-            asyncio.create_task(self._connection(stop), name="mqtt"),
-            asyncio.create_task(self._publishing(), name="mqtt-publish"),
-            asyncio.create_task(self._processor(), name="processor"),
-            asyncio.create_task(self._committer_loop(), name="committer"),
-            asyncio.create_task(self._ticker(stop), name="ticker"),
-        ]
+        supervisor.start("mqtt", lambda: self._connection(stop), restartable=True)
+        publishing = supervisor.start("mqtt-publish", self._publishing, restartable=True)
+        supervisor.start("processor", self._processor, restartable=False)
+        supervisor.start("committer", self._committer_loop, restartable=False)
+        supervisor.start("ticker", lambda: self._ticker(stop), restartable=True)
+        if self.store is not None:
+            supervisor.start("store-watch", lambda: self._store_watch(stop), restartable=True)
+        inner = [n for n in ("processor", "committer", "ticker", "store-watch") if n in supervisor.tasks]
         try:
             await stop.wait()
         finally:
-            for task in tasks[2:]:
-                task.cancel()
-            for task in tasks[2:]:
-                with contextlib.suppress(asyncio.CancelledError):
-                    await task
-            await self._drain_inbox()
-            self._emit(self.engine.flush(self.clock()))
-            with contextlib.suppress(StoreUnavailable):
-                await self._commit()
-            await self._final_publish(tasks[1])
-            await self._close(tasks[0])
+            supervisor.stopping = True
+            await supervisor.cancel(inner)
+            if supervisor.fatal is None:
+                try:
+                    await self._drain_inbox()
+                    self._emit(self.engine.flush(self.clock()))
+                    with contextlib.suppress(StoreUnavailable):
+                        await self._commit()
+                except Exception as exc:
+                    log.exception("failed while draining at shutdown")
+                    supervisor.fail(f"shutdown drain failed: {type(exc).__name__}: {exc}")
+            if supervisor.fatal is not None:
+                await self._record_suspects()
+            await self._final_publish(publishing)
+            await self._close(supervisor.tasks["mqtt"])
             if self.store is not None:
                 await self.store.close()
+        if supervisor.fatal is not None:
+            raise ServiceFailed(supervisor.fatal)
+
+    def readiness(self) -> dict[str, Any]:
+        """Whether the service does its job now, and each reason it may not (``/readyz``).
+
+        Ready only when device messages reach us and alerts can leave (each has its own
+        connection), the store answers, every supervised task runs and no message has waited
+        longer than ``READY_MAX_LAG_S``.
+        """
+        now = self.clock()
+        lag = max(0.0, now - self.inbox[0][0]) if self.inbox else 0.0
+        supervisor = self.supervisor
+        problems = []
+        if not self.connected:
+            problems.append("not subscribed to the broker")
+        if not self.publishing:
+            problems.append("publishing connection down")
+        if not self.store_connected:
+            problems.append("state store unreachable")
+        if supervisor.fatal is not None:
+            problems.append(f"failed: {supervisor.fatal}")
+        elif not supervisor.healthy:
+            down = sorted(n for n, h in supervisor.health.items() if not h.running)
+            problems.append(f"task(s) not running: {', '.join(down)}")
+        if lag > READY_MAX_LAG_S:
+            problems.append(f"processing lag {lag:.0f} s")
+        last = self.last_processed
+        return {
+            "ready": not problems,
+            "problems": problems,
+            "broker_connected": self.connected,
+            "publishing_connected": self.publishing,
+            "store_connected": self.store_connected,
+            "tasks": supervisor.report(),
+            "inbox_depth": self.inbox.qsize(),
+            "outbox_depth": len(self.outbox),
+            "uncommitted": len(self._held_acks),
+            "lag_s": round(lag, 3),
+            "last_processed": format_time(last) if last else None,
+        }
 
     def act(self, alert_id: str, action: str, by: str, note: str) -> Effects:
         """An operator action from the HTTP API; published like every other change."""
@@ -179,6 +251,7 @@ class Service:
             try:
                 parts = await self.store.load_state()
                 pending = await self.store.pending()
+                self.suspects = Suspects(await self.store.suspects())
                 break
             except StoreUnavailable as exc:
                 self.store_connected = False
@@ -192,6 +265,12 @@ class Service:
             self.engine.restore_parts(parts)
             log.info(
                 "restored engine state (%d alerts, %d case parts)", len(self.engine.alerts.alerts), len(parts)
+            )
+        if self.suspects:
+            log.warning(
+                "%d message(s) were in flight when the service last failed: each is handled "
+                "alone; one in flight at %d failures is dead-lettered as poison",
+                len(self.suspects.counts), POISON_AFTER,
             )
         self.outbox.extend(pending)
         if pending:
@@ -212,7 +291,7 @@ class Service:
                     # only now: /readyz (and the tests) rely on it meaning "messages published
                     # from here on reach us"; a broker drops what arrives before the SUBACK
                     self.connected = True
-                    log.info("connected to %s (MQTT %s)", self.config.broker, self.connected_protocol)
+                    log.info("connected to %s (MQTT %s)", self._broker_address(), self.connected_protocol)
                     await self._read(client, stop)
                     if stop.is_set():
                         await self._leave_shared_group(client)
@@ -287,12 +366,22 @@ class Service:
             self._client_ref.pause_reading()
 
     async def _publisher(self, client: IngestClient) -> None:
+        # the client's message iterator never yields here (nothing is subscribed) but raises once
+        # the connection is lost: without it an idle publisher noticed a dead broker only at the
+        # next alert, and ``publishing`` (readiness, the metric) stayed true meanwhile
+        lost = asyncio.ensure_future(client.messages.__anext__())
+        try:
+            await self._publish_until_lost(client, lost)
+        finally:
+            if not lost.done():
+                lost.cancel()
+                lost.add_done_callback(lambda f: f.cancelled() or f.exception())
+
+    async def _publish_until_lost(self, client: IngestClient, lost: asyncio.Future[Any]) -> None:
         while True:
             while self.outbox:
                 window = self._publish_window()
-                acked = await client.publish_many(
-                    [(m.topic, json.dumps(m.payload, separators=(",", ":")).encode()) for _, m in window]
-                )
+                acked = await client.publish_many([(m.topic, self._encode(m)) for _, m in window])
                 for (outbox_id, _), ok in zip(window, acked, strict=True):
                     if not ok:
                         await self._confirm_published()
@@ -305,7 +394,28 @@ class Service:
                 await self._confirm_published()
             await self._confirm_published()
             self.outbox_ready.clear()
-            await self.outbox_ready.wait()
+            ready = asyncio.ensure_future(self.outbox_ready.wait())
+            try:
+                await asyncio.wait({ready, lost}, return_when=asyncio.FIRST_COMPLETED)
+            finally:
+                ready.cancel()
+            if lost.done():
+                lost.result()  # the MqttError that ended the connection
+                raise aiomqtt.MqttError("publishing connection lost")
+
+    def _encode(self, message: Outgoing) -> bytes:
+        """The wire bytes of an outbox entry, never larger than the broker takes.
+
+        A message over the broker's maximum packet size makes mosquitto close the connection;
+        republished after every reconnect it stopped every alert behind it (a 2 MB operator note
+        did this).  Such a message goes out shortened (long texts cut, long lists trimmed,
+        marked ``"truncated": true``) and is counted, so the centre still hears of the alert.
+        """
+        data, shortened = encode_bounded(message.payload)
+        if shortened:
+            self.oversized += 1
+            log.error("outgoing message on %s was too large; published shortened", message.topic)
+        return data
 
     def _publish_window(self) -> list[tuple[int | None, Outgoing]]:
         """The next outbox entries to have in flight at once, in outbox order.
@@ -347,18 +457,12 @@ class Service:
             client = self._client_ref
             if client is not None and client.paused and self.inbox.drained:
                 client.resume_reading()
-            if self.cluster is None:
-                # decoded ahead, fixes projected in one call (a worker of a cluster hands some
-                # messages on and unwraps others, so it decodes each as it comes)
-                self.engine.prepare([(t, p, a) for a, t, p, _ in batch if t != ack_topic])
-            for arrival, topic, payload, ack in batch:
-                if topic == ack_topic:
-                    self._ack_message(payload)
-                else:
-                    self._handle(topic, payload, arrival)
-                if ack is not None:
-                    self._held_acks.append(ack)
-                self.last_processed = arrival
+            if self.suspects:
+                await self._process_with_suspects(batch, ack_topic)
+            else:
+                self._prepare(batch, ack_topic)
+                for item in batch:
+                    self._process(item, ack_topic)
             self._commit_wanted.set()
             if len(self._held_acks) >= MAX_UNCOMMITTED:
                 # the store is slow or down: stop taking messages until a commit lands
@@ -368,6 +472,77 @@ class Service:
                 # let the publisher send this batch's alerts, the committer ack them and the
                 # reader refill the inbox: ``inbox.wait`` does not yield while messages wait
                 await asyncio.sleep(0)
+
+    def _prepare(self, batch: list[tuple[float, str, bytes, Ack | None]], ack_topic: str) -> None:
+        """Decode a batch ahead and project its fixes in one call (``Engine.prepare``).
+
+        Only a shortcut: when it fails, each message is decoded as it is handled, where a
+        failure is the one message's dead letter.
+        """
+        if self.cluster is not None:
+            return  # a worker of a cluster hands some messages on and unwraps others
+        try:
+            self.engine.prepare([(t, p, a) for a, t, p, _ in batch if t != ack_topic])
+        except Exception:
+            log.exception("decoding a batch ahead failed; decoding its messages one by one")
+            self.engine.stats.rejected["prepare_failed"] += 1
+
+    def _process(self, item: tuple[float, str, bytes, Ack | None], ack_topic: str) -> None:
+        arrival, topic, payload, ack = item
+        if topic == ack_topic:
+            self._ack_message(payload, arrival)
+        else:
+            self._handle(topic, payload, arrival)
+        if ack is not None:
+            self._held_acks.append(ack)
+            self._uncommitted.append((topic, payload))
+        self.last_processed = arrival
+
+    async def _process_with_suspects(
+        self, batch: list[tuple[float, str, bytes, Ack | None]], ack_topic: str
+    ) -> None:
+        """After a failure: a suspect is committed alone, a poison message only dead-lettered."""
+        for item in batch:
+            arrival, topic, payload, ack = item
+            key = message_key(topic, payload)
+            failures = self.suspects.failures(key)
+            if not failures:
+                self._process(item, ack_topic)
+                continue
+            if self.suspects.is_poison(key):
+                self.poisoned += 1
+                self.engine.stats.rejected["poison"] += 1
+                log.error("dead-lettering a message on %s: in flight at %d failures", topic, failures)
+                self._stage([deadletter(self.config.topic_prefix, {
+                    "reason": "poison",
+                    "detail": f"the service failed {failures} times with this message in flight",
+                    "topic": topic, "payload": payload[:4096].decode("utf-8", "replace"),
+                    "arrival": format_time(arrival),
+                })])
+                if ack is not None:
+                    self._held_acks.append(ack)
+                self._suspects_cleared.append(key)
+                continue
+            # everything before it committed first, so it is the only message a failure can blame
+            await self._commit_until_stored()
+            self._process(item, ack_topic)
+            self._suspects_cleared.append(key)
+            await self._commit_until_stored()
+
+    async def _record_suspects(self) -> None:
+        """The service failed: count a failure for every message it had not committed."""
+        keys = list(dict.fromkeys(message_key(t, p) for t, p in self._uncommitted))
+        if not keys:
+            return
+        log.error("%d uncommitted message(s) recorded as suspects of the failure", len(keys))
+        if self.store is None:
+            for key in keys:
+                self.suspects.counts[key] = self.suspects.counts.get(key, 0) + 1
+            return
+        try:
+            await self.store.add_suspects(keys)
+        except StoreUnavailable as exc:
+            log.error("could not record suspects, the store is unreachable: %s", exc)
 
     async def _committer_loop(self) -> None:
         """Commit whatever the processor left uncommitted, one commit at a time."""
@@ -393,10 +568,21 @@ class Service:
             # time alone changes state too (escalations, a victim's old positions forgotten)
             if self._staged or self._staged_alerts or (self.store is not None and self.engine.state_changed):
                 self._commit_wanted.set()
-            if self.store is not None and not self.store_connected and await self.store.ping():
-                self.store_connected = True
-                self.outbox_ready.set()  # retry confirmations held while the store was down
             await asyncio.sleep(TICK_S)
+
+    async def _store_watch(self, stop: asyncio.Event) -> None:
+        """Ask the store whether it answers: a Redis outage shows in readiness with no commit due."""
+        assert self.store is not None
+        while not stop.is_set():
+            up = await self.store.ping()
+            if up and not self.store_connected:
+                log.warning("state store reachable again")
+                self.outbox_ready.set()  # retry confirmations held while the store was down
+            elif not up and self.store_connected:
+                log.error("state store does not answer")
+            self.store_connected = up
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(stop.wait(), STORE_PING_S)
 
     # --- durability -----------------------------------------------------------------------
     async def _commit_until_stored(self) -> None:
@@ -423,6 +609,9 @@ class Service:
                 self._staged.clear()
                 acks = list(self._held_acks)
                 del self._held_acks[: len(acks)]
+                self._uncommitted.clear()
+                self.suspects.cleared(self._suspects_cleared)
+                self._suspects_cleared.clear()
                 self._send_acks(acks)
                 return
             if not (self._staged or self._staged_alerts or self._held_acks or self.engine.state_changed):
@@ -431,6 +620,8 @@ class Service:
             # (group commit), and operator actions meanwhile, belong to the next one
             messages, staged_alerts = list(self._staged), dict(self._staged_alerts)
             acks = list(self._held_acks)
+            uncommitted = list(self._uncommitted)
+            cleared = list(self._suspects_cleared)
             started = time.perf_counter()
             delta = self.engine.state_delta()
             try:
@@ -447,11 +638,16 @@ class Service:
             self.store_connected = True
             del self._staged[: len(messages)]
             del self._held_acks[: len(acks)]
+            del self._uncommitted[: len(uncommitted)]
             for alert_id, alert in staged_alerts.items():
                 if self._staged_alerts.get(alert_id) is alert:
                     del self._staged_alerts[alert_id]
             self._release(list(zip(ids, messages, strict=True)))
             self._send_acks(acks)
+            if cleared:
+                del self._suspects_cleared[: len(cleared)]
+                self.suspects.cleared(cleared)
+                await self.store.clear_suspects(cleared)
 
     def _send_acks(self, acks: list[Ack]) -> None:
         client = self._client_ref
@@ -472,19 +668,20 @@ class Service:
             self.outbox_ready.set()
 
     # --- helpers --------------------------------------------------------------------------
-    def _ack_message(self, payload: bytes) -> None:
+    def _ack_message(self, payload: bytes, arrival: float) -> None:
+        """An operator action over MQTT (``em/ack``): parsed within limits, else dead-lettered."""
+        command: AckCommand | None = None
         try:
-            doc = json.loads(payload)
-            if self.cluster is not None and str(doc.get("alert_id")) not in self.engine.alerts.alerts:
+            command = parse_ack(payload)
+            if self.cluster is not None and command.alert_id not in self.engine.alerts.alerts:
                 return  # every worker hears every ack; the alert's owner applies it
-            effects = self.engine.act(
-                str(doc["alert_id"]), str(doc["action"]), str(doc.get("by", "")),
-                str(doc.get("note", "")), self.clock(),
-            )
-        except (ValueError, KeyError, TypeError, AlertActionError) as exc:
+            effects = self.engine.act(command.alert_id, command.action, command.by, command.note, self.clock())
+        except (InvalidAck, AlertActionError) as exc:
+            reason = exc.reason if isinstance(exc, InvalidAck) else "bad_ack"
+            self.engine.stats.rejected[reason] += 1
             self._stage([deadletter(self.config.topic_prefix, {
-                "reason": "bad_ack", "detail": str(exc), "topic": f"{self.config.topic_prefix}/ack",
-                "payload": payload.decode("utf-8", "replace"), "arrival": format_time(self.clock()),
+                "reason": reason, "detail": str(exc)[:500], "topic": f"{self.config.topic_prefix}/ack",
+                "payload": payload[:4096].decode("utf-8", "replace"), "arrival": format_time(arrival),
             })])
             return
         self._emit(effects)
@@ -543,11 +740,12 @@ class Service:
         self._emit(effects)
 
     async def _drain_inbox(self) -> None:
+        """Process what is still waiting (clean stop); suspects are left for the broker to redeliver."""
+        if self.suspects:
+            return
+        ack_topic = f"{self.config.topic_prefix}/ack"
         while self.inbox:
-            arrival, topic, payload, ack = self.inbox.get_nowait()
-            self._handle(topic, payload, arrival)
-            if ack is not None:
-                self._held_acks.append(ack)
+            self._process(self.inbox.get_nowait(), ack_topic)
 
     async def _final_publish(self, publishing: asyncio.Task[None]) -> None:
         """Give the publisher a moment to flush the outbox, then close its connection."""
@@ -587,20 +785,36 @@ class Service:
     def _protocol_version(self) -> aiomqtt.ProtocolVersion:
         return aiomqtt.ProtocolVersion.V311 if self.protocol == "3.1.1" else aiomqtt.ProtocolVersion.V5
 
-    def _connect_options(self) -> dict[str, Any]:
-        """Where and how to connect: the same broker, credentials and TLS for both connections."""
-        url = urlparse(self.config.broker)
+    def _connect_options(self, *, publishing: bool = False) -> dict[str, Any]:
+        """Where and how to connect: the same broker and TLS for both connections, each its login.
+
+        A broker that binds every login to its own client id (the generated mosquitto config:
+        ``use_username_as_clientid``, so no device can knock another client off by taking its
+        id) needs a login per connection: the publishing one uses ``mqtt_publish_username``,
+        by default ``<mqtt_username>-pub``, with its own password or the same one.
+        """
+        cfg = self.config
+        url = urlparse(cfg.broker)
         tls = None
         if url.scheme == "mqtts":
-            tls = ssl.create_default_context(cafile=self.config.mqtt_ca)
+            tls = ssl.create_default_context(cafile=cfg.mqtt_ca)
+        username, password = cfg.mqtt_username, cfg.mqtt_password
+        if publishing and username:
+            username = cfg.mqtt_publish_username or f"{username}-pub"
+            password = cfg.mqtt_publish_password or password
         return {
             "hostname": url.hostname or "127.0.0.1",
             "port": url.port or (8883 if url.scheme == "mqtts" else 1883),
-            "username": self.config.mqtt_username,
-            "password": self.config.mqtt_password,
+            "username": username,
+            "password": password,
             "tls_context": tls,
             "keepalive": 15,
         }
+
+    def _broker_address(self) -> str:
+        """host:port of the broker, for log lines (never the URL: it may carry credentials)."""
+        url = urlparse(self.config.broker)
+        return f"{url.scheme}://{url.hostname}:{url.port or ''}"
 
     def _publish_client(self, version: aiomqtt.ProtocolVersion) -> IngestClient:
         """A clean session that subscribes to nothing: the durable outbox republishes what it lost.
@@ -613,7 +827,7 @@ class Service:
         """
         client = IngestClient(
             identifier=f"{self.config.client_id}-pub", protocol=version, sink=self._stray,
-            **self._connect_options(),
+            **self._connect_options(publishing=True),
         )
         client.pending_calls_threshold = 4 * PUBLISH_WINDOW  # a full window is not "concerning"
         return client

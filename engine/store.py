@@ -50,6 +50,15 @@ class StateStore(Protocol):
     async def alert(self, alert_id: str) -> dict[str, Any] | None:
         """The archived wire form of an alert with its history."""
 
+    async def suspects(self) -> dict[str, int]:
+        """Messages that were uncommitted when the service failed, with how often (engine.poison)."""
+
+    async def add_suspects(self, keys: Sequence[str]) -> None:
+        """Count one more failure for each of these message keys."""
+
+    async def clear_suspects(self, keys: Sequence[str]) -> None:
+        """These suspects were handled and committed (or dead-lettered): forget them."""
+
     async def ping(self) -> bool:
         """True when the store answers."""
 
@@ -99,6 +108,7 @@ class MemoryStore:
     next_id: int = 1
     available: bool = True
     commits: int = 0
+    suspect_counts: dict[str, int] = field(default_factory=dict)
 
     async def load_state(self) -> list[bytes]:
         self._check()
@@ -131,6 +141,20 @@ class MemoryStore:
         self._check()
         text = self.alerts.get(alert_id)
         return json.loads(text) if text else None
+
+    async def suspects(self) -> dict[str, int]:
+        self._check()
+        return dict(self.suspect_counts)
+
+    async def add_suspects(self, keys: Sequence[str]) -> None:
+        self._check()
+        for key in keys:
+            self.suspect_counts[key] = self.suspect_counts.get(key, 0) + 1
+
+    async def clear_suspects(self, keys: Sequence[str]) -> None:
+        self._check()
+        for key in keys:
+            self.suspect_counts.pop(key, None)
 
     async def ping(self) -> bool:
         return self.available

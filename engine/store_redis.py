@@ -8,6 +8,7 @@ Layout, all under one namespace ``{ns}`` (default ``emguard``):
 | ``{ns}:outbox`` | hash id → JSON | messages committed but not yet acknowledged by the broker |
 | ``{ns}:outbox:seq`` | string (counter) | last outbox id handed out |
 | ``{ns}:alert:{alert_id}`` | string JSON | the alert's wire form plus its full history (audit) |
+| ``{ns}:suspects`` | hash message key → count | messages in flight when the service failed (``engine.poison``) |
 
 A commit is one MULTI/EXEC transaction (the changed cases' parts, outbox
 entries, alert records), so a crash never leaves state without the messages it
@@ -105,6 +106,32 @@ class RedisStore:
         except (RedisError, OSError) as exc:
             raise StoreUnavailable(f"redis {self.url}: {exc}") from exc
         return json.loads(value) if value else None
+
+    async def suspects(self) -> dict[str, int]:
+        try:
+            raw = await self.redis.hgetall(f"{self.ns}:suspects")
+        except (RedisError, OSError) as exc:
+            raise StoreUnavailable(f"redis {self.url}: {exc}") from exc
+        return {_bytes(k).decode(): int(v) for k, v in raw.items()}
+
+    async def add_suspects(self, keys: Sequence[str]) -> None:
+        if not keys:
+            return
+        try:
+            async with self.redis.pipeline(transaction=True) as pipe:
+                for key in keys:
+                    pipe.hincrby(f"{self.ns}:suspects", key, 1)
+                await pipe.execute()
+        except (RedisError, OSError) as exc:
+            raise StoreUnavailable(f"redis {self.url}: {exc}") from exc
+
+    async def clear_suspects(self, keys: Sequence[str]) -> None:
+        if not keys:
+            return
+        try:
+            await self.redis.hdel(f"{self.ns}:suspects", *keys)
+        except (RedisError, OSError) as exc:
+            raise StoreUnavailable(f"redis {self.url}: {exc}") from exc
 
     async def ping(self) -> bool:
         try:

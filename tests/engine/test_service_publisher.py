@@ -26,11 +26,22 @@ from engine.store import MemoryStore, encode_message
 from engine.testing import orders_doc
 
 
+class _Never:
+    """The client's message stream: nothing arrives and the connection is never lost."""
+
+    def __aiter__(self) -> _Never:
+        return self
+
+    async def __anext__(self) -> None:
+        await asyncio.Event().wait()
+
+
 class _Client:
     """Stands in for IngestClient.publish_many: records the wire order, PUBACKs after a delay;
     with ``fail_at`` the connection is lost before that message's PUBACK."""
 
     def __init__(self, fail_at: int | None = None) -> None:
+        self.messages = _Never()
         self.wire: list[int] = []
         self.in_flight = 0
         self.most_in_flight = 0
