@@ -29,6 +29,8 @@ from collections.abc import Callable, Coroutine, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
+from engine.errors import EngineError
+
 log = logging.getLogger(__name__)
 
 MAX_RESTARTS = 5  # restarts of one task within the window before it counts as fatal
@@ -38,7 +40,7 @@ RESTART_BACKOFF_S = (0.1, 0.5, 1.0, 2.0, 5.0)
 TaskFactory = Callable[[], Coroutine[Any, Any, None]]
 
 
-class ServiceFailed(Exception):
+class ServiceFailed(EngineError):
     """A supervised task failed in a way the process cannot repair itself; the message says which and why."""
 
 
