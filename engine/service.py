@@ -151,6 +151,10 @@ class Service:
         self._suspects_cleared: list[str] = []  # handled suspects to forget with the next commit
         self.poisoned = 0
         self.oversized = 0
+        # submit(): a future per message taken in another way (by id of its inbox item, alive
+        # until processed), then in processing order until the commit that covers it lands
+        self._submitted: dict[int, asyncio.Future[None]] = {}
+        self._submitted_processed: list[asyncio.Future[None]] = []
 
     # --- public ---------------------------------------------------------------------------
     async def run(self, stop: asyncio.Event) -> None:
@@ -185,6 +189,7 @@ class Service:
                     supervisor.fail(f"shutdown drain failed: {type(exc).__name__}: {exc}")
             if supervisor.fatal is not None:
                 await self._record_suspects()
+            self._fail_submitted(supervisor.fatal or "the service stopped before committing it")
             await self._final_publish(publishing)
             await self._close(supervisor.tasks["mqtt"])
             if self.store is not None:
@@ -230,6 +235,21 @@ class Service:
             "lag_s": round(lag, 3),
             "last_processed": format_time(last) if last else None,
         }
+
+    async def submit(self, topic: str, payload: bytes) -> None:
+        """A device message that came another way than MQTT (e.g. the victim app over HTTPS).
+
+        It joins the inbox like a message from the broker, so it is decoded, evaluated and
+        dead-lettered exactly alike; returns once it is processed and committed (with a store:
+        durable), so the caller may then tell the device it can forget the message.
+        """
+        if self.supervisor.stopping:
+            raise ServiceFailed("the service is stopping")
+        done: asyncio.Future[None] = asyncio.get_running_loop().create_future()
+        item = (self.clock(), topic, payload, None)
+        self._submitted[id(item)] = done
+        self.inbox.put_nowait(item)
+        await done
 
     def act(self, alert_id: str, action: str, by: str, note: str) -> Effects:
         """An operator action from the HTTP API; published like every other change."""
@@ -489,6 +509,10 @@ class Service:
 
     def _process(self, item: tuple[float, str, bytes, Ack | None], ack_topic: str) -> None:
         arrival, topic, payload, ack = item
+        if self._submitted:
+            waiter = self._submitted.pop(id(item), None)
+            if waiter is not None:
+                self._submitted_processed.append(waiter)
         if topic == ack_topic:
             self._ack_message(payload, arrival)
         else:
@@ -613,6 +637,7 @@ class Service:
                 self.suspects.cleared(self._suspects_cleared)
                 self._suspects_cleared.clear()
                 self._send_acks(acks)
+                self._resolve_submitted(len(self._submitted_processed))
                 return
             if not (self._staged or self._staged_alerts or self._held_acks or self.engine.state_changed):
                 return
@@ -622,6 +647,7 @@ class Service:
             acks = list(self._held_acks)
             uncommitted = list(self._uncommitted)
             cleared = list(self._suspects_cleared)
+            submitted = len(self._submitted_processed)
             started = time.perf_counter()
             delta = self.engine.state_delta()
             try:
@@ -644,10 +670,26 @@ class Service:
                     del self._staged_alerts[alert_id]
             self._release(list(zip(ids, messages, strict=True)))
             self._send_acks(acks)
+            self._resolve_submitted(submitted)
             if cleared:
                 del self._suspects_cleared[: len(cleared)]
                 self.suspects.cleared(cleared)
                 await self.store.clear_suspects(cleared)
+
+    def _resolve_submitted(self, count: int) -> None:
+        """The first ``count`` submitted messages are committed: their callers may go on."""
+        for waiter in self._submitted_processed[:count]:
+            if not waiter.done():
+                waiter.set_result(None)
+        del self._submitted_processed[:count]
+
+    def _fail_submitted(self, reason: str) -> None:
+        """Stopping: callers of ``submit`` whose message was not committed hear that it was not."""
+        for waiter in [*self._submitted.values(), *self._submitted_processed]:
+            if not waiter.done():
+                waiter.set_exception(ServiceFailed(reason))
+        self._submitted.clear()
+        self._submitted_processed.clear()
 
     def _send_acks(self, acks: list[Ack]) -> None:
         client = self._client_ref
