@@ -390,16 +390,25 @@ class Engine:
                 self._dirty.add(key)
         self._whole_state = self._whole_state or delta.replace_all
 
-    def restore_parts(self, parts: Iterable[bytes]) -> None:
-        """Continue from stored parts (after a restart or failover); the engine must be fresh."""
+    def restore_parts(self, parts: Iterable[bytes]) -> list[str]:
+        """Continue from stored parts (after a restart or failover); the engine must be fresh.
+
+        A part that cannot be read is left out and described in the list returned: one
+        unreadable case must not keep the engine from monitoring every other one.
+        """
         legacy = False
-        for blob in parts:
-            legacy = merge_part(self, blob) or legacy
+        unreadable: list[str] = []
+        for i, blob in enumerate(parts):
+            try:
+                legacy = merge_part(self, blob) or legacy
+            except Exception as exc:  # stored state is input too: never fatal for the others
+                unreadable.append(f"part {i} ({len(blob)} bytes): {type(exc).__name__}: {str(exc)[:200]}")
         self.drop_indexes()
         self._index_alerts()
         self._dirty = set()
         self._alerts_changed = set()
         self._whole_state = legacy  # a v2 whole snapshot is rewritten as parts at the next commit
+        return unreadable
 
     def _touch(self, device: str) -> None:
         assert self.cases is not None

@@ -151,6 +151,7 @@ class Service:
         self._suspects_cleared: list[str] = []  # handled suspects to forget with the next commit
         self.poisoned = 0
         self.oversized = 0
+        self.unreadable_state: list[str] = []  # stored case parts that could not be restored
         # submit(): a future per message taken in another way (by id of its inbox item, alive
         # until processed), then in processing order until the commit that covers it lands
         self._submitted: dict[int, asyncio.Future[None]] = {}
@@ -234,6 +235,8 @@ class Service:
             "uncommitted": len(self._held_acks),
             "lag_s": round(lag, 3),
             "last_processed": format_time(last) if last else None,
+            # not a reason to be unready (every other case is monitored), but never silent
+            "unreadable_state_parts": len(self.unreadable_state),
         }
 
     async def submit(self, topic: str, payload: bytes) -> None:
@@ -282,7 +285,9 @@ class Service:
             return
         self.store_connected = True
         if parts:
-            self.engine.restore_parts(parts)
+            self.unreadable_state = self.engine.restore_parts(parts)
+            for problem in self.unreadable_state:
+                log.critical("stored case state left out, its case starts afresh: %s", problem)
             log.info(
                 "restored engine state (%d alerts, %d case parts)", len(self.engine.alerts.alerts), len(parts)
             )

@@ -179,10 +179,11 @@ def test_a_whole_v2_snapshot_is_still_restored_and_rewritten_as_parts(
     assert restored.state_delta().replace_all  # so the store drops the old whole snapshot
 
 
-def test_an_unusable_part_is_refused_with_its_version() -> None:
+def test_unusable_parts_are_left_out_each_with_its_reason() -> None:
+    """One unreadable case (wrong version, torn bytes) must not stop every other one restoring."""
     engine = Engine(load_book({"subjects": [], "protected_persons": [], "orders": []}))
-    with pytest.raises(ValueError, match="version 9"):
-        engine.restore_parts([pickle.dumps({"v": 9})])
+    problems = engine.restore_parts([pickle.dumps({"v": 9}), b"\x80\x05garbage"])
+    assert len(problems) == 2 and "version 9" in problems[0] and problems[1].startswith("part 1 (")
 
 
 def test_an_alert_changed_by_time_alone_puts_its_case_in_the_delta(
