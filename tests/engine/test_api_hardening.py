@@ -297,3 +297,15 @@ def test_console_needs_nothing_the_policy_forbids() -> None:
     js = (CONSOLE_DIR / "app.js").read_text(encoding="utf-8")
     assert "eval(" not in js and "new Function" not in js and "innerHTML" not in js
     assert not re.search(r"setAttribute\(\s*['\"](style|on[a-z]+)['\"]", js)
+
+
+def test_openapi_states_the_limits_the_api_enforces() -> None:
+    """The documented maxLength of an action's note and by are the enforced ones."""
+    from engine.api import MAX_NAME_CHARS
+    from engine.openapi import openapi_schema
+
+    body = openapi_schema()["components"]["schemas"]["ActionBody"]["properties"]
+    assert body["note"]["maxLength"] == MAX_NOTE_CHARS
+    assert body["by"]["maxLength"] == MAX_NAME_CHARS
+    responses = openapi_schema()["paths"]["/api/alerts/{id}/ack"]["post"]["responses"]
+    assert {"413", "415", "422", "500"} <= set(responses)
