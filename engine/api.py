@@ -515,7 +515,8 @@ def build_app(state: ApiState) -> Starlette:
 
 async def _http_error(request: Request, exc: Exception) -> Response:
     """404, 405 and other routing errors as JSON (with Starlette's ``Allow`` header on 405)."""
-    assert isinstance(exc, HTTPException)
+    if not isinstance(exc, HTTPException):  # registered for HTTPException only
+        return _error(500, "internal error (logged)")
     response = _error(exc.status_code, str(exc.detail))
     for name, value in (exc.headers or {}).items():
         response.headers[name] = value

@@ -5,6 +5,7 @@ from __future__ import annotations
 import datetime
 import logging
 import ssl
+from collections.abc import AsyncIterator
 from pathlib import Path
 
 import httpx
@@ -221,3 +222,54 @@ async def test_bad_tls_files_are_a_config_error(tmp_path: Path) -> None:
         await server.start()
     with pytest.raises(ConfigError, match="both"):
         ServiceConfig.from_env({"EMGUARD_HTTP_TLS_CERT": str(cert)})
+
+
+async def test_real_server_answers_413_to_huge_bodies_and_stays_up() -> None:
+    """Over uvicorn, a 20 MB note and an endless chunked body get 413; the server keeps serving."""
+    w = make_world()
+    aid = w.raise_exclusion()
+    history = len(w.engine.alerts.alerts[aid].history)
+    w.server.port = 0
+    await w.server.start()
+
+    async def endless() -> AsyncIterator[bytes]:
+        for _ in range(2000):
+            yield b"n" * 16384
+
+    try:
+        async with httpx.AsyncClient(base_url=w.server.url, timeout=10) as c:
+            r = await c.post(f"/api/alerts/{aid}/ack", json={"note": "n" * 20_000_000})
+            assert r.status_code == 413
+            r = await c.post(
+                f"/api/alerts/{aid}/ack",
+                content=endless(),
+                headers={"content-type": "application/json"},
+            )
+            assert r.status_code == 413
+            assert (await c.get("/healthz")).status_code == 200
+    finally:
+        await w.server.stop()
+    assert len(w.engine.alerts.alerts[aid].history) == history
+
+
+async def test_demo_serves_its_open_console_on_loopback_only(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """emguard demo keeps its no-token console, bound to 127.0.0.1 and nothing else."""
+    import io
+
+    import engine.http
+    from engine.demo import _start_http
+
+    seen: dict[str, object] = {}
+
+    class Recorder:
+        def __init__(self, service: object, **kwargs: object) -> None:
+            seen.update(kwargs)
+
+        async def start(self) -> None:
+            pass
+
+    monkeypatch.setattr(engine.http, "HttpServer", Recorder)
+    await _start_http(make_world().service, 8080, io.StringIO(), {})
+    assert seen["host"] == "127.0.0.1" and not seen.get("insecure_no_auth")
