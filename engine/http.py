@@ -77,7 +77,7 @@ class HttpServer:
         self.port = port
         self.insecure_no_auth = insecure_no_auth
         if bool(tls_cert) != bool(tls_key):
-            raise ConfigError("HTTPS needs both a certificate and its private key")
+            raise ConfigError("HTTPS needs both EMGUARD_HTTP_TLS_CERT and EMGUARD_HTTP_TLS_KEY")
         self.tls_cert = tls_cert
         self.tls_key = tls_key
         self.metrics = EngineMetrics(service, registry)

@@ -220,8 +220,9 @@ async def test_bad_tls_files_are_a_config_error(tmp_path: Path) -> None:
     )
     with pytest.raises(ConfigError, match="EMGUARD_HTTP_TLS_CERT/KEY"):
         await server.start()
+    cfg = ServiceConfig.from_env({"EMGUARD_HTTP_TLS_CERT": str(cert)})  # alone: read, then refused
     with pytest.raises(ConfigError, match="both"):
-        ServiceConfig.from_env({"EMGUARD_HTTP_TLS_CERT": str(cert)})
+        HttpServer(w.service, tls_cert=cfg.http_tls_cert, tls_key=cfg.http_tls_key)
 
 
 async def test_real_server_answers_413_to_huge_bodies_and_stays_up() -> None:
