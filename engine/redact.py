@@ -24,8 +24,9 @@ from urllib.parse import urlsplit, urlunsplit
 MASK = "***"
 MIN_SECRET_LEN = 4  # shorter values would mask ordinary words; such a secret is refused elsewhere
 
-# scheme://[user]:password@ — the password runs to the last '@' before the host part
-_URL_PASSWORD = re.compile(r"(?P<head>\b[a-zA-Z][a-zA-Z0-9+.-]*://[^:/@\s]*:)(?P<pw>[^@\s/]*)@")
+# scheme://[user]:password@ — the password runs to the last '@' before the host part (greedy:
+# an unencoded '@' inside the password is masked too, as urllib reads it)
+_URL_PASSWORD = re.compile(r"(?P<head>\b[a-zA-Z][a-zA-Z0-9+.-]*://[^:/@\s]*:)(?P<pw>[^\s/]*)@")
 
 _lock = threading.Lock()
 _secrets: set[str] = set()
@@ -70,14 +71,18 @@ def forget_secrets() -> None:
 
 
 def redact_text(text: str) -> str:
-    """``text`` with URL passwords and registered secrets masked."""
-    out = _URL_PASSWORD.sub(_mask_match, text)
+    """``text`` with registered secrets and URL passwords masked.
+
+    Registered secrets go first: masking a URL first could cut a known
+    password in two and leave half of it in the text.
+    """
+    out = text
     with _lock:
         secrets = sorted(_secrets, key=len, reverse=True)  # longest first: no partial leftovers
     for secret in secrets:
         if secret in out:
             out = out.replace(secret, MASK)
-    return out
+    return _URL_PASSWORD.sub(_mask_match, out)
 
 
 class RedactingFilter(logging.Filter):

@@ -15,7 +15,13 @@ import pytest
 from engine import serve
 from engine.config import ServiceConfig
 from engine.logjson import JsonFormatter, use_json_logs
-from engine.redact import RedactingFilter, forget_secrets, redact_url, register_secret
+from engine.redact import (
+    RedactingFilter,
+    forget_secrets,
+    redact_text,
+    redact_url,
+    register_secret,
+)
 from engine.store import StoreUnavailable
 from engine.store_redis import RedisStore
 from engine.testing import orders_doc
@@ -55,11 +61,30 @@ def _closed_port() -> int:
         ("redis://redis:6379/0", "redis://redis:6379/0"),
         ("mqtt://127.0.0.1:1883", "mqtt://127.0.0.1:1883"),
         ("redis://:s3cret@host:notaport/0", "redis://:***@host:notaport/0"),
+        ("redis://:p@ss@host:6379/0", "redis://:***@host:6379/0"),
     ],
 )
 def test_redact_url_masks_only_the_password(url: str, shown: str) -> None:
     """User, host, port, path and query stay readable; the password never does."""
     assert redact_url(url) == shown
+
+
+@pytest.mark.parametrize(
+    "text",
+    [
+        "store redis://:p@ss-Zq81@host:6379/0 down, see mailto:ops@example.org",
+        "two: redis://u:p@ss-Zq81@a/0 and mqtt://e:p@ss-Zq81@b:1883",
+    ],
+)
+def test_text_with_an_at_sign_in_the_password_leaks_no_part_of_it(text: str) -> None:
+    """An unencoded '@' in a password does not leave its tail in the line, registered or not."""
+    for registered in (False, True):
+        if registered:
+            register_secret("p@ss-Zq81")
+        out = redact_text(text)
+        assert "ss-Zq81" not in out and "p@" not in out, out
+        if "mailto:" in text:  # an address that is not a URL password stays readable
+            assert "mailto:ops@example.org" in out
 
 
 def test_filter_masks_message_args_exception_and_extras() -> None:
