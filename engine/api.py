@@ -63,7 +63,9 @@ ACTIONS = {"ack": "ack", "escalate": "escalate", "resolve": "resolve"}
 STREAM_QUEUE = 1000
 HEARTBEAT_S = 15.0
 
-MAX_BODY_BYTES = 64 * 1024  # an action body: a 4,000-character note fully \u-escaped fits
+# an action body: a 4,000-character note fully \u-escaped is 24 KB; the margin lets a nesting bomb
+# of a few hundred KB be parsed and answered 400 (named as such) instead of only "too large"
+MAX_BODY_BYTES = 256 * 1024
 MAX_ORDER_BYTES = 1024 * 1024  # an order with its zones (a detailed polygon is ~25 B a vertex)
 MAX_JSON_DEPTH = 32  # orders nest ~8 deep; deeper is an attack on the recursive code after us
 MAX_NOTE_CHARS = 4000  # an operator's note on an alert

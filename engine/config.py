@@ -210,7 +210,7 @@ def _flag(var: str, value: object) -> bool:
     raise ConfigError(f"{var} must be 1 or 0, got {value!r}")
 
 
-_SECRET_FIELDS = {"mqtt_password", "api_tokens"}
+_SECRET_FIELDS = {"mqtt_password", "mqtt_publish_password", "api_tokens"}  # by name: ok if absent
 _URL_FIELDS = {"broker", "redis"}
 
 

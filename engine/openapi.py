@@ -90,7 +90,7 @@ def _errors(*codes: int) -> dict[str, Any]:
         403: "role not allowed",
         404: "not found",
         409: "action does not apply",
-        413: "body over the limit (64 KiB for actions, 1 MiB for orders)",
+        413: "body over the limit (256 KiB for actions, 1 MiB for orders)",
         415: "body is not application/json",
         422: "invalid: an order the loader refuses, or an action field too long or not a string",
         500: "internal error (logged and audited)",

@@ -52,6 +52,7 @@ def api_tokens(cfg: ServiceConfig) -> dict[str, Principal]:
     Also registers every secret of ``cfg`` with ``engine.redact`` so none can reach a log line.
     """
     register_secret(cfg.mqtt_password)
+    register_secret(getattr(cfg, "mqtt_publish_password", None))  # the publishing login (main)
     for url in (cfg.broker, cfg.redis):
         password = _url_password(url)
         register_secret(password)
