@@ -72,8 +72,10 @@ def serve(broker: str | None, redis_url: str | None, orders: str | None, http_po
                                      config=config_file, api_tokens_file=api_tokens_file,
                                      insecure_no_auth=insecure_no_auth or None)
         asyncio.run(run_serve(cfg))
-    except EngineError as exc:
-        raise click.ClickException(str(exc)) from exc
+    except EngineError as exc:  # the exit message lands in the same log stream: mask secrets
+        from engine.redact import redact_text
+
+        raise click.ClickException(redact_text(str(exc))) from exc
     except KeyboardInterrupt:
         pass
 

@@ -178,3 +178,19 @@ async def test_serve_start_up_logs_no_secret(
     for secret in (REDIS_PW, MQTT_PW, TOKEN):
         assert secret not in seen
     assert MQTT_PW not in repr(cfg) and REDIS_PW not in repr(cfg)
+
+
+def test_serve_exit_message_masks_secrets(monkeypatch: pytest.MonkeyPatch) -> None:
+    """A fatal error naming the Redis URL is printed by the CLI with the password masked."""
+    from click.testing import CliRunner
+
+    from engine.cli import main
+    from engine.errors import ConfigError
+
+    async def failing(cfg: ServiceConfig) -> None:
+        raise ConfigError(f"task committer failed: redis redis://:{REDIS_PW}@redis:6379/0: down")
+
+    monkeypatch.setattr(serve, "run_serve", failing)
+    result = CliRunner().invoke(main, ["serve", "--insecure-no-auth"])
+    assert result.exit_code != 0 and "redis://:***@redis:6379/0" in result.output
+    assert REDIS_PW not in result.output
