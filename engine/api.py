@@ -5,6 +5,22 @@ the same event loop, so no locking is needed) and act through
 ``Service.act`` / ``Engine.set_orders`` so an action over HTTP is published
 exactly like one over ``em/ack``.  Views of engine state live in
 ``engine.views``; auth and the audit trail in ``engine.auth``.
+
+No request may stop alerting or slip past the audit trail (issue 21), so the
+edge is strict and every failure is a JSON answer:
+
+* bodies of POST/PUT must be ``application/json`` (415 otherwise): an HTML
+  form or a ``text/plain`` fetch from another site cannot be JSON without a
+  CORS preflight, which this server never grants, so an operator's browser
+  cannot be used to ack or close an alert behind his back (CSRF);
+* bodies are counted as they stream in and refused past ``MAX_BODY_BYTES``
+  (``MAX_ORDER_BYTES`` for orders) with 413, whatever Content-Length claims;
+* JSON nested deeper than ``MAX_JSON_DEPTH`` (or deep enough to exhaust the
+  parser's recursion) is a 400, and action fields have length limits (422),
+  so a huge note is never stored, published or written to the evidence log;
+* an unexpected exception in a handler is logged and answered with a JSON
+  500, and on mutating routes audited like any other outcome;
+* 404 and 405 are JSON, and every response carries ``SECURITY_HEADERS``.
 """
 
 from __future__ import annotations
@@ -19,10 +35,14 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from starlette.applications import Starlette
+from starlette.datastructures import MutableHeaders
+from starlette.exceptions import HTTPException
+from starlette.middleware import Middleware
 from starlette.requests import Request
 from starlette.responses import FileResponse, JSONResponse, Response, StreamingResponse
 from starlette.routing import Mount, Route
 from starlette.staticfiles import StaticFiles
+from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from engine import views
 from engine.alerts import LEVEL_RANK, AlertActionError
@@ -42,6 +62,28 @@ CONSOLE_DIR = views.CONSOLE_DIR
 ACTIONS = {"ack": "ack", "escalate": "escalate", "resolve": "resolve"}
 STREAM_QUEUE = 1000
 HEARTBEAT_S = 15.0
+
+# an action body: a 4,000-character note fully \u-escaped is 24 KB; the margin lets a nesting bomb
+# of a few hundred KB be parsed and answered 400 (named as such) instead of only "too large"
+MAX_BODY_BYTES = 256 * 1024
+MAX_ORDER_BYTES = 1024 * 1024  # an order with its zones (a detailed polygon is ~25 B a vertex)
+MAX_JSON_DEPTH = 32  # orders nest ~8 deep; deeper is an attack on the recursive code after us
+MAX_NOTE_CHARS = 4000  # an operator's note on an alert
+MAX_NAME_CHARS = 200  # ``by`` and other short fields
+
+CONTENT_SECURITY_POLICY = (
+    "default-src 'none'; script-src 'self'; style-src 'self'; img-src 'self' data:; "
+    "connect-src 'self'; base-uri 'none'; form-action 'none'; frame-ancestors 'none'"
+)
+SECURITY_HEADERS: Mapping[str, str] = {
+    "cache-control": "no-store",  # alerts and positions must not linger in caches
+    "content-security-policy": CONTENT_SECURITY_POLICY,
+    "x-frame-options": "DENY",
+    "x-content-type-options": "nosniff",
+    "referrer-policy": "no-referrer",
+    "cross-origin-opener-policy": "same-origin",
+    "cross-origin-resource-policy": "same-origin",
+}
 
 Handler = Callable[[Request], Awaitable[Response]]
 
@@ -82,9 +124,47 @@ def _error(status: int, message: str) -> JSONResponse:
     return JSONResponse({"error": message}, status_code=status)
 
 
+class SecurityHeaders:
+    """ASGI middleware adding ``SECURITY_HEADERS`` to every response that lacks them.
+
+    Pure ASGI (not ``BaseHTTPMiddleware``) so the SSE stream is not buffered.
+    """
+
+    def __init__(self, app: ASGIApp) -> None:
+        self.app = app
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        """Pass the request through; add the headers at ``http.response.start``."""
+        if scope["type"] != "http":
+            await self.app(scope, receive, send)
+            return
+
+        async def send_with_headers(message: Message) -> None:
+            if message["type"] == "http.response.start":
+                headers = MutableHeaders(scope=message)
+                for name, value in SECURITY_HEADERS.items():
+                    if name not in headers:
+                        headers[name] = value
+            await send(message)
+
+        await self.app(scope, receive, send_with_headers)
+
+
 def build_app(state: ApiState) -> Starlette:
     """The Starlette application for one running service."""
     service = state.service
+
+    def safe(handler: Callable[[Request], Awaitable[Response]]) -> Handler:
+        """Run an unauthenticated handler; an unexpected exception is a logged JSON 500."""
+
+        async def endpoint(request: Request) -> Response:
+            try:
+                return await handler(request)
+            except Exception:
+                log.exception("HTTP %s %s failed", request.method, request.url.path)
+                return _error(500, "internal error (logged)")
+
+        return endpoint
 
     def guarded(
         role: str, action: str, handler: Callable[[Request, Principal], Awaitable[Response]]
@@ -109,12 +189,17 @@ def build_app(state: ApiState) -> Starlette:
             elif not who.may(role):
                 response = _error(403, f"{who.role} may not {action}")
             else:
-                response = await handler(request, who)
+                try:
+                    refused = await admit_body(request)
+                    response = refused or await handler(request, who)
+                except Exception:  # a bug must answer, and be audited, not vanish in a 500 page
+                    log.exception("HTTP %s %s failed", request.method, request.url.path)
+                    response = _error(500, "internal error (logged)")
             if mutating:
                 note = ""
                 body = getattr(request.state, "body", None)
-                if isinstance(body, Mapping):
-                    note = str(body.get("note", ""))[:500]
+                if isinstance(body, Mapping) and isinstance(body.get("note"), str):
+                    note = body["note"][:500]
                 state.audit.record(
                     AuditEntry(
                         at=service.clock(),
@@ -132,15 +217,45 @@ def build_app(state: ApiState) -> Starlette:
 
         return endpoint
 
+    async def admit_body(request: Request) -> Response | None:
+        """Refuse a POST/PUT body that is not JSON (415) or too large (413); keep it otherwise.
+
+        The body is counted while it streams in, so a missing or false
+        Content-Length cannot get more than the limit into memory.
+        """
+        if request.method not in ("POST", "PUT", "PATCH"):
+            return None
+        media = request.headers.get("content-type", "").split(";", 1)[0].strip().lower()
+        if media != "application/json":
+            return _error(415, "request body must be application/json")
+        limit = MAX_ORDER_BYTES if request.url.path.startswith("/api/orders") else MAX_BODY_BYTES
+        too_large = _error(413, f"request body larger than {limit} bytes")
+        declared = request.headers.get("content-length")
+        if declared is not None and (not declared.isdigit() or int(declared) > limit):
+            return too_large if declared.isdigit() else _error(400, "bad Content-Length")
+        chunks: list[bytes] = []
+        size = 0
+        async for chunk in request.stream():
+            size += len(chunk)
+            if size > limit:
+                return too_large
+            chunks.append(chunk)
+        request.state.raw_body = b"".join(chunks)
+        return None
+
     async def read_json(request: Request) -> Any:
-        raw = await request.body()
-        if not raw:
+        raw: bytes = getattr(request.state, "raw_body", b"")
+        if not raw.strip():
             body: Any = {}
         else:
             try:
                 body = json.loads(raw)
             except ValueError as exc:
                 raise _BadRequest(f"body is not JSON: {exc}") from exc
+            except RecursionError as exc:
+                raise _BadRequest(f"body nests deeper than {MAX_JSON_DEPTH} levels") from exc
+            if _depth_exceeds(body, MAX_JSON_DEPTH):
+                raise _BadRequest(f"body nests deeper than {MAX_JSON_DEPTH} levels")
         request.state.body = body
         return body
 
@@ -208,9 +323,12 @@ def build_app(state: ApiState) -> Starlette:
                 return _error(400, 'body must be a JSON object {"by", "note"}')
             if aid not in service.engine.alerts.alerts:
                 return _error(404, f"unknown alert {aid}")
+            problem = _check_fields(body)
+            if problem:
+                return _error(422, problem)
             by = str(body.get("by") or who.name) if who.demo else who.name
             try:
-                effects = service.act(aid, action, by, str(body.get("note", "")))
+                effects = service.act(aid, action, by, body.get("note") or "")
             except AlertActionError as exc:
                 return _error(409, str(exc))
             alert = (
@@ -346,16 +464,16 @@ def build_app(state: ApiState) -> Starlette:
         return StreamingResponse(
             events(),
             media_type="text/event-stream",
-            headers={"cache-control": "no-cache", "x-accel-buffering": "no"},
+            headers={"cache-control": "no-store", "x-accel-buffering": "no"},
         )
 
     read = "read-only"
     routes = [
-        Route("/", console, methods=["GET"]),
-        Route("/healthz", healthz, methods=["GET"]),
-        Route("/readyz", readyz, methods=["GET"]),
-        Route("/metrics", metrics, methods=["GET"]),
-        Route("/openapi.json", openapi, methods=["GET"]),
+        Route("/", safe(console), methods=["GET"]),
+        Route("/healthz", safe(healthz), methods=["GET"]),
+        Route("/readyz", safe(readyz), methods=["GET"]),
+        Route("/metrics", safe(metrics), methods=["GET"]),
+        Route("/openapi.json", safe(openapi), methods=["GET"]),
         Route("/api/alerts", guarded(read, "read alerts", list_alerts), methods=["GET"]),
         Route("/api/alerts/{id}", guarded(read, "read alerts", get_alert), methods=["GET"]),
         *[
@@ -382,11 +500,65 @@ def build_app(state: ApiState) -> Starlette:
         Route("/api/stream", guarded(read, "read alerts", stream), methods=["GET"]),
         Mount("/console", app=StaticFiles(directory=str(CONSOLE_DIR)), name="console"),
     ]
-    return Starlette(routes=routes)
+    return Starlette(
+        routes=routes,
+        middleware=[Middleware(SecurityHeaders)],
+        exception_handlers={HTTPException: _http_error, Exception: _server_error},
+    )
+
+
+async def _http_error(request: Request, exc: Exception) -> Response:
+    """404, 405 and other routing errors as JSON (with Starlette's ``Allow`` header on 405)."""
+    if not isinstance(exc, HTTPException):  # registered for HTTPException only
+        return _error(500, "internal error (logged)")
+    response = _error(exc.status_code, str(exc.detail))
+    for name, value in (exc.headers or {}).items():
+        response.headers[name] = value
+    return response
+
+
+async def _server_error(request: Request, exc: Exception) -> Response:
+    """Last resort outside any handler: Starlette logs the exception, the caller gets JSON."""
+    return _error(500, "internal error (logged)")
+
+
+def _check_fields(body: Mapping[str, Any]) -> str | None:
+    """Why an action body's fields are unacceptable, or None: types and length limits."""
+    for key, limit in (
+        ("note", MAX_NOTE_CHARS),
+        ("by", MAX_NAME_CHARS),
+        ("outcome", MAX_NAME_CHARS),
+        ("target", MAX_NAME_CHARS),
+    ):
+        value = body.get(key)
+        if value is None:
+            continue
+        if not isinstance(value, str):
+            return f"{key!r} must be a string"
+        if len(value) > limit:
+            return f"{key!r} is {len(value)} characters; at most {limit} are accepted"
+    return None
+
+
+def _depth_exceeds(value: Any, limit: int) -> bool:
+    """True when ``value`` nests lists/objects deeper than ``limit`` (iterative: no recursion)."""
+    stack: list[tuple[Any, int]] = [(value, 1)]
+    while stack:
+        item, depth = stack.pop()
+        if isinstance(item, dict):
+            children: Any = item.values()
+        elif isinstance(item, list):
+            children = item
+        else:
+            continue
+        if depth > limit:
+            return True
+        stack.extend((child, depth + 1) for child in children)
+    return False
 
 
 class _BadRequest(Exception):
-    """A request body that is not JSON."""
+    """A request body that is not JSON, or nests too deeply."""
 
 
 def _csv(value: str | None) -> set[str]:

@@ -19,6 +19,10 @@ def main(log_level: str) -> None:
     logging.basicConfig(
         level=log_level.upper(), format="%(asctime)s %(levelname)s %(name)s: %(message)s"
     )
+    from engine.redact import install
+
+    for handler in logging.getLogger().handlers:  # no password or token in any log line
+        install(handler)
 
 
 @main.command()
@@ -47,19 +51,31 @@ def demo(once: bool, http_port: int, broker: str, speed: float) -> None:
 @click.option("--evidence-log", default=None, help="hash-chained evidence log, one per worker [EMGUARD_EVIDENCE_LOG]")
 @click.option("--config", "config_file", default=None,
               help="TOML with [rules] thresholds and [deadlines] reaction times [EMGUARD_CONFIG]")
+@click.option("--api-tokens-file", default=None,
+              help="file of token:name:role lines for the HTTP API [EMGUARD_API_TOKENS_FILE]")
+@click.option("--insecure-no-auth", is_flag=True, default=None,
+              help="run the HTTP API with NO authentication (trusted networks only) [EMGUARD_INSECURE_NO_AUTH=1]")
 def serve(broker: str | None, redis_url: str | None, orders: str | None, http_port: int | None,
-          shared_group: str | None, evidence_log: str | None, config_file: str | None) -> None:
-    """Run the production service (config from flags, EMGUARD_* environment)."""
+          shared_group: str | None, evidence_log: str | None, config_file: str | None,
+          api_tokens_file: str | None, insecure_no_auth: bool | None) -> None:
+    """Run the production service (config from flags, EMGUARD_* environment).
+
+    The HTTP API needs tokens (EMGUARD_API_TOKENS_FILE or EMGUARD_API_TOKENS); without them
+    the service refuses to start unless --insecure-no-auth says otherwise.
+    """
     from engine.config import ServiceConfig
     from engine.serve import run_serve
 
     try:
         cfg = ServiceConfig.from_env(broker=broker, redis=redis_url, orders=orders, http_port=http_port,
                                      shared_group=shared_group, evidence_log=evidence_log,
-                                     config=config_file)
+                                     config=config_file, api_tokens_file=api_tokens_file,
+                                     insecure_no_auth=insecure_no_auth or None)
         asyncio.run(run_serve(cfg))
-    except EngineError as exc:
-        raise click.ClickException(str(exc)) from exc
+    except EngineError as exc:  # the exit message lands in the same log stream: mask secrets
+        from engine.redact import redact_text
+
+        raise click.ClickException(redact_text(str(exc))) from exc
     except KeyboardInterrupt:
         pass
 

@@ -16,6 +16,7 @@ from typing import Any
 
 from engine.alerts import DEFAULT_DEADLINES, KINDS, LEVELS
 from engine.errors import ConfigError
+from engine.redact import MASK, redact_url
 
 
 @dataclass(frozen=True, slots=True)
@@ -153,6 +154,25 @@ class ServiceConfig:
     config: str | None = None  # TOML with [rules] and [deadlines] (load_engine_config)
     worker_index: int = 0  # this worker's place among `workers` (scale-out, engine/cluster.py)
     workers: int = 1
+    # HTTP API access (engine/auth.py): `serve` refuses to start with neither tokens nor the
+    # explicit insecure switch, so a forgotten secret cannot leave the API open to anyone
+    api_tokens: str | None = None  # token:name:role,... (prefer the file: env leaks to /proc)
+    api_tokens_file: str | None = None  # the same entries in a mounted secret file
+    insecure_no_auth: bool = False  # everyone acts as demo-operator; trusted networks only
+    http_tls_cert: str | None = None  # PEM certificate (chain): the API speaks HTTPS itself
+    http_tls_key: str | None = None  # its PEM private key
+
+    def __repr__(self) -> str:
+        """Every field, with passwords, tokens and URL passwords masked (safe to log)."""
+        shown = []
+        for f in fields(self):
+            value = getattr(self, f.name)
+            if f.name in _SECRET_FIELDS and value:
+                value = MASK
+            elif f.name in _URL_FIELDS and isinstance(value, str):
+                value = redact_url(value)
+            shown.append(f"{f.name}={value!r}")
+        return f"ServiceConfig({', '.join(shown)})"
 
     @classmethod
     def from_env(cls, env: Mapping[str, str] | None = None, **overrides: object) -> ServiceConfig:
@@ -173,10 +193,30 @@ class ServiceConfig:
                     values[name] = int(str(values[name]))
         except ValueError as exc:
             raise ConfigError(f"EMGUARD_HTTP_PORT / queue size must be an integer: {exc}") from exc
+        if "insecure_no_auth" in values:
+            values["insecure_no_auth"] = _flag("EMGUARD_INSECURE_NO_AUTH", values["insecure_no_auth"])
         cfg = cls(**values)  # type: ignore[arg-type]
         if not cfg.broker.startswith(("mqtt://", "mqtts://")):
-            raise ConfigError(f"broker must look like mqtt://host:port or mqtts://host:port, got {cfg.broker!r}")
-        return cfg
+            raise ConfigError(
+                f"broker must look like mqtt://host:port or mqtts://host:port, got {redact_url(cfg.broker)!r}"
+            )
+        return cfg  # a half TLS pair is refused where it is used (engine.http.HttpServer)
+
+
+def _flag(var: str, value: object) -> bool:
+    """A yes/no setting: 1/true/yes/on or 0/false/no/off; anything else fails at start-up."""
+    if isinstance(value, bool):
+        return value
+    text = str(value).strip().lower()
+    if text in ("1", "true", "yes", "on"):
+        return True
+    if text in ("0", "false", "no", "off"):
+        return False
+    raise ConfigError(f"{var} must be 1 or 0, got {value!r}")
+
+
+_SECRET_FIELDS = {"mqtt_password", "mqtt_publish_password", "api_tokens"}  # by name: ok if absent
+_URL_FIELDS = {"broker", "redis"}
 
 
 _ENV = {
@@ -198,4 +238,9 @@ _ENV = {
     "config": "EMGUARD_CONFIG",
     "worker_index": "EMGUARD_WORKER_INDEX",
     "workers": "EMGUARD_WORKERS",
+    "api_tokens": "EMGUARD_API_TOKENS",
+    "api_tokens_file": "EMGUARD_API_TOKENS_FILE",
+    "insecure_no_auth": "EMGUARD_INSECURE_NO_AUTH",
+    "http_tls_cert": "EMGUARD_HTTP_TLS_CERT",
+    "http_tls_key": "EMGUARD_HTTP_TLS_KEY",
 }

@@ -4,13 +4,26 @@ uvicorn is started in-process as a task so handlers read the engine's state
 directly, with no thread and no lock.  uvicorn's own signal capture is turned
 off: ``emguard serve``/``demo`` own SIGINT/SIGTERM and stop the server
 through ``stop()`` after the engine has drained.
+
+uvicorn's own logging set-up is turned off too (``log_config=None``): its
+records then reach the process's handlers, which write JSON and mask secrets
+(``engine.redact``), and the access log stays off because a request line can
+carry the SSE stream's ``access_token``.
+
+Without tokens the server allows every caller (demo mode).  That is refused
+on any interface but loopback unless the caller says ``insecure_no_auth``,
+so no path can expose an open API to a network by accident.  With
+``tls_cert``/``tls_key`` it speaks HTTPS itself (uvicorn's ``ssl_certfile``/
+``ssl_keyfile``); otherwise TLS belongs to a reverse proxy (docs/http-api.md).
 """
 
 from __future__ import annotations
 
 import asyncio
 import contextlib
+import ipaddress
 import logging
+import ssl
 from collections.abc import Generator, Mapping
 from typing import Any
 
@@ -40,8 +53,10 @@ class HttpServer:
 
     ``orders_doc`` is the parsed orders file the engine's book was loaded
     from; without it the order endpoints are read-only.  ``tokens`` maps a
-    bearer token to a principal; None reads ``EMGUARD_API_TOKENS`` and an
-    empty mapping means demo mode (no auth, see ``engine.auth``).
+    bearer token to a principal; None reads ``EMGUARD_API_TOKENS`` (and
+    ``EMGUARD_API_TOKENS_FILE``) and an empty mapping means demo mode (no
+    auth, see ``engine.auth``), which ``start()`` refuses on a non-loopback
+    host unless ``insecure_no_auth`` is set.
     """
 
     def __init__(
@@ -53,10 +68,18 @@ class HttpServer:
         orders_doc: Mapping[str, Any] | None = None,
         tokens: Mapping[str, Principal] | None = None,
         registry: CollectorRegistry | None = None,
+        insecure_no_auth: bool = False,
+        tls_cert: str | None = None,
+        tls_key: str | None = None,
     ) -> None:
         self.service = service
         self.host = host
         self.port = port
+        self.insecure_no_auth = insecure_no_auth
+        if bool(tls_cert) != bool(tls_key):
+            raise ConfigError("HTTPS needs both EMGUARD_HTTP_TLS_CERT and EMGUARD_HTTP_TLS_KEY")
+        self.tls_cert = tls_cert
+        self.tls_key = tls_key
         self.metrics = EngineMetrics(service, registry)
         auth = Authenticator(tokens_from_env() if tokens is None else tokens)
         doc = dict(orders_doc) if orders_doc is not None else None
@@ -70,17 +93,37 @@ class HttpServer:
     async def start(self) -> None:
         """Bind and serve; returns once listening (``port=0`` picks a free port, see ``.port``)."""
         if not self.state.auth.enabled:
-            log.warning(
-                "HTTP API without tokens (EMGUARD_API_TOKENS unset): every caller acts as "
-                "demo-operator; use only on a trusted local interface"
-            )
+            if not (self.insecure_no_auth or _loopback(self.host)):
+                raise ConfigError(
+                    f"HTTP API on {self.host} without tokens: set EMGUARD_API_TOKENS or "
+                    "EMGUARD_API_TOKENS_FILE (token:name:role), or bind 127.0.0.1"
+                )
+            if self.insecure_no_auth:
+                log.warning(
+                    "INSECURE (--insecure-no-auth): the HTTP API on %s:%d has NO authentication; "
+                    "anyone who can reach it can acknowledge and close alerts and change orders",
+                    self.host,
+                    self.port,
+                )
+            else:
+                log.warning(
+                    "HTTP API without tokens on loopback %s: every local caller acts as "
+                    "demo-operator with supervisor rights",
+                    self.host,
+                )
+        if self.tls_cert and self.tls_key:
+            _check_tls(self.tls_cert, self.tls_key)
         config = uvicorn.Config(
             self.app,
             host=self.host,
             port=self.port,
             log_level="warning",
+            log_config=None,  # our handlers: JSON lines, secrets masked
+            access_log=False,  # a request line may carry ?access_token=
             lifespan="off",
             timeout_graceful_shutdown=STOP_TIMEOUT_S,
+            ssl_certfile=self.tls_cert,
+            ssl_keyfile=self.tls_key,
         )
         self._server = _Server(config)
         self.state.closing = False
@@ -116,7 +159,8 @@ class HttpServer:
     @property
     def url(self) -> str:
         """Base URL of the running server."""
-        return f"http://{self.host}:{self.port}"
+        scheme = "https" if self.tls_cert else "http"
+        return f"{scheme}://{self.host}:{self.port}"
 
     async def _serve(self, server: _Server) -> None:
         try:
@@ -126,3 +170,23 @@ class HttpServer:
                 f"HTTP server cannot listen on {self.host}:{self.port} "
                 "(port in use or not permitted)"
             ) from exc
+
+
+def _loopback(host: str) -> bool:
+    """True for an address only this machine can reach (``localhost``, 127.0.0.0/8, ::1)."""
+    if host == "localhost":
+        return True
+    try:
+        return ipaddress.ip_address(host).is_loopback
+    except ValueError:
+        return False
+
+
+def _check_tls(cert: str, key: str) -> None:
+    """Load the pair once here so a bad path or a mismatched key is a ConfigError, not a crash."""
+    try:
+        ssl.create_default_context(ssl.Purpose.CLIENT_AUTH).load_cert_chain(cert, key)
+    except (OSError, ssl.SSLError) as exc:
+        raise ConfigError(
+            f"EMGUARD_HTTP_TLS_CERT/KEY ({cert}, {key}) cannot be used: {exc}"
+        ) from exc

@@ -4,6 +4,10 @@
 message), adds the exception text when there is one, and passes through
 ``extra={...}`` fields, so a line can be filtered by alert id or device
 without parsing prose.
+
+Every handler set up here (and by the CLI) carries ``engine.redact``'s
+filter, so a password inside a URL, the MQTT password or an API token never
+reaches a log line, whichever library formatted the message.
 """
 
 from __future__ import annotations
@@ -12,6 +16,7 @@ import json
 import logging
 from typing import Any
 
+from engine.redact import install as install_redaction
 from engine.timeutil import format_time
 
 _STANDARD = set(vars(logging.LogRecord("x", 0, "x", 0, "", None, None))) | {"message", "asctime"}
@@ -32,6 +37,8 @@ class JsonFormatter(logging.Formatter):
                 doc[key] = value
         if record.exc_info:
             doc["exc"] = self.formatException(record.exc_info)
+        elif record.exc_text:  # already formatted (and masked) by the redacting filter
+            doc["exc"] = record.exc_text
         return json.dumps(doc, default=str, separators=(",", ":"), ensure_ascii=False)
 
 
@@ -39,6 +46,7 @@ def use_json_logs(level: str | int = "INFO") -> None:
     """Replace the root handlers with one stderr handler writing JSON lines."""
     handler = logging.StreamHandler()
     handler.setFormatter(JsonFormatter())
+    install_redaction(handler)
     root = logging.getLogger()
     root.handlers[:] = [handler]
     root.setLevel(level if isinstance(level, int) else level.upper())

@@ -1,7 +1,9 @@
 """The OpenAPI 3.1 description of the HTTP API (hand-written: it is the contract for clients).
 
 A test checks that every route of ``engine.api`` is described here and that
-real responses carry the required fields listed in these schemas.
+real responses carry the required fields listed in these schemas.  Every
+error, including 404/405 from routing and 500, is a JSON ``Error``; the
+limits stated here are the ones ``engine.api`` enforces.
 """
 
 from __future__ import annotations
@@ -62,7 +64,10 @@ _ORDER = {
 _ERROR = {"type": "object", "required": ["error"], "properties": {"error": {"type": "string"}}}
 _ACTION_BODY = {
     "type": "object",
-    "properties": {"by": {"type": "string"}, "note": {"type": "string"}},
+    "properties": {
+        "by": {"type": "string", "maxLength": 200},
+        "note": {"type": "string", "maxLength": 4000},
+    },
 }
 
 
@@ -85,7 +90,10 @@ def _errors(*codes: int) -> dict[str, Any]:
         403: "role not allowed",
         404: "not found",
         409: "action does not apply",
-        422: "orders invalid",
+        413: "body over the limit (256 KiB for actions, 1 MiB for orders)",
+        415: "body is not application/json",
+        422: "invalid: an order the loader refuses, or an action field too long or not a string",
+        500: "internal error (logged and audited)",
     }
     return {str(c): _json(_ref("Error"), text[c]) for c in codes}
 
@@ -103,7 +111,10 @@ def openapi_schema() -> dict[str, Any]:
     action = {
         "parameters": ID,
         "requestBody": {"content": {"application/json": {"schema": _ref("ActionBody")}}},
-        "responses": {"200": _json(_ref("Alert")), **_errors(400, 401, 403, 404, 409)},
+        "responses": {
+            "200": _json(_ref("Alert")),
+            **_errors(400, 401, 403, 404, 409, 413, 415, 422, 500),
+        },
     }
     query = [
         {"name": n, "in": "query", "required": False, "schema": {"type": "string"}}
@@ -209,7 +220,7 @@ def openapi_schema() -> dict[str, Any]:
                     "responses": {
                         "200": _json(_ref("Order")),
                         "201": _json(_ref("Order"), "created"),
-                        **_errors(400, 401, 403, 409, 422),
+                        **_errors(400, 401, 403, 409, 413, 415, 422, 500),
                     },
                 },
                 "delete": {

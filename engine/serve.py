@@ -1,4 +1,11 @@
-"""``emguard serve``: the production service assembled from configuration."""
+"""``emguard serve``: the production service assembled from configuration.
+
+It refuses to start with an open HTTP API: no ``EMGUARD_API_TOKENS`` /
+``EMGUARD_API_TOKENS_FILE`` is a ConfigError unless ``--insecure-no-auth``
+(``EMGUARD_INSECURE_NO_AUTH=1``) says so explicitly, and then it warns loudly.
+Secrets of the configuration (URL passwords, the MQTT password, the tokens)
+are registered with ``engine.redact`` before anything is logged.
+"""
 
 from __future__ import annotations
 
@@ -9,7 +16,9 @@ import logging
 import signal
 from pathlib import Path
 from typing import Any
+from urllib.parse import unquote, urlsplit
 
+from engine.auth import Principal, load_tokens
 from engine.cluster import Cluster
 from engine.config import EngineConfig, ServiceConfig, load_engine_config
 from engine.errors import ConfigError
@@ -19,6 +28,7 @@ from engine.logjson import use_json_logs
 from engine.native import build_name, stale_extensions
 from engine.orders import load_orders
 from engine.pipeline import Engine
+from engine.redact import redact_url, register_secret
 from engine.service import Service
 from engine.store_redis import RedisStore
 
@@ -36,11 +46,45 @@ def read_orders_doc(path: str) -> dict[str, Any]:
     return doc
 
 
+def api_tokens(cfg: ServiceConfig) -> dict[str, Principal]:
+    """The API's tokens; none without ``insecure_no_auth`` is a ConfigError saying what to set.
+
+    Also registers every secret of ``cfg`` with ``engine.redact`` so none can reach a log line.
+    """
+    register_secret(cfg.mqtt_password)
+    register_secret(getattr(cfg, "mqtt_publish_password", None))  # the publishing login (main)
+    for url in (cfg.broker, cfg.redis):
+        password = _url_password(url)
+        register_secret(password)
+        register_secret(unquote(password) if password else None)  # as redis-py decodes it
+    tokens = load_tokens(cfg.api_tokens, cfg.api_tokens_file)
+    if tokens or not cfg.http_port:
+        return tokens
+    if not cfg.insecure_no_auth:
+        raise ConfigError(
+            "the HTTP API has no credentials: set EMGUARD_API_TOKENS_FILE (a file of "
+            "token:name:role lines) or EMGUARD_API_TOKENS, or pass --insecure-no-auth "
+            "(EMGUARD_INSECURE_NO_AUTH=1) to run it open on a trusted network, or "
+            "--http-port 0 to run without it"
+        )
+    return tokens  # empty: HttpServer.start() warns loudly once logging is set up
+
+
+def _url_password(url: str | None) -> str | None:
+    if not url:
+        return None
+    try:
+        return urlsplit(url).password
+    except ValueError:
+        return None
+
+
 async def run_serve(cfg: ServiceConfig) -> None:
     """Load orders, start the service, stop cleanly on SIGTERM/SIGINT (drain, then publish)."""
     stale = stale_extensions()
     if stale:  # an in-place build older than an edited source: the edit would not run
         raise ConfigError(f"compiled extensions older than their sources: {', '.join(stale)}")
+    tokens = api_tokens(cfg)
     if not cfg.orders:
         raise ConfigError("no orders file: pass --orders or set EMGUARD_ORDERS")
     doc = read_orders_doc(cfg.orders)
@@ -81,11 +125,19 @@ async def run_serve(cfg: ServiceConfig) -> None:
         except ImportError:
             HttpServer = None  # type: ignore[assignment,misc]
         if HttpServer is not None:
-            server = HttpServer(service, host=cfg.http_host, port=cfg.http_port)
+            server = HttpServer(
+                service,
+                host=cfg.http_host,
+                port=cfg.http_port,
+                tokens=tokens,
+                insecure_no_auth=cfg.insecure_no_auth,
+                tls_cert=cfg.http_tls_cert,
+                tls_key=cfg.http_tls_key,
+            )
             await server.start()
     log.info(
         "emguard serving %d orders from %s on %s (%s build)",
-        len(book.orders), cfg.orders, cfg.broker, build_name(),
+        len(book.orders), cfg.orders, redact_url(cfg.broker), build_name(),
     )
     try:
         await service.run(stop)

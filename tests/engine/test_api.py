@@ -113,7 +113,12 @@ async def test_action_conflicts_and_unknowns() -> None:
         r = await c.post(f"/api/alerts/{aid}/ack", json={})
         assert r.status_code == 409 and "already acknowledged" in r.json()["error"]
         assert (await c.post("/api/alerts/A-x/ack", json={})).status_code == 404
-        assert (await c.post(f"/api/alerts/{aid}/resolve", content=b"{nope")).status_code == 400
+        bad = await c.post(
+            f"/api/alerts/{aid}/resolve",
+            content=b"{nope",
+            headers={"content-type": "application/json"},
+        )
+        assert bad.status_code == 400
         assert (await c.post(f"/api/alerts/{aid}/frobnicate", json={})).status_code in (404, 405)
 
 

@@ -15,20 +15,22 @@ from engine.timeutil import format_time
 from tests.engine.api_support import BAN, make_world
 
 TOKENS = {
-    "tok-ro": Principal("rita", "read-only"),
-    "tok-op": Principal("oscar", "operator"),
-    "tok-sup": Principal("sue", "supervisor"),
+    "tok-ro-0123456789": Principal("rita", "read-only"),
+    "tok-op-0123456789": Principal("oscar", "operator"),
+    "tok-sup-0123456789": Principal("sue", "supervisor"),
 }
+RO, OP, SUP = TOKENS
 
 
 def test_parse_tokens_reads_env_form_and_rejects_bad_roles() -> None:
     """``token:name:role`` entries parse; an unknown role or malformed entry fails at start-up."""
-    assert parse_tokens("a:alice:operator, b:bob:supervisor") == {
-        "a": Principal("alice", "operator"),
-        "b": Principal("bob", "supervisor"),
+    a, b = "a" * 16, "b" * 16
+    assert parse_tokens(f"{a}:alice:operator, {b}:bob:supervisor") == {
+        a: Principal("alice", "operator"),
+        b: Principal("bob", "supervisor"),
     }
     assert parse_tokens("") == {}
-    for bad in ("a:alice:admin", "a:alice", "::operator"):
+    for bad in (f"{a}:alice:admin", f"{a}:alice", "::operator", "short:alice:operator"):
         with pytest.raises(ConfigError):
             parse_tokens(bad)
 
@@ -38,13 +40,13 @@ def test_parse_tokens_reads_env_form_and_rejects_bad_roles() -> None:
     [
         (None, "GET", "/api/alerts", 401),
         ("wrong", "GET", "/api/alerts", 401),
-        ("tok-ro", "GET", "/api/alerts", 200),
-        ("tok-ro", "POST", "/api/alerts/{aid}/ack", 403),
-        ("tok-op", "POST", "/api/alerts/{aid}/ack", 200),
-        ("tok-op", "DELETE", "/api/orders/O-1", 403),
-        ("tok-op", "GET", "/api/audit", 200),
-        ("tok-ro", "GET", "/api/audit", 403),
-        ("tok-sup", "DELETE", "/api/orders/O-1", 200),
+        (RO, "GET", "/api/alerts", 200),
+        (RO, "POST", "/api/alerts/{aid}/ack", 403),
+        (OP, "POST", "/api/alerts/{aid}/ack", 200),
+        (OP, "DELETE", "/api/orders/O-1", 403),
+        (OP, "GET", "/api/audit", 200),
+        (RO, "GET", "/api/audit", 403),
+        (SUP, "DELETE", "/api/orders/O-1", 200),
         (None, "GET", "/healthz", 200),
         (None, "GET", "/metrics", 200),
     ],
@@ -62,9 +64,9 @@ async def test_authenticated_actor_name_wins_over_body_and_is_audited() -> None:
     """With auth on, ``by`` is the token's operator, not what the body claims; refusals are audited too."""
     w = make_world(tokens=TOKENS)
     aid = w.raise_exclusion()
-    async with w.client("tok-ro") as ro:
+    async with w.client(RO) as ro:
         assert (await ro.post(f"/api/alerts/{aid}/ack", json={"by": "oscar"})).status_code == 403
-    async with w.client("tok-op") as op:
+    async with w.client(OP) as op:
         r = await op.post(f"/api/alerts/{aid}/ack", json={"by": "somebody-else", "note": "n"})
         assert r.status_code == 200 and r.json()["changed_by"] == "oscar"
         audit = (await op.get("/api/audit")).json()["audit"]

@@ -53,7 +53,10 @@ async def wait_until(predicate, limit_s: float = 10.0) -> None:  # type: ignore[
 
 
 async def test_alert_appears_live_and_is_acknowledged_from_the_console() -> None:
-    """A fix in a ban zone shows up in the console queue via SSE; clicking Acknowledge acknowledges it."""
+    """A fix in a ban zone shows up in the console queue via SSE; clicking Acknowledge acknowledges it.
+
+    The page runs under the server's Content-Security-Policy; any violation fails the test.
+    """
     from playwright.async_api import async_playwright, expect
 
     executable = chromium_path()
@@ -81,6 +84,8 @@ async def test_alert_appears_live_and_is_acknowledged_from_the_console() -> None
                 browser = await pw.chromium.launch(executable_path=executable, args=ARGS)
                 try:
                     page = await browser.new_page()
+                    console: list[str] = []  # the page runs under the server's CSP: no violations
+                    page.on("console", lambda m: console.append(m.text))
                     await page.goto(server.url + "/")
                     await expect(page.locator("#conn")).to_have_text("live", timeout=10_000)
                     assert await page.locator("#queue tbody tr").count() == 0
@@ -115,6 +120,7 @@ async def test_alert_appears_live_and_is_acknowledged_from_the_console() -> None
                     await page.fill("#note", "called subject")
                     await page.click("#btn-ack")
                     await expect(row.locator(".state")).to_have_text("acknowledged", timeout=10_000)
+                    assert not [m for m in console if "Content Security Policy" in m], console
                 finally:
                     await browser.close()
 

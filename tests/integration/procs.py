@@ -87,12 +87,17 @@ def redis(tmp: Path) -> Proc:
     return Proc(argv, port, log=tmp / "redis.log")
 
 
+API_TOKEN = "integration-supervisor-token"  # `emguard serve` refuses an API without tokens
+API_HEADERS = {"authorization": f"Bearer {API_TOKEN}"}
+
+
 def engine(tmp: Path, broker_port: int, redis_port: int, orders: Path, client_id: str = "emguard-engine-a",
            **extra_env: str) -> Proc:
     http = free_port()
     env = {**os.environ, "EMGUARD_BROKER": f"mqtt://127.0.0.1:{broker_port}",
            "EMGUARD_REDIS": f"redis://127.0.0.1:{redis_port}/0", "EMGUARD_ORDERS": str(orders),
-           "EMGUARD_HTTP_PORT": str(http), "EMGUARD_CLIENT_ID": client_id, **extra_env}
+           "EMGUARD_HTTP_PORT": str(http), "EMGUARD_CLIENT_ID": client_id,
+           "EMGUARD_API_TOKENS": f"{API_TOKEN}:integration:supervisor", **extra_env}
     argv = [sys.executable, "-m", "engine.cli", "--log-level", "INFO", "serve"]
     return Proc(argv, http, env=env, log=tmp / f"engine-{client_id}.log")
 

@@ -113,7 +113,8 @@ async def _run(tmp: Path, kill_one: bool) -> tuple[list[dict], list[int]]:
         await asyncio.sleep(2.0)
         owned = []
         for w in workers:
-            async with httpx.AsyncClient(base_url=f"http://127.0.0.1:{w.port}", timeout=5) as c:
+            async with httpx.AsyncClient(base_url=f"http://127.0.0.1:{w.port}", timeout=5,
+                                         headers=procs.API_HEADERS) as c:
                 owned.append(len((await c.get("/api/alerts", params={"kind": "proximity"})).json()["alerts"]))
         return centre.got, owned
     finally:
