@@ -18,8 +18,8 @@ from engine.errors import EngineError
 
 MAX_ACK_BYTES: Final = 16_384
 MAX_ID_CHARS: Final = 128
-MAX_NAME_CHARS: Final = 128
-MAX_NOTE_CHARS: Final = 4_000
+MAX_NAME_CHARS: Final = 200
+MAX_NOTE_CHARS: Final = 4_000  # an operator's note, over MQTT or HTTP alike
 
 AlertId = Annotated[str, msgspec.Meta(min_length=1, max_length=MAX_ID_CHARS)]
 Name = Annotated[str, msgspec.Meta(max_length=MAX_NAME_CHARS)]

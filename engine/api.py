@@ -45,6 +45,7 @@ from starlette.staticfiles import StaticFiles
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from engine import views
+from engine.acks import MAX_NAME_CHARS, MAX_NOTE_CHARS  # the same limits as em/ack
 from engine.alerts import LEVEL_RANK, AlertActionError
 from engine.auth import AuditEntry, AuditTrail, Authenticator, Principal
 from engine.errors import EngineError
@@ -68,8 +69,6 @@ HEARTBEAT_S = 15.0
 MAX_BODY_BYTES = 256 * 1024
 MAX_ORDER_BYTES = 1024 * 1024  # an order with its zones (a detailed polygon is ~25 B a vertex)
 MAX_JSON_DEPTH = 32  # orders nest ~8 deep; deeper is an attack on the recursive code after us
-MAX_NOTE_CHARS = 4000  # an operator's note on an alert
-MAX_NAME_CHARS = 200  # ``by`` and other short fields
 
 CONTENT_SECURITY_POLICY = (
     "default-src 'none'; script-src 'self'; style-src 'self'; img-src 'self' data:; "

@@ -34,6 +34,7 @@ from redis.exceptions import RedisError
 from engine.alerts import Alert
 from engine.messages import Outgoing
 from engine.pipeline import StateDelta
+from engine.redact import redact_url
 from engine.store import StoreUnavailable, alert_record, decode_message, encode_message
 
 
@@ -41,7 +42,7 @@ class RedisStore:
     """``StateStore`` on Redis; every Redis failure surfaces as ``StoreUnavailable``."""
 
     def __init__(self, url: str, namespace: str = "emguard") -> None:
-        self.url = url
+        self.url = redact_url(url)  # for messages: errors reach logs and /readyz, never the password
         self.ns = namespace
         self.redis = aioredis.from_url(url, socket_timeout=2.0, socket_connect_timeout=2.0)
 

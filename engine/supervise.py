@@ -30,6 +30,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from engine.errors import EngineError
+from engine.redact import redact_text
 
 log = logging.getLogger(__name__)
 
@@ -117,7 +118,8 @@ class Supervisor:
                 health.running = False
                 raise
             except Exception as exc:  # the point of this class: no failure goes unnoticed
-                cause = f"{type(exc).__name__}: {exc}"
+                # /readyz shows it without a token: never a password an error text carried
+                cause = redact_text(f"{type(exc).__name__}: {exc}")
                 log.exception("task %s failed", name)
             health.running = False
             health.failures += 1

@@ -166,3 +166,25 @@ def test_a_payload_too_large_even_shortened_keeps_its_short_scalars() -> None:
     payload = {"alert_id": "A-1", **{f"k{i}": "y" * 900 for i in range(2_000)}}
     data, short = encode_bounded(payload)
     assert short and len(data) <= MAX_PUBLISH_BYTES and json.loads(data)["alert_id"] == "A-1"
+
+
+async def test_store_errors_and_task_failures_never_carry_the_redis_password() -> None:
+    """/readyz needs no token and shows failures: the store's error text is redacted at the source."""
+    from engine.broker import free_port
+    from engine.store import StoreUnavailable
+    from engine.store_redis import RedisStore
+
+    store = RedisStore(f"redis://:s3cret-pass@127.0.0.1:{free_port()}/0")
+    with pytest.raises(StoreUnavailable) as info:
+        await store.load_state()
+    await store.close()
+    assert "s3cret-pass" not in str(info.value) and "127.0.0.1" in str(info.value)
+    stop = asyncio.Event()
+    sup = Supervisor(stop)
+
+    async def fails() -> None:
+        raise StoreUnavailable("redis redis://:s3cret-pass@db:6379/0: refused")
+
+    sup.start("committer", fails, restartable=False)
+    await asyncio.wait_for(stop.wait(), 2)
+    assert sup.fatal is not None and "s3cret-pass" not in sup.fatal
