@@ -34,13 +34,23 @@ from devices.fastpath import fast_fixes
 from devices.model import DeviceEvent, Fix, Rejection, RejectReason
 from devices.owntracks import location_to_fix, owntracks_type
 from devices.topics import TopicRef, TopicScheme
-from devices.validate import MIN_TIME, event_from_object, fix_from_object, when
+from devices.validate import (
+    MAX_BURST,
+    MAX_ID_CHARS,
+    MAX_PAYLOAD_BYTES,
+    MAX_SEQ,
+    MAX_TOPIC_CHARS,
+    MIN_TIME,
+    event_from_object,
+    fix_from_object,
+    when,
+)
 
 log = logging.getLogger(__name__)
 
 R = RejectReason
 TOO_LARGE_KEEP = 1024  # characters of an oversized payload kept in its dead-letter record
-_DECODE_ERRORS = (msgspec.MsgspecError, ValueError, RecursionError)
+_DECODE_ERRORS = (msgspec.MsgspecError, ValueError)
 _decode_json = msgspec.json.decode
 
 
@@ -94,7 +104,7 @@ def decode_message(
     prefix: str = "em",
     owntracks_map: Mapping[str, str] | None = None,
     max_future_s: float = 300.0,
-    max_bytes: int = 256_000,
+    max_bytes: int = MAX_PAYLOAD_BYTES,
     min_time: float = MIN_TIME,
 ) -> Decoded:
     """Decode and validate one received message; never raises.
@@ -103,6 +113,9 @@ def decode_message(
     time: a fix more than ``max_future_s`` after arrival is ``future_time``;
     one before ``min_time`` (default 2000-01-01) is ``bad_time``.
     ``owntracks_map`` maps ``"user/device"`` to a registered device id.
+    A payload above ``max_bytes`` (default 256 KiB), a topic above 256 characters or a device
+    id above 64 is ``too_large``; JSON nested beyond the decoder's limit (~1,000 levels) is
+    ``too_deep``; a burst above 4,096 elements is ``too_large`` as a whole.
     """
     try:
         return _decode(
@@ -126,9 +139,14 @@ def decode_message(
 
 
 def _own_seq(doc: Any, device: str) -> int | None:
-    """The seq of a rejected object that names the topic's device, else None."""
+    """The seq of a rejected object that names the topic's device, else None.
+
+    Only a seq in range (``devices.validate.MAX_SEQ``): it moves the device's sequence.
+    """
     if type(doc) is dict and doc.get("device") == device and type(doc.get("seq")) is int:
-        return int(doc["seq"])
+        seq = int(doc["seq"])
+        if 0 <= seq <= MAX_SEQ:
+            return seq
     return None
 
 
@@ -161,6 +179,15 @@ def _decode(
     max_bytes: int,
     min_time: float,
 ) -> Decoded:
+    if len(topic) > MAX_TOPIC_CHARS:  # never parsed, cached, nor kept whole
+        return _reject(
+            R.TOO_LARGE,
+            f"topic is {len(topic)} characters, limit {MAX_TOPIC_CHARS}",
+            topic[:MAX_TOPIC_CHARS] + "…",
+            payload[:TOO_LARGE_KEEP],
+            arrival,
+            None,
+        )
     ref = _parse_topic(prefix, topic)
     if ref is None:
         return _reject(
@@ -169,6 +196,9 @@ def _decode(
     if ref.kind == "owntracks_other":
         return Decoded([], [], [])
     device = ref.device
+    if device is not None and len(device) > MAX_ID_CHARS:
+        detail = f"device id in the topic is {len(device)} characters, limit {MAX_ID_CHARS}"
+        return _reject(R.TOO_LARGE, detail, topic, payload[:TOO_LARGE_KEEP], arrival, None)
     if len(payload) > max_bytes:
         kept = _text(payload[:TOO_LARGE_KEEP])
         detail = f"payload is {len(payload)} bytes, limit {max_bytes} (first {len(kept)} kept)"
@@ -179,6 +209,10 @@ def _decode(
             return Decoded(fast, [], [])
     try:
         doc = _decode_json(payload)
+    except RecursionError:
+        # msgspec counts its own depth and stops at ~1,000 levels: a clean refusal
+        detail = "JSON nested deeper than the decoder's limit (about 1,000 levels)"
+        return _reject(R.TOO_DEEP, detail, topic, payload, arrival, device)
     except _DECODE_ERRORS as exc:
         return _reject(R.BAD_JSON, f"not valid JSON: {exc}", topic, payload, arrival, device)
 
@@ -248,6 +282,9 @@ def _burst(
 ) -> Decoded:
     if not items:
         return _reject(R.EMPTY_BURST, "payload is an empty array", topic, payload, arrival, device)
+    if len(items) > MAX_BURST:  # a dead letter per element would multiply the message
+        detail = f"burst of {len(items)} elements, limit {MAX_BURST}"
+        return _reject(R.TOO_LARGE, detail, topic, payload, arrival, device)
     fixes: list[Fix] = []
     events: list[DeviceEvent] = []
     rejections: list[Rejection] = []

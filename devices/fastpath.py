@@ -19,6 +19,7 @@ from msgspec.structs import astuple
 from mypy_extensions import i64
 
 from devices.model import Fix
+from devices.validate import MAX_BURST
 from devices.wire import DOUBT, WireFix, decode_many, decode_one
 
 _US_LIMIT = 2.0**53  # microseconds since 1970 below this are exact doubles (until June 2255)
@@ -139,7 +140,7 @@ def fast_fixes(
         burst = (payload[:1] == b"[") if isinstance(payload, bytes) else (payload[:1] == "[")
         if burst:
             wires: list[WireFix] = decode_many(payload)
-            if not wires:
+            if not wires or len(wires) > MAX_BURST:
                 return None
             fixes = []
             for w in wires:

@@ -49,7 +49,8 @@ class RejectReason(enum.StrEnum):
     UNKNOWN_DEVICE = "unknown_device"
     UNKNOWN_EVENT = "unknown_event"
     EMPTY_BURST = "empty_burst"
-    TOO_LARGE = "too_large"
+    TOO_LARGE = "too_large"  # payload bytes, burst elements, detail items or a string's length
+    TOO_DEEP = "too_deep"  # JSON nested deeper than the decoder or ``detail`` allows
     INTERNAL_ERROR = "internal_error"  # a decoder bug, caught so it cannot stop the engine
 
 

@@ -18,6 +18,9 @@ Choices, because OwnTracks does not carry everything a native fix does:
 * ``vel`` (km/h) becomes ``spd`` in m/s; ``cog`` becomes ``hdg``.  iOS reports
   ``-1`` for an invalid speed or course, so a negative ``vel`` or ``cog``
   means "unknown" (None), not a rejected fix.
+* every number is bounded as in a native fix (``devices.validate``): ``acc`` at most
+  100 km, ``vel`` at most 3,600 km/h (above is ``out_of_range``); ``tst`` lies between
+  2000 and a few minutes after arrival, so the derived seq fits 64 bits.
 * ``src`` is always ``gnss`` (OwnTracks does not say); ``tid``,
   ``created_at``, ``t`` (trigger) and all other fields are ignored.
 """
@@ -29,7 +32,7 @@ from typing import Any, cast
 
 from devices.errors import InvalidPayload
 from devices.model import Fix, RejectReason
-from devices.validate import check_time, in_range, integer, number, positive, show
+from devices.validate import MAX_VEL_KMH, accuracy, check_time, in_range, integer, number, show
 
 KMH_TO_MPS = 1.0 / 3.6
 
@@ -55,7 +58,7 @@ def location_to_fix(
     """A validated ``Fix`` from an OwnTracks ``location`` object already mapped to ``device``."""
     lat = in_range("lat", cast(float, number(o, "lat", True)), -90.0, 90.0)
     lon = in_range("lon", cast(float, number(o, "lon", True)), -180.0, 180.0)
-    acc = positive("acc", cast(float, number(o, "acc", True)))
+    acc = accuracy("acc", cast(float, number(o, "acc", True)))
     tst = cast(int, integer(o, "tst", True, True))
     try:
         t = float(tst)
@@ -63,6 +66,8 @@ def location_to_fix(
         raise InvalidPayload(RejectReason.BAD_TIME, f"tst={show(tst)} is too large") from None
     check_time("tst", t, arrival, max_future_s, min_time)
     vel = number(o, "vel", False)
+    if vel is not None and vel > MAX_VEL_KMH:
+        raise InvalidPayload(RejectReason.OUT_OF_RANGE, f"vel={show(vel)} above {MAX_VEL_KMH:g} km/h")
     spd = vel * KMH_TO_MPS if vel is not None and vel >= 0 else None
     cog = number(o, "cog", False)
     hdg = in_range("cog", cog, 0.0, 360.0) if cog is not None and cog >= 0 else None

@@ -37,6 +37,27 @@ STRAPS: Final = frozenset({"ok", "open", "cut"})
 MIN_TIME: Final = 946_684_800.0  # 2000-01-01T00:00:00Z
 _SHOW_MAX: Final = 60
 
+# Limits on everything a device sends (issue 21).  Every number has a range and every string
+# and container a size, so that no value a device can send reaches state, pickling or JSON
+# encoding deeper in the engine and fails there (a seq of 2**63 passed validation, then made
+# the state commit raise OverflowError: all alerting stopped).  Each is far above what real
+# firmware sends; docs/contract-extensions.md lists them with their reject reasons.
+MAX_SEQ: Final = 2**63 - 1  # seq is stored as a signed 64-bit integer (engine.tracks.SeqMemory)
+MAX_PAYLOAD_BYTES: Final = 262_144  # one message; a burst of ~1,500 fixes (a day at 1/min)
+MAX_BURST: Final = 4096  # elements of one burst (array) message
+MAX_TOPIC_CHARS: Final = 256  # a received topic (its parse is cached per topic: decode.py)
+MAX_ID_CHARS: Final = 64  # a device id named by a topic
+MAX_TIME_TEXT: Final = 64  # an RFC 3339 ``t`` text
+MAX_ACC_M: Final = 100_000.0  # accuracy radius; a cell-only position is a few km
+MAX_SPD_MPS: Final = 1_000.0  # speed, native ``spd`` (an airliner flies at ~250 m/s)
+MAX_VEL_KMH: Final = 3_600.0  # speed, OwnTracks ``vel`` (the same 1,000 m/s)
+MAX_SATS: Final = 1_000  # satellites used
+RSSI_RANGE: Final = (-200.0, 50.0)  # ble_seen ``detail.rssi``, dBm
+DETAIL_MAX_DEPTH: Final = 5  # an event ``detail``: the object itself is depth 1
+DETAIL_MAX_ITEMS: Final = 128  # keys and list elements in the whole ``detail`` tree
+DETAIL_MAX_TEXT: Final = 1024  # characters of any key or string in ``detail``
+_INT64_MIN: Final = -(2**63)
+
 R = RejectReason
 
 
@@ -121,6 +142,14 @@ def positive(name: str, x: float) -> float:
     return x
 
 
+def accuracy(name: str, x: float) -> float:
+    """An accuracy radius: ``x`` if 0 < x <= ``MAX_ACC_M``, else out_of_range."""
+    positive(name, x)
+    if x > MAX_ACC_M:
+        raise InvalidPayload(R.OUT_OF_RANGE, f"{name}={show(x)} above {MAX_ACC_M:g} m")
+    return x
+
+
 def non_negative(name: str, x: float) -> float:
     """``x`` if finite and >= 0, else out_of_range."""
     if not 0.0 <= x < math.inf:
@@ -160,6 +189,10 @@ def device_time(o: dict[str, Any], arrival: float, max_future_s: float, min_time
         raise InvalidPayload(R.MISSING_FIELD, "t is required")
     if isinstance(x, bool) or not isinstance(x, str | int | float):
         raise InvalidPayload(R.BAD_TYPE, f"t={show(x)} is not RFC 3339 text or epoch milliseconds")
+    if isinstance(x, str) and len(x) > MAX_TIME_TEXT:
+        raise InvalidPayload(
+            R.BAD_TIME, f"t={show(x)} is {len(x)} characters, limit {MAX_TIME_TEXT}"
+        )
     try:
         t = parse_time(x)
     except (ValueError, OverflowError) as exc:
@@ -180,8 +213,8 @@ def header(o: dict[str, Any], topic_device: str) -> tuple[str, int]:
             R.TOPIC_MISMATCH, f"device={show(device)} but the topic is for {show(topic_device)}"
         )
     seq = cast(int, integer(o, "seq", True, False))
-    if seq < 0:
-        raise InvalidPayload(R.OUT_OF_RANGE, f"seq={seq} must be >= 0")
+    if not 0 <= seq <= MAX_SEQ:
+        raise InvalidPayload(R.OUT_OF_RANGE, f"seq={show(seq)} outside [0, 2**63-1]")
     return device, seq
 
 
@@ -193,16 +226,16 @@ def fix_from_object(
     t = device_time(o, arrival, max_future_s, min_time)
     lat = in_range("lat", cast(float, number(o, "lat", True)), -90.0, 90.0)
     lon = in_range("lon", cast(float, number(o, "lon", True)), -180.0, 180.0)
-    acc = positive("acc", cast(float, number(o, "acc", True)))
+    acc = accuracy("acc", cast(float, number(o, "acc", True)))
     spd = number(o, "spd", False)
     if spd is not None:
-        non_negative("spd", spd)
+        in_range("spd", spd, 0.0, MAX_SPD_MPS)
     hdg = number(o, "hdg", False)
     if hdg is not None:
         in_range("hdg", hdg, 0.0, 360.0)
     sats = integer(o, "sats", False, True)
-    if sats is not None and sats < 0:
-        raise InvalidPayload(R.OUT_OF_RANGE, f"sats={sats} must be >= 0")
+    if sats is not None and not 0 <= sats <= MAX_SATS:
+        raise InvalidPayload(R.OUT_OF_RANGE, f"sats={show(sats)} outside [0, {MAX_SATS}]")
     src = text(o, "src", False) or "gnss"
     if src not in SOURCES:
         raise InvalidPayload(R.OUT_OF_RANGE, f"src={show(src)} is not one of cell, gnss, wifi")
@@ -247,10 +280,70 @@ def event_from_object(
         detail = {}
     elif not isinstance(detail, dict):
         raise InvalidPayload(R.BAD_TYPE, f"detail={show(detail)} is not an object")
+    else:
+        bounded_detail(detail)
     if kind == "ble_seen":
         try:
             text(detail, "peer", True)
-            number(detail, "rssi", True)
+            in_range("rssi", cast(float, number(detail, "rssi", True)), *RSSI_RANGE)
         except InvalidPayload as exc:
             raise InvalidPayload(exc.reason, f"ble_seen detail.{exc.detail}") from None
     return DeviceEvent(device, seq, t, kind, arrival, detail)
+
+
+def bounded_detail(detail: dict[str, Any]) -> None:
+    """Refuse an event ``detail`` beyond its limits; a walk with a stack, never recursion.
+
+    The detail is kept with the event and copied into alerts, notifications and the
+    evidence log, so it is bounded like every other field: at most ``DETAIL_MAX_DEPTH``
+    levels (``too_deep``), ``DETAIL_MAX_ITEMS`` keys and elements in all (``too_large``),
+    ``DETAIL_MAX_TEXT`` characters per key or string (``too_large``), and integers that fit
+    64 bits (``out_of_range``: a JSON encoder or a signed 64-bit field deeper in refuses
+    more).  JSON decoding gives no other kinds of value and no NaN or infinity.
+    """
+    items = 0
+    stack: list[tuple[str, Any, int]] = [("detail", detail, 1)]
+    while stack:
+        path, value, depth = stack.pop()
+        if isinstance(value, dict):
+            children: list[tuple[str, Any]] = []
+            for key, child in value.items():
+                if len(key) > DETAIL_MAX_TEXT:
+                    raise InvalidPayload(
+                        R.TOO_LARGE,
+                        f"{path} has a key of {len(key)} characters, limit {DETAIL_MAX_TEXT}",
+                    )
+                children.append((f"{path}.{key[:20]}", child))
+        elif isinstance(value, list):
+            children = [(f"{path}[{i}]", child) for i, child in enumerate(value)]
+        else:
+            _bounded_scalar(path, value)
+            continue
+        items += len(children)
+        if items > DETAIL_MAX_ITEMS:
+            raise InvalidPayload(
+                R.TOO_LARGE, f"detail has more than {DETAIL_MAX_ITEMS} keys and elements"
+            )
+        for child_path, child in children:
+            if isinstance(child, dict | list):
+                if depth + 1 > DETAIL_MAX_DEPTH:
+                    raise InvalidPayload(
+                        R.TOO_DEEP, f"{child_path} is nested deeper than {DETAIL_MAX_DEPTH} levels"
+                    )
+                stack.append((child_path, child, depth + 1))
+            else:
+                _bounded_scalar(child_path, child)
+
+
+def _bounded_scalar(path: str, value: Any) -> None:
+    if isinstance(value, str):
+        if len(value) > DETAIL_MAX_TEXT:
+            raise InvalidPayload(
+                R.TOO_LARGE, f"{path} is {len(value)} characters, limit {DETAIL_MAX_TEXT}"
+            )
+    elif isinstance(value, float):
+        if not math.isfinite(value):
+            raise InvalidPayload(R.OUT_OF_RANGE, f"{path}={show(value)} is not finite")
+    elif isinstance(value, int) and not isinstance(value, bool):
+        if not _INT64_MIN <= value <= MAX_SEQ:
+            raise InvalidPayload(R.OUT_OF_RANGE, f"{path}={show(value)} outside 64 bits")

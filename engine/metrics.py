@@ -47,6 +47,16 @@ class EngineMetrics:
         self.dead_letters = Counter(
             "emguard_dead_letters", "Dead-letter records published.", ["reason"], registry=r
         )
+        self.duplicates = Counter(
+            "emguard_device_duplicates",
+            "Fixes and events ignored as repeats of a (device, seq) already taken in.",
+            registry=r,
+        )
+        self.seq_restarts = Counter(
+            "emguard_device_seq_restarts",
+            "Fixes and events whose device restarted its seq numbering (a reboot); taken in.",
+            registry=r,
+        )
         self.ingest_lag = BulkHistogram(
             "emguard_ingest_lag_seconds",
             "Arrival minus device time of accepted fixes.",
@@ -139,6 +149,8 @@ class EngineMetrics:
         self._seen_shortened = 0
         self._seen_commits = (0, 0, 0.0)
         self._seen_fixes = 0
+        self._seen_duplicates = 0
+        self._seen_restarts = 0
         self._seen_rejected: dict[str, int] = {}
         for level in LEVELS:
             self.open_alerts.labels(level=level)
@@ -172,6 +184,12 @@ class EngineMetrics:
         if stats.fixes > self._seen_fixes:
             self.fixes_received.inc(stats.fixes - self._seen_fixes)
             self._seen_fixes = stats.fixes
+        if stats.duplicates > self._seen_duplicates:
+            self.duplicates.inc(stats.duplicates - self._seen_duplicates)
+            self._seen_duplicates = stats.duplicates
+        if stats.seq_restarts > self._seen_restarts:
+            self.seq_restarts.inc(stats.seq_restarts - self._seen_restarts)
+            self._seen_restarts = stats.seq_restarts
         for reason, count in stats.rejected.items():
             seen = self._seen_rejected.get(reason, 0)
             if count > seen:

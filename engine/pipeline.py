@@ -37,7 +37,7 @@ from engine.rules.device_events import DeviceRules
 from engine.rules.expiry import ExpiryWatch
 from engine.rules.proximity import ProximityRules
 from engine.rules.zones import ZoneRules, zone_key
-from engine.tracks import DeviceTrack, TrackPoint
+from engine.tracks import SEQ_DUPLICATE, SEQ_RESTART, DeviceTrack, TrackPoint
 from geo.index import ZoneIndex
 from geo.projection import Projector
 
@@ -80,6 +80,7 @@ class EngineStats:
     fixes: int = 0
     events: int = 0
     duplicates: int = 0
+    seq_restarts: int = 0  # fixes and events that restarted their device's numbering
     jumps: int = 0
     late: int = 0
     evaluated: int = 0
@@ -240,9 +241,12 @@ class Engine:
     def _accept_fix(self, fix: Fix, now: float) -> None:
         track = self._track(fix.device)
         self.stats.fixes += 1
-        if track.is_duplicate(fix.seq):
+        admitted = track.admit(fix.seq, fix.t)
+        if admitted == SEQ_DUPLICATE:
             self.stats.duplicates += 1
             return
+        if admitted == SEQ_RESTART:
+            self.stats.seq_restarts += 1
         self._touch(fix.device)
         self.stats.lag_s.append(max(0.0, now - fix.t))
         track.add_pending(fix, now)
@@ -285,9 +289,12 @@ class Engine:
     def _event(self, ctx: RuleContext, event: DeviceEvent) -> None:
         track = self._track(event.device)
         self.stats.events += 1
-        if track.is_duplicate(event.seq):
+        admitted = track.admit(event.seq, event.t)
+        if admitted == SEQ_DUPLICATE:
             self.stats.duplicates += 1
             return
+        if admitted == SEQ_RESTART:
+            self.stats.seq_restarts += 1
         self._touch(event.device)
         track.last_arrival = max(track.last_arrival, ctx.now)
         self._saw_seq(track, event.seq)

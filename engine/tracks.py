@@ -37,6 +37,14 @@ from geo.proximity import (
 )
 
 SEEN_SEQS = 8192  # duplicate memory per device
+# A seq already seen (or below the device's highest) is a restart, not a duplicate, when its
+# device time is later than every time the device sent before by more than this: a duplicate
+# repeats its (seq, t), and an older fix delivered late has an older time (issue 21).
+RESTART_MIN_ADVANCE_S = 1.0
+# what ``DeviceTrack.admit`` made of a seq
+SEQ_NEW = 0
+SEQ_DUPLICATE = 1
+SEQ_RESTART = 2
 TRACK_POINTS = 64  # projected points kept per device for interpolation
 TRACK_SPAN_S = 1800.0  # ... and at most this far back in device time
 
@@ -112,13 +120,23 @@ class SeqMemory:
 
     __hash__ = None  # type: ignore[assignment]
 
-    def __getstate__(self) -> tuple[int, bytes]:
-        return (self.limit, array("q", [v for run in self._runs for v in run]).tobytes())
+    def __getstate__(self) -> tuple[int, bytes | list[int]]:
+        flat = [v for run in self._runs for v in run]
+        try:
+            return (self.limit, array("q", flat).tobytes())
+        except OverflowError:
+            # a seq beyond 64 bits: the decoder refuses one (devices.validate.MAX_SEQ), but a
+            # commit must never fail on a device's number, so such a memory is kept as a list
+            return (self.limit, flat)
 
-    def __setstate__(self, state: tuple[int, bytes]) -> None:
+    def __setstate__(self, state: tuple[int, bytes | list[int]]) -> None:
         self.limit, packed = state
-        flat = array("q")
-        flat.frombytes(packed)
+        flat: array[int] | list[int]
+        if isinstance(packed, list):
+            flat = packed
+        else:
+            flat = array("q")
+            flat.frombytes(packed)
         self._runs = deque([flat[i], flat[i + 1]] for i in range(0, len(flat), 2))
         self._seen = set()
         for first, last in self._runs:
@@ -146,13 +164,16 @@ class DeviceTrack:
     # messages on the device's own topic rejected without a readable seq since the last release:
     # each took a seq nobody can name, so as many missing seqs need not be waited for
     unnumbered: int
+    # the newest device time of any fix or event taken in (duplicates aside), -inf before one:
+    # a seq seen before with a later time than this is a restart of the device's numbering
+    newest_seen_t: float
 
     def __init__(
         self, device: str, seen: SeqMemory | None = None, pending: list[Fix] | None = None,
         first_pending_arrival: float = 0.0, last_pending_arrival: float = 0.0,
         points: list[TrackPoint] | None = None, newest_t: float = -math.inf,
         last_arrival: float = -math.inf, suspect: list[TrackPoint] | None = None,
-        last_seq: int | None = None, unnumbered: int = 0,
+        last_seq: int | None = None, unnumbered: int = 0, newest_seen_t: float = -math.inf,
     ) -> None:
         self.device = device
         self.seen = SeqMemory(SEEN_SEQS) if seen is None else seen
@@ -165,6 +186,7 @@ class DeviceTrack:
         self.suspect = [] if suspect is None else suspect
         self.last_seq = last_seq
         self.unnumbered = unnumbered
+        self.newest_seen_t = newest_seen_t
 
     def __reduce__(self) -> tuple[Any, tuple[Any, ...]]:
         # one tuple of plain values, points as tuples: the default for a slots class builds a
@@ -174,15 +196,16 @@ class DeviceTrack:
         return (_restore_track, (
             self.device, self.seen, self.pending, self.first_pending_arrival,
             self.last_pending_arrival, points, self.newest_t, self.last_arrival, self.suspect,
-            self.last_seq, self.unnumbered,
+            self.last_seq, self.unnumbered, self.newest_seen_t,
         ))
 
     def __setstate__(self, state: tuple[dict[str, Any] | None, dict[str, Any]]) -> None:
         # tracks pickled before __reduce__ (copyreg's slots state); they lack ``unnumbered``
-        # and hold their points in a bounded deque
+        # and ``newest_seen_t`` and hold their points in a bounded deque
         self.unnumbered = 0
         for name, value in state[1].items():
             setattr(self, name, list(value) if name == "points" else value)
+        self.newest_seen_t = _newest_known(self.newest_t, self.pending)
 
     def is_duplicate(self, seq: int) -> bool:
         """True when (device, seq) was seen before; remembers it otherwise."""
@@ -190,6 +213,58 @@ class DeviceTrack:
             return True
         self.seen.add(seq)
         return False
+
+    def admit(self, seq: int, t: float) -> int:
+        """Take in a fix's or an event's (seq, device time): ``SEQ_NEW``, ``SEQ_DUPLICATE`` or
+        ``SEQ_RESTART``; only a duplicate is not remembered.
+
+        A device that reboots may count again from 1.  Those seqs were seen before (or lie
+        below the device's highest), so they used to be dropped as duplicates, without a
+        trace, until the device passed its old maximum: no alert from it for that long.  A
+        duplicate repeats its (seq, t), and a fix that is merely late is older than the
+        fixes numbered after it; so a seen or lower seq whose time is more than
+        ``RESTART_MIN_ADVANCE_S`` after every time this device sent is neither: its numbering
+        restarted.  The old numbers are then forgotten (``_new_epoch``) and it is taken in.
+        Without a time seen yet (a fresh or old stored track) nothing is called a restart.
+        """
+        seen = seq in self.seen
+        if self._restarted(seq, t, seen):
+            self._new_epoch(seq)
+            outcome = SEQ_RESTART
+        elif seen:
+            return SEQ_DUPLICATE
+        else:
+            outcome = SEQ_NEW
+        self.seen.add(seq)
+        if t > self.newest_seen_t:
+            self.newest_seen_t = t
+        return outcome
+
+    def _restarted(self, seq: int, t: float, seen: bool) -> bool:
+        newest = self.newest_seen_t
+        if newest == -math.inf or not t > newest + RESTART_MIN_ADVANCE_S:
+            return False  # nearly every fix of a counting device stops at the next test
+        if seen:
+            return True
+        last = self.last_seq
+        if last is not None and seq < last:
+            return True
+        for f in self.pending:
+            if seq < f.seq:
+                return True
+        return False
+
+    def _new_epoch(self, seq: int) -> None:
+        """Forget the old numbering: ``seq`` continues a sequence that starts afresh.
+
+        Fixes of the old numbering still waiting are released at the next ``release_due``
+        (nothing will fill their gaps now), and ``seq`` itself is in sequence.
+        """
+        self.seen = SeqMemory(self.seen.limit)
+        self.last_seq = seq - 1
+        self.unnumbered = 0
+        if self.pending:
+            self.first_pending_arrival = -math.inf
 
     def add_pending(self, fix: Fix, now: float) -> None:
         """Queue a fix for ordered evaluation."""
@@ -451,11 +526,22 @@ def _restore_track(
     device: str, seen: SeqMemory, pending: list[Fix], first_pending_arrival: float,
     last_pending_arrival: float, points: list[tuple[float, float, float, float, str, str]],
     newest_t: float, last_arrival: float, suspect: list[TrackPoint], last_seq: int | None,
-    unnumbered: int,
+    unnumbered: int, newest_seen_t: float | None = None,
 ) -> DeviceTrack:
-    """Unpickle a ``DeviceTrack`` from its ``__reduce__`` tuple."""
+    """Unpickle a ``DeviceTrack`` from its ``__reduce__`` tuple (one stored before
+    ``newest_seen_t`` existed takes it from its points and waiting fixes)."""
     return DeviceTrack(
         device, seen, pending, first_pending_arrival, last_pending_arrival,
         [TrackPoint(*p) for p in points[-TRACK_POINTS:]], newest_t, last_arrival,
         suspect, last_seq, unnumbered,
+        _newest_known(newest_t, pending) if newest_seen_t is None else newest_seen_t,
     )
+
+
+def _newest_known(newest_t: float, pending: list[Fix]) -> float:
+    """The newest device time a track stored without ``newest_seen_t`` shows."""
+    newest = newest_t
+    for f in pending:
+        if f.t > newest:
+            newest = f.t
+    return newest

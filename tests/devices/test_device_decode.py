@@ -461,7 +461,7 @@ def test_every_reason_code_is_covered_by_a_catalogue() -> None:
     """The catalogues above exercise every RejectReason a device can cause."""
     seen = {c[2] for c in FIX_CATALOGUE} | {c[2] for c in EVENT_CATALOGUE}
     seen |= {c[2] for c in OT_CATALOGUE}
-    seen |= {R.UNKNOWN_TOPIC, R.UNKNOWN_DEVICE, R.TOO_LARGE, R.EMPTY_BURST}  # dedicated tests
+    seen |= {R.UNKNOWN_TOPIC, R.UNKNOWN_DEVICE, R.TOO_LARGE, R.EMPTY_BURST, R.TOO_DEEP}  # dedicated
     assert seen == set(RejectReason) - {R.INTERNAL_ERROR}
 
 
@@ -481,10 +481,10 @@ def test_decoder_bug_becomes_internal_error(monkeypatch: pytest.MonkeyPatch) -> 
     assert r.reason is R.INTERNAL_ERROR and "KeyError" in r.detail and r.topic == FIX_TOPIC
 
 
-def test_deeply_nested_json_is_bad_json() -> None:
-    """Pathologically deep nesting is rejected, not a RecursionError."""
+def test_deeply_nested_json_is_too_deep() -> None:
+    """Pathologically deep nesting is rejected as too_deep, not a RecursionError."""
     r = only_rejection(decode(FIX_TOPIC, b"[" * 100_000))
-    assert r.reason is R.BAD_JSON
+    assert r.reason is R.TOO_DEEP
 
 
 def test_str_payload_is_accepted() -> None:

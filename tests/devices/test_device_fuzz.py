@@ -16,7 +16,7 @@ from devices.decode import Decoded, decode_message
 from devices.encode import event_payload, fix_payload
 from devices.fastpath import fast_fixes, utc_seconds
 from devices.model import EVENT_TYPES, DeviceEvent, Fix, RejectReason
-from devices.validate import MIN_TIME, fix_from_object
+from devices.validate import MAX_ACC_M, MAX_SPD_MPS, MIN_TIME, fix_from_object
 
 ARRIVAL = 1795428903.0
 TOPICS = [
@@ -223,9 +223,9 @@ fixes = st.builds(
     t=st.integers(int(MIN_TIME * 1000), int(ARRIVAL * 1000) + 300_000).map(lambda ms: ms / 1000),
     lat=st.floats(-90, 90),
     lon=st.floats(-180, 180),
-    acc=finite.filter(lambda a: a > 0),
+    acc=st.floats(0, MAX_ACC_M).filter(lambda a: a > 0),
     arrival=st.just(ARRIVAL),
-    spd=st.none() | st.floats(0, 1e6),
+    spd=st.none() | st.floats(0, MAX_SPD_MPS),
     hdg=st.none() | st.floats(0, 360),
     sats=st.none() | st.integers(0, 64),
     src=st.sampled_from(["gnss", "wifi", "cell"]),
