@@ -150,7 +150,11 @@ class JsonlStore:
         log.warning(
             "evidence log %s: torn last line (%s, %d bytes at offset %d) moved to %s; "
             "the log continues from its last complete record",
-            self.path, what, len(fragment), offset, aside,
+            self.path,
+            what,
+            len(fragment),
+            offset,
+            aside,
         )
 
     def _write_aside(self, offset: int, fragment: bytes) -> Path:

@@ -30,7 +30,9 @@ def _torn_warnings(caplog: pytest.LogCaptureFixture) -> list[logging.LogRecord]:
     return [
         r
         for r in caplog.records
-        if r.levelno == logging.WARNING and r.name == "engine.evidence.store" and "torn" in r.getMessage()
+        if r.levelno == logging.WARNING
+        and r.name == "engine.evidence.store"
+        and "torn" in r.getMessage()
     ]
 
 
@@ -43,7 +45,10 @@ def test_torn_fragment_is_logged_with_file_offset_and_size(
     offset = path.stat().st_size
     with open(path, "ab") as fh:
         fh.write(FRAGMENT)
-    with caplog.at_level(logging.WARNING, logger="engine.evidence.store"), JsonlStore(path) as store:
+    with (
+        caplog.at_level(logging.WARNING, logger="engine.evidence.store"),
+        JsonlStore(path) as store,
+    ):
         assert Chain(store).length == 3
     (warning,) = _torn_warnings(caplog)
     message = warning.getMessage()
@@ -63,7 +68,10 @@ def test_a_whole_record_missing_only_its_newline_is_called_so(
     data = path.read_bytes()
     assert data.endswith(b"\n")
     path.write_bytes(data[:-1])  # the last record, minus its newline
-    with caplog.at_level(logging.WARNING, logger="engine.evidence.store"), JsonlStore(path) as store:
+    with (
+        caplog.at_level(logging.WARNING, logger="engine.evidence.store"),
+        JsonlStore(path) as store,
+    ):
         assert Chain(store).length == 3
     (warning,) = _torn_warnings(caplog)
     assert "complete record without its newline" in warning.getMessage()
