@@ -21,6 +21,8 @@ COUNTERS = {
     "emguard_state_commits_total",
     "emguard_state_commit_bytes_total",
     "emguard_state_commit_seconds_total",
+    "emguard_task_failures_total",
+    "emguard_outgoing_shortened_total",
 }
 HISTOGRAMS = {
     "emguard_ingest_lag_seconds",
@@ -36,6 +38,7 @@ GAUGES = {
     "emguard_store_connected",
     "emguard_queue_depth",
     "emguard_fixes_waiting",
+    "emguard_ready",
 }
 METRICS = COUNTERS | HISTOGRAMS | GAUGES
 SERIES = COUNTERS | GAUGES | {h + s for h in HISTOGRAMS for s in ("_bucket", "_sum", "_count")}
