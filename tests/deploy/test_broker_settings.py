@@ -34,6 +34,7 @@ from engine.orders import OrderBook
 pytestmark = pytest.mark.integration
 
 ENGINE = "emguard-engine"
+ENGINE_PUB = f"{ENGINE}-pub"
 SHIPPED_CONF = DEPLOY / "broker" / "mosquitto.conf"
 
 
@@ -201,3 +202,30 @@ def test_unsubscribing_before_disconnect_hands_all_fixes_to_the_remaining_worker
     payloads = [f"fix {i}".encode() for i in range(20)]
     _device(broker, probes).publish_many("em/dev/AM-1001/fix", payloads)
     assert sorted(p for _, p in online.received(20, timeout=5)) == sorted(payloads)
+
+
+def _max_packet_size() -> int:
+    return int(next(s.value for s in BROKER_SETTINGS if s.key == "max_packet_size"))
+
+
+def test_engines_largest_message_passes_and_an_oversized_packet_is_refused(
+    book: OrderBook, broker_dir: Path, start_broker: Any, probes: Any
+) -> None:
+    """The engine's publish cap (engine/outbound.py) fits under max_packet_size on a real broker;
+    a packet over max_packet_size is refused and its sender disconnected (why devices must split)."""
+    from engine.outbound import MAX_PUBLISH_BYTES
+
+    limit = _max_packet_size()
+    assert MAX_PUBLISH_BYTES + 64 * 1024 <= limit  # room for the topic, properties, header
+    broker = run_generated_broker(book, broker_dir, start_broker)
+    victim = _device(broker, probes, "VD-2001")
+    victim.subscribe("em/alerts/victim/VD-2001")
+    publisher: Probe = probes(broker.port, ENGINE_PUB, broker.passwords[ENGINE_PUB])
+    assert publisher.accepted, publisher.connack
+    biggest = b"x" * MAX_PUBLISH_BYTES
+    assert not publisher.publish("em/alerts/victim/VD-2001", biggest).is_failure
+    assert victim.received(1, timeout=5) == [("em/alerts/victim/VD-2001", biggest)]
+    monitor = _device(broker, probes, "AM-1001")
+    monitor.client.publish("em/dev/AM-1001/fix", b"x" * (limit + 1), qos=1)
+    assert monitor.disconnected.wait(5), "an oversized packet was accepted"
+    assert not victim.disconnected.is_set()
