@@ -85,7 +85,7 @@ MQTT_PUBLISH_PASSWORD_SECRET = "mqtt_publish_password"
 PUBLISH_SUFFIX = "-pub"  # the engine's publishing login: "<engine user>-pub" (engine/service.py)
 # Worker logins "<engine user>-0" .. "-7": the StatefulSet's pod names up to the HPA's maxReplicas
 # (deploy/k8s/hpa.yaml) and compose's engine-0 / engine-1.  A worker beyond them is refused at
-# connect and never becomes ready (/readyz), which the PodDisruptionBudget and alerts show.
+# connect and never becomes ready (/readyz), which the EmguardWorkerNotReady alert reports.
 DEFAULT_ENGINE_WORKERS = 8
 
 # A username / device id that goes into an ACL topic line or the password file must
@@ -169,8 +169,8 @@ BROKER_SETTINGS: tuple[BrokerSetting, ...] = (
     BrokerSetting(
         "max_packet_size",
         "1048576",
-        "1 MiB: the largest alert with its evidence and a device's buffered burst fit with "
-        "room to spare; a larger packet is refused and the sender disconnected",
+        "1 MiB: the engine's largest message (capped at 256 KiB, engine/outbound.py) and a "
+        "device's buffered burst fit; a larger packet is refused and its sender disconnected",
     ),
     BrokerSetting("persistence", "true", "queued messages and sessions survive a broker restart"),
     BrokerSetting(
