@@ -8,9 +8,11 @@ service config, ports agree end to end, probes hit the engine's endpoints.
 
 from __future__ import annotations
 
+import contextlib
 import os
 import re
 import shlex
+import signal
 import stat
 import subprocess
 from pathlib import Path, PurePosixPath
@@ -270,7 +272,9 @@ def test_redis_command_really_requires_the_secret_password(tmp_path: Path) -> No
     script = script.replace("/run/secrets/redis_password", str(tmp_path / "redis_password"))
     env = dict(os.environ, PATH=f"{stub.parent}:{os.environ['PATH']}")
     log = (tmp_path / "redis.log").open("wb")
-    proc = subprocess.Popen(["sh", "-c", script], env=env, stdout=log, stderr=subprocess.STDOUT)
+    proc = subprocess.Popen(
+        ["sh", "-c", script], env=env, stdout=log, stderr=subprocess.STDOUT, start_new_session=True
+    )
     try:
         import time
 
@@ -300,7 +304,8 @@ def test_redis_command_really_requires_the_secret_password(tmp_path: Path) -> No
             env=dict(os.environ, REDISCLI_AUTH=password),
             capture_output=True,
         )
-        proc.terminate()
+        with contextlib.suppress(ProcessLookupError):  # redis-server is sh's child: the group
+            os.killpg(proc.pid, signal.SIGTERM)
         proc.wait(timeout=10)
         log.close()
 
