@@ -13,6 +13,27 @@ a pattern applies to *every* authenticated user (engine, centre, phones), so
 its effect depends on how usernames happen to collide with topic segments.
 Explicit lines make a user's rights exactly what is printed under its name.
 
+Every login is bound to its own client id (``use_username_as_clientid``): a
+client's id *is* its username, whatever it sends in CONNECT.  Without that, any
+device could connect with the engine's client id (or a victim device's) and
+mosquitto would close the older connection with that id: one ankle monitor
+could knock the engine, or the victim's warnings, off the broker.  The
+dynamic-security plugin can pin one client id per login too, but it would make
+every device send exactly that id (a change to provisioned firmware), needs a
+plugin path that differs between builds and keeps its rules in a JSON file
+changed at run time; this generator's files are static and reviewable.
+
+The consequence: one login can hold one connection.  The engine opens two (it
+receives on one and publishes alerts on the other, so a PUBACK for an alarm
+never waits behind device traffic), so it gets two accounts, ``<engine>`` (read
+only) and ``<engine>-pub`` (write only), with separate passwords.  Several
+workers sharing the device load (``EMGUARD_SHARED_GROUP``) each need their own
+pair, ``<engine>-<n>`` and ``<engine>-<n>-pub``: worker n logs in as
+``<engine>-<n>``, which is also its client id and so names its persistent
+session (the StatefulSet's pod name, compose's ``engine-<n>``).  Worker accounts
+share the role's password (the receiving one or the publishing one): they are
+interchangeable, and a Kubernetes pod cannot pick a per-pod key out of a Secret.
+
 Passwords are random (``secrets``), hashed in mosquitto 2.x's own format
 (``$7$`` PBKDF2-SHA512, 12-byte salt, 64-byte digest) so no mosquitto binary is
 needed, and written in clear only to ``credentials.json`` (mode 0600) for
@@ -42,7 +63,9 @@ if TYPE_CHECKING:
     from devices.registry import DeviceInfo, DeviceRegistry
     from engine.orders import OrderBook
 
-Role = Literal["engine", "centre", "ankle_monitor", "victim_device", "victim_phone"]
+Role = Literal[
+    "engine", "engine_publisher", "centre", "ankle_monitor", "victim_device", "victim_phone"
+]
 
 MOSQUITTO_HASH_ID = 7  # mosquitto 2.x: PBKDF2-HMAC-SHA512
 MOSQUITTO_ITERATIONS = 101  # mosquitto_passwd's default; passwords are 256-bit random anyway
@@ -54,6 +77,16 @@ ENGINE_ENV_FILE = "engine.env"
 PASSWORD_FILE = "passwd"
 ACL_FILE = "acl"
 CONFIG_FILE = "mosquitto.conf"
+# engine passwords one per file, for compose `secrets:` / kubectl --from-file
+SECRETS_DIR = "secrets"
+MQTT_PASSWORD_SECRET = "mqtt_password"
+MQTT_PUBLISH_PASSWORD_SECRET = "mqtt_publish_password"
+
+PUBLISH_SUFFIX = "-pub"  # the engine's publishing login: "<engine user>-pub" (engine/service.py)
+# Worker logins "<engine user>-0" .. "-7": the StatefulSet's pod names up to the HPA's maxReplicas
+# (deploy/k8s/hpa.yaml) and compose's engine-0 / engine-1.  A worker beyond them is refused at
+# connect and never becomes ready (/readyz), which the EmguardWorkerNotReady alert reports.
+DEFAULT_ENGINE_WORKERS = 8
 
 # A username / device id that goes into an ACL topic line or the password file must
 # not be a wildcard, a level separator, the password-file separator, whitespace
@@ -84,6 +117,8 @@ class MqttAccount:
     device: str | None  # the engine's device id (None for engine / centre)
     read: tuple[str, ...]
     write: tuple[str, ...]
+    # The account whose password this one shares (engine worker accounts), None: its own.
+    password_of: str | None = None
 
 
 @dataclass(frozen=True, slots=True)
@@ -94,7 +129,9 @@ class MosquittoBundle:
     password_file: Path
     acl_file: Path
     credentials: Path  # clear-text passwords, 0600: provisioning only, never mount in the broker
-    engine_env: Path  # EMGUARD_MQTT_USERNAME / EMGUARD_MQTT_PASSWORD for compose's env_file, 0600
+    engine_env: Path  # EMGUARD_MQTT_USERNAME / _PASSWORD / _PUBLISH_PASSWORD, 0600
+    mqtt_password: Path  # secrets/mqtt_password: the receiving engine logins' password
+    mqtt_publish_password: Path  # secrets/mqtt_publish_password: the "-pub" logins' password
     accounts: tuple[MqttAccount, ...]
 
 
@@ -130,7 +167,10 @@ BROKER_SETTINGS: tuple[BrokerSetting, ...] = (
         "unacknowledged QoS 1 messages per client in flight (default 20) for engine throughput",
     ),
     BrokerSetting(
-        "max_packet_size", "1048576", "1 MiB: a buffered burst of fixes fits, abuse does not"
+        "max_packet_size",
+        "1048576",
+        "1 MiB: the engine's largest message (capped at 256 KiB, engine/outbound.py) and a "
+        "device's buffered burst fit; a larger packet is refused and its sender disconnected",
     ),
     BrokerSetting("persistence", "true", "queued messages and sessions survive a broker restart"),
     BrokerSetting(
@@ -145,6 +185,18 @@ BROKER_SETTINGS: tuple[BrokerSetting, ...] = (
     ),
     BrokerSetting("set_tcp_nodelay", "true", "no Nagle delay on alerts and prompts"),
     BrokerSetting("connection_messages", "true", "log connects and disconnects (no passwords)"),
+)
+
+# Settings mosquitto 2.0 keeps per listener (whatever per_listener_settings says): written after
+# each ``listener`` line.  Written before the first one they configure an implicit default
+# listener, and mosquitto then also opens port 1883 on every interface (seen here: it did).
+LISTENER_SETTINGS: tuple[BrokerSetting, ...] = (
+    BrokerSetting(
+        "use_username_as_clientid",
+        "true",
+        "a client's id is its username: no login can take over (and disconnect) "
+        "the engine's or another device's connection by sending its client id",
+    ),
 )
 
 
@@ -204,23 +256,31 @@ def plan_accounts(
     centre_user: str = "centre",
     topic_prefix: str = "em",
     owntracks_prefix: str = "owntracks",
+    engine_workers: int = DEFAULT_ENGINE_WORKERS,
 ) -> tuple[MqttAccount, ...]:
     """Every broker account with its topic rights, in a stable order (engine, centre, devices).
 
+    The engine gets a receiving and a publishing login (``<engine_user>`` and
+    ``<engine_user>-pub``), and so does each of ``engine_workers`` workers
+    (``<engine_user>-<n>``, ``<engine_user>-<n>-pub``, sharing the first pair's
+    passwords): with ``use_username_as_clientid`` a login holds one connection.
     A native device logs in as its device id.  A victim phone with an OwnTracks
     login logs in as the OwnTracks ``user`` (the app puts its username in the
     topic) and may publish only ``owntracks/{user}/{device}`` of its own mapping.
     """
     p = check_name(topic_prefix, "topic prefix")
     ot = check_name(owntracks_prefix, "OwnTracks prefix")
+    if engine_workers < 0:
+        raise ConfigError(f"engine workers must be >= 0, got {engine_workers}")
+    check_name(engine_user, "engine user")
     accounts = [
-        MqttAccount(
-            check_name(engine_user, "engine user"),
-            "engine",
-            None,
-            # internal: workers forward messages of cases another worker owns (engine/cluster.py)
-            read=(f"{p}/dev/#", f"{ot}/#", f"{p}/ack", f"{p}/internal/#"),
-            write=(f"{p}/alerts/#", f"{p}/cmd/#", f"{p}/deadletter", f"{p}/internal/#"),
+        *engine_accounts(engine_user, topic_prefix=p, owntracks_prefix=ot),
+        *(
+            a
+            for n in range(engine_workers)
+            for a in engine_accounts(
+                f"{engine_user}-{n}", topic_prefix=p, owntracks_prefix=ot, password_of=engine_user
+            )
         ),
         MqttAccount(
             check_name(centre_user, "centre user"),
@@ -252,6 +312,14 @@ def plan_accounts(
                 f"OwnTracks user {user!r} carries phones of different protected persons {owners}: "
                 "one broker login may belong to only one person"
             )
+        if len(infos) > 1:
+            # use_username_as_clientid: two phones on one login would keep disconnecting each
+            # other, and a warning would reach whichever happened to be connected.
+            raise ConfigError(
+                f"OwnTracks user {user!r} carries {len(infos)} phones "
+                f"({', '.join(sorted(i.device_id for i in infos))}): one login holds one "
+                "connection, so give each phone its own OwnTracks user"
+            )
         read = tuple(
             t
             for i in infos
@@ -269,6 +337,44 @@ def plan_accounts(
             )
         seen.add(account.username)
     return tuple(accounts)
+
+
+def engine_accounts(
+    username: str,
+    *,
+    topic_prefix: str = "em",
+    owntracks_prefix: str = "owntracks",
+    password_of: str | None = None,
+) -> tuple[MqttAccount, MqttAccount]:
+    """The receiving login ``username`` and the publishing login ``username-pub`` of one engine.
+
+    The receiving connection reads device traffic, acknowledgements and
+    messages forwarded between workers (``internal``, engine/cluster.py) and
+    publishes nothing; everything the engine sends (centre alerts, victim
+    warnings, offender prompts, device commands, dead letters, forwards:
+    engine/messages.py) goes through the outbox's publishing connection, which
+    reads nothing.
+    """
+    p, ot = topic_prefix, owntracks_prefix
+    pub = check_name(username + PUBLISH_SUFFIX, "engine publishing user")
+    return (
+        MqttAccount(
+            check_name(username, "engine user"),
+            "engine",
+            None,
+            read=(f"{p}/dev/#", f"{ot}/#", f"{p}/ack", f"{p}/internal/#"),
+            write=(),
+            password_of=password_of,
+        ),
+        MqttAccount(
+            pub,
+            "engine_publisher",
+            None,
+            read=(),
+            write=(f"{p}/alerts/#", f"{p}/cmd/#", f"{p}/deadletter", f"{p}/internal/#"),
+            password_of=None if password_of is None else password_of + PUBLISH_SUFFIX,
+        ),
+    )
 
 
 # --------------------------------------------------------------------------- rendering (pure)
@@ -301,6 +407,7 @@ def render_mosquitto_conf(
     listener_port: int = 8883,
     listener_bind: str | None = None,
     settings: Iterable[BrokerSetting] = BROKER_SETTINGS,
+    listener_settings: Iterable[BrokerSetting] = LISTENER_SETTINGS,
 ) -> str:
     """A complete mosquitto 2.x configuration; paths are absolute as the broker sees them."""
     if not 0 < listener_port < 65536:
@@ -323,6 +430,8 @@ def render_mosquitto_conf(
     for s in settings:
         lines += [f"# {s.why}", f"{s.key} {s.value}"]
     lines += ["", f"listener {listener_port}" + (f" {listener_bind}" if listener_bind else "")]
+    for s in listener_settings:
+        lines += [f"# {s.why}", f"{s.key} {s.value}"]
     if tls is None:
         lines.append("# WARNING: no TLS on this listener; use only on a loopback or test network.")
     else:
@@ -371,8 +480,17 @@ def write_mosquitto_config(
     rotate: bool = False,
     iterations: int = MOSQUITTO_ITERATIONS,
     settings: Iterable[BrokerSetting] = BROKER_SETTINGS,
+    engine_workers: int = DEFAULT_ENGINE_WORKERS,
+    listener_settings: Iterable[BrokerSetting] = LISTENER_SETTINGS,
 ) -> MosquittoBundle:
-    """Write passwd, acl, mosquitto.conf, credentials.json and engine.env into ``out_dir``.
+    """Write passwd, acl, mosquitto.conf, credentials.json, engine.env and secrets/ into ``out_dir``.
+
+    ``engine.env`` and ``secrets/`` carry the engine's two passwords:
+    ``EMGUARD_MQTT_PASSWORD`` for the receiving logins (``<engine_user>``,
+    ``<engine_user>-<n>``) and ``EMGUARD_MQTT_PUBLISH_PASSWORD`` for the
+    publishing ones (``...-pub``).  ``secrets/`` is 0700 with one 0444 file per
+    password, so compose can mount each file into a container whose user is not
+    the file's owner while nobody else on the host can reach it.
 
     ``config_dir`` / ``data_dir`` are where the broker will see ``out_dir`` and its
     persistence directory (defaults: ``out_dir`` and ``out_dir/data`` on this host).
@@ -393,12 +511,16 @@ def write_mosquitto_config(
         engine_user=engine_user,
         centre_user=centre_user,
         topic_prefix=topic_prefix,
+        engine_workers=engine_workers,
     )
     out_dir.mkdir(parents=True, exist_ok=True)
     out = out_dir.resolve()
     creds_path = out / CREDENTIALS_FILE
     old = {} if rotate else _read_passwords(creds_path)
-    passwords = {a.username: old.get(a.username) or new_password() for a in accounts}
+    passwords: dict[str, str] = {}
+    for a in accounts:  # an account sharing a password comes after the one it shares it with
+        shared = passwords.get(a.password_of) if a.password_of else None
+        passwords[a.username] = shared or old.get(a.username) or new_password()
 
     credentials = {
         "v": 1,
@@ -416,11 +538,18 @@ def write_mosquitto_config(
         ],
     }
     _write_private(creds_path, json.dumps(credentials, indent=2) + "\n")
-    engine = accounts[0]
+    engine, publisher = accounts[0], accounts[1]
     _write_private(
         out / ENGINE_ENV_FILE,
-        f"EMGUARD_MQTT_USERNAME={engine.username}\nEMGUARD_MQTT_PASSWORD={passwords[engine.username]}\n",
+        f"EMGUARD_MQTT_USERNAME={engine.username}\n"
+        f"EMGUARD_MQTT_PASSWORD={passwords[engine.username]}\n"
+        f"EMGUARD_MQTT_PUBLISH_PASSWORD={passwords[publisher.username]}\n",
     )
+    secrets_dir = out / SECRETS_DIR
+    secrets_dir.mkdir(mode=0o700, exist_ok=True)
+    secrets_dir.chmod(0o700)
+    _write_secret(secrets_dir / MQTT_PASSWORD_SECRET, passwords[engine.username])
+    _write_secret(secrets_dir / MQTT_PUBLISH_PASSWORD_SECRET, passwords[publisher.username])
     hashed = (
         (a.username, hash_password(passwords[a.username], iterations=iterations)) for a in accounts
     )
@@ -436,6 +565,7 @@ def write_mosquitto_config(
         listener_port=listener_port,
         listener_bind=listener_bind,
         settings=settings,
+        listener_settings=listener_settings,
     )
     _write_public(out / CONFIG_FILE, conf)
     return MosquittoBundle(
@@ -444,6 +574,8 @@ def write_mosquitto_config(
         acl_file=out / ACL_FILE,
         credentials=creds_path,
         engine_env=out / ENGINE_ENV_FILE,
+        mqtt_password=secrets_dir / MQTT_PASSWORD_SECRET,
+        mqtt_publish_password=secrets_dir / MQTT_PUBLISH_PASSWORD_SECRET,
         accounts=accounts,
     )
 
@@ -459,6 +591,7 @@ def main_mosquitto(
     data_dir: str | None = None,
     certs_dir: str | None = None,
     rotate: bool = False,
+    engine_workers: int = DEFAULT_ENGINE_WORKERS,
 ) -> int:
     """``emguard deploy mosquitto``: generate the bundle, print a summary without secrets, exit code.
 
@@ -491,6 +624,7 @@ def main_mosquitto(
             config_dir=PurePath(config_dir) if config_dir else None,
             data_dir=PurePath(data_dir) if data_dir else None,
             rotate=rotate,
+            engine_workers=engine_workers,
         )
     except (EngineError, DeviceError, OSError) as exc:
         print(f"emguard deploy mosquitto: {exc}", file=sys.stderr)
@@ -500,7 +634,10 @@ def main_mosquitto(
         counts[a.role] = counts.get(a.role, 0) + 1
     summary = ", ".join(f"{n} {role}" for role, n in sorted(counts.items()))
     print(f"wrote {bundle.config}, {bundle.password_file.name}, {bundle.acl_file.name} ({summary})")
-    print(f"passwords (mode 0600, do not commit): {bundle.credentials}, {bundle.engine_env}")
+    print(
+        f"passwords (do not commit): {bundle.credentials}, {bundle.engine_env}, "
+        f"{bundle.mqtt_password.parent}/"
+    )
     if tls is None:
         print(
             "warning: no --tls-dir given; the listener is plain TCP (tests/loopback only)",
@@ -535,6 +672,25 @@ def _write_private(path: Path, text: str) -> None:
         os.fchmod(fd, 0o600)
         os.write(fd, text.encode("utf-8"))
         os.fsync(fd)
+    finally:
+        os.close(fd)
+    os.replace(tmp, path)
+
+
+def _write_secret(path: Path, text: str) -> None:
+    """One secret per file, no newline, 0444: only inside the 0700 ``secrets/`` directory.
+
+    Read-only for everyone because compose bind-mounts the file itself into a
+    container running as another user (the engine's uid 10001); the directory's
+    0700 is what keeps other users of this host out.
+    """
+    tmp = path.with_name(path.name + ".tmp")
+    tmp.unlink(missing_ok=True)  # a 0444 leftover of an interrupted run
+    fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+    try:
+        os.write(fd, text.encode("utf-8"))
+        os.fsync(fd)
+        os.fchmod(fd, 0o444)
     finally:
         os.close(fd)
     os.replace(tmp, path)

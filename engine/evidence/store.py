@@ -5,13 +5,17 @@ record ``seq == n``.  Opening an existing log re-reads its last record to
 continue the chain.  A crash can leave a torn last line (written without its
 newline); opening such a log moves the fragment to ``<log>.torn-<offset>``
 (nothing is deleted, the fragment was never a complete record) and truncates
-the log to its last complete record.  Any other damage is reported, never
-repaired: evidence is not rewritten.
+the log to its last complete record, with a warning in the log naming the
+fragment file, the offset and the byte count: an operator must learn that an
+evidence write was cut short (and whether the fragment held a whole record that
+only lacked its newline) rather than find an unexplained file later.  Any other
+damage is reported, never repaired: evidence is not rewritten.
 """
 
 from __future__ import annotations
 
 import json
+import logging
 import os
 from collections.abc import Iterable, Iterator
 from pathlib import Path
@@ -20,6 +24,8 @@ from typing import IO
 from engine.evidence.chain import ChainBroken, EvidenceError, Record
 
 _TAIL_CHUNK = 1 << 16
+
+log = logging.getLogger(__name__)
 
 
 class MemoryStore:
@@ -125,11 +131,45 @@ class JsonlStore:
             raise ChainBroken(None, f"{self.path}: last line is not a record ({exc})") from exc
 
     def _set_aside_torn(self, offset: int) -> None:
+        """Move the bytes after the last newline to a ``.torn-<offset>`` file and say so.
+
+        The fragment file is created exclusively (a second torn write at the same
+        offset gets ``-1``, ``-2``, ...), so an earlier fragment is never
+        overwritten, and it reaches the disk before the log is truncated.
+        """
         with open(self.path, "r+b") as fh:
             fh.seek(offset)
             fragment = fh.read()
-            Path(f"{self.path}.torn-{offset}").write_bytes(fragment)
+            aside = self._write_aside(offset, fragment)
             fh.truncate(offset)
+        try:
+            Record.from_json(json.loads(fragment))
+            what = "a complete record without its newline"
+        except (ValueError, UnicodeDecodeError, ChainBroken):
+            what = "a partial record"
+        log.warning(
+            "evidence log %s: torn last line (%s, %d bytes at offset %d) moved to %s; "
+            "the log continues from its last complete record",
+            self.path,
+            what,
+            len(fragment),
+            offset,
+            aside,
+        )
+
+    def _write_aside(self, offset: int, fragment: bytes) -> Path:
+        for n in range(10_000):
+            aside = Path(f"{self.path}.torn-{offset}" + (f"-{n}" if n else ""))
+            try:
+                fd = os.open(aside, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o644)
+            except FileExistsError:
+                continue
+            with os.fdopen(fd, "wb") as out:
+                out.write(fragment)
+                out.flush()
+                os.fsync(out.fileno())
+            return aside
+        raise EvidenceError(f"{self.path}: no free name for the torn fragment at offset {offset}")
 
 
 def read_records(path: str | Path) -> Iterator[Record]:

@@ -9,6 +9,10 @@ loop.  So once a forbidden publish has been acknowledged, any message
 published afterwards (the marker) reaches a subscriber after the forbidden one
 would have; receiving the marker without the forbidden message proves it was
 dropped.
+
+Every login is its own client id (``use_username_as_clientid``), so a second
+connection with the same username would close the first: ``login`` therefore
+hands out one connection per user within a test.
 """
 
 from __future__ import annotations
@@ -38,6 +42,9 @@ from engine.orders import load_orders
 pytestmark = pytest.mark.integration
 
 ENGINE, CENTRE = "emguard-engine", "centre"
+ENGINE_PUB = f"{ENGINE}-pub"  # the engine's publishing login (engine/service.py's outbox)
+# Worker logins <engine>-<n> and <engine>-<n>-pub: the StatefulSet's pods and compose's workers.
+WORKERS = tuple(f"{ENGINE}-{n}" for n in range(8))
 MONITORS = ("AM-1001", "AM-1002")
 VICTIM_DEVICES = ("VD-2001", "VD-2002")
 PHONE_USER, PHONE_DEVICE = "anna", "PH-2001"
@@ -46,12 +53,16 @@ PROTOCOLS = pytest.mark.parametrize("protocol", [mqtt.MQTTv5, mqtt.MQTTv311], id
 
 # What each account may read, from the issue: the engine every device topic and acks;
 # the centre its alerts and dead letters; a device only its own prompts/warnings/commands.
+_ENGINE_READS = {
+    *(f"em/dev/{d}/{k}" for d in (*MONITORS, *VICTIM_DEVICES) for k in ("fix", "event")),
+    "owntracks/anna/phone",
+    "em/ack",
+}
 EXPECTED_READ: dict[str, set[str]] = {
-    ENGINE: {
-        *(f"em/dev/{d}/{k}" for d in (*MONITORS, *VICTIM_DEVICES) for k in ("fix", "event")),
-        "owntracks/anna/phone",
-        "em/ack",
-    },
+    ENGINE: _ENGINE_READS,
+    ENGINE_PUB: set(),  # publishes only: a leaked publishing password reads no position
+    **{w: _ENGINE_READS for w in WORKERS},
+    **{f"{w}-pub": set() for w in WORKERS},
     CENTRE: {"em/alerts/centre", "em/deadletter"},
     **{m: {f"em/cmd/subject/{m}", f"em/cmd/device/{m}"} for m in MONITORS},
     **{v: {f"em/alerts/victim/{v}", f"em/cmd/device/{v}"} for v in VICTIM_DEVICES},
@@ -64,11 +75,11 @@ LEGIT_TRAFFIC: list[tuple[str, str]] = [
     *((d, f"em/dev/{d}/{k}") for d in (*MONITORS, *VICTIM_DEVICES) for k in ("fix", "event")),
     (PHONE_USER, "owntracks/anna/phone"),
     (CENTRE, "em/ack"),
-    (ENGINE, "em/alerts/centre"),
-    (ENGINE, "em/deadletter"),
-    *((ENGINE, f"em/alerts/victim/{v}") for v in (*VICTIM_DEVICES, PHONE_DEVICE)),
-    *((ENGINE, f"em/cmd/subject/{m}") for m in MONITORS),
-    *((ENGINE, f"em/cmd/device/{d}") for d in (*MONITORS, *VICTIM_DEVICES, PHONE_DEVICE)),
+    (ENGINE_PUB, "em/alerts/centre"),
+    (ENGINE_PUB, "em/deadletter"),
+    *((ENGINE_PUB, f"em/alerts/victim/{v}") for v in (*VICTIM_DEVICES, PHONE_DEVICE)),
+    *((ENGINE_PUB, f"em/cmd/subject/{m}") for m in MONITORS),
+    *((ENGINE_PUB, f"em/cmd/device/{d}") for d in (*MONITORS, *VICTIM_DEVICES, PHONE_DEVICE)),
 ]
 
 # Filters a curious or malicious client might try; mosquitto 2.0 grants the SUBSCRIBE
@@ -105,11 +116,23 @@ def broker() -> Iterator[RunningBroker]:
 
 @pytest.fixture
 def login(broker: RunningBroker, probes: Any) -> Any:
-    """``login(user, **kw) -> Probe`` connected with the generated password; asserts acceptance."""
+    """``login(user, **kw) -> Probe`` connected with the generated password; asserts acceptance.
+
+    One connection per user and protocol within a test: the broker makes the username the
+    client id, so a second connection of the same user would close the first.
+    """
+    open_: dict[str, Probe] = {}
 
     def connect(user: str, **kw: Any) -> Probe:
+        protocol = kw.get("protocol", mqtt.MQTTv5)
+        known = open_.get(user)
+        if known is not None and not known.disconnected.is_set():
+            if known.protocol == protocol or "protocol" not in kw:
+                return known
+            known.close()
         probe: Probe = probes(broker.port, user, broker.passwords[user], **kw)
         assert probe.accepted, f"{user} refused: {probe.connack}"
+        open_[user] = probe
         return probe
 
     return connect
@@ -170,8 +193,13 @@ def _publish_all(login: Any, nonce: str, protocol: int) -> set[tuple[str, bytes]
     return sent
 
 
+# The worker logins have exactly the rights of the first pair (the generator builds them with the
+# same function); reading as the first and the last worker of each kind covers them.
+READERS = sorted(set(EXPECTED_READ) - set(WORKERS[1:]) - {f"{w}-pub" for w in WORKERS[:-1]})
+
+
 @PROTOCOLS
-@pytest.mark.parametrize("reader", sorted(EXPECTED_READ))
+@pytest.mark.parametrize("reader", READERS)
 def test_each_account_reads_exactly_its_own_topics(login: Any, reader: str, protocol: int) -> None:
     """Subscribed to every filter it can think of, an account receives only the topics the rules give it."""
     probe = login(reader, protocol=protocol)
@@ -179,6 +207,11 @@ def test_each_account_reads_exactly_its_own_topics(login: Any, reader: str, prot
         probe.subscribe(topic_filter)
     nonce = secrets.token_hex(4)
     sent = _publish_all(login, nonce, protocol)
+    if not EXPECTED_READ[reader]:
+        # Nothing it may read, so no marker it could receive: every PUBACK is in (the broker
+        # has routed each message), and nothing arrives in a generous half second after.
+        assert probe.received(1, timeout=0.5) == []
+        return
     marker_topic = sorted(EXPECTED_READ[reader])[0]
     marker_user = next(u for u, t in LEGIT_TRAFFIC if t == marker_topic)
     marker = f"{nonce} marker".encode()
@@ -198,7 +231,7 @@ def test_offender_devices_never_receive_victim_warnings_or_centre_alerts(
     offender.subscribe("em/alerts/victim/#")
     offender.subscribe("em/alerts/centre")
     offender.subscribe(f"em/cmd/subject/{monitor}")
-    engine = login(ENGINE)
+    engine = login(ENGINE_PUB)
     for topic in [
         *(f"em/alerts/victim/{v}" for v in (*VICTIM_DEVICES, PHONE_DEVICE)),
         "em/alerts/centre",
@@ -235,6 +268,12 @@ FORBIDDEN_WRITES = [
     (CENTRE, "em/cmd/device/AM-1001"),
     (CENTRE, "em/dev/AM-1001/fix"),
     (ENGINE, "em/dev/AM-1001/fix"),
+    (ENGINE, "em/alerts/victim/VD-2001"),  # the receiving login publishes nothing
+    (ENGINE, "em/cmd/subject/AM-1001"),
+    (ENGINE, "em/ack"),
+    (ENGINE_PUB, "em/dev/AM-1001/fix"),
+    (ENGINE_PUB, "em/ack"),
+    ("emguard-engine-3", "em/alerts/centre"),
 ]
 
 
@@ -244,10 +283,10 @@ def _watcher(topic: str) -> tuple[str, str, str]:
     if topic.startswith(("em/dev/", "owntracks/")) or topic == "em/ack":
         return ENGINE, "AM-1002", "em/dev/AM-1002/fix"
     if topic == "em/alerts/centre":
-        return CENTRE, ENGINE, topic
+        return CENTRE, ENGINE_PUB, topic
     owner = parts[-1]
     reader = PHONE_USER if owner == PHONE_DEVICE else owner
-    return reader, ENGINE, topic
+    return reader, ENGINE_PUB, topic
 
 
 @pytest.mark.parametrize(("publisher", "topic"), FORBIDDEN_WRITES)
@@ -310,7 +349,7 @@ def test_centre_acknowledgement_reaches_the_engine_but_not_devices(login: Any) -
     ack = b'{"alert_id": "A-1", "action": "ack", "by": "op-7"}'
     assert not login(CENTRE).publish("em/ack", ack).is_failure
     assert engine.until("em/ack", ack) == [("em/ack", ack)]
-    engine.publish("em/cmd/subject/AM-1001", b"marker")
+    login(ENGINE_PUB).publish("em/cmd/subject/AM-1001", b"marker")
     assert offender.until("em/cmd/subject/AM-1001", b"marker") == [
         ("em/cmd/subject/AM-1001", b"marker")
     ]

@@ -34,14 +34,23 @@ from engine.orders import OrderBook
 pytestmark = pytest.mark.integration
 
 ENGINE = "emguard-engine"
+ENGINE_PUB = f"{ENGINE}-pub"
 SHIPPED_CONF = DEPLOY / "broker" / "mosquitto.conf"
 
 
-def _engine(broker: RunningBroker, probes: Any, client_id: str, **kw: Any) -> Probe:
+def _engine(
+    broker: RunningBroker, probes: Any, client_id: str, user: str = ENGINE, **kw: Any
+) -> Probe:
+    """The engine's receiving connection (persistent session) as login ``user``.
+
+    The broker makes the username the client id (``use_username_as_clientid``), so
+    ``client_id`` is what the engine sends, not the session's name; two workers need two
+    logins (``emguard-engine-0``, ``-1``), not two client ids.
+    """
     probe: Probe = probes(
         broker.port,
-        ENGINE,
-        broker.passwords[ENGINE],
+        user,
+        broker.passwords[user],
         client_id=client_id,
         session_expiry=3600,
         **kw,
@@ -157,6 +166,7 @@ def test_queued_fixes_survive_a_broker_restart(
 
 
 SHARED = "$share/emguard/em/dev/+/fix"
+WORKER_A, WORKER_B = f"{ENGINE}-0", f"{ENGINE}-1"  # the generated worker logins
 
 
 def test_offline_shared_subscriber_strands_its_share_of_fixes(
@@ -164,16 +174,16 @@ def test_offline_shared_subscriber_strands_its_share_of_fixes(
 ) -> None:
     """mosquitto 2.0 keeps routing to an offline persistent shared subscriber (deploy/README.md: stable client ids)."""
     broker = run_generated_broker(book, broker_dir, start_broker)
-    online = _engine(broker, probes, "worker-a")
+    online = _engine(broker, probes, "worker-a", WORKER_A)
     online.subscribe(SHARED)
-    gone = _engine(broker, probes, "worker-b")
+    gone = _engine(broker, probes, "worker-b", WORKER_B)
     gone.subscribe(SHARED)
     gone.close()
     payloads = [f"fix {i}".encode() for i in range(20)]
     _device(broker, probes).publish_many("em/dev/AM-1001/fix", payloads)
     first = online.received(20, timeout=1.5)
     assert len(first) == 10  # round-robin: the other half waits in worker-b's session
-    back = _engine(broker, probes, "worker-b")
+    back = _engine(broker, probes, "worker-b", WORKER_B)
     second = back.received(10, timeout=5)
     assert sorted(p for _, p in first + second) == sorted(payloads)
 
@@ -183,12 +193,39 @@ def test_unsubscribing_before_disconnect_hands_all_fixes_to_the_remaining_worker
 ) -> None:
     """A worker that leaves the share group before disconnecting strands nothing (graceful shutdown)."""
     broker = run_generated_broker(book, broker_dir, start_broker)
-    online = _engine(broker, probes, "worker-a")
+    online = _engine(broker, probes, "worker-a", WORKER_A)
     online.subscribe(SHARED)
-    leaving = _engine(broker, probes, "worker-b")
+    leaving = _engine(broker, probes, "worker-b", WORKER_B)
     leaving.subscribe(SHARED)
     leaving.unsubscribe(SHARED)
     leaving.close()
     payloads = [f"fix {i}".encode() for i in range(20)]
     _device(broker, probes).publish_many("em/dev/AM-1001/fix", payloads)
     assert sorted(p for _, p in online.received(20, timeout=5)) == sorted(payloads)
+
+
+def _max_packet_size() -> int:
+    return int(next(s.value for s in BROKER_SETTINGS if s.key == "max_packet_size"))
+
+
+def test_engines_largest_message_passes_and_an_oversized_packet_is_refused(
+    book: OrderBook, broker_dir: Path, start_broker: Any, probes: Any
+) -> None:
+    """The engine's publish cap (engine/outbound.py) fits under max_packet_size on a real broker;
+    a packet over max_packet_size is refused and its sender disconnected (why devices must split)."""
+    from engine.outbound import MAX_PUBLISH_BYTES
+
+    limit = _max_packet_size()
+    assert MAX_PUBLISH_BYTES + 64 * 1024 <= limit  # room for the topic, properties, header
+    broker = run_generated_broker(book, broker_dir, start_broker)
+    victim = _device(broker, probes, "VD-2001")
+    victim.subscribe("em/alerts/victim/VD-2001")
+    publisher: Probe = probes(broker.port, ENGINE_PUB, broker.passwords[ENGINE_PUB])
+    assert publisher.accepted, publisher.connack
+    biggest = b"x" * MAX_PUBLISH_BYTES
+    assert not publisher.publish("em/alerts/victim/VD-2001", biggest).is_failure
+    assert victim.received(1, timeout=5) == [("em/alerts/victim/VD-2001", biggest)]
+    monitor = _device(broker, probes, "AM-1001")
+    monitor.client.publish("em/dev/AM-1001/fix", b"x" * (limit + 1), qos=1)
+    assert monitor.disconnected.wait(5), "an oversized packet was accepted"
+    assert not victim.disconnected.is_set()

@@ -146,9 +146,14 @@ def test_unsafe_names_fail_with_a_message(name: str) -> None:
 
 def test_accounts_follow_roles(book: OrderBook) -> None:
     """Engine, centre, each native device by id, and the OwnTracks phone by its OwnTracks user."""
-    accounts = _accounts(book)
+    accounts = _accounts(book, engine_workers=2)
     assert {u: a.role for u, a in accounts.items()} == {
         "emguard-engine": "engine",
+        "emguard-engine-pub": "engine_publisher",
+        "emguard-engine-0": "engine",
+        "emguard-engine-0-pub": "engine_publisher",
+        "emguard-engine-1": "engine",
+        "emguard-engine-1-pub": "engine_publisher",
         "centre": "centre",
         "AM-1001": "ankle_monitor",
         "AM-1002": "ankle_monitor",
@@ -285,10 +290,13 @@ def test_only_the_engine_holds_wildcard_rights(book: OrderBook) -> None:
     for account in plan_accounts(DeviceRegistry.from_orders(book)):
         wild = [t for t in (*account.read, *account.write) if "+" in t or "#" in t]
         if account.role == "engine":
-            # em/internal/# twice: workers read and write forwarded messages (engine/cluster.py)
-            assert sorted(wild) == sorted(
-                ["em/dev/#", "owntracks/#", "em/alerts/#", "em/cmd/#", "em/internal/#", "em/internal/#"]
-            )
+            # internal: workers read messages forwarded to them (engine/cluster.py)
+            assert account.write == ()
+            assert sorted(wild) == sorted(["em/dev/#", "owntracks/#", "em/internal/#"])
+        elif account.role == "engine_publisher":
+            # ... and forward them through the outbox, with every other engine output
+            assert account.read == ()
+            assert sorted(wild) == sorted(["em/alerts/#", "em/cmd/#", "em/internal/#"])
         else:
             assert wild == [], account
 
@@ -315,10 +323,95 @@ def test_bundle_files_and_modes(book: OrderBook, tmp_path: Path) -> None:
         assert c["password"] not in bundle.password_file.read_text()
         assert c["password"] not in bundle.acl_file.read_text()
         assert c["password"] not in bundle.config.read_text()
-    engine = next(c for c in creds if c["role"] == "engine")
+    by_user = {c["username"]: c["password"] for c in creds}
+    receiving, publishing = by_user["emguard-engine"], by_user["emguard-engine-pub"]
+    assert receiving != publishing
     assert bundle.engine_env.read_text() == (
-        f"EMGUARD_MQTT_USERNAME=emguard-engine\nEMGUARD_MQTT_PASSWORD={engine['password']}\n"
+        "EMGUARD_MQTT_USERNAME=emguard-engine\n"
+        f"EMGUARD_MQTT_PASSWORD={receiving}\n"
+        f"EMGUARD_MQTT_PUBLISH_PASSWORD={publishing}\n"
     )
+    # one file per password for compose secrets / kubectl --from-file: no newline, in a 0700 dir
+    assert bundle.mqtt_password.read_text() == receiving
+    assert bundle.mqtt_publish_password.read_text() == publishing
+    assert _mode(bundle.mqtt_password.parent) == 0o700
+    assert _mode(bundle.mqtt_password) == _mode(bundle.mqtt_publish_password) == 0o444
+    # every worker login shares its role's password (a pod cannot pick a per-pod Secret key)
+    for n in range(8):
+        assert by_user[f"emguard-engine-{n}"] == receiving
+        assert by_user[f"emguard-engine-{n}-pub"] == publishing
+
+
+def test_engine_workers_get_their_own_logins(book: OrderBook) -> None:
+    """N workers: N receiving and N publishing logins named <engine>-<n>[-pub]; 0 workers: only the pair."""
+    assert [a.username for a in plan_accounts(DeviceRegistry.from_orders(book), engine_workers=0)][
+        :3
+    ] == ["emguard-engine", "emguard-engine-pub", "centre"]
+    accounts = _accounts(book, engine_workers=3, engine_user="eng")
+    assert {u for u in accounts if u.startswith("eng")} == {
+        "eng",
+        "eng-pub",
+        "eng-0",
+        "eng-0-pub",
+        "eng-1",
+        "eng-1-pub",
+        "eng-2",
+        "eng-2-pub",
+    }
+    assert accounts["eng-2"].password_of == "eng"
+    assert accounts["eng-2-pub"].password_of == "eng-pub"
+    assert (accounts["eng-2"].read, accounts["eng-2"].write) == (
+        accounts["eng"].read,
+        accounts["eng"].write,
+    )
+    with pytest.raises(ConfigError, match="workers"):
+        _accounts(book, engine_workers=-1)
+
+
+def test_default_worker_logins_cover_the_autoscalers_maximum() -> None:
+    """Every pod the HPA may start (emguard-engine-0 .. maxReplicas-1) has a login."""
+    import yaml
+
+    from engine.deploy_config import DEFAULT_ENGINE_WORKERS
+
+    hpa = yaml.safe_load((Path(__file__).parents[2] / "deploy" / "k8s" / "hpa.yaml").read_text())
+    assert hpa["spec"]["maxReplicas"] <= DEFAULT_ENGINE_WORKERS
+
+
+def test_a_device_named_like_an_engine_login_is_refused(tmp_path: Path) -> None:
+    """A device id equal to an engine worker's or publishing login would share its client id."""
+    for name in ("emguard-engine-pub", "emguard-engine-3"):
+        book = load_orders(
+            _orders(
+                subjects=[
+                    {"id": "S-1", "devices": [name]},
+                    {"id": "S-2", "devices": ["AM-1002"]},
+                ]
+            )
+        )
+        with pytest.raises(ConfigError, match="used twice"):
+            write_mosquitto_config(book, tmp_path / "out")
+
+
+def test_one_owntracks_login_for_two_phones_is_refused(tmp_path: Path) -> None:
+    """Two phones on one OwnTracks user would keep knocking each other off: refused, with the fix."""
+    book = load_orders(
+        _orders(
+            protected_persons=[
+                {
+                    "id": "P-1",
+                    "devices": ["VD-2001", "PH-2001", "PH-2002"],
+                    "owntracks": [
+                        {"topic": "anna/phone", "device": "PH-2001"},
+                        {"topic": "anna/tablet", "device": "PH-2002"},
+                    ],
+                },
+                {"id": "P-2", "devices": ["VD-2002"]},
+            ]
+        )
+    )
+    with pytest.raises(ConfigError, match="its own OwnTracks user"):
+        write_mosquitto_config(book, tmp_path / "out")
 
 
 def test_rerun_keeps_passwords_and_rotate_replaces_them(book: OrderBook, tmp_path: Path) -> None:

@@ -8,9 +8,14 @@ service config, ports agree end to end, probes hit the engine's endpoints.
 
 from __future__ import annotations
 
+import contextlib
+import os
 import re
 import shlex
-from pathlib import PurePosixPath
+import signal
+import stat
+import subprocess
+from pathlib import Path, PurePosixPath
 from typing import Any
 from urllib.parse import urlparse
 
@@ -30,6 +35,11 @@ K8S = {
     p.name: list(yaml.safe_load_all(p.read_text())) for p in sorted((DEPLOY / "k8s").glob("*.yaml"))
 }
 DOCKERFILE = (DEPLOY / "Dockerfile").read_text()
+ENTRYPOINT = DEPLOY / "entrypoint.sh"
+# The *_FILE variables the image's entrypoint turns into their variables (deploy/entrypoint.sh).
+_LOOP = re.search(r"^for var in ([A-Z_ ]+); do$", ENTRYPOINT.read_text(), re.M)
+assert _LOOP, "deploy/entrypoint.sh: the 'for var in ...' loop"
+ENTRYPOINT_FILE_VARS = frozenset(f"{v}_FILE" for v in _LOOP.group(1).split())
 
 _VAR = re.compile(r"\$\{(\w+)(?::?([-?])([^}]*))?\}")
 
@@ -54,10 +64,18 @@ def generated(tmp_path_factory: pytest.TempPathFactory) -> set[str]:
     """Paths (relative to deploy/) that `emguard deploy mosquitto --out deploy/mosquitto/` writes."""
     out = tmp_path_factory.mktemp("bundle") / "mosquitto"
     write_mosquitto_config(load_orders(ORDERS_DOC), out)
-    return {f"mosquitto/{p.name}" for p in out.iterdir()}
+    return {f"mosquitto/{p.relative_to(out)}" for p in out.rglob("*")}
 
 
-OPERATOR_PROVIDED = {"certs"}  # README: the operator puts ca.crt / server.crt / server.key here
+@pytest.fixture(scope="module")
+def broker_logins(tmp_path_factory: pytest.TempPathFactory) -> set[str]:
+    """Every username `emguard deploy mosquitto` generates with its defaults."""
+    out = tmp_path_factory.mktemp("logins") / "mosquitto"
+    return {a.username for a in write_mosquitto_config(load_orders(ORDERS_DOC), out).accounts}
+
+
+# README: the operator puts the TLS files into certs/ and the compose secrets into secrets/
+OPERATOR_PROVIDED = {"certs", "secrets"}
 
 
 def _exists_or_provided(source: str, generated: set[str]) -> bool:
@@ -78,8 +96,10 @@ def test_compose_bind_mounts_and_env_files_exist_or_are_generated(generated: set
             assert _exists_or_provided(source, generated), f"{name}: {source}"
         for env_file in service.get("env_file", []):
             assert _exists_or_provided(env_file, generated), f"{name}: {env_file}"
-    for engine in ENGINES.values():
-        assert engine["env_file"] == ["./mosquitto/engine.env"]
+    for name, secret in COMPOSE["secrets"].items():
+        assert _exists_or_provided(secret["file"], generated), f"secret {name}: {secret['file']}"
+    for directory in OPERATOR_PROVIDED:
+        assert (DEPLOY / directory / ".gitignore").is_file(), directory
 
 
 def test_compose_builds_the_shipped_dockerfile() -> None:
@@ -98,10 +118,52 @@ def is_config_key(key: str) -> bool:
     return ServiceConfig.from_env({key: probe}) != ServiceConfig()
 
 
+# Agreed in issue 21 and implemented on another branch: the HTTP engineer's engine/auth.py and
+# engine/config.py read EMGUARD_API_TOKENS_FILE.  test_agreed_variables_are_read_by_the_engine
+# reports (xfail) until that is merged, then checks it.
+AGREED = {"EMGUARD_API_TOKENS_FILE": "engine/auth.py (HTTP branch of issue 21)"}
+
+
+def _named_in_engine(key: str) -> bool:
+    return any(f'"{key}"' in p.read_text() for p in (REPO / "engine").glob("*.py"))
+
+
+def engine_reads(key: str) -> bool:
+    """True when the engine reads ``key``: its config, the image's entrypoint, or engine/ code."""
+    if key in ENTRYPOINT_FILE_VARS or key in AGREED or is_config_key(key):
+        return True
+    return _named_in_engine(key)
+
+
+@pytest.mark.parametrize("key", sorted(AGREED))
+def test_agreed_variables_are_read_by_the_engine(key: str) -> None:
+    """The deploy files set these; the engine must read them (else `serve` has no API tokens)."""
+    if not _named_in_engine(key):
+        pytest.xfail(f"{key} is read by {AGREED[key]}, not merged into this branch yet")
+    assert _named_in_engine(key)
+
+
+STAND_IN = {
+    "EMGUARD_MQTT_PASSWORD": "from-secret",
+    "EMGUARD_MQTT_PUBLISH_PASSWORD": "from-secret-pub",
+    "EMGUARD_REDIS": "redis://:from-secret@redis:6379/0",
+}
+
+
+def _as_engine_sees(env: dict[str, str]) -> dict[str, str]:
+    """The environment after the image's entrypoint read each *_FILE into its variable."""
+    out = {}
+    for key, value in env.items():
+        if key in ENTRYPOINT_FILE_VARS:
+            out[key.removesuffix("_FILE")] = STAND_IN[key.removesuffix("_FILE")]
+        elif key != "EMGUARD_API_TOKENS_FILE" or is_config_key(key):
+            out[key] = value
+    return out
+
+
 def _engine_config(service: dict[str, Any]) -> ServiceConfig:
     env = {k: interpolate(str(v)) for k, v in service["environment"].items()}
-    env |= {"EMGUARD_MQTT_USERNAME": "emguard-engine", "EMGUARD_MQTT_PASSWORD": "from-engine.env"}
-    return ServiceConfig.from_env(env)
+    return ServiceConfig.from_env(_as_engine_sees(env))
 
 
 @pytest.mark.parametrize("name", sorted(ENGINES))
@@ -110,7 +172,7 @@ def test_engine_environment_is_the_engines_own_config(name: str) -> None:
     service = ENGINES[name]
     for key in service["environment"]:
         assert key.startswith("EMGUARD_"), key
-        assert is_config_key(key), f"{key} is not read by engine/config.py"
+        assert engine_reads(key), f"{key} is not read by the engine or its entrypoint"
     cfg = _engine_config(service)
     assert cfg.broker == "mqtts://mosquitto:8883"
     assert cfg.shared_group == "emguard"
@@ -131,6 +193,18 @@ def test_engine_workers_share_a_group_with_distinct_stable_client_ids() -> None:
     ids = {_engine_config(s).client_id for s in ENGINES.values()}
     assert len(ids) == 2 and "emguard-engine" not in ids
     assert {_engine_config(s).shared_group for s in ENGINES.values()} == {"emguard"}
+
+
+def test_each_worker_logs_in_with_its_own_generated_logins(broker_logins: set[str]) -> None:
+    """The broker makes the username the client id: each worker's username is its client id, and
+    it and its publishing login ``<username>-pub`` (engine/service.py) are generated accounts."""
+    for name, service in ENGINES.items():
+        cfg = _engine_config(service)
+        assert cfg.mqtt_username == cfg.client_id, name
+        assert {cfg.mqtt_username, f"{cfg.mqtt_username}-pub"} <= broker_logins, name
+    pods = kind("StatefulSet")["metadata"]["name"]
+    for n in range(kind("HorizontalPodAutoscaler")["spec"]["maxReplicas"]):
+        assert {f"{pods}-{n}", f"{pods}-{n}-pub"} <= broker_logins, n
 
 
 def test_broker_port_agrees_end_to_end() -> None:
@@ -157,11 +231,83 @@ def test_every_file_the_broker_config_names_is_mounted() -> None:
     assert conf_mount == [SERVICES["mosquitto"]["command"][-1]]
 
 
-def test_redis_uses_aof_and_a_password() -> None:
+def test_redis_uses_aof_and_a_password_from_its_secret() -> None:
     """Redis keeps an append-only file (engine state survives restarts) and requires auth."""
     command = " ".join(SERVICES["redis"]["command"])
     assert "--appendonly yes" in command
-    assert "--requirepass" in command
+    assert "requirepass" in command and "/run/secrets/redis_password" in command
+    assert SERVICES["redis"]["secrets"] == ["redis_password"]
+    assert "/run/secrets/redis_password" in " ".join(SERVICES["redis"]["healthcheck"]["test"])
+
+
+def _free_port() -> int:
+    import socket
+
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
+
+
+@pytest.mark.integration
+def test_redis_command_really_requires_the_secret_password(tmp_path: Path) -> None:
+    """The compose command, run by sh with a real redis-server: NOAUTH without, PONG with the file's password.
+
+    docker-entrypoint.sh is replaced by a stub that adds a free port and a private
+    directory (never the machine's Redis on 6379); the password appears in no argv.
+    """
+    import shutil
+
+    server = shutil.which("redis-server") or pytest.fail("redis-server is not installed")
+    cli = shutil.which("redis-cli") or pytest.fail("redis-cli is not installed")
+    port = _free_port()
+    password = "0123456789abcdef" * 3
+    (tmp_path / "redis_password").write_text(password + "\n")
+    stub = tmp_path / "bin" / "docker-entrypoint.sh"
+    stub.parent.mkdir()
+    stub.write_text(
+        f'#!/bin/sh\nshift\nexec {server} "$@" --port {port} --bind 127.0.0.1 --dir {tmp_path}\n'
+    )
+    stub.chmod(0o755)
+    script = SERVICES["redis"]["command"][2].replace("$$", "$")
+    script = script.replace("/run/secrets/redis_password", str(tmp_path / "redis_password"))
+    env = dict(os.environ, PATH=f"{stub.parent}:{os.environ['PATH']}")
+    log = (tmp_path / "redis.log").open("wb")
+    proc = subprocess.Popen(
+        ["sh", "-c", script], env=env, stdout=log, stderr=subprocess.STDOUT, start_new_session=True
+    )
+    try:
+        import time
+
+        deadline = time.monotonic() + 10
+        ping: subprocess.CompletedProcess[str] | None = None
+        while time.monotonic() < deadline:
+            ping = subprocess.run([cli, "-p", str(port), "ping"], capture_output=True, text=True)
+            if ping.stdout.strip():
+                break
+            time.sleep(0.1)
+        assert ping is not None and "NOAUTH" in ping.stdout, ping
+        authed = subprocess.run(
+            [cli, "-p", str(port), "ping"],
+            capture_output=True,
+            text=True,
+            env=dict(os.environ, REDISCLI_AUTH=password),
+        )
+        assert authed.stdout.strip() == "PONG"
+        for cmdline in Path("/proc").glob("[0-9]*/cmdline"):
+            try:
+                assert password.encode() not in cmdline.read_bytes(), cmdline
+            except OSError:
+                continue  # the process ended meanwhile
+    finally:
+        subprocess.run(
+            [cli, "-p", str(port), "shutdown", "nosave"],
+            env=dict(os.environ, REDISCLI_AUTH=password),
+            capture_output=True,
+        )
+        with contextlib.suppress(ProcessLookupError):  # redis-server is sh's child: the group
+            os.killpg(proc.pid, signal.SIGTERM)
+        proc.wait(timeout=10)
+        log.close()
 
 
 def test_prometheus_scrapes_each_engine_on_its_http_port() -> None:
@@ -174,10 +320,11 @@ def test_prometheus_scrapes_each_engine_on_its_http_port() -> None:
 
 
 def test_internal_services_are_not_published_to_the_world() -> None:
-    """Only the broker's TLS port is public; Redis and engines have none, UIs bind to loopback."""
+    """Only TLS ports are public (broker, API proxy); Redis and engines have none, UIs bind to loopback."""
     for name, service in SERVICES.items():
         for port in service.get("ports", []):
-            assert name == "mosquitto" or str(port).startswith("127.0.0.1:"), (name, port)
+            public = name in ("mosquitto", "api-proxy")
+            assert public or str(port).startswith("127.0.0.1:"), (name, port)
     assert "ports" not in SERVICES["redis"]
     assert COMPOSE["networks"]["backend"]["internal"] is True
 
@@ -241,14 +388,22 @@ def test_k8s_environment_is_valid_engine_config_with_secrets_from_secrets() -> N
         {"configMapRef": {"name": kind("ConfigMap")["metadata"]["name"]}}
     ]
     env = {e["name"]: e for e in container["env"]}
-    assert env["EMGUARD_MQTT_PASSWORD"]["valueFrom"]["secretKeyRef"]["name"] == "emguard-secrets"
-    assert env["EMGUARD_REDIS"]["valueFrom"]["secretKeyRef"]["name"] == "emguard-secrets"
-    assert env["EMGUARD_CLIENT_ID"]["valueFrom"]["fieldRef"]["fieldPath"] == "metadata.name"
-    assert not any(k in config_map for k in ("EMGUARD_MQTT_PASSWORD", "EMGUARD_REDIS"))
-    values = dict(config_map) | {"EMGUARD_MQTT_PASSWORD": "x", "EMGUARD_REDIS": "redis://r:6379/0"}
+    for key in ("EMGUARD_MQTT_PASSWORD", "EMGUARD_MQTT_PUBLISH_PASSWORD", "EMGUARD_REDIS"):
+        assert env[key]["valueFrom"]["secretKeyRef"]["name"] == "emguard-secrets", key
+        assert key not in config_map
+    # username = client id = pod name: the broker binds each login to its client id
+    for key in ("EMGUARD_MQTT_USERNAME", "EMGUARD_CLIENT_ID"):
+        assert env[key]["valueFrom"]["fieldRef"]["fieldPath"] == "metadata.name", key
+        assert key not in config_map
+    values = dict(config_map) | {
+        "EMGUARD_MQTT_USERNAME": "emguard-engine-0",
+        "EMGUARD_MQTT_PASSWORD": "x",
+        "EMGUARD_MQTT_PUBLISH_PASSWORD": "y",
+        "EMGUARD_REDIS": "redis://r:6379/0",
+    }
     for key in values:
-        assert is_config_key(key), f"{key} is not read by engine/config.py"
-    cfg = ServiceConfig.from_env(values)
+        assert engine_reads(key), f"{key} is not read by the engine"
+    cfg = ServiceConfig.from_env(_as_engine_sees(values))
     assert cfg.broker.startswith("mqtts://") and cfg.http_port == 8080 and cfg.shared_group
     mounts = {m["mountPath"] for m in container["volumeMounts"]}
     assert str(PurePosixPath(cfg.orders or "").parent) in mounts
@@ -306,10 +461,14 @@ def test_network_policy_allows_only_broker_redis_dns_out_and_monitoring_in() -> 
     policy = kind("NetworkPolicy")["spec"]
     assert policy["podSelector"]["matchLabels"].items() <= _pod()["metadata"]["labels"].items()
     assert set(policy["policyTypes"]) == {"Ingress", "Egress"}
-    (ingress,) = policy["ingress"]
-    assert [p["port"] for p in ingress["ports"]] == [8080]
-    assert ingress["from"] == [
+    monitoring, controller = policy["ingress"]
+    for rule in (monitoring, controller):
+        assert [p["port"] for p in rule["ports"]] == [8080]
+    assert monitoring["from"] == [
         {"namespaceSelector": {"matchLabels": {"kubernetes.io/metadata.name": "monitoring"}}}
+    ]
+    assert controller["from"] == [
+        {"namespaceSelector": {"matchLabels": {"kubernetes.io/metadata.name": "ingress-nginx"}}}
     ]
     egress_ports = {p["port"] for rule in policy["egress"] for p in rule["ports"]}
     assert egress_ports == {8883, 6379, 53}
@@ -331,7 +490,8 @@ def test_dockerfile_is_multi_stage_non_root_with_healthcheck() -> None:
     assert user and user[-1].split(":")[0] not in ("0", "root")
     assert re.search(r"^HEALTHCHECK .*", runtime, re.M) and "/healthz" in runtime
     assert re.search(r"^EXPOSE 8080$", runtime, re.M)
-    assert 'ENTRYPOINT ["emguard"]' in runtime
+    assert 'ENTRYPOINT ["emguard-entrypoint"]' in runtime
+    assert "COPY --chmod=0755 deploy/entrypoint.sh /usr/local/bin/emguard-entrypoint" in runtime
     assert "import geo.kernels" in runtime and "warmup.py" in runtime
 
 
@@ -346,6 +506,7 @@ def test_dockerfile_copies_only_files_that_exist_and_are_not_dockerignored() -> 
         parts = shlex.split(line)
         if any(p.startswith("--from") for p in parts):
             continue
+        parts = [p for p in parts if not p.startswith("--")]
         for source in parts[:-1]:
             assert (REPO / source).exists(), source
             source = source.rstrip("/")
@@ -365,7 +526,7 @@ def test_warmup_inputs_are_valid_orders_and_trace() -> None:
 
 def test_dev_secrets_directories_are_git_ignored() -> None:
     """Generated passwords and TLS keys cannot be committed by accident."""
-    for directory in ("mosquitto", "certs"):
+    for directory in ("mosquitto", "certs", "secrets"):
         rules = (DEPLOY / directory / ".gitignore").read_text().splitlines()
         assert "*" in rules and "!.gitignore" in rules
 
@@ -377,3 +538,158 @@ def test_readme_documents_every_broker_setting() -> None:
     readme = (DEPLOY / "README.md").read_text()
     for setting in BROKER_SETTINGS:
         assert f"`{setting.key}`" in readme, setting.key
+
+
+# --------------------------------------------------------------------------- secrets (issue 21)
+
+_SECRETISH = re.compile(r"PASSWORD|TOKEN|SECRET|CREDENTIAL|_KEY$|REDIS$")
+
+
+def _env_items() -> list[tuple[str, str, Any]]:
+    """(where, name, value) of every environment entry in compose and the Kubernetes manifests."""
+    items: list[tuple[str, str, Any]] = []
+    for name, service in SERVICES.items():
+        env = service.get("environment", {})
+        pairs = env.items() if isinstance(env, dict) else (e.split("=", 1) for e in env)
+        items += [(f"compose {name}", k, v) for k, v in pairs]
+    for obj in k8s_objects():
+        if obj["kind"] == "ConfigMap":
+            items += [
+                (f"ConfigMap {obj['metadata']['name']}", k, v) for k, v in obj["data"].items()
+            ]
+        if obj["kind"] == "StatefulSet":
+            spec = obj["spec"]["template"]["spec"]
+            for c in spec["containers"] + spec.get("initContainers", []):
+                items += [(f"container {c['name']}", e["name"], e) for e in c.get("env", [])]
+    return items
+
+
+def test_no_literal_secret_in_compose_or_kubernetes_environments() -> None:
+    """A secret-named variable is a *_FILE path under a secret mount or a secretKeyRef, never a
+    value: not written out, not ${INTERPOLATED} from the shell, not a URL with a password."""
+    checked = 0
+    for where, name, value in _env_items():
+        if isinstance(value, dict):  # Kubernetes env entry
+            if _SECRETISH.search(name):
+                assert "value" not in value, f"{where}: {name} has a literal value"
+                assert "secretKeyRef" in value.get("valueFrom", {}), f"{where}: {name}"
+                checked += 1
+            continue
+        text = str(value)
+        assert "${" not in text or not _SECRETISH.search(text), f"{where}: {name}={text}"
+        assert not re.search(r"://[^/@\s]*:[^/@\s]+@", text), f"{where}: {name} has a URL password"
+        if _SECRETISH.search(name.removesuffix("__FILE").removesuffix("_FILE")):
+            assert name.endswith("_FILE"), f"{where}: {name} is set to a value, not a file"
+            assert text.startswith(("/run/secrets/", "/etc/emguard/api/")), f"{where}: {name}"
+            checked += 1
+    assert checked >= 8
+    raw = (DEPLOY / "compose.yaml").read_text() + "".join(
+        p.read_text() for p in (DEPLOY / "k8s").glob("*.yaml")
+    )
+    assert "REDIS_PASSWORD}" not in raw and "--requirepass" not in raw
+
+
+def test_compose_file_secrets_are_mounted_where_the_variables_point() -> None:
+    """Every /run/secrets/<name> a service names is one of the secrets that service lists."""
+    for name, service in SERVICES.items():
+        listed = set(service.get("secrets", []))
+        assert listed <= set(COMPOSE["secrets"]), name
+        text = yaml.safe_dump(service)
+        for secret in re.findall(r"/run/secrets/(\w+)", text):
+            assert secret in listed, f"{name} reads /run/secrets/{secret} without listing it"
+
+
+def test_api_tokens_come_from_a_secret_file() -> None:
+    """compose: EMGUARD_API_TOKENS_FILE is the api_tokens secret; Kubernetes: a file of a Secret volume."""
+    for name, service in ENGINES.items():
+        env = service["environment"]
+        assert "EMGUARD_API_TOKENS" not in env, name
+        assert env["EMGUARD_API_TOKENS_FILE"] == "/run/secrets/api_tokens", name
+        assert "api_tokens" in service["secrets"], name
+    path = PurePosixPath(kind("ConfigMap")["data"]["EMGUARD_API_TOKENS_FILE"])
+    container = _engine_container()
+    assert "EMGUARD_API_TOKENS" not in {e["name"] for e in container["env"]}
+    mount = next(m for m in container["volumeMounts"] if m["mountPath"] == str(path.parent))
+    volume = next(v for v in _pod()["spec"]["volumes"] if v["name"] == mount["name"])
+    assert volume["secret"]["secretName"] == "emguard-secrets"
+    assert [i["path"] for i in volume["secret"]["items"]] == [path.name]
+
+
+def _run_entrypoint(tmp_path: Path, env: dict[str, str]) -> subprocess.CompletedProcess[str]:
+    stub = tmp_path / "bin" / "emguard"
+    stub.parent.mkdir(exist_ok=True)
+    stub.write_text('#!/bin/sh\nenv | grep "^EMGUARD_" | sort\necho "args: $*"\n')
+    stub.chmod(0o755)
+    base = {"PATH": f"{stub.parent}:/usr/bin:/bin"}
+    return subprocess.run(
+        ["sh", str(ENTRYPOINT), "serve", "--orders", "/x"],
+        env=base | env,
+        capture_output=True,
+        text=True,
+    )
+
+
+def test_entrypoint_reads_secret_files_into_the_engines_variables(tmp_path: Path) -> None:
+    """Each *_FILE becomes its variable (newline stripped, _FILE unset); emguard gets the arguments."""
+    files = {}
+    for var in sorted(ENTRYPOINT_FILE_VARS):
+        files[var] = tmp_path / var.lower()
+        files[var].write_text(f"value of {var} with $ and ' quotes\n")
+    done = _run_entrypoint(tmp_path, {k: str(v) for k, v in files.items()})
+    assert done.returncode == 0, done.stderr
+    lines = done.stdout.splitlines()
+    for var in ENTRYPOINT_FILE_VARS:
+        assert f"{var.removesuffix('_FILE')}=value of {var} with $ and ' quotes" in lines
+        assert not any(ln.startswith(f"{var}=") for ln in lines), var
+    assert lines[-1] == "args: serve --orders /x"
+    assert {"EMGUARD_MQTT_PASSWORD_FILE", "EMGUARD_MQTT_PUBLISH_PASSWORD_FILE"} <= (
+        ENTRYPOINT_FILE_VARS
+    )
+    assert stat.S_IMODE(ENTRYPOINT.stat().st_mode) & 0o111
+
+
+@pytest.mark.parametrize("problem", ["both", "missing", "empty"])
+def test_entrypoint_stops_on_a_bad_secret_without_printing_it(tmp_path: Path, problem: str) -> None:
+    """Both set, an unreadable file or an empty one stop the container, naming the variable only."""
+    secret = tmp_path / "pw"
+    secret.write_text("" if problem == "empty" else "s3cret-value\n")
+    env = {"EMGUARD_MQTT_PASSWORD_FILE": str(secret if problem != "missing" else tmp_path / "no")}
+    if problem == "both":
+        env["EMGUARD_MQTT_PASSWORD"] = "inline-value"
+    done = _run_entrypoint(tmp_path, env)
+    assert done.returncode != 0 and "args:" not in done.stdout
+    assert "EMGUARD_MQTT_PASSWORD" in done.stderr
+    assert "s3cret-value" not in done.stderr + done.stdout
+    assert "inline-value" not in done.stderr + done.stdout
+
+
+def test_api_proxy_terminates_tls_for_each_engine() -> None:
+    """nginx listens with TLS on each published port and passes it to one engine's HTTP port."""
+    proxy = SERVICES["api-proxy"]
+    conf = (DEPLOY / "proxy" / "nginx.conf").read_text()
+    servers = re.findall(r"listen (\d+) ssl;\s*set \$engine http://([\w-]+):(\d+);", conf)
+    published = {int(str(p).split(":")[-1]) for p in proxy["ports"]}
+    assert {int(port) for port, _, _ in servers} == published
+    assert {host for _, host, _ in servers} == set(ENGINES)
+    for _, host, port in servers:
+        assert int(port) == _engine_config(ENGINES[host]).http_port
+    certs = {t for _, t in binds(proxy)}
+    for directive in ("ssl_certificate", "ssl_certificate_key"):
+        path = re.search(rf"^\s*{directive} (\S+);", conf, re.M)
+        assert path and path.group(1) in certs, directive
+    assert "ssl_protocols TLSv1.2 TLSv1.3;" in conf
+    assert "backend" in proxy["networks"]
+
+
+def test_kubernetes_ingress_serves_the_api_with_tls_only() -> None:
+    """The Ingress has a TLS section for its host, redirects HTTP and routes to the engines' http port."""
+    ingress = kind("Ingress")
+    (tls,) = ingress["spec"]["tls"]
+    (rule,) = ingress["spec"]["rules"]
+    assert rule["host"] in tls["hosts"] and tls["secretName"]
+    assert ingress["metadata"]["annotations"]["nginx.ingress.kubernetes.io/force-ssl-redirect"] == (
+        "true"
+    )
+    backend = rule["http"]["paths"][0]["backend"]["service"]
+    assert backend["name"] == kind("Service")["metadata"]["name"]
+    assert backend["port"]["name"] in {p["name"] for p in kind("Service")["spec"]["ports"]}

