@@ -45,7 +45,7 @@ def _poison() -> list[tuple[str, bytes]]:
         ("em/dev/VD-2001/event", json.dumps(event).encode()),
         ("em/dev/AM-1001/fix", deep),
         ("em/dev/AM-1001/event", b'{"v": 1, "device": "AM-1001", "seq": 3, "type": ' + b"[" * 5000),
-        ("em/dev/AM-1001/fix", _fix("AM-1001", 5)[:-1] + b', "note": "\xff\xfe"}'),
+        ("em/dev/AM-1001/fix", _fix("AM-1001", 5)[:-1] + b', "src": "\xff\xfe"}'),
         ("em/dev/AM-1001/fix", _fix("AM-1001", 6, junk="x" * 2_000_000)),
         ("em/dev/AM-1001/fix", _fix("AM-1001", 7, lat=float("inf")).replace(b"Infinity", b"1e999")),
         ("owntracks/anna/phone", json.dumps({"_type": "location", "tst": 2**70, "lat": "x", "lon": 4}).encode()),
@@ -53,7 +53,7 @@ def _poison() -> list[tuple[str, bytes]]:
         ("em/ack", deep),  # issue 21, item 2
         ("em/ack", b"[1]"),
         ("em/ack", json.dumps({"alert_id": "A-1", "action": "ack", "by": "x", "note": "n" * 2_000_000}).encode()),
-        ("em/dev/AM-1001/other", b"\x00\x01"),
+        ("em/dev/ZZ-9/fix", b"\x00\x01"),  # a device nobody registered, not even JSON
     ]
 
 
