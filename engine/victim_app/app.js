@@ -229,6 +229,12 @@
     }
   }
 
+  function vibrate(pattern) {
+    // browsers refuse vibration until she has touched the page once (and log an error)
+    const active = !navigator.userActivation || navigator.userActivation.hasBeenActive;
+    if (navigator.vibrate && active) navigator.vibrate(pattern);
+  }
+
   function alertUser(level) {
     if (LEVEL_RANK[level] < LEVEL_RANK.alarm || app.disguised) return; // hidden: stay silent
     stopAlerting();
@@ -237,7 +243,7 @@
     const once = () => {
       if (!app.sounding || Date.now() > app.soundUntil) { stopAlerting(); render(); return; }
       beep(level);
-      if (navigator.vibrate) navigator.vibrate(level === "critical" ? [600, 150, 600, 150, 600] : [400, 200, 400]);
+      vibrate(level === "critical" ? [600, 150, 600, 150, 600] : [400, 200, 400]);
       app.soundTimer = setTimeout(once, ALERT_REPEAT_MS[level]);
     };
     once();
@@ -247,7 +253,7 @@
     clearTimeout(app.soundTimer);
     app.soundTimer = null;
     app.sounding = null;
-    if (navigator.vibrate) navigator.vibrate(0);
+    vibrate(0);
   }
 
   // --- position ---------------------------------------------------------------------------
@@ -544,7 +550,7 @@
     app.panicSeq = seq;
     app.panicState = navigator.onLine === false ? "panic_queued" : "panic_sending";
     enqueue({ kind: "panic", body: { v: 1, device: app.device, seq: seq, t: new Date().toISOString(), type: "panic", detail: {} } });
-    if (navigator.vibrate) navigator.vibrate(200);
+    vibrate(200);
     if ("geolocation" in navigator) { // where she is now goes right after the alarm
       navigator.geolocation.getCurrentPosition(record, onPositionError, { enableHighAccuracy: true, maximumAge: 5000, timeout: 20000 });
     }
@@ -561,6 +567,7 @@
     $("settings").hidden = true;
     $("app").hidden = true;
     document.body.dataset.level = "none";
+    document.body.dataset.sounding = "";
     document.body.classList.add("disguised");
     const n = NEUTRAL[app.lang] || NEUTRAL.nl;
     setText("n-title", n.title);
