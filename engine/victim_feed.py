@@ -31,6 +31,9 @@ from engine.pipeline import Effects, Engine
 from engine.timeutil import format_time
 
 WARNING_FIELDS = frozenset({"v", "alert_id", "level", "message", "advice", "near", "status", "t"})
+# the alert's kind is added for the app (not on MQTT): a panic's confirmation must not beep,
+# which could give away where she is hiding
+KINDS = frozenset({"proximity", "exclusion", "panic", "device_silent"})
 COMMAND_FIELDS = frozenset({"v", "t", "instruction", "interval_s", "until"})
 COMMANDS = frozenset({"set_interval"})
 STREAM_QUEUE = 100  # events held for one slow phone before it is told to resync instead
@@ -62,6 +65,7 @@ class VictimFeed:
 
     def on_effects(self, effects: Effects, now: float) -> None:
         """Service listener: each routed message to the open streams of its own device only."""
+        kinds = {c.alert.alert_id: c.alert.kind for c in effects.changes}
         for message in effects.messages:
             routed = self.route(message)
             if routed is None:
@@ -69,6 +73,8 @@ class VictimFeed:
             device, event = routed
             if event[0] == "command":
                 self.commands[device] = event[1]
+            else:
+                _add_kind(event[1], kinds.get(str(event[1].get("alert_id"))))
             for queue in list(self.streams.get(device, ())):
                 if queue.full():  # a phone that stopped reading: drop its backlog, send state anew
                     _drain(queue)
@@ -109,10 +115,10 @@ class VictimFeed:
             mine.sort(key=lambda a: (a.raised_at, -LEVEL_RANK[a.level], a.alert_id))
             for alert in mine:
                 warning = victim_warning(self.prefix, device, alert, now)
-                warnings.append(_only(warning.payload, WARNING_FIELDS))
+                warnings.append(_add_kind(_only(warning.payload, WARNING_FIELDS), alert.kind))
                 if alert.state in ("acknowledged", "escalated"):
                     status = victim_status(self.prefix, device, alert, now)
-                    warnings.append(_only(status.payload, WARNING_FIELDS))
+                    warnings.append(_add_kind(_only(status.payload, WARNING_FIELDS), alert.kind))
         return {
             "v": 1,
             "device": device,
@@ -120,6 +126,12 @@ class VictimFeed:
             "warnings": warnings,
             "command": self.commands.get(device),
         }
+
+
+def _add_kind(payload: dict[str, Any], kind: str | None) -> dict[str, Any]:
+    if kind in KINDS:
+        payload["kind"] = kind
+    return payload
 
 
 def _only(payload: dict[str, Any], fields: frozenset[str]) -> dict[str, Any]:

@@ -83,11 +83,12 @@
     for (const e of document.querySelectorAll("[data-t-title]")) e.title = t(e.dataset.tTitle);
     for (const e of document.querySelectorAll("[data-t-label]")) e.setAttribute("aria-label", t(e.dataset.tLabel));
     $("lang").textContent = t("lang_other");
-    $("conn").dataset.state = app.conn;
-    setText("conn", t("conn_" + app.conn));
+    const linked = Boolean(app.token && app.device);
+    const conn = linked ? app.conn : "unlinked";
+    $("conn").dataset.state = conn;
+    setText("conn", t("conn_" + conn));
     applyAppearance();
 
-    const linked = Boolean(app.token && app.device);
     $("setup").hidden = linked;
     $("main").hidden = !linked;
 
@@ -96,11 +97,17 @@
     $("clear-ok").hidden = true;
     if (top) {
       document.body.dataset.level = top.level;
-      setText("level-text", t("level_" + top.level));
+      setText("level-text", t(top.kind === "panic" ? "level_panic" : "level_" + top.level));
       setText("message", server(top.message));
       setText("advice", server(top.advice));
       setText("near", top.near ? t("near", { band: server(top.near) }) : "");
       setText("status", top.status ? (TEXT[app.lang]["status_" + top.status] ? t("status_" + top.status) : server(top.statusText)) : "");
+    } else if (app.conn !== "live") {
+      // silence is not safety: without the stream no warning can reach her
+      document.body.dataset.level = "unknown";
+      setText("level-text", t("level_unknown"));
+      setText("message", t("level_unknown_text"));
+      for (const id of ["advice", "near", "status"]) setText(id, "");
     } else if (app.cleared) {
       document.body.dataset.level = "clear";
       setText("level-text", t("level_clear"));
@@ -158,12 +165,14 @@
     } else {
       const rose = !w.level || LEVEL_RANK[p.level] > LEVEL_RANK[w.level];
       w.level = p.level;
+      w.kind = p.kind || w.kind || null;
       w.message = p.message;
       w.advice = p.advice;
       w.near = p.near || null;
       w.t = p.t;
       app.cleared = null;
-      if (rose && !quiet) alertUser(p.level);
+      // her own panic's confirmation is silent: a beep could give away where she is hiding
+      if (rose && !quiet && w.kind !== "panic") alertUser(p.level);
     }
     app.warnings.set(p.alert_id, w);
   }
@@ -526,6 +535,7 @@
         timer = null;
         button.classList.remove("holding");
         button.classList.add("fired");
+        setTimeout(() => button.classList.remove("fired"), 5000);
         firePanic();
       }, HOLD_MS);
     };

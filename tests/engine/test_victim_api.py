@@ -310,6 +310,7 @@ async def test_state_shows_her_current_warning_without_his_position(world: World
         theirs = (await c.get("/victim/api/state")).json()
     assert [w["level"] for w in mine["warnings"]] == ["critical"]
     assert mine["warnings"][0]["near"] == "within 500 m"
+    assert mine["warnings"][0]["kind"] == "proximity"
     assert mine["command"] == {"v": 1, "t": mine["command"]["t"], "instruction": "set_interval", "interval_s": 15}
     assert theirs["warnings"] == [] and theirs["command"] is None
     text = json.dumps(mine)
@@ -343,7 +344,7 @@ async def test_stream_carries_her_events_and_never_another_devices(world: World)
     names = [n for n, _ in events]
     assert names[0] == "state" and names.count("command") == 1
     warnings = [p for n, p in events if n == "warning"]
-    assert [w["level"] for w in warnings] == ["alarm", "critical"]
+    assert [(w["level"], w["kind"]) for w in warnings] == [("alarm", "proximity"), ("critical", "proximity")]
     text = json.dumps(events)
     for leak in ('"lat"', '"lon"', "distance_m", "AM-1001", "VD-2002", "S-1"):
         assert leak not in text

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import io
 import json
 import os
 import re
@@ -62,8 +63,12 @@ class Live:
     async def shot(self, name: str) -> None:
         folder = os.environ.get("EMGUARD_SCREENSHOTS")
         if folder:
+            from PIL import Image  # matplotlib's dependency; 256 colours keep the PNGs ~3x smaller
+
             await asyncio.sleep(0.3)  # let the panic fill and colours settle
-            await self.page.screenshot(path=str(Path(folder) / f"victim-{name}.png"))
+            png = await self.page.screenshot()
+            image = Image.open(io.BytesIO(png)).convert("RGB").quantize(256)
+            image.save(Path(folder) / f"victim-{name}.png", optimize=True)
 
 
 def _csp(app: Any) -> Any:
@@ -262,6 +267,9 @@ async def test_offline_fixes_are_kept_and_arrive_as_one_burst() -> None:
         await wait_until(lambda: len(live.her_fixes()) >= 1)
         await live.context.set_offline(True)
         await expect(page.locator("#conn")).to_have_attribute("data-state", "offline", timeout=5_000)
+        # no stream, no warnings: the app must not look calm
+        await expect(page.locator("body")).to_have_attribute("data-level", "unknown")
+        await expect(page.locator("#level-text")).to_have_text("No connection")
         sent_before = len(live.her_fixes())
         for step in (1, 2, 3, 4):
             await live.move(0.0, 60.0 * step)
@@ -315,6 +323,8 @@ async def test_holding_the_panic_button_raises_a_panic_critical_at_the_centre() 
         await expect(page.locator("#message")).to_have_text(
             "Your alarm has been received by the monitoring centre.", timeout=10_000
         )
+        await expect(page.locator("#level-text")).to_have_text("Alarm received")
+        assert await page.evaluate("document.body.dataset.sounding") == "", "her own alarm is silent"
         await live.shot("panic-sent")
 
 
