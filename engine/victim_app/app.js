@@ -338,17 +338,22 @@
   }
 
   // --- what is not yet sent: the only record on the phone ------------------------------------
+  let unsent = null; // read from localStorage once, then kept in step with it
+
   function queue() {
-    try { const q = JSON.parse(store.get(KEY.unsent) || "[]"); return Array.isArray(q) ? q : []; } catch (e) { return []; }
+    if (unsent === null) {
+      try { const q = JSON.parse(store.get(KEY.unsent) || "[]"); unsent = Array.isArray(q) ? q : []; } catch (e) { unsent = []; }
+    }
+    return unsent;
   }
 
   function saveQueue(q) {
+    unsent = q;
     if (q.length) store.set(KEY.unsent, JSON.stringify(q)); else store.del(KEY.unsent);
   }
 
   function enqueue(item) {
-    let q = queue();
-    q.push(item);
+    let q = [...queue(), item];
     let over = q.length - MAX_UNSENT;
     if (over > 0) q = q.filter((i) => i.kind !== "fix" || over-- <= 0);
     saveQueue(q);
@@ -502,6 +507,7 @@
   function unlink() {
     stopStream();
     for (const k of [KEY.token, KEY.device, KEY.unsent, KEY.interval]) store.del(k);
+    unsent = [];
     app.token = null;
     app.device = null;
     app.warnings = new Map();

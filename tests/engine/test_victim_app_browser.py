@@ -251,6 +251,8 @@ async def test_the_warning_rises_as_he_approaches_and_her_fixes_follow_her() -> 
         assert seqs == list(range(seqs[0], seqs[0] + len(seqs))), "contiguous sequence numbers"
         assert all(f["device"] == "VD-2001" and f["acc"] == 12 for f in fixes)
         assert fixes[-1]["lat"] > fixes[before - 1]["lat"], "she moved north"
+        if await page.evaluate("'getBattery' in navigator"):
+            assert 0 <= fixes[-1]["batt"] <= 100, "battery level where the browser offers it"
 
         stored = await page.evaluate("JSON.stringify(Object.assign({}, localStorage))")
         for kept in ("alert_id", "within", "critical", '"lat"'):
