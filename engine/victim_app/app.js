@@ -50,6 +50,7 @@
     panicSeq: null, panicState: "",
     sounding: null, soundTimer: null, soundUntil: 0, audio: null,
     disguised: false,
+    settingsOpen: false,
   };
 
   // --- text -------------------------------------------------------------------------------
@@ -89,8 +90,9 @@
     setText("conn", t("conn_" + conn));
     applyAppearance();
 
-    $("setup").hidden = linked;
-    $("main").hidden = !linked;
+    $("setup").hidden = linked || app.settingsOpen;
+    $("main").hidden = !linked || app.settingsOpen;
+    $("settings").hidden = !app.settingsOpen;
 
     const top = topWarning();
     $("silence").hidden = !app.sounding;
@@ -246,6 +248,7 @@
 
   function alertUser(level) {
     if (LEVEL_RANK[level] < LEVEL_RANK.alarm || app.disguised) return; // hidden: stay silent
+    app.settingsOpen = false; // a warning is never left behind the settings
     stopAlerting();
     app.sounding = level;
     app.soundUntil = Date.now() + ALERT_MAX_MS;
@@ -580,6 +583,7 @@
     stopAlerting();
     for (const id of ["level-text", "message", "advice", "near", "status", "panic-state", "pos-text", "unsent-text", "setup-msg"]) setText(id, "");
     $("token").value = "";
+    app.settingsOpen = false;
     $("settings").hidden = true;
     $("app").hidden = true;
     document.body.dataset.level = "none";
@@ -642,15 +646,15 @@
       store.set(KEY.lang, app.lang);
       render();
     });
-    $("settings-open").addEventListener("click", () => { $("settings").hidden = false; });
-    $("settings-close").addEventListener("click", () => { $("settings").hidden = true; });
+    $("settings-open").addEventListener("click", () => { app.settingsOpen = !app.settingsOpen; render(); });
+    $("settings-close").addEventListener("click", () => { app.settingsOpen = false; render(); });
     $("discreet").addEventListener("change", (e) => {
       app.discreet = e.target.checked;
       store.set(KEY.discreet, app.discreet ? "1" : "0");
       render();
     });
     $("unlink").addEventListener("click", () => {
-      if (window.confirm(t("unlink_confirm"))) { unlink(); $("settings").hidden = true; }
+      if (window.confirm(t("unlink_confirm"))) { app.settingsOpen = false; unlink(); }
     });
     $("silence").addEventListener("click", () => { stopAlerting(); render(); });
     $("clear-ok").addEventListener("click", () => { app.cleared = null; render(); });

@@ -295,6 +295,45 @@ async def test_offline_fixes_are_kept_and_arrive_as_one_burst() -> None:
         await expect(page.locator("#conn")).to_have_attribute("data-state", "live", timeout=10_000)
 
 
+async def hold(page: Any, selector: str, seconds: float) -> None:
+    """Press the middle of an element with the mouse for ``seconds``, then let go."""
+    box = await page.locator(selector).bounding_box()
+    assert box is not None
+    await page.mouse.move(box["x"] + box["width"] / 2, box["y"] + box["height"] / 2)
+    await page.mouse.down()
+    await asyncio.sleep(seconds)
+    await page.mouse.up()
+
+
+async def test_a_panic_held_offline_waits_and_goes_first_when_back() -> None:
+    """Offline, the alarm is kept and she is told to call 112; back online it is sent before her fixes."""
+    from playwright.async_api import expect
+
+    async with live_app() as live:
+        page = live.page
+        await expect(page.locator("#conn")).to_have_attribute("data-state", "live", timeout=10_000)
+        await wait_until(lambda: len(live.her_fixes()) >= 1)
+        await live.context.set_offline(True)
+        await expect(page.locator("#conn")).to_have_attribute("data-state", "offline", timeout=5_000)
+        await live.move(0.0, 60.0)
+        await hold(page, "#panic", 1.8)
+        await expect(page.locator("#panic-state")).to_have_text(
+            "No connection: the alarm is sent as soon as possible. Call 112!"
+        )
+        stored = await page.evaluate("JSON.parse(localStorage.getItem('emg.unsent'))")
+        assert "panic" in [item["kind"] for item in stored]
+        sent_before = len(live.submitted)
+        await live.context.set_offline(False)
+        await expect(page.locator("#panic-state")).to_have_text(
+            "Alarm sent. The monitoring centre has been alerted.", timeout=10_000
+        )
+        await wait_until(lambda: len(live.her_fixes()) >= 3)
+        after = [topic for _, topic, _ in live.submitted[sent_before:]]
+        assert after[0] == "em/dev/VD-2001/event", "the alarm goes before the positions"
+        panics = [a for a in live.service.engine.alerts.alerts.values() if a.kind == "panic"]
+        assert [a.level for a in panics] == ["critical"]
+
+
 async def test_holding_the_panic_button_raises_a_panic_critical_at_the_centre() -> None:
     """A tap does nothing; holding 1.5 s sends the panic event and the centre gets a critical."""
     from playwright.async_api import expect
@@ -385,6 +424,16 @@ async def test_linking_refuses_a_wrong_code_and_the_shell_works_installed() -> N
         await expect(page.locator("#level-text")).to_have_text("Geen waarschuwing")
         assert await page.title() == "Weer"
         assert await page.locator("#manifest").get_attribute("href") == "manifest.webmanifest"
+        await page.click("#settings-open")
+        await page.locator("#discreet").uncheck()
+        await expect(page).to_have_title("Veilig")
+        assert await page.locator("#manifest").get_attribute("href") == "manifest-plain.webmanifest"
+        assert await page.locator("#favicon").get_attribute("href") == "icon-shield.svg"
+        await expect(page.locator("#device-id")).to_have_text("Apparaat: VD-2001")
+        await live.shot("settings")
+        await page.locator("#discreet").check()
+        await page.click("#settings-close")
+        await expect(page).to_have_title("Weer")
 
         await page.evaluate("navigator.serviceWorker.ready")
         await page.evaluate("fetch('api/state', {headers: {authorization: 'Bearer " + TOKEN + "'}})")
