@@ -86,7 +86,7 @@ class DeviceTokens:
 
     def device(self, authorization: str | None) -> str | None:
         """The device of a valid token, or None (missing header, other scheme, unknown token)."""
-        if not authorization or not authorization[:7].lower() == "bearer ":
+        if not authorization or authorization[:7].lower() != "bearer ":
             return None
         digest = hashlib.sha256(authorization[7:].strip().encode()).digest()
         found: str | None = None

@@ -93,17 +93,20 @@ def victim_app(state: ApiState, tokens: DeviceTokens | None = None) -> Starlette
 
     async def submit(topic: str, payloads: list[dict[str, Any]]) -> Response | None:
         """Submit all, in order; None once every one is committed, a 503 if the service stops."""
-        try:
-            await asyncio.gather(
-                *(
-                    service.submit(topic, json.dumps(p, separators=(",", ":")).encode())
-                    for p in payloads
-                )
-            )
-        except ServiceFailed as exc:
-            response = _error(503, f"not taken, send again later: {exc}")
+        results = await asyncio.gather(
+            *(
+                service.submit(topic, json.dumps(p, separators=(",", ":")).encode())
+                for p in payloads
+            ),
+            return_exceptions=True,  # wait for all: none is left running unobserved
+        )
+        failed = next((r for r in results if isinstance(r, BaseException)), None)
+        if isinstance(failed, ServiceFailed):
+            response = _error(503, f"not taken, send again later: {failed}")
             response.headers["retry-after"] = "5"
             return response
+        if failed is not None:
+            raise failed
         return None
 
     async def post_fixes(request: Request, device: str) -> Response:
@@ -172,7 +175,9 @@ def victim_app(state: ApiState, tokens: DeviceTokens | None = None) -> Starlette
         )
 
     async def index(request: Request) -> Response:
-        return FileResponse(APP_DIR / "index.html", media_type="text/html", headers={"cache-control": "no-cache"})
+        return FileResponse(
+            APP_DIR / "index.html", media_type="text/html", headers={"cache-control": "no-cache"}
+        )
 
     async def worker(request: Request) -> Response:
         # the service worker is re-checked on every load, so a new app shell reaches phones
@@ -189,10 +194,7 @@ def victim_app(state: ApiState, tokens: DeviceTokens | None = None) -> Starlette
         Route("/api/stream", device_only(stream), methods=["GET"]),
         Mount("/", app=StaticFiles(directory=str(APP_DIR)), name="victim-app"),
     ]
-    app = Starlette(routes=routes)
-    app.state.feed = feed
-    app.state.tokens = tokens
-    return app
+    return Starlette(routes=routes)
 
 
 def _error(status: int, message: str) -> JSONResponse:
