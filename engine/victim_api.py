@@ -56,6 +56,15 @@ MAX_FIXES = 2000
 HEARTBEAT_S = 15.0  # keeps mobile networks' NAT and proxies from dropping an idle stream
 CLOSE_POLL_S = 0.25  # how soon an open stream notices the server is stopping
 NO_STORE = {"cache-control": "no-store"}  # no API answer is kept on the phone
+# the app's own policy, sent with the page and the service worker: only this origin, nothing
+# inline; manifest-src and worker-src named, since a stricter server-wide default-src 'none'
+# would otherwise block the manifest (installing) and the service worker (working offline)
+CONTENT_SECURITY_POLICY = (
+    "default-src 'none'; script-src 'self'; style-src 'self'; img-src 'self'; "
+    "connect-src 'self'; manifest-src 'self'; worker-src 'self'; base-uri 'none'; "
+    "form-action 'none'; frame-ancestors 'none'"
+)
+APP_HEADERS = {"cache-control": "no-cache", "content-security-policy": CONTENT_SECURITY_POLICY}
 
 DeviceHandler = Callable[[Request, str], Awaitable[Response]]
 
@@ -175,15 +184,11 @@ def victim_app(state: ApiState, tokens: DeviceTokens | None = None) -> Starlette
         )
 
     async def index(request: Request) -> Response:
-        return FileResponse(
-            APP_DIR / "index.html", media_type="text/html", headers={"cache-control": "no-cache"}
-        )
+        return FileResponse(APP_DIR / "index.html", media_type="text/html", headers=APP_HEADERS)
 
     async def worker(request: Request) -> Response:
         # the service worker is re-checked on every load, so a new app shell reaches phones
-        return FileResponse(
-            APP_DIR / "sw.js", media_type="text/javascript", headers={"cache-control": "no-cache"}
-        )
+        return FileResponse(APP_DIR / "sw.js", media_type="text/javascript", headers=APP_HEADERS)
 
     routes = [
         Route("/", index, methods=["GET"]),

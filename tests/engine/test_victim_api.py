@@ -360,3 +360,17 @@ async def test_stream_ends_when_the_server_stops(world: World) -> None:
             started = loop.time()
             await world.server.stop()
             assert loop.time() - started < 2.0
+
+
+async def test_the_app_is_served_with_its_own_strict_policy(world: World) -> None:
+    """Page and service worker say manifest-src and worker-src, so a default-src 'none' cannot break them."""
+    async with client(world, None) as c:
+        page = await c.get("/victim/")
+        worker = await c.get("/victim/sw.js")
+        manifest = await c.get("/victim/manifest.webmanifest")
+    for r in (page, worker):
+        policy = r.headers["content-security-policy"]
+        assert "manifest-src 'self'" in policy and "worker-src 'self'" in policy
+        assert "unsafe-inline" not in policy and r.headers["cache-control"] == "no-cache"
+    assert manifest.headers["content-type"] == "application/manifest+json"
+    assert manifest.json()["name"] == "Weer"
