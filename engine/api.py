@@ -55,6 +55,7 @@ from engine.orders import load_orders
 from engine.pipeline import Effects
 from engine.service import Service
 from engine.timeutil import format_time, parse_time
+from engine.victim_api import victim_app
 from geo.errors import GeoError
 
 log = logging.getLogger(__name__)
@@ -498,6 +499,7 @@ def build_app(state: ApiState) -> Starlette:
         Route("/api/audit", guarded("operator", "read the audit trail", audit), methods=["GET"]),
         Route("/api/stream", guarded(read, "read alerts", stream), methods=["GET"]),
         Mount("/console", app=StaticFiles(directory=str(CONSOLE_DIR)), name="console"),
+        Mount("/victim", app=victim_app(state), name="victim"),
     ]
     return Starlette(
         routes=routes,
