@@ -99,6 +99,8 @@ class ApiState:
     audit: AuditTrail = field(default_factory=AuditTrail)
     streams: set[asyncio.Queue[dict[str, Any] | None]] = field(default_factory=set)
     closing: bool = False
+    # listeners of sub-applications (the victim app's feed), removed with the server's own
+    listeners: list[Callable[[Effects, float], None]] = field(default_factory=list)
 
     def on_effects(self, effects: Effects, now: float) -> None:
         """Service listener: fan every alert change out to the open SSE streams."""

@@ -150,7 +150,7 @@ class HttpServer:
             with contextlib.suppress(asyncio.CancelledError):
                 await self._task
         finally:
-            for listener in (self.metrics.on_effects, self.state.on_effects):
+            for listener in (self.metrics.on_effects, self.state.on_effects, *self.state.listeners):
                 with contextlib.suppress(ValueError):
                     self.service.listeners.remove(listener)
             self._server = None

@@ -79,6 +79,7 @@ def victim_app(state: ApiState, tokens: DeviceTokens | None = None) -> Starlette
     tokens = DeviceTokens(device_tokens_from_env()) if tokens is None else tokens
     feed = VictimFeed(prefix)
     service.listeners.append(feed.on_effects)
+    state.listeners.append(feed.on_effects)  # HttpServer.stop removes it again
     if not tokens.enabled:
         log.info("victim app: no device tokens (EMGUARD_DEVICE_TOKENS); its API refuses every call")
 

@@ -374,3 +374,21 @@ async def test_the_app_is_served_with_its_own_strict_policy(world: World) -> Non
         assert "unsafe-inline" not in policy and r.headers["cache-control"] == "no-cache"
     assert manifest.headers["content-type"] == "application/manifest+json"
     assert manifest.json()["name"] == "Weer"
+
+
+async def test_stopping_the_http_server_removes_the_victim_feed_listener(world: World) -> None:
+    """A stopped server leaves no listener behind on the service (the victim feed included)."""
+    from engine.http import HttpServer
+
+    before = list(world.service.listeners)
+    server = HttpServer(world.service, port=0, tokens={"tok-0123456789abcdef": _principal()})
+    await server.start()
+    assert len(world.service.listeners) > len(before)
+    await server.stop()
+    assert world.service.listeners == before
+
+
+def _principal() -> Any:
+    from engine.auth import Principal
+
+    return Principal("op", "operator")
