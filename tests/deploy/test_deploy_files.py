@@ -599,20 +599,22 @@ def test_compose_file_secrets_are_mounted_where_the_variables_point() -> None:
             assert secret in listed, f"{name} reads /run/secrets/{secret} without listing it"
 
 
-def test_api_tokens_come_from_a_secret_file() -> None:
-    """compose: EMGUARD_API_TOKENS_FILE is the api_tokens secret; Kubernetes: a file of a Secret volume."""
+@pytest.mark.parametrize(("variable", "secret"), [("EMGUARD_API_TOKENS", "api_tokens"),
+                                                   ("EMGUARD_DEVICE_TOKENS", "device_tokens")])
+def test_api_and_device_tokens_come_from_a_secret_file(variable: str, secret: str) -> None:
+    """compose: EMGUARD_*_TOKENS_FILE is its secret; Kubernetes: a file of a Secret volume."""
     for name, service in ENGINES.items():
         env = service["environment"]
-        assert "EMGUARD_API_TOKENS" not in env, name
-        assert env["EMGUARD_API_TOKENS_FILE"] == "/run/secrets/api_tokens", name
-        assert "api_tokens" in service["secrets"], name
-    path = PurePosixPath(kind("ConfigMap")["data"]["EMGUARD_API_TOKENS_FILE"])
+        assert variable not in env, name
+        assert env[f"{variable}_FILE"] == f"/run/secrets/{secret}", name
+        assert secret in service["secrets"], name
+    path = PurePosixPath(kind("ConfigMap")["data"][f"{variable}_FILE"])
     container = _engine_container()
-    assert "EMGUARD_API_TOKENS" not in {e["name"] for e in container["env"]}
+    assert variable not in {e["name"] for e in container["env"]}
     mount = next(m for m in container["volumeMounts"] if m["mountPath"] == str(path.parent))
     volume = next(v for v in _pod()["spec"]["volumes"] if v["name"] == mount["name"])
     assert volume["secret"]["secretName"] == "emguard-secrets"
-    assert [i["path"] for i in volume["secret"]["items"]] == [path.name]
+    assert path.name in [i["path"] for i in volume["secret"]["items"]]
 
 
 def _run_entrypoint(tmp_path: Path, env: dict[str, str]) -> subprocess.CompletedProcess[str]:
