@@ -8,6 +8,7 @@ needs, so the test proves the generated files work for an unprivileged broker.
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import pwd
@@ -16,8 +17,10 @@ import shutil
 import socket
 import ssl
 import subprocess
+import tempfile
 import threading
 import time
+from collections.abc import Iterator
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 from ipaddress import IPv4Address
@@ -388,3 +391,27 @@ def run_generated_broker(
     hand_to_broker_user(root)
     broker = start_broker(bundle.config, port)
     return RunningBroker(broker, bundle, read_passwords(bundle.credentials))
+
+
+@contextlib.contextmanager
+def module_broker(orders_doc: dict[str, Any], prefix: str) -> Iterator[RunningBroker]:
+    """A broker from the bundle generated for ``orders_doc`` (no TLS), in a fresh temp dir."""
+    from engine.orders import load_orders
+
+    root = Path(tempfile.mkdtemp(prefix=prefix))
+    root.chmod(0o755)
+    running: RunningBroker | None = None
+    try:
+        running = run_generated_broker(
+            load_orders(orders_doc), root, lambda config, port: _started(Broker(config, port, root / "broker.log"))
+        )
+        yield running
+    finally:
+        if running is not None:
+            running.broker.stop()
+        shutil.rmtree(root, ignore_errors=True)
+
+
+def _started(broker: Broker) -> Broker:
+    broker.start()
+    return broker

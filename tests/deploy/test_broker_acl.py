@@ -18,26 +18,17 @@ hands out one connection per user within a test.
 from __future__ import annotations
 
 import secrets
-import shutil
-import tempfile
 from collections.abc import Iterator
-from pathlib import Path
 from typing import Any
 
 import paho.mqtt.client as mqtt
 import pytest
 from _deploy_helpers import (
     ORDERS_DOC,
-    Broker,
     Probe,
     RunningBroker,
-    free_port,
-    hand_to_broker_user,
-    read_passwords,
+    module_broker,
 )
-
-from engine.deploy_config import write_mosquitto_config
-from engine.orders import load_orders
 
 pytestmark = pytest.mark.integration
 
@@ -98,20 +89,8 @@ GREEDY_FILTERS = (
 @pytest.fixture(scope="module")
 def broker() -> Iterator[RunningBroker]:
     """One broker for the module, started from the generated bundle (no TLS: ACL only)."""
-    root = Path(tempfile.mkdtemp(prefix="emguard-acl-"))
-    root.chmod(0o755)
-    port = free_port()
-    bundle = write_mosquitto_config(
-        load_orders(ORDERS_DOC), root / "mosquitto", listener_port=port, listener_bind="127.0.0.1"
-    )
-    hand_to_broker_user(root)
-    running = Broker(bundle.config, port, root / "broker.log")
-    try:
-        running.start()
-        yield RunningBroker(running, bundle, read_passwords(bundle.credentials))
-    finally:
-        running.stop()
-        shutil.rmtree(root, ignore_errors=True)
+    with module_broker(ORDERS_DOC, "emguard-acl-") as running:
+        yield running
 
 
 @pytest.fixture
