@@ -188,3 +188,21 @@ async def test_store_errors_and_task_failures_never_carry_the_redis_password() -
     sup.start("committer", fails, restartable=False)
     await asyncio.wait_for(stop.wait(), 2)
     assert sup.fatal is not None and "s3cret-pass" not in sup.fatal
+
+
+def test_emguard_serve_exits_non_zero_with_the_cause_when_the_service_failed(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """The orchestrator restarts a process that exits non-zero: a fatal failure must be one."""
+    from click.testing import CliRunner
+
+    from engine.cli import main
+    from engine.supervise import ServiceFailed
+
+    async def failing(cfg: object) -> None:
+        raise ServiceFailed("task committer failed: OverflowError: int too big to convert")
+
+    monkeypatch.setattr("engine.serve.run_serve", failing)
+    result = CliRunner().invoke(main, ["serve", "--orders", "x.json", "--insecure-no-auth"])
+    assert result.exit_code == 1
+    assert "task committer failed: OverflowError" in result.output
