@@ -53,12 +53,24 @@ def simulate_command(
 )
 @click.option("--qos", default=1, show_default=True, type=click.IntRange(0, 2))
 @click.option("--quiet", is_flag=True, help="No progress line.")
-def publish_command(trace: Path, broker: str, speed: float, qos: int, quiet: bool) -> None:
+@click.option(
+    "--shift-to-now",
+    is_flag=True,
+    help="Move device times so the trace starts now, spacing kept (needs --speed 1): a live "
+    "engine then sees it as recorded instead of everything late.",
+)
+def publish_command(
+    trace: Path, broker: str, speed: float, qos: int, quiet: bool, shift_to_now: bool
+) -> None:
     """Play a trace onto a broker in (scaled) real time (MQTT v5, falling back to 3.1.1)."""
     from simulator.publish import publish_trace
 
     try:
-        asyncio.run(publish_trace(trace, broker, speed, qos=qos, progress=not quiet))
+        asyncio.run(
+            publish_trace(
+                trace, broker, speed, qos=qos, progress=not quiet, shift_to_now=shift_to_now
+            )
+        )
     except SimulatorError as exc:
         raise click.ClickException(str(exc)) from exc
 

@@ -15,6 +15,8 @@ import contextlib
 import os
 import ssl
 import sys
+import time
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 from typing import TextIO
@@ -23,6 +25,7 @@ from urllib.parse import unquote, urlsplit
 import aiomqtt
 
 from simulator.errors import SimulatorError
+from simulator.timeshift import shift_payload
 
 PROGRESS_EVERY_S = 0.5
 
@@ -78,13 +81,29 @@ async def publish_trace(
     stream: TextIO | None = None,
     max_inflight: int = 100,
     client_id: str | None = None,
+    shift_to_now: bool = False,
+    clock: Callable[[], float] = time.time,
 ) -> PublishStats:
-    """Publish every line of a trace to the broker; returns counts, wall time and protocol used."""
+    """Publish every line of a trace to the broker; returns counts, wall time and protocol used.
+
+    ``shift_to_now`` moves every device time by one offset (now minus the trace's first
+    arrival, ``simulator.timeshift``) so a live engine sees the trace as it was recorded; it
+    needs ``speed`` 1: at any other speed the device clock would drift from the wall clock
+    (ahead of it, fixes are refused as from the future; behind it, everything is late).
+    """
     from engine.replay import read_trace  # late: importing the engine costs ~0.8 s
 
     if speed < 0:
         raise SimulatorError("speed must be >= 0 (0: as fast as possible)")
+    if shift_to_now and speed != 1:
+        raise SimulatorError(
+            "--shift-to-now plays the trace in real time (--speed 1): at another speed device "
+            "time drifts from the clock; for a faster run use emguard replay, in device time"
+        )
     messages = await asyncio.to_thread(lambda: list(read_trace(path)))
+    if shift_to_now and messages:
+        offset = clock() - messages[0][0]
+        messages = [(a + offset, topic, shift_payload(topic, p, offset)) for a, topic, p in messages]
     addr = parse_broker_url(broker_url)
     out = stream if stream is not None else sys.stderr
     ident = client_id or f"emguard-publish-{os.getpid()}"
