@@ -23,6 +23,7 @@ from engine.testing import ORIGIN, DeviceScript, circle, orders_doc
 from engine.timeutil import format_time, parse_time
 from simulator.publish import parse_broker_url, publish_trace
 from simulator.timeshift import shift_payload
+from tests.integration.procs import until
 
 X0, Y0 = ORIGIN
 DAY = 86_400.0
@@ -78,8 +79,7 @@ async def _live(trace: Path, book: Any, shift: bool) -> list[dict[str, Any]]:
         port = parse_broker_url(info.url).port
         async with aiomqtt.Client("127.0.0.1", port, identifier=f"centre-{shift}") as centre:
             await centre.subscribe("em/alerts/centre", qos=1)
-            while not service.connected:
-                await asyncio.sleep(0.05)
+            await until(lambda: service.connected, 20, "the engine subscribed")
             await publish_trace(trace, info.url, 1.0, progress=False, shift_to_now=shift)
 
             async def collect() -> None:
