@@ -46,7 +46,7 @@ from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from engine import views
 from engine.acks import MAX_NAME_CHARS, MAX_NOTE_CHARS  # the same limits as em/ack
-from engine.alerts import LEVEL_RANK, AlertActionError
+from engine.alerts import LEVEL_RANK, AlertActionError, AlertActionInvalid
 from engine.auth import AuditEntry, AuditTrail, Authenticator, Principal
 from engine.errors import EngineError
 from engine.metrics import EngineMetrics
@@ -60,7 +60,11 @@ from geo.errors import GeoError
 log = logging.getLogger(__name__)
 
 CONSOLE_DIR = views.CONSOLE_DIR
-ACTIONS = {"ack": "ack", "escalate": "escalate", "resolve": "resolve"}
+# route name -> engine action; ``resolve`` is the older name of ``close``
+ACTIONS = {
+    "claim": "claim", "ack": "ack", "escalate": "escalate", "note": "note", "close": "close",
+    "resolve": "close",
+}
 STREAM_QUEUE = 1000
 HEARTBEAT_S = 15.0
 
@@ -311,6 +315,17 @@ def build_app(state: ApiState) -> Starlette:
             return _error(404, f"unknown alert {request.path_params['id']}")
         return JSONResponse(views.alert_detail(service.engine, alert, service.clock()))
 
+    async def whoami(request: Request, who: Principal) -> Response:
+        # the console shows who is logged in and enables only what this role may do
+        return JSONResponse({
+            "name": who.name,
+            "role": who.role,
+            "may_act": who.may("operator"),
+            "may_take_over": who.may("supervisor"),
+            "may_edit_orders": who.may("supervisor"),
+            "outcomes": list(service.engine.alerts.policy.outcomes),
+        })
+
     def action_handler(action: str) -> Callable[[Request, Principal], Awaitable[Response]]:
         async def act(request: Request, who: Principal) -> Response:
             aid = request.path_params["id"]
@@ -319,7 +334,7 @@ def build_app(state: ApiState) -> Starlette:
             except _BadRequest as exc:
                 return _error(400, str(exc))
             if not isinstance(body, Mapping):
-                return _error(400, 'body must be a JSON object {"by", "note"}')
+                return _error(400, 'body must be a JSON object {"by", "note", "outcome", "target"}')
             if aid not in service.engine.alerts.alerts:
                 return _error(404, f"unknown alert {aid}")
             problem = _check_fields(body)
@@ -327,9 +342,18 @@ def build_app(state: ApiState) -> Starlette:
                 return _error(422, problem)
             by = str(body.get("by") or who.name) if who.demo else who.name
             try:
-                effects = service.act(aid, action, by, body.get("note") or "")
+                # through Engine.act like em/ack, then published like every other change; the
+                # role is known here (a supervisor may take over another operator's claim)
+                effects = service.engine.act(
+                    aid, action, by, body.get("note") or "", service.clock(),
+                    outcome=body.get("outcome") or "", target=body.get("target") or "",
+                    supervisor=who.may("supervisor"),
+                )
+            except AlertActionInvalid as exc:
+                return _error(422, str(exc))
             except AlertActionError as exc:
                 return _error(409, str(exc))
+            service.apply(effects)
             alert = (
                 effects.changes[-1].alert if effects.changes else service.engine.alerts.alerts[aid]
             )
@@ -473,6 +497,7 @@ def build_app(state: ApiState) -> Starlette:
         Route("/readyz", safe(readyz), methods=["GET"]),
         Route("/metrics", safe(metrics), methods=["GET"]),
         Route("/openapi.json", safe(openapi), methods=["GET"]),
+        Route("/api/me", guarded(read, "read alerts", whoami), methods=["GET"]),
         Route("/api/alerts", guarded(read, "read alerts", list_alerts), methods=["GET"]),
         Route("/api/alerts/{id}", guarded(read, "read alerts", get_alert), methods=["GET"]),
         *[

@@ -52,7 +52,7 @@ async def test_alert_list_has_deadline_fields_and_filters() -> None:
 
 
 async def test_alert_queue_order_open_first_then_level_then_deadline() -> None:
-    """Resolved alerts sort after open ones; among open ones the higher level comes first."""
+    """Closed alerts sort after open ones; among open ones the higher level comes first."""
     w = make_world()
     aid = w.raise_exclusion()
     w.send(w.subject.event(T0 + 5, "strap_cut"))
@@ -60,7 +60,8 @@ async def test_alert_queue_order_open_first_then_level_then_deadline() -> None:
     async with w.client() as c:
         ids = [a["alert_id"] for a in (await c.get("/api/alerts")).json()["alerts"]]
         assert ids == [tamper, aid]  # critical before alarm
-        assert (await c.post(f"/api/alerts/{tamper}/resolve", json={"by": "x"})).status_code == 200
+        closing = {"by": "x", "outcome": "device_issue", "note": "strap replaced"}
+        assert (await c.post(f"/api/alerts/{tamper}/resolve", json=closing)).status_code == 200
         ids = [a["alert_id"] for a in (await c.get("/api/alerts")).json()["alerts"]]
         assert ids == [aid, tamper]
 
@@ -85,7 +86,10 @@ async def test_alert_detail_has_history_and_evidence_positions() -> None:
 
 @pytest.mark.parametrize(
     ("action", "state"),
-    [("ack", "acknowledged"), ("escalate", "escalated"), ("resolve", "resolved")],
+    [
+        ("ack", "acknowledged"), ("escalate", "escalated"), ("close", "closed"),
+        ("resolve", "closed"),
+    ],
 )
 async def test_actions_change_state_and_are_audited(action: str, state: str) -> None:
     """Each action moves the alert, publishes a change, names the actor and lands in the audit."""
@@ -93,7 +97,8 @@ async def test_actions_change_state_and_are_audited(action: str, state: str) -> 
     aid = w.raise_exclusion()
     published = len(w.service.outbox)
     async with w.client() as c:
-        r = await c.post(f"/api/alerts/{aid}/{action}", json={"by": "alice", "note": "seen"})
+        body = {"by": "alice", "note": "seen", "outcome": "subject_contacted"}
+        r = await c.post(f"/api/alerts/{aid}/{action}", json=body)
         assert r.status_code == 200 and r.json()["state"] == state
         assert w.engine.alerts.alerts[aid].history[-1].by == "alice"
         assert len(w.service.outbox) > published

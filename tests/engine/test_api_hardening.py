@@ -212,7 +212,7 @@ async def test_handler_exception_is_a_logged_audited_json_500(
     def broken(*args: object) -> None:
         raise RuntimeError("bug in act")
 
-    w.service.act = broken  # type: ignore[assignment,method-assign]
+    w.service.engine.act = broken  # type: ignore[assignment,method-assign]
     async with w.client() as c:
         r = await c.post(f"/api/alerts/{aid}/ack", json={"note": "n"})
         assert r.status_code == 500 and r.json() == {"error": "internal error (logged)"}

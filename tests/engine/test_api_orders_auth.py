@@ -217,6 +217,7 @@ async def test_openapi_lists_every_route_and_responses_have_required_fields() ->
 
         checks = {
             "/api/alerts": "/api/alerts",
+            "/api/me": "/api/me",
             f"/api/alerts/{aid}": "/api/alerts/{id}",
             "/api/orders": "/api/orders",
             "/api/orders/O-1": "/api/orders/{id}",
