@@ -48,6 +48,7 @@ from engine import views
 from engine.acks import MAX_NAME_CHARS, MAX_NOTE_CHARS  # the same limits as em/ack
 from engine.alerts import LEVEL_RANK, AlertActionError, AlertActionInvalid
 from engine.auth import AuditEntry, AuditTrail, Authenticator, Principal
+from engine.enforceability import check_orders
 from engine.errors import EngineError
 from engine.metrics import EngineMetrics
 from engine.openapi import openapi_schema
@@ -408,7 +409,7 @@ def build_app(state: ApiState) -> Starlette:
             merged[key] = _upsert(merged.get(key, []) or [], [dict(x) for x in extra])
         created = _doc_order(merged, oid) is None
         merged["orders"] = _upsert(merged.get("orders", []) or [], [order])
-        return _install(merged, oid, 201 if created else 200)
+        return _install(merged, oid, 201 if created else 200, check=True)
 
     async def delete_order(request: Request, who: Principal) -> Response:
         oid = request.path_params["id"]
@@ -430,11 +431,32 @@ def build_app(state: ApiState) -> Starlette:
             merged["orders"] = _upsert(merged["orders"], [ended])
         return _install(merged, oid, 200)
 
-    def _install(merged: dict[str, Any], oid: str, status: int) -> Response:
+    def _install(
+        merged: dict[str, Any], oid: str, status: int, *, check: bool = False
+    ) -> Response:
         try:
             book = load_orders(merged)
         except (EngineError, GeoError) as exc:
             return _error(422, str(exc))
+        if check:
+            # the checks `emguard orders check` blocks on, for the order being put: an order
+            # the centre cannot enforce must not go live through the API either
+            found = check_orders(book, service.clock(), service.engine.projector, only=oid)
+            blocking = [f for f in found if f.severity == "blocking"]
+            if blocking:
+                return JSONResponse(
+                    {
+                        "error": "order is not enforceable: " + "; ".join(
+                            f"{f.code}{' (' + f.zone + ')' if f.zone else ''}: {f.message}"
+                            for f in blocking
+                        ),
+                        "findings": [
+                            {"code": f.code, "zone": f.zone, "message": f.message}
+                            for f in blocking
+                        ],
+                    },
+                    status_code=422,
+                )
         service.engine.set_orders(book)
         state.orders_doc = merged
         log.info("orders changed: %s (%d orders in force)", oid, len(book.orders))
