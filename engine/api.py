@@ -282,7 +282,9 @@ def build_app(state: ApiState) -> Starlette:
             limit = int(q.get("limit", "500"))
         except ValueError as exc:
             return _error(400, f"bad query parameter: {exc}")
-        states = _csv(q.get("state"))
+        # an older client's "resolved" is today's "closed"
+        states = {"closed" if s == "resolved" else s for s in _csv(q.get("state"))}
+        conditions = _csv(q.get("condition"))
         levels = _csv(q.get("level"))
         kinds = _csv(q.get("kind"))
         bad = (levels - set(LEVEL_RANK)) if levels else set()
@@ -291,6 +293,8 @@ def build_app(state: ApiState) -> Starlette:
         out = []
         for alert in service.engine.alerts.alerts.values():
             if states and alert.state not in states:
+                continue
+            if conditions and alert.condition not in conditions:
                 continue
             if levels and alert.level not in levels:
                 continue

@@ -165,7 +165,7 @@ def openapi_schema() -> dict[str, Any]:
     }
     query = [
         {"name": n, "in": "query", "required": False, "schema": {"type": "string"}}
-        for n in ("state", "level", "kind", "subject", "since", "limit")
+        for n in ("state", "condition", "level", "kind", "subject", "since", "limit")
     ]
     return {
         "openapi": "3.1.0",
