@@ -86,10 +86,17 @@ function renderQueue() {
     "(" + open.length + " open, " + open.filter(needsAck).length + " unacknowledged)";
 }
 
+// The snapshot is merged with what the stream brought meanwhile: a change published while the
+// request was under way must not be overwritten by the older snapshot (change_seq orders them).
 async function loadAlerts() {
   const body = await api("/api/alerts?limit=1000");
   state.skew = Date.parse(body.now) - Date.now();
-  state.alerts = new Map(body.alerts.map(a => [a.alert_id, a]));
+  const fresh = new Map(body.alerts.map(a => [a.alert_id, a]));
+  for (const [id, a] of state.alerts) {
+    const f = fresh.get(id);
+    if (!f || (a.change_seq || 0) > (f.change_seq || 0)) fresh.set(id, a);
+  }
+  state.alerts = fresh;
   renderQueue();
 }
 
@@ -286,7 +293,8 @@ function connectStream() {
   source.addEventListener("alert", ev => {
     const msg = JSON.parse(ev.data);
     if (msg.change === "resync") { loadAlerts().catch(() => {}); return; }
-    state.alerts.set(msg.alert.alert_id, msg.alert);
+    const known = state.alerts.get(msg.alert.alert_id);
+    if (!known || (msg.alert.change_seq || 0) >= (known.change_seq || 0)) state.alerts.set(msg.alert.alert_id, msg.alert);
     renderQueue();
     if (msg.alert.alert_id === state.selected) select(state.selected);
   });
