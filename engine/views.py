@@ -12,7 +12,7 @@ from typing import Any
 
 import shapely
 
-from engine.alerts import ALARM_RANK, LEVEL_RANK, LEVELS, Alert, AlertPolicy, peak_rank
+from engine.alerts import ALARM_RANK, LEVEL_RANK, LEVELS, Alert, peak_rank
 from engine.orders import LEGAL_BASES, Order
 from engine.pipeline import Engine
 from engine.timeutil import format_time
@@ -46,15 +46,13 @@ def alert_summary(alert: Alert, now: float) -> dict[str, Any]:
     return doc
 
 
-def alert_detail(
-    engine: Engine, alert: Alert, now: float, policy: AlertPolicy | None = None
-) -> dict[str, Any]:
+def alert_detail(engine: Engine, alert: Alert, now: float) -> dict[str, Any]:
     """Everything the centre needs for one alert: history, notes thread, procedure, evidence
     fixes, map data."""
     doc = alert_summary(alert, now)
     doc["history"] = [h.to_dict(format_time(h.at)) for h in alert.history]
     doc["notes"] = notes_thread(alert)
-    policy = policy or engine.alerts.policy
+    policy = engine.alerts.policy
     doc["procedure"] = {
         "escalation_targets": list(policy.targets_for(alert.kind)),
         "outcomes": list(policy.outcomes),
