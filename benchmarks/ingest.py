@@ -578,7 +578,7 @@ class Bench:
             lat_ms = []
             for r, k, lvl, dt, aid, state in seen:
                 rank = LEVEL_ORDER.index(lvl) if lvl in LEVEL_ORDER else -1
-                if state == "resolved" or rank <= top.get(aid, -1):
+                if state in ("resolved", "closed") or rank <= top.get(aid, -1):
                     continue
                 top[aid] = rank
                 if k in RULE_KINDS and dt and parse_time(dt) >= t0 - 1:

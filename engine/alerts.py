@@ -1,9 +1,20 @@
 """The alert lifecycle: one alert per episode, graded, with deadlines and a full history.
 
-Pure state machine (time is passed in).  ``open → acknowledged → resolved``,
-``escalated`` when the deadline for its level passes unacknowledged or an
-operator escalates.  A rising level keeps the alert id; every change is an
-``AlertChange`` that the caller publishes and stores.
+Pure state machine (time is passed in).  Two things are kept apart (contract §5):
+
+* ``condition`` is the engine's view: ``active`` while the violation or risk lasts,
+  ``cleared`` (with ``cleared_at``, device time) once the rule saw it end;
+* ``state`` is the centre's handling: ``open → acknowledged → closed``, ``escalated`` when
+  the deadline for its level passes unacknowledged or an operator escalates (to a target).
+
+An alert that reached ``alarm`` or above is never closed by the engine: an alarm is a task,
+not a notification (EN 50518 practice, shared/domain.md), so a cleared condition is
+published and the alert stays in the centre's queue until a person closes it with an
+outcome code and a note.  ``info``/``warning`` alerts of the kinds in
+``AlertPolicy.auto_close`` close themselves when cleared (``closed_by: "engine"``).
+Operators claim (one works it, others see who), acknowledge, escalate to a target from the
+kind's procedure, add notes and close; a rising level keeps the alert id; every change is an
+``AlertChange`` that the caller publishes and stores, with who and when in the history.
 
 Alert ids are derived from (order, kind, target, episode start in device time)
 so a restarted or duplicated worker computes the same id for the same episode
@@ -22,11 +33,16 @@ from engine.errors import EngineError
 from engine.timeutil import format_time
 
 Level = Literal["info", "warning", "alarm", "critical"]
-State = Literal["open", "acknowledged", "escalated", "resolved"]
-Action = Literal["ack", "escalate", "resolve"]
+State = Literal["open", "acknowledged", "escalated", "closed"]
+Condition = Literal["active", "cleared"]
+Action = Literal["claim", "ack", "escalate", "note", "close"]
+ChangeKind = Literal[
+    "raised", "level", "update", "clear", "close", "claim", "ack", "escalate", "note"
+]
 
 LEVELS: tuple[Level, ...] = ("info", "warning", "alarm", "critical")
 LEVEL_RANK: Mapping[str, int] = {name: i for i, name in enumerate(LEVELS)}
+ALARM_RANK = 2  # LEVEL_RANK["alarm"]: from here on only a person closes an alert
 KINDS = (
     "proximity",
     "exclusion",
@@ -38,6 +54,12 @@ KINDS = (
     "order_expiry",
     "device_silent",
 )
+#: what an operator may do to an alert (contract §1 ``em/ack`` and the HTTP API)
+ACTIONS: tuple[str, ...] = ("claim", "ack", "escalate", "note", "close")
+#: older consumers' names for an action: ``resolve`` is ``close``
+ACTION_ALIASES: Mapping[str, str] = {"resolve": "close"}
+#: changes a person makes (the evidence log files them as actions)
+OPERATOR_CHANGES: tuple[str, ...] = ("claim", "ack", "escalate", "note", "close")
 
 # Reaction times in seconds per level (the chain partners' agreed deadlines);
 # overridable per kind in EngineConfig.
@@ -48,15 +70,76 @@ DEFAULT_DEADLINES: Mapping[str, float] = {
     "info": 3600.0,
 }
 
+#: outcome codes an operator closes an alert with (configurable: ``[alerts] outcomes``)
+DEFAULT_OUTCOMES: tuple[str, ...] = (
+    "false_alarm",  # GPS or device artefact: no violation happened
+    "no_action_needed",  # a real but harmless event (he drove past, came home late by minutes)
+    "subject_contacted",  # the offender was called and complied
+    "victim_contacted",  # the protected person was called and is safe
+    "police_dispatched",  # the police control room sent a unit
+    "reported_to_prosecutor",  # violation reported to the OM (possibly V-TUL)
+    "device_issue",  # a fault or battery problem, service arranged
+    "other",  # anything else: the note says what
+)
+#: escalation targets per kind (the procedure's chain); ``*`` for every other kind
+DEFAULT_TARGETS: Mapping[str, tuple[str, ...]] = {
+    "*": ("supervisor", "police", "prosecutor"),
+    "panic": ("police", "supervisor"),
+    "battery": ("supervisor", "field_service"),
+    "signal_loss": ("supervisor", "field_service", "police"),
+    "device_silent": ("supervisor", "field_service", "police"),
+}
+
 
 class AlertActionError(EngineError):
-    """An operator action that does not apply (unknown alert, already resolved, bad action)."""
+    """An operator action that conflicts with the alert's state (unknown alert, already
+    closed, claimed by someone else): HTTP 409."""
+
+
+class AlertActionInvalid(AlertActionError):
+    """An operator action that is incomplete or names something not configured (no outcome or
+    note for closing an alarm, an unknown outcome code or escalation target): HTTP 422."""
+
+
+@dataclass(frozen=True, slots=True)
+class AlertPolicy:
+    """How the centre works alerts: which kinds close themselves, outcome codes, targets.
+
+    ``auto_close``: kinds whose ``info``/``warning`` alerts close themselves when their
+    condition clears (an alert that reached ``alarm`` never does).  ``outcomes``: the codes
+    ``close`` accepts.  ``targets``: per kind (``*`` for the rest) the escalation targets of
+    its procedure, the first being the default when an older client names none.
+    """
+
+    auto_close: frozenset[str] = frozenset(KINDS)
+    outcomes: tuple[str, ...] = DEFAULT_OUTCOMES
+    targets: Mapping[str, tuple[str, ...]] = field(default_factory=lambda: dict(DEFAULT_TARGETS))
+
+    def targets_for(self, kind: str) -> tuple[str, ...]:
+        """The escalation targets of ``kind``'s procedure."""
+        found = self.targets.get(kind)
+        if found is None:
+            found = self.targets.get("*", DEFAULT_TARGETS["*"])
+        return found
+
+
+def peak_rank(alert: Alert) -> int:
+    """The highest level an alert ever had (its history keeps every level it passed)."""
+    top = LEVEL_RANK[alert.level]
+    for entry in alert.history:
+        rank = LEVEL_RANK[entry.level]
+        if rank > top:
+            top = rank
+    return top
 
 
 @dataclass(slots=True, init=False, unsafe_hash=True)
 class HistoryEntry:
     """Who did what to an alert, and when (processing time).
 
+    ``action`` names the change (``raised``, ``level``, ``clear``, ``claim``, ``ack``,
+    ``escalate``, ``note``, ``close``; empty in entries stored before it was kept);
+    ``outcome`` and ``target`` are a close's outcome code and an escalation's target.
     Never changed once made (a written ``__init__``, not ``frozen``: engine.native, as every
     record made per alert change).
     """
@@ -66,22 +149,49 @@ class HistoryEntry:
     level: Level
     by: str
     note: str
+    action: str
+    outcome: str
+    target: str
 
-    def __init__(self, at: float, state: State, level: Level, by: str, note: str = "") -> None:
+    def __init__(
+        self, at: float, state: State, level: Level, by: str, note: str = "", action: str = "",
+        outcome: str = "", target: str = "",
+    ) -> None:
         self.at = at
         self.state = state
         self.level = level
         self.by = by
         self.note = note
+        self.action = action
+        self.outcome = outcome
+        self.target = target
 
-    def __reduce__(self) -> tuple[type[HistoryEntry], tuple[float, str, str, str, str]]:
+    def __reduce__(self) -> tuple[type[HistoryEntry], tuple[Any, ...]]:
         # a plain tuple (see Alert.__reduce__)
-        return (HistoryEntry, (self.at, self.state, self.level, self.by, self.note))
+        return (HistoryEntry, (
+            self.at, self.state, self.level, self.by, self.note, self.action, self.outcome,
+            self.target,
+        ))
 
     def __setstate__(self, state: list[Any]) -> None:
         # an entry pickled by the frozen dataclass default: copyreg's __newobj__ and the field
-        # values in order (engine.state_unpickle makes the blank object)
-        self.at, self.state, self.level, self.by, self.note = state
+        # values in order (engine.state_unpickle makes the blank object); that form had five
+        self.at, self.state, self.level, self.by, self.note = state[:5]
+        rest = [*state[5:8], "", "", ""]
+        self.action, self.outcome, self.target = rest[0], rest[1], rest[2]
+
+    def to_dict(self, at: Any) -> dict[str, Any]:
+        """The entry as JSON (``at`` as the caller wants time written); empty fields left out."""
+        out: dict[str, Any] = {
+            "at": at, "state": self.state, "level": self.level, "by": self.by, "note": self.note,
+        }
+        if self.action:
+            out["action"] = self.action
+        if self.outcome:
+            out["outcome"] = self.outcome
+        if self.target:
+            out["target"] = self.target
+        return out
 
 
 @dataclass(slots=True, init=False, unsafe_hash=True)
@@ -93,6 +203,9 @@ class Alert:
     not ``frozen``, so that in the compiled build (engine.native) it is a native class: a
     frozen Python dataclass cost ~28,000 instructions per copy and ~15,000 per construction
     through its interpreted ``__init__``, several times per alert change.
+
+    ``target`` is the episode's target (a zone, a protected person, a device), part of the
+    episode key; an escalation's target is ``escalated_to``.
     """
 
     alert_id: str
@@ -118,6 +231,12 @@ class Alert:
     target: str | None
     device: str | None
     history: tuple[HistoryEntry, ...]
+    condition: Condition
+    cleared_at: float | None
+    claimed_by: str | None
+    escalated_to: str | None
+    outcome: str | None
+    closed_by: str | None
 
     def __init__(
         self, alert_id: str, kind: str, level: Level, state: State, order: str | None,
@@ -127,7 +246,10 @@ class Alert:
         closing_speed_mps: float | None = None, time_to_contact_s: float | None = None,
         evidence: tuple[str, ...] = (), late: bool = False, detail: str = "",
         updated_at: float = 0.0, target: str | None = None, device: str | None = None,
-        history: tuple[HistoryEntry, ...] = (),
+        history: tuple[HistoryEntry, ...] = (), condition: Condition = "active",
+        cleared_at: float | None = None, claimed_by: str | None = None,
+        escalated_to: str | None = None, outcome: str | None = None,
+        closed_by: str | None = None,
     ) -> None:
         self.alert_id = alert_id
         self.kind = kind
@@ -152,6 +274,12 @@ class Alert:
         self.target = target
         self.device = device
         self.history = history
+        self.condition = condition
+        self.cleared_at = cleared_at
+        self.claimed_by = claimed_by
+        self.escalated_to = escalated_to
+        self.outcome = outcome
+        self.closed_by = closed_by
 
     def __reduce__(self) -> tuple[type[Alert], tuple[Any, ...]]:
         # the constructor with the field values as one tuple: the same pickle from the pure
@@ -162,25 +290,34 @@ class Alert:
             self.protected_person, self.zone, self.device_time, self.raised_at, self.deadline,
             self.episode_start, self.distance_m, self.certainty, self.closing_speed_mps,
             self.time_to_contact_s, self.evidence, self.late, self.detail, self.updated_at,
-            self.target, self.device, self.history,
+            self.target, self.device, self.history, self.condition, self.cleared_at,
+            self.claimed_by, self.escalated_to, self.outcome, self.closed_by,
         ))
 
     def __setstate__(self, state: list[Any]) -> None:
         # an alert pickled by the frozen dataclass default, before __reduce__: copyreg's
         # __newobj__ and the field values in order (engine.state_unpickle makes the blank
-        # object in the compiled build)
+        # object in the compiled build); that form had the first 23 fields
         (
             self.alert_id, self.kind, self.level, self.state, self.order, self.subject,
             self.protected_person, self.zone, self.device_time, self.raised_at, self.deadline,
             self.episode_start, self.distance_m, self.certainty, self.closing_speed_mps,
             self.time_to_contact_s, self.evidence, self.late, self.detail, self.updated_at,
             self.target, self.device, self.history,
-        ) = state
+        ) = state[:23]
+        rest = list(state[23:29]) + [None] * 6
+        self.condition = rest[0] if rest[0] is not None else "active"
+        self.cleared_at, self.claimed_by, self.escalated_to, self.outcome, self.closed_by = rest[1:6]
 
     @property
     def is_open(self) -> bool:
-        """Open, acknowledged and escalated alerts still need the centre."""
-        return self.state != "resolved"
+        """Open, acknowledged and escalated alerts still need the centre, cleared or not."""
+        return self.state != "closed"
+
+    @property
+    def needs_ack(self) -> bool:
+        """Nobody has acknowledged it since it was raised or last rose (open or escalated)."""
+        return self.state == "open" or self.state == "escalated"
 
     def to_wire(self) -> dict[str, Any]:
         """The monitoring-centre form (contract §5), with our extensions documented in docs."""
@@ -190,6 +327,9 @@ class Alert:
             "kind": self.kind,
             "level": self.level,
             "state": self.state,
+            "condition": self.condition,
+            "cleared_at": None if self.cleared_at is None else format_time(self.cleared_at),
+            "claimed_by": self.claimed_by,
             "order": self.order,
             "subject": self.subject,
             "protected_person": self.protected_person,
@@ -209,6 +349,11 @@ class Alert:
         }
         if self.device is not None:
             out["device"] = self.device
+        if self.escalated_to is not None:
+            out["escalated_to"] = self.escalated_to
+        if self.state == "closed":
+            out["outcome"] = self.outcome
+            out["closed_by"] = self.closed_by
         if self.history:
             last = self.history[-1]
             out["changed_by"] = last.by
@@ -222,12 +367,12 @@ class AlertChange:
     once made; a written ``__init__``, not ``frozen``: engine.native)."""
 
     alert: Alert
-    change: Literal["raised", "level", "ack", "escalate", "resolve", "update"]
+    change: ChangeKind
     previous_level: Level | None
     arrival: float | None  # arrival time of the fix that caused it (fix-to-alert latency)
 
     def __init__(
-        self, alert: Alert, change: Literal["raised", "level", "ack", "escalate", "resolve", "update"],
+        self, alert: Alert, change: ChangeKind,
         previous_level: Level | None = None, arrival: float | None = None,
     ) -> None:
         self.alert = alert
@@ -243,8 +388,29 @@ def copy_alert(a: Alert) -> Alert:
         a.alert_id, a.kind, a.level, a.state, a.order, a.subject, a.protected_person, a.zone,
         a.device_time, a.raised_at, a.deadline, a.episode_start, a.distance_m, a.certainty,
         a.closing_speed_mps, a.time_to_contact_s, a.evidence, a.late, a.detail, a.updated_at,
-        a.target, a.device, a.history,
+        a.target, a.device, a.history, a.condition, a.cleared_at, a.claimed_by, a.escalated_to,
+        a.outcome, a.closed_by,
     )
+
+
+def migrate_alert(a: Alert) -> Alert:
+    """An alert stored before ``condition`` and ``closed`` existed, in today's form.
+
+    Then the engine's end of an episode and the centre's close were one state, ``resolved``:
+    such an alert is closed, its condition cleared, closed by whoever made that last change.
+    Any other alert is returned as it is.
+    """
+    state: str = a.state
+    if state != "resolved":
+        return a
+    new = copy_alert(a)
+    new.state = "closed"
+    new.condition = "cleared"
+    by = a.history[-1].by if a.history else "engine"
+    new.closed_by = by
+    if by == "engine":
+        new.cleared_at = a.updated_at
+    return new
 
 
 class RaiseCap(Protocol):
@@ -254,20 +420,30 @@ class RaiseCap(Protocol):
     def raise_or_update(self, **kw: Any) -> AlertChange | None: ...
 
 
-def alert_id_for(order: str | None, kind: str, target: str | None, episode_start: float) -> str:
-    """Deterministic id: the same episode always gets the same id, on any worker."""
+def alert_id_for(
+    order: str | None, kind: str, target: str | None, episode_start: float, n: int = 0
+) -> str:
+    """Deterministic id: the same episode always gets the same id, on any worker (``n`` > 0
+    for the n-th further episode of one key that starts at the same instant)."""
     text = f"{order}|{kind}|{target}|{episode_start:.3f}"
+    if n:
+        text += f"|{n}"
     return "A-" + hashlib.sha256(text.encode()).hexdigest()[:16]
 
 
 @dataclass(slots=True)
 class AlertBook:
-    """All alerts this engine knows, indexed by id and by episode key."""
+    """All alerts this engine knows, indexed by id and by episode key.
+
+    ``open_by_key`` holds the alerts whose condition is active (the engine's episodes);
+    ``alerts`` holds every alert, and those not closed are the centre's queue.
+    """
 
     deadlines: Mapping[str, float] = field(default_factory=lambda: dict(DEFAULT_DEADLINES))
     kind_deadlines: Mapping[str, Mapping[str, float]] = field(default_factory=dict)
     alerts: dict[str, Alert] = field(default_factory=dict)
     open_by_key: dict[tuple[str | None, str, str | None], str] = field(default_factory=dict)
+    policy: AlertPolicy = field(default_factory=AlertPolicy)
     # (alerts dict, its size, a lower bound of the deadlines of alerts in state "open"), so
     # that escalate_overdue (every tick) need not look at every alert; see there
     _deadline_floor: tuple[dict[str, Alert], int, float] | None = field(
@@ -343,14 +519,18 @@ class AlertBook:
         current = self.open_for(order, kind, target)
         if current is None:
             aid = alert_id_for(order, kind, target, episode_start)
-            if aid in self.alerts and not self.alerts[aid].is_open:
-                # the same episode was resolved and reopens: keep ids unique per episode start
+            if aid in self.alerts:
+                # the same episode cleared (or was closed) and starts again: keep ids unique
                 aid = alert_id_for(order, kind, target, device_time)
+                n = 0
+                while aid in self.alerts:
+                    n += 1
+                    aid = alert_id_for(order, kind, target, device_time, n)
             alert = Alert(
                 aid, kind, level, "open", order, subject, protected_person, zone, device_time,
                 now, self.deadline_for(kind, level, now), episode_start, distance_m, certainty,
                 closing_speed_mps, time_to_contact_s, evidence[-20:], late, detail, now, target,
-                device, (HistoryEntry(now, "open", level, "engine", detail),),
+                device, (HistoryEntry(now, "open", level, "engine", detail, "raised"),),
             )
             size = len(self.alerts)
             self.alerts[aid] = alert
@@ -379,7 +559,9 @@ class AlertBook:
             if detail:
                 alert.detail = detail
             alert.updated_at = now
-            alert.history = (*current.history, HistoryEntry(now, alert.state, level, "engine", detail))
+            alert.history = (
+                *current.history, HistoryEntry(now, alert.state, level, "engine", detail, "level")
+            )
             self.alerts[alert.alert_id] = alert
             self._note_open(alert, len(self.alerts))
             return AlertChange(alert, "level", current.level)
@@ -387,33 +569,140 @@ class AlertBook:
         self.alerts[current.alert_id] = alert
         return None
 
-    def resolve_episode(
-        self, order: str | None, kind: str, target: str | None, now: float, note: str
+    def clear_episode(
+        self, order: str | None, kind: str, target: str | None, now: float, note: str,
+        device_time: float | None = None,
     ) -> AlertChange | None:
-        """The engine saw the episode end (the subject left the zone, moved away, came home)."""
+        """The engine saw the episode end (the subject left the zone, moved away, came home).
+
+        The condition is cleared (``cleared_at``: ``device_time``, the time of the data that
+        showed it, else ``now``) and the episode key is free for the next episode.  The alert
+        stays in the centre's queue unless it never reached ``alarm`` and its kind closes
+        itself (``AlertPolicy.auto_close``): then it is closed by the engine, in the same change.
+        """
         current = self.open_for(order, kind, target)
         if current is None:
             return None
-        return self._transition(current, "resolved", now, "engine", note, "resolve")
+        key = (current.order, current.kind, current.target)
+        if self.open_by_key.get(key) == current.alert_id:
+            del self.open_by_key[key]
+        new = copy_alert(current)
+        new.condition = "cleared"
+        new.cleared_at = now if device_time is None else device_time
+        new.updated_at = now
+        change: ChangeKind = "clear"
+        if current.state != "closed" and current.kind in self.policy.auto_close and (
+            peak_rank(current) < ALARM_RANK
+        ):
+            new.state = "closed"
+            new.closed_by = "engine"
+            change = "close"
+        new.history = (
+            *current.history, HistoryEntry(now, new.state, current.level, "engine", note, change)
+        )
+        self.alerts[current.alert_id] = new
+        return AlertChange(new, change)
 
-    def act(self, alert_id: str, action: str, by: str, note: str, now: float) -> AlertChange:
-        """An operator acts on an alert (contract §1 ``em/ack`` and the HTTP API)."""
+    def act(
+        self, alert_id: str, action: str, by: str, note: str, now: float, *,
+        outcome: str = "", target: str = "", supervisor: bool = False,
+    ) -> AlertChange:
+        """An operator acts on an alert (contract §1 ``em/ack`` and the HTTP API).
+
+        ``claim``: ``by`` works this alert (a second operator's claim is refused unless he is
+        a ``supervisor``, who takes it over).  ``ack``: acknowledged (and claimed, if nobody
+        had).  ``escalate``: to ``target``, one of the kind's procedure targets (the first when
+        none is named).  ``note``: a line on the alert's notes thread.  ``close`` (``resolve``):
+        with an ``outcome`` code; for an alert that reached alarm both outcome and a note are
+        required.  While someone has claimed it, only they (or a supervisor) ack, escalate or
+        close it; anyone may add a note.  Raises ``AlertActionError`` (a conflict with the
+        alert's state) or ``AlertActionInvalid`` (an incomplete or unknown request).
+        """
+        action = ACTION_ALIASES.get(action, action)
         alert = self.alerts.get(alert_id)
         if alert is None:
             raise AlertActionError(f"unknown alert {alert_id}")
         if not by:
-            raise AlertActionError("an operator action needs 'by' (who acted)")
+            raise AlertActionInvalid("an operator action needs 'by' (who acted)")
+        if action not in ACTIONS:
+            raise AlertActionInvalid(
+                f"unknown action {action!r} (use claim, ack, escalate, note or close; "
+                "resolve is close)"
+            )
         if not alert.is_open:
-            raise AlertActionError(f"alert {alert_id} is already resolved")
+            raise AlertActionError(f"alert {alert_id} is already closed")
+        holder = alert.claimed_by
+        if action == "claim":
+            if holder == by:
+                raise AlertActionError(f"alert {alert_id} is already claimed by {by}")
+            if holder is not None and not supervisor:
+                raise AlertActionError(
+                    f"alert {alert_id} is claimed by {holder}; only a supervisor can take it over"
+                )
+            new = self._change(alert, alert.state, now, by, note, "claim")
+            new.claimed_by = by
+            return self._store(alert, new, "claim")
+        if holder is not None and holder != by and not supervisor and action != "note":
+            raise AlertActionError(
+                f"alert {alert_id} is claimed by {holder}; they or a supervisor may {action} it"
+            )
+        if action == "note":
+            if not note.strip():
+                raise AlertActionInvalid("a note needs text")
+            return self._store(alert, self._change(alert, alert.state, now, by, note, "note"), "note")
         if action == "ack":
             if alert.state == "acknowledged":
                 raise AlertActionError(f"alert {alert_id} is already acknowledged")
-            return self._transition(alert, "acknowledged", now, by, note, "ack")
+            new = self._change(alert, "acknowledged", now, by, note, "ack")
+            if holder is None:
+                new.claimed_by = by  # who acknowledges an alert nobody claimed works it
+            return self._store(alert, new, "ack")
         if action == "escalate":
-            return self._transition(alert, "escalated", now, by, note, "escalate")
-        if action == "resolve":
-            return self._transition(alert, "resolved", now, by, note, "resolve")
-        raise AlertActionError(f"unknown action {action!r} (use ack, escalate or resolve)")
+            choices = self.policy.targets_for(alert.kind)
+            chosen = target or (choices[0] if choices else "")
+            if chosen not in choices:
+                raise AlertActionInvalid(
+                    f"unknown escalation target {chosen!r} for {alert.kind} alerts "
+                    f"(the procedure has {', '.join(choices)})"
+                )
+            new = self._change(alert, "escalated", now, by, note, "escalate", target=chosen)
+            new.escalated_to = chosen
+            return self._store(alert, new, "escalate")
+        # close
+        if outcome and outcome not in self.policy.outcomes:
+            raise AlertActionInvalid(
+                f"unknown outcome {outcome!r} (use one of {', '.join(self.policy.outcomes)})"
+            )
+        if peak_rank(alert) >= ALARM_RANK and (not outcome or not note.strip()):
+            raise AlertActionInvalid(
+                f"closing a {LEVELS[peak_rank(alert)]} alert needs an outcome "
+                f"({', '.join(self.policy.outcomes)}) and a note saying what was done"
+            )
+        new = self._change(alert, "closed", now, by, note, "close", outcome=outcome)
+        new.outcome = outcome or None
+        new.closed_by = by
+        key = (alert.order, alert.kind, alert.target)
+        if self.open_by_key.get(key) == alert.alert_id:
+            del self.open_by_key[key]  # the episode's next data opens a new alert
+        return self._store(alert, new, "close")
+
+    def _change(
+        self, alert: Alert, state: State, now: float, by: str, note: str, action: str, *,
+        outcome: str = "", target: str = "",
+    ) -> Alert:
+        """A copy of ``alert`` in ``state`` with the history entry of one person's action."""
+        new = copy_alert(alert)
+        new.state = state
+        new.updated_at = now
+        new.history = (
+            *alert.history,
+            HistoryEntry(now, state, alert.level, by, note, action, outcome, target),
+        )
+        return new
+
+    def _store(self, old: Alert, new: Alert, change: ChangeKind) -> AlertChange:
+        self.alerts[old.alert_id] = new
+        return AlertChange(new, change)
 
     def escalate_overdue(self, now: float) -> list[AlertChange]:
         """Escalate every open, unacknowledged alert whose deadline has passed.
@@ -451,23 +740,21 @@ class AlertBook:
         self._deadline_floor = (floor[0], len(self.alerts), earliest)
 
     def open_alerts(self) -> Iterator[Alert]:
-        """Alerts still needing the centre, most urgent first."""
+        """Alerts still needing the centre (cleared or not), most urgent first: not yet
+        acknowledged before acknowledged, then by level, then by the nearest deadline."""
         live = [a for a in self.alerts.values() if a.is_open]
-        live.sort(key=lambda a: (-LEVEL_RANK[a.level], a.deadline, a.alert_id))
+        live.sort(key=lambda a: (0 if a.needs_ack else 1, -LEVEL_RANK[a.level], a.deadline, a.alert_id))
         return iter(live)
 
     def _transition(
-        self, alert: Alert, state: State, now: float, by: str, note: str, change: Any
+        self, alert: Alert, state: State, now: float, by: str, note: str, change: ChangeKind
     ) -> AlertChange:
+        """The engine's own change of state (a deadline escalation)."""
         new = copy_alert(alert)
         new.state = state
         new.updated_at = now
-        new.history = (*alert.history, HistoryEntry(now, state, alert.level, by, note))
+        new.history = (*alert.history, HistoryEntry(now, state, alert.level, by, note, change))
         self.alerts[alert.alert_id] = new
-        if state == "resolved":
-            key = (alert.order, alert.kind, alert.target)
-            if self.open_by_key.get(key) == alert.alert_id:
-                del self.open_by_key[key]
         return AlertChange(new, change)
 
 

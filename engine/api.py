@@ -46,8 +46,9 @@ from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from engine import views
 from engine.acks import MAX_NAME_CHARS, MAX_NOTE_CHARS  # the same limits as em/ack
-from engine.alerts import LEVEL_RANK, AlertActionError
+from engine.alerts import LEVEL_RANK, AlertActionError, AlertActionInvalid
 from engine.auth import AuditEntry, AuditTrail, Authenticator, Principal
+from engine.enforceability import check_orders
 from engine.errors import EngineError
 from engine.metrics import EngineMetrics
 from engine.openapi import openapi_schema
@@ -61,7 +62,11 @@ from geo.errors import GeoError
 log = logging.getLogger(__name__)
 
 CONSOLE_DIR = views.CONSOLE_DIR
-ACTIONS = {"ack": "ack", "escalate": "escalate", "resolve": "resolve"}
+# route name -> engine action; ``resolve`` is the older name of ``close``
+ACTIONS = {
+    "claim": "claim", "ack": "ack", "escalate": "escalate", "note": "note", "close": "close",
+    "resolve": "close",
+}
 STREAM_QUEUE = 1000
 HEARTBEAT_S = 15.0
 
@@ -280,7 +285,9 @@ def build_app(state: ApiState) -> Starlette:
             limit = int(q.get("limit", "500"))
         except ValueError as exc:
             return _error(400, f"bad query parameter: {exc}")
-        states = _csv(q.get("state"))
+        # an older client's "resolved" is today's "closed"
+        states = {"closed" if s == "resolved" else s for s in _csv(q.get("state"))}
+        conditions = _csv(q.get("condition"))
         levels = _csv(q.get("level"))
         kinds = _csv(q.get("kind"))
         bad = (levels - set(LEVEL_RANK)) if levels else set()
@@ -289,6 +296,8 @@ def build_app(state: ApiState) -> Starlette:
         out = []
         for alert in service.engine.alerts.alerts.values():
             if states and alert.state not in states:
+                continue
+            if conditions and alert.condition not in conditions:
                 continue
             if levels and alert.level not in levels:
                 continue
@@ -314,6 +323,17 @@ def build_app(state: ApiState) -> Starlette:
             return _error(404, f"unknown alert {request.path_params['id']}")
         return JSONResponse(views.alert_detail(service.engine, alert, service.clock()))
 
+    async def whoami(request: Request, who: Principal) -> Response:
+        # the console shows who is logged in and enables only what this role may do
+        return JSONResponse({
+            "name": who.name,
+            "role": who.role,
+            "may_act": who.may("operator"),
+            "may_take_over": who.may("supervisor"),
+            "may_edit_orders": who.may("supervisor"),
+            "outcomes": list(service.engine.alerts.policy.outcomes),
+        })
+
     def action_handler(action: str) -> Callable[[Request, Principal], Awaitable[Response]]:
         async def act(request: Request, who: Principal) -> Response:
             aid = request.path_params["id"]
@@ -322,7 +342,7 @@ def build_app(state: ApiState) -> Starlette:
             except _BadRequest as exc:
                 return _error(400, str(exc))
             if not isinstance(body, Mapping):
-                return _error(400, 'body must be a JSON object {"by", "note"}')
+                return _error(400, 'body must be a JSON object {"by", "note", "outcome", "target"}')
             if aid not in service.engine.alerts.alerts:
                 return _error(404, f"unknown alert {aid}")
             problem = _check_fields(body)
@@ -330,9 +350,18 @@ def build_app(state: ApiState) -> Starlette:
                 return _error(422, problem)
             by = str(body.get("by") or who.name) if who.demo else who.name
             try:
-                effects = service.act(aid, action, by, body.get("note") or "")
+                # through Engine.act like em/ack, then published like every other change; the
+                # role is known here (a supervisor may take over another operator's claim)
+                effects = service.engine.act(
+                    aid, action, by, body.get("note") or "", service.clock(),
+                    outcome=body.get("outcome") or "", target=body.get("target") or "",
+                    supervisor=who.may("supervisor"),
+                )
+            except AlertActionInvalid as exc:
+                return _error(422, str(exc))
             except AlertActionError as exc:
                 return _error(409, str(exc))
+            service.apply(effects)
             alert = (
                 effects.changes[-1].alert if effects.changes else service.engine.alerts.alerts[aid]
             )
@@ -387,7 +416,7 @@ def build_app(state: ApiState) -> Starlette:
             merged[key] = _upsert(merged.get(key, []) or [], [dict(x) for x in extra])
         created = _doc_order(merged, oid) is None
         merged["orders"] = _upsert(merged.get("orders", []) or [], [order])
-        return _install(merged, oid, 201 if created else 200)
+        return _install(merged, oid, 201 if created else 200, check=True)
 
     async def delete_order(request: Request, who: Principal) -> Response:
         oid = request.path_params["id"]
@@ -409,11 +438,32 @@ def build_app(state: ApiState) -> Starlette:
             merged["orders"] = _upsert(merged["orders"], [ended])
         return _install(merged, oid, 200)
 
-    def _install(merged: dict[str, Any], oid: str, status: int) -> Response:
+    def _install(
+        merged: dict[str, Any], oid: str, status: int, *, check: bool = False
+    ) -> Response:
         try:
             book = load_orders(merged)
         except (EngineError, GeoError) as exc:
             return _error(422, str(exc))
+        if check:
+            # the checks `emguard orders check` blocks on, for the order being put: an order
+            # the centre cannot enforce must not go live through the API either
+            found = check_orders(book, service.clock(), service.engine.projector, only=oid)
+            blocking = [f for f in found if f.severity == "blocking"]
+            if blocking:
+                return JSONResponse(
+                    {
+                        "error": "order is not enforceable: " + "; ".join(
+                            f"{f.code}{' (' + f.zone + ')' if f.zone else ''}: {f.message}"
+                            for f in blocking
+                        ),
+                        "findings": [
+                            {"code": f.code, "zone": f.zone, "message": f.message}
+                            for f in blocking
+                        ],
+                    },
+                    status_code=422,
+                )
         service.engine.set_orders(book)
         state.orders_doc = merged
         log.info("orders changed: %s (%d orders in force)", oid, len(book.orders))
@@ -476,6 +526,7 @@ def build_app(state: ApiState) -> Starlette:
         Route("/readyz", safe(readyz), methods=["GET"]),
         Route("/metrics", safe(metrics), methods=["GET"]),
         Route("/openapi.json", safe(openapi), methods=["GET"]),
+        Route("/api/me", guarded(read, "read alerts", whoami), methods=["GET"]),
         Route("/api/alerts", guarded(read, "read alerts", list_alerts), methods=["GET"]),
         Route("/api/alerts/{id}", guarded(read, "read alerts", get_alert), methods=["GET"]),
         *[

@@ -12,7 +12,7 @@ parts back.  A part holds, for its case:
 * per alert still open: the alert, its open-episode key, what the victim was
   told, the highest suppressed level noted.
 
-A resolved alert no longer changes, so it leaves its case's part and is stored
+A closed alert no longer changes, so it leaves its case's part and is stored
 once as a part of its own (``A:{alert_id}``): a case's part stays the size of
 its live state however many alerts its history holds.
 
@@ -28,6 +28,7 @@ from collections.abc import Iterable
 from typing import TYPE_CHECKING, Any
 
 from engine import state_unpickle
+from engine.alerts import migrate_alert
 from engine.cases import Cases
 
 if TYPE_CHECKING:
@@ -97,7 +98,7 @@ def part_of(engine: Engine, cases: Cases, case: str, alert_ids: Iterable[str]) -
 
 
 def closed_alert_part(engine: Engine, alert_id: str) -> bytes | None:
-    """The pickled part of one resolved alert (``A:{alert_id}``); None when it is open or gone."""
+    """The pickled part of one closed alert (``A:{alert_id}``); None when it is open or gone."""
     alert = engine.alerts.alerts.get(alert_id)
     if alert is None or alert.is_open:
         return None
@@ -149,7 +150,8 @@ def merge_part(engine: Engine, blob: bytes) -> bool:
     engine.proximity.episodes.update(state["proximity"])
     engine.crossings.visits.update(state["visits"])
     engine.crossings.status.update(state["status"])
-    engine.alerts.alerts.update(state["alerts"])
+    # alerts stored before condition/closed existed ("resolved") in today's form
+    engine.alerts.alerts.update({k: migrate_alert(a) for k, a in state["alerts"].items()})
     engine.alerts.open_by_key.update(state["open_by_key"])
     engine.notifier.victim_rank.update(state["victim_rank"])
     engine.crossings.noted.update(state["noted"])

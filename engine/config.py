@@ -14,7 +14,7 @@ from dataclasses import dataclass, field, fields, replace
 from pathlib import Path
 from typing import Any
 
-from engine.alerts import DEFAULT_DEADLINES, KINDS, LEVELS
+from engine.alerts import DEFAULT_DEADLINES, DEFAULT_TARGETS, KINDS, LEVELS, AlertPolicy
 from engine.errors import ConfigError
 from engine.redact import MASK, redact_url
 
@@ -68,14 +68,18 @@ class EngineConfig:
     deadlines: Mapping[str, float] = field(default_factory=lambda: dict(DEFAULT_DEADLINES))
     kind_deadlines: Mapping[str, Mapping[str, float]] = field(default_factory=dict)
     max_future_s: float = 300.0
+    alert_policy: AlertPolicy = field(default_factory=AlertPolicy)
 
 
 def load_engine_config(path: str | Path, prefix: str = "em") -> EngineConfig:
     """Rule thresholds and deadlines from a TOML file (``EMGUARD_CONFIG``).
 
     ``[rules]`` takes any ``RuleConfig`` field; ``[deadlines]`` seconds per level (the chain
-    partners' agreed reaction times), ``[deadlines.kind.<kind>]`` per kind and level.  A key we
-    do not know or a value of the wrong type fails at start-up, naming it.
+    partners' agreed reaction times), ``[deadlines.kind.<kind>]`` per kind and level;
+    ``[alerts]`` how the centre works them (``auto_close``: kinds whose info/warning alerts close
+    themselves when cleared, ``outcomes``: the close codes, ``[alerts.targets]``: escalation
+    targets per kind, ``"*"`` for the rest).  A key we do not know or a value of the wrong type
+    fails at start-up, naming it.
     """
     try:
         with open(path, "rb") as fh:
@@ -84,7 +88,7 @@ def load_engine_config(path: str | Path, prefix: str = "em") -> EngineConfig:
         raise ConfigError(f"cannot read config {path}: {exc}") from exc
     except tomllib.TOMLDecodeError as exc:
         raise ConfigError(f"config {path} is not valid TOML: {exc}") from exc
-    unknown = set(doc) - {"rules", "deadlines", "crs", "max_future_s"}
+    unknown = set(doc) - {"rules", "deadlines", "crs", "max_future_s", "alerts"}
     if unknown:
         raise ConfigError(f"config {path}: unknown section(s) {sorted(unknown)}")
     defaults = RuleConfig()
@@ -119,7 +123,44 @@ def load_engine_config(path: str | Path, prefix: str = "em") -> EngineConfig:
         deadlines=deadlines,
         kind_deadlines=kind_deadlines,
         max_future_s=float(doc.get("max_future_s", 300.0)),
+        alert_policy=_alert_policy(path, doc.get("alerts", {})),
     )
+
+
+def _alert_policy(path: str | Path, section: Any) -> AlertPolicy:
+    """``[alerts]``: what closes itself, the outcome codes, the escalation targets per kind."""
+    if not isinstance(section, dict):
+        raise ConfigError(f"config {path}: [alerts] must be a table")
+    unknown = set(section) - {"auto_close", "outcomes", "targets"}
+    if unknown:
+        raise ConfigError(f"config {path}: unknown setting(s) [alerts].{sorted(unknown)}")
+    default = AlertPolicy()
+    auto_close = _names(path, "auto_close", section.get("auto_close", sorted(default.auto_close)))
+    bad = set(auto_close) - set(KINDS)
+    if bad:
+        raise ConfigError(f"config {path}: [alerts].auto_close names unknown kind(s) {sorted(bad)}")
+    outcomes = _names(path, "outcomes", section.get("outcomes", list(default.outcomes)))
+    if not outcomes:
+        raise ConfigError(f"config {path}: [alerts].outcomes must list at least one outcome code")
+    targets: dict[str, tuple[str, ...]] = dict(DEFAULT_TARGETS)
+    given = section.get("targets", {})
+    if not isinstance(given, dict):
+        raise ConfigError(f"config {path}: [alerts.targets] must be a table of kind = [targets]")
+    for kind, names in given.items():
+        if kind != "*" and kind not in KINDS:
+            raise ConfigError(f"config {path}: unknown alert kind [alerts.targets].{kind}")
+        listed = _names(path, f"targets.{kind}", names)
+        if not listed:
+            raise ConfigError(f"config {path}: [alerts.targets].{kind} must name a target")
+        targets[kind] = listed
+    return AlertPolicy(frozenset(auto_close), outcomes, targets)
+
+
+def _names(path: str | Path, key: str, value: object) -> tuple[str, ...]:
+    """A TOML list of non-empty strings."""
+    if not isinstance(value, list) or not all(isinstance(v, str) and v for v in value):
+        raise ConfigError(f"config {path}: [alerts].{key} must be a list of names")
+    return tuple(str(v) for v in value)
 
 
 def _seconds(path: str | Path, key: str, value: object) -> float:

@@ -19,7 +19,9 @@ enforce.  This checks what a judge's order and the field demand:
   relies on has no device.
 * blocking ``validity_exceeds_legal_basis`` — longer than the statutory
   maximum of its legal basis (``engine.orders.LEGAL_BASES``, e.g.
-  gedragsaanwijzing 90 days); advice ``unknown_legal_basis`` otherwise.
+  gedragsaanwijzing 90 days); blocking ``unknown_legal_basis`` for a basis not in
+  that list: its maximum cannot be checked, and an unknown name is most often a
+  misspelt basis that has one (a 2030 "gedragsaanwijzng" would run unchecked).
 * blocking ``lapsed`` — already ended; advice ``expires_soon`` within 14 days.
 * blocking ``invalid`` — the file does not load (bad geometry, unknown ids):
   the loader's message is reported.
@@ -69,9 +71,11 @@ class Finding:
 
 
 def check_orders(
-    book_or_doc: OrderBook | Mapping[str, Any], now: float, projector: Projector | None = None
+    book_or_doc: OrderBook | Mapping[str, Any], now: float, projector: Projector | None = None,
+    *, only: str | None = None,
 ) -> list[Finding]:
-    """All findings for an order book (or an orders document, which is loaded first)."""
+    """All findings for an order book (or an orders document, which is loaded first); with
+    ``only``, for that one order (the HTTP API checks the order it is given, not the caseload)."""
     if isinstance(book_or_doc, OrderBook):
         book = book_or_doc
     else:
@@ -82,6 +86,8 @@ def check_orders(
     proj = projector or Projector()
     findings: list[Finding] = []
     for order in sorted(book.orders.values(), key=lambda o: o.id):
+        if only is not None and order.id != only:
+            continue
         findings += _validity(order, now)
         findings += _devices(book, order)
         findings += _residence(book, order, proj)
@@ -100,7 +106,7 @@ def _validity(order: Order, now: float) -> list[Finding]:
             Finding(
                 order.id,
                 None,
-                "advice",
+                "blocking",
                 "unknown_legal_basis",
                 f"legal basis {order.legal_basis!r} is not known; maximum validity not checked "
                 f"(known: {', '.join(LEGAL_BASES)})",

@@ -60,8 +60,8 @@ _VICTIM_TEXT: dict[str, tuple[str, str]] = {
 
 _STATUS_TEXT: dict[str, str] = {
     "acknowledged": "The monitoring centre is handling this warning.",
-    "escalated": "The monitoring centre has escalated this warning to the police.",
-    "resolved": "This warning has been handled and closed by the monitoring centre.",
+    "escalated": "The monitoring centre has escalated this warning.",
+    "closed": "This warning has been handled and closed by the monitoring centre.",
 }
 
 
@@ -76,6 +76,7 @@ def distance_band(distance_m: float | None) -> str | None:
     return "more than 5 km away"
 
 
+_ESCALATED_POLICE = "The monitoring centre has escalated this warning to the police."
 _ENDED_TEXT = (
     "The person you are protected from is no longer near you. "
     "The monitoring centre keeps watching and will contact you."
@@ -102,11 +103,15 @@ def victim_warning(prefix: str, device: str, alert: Alert, now: float) -> Outgoi
 def victim_status(prefix: str, device: str, alert: Alert, now: float) -> Outgoing:
     """A status update so the victim hears back what was done (domain fact 8)."""
     by_engine = bool(alert.history) and alert.history[-1].by == "engine"
-    if alert.state == "resolved" and by_engine:
+    if by_engine and alert.condition == "cleared" and alert.state != "escalated":
         # the engine saw the danger pass (he moved away); nobody has "handled" anything yet
         status, message = "ended", _ENDED_TEXT
+    elif alert.state == "closed":
+        status, message = "handled", _STATUS_TEXT["closed"]
+    elif alert.state == "escalated" and alert.escalated_to == "police":
+        status, message = "escalated", _ESCALATED_POLICE
     else:
-        status = "handled" if alert.state == "resolved" else alert.state
+        status = alert.state
         message = _STATUS_TEXT.get(alert.state, "Your warning is being handled.")
     return Outgoing(
         "victim",

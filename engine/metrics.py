@@ -1,7 +1,8 @@
 """Prometheus metrics of one running service, in a registry of its own.
 
 Two feeds: a service listener sees every alert change as it is published
-(fix-to-alert latency, ack time, change counters, dead letters), and
+(fix-to-alert latency, time to acknowledge and to close by kind and level,
+change counters, dead letters), and
 ``refresh`` runs at scrape time to copy the engine's plain counters
 (``EngineStats``) and current state (open alerts, silent devices, broker,
 queue) into the Prometheus objects.  The metric names are fixed: deploy/ and
@@ -20,7 +21,7 @@ from prometheus_client.core import HistogramMetricFamily
 from prometheus_client.exposition import CONTENT_TYPE_LATEST, generate_latest
 from prometheus_client.utils import floatToGoString
 
-from engine.alerts import LEVEL_RANK, LEVELS
+from engine.alerts import ALARM_RANK, LEVEL_RANK, LEVELS, Alert, peak_rank
 from engine.pipeline import Effects
 from engine.service import Service
 
@@ -29,6 +30,7 @@ _go_float: Callable[[float], str] = floatToGoString  # a bucket bound as the cli
 LATENCY_BUCKETS = (0.05, 0.1, 0.25, 0.5, 1.0, 2.0, 5.0, 10.0, 30.0, 60.0, 300.0)
 LAG_BUCKETS = (0.1, 0.25, 0.5, 1.0, 2.0, 5.0, 10.0, 30.0, 60.0, 300.0, 3600.0)
 ACK_BUCKETS = (10.0, 30.0, 60.0, 120.0, 300.0, 600.0, 900.0, 1800.0, 3600.0)
+CLOSE_BUCKETS = (60.0, 300.0, 600.0, 900.0, 1800.0, 3600.0, 7200.0, 14400.0, 43200.0, 86400.0)
 
 
 class EngineMetrics:
@@ -82,19 +84,39 @@ class EngineMetrics:
             registry=r,
         )
         self.open_alerts = Gauge(
-            "emguard_open_alerts", "Alerts not yet resolved, by level.", ["level"], registry=r
+            "emguard_open_alerts",
+            "Alerts not yet closed (the centre's queue, cleared conditions included), by level.",
+            ["level"],
+            registry=r,
         )
         self.past_deadline = Gauge(
             "emguard_open_alerts_past_deadline",
             "Unacknowledged alerts (open or escalated) past their deadline.",
             registry=r,
         )
+        self.alarms_past_deadline = Gauge(
+            "emguard_alarms_past_deadline",
+            "Alarm and critical alerts not closed and unacknowledged past their deadline, "
+            "by kind and level.",
+            ["kind", "level"],
+            registry=r,
+        )
         self.ack_time = Histogram(
             "emguard_ack_time_seconds",
-            "Time from raising an alert to its acknowledgement.",
+            "Time from raising an alert to its first acknowledgement, by kind and level at ack.",
+            ["kind", "level"],
             buckets=ACK_BUCKETS,
             registry=r,
         )
+        self.close_time = Histogram(
+            "emguard_close_time_seconds",
+            "Time from raising an alert to its close (by a person or, for info/warning, the "
+            "engine), by kind and the highest level it reached.",
+            ["kind", "level"],
+            buckets=CLOSE_BUCKETS,
+            registry=r,
+        )
+        self._past_deadline_labels: set[tuple[str, str]] = set()
         self.devices_silent = Gauge(
             "emguard_devices_silent", "Devices currently considered silent.", registry=r
         )
@@ -170,8 +192,14 @@ class EngineMetrics:
                 self.alerts.labels(kind=alert.kind, level=alert.level).inc()
             if change.change in ("raised", "level") and change.arrival is not None:
                 self.fix_to_alert.observe(max(0.0, now - change.arrival))
-            if change.change == "ack":
-                self.ack_time.observe(max(0.0, alert.history[-1].at - alert.raised_at))
+            if change.change == "ack" and _first_ack(alert):
+                self.ack_time.labels(kind=alert.kind, level=alert.level).observe(
+                    max(0.0, alert.history[-1].at - alert.raised_at)
+                )
+            elif change.change == "close":
+                self.close_time.labels(kind=alert.kind, level=LEVELS[peak_rank(alert)]).observe(
+                    max(0.0, alert.history[-1].at - alert.raised_at)
+                )
         for message in effects.messages:
             if message.channel == "deadletter":
                 self.dead_letters.labels(reason=str(message.payload.get("reason", "unknown"))).inc()
@@ -200,14 +228,24 @@ class EngineMetrics:
         now = self.service.clock()
         counts = dict.fromkeys(LEVELS, 0)
         overdue = 0
+        alarms: dict[tuple[str, str], int] = {}
         for alert in engine.alerts.alerts.values():
             if alert.is_open:
                 counts[alert.level] += 1
-                if alert.state in ("open", "escalated") and now >= alert.deadline:
+                if alert.needs_ack and now >= alert.deadline:
                     overdue += 1
+                    if LEVEL_RANK[alert.level] >= ALARM_RANK:
+                        key = (alert.kind, alert.level)
+                        alarms[key] = alarms.get(key, 0) + 1
         for level, n in counts.items():
             self.open_alerts.labels(level=level).set(n)
         self.past_deadline.set(overdue)
+        # series once seen are kept at 0 (not removed): a graph then shows the fall to none
+        self._past_deadline_labels |= set(alarms)
+        for kind, alarm_level in sorted(self._past_deadline_labels):
+            self.alarms_past_deadline.labels(kind=kind, level=alarm_level).set(
+                alarms.get((kind, alarm_level), 0)
+            )
         self.devices_silent.set(len(engine.silent))
         self.broker_connected.set(1 if self.service.connected else 0)
         self.broker_publishing.set(1 if getattr(self.service, "publishing", False) else 0)
@@ -285,6 +323,13 @@ class BulkHistogram:
         yield HistogramMetricFamily(
             self.name, self.documentation, buckets=buckets, sum_value=self.total
         )
+
+
+def _first_ack(alert: Alert) -> bool:
+    """True when the alert's last change is its first acknowledgement (reaction time is
+    measured from the alarm to the first human acknowledgement; a re-ack after a rise is not
+    a second reaction to the same alarm)."""
+    return sum(1 for h in alert.history if h.state == "acknowledged") == 1
 
 
 def _store_connected(service: Any) -> bool:

@@ -3,9 +3,9 @@
 * Centre: every change, full detail (contract §5).
 * Victim: warned once the alert reaches ``victim_warn_level`` (two-tier
   response: a ``warning`` goes to the centre only, so an operator can contact
-  the offender first); warned again on each further rise; told what was done
-  when the centre acknowledges, escalates or resolves.  A panic is confirmed to
-  her at once.
+  the offender first); warned again on each further rise; told when the engine
+  saw the danger pass (the condition cleared) and what was done when the centre
+  acknowledges, escalates or closes.  A panic is confirmed to her at once.
 * Offender: ``leave_area`` for an exclusion zone, ``contact_centre`` when a
   proximity alert reaches alarm.  Never anything about the victim.
 """
@@ -52,9 +52,9 @@ class Notifier:
                 if alert.kind == "panic" or (rank >= warn_rank and rank > told):
                     self.victim_rank[alert.alert_id] = rank
                     out += [victim_warning(self.prefix, d, alert, now) for d in victim_devices]
-            elif told >= 0 and change.change in ("ack", "escalate", "resolve"):
+            elif told >= 0 and change.change in ("ack", "escalate", "clear", "close"):
                 out += [victim_status(self.prefix, d, alert, now) for d in victim_devices]
-                if change.change == "resolve":
+                if change.change == "close":
                     self.victim_rank.pop(alert.alert_id, None)
         if change.change in ("raised", "level") and alert.subject:
             instruction = None

@@ -17,6 +17,8 @@ _ALERT = {
         "kind",
         "level",
         "state",
+        "condition",
+        "claimed_by",
         "deadline",
         "raised_at",
         "overdue",
@@ -27,7 +29,21 @@ _ALERT = {
         "alert_id": {"type": "string"},
         "kind": {"type": "string"},
         "level": {"enum": ["info", "warning", "alarm", "critical"]},
-        "state": {"enum": ["open", "acknowledged", "escalated", "resolved"]},
+        "state": {
+            "enum": ["open", "acknowledged", "escalated", "closed"],
+            "description": "the centre's handling; older consumers read closed as resolved",
+        },
+        "condition": {
+            "enum": ["active", "cleared"],
+            "description": "the engine's view: cleared once the violation or risk ended",
+        },
+        "cleared_at": {"type": ["string", "null"], "description": "device time it cleared"},
+        "claimed_by": {"type": ["string", "null"], "description": "the operator working it"},
+        "escalated_to": {"type": "string", "description": "target of the last escalation"},
+        "outcome": {"type": ["string", "null"], "description": "outcome code (closed only)"},
+        "closed_by": {"type": ["string", "null"], "description": "who closed it (engine or a person)"},
+        "peak_level": {"enum": ["info", "warning", "alarm", "critical"]},
+        "close_needs": {"type": "array", "items": {"enum": ["outcome", "note"]}},
         "order": {"type": ["string", "null"]},
         "subject": {"type": ["string", "null"]},
         "protected_person": {"type": ["string", "null"]},
@@ -45,9 +61,14 @@ _ALERT = {
 _ALERT_DETAIL = {
     "allOf": [{"$ref": "#/components/schemas/Alert"}],
     "type": "object",
-    "required": ["history", "evidence_fixes", "map"],
+    "required": ["history", "notes", "procedure", "evidence_fixes", "map"],
     "properties": {
         "history": {"type": "array"},
+        "notes": {"type": "array", "description": "people's notes: at, by, note, action"},
+        "procedure": {
+            "type": "object",
+            "description": "escalation_targets of this kind's procedure and the outcome codes",
+        },
         "evidence_fixes": {"type": "array"},
         "map": {"type": "object"},
     },
@@ -67,6 +88,28 @@ _ACTION_BODY = {
     "properties": {
         "by": {"type": "string", "maxLength": 200},
         "note": {"type": "string", "maxLength": 4000},
+        "outcome": {
+            "type": "string",
+            "maxLength": 200,
+            "description": "close: an outcome code (required, with a note, for alarm and above)",
+        },
+        "target": {
+            "type": "string",
+            "maxLength": 200,
+            "description": "escalate: a target of the kind's procedure (default: its first)",
+        },
+    },
+}
+_ME = {
+    "type": "object",
+    "required": ["name", "role", "may_act", "may_take_over", "may_edit_orders", "outcomes"],
+    "properties": {
+        "name": {"type": "string"},
+        "role": {"enum": ["read-only", "operator", "supervisor"]},
+        "may_act": {"type": "boolean"},
+        "may_take_over": {"type": "boolean"},
+        "may_edit_orders": {"type": "boolean"},
+        "outcomes": {"type": "array", "items": {"type": "string"}},
     },
 }
 
@@ -89,10 +132,14 @@ def _errors(*codes: int) -> dict[str, Any]:
         401: "no or unknown token",
         403: "role not allowed",
         404: "not found",
-        409: "action does not apply",
+        409: "action conflicts with the alert's state (closed, claimed by another operator)",
         413: "body over the limit (256 KiB for actions, 1 MiB for orders)",
         415: "body is not application/json",
-        422: "invalid: an order the loader refuses, or an action field too long or not a string",
+        422: (
+            "invalid: an order the loader or the enforceability check refuses, an action field "
+            "too long or not a string, or an incomplete action (close without outcome or note, "
+            "unknown outcome or escalation target)"
+        ),
         500: "internal error (logged and audited)",
     }
     return {str(c): _json(_ref("Error"), text[c]) for c in codes}
@@ -118,7 +165,7 @@ def openapi_schema() -> dict[str, Any]:
     }
     query = [
         {"name": n, "in": "query", "required": False, "schema": {"type": "string"}}
-        for n in ("state", "level", "kind", "subject", "since", "limit")
+        for n in ("state", "condition", "level", "kind", "subject", "since", "limit")
     ]
     return {
         "openapi": "3.1.0",
@@ -131,6 +178,7 @@ def openapi_schema() -> dict[str, Any]:
                 "Order": _ORDER,
                 "Error": _ERROR,
                 "ActionBody": _ACTION_BODY,
+                "Me": _ME,
             },
         },
         "security": [{"bearer": []}],
@@ -196,9 +244,26 @@ def openapi_schema() -> dict[str, Any]:
                     "responses": {"200": _json(_ref("AlertDetail")), **_errors(401, 404)},
                 }
             },
+            "/api/alerts/{id}/claim": {
+                "post": {"summary": "Claim: work this alert (a supervisor may take over)", **action}
+            },
             "/api/alerts/{id}/ack": {"post": {"summary": "Acknowledge (operator)", **action}},
-            "/api/alerts/{id}/escalate": {"post": {"summary": "Escalate (operator)", **action}},
-            "/api/alerts/{id}/resolve": {"post": {"summary": "Resolve (operator)", **action}},
+            "/api/alerts/{id}/escalate": {
+                "post": {"summary": "Escalate to a procedure target (operator)", **action}
+            },
+            "/api/alerts/{id}/note": {"post": {"summary": "Add a note (operator)", **action}},
+            "/api/alerts/{id}/close": {
+                "post": {"summary": "Close with an outcome code and a note (operator)", **action}
+            },
+            "/api/alerts/{id}/resolve": {
+                "post": {"summary": "Older name of close (operator)", **action}
+            },
+            "/api/me": {
+                "get": {
+                    "summary": "Who the token belongs to, the role and what it may do",
+                    "responses": {"200": _json(_ref("Me")), **_errors(401)},
+                }
+            },
             "/api/orders": {
                 "get": {
                     "summary": "Orders",

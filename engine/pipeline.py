@@ -103,7 +103,8 @@ class Engine:
         self.projector = Projector(self.config.crs)
         self.index = ZoneIndex(self.projector)
         self.alerts = AlertBook(
-            deadlines=self.config.deadlines, kind_deadlines=self.config.kind_deadlines
+            deadlines=self.config.deadlines, kind_deadlines=self.config.kind_deadlines,
+            policy=self.config.alert_policy,
         )
         self.tracks: dict[str, DeviceTrack] = {}
         self.zones = ZoneRules(self.index)
@@ -123,7 +124,7 @@ class Engine:
         self._dirty: set[str] = set()
         self._whole_state = True  # the next delta replaces everything stored
         self._alert_ids: dict[str, set[str]] = {}  # case -> ids of its open alerts
-        self._alerts_changed: set[str] = set()  # resolved ones get a part of their own
+        self._alerts_changed: set[str] = set()  # closed ones get a part of their own
         self.expiry = ExpiryWatch()
         # tick() without a pass over every track: see _SilenceIndex and forget_old_victim_positions
         self._silence_index: _SilenceIndex | None = None
@@ -371,7 +372,7 @@ class Engine:
         whole = self._whole_state
         cases = self._all_cases() if whole else self._dirty
         parts = {c: part_of(self, self.cases, c, self._alert_ids.get(c, ())) for c in sorted(cases)}
-        # an alert that was resolved is stored once on its own; one that is open (again) is
+        # an alert that was closed is stored once on its own; one that is open (again) is
         # stored with its case, so its own part, if any, goes
         changed = self.alerts.alerts if whole else self._alerts_changed
         for alert_id in sorted(changed):
@@ -480,10 +481,17 @@ class Engine:
         """Evaluate everything still buffered (end of a replay, graceful shutdown)."""
         return self.release_due(now, force=True)
 
-    def act(self, alert_id: str, action: str, by: str, note: str, now: float) -> Effects:
-        """An operator action; raises AlertActionError when it does not apply."""
+    def act(
+        self, alert_id: str, action: str, by: str, note: str, now: float, *,
+        outcome: str = "", target: str = "", supervisor: bool = False,
+    ) -> Effects:
+        """An operator action (``AlertBook.act``: claim, ack, escalate, note, close); raises
+        AlertActionError when it does not apply.  ``supervisor``: the actor may take over an
+        alert someone else claimed (only the HTTP API knows roles; ``em/ack`` does not)."""
         ctx = self._ctx(now)
-        ctx.changes.append(self.alerts.act(alert_id, action, by, note, now))
+        ctx.changes.append(self.alerts.act(
+            alert_id, action, by, note, now, outcome=outcome, target=target, supervisor=supervisor,
+        ))
         return self._finish(ctx)
 
     # --- evaluation ----------------------------------------------------------------------

@@ -129,6 +129,7 @@ async def run_serve(cfg: ServiceConfig) -> None:
                 service,
                 host=cfg.http_host,
                 port=cfg.http_port,
+                orders_doc=doc,  # without it the API refused every order edit (409, issue 24)
                 tokens=tokens,
                 insecure_no_auth=cfg.insecure_no_auth,
                 tls_cert=cfg.http_tls_cert,

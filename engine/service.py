@@ -722,7 +722,10 @@ class Service:
             command = parse_ack(payload)
             if self.cluster is not None and command.alert_id not in self.engine.alerts.alerts:
                 return  # every worker hears every ack; the alert's owner applies it
-            effects = self.engine.act(command.alert_id, command.action, command.by, command.note, self.clock())
+            effects = self.engine.act(
+                command.alert_id, command.action, command.by, command.note, self.clock(),
+                outcome=command.outcome, target=command.target,
+            )
         except (InvalidAck, AlertActionError) as exc:
             reason = exc.reason if isinstance(exc, InvalidAck) else "bad_ack"
             self.engine.stats.rejected[reason] += 1

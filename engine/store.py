@@ -80,10 +80,7 @@ def decode_message(text: str | bytes) -> Outgoing:
 def alert_record(alert: Alert) -> dict[str, Any]:
     """The archived form: the wire form plus the full history (who did what when)."""
     rec = alert.to_wire()
-    rec["history"] = [
-        {"at": h.at, "state": h.state, "level": h.level, "by": h.by, "note": h.note}
-        for h in alert.history
-    ]
+    rec["history"] = [h.to_dict(h.at) for h in alert.history]
     return rec
 
 

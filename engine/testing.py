@@ -119,5 +119,14 @@ class Harness:
             if kind is None or c.alert.kind == kind
         ]
 
+    def handling(self, kind: str | None = None) -> list[tuple[str, str, str]]:
+        """(level, state, condition) of every change, optionally of one kind: what the centre
+        does with an alert beside what the engine sees of it."""
+        return [
+            (c.alert.level, c.alert.state, c.alert.condition)
+            for c in self.effects.changes
+            if kind is None or c.alert.kind == kind
+        ]
+
     def messages(self, channel: str) -> list[dict[str, Any]]:
         return [m.payload | {"_topic": m.topic} for m in self.effects.messages if m.channel == channel]

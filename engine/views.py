@@ -12,7 +12,7 @@ from typing import Any
 
 import shapely
 
-from engine.alerts import LEVEL_RANK, Alert
+from engine.alerts import ALARM_RANK, LEVEL_RANK, LEVELS, Alert, peak_rank
 from engine.orders import LEGAL_BASES, Order
 from engine.pipeline import Engine
 from engine.timeutil import format_time
@@ -21,30 +21,55 @@ CONSOLE_DIR = Path(__file__).parent / "console"
 TRACK_LIMIT = 64
 
 
-def queue_order(alert: Alert) -> tuple[int, int, float, str]:
-    """Open alerts first, then by level (highest first), then by the nearest deadline."""
-    return (0 if alert.is_open else 1, -LEVEL_RANK[alert.level], alert.deadline, alert.alert_id)
+def queue_order(alert: Alert) -> tuple[int, int, int, float, str]:
+    """The centre's queue: alerts not closed first (a cleared condition keeps its place), and
+    among them the unacknowledged (open or escalated) first, then by level (highest first),
+    then by the nearest deadline: a new panic above an acknowledged critical."""
+    return (
+        0 if alert.is_open else 1,
+        0 if alert.needs_ack else 1,
+        -LEVEL_RANK[alert.level],
+        alert.deadline,
+        alert.alert_id,
+    )
 
 
 def alert_summary(alert: Alert, now: float) -> dict[str, Any]:
-    """Contract §5 form plus what the queue needs: overdue flag and seconds to deadline."""
+    """Contract §5 form plus what the queue needs: overdue flag, seconds to deadline, the
+    highest level it reached, and what the centre may still do with it."""
     doc = alert.to_wire()
-    needs_action = alert.state in ("open", "escalated")
-    doc["overdue"] = needs_action and now >= alert.deadline
+    doc["overdue"] = alert.needs_ack and now >= alert.deadline
     doc["seconds_to_deadline"] = round(alert.deadline - now, 1) if alert.is_open else None
+    peak = LEVELS[peak_rank(alert)]
+    doc["peak_level"] = peak
+    doc["close_needs"] = ["outcome", "note"] if LEVEL_RANK[peak] >= ALARM_RANK else []
     return doc
 
 
 def alert_detail(engine: Engine, alert: Alert, now: float) -> dict[str, Any]:
-    """Everything the centre needs for one alert: history, evidence fixes, map data."""
+    """Everything the centre needs for one alert: history, notes thread, procedure, evidence
+    fixes, map data."""
     doc = alert_summary(alert, now)
-    doc["history"] = [
-        {"at": format_time(h.at), "state": h.state, "level": h.level, "by": h.by, "note": h.note}
-        for h in alert.history
-    ]
+    doc["history"] = [h.to_dict(format_time(h.at)) for h in alert.history]
+    doc["notes"] = notes_thread(alert)
+    policy = engine.alerts.policy
+    doc["procedure"] = {
+        "escalation_targets": list(policy.targets_for(alert.kind)),
+        "outcomes": list(policy.outcomes),
+    }
     doc["evidence_fixes"] = evidence_fixes(engine, alert.evidence)
     doc["map"] = alert_map(engine, alert)
     return doc
+
+
+def notes_thread(alert: Alert) -> list[dict[str, Any]]:
+    """The people's notes on an alert, oldest first, each with who and when (and the action
+    it came with: a note, an ack, an escalation, a close)."""
+    return [
+        {"at": format_time(h.at), "by": h.by, "note": h.note, "action": h.action or h.state}
+        for h in alert.history
+        if h.by != "engine" and h.note
+    ]
 
 
 def evidence_fixes(engine: Engine, keys: tuple[str, ...]) -> list[dict[str, Any]]:

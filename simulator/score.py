@@ -4,8 +4,12 @@ An alert (one ``alert_id`` and all its state changes, contract §5) *matches*
 a true episode when kind and keys agree (every key the truth names: order,
 subject, protected person, zone) and in device time it was opened no earlier
 than ``lead_window_s`` before the episode start and no later than
-``tolerance_s`` after its end, and was not resolved before ``start -
-tolerance_s``.  From the matches, per kind:
+``tolerance_s`` after its end, and its condition had not ended before ``start -
+tolerance_s``.  An alert's end is the engine's, not the centre's: its first
+change with ``condition: cleared`` (at ``cleared_at``, device time), or in
+alert files written before conditions existed its first ``state: resolved``
+(at that change's device time).  A person closing it later does not move it.
+From the matches, per kind:
 
 * recall: true episodes with at least one matching alert;
 * detection delay: first matching alert's device time minus episode start
@@ -62,7 +66,7 @@ class AlertEpisode:
     protected_person: str | None
     zone: str | None
     first_t: float
-    end_t: float  # device time it was resolved, or +inf
+    end_t: float  # device time its condition cleared, or +inf
     max_level: str
     first_alarm_t: float | None  # device time of the first change at level >= alarm
     warned_at: float | None  # when that alarm was issued (see module docstring)
@@ -210,7 +214,7 @@ def alert_episodes(changes: Iterable[Mapping[str, Any]]) -> list[AlertEpisode]:
         items.sort(key=lambda it: it[0])
         first = items[0][1]
         levels = [(t, LEVELS.get(str(c.get("level")), 0)) for t, c in items]
-        resolved = [t for t, c in items if c.get("state") == "resolved"]
+        ends = [_ended(t, c) for t, c in items if _ends(c)]
         alarms = [
             (t, _issued(c, i == 0, t))
             for i, (t, c) in enumerate(items)
@@ -223,7 +227,7 @@ def alert_episodes(changes: Iterable[Mapping[str, Any]]) -> list[AlertEpisode]:
                 kind=str(first.get("kind")),
                 **{k: _first(items, k) for k in KEYS},
                 first_t=items[0][0],
-                end_t=resolved[0] if resolved else math.inf,
+                end_t=min(ends) if ends else math.inf,
                 max_level=next(name for name, lv in LEVELS.items() if lv == top),
                 first_alarm_t=min(t for t, _ in alarms) if alarms else None,
                 warned_at=min(w for _, w in alarms) if alarms else None,
@@ -232,6 +236,17 @@ def alert_episodes(changes: Iterable[Mapping[str, Any]]) -> list[AlertEpisode]:
             )
         )
     return sorted(out, key=lambda a: (a.first_t, a.alert_id))
+
+
+def _ends(change: Mapping[str, Any]) -> bool:
+    """The change in which the engine saw the episode end (``resolved`` in older files)."""
+    return change.get("condition") == "cleared" or change.get("state") == "resolved"
+
+
+def _ended(device_t: float, change: Mapping[str, Any]) -> float:
+    """When the episode ended in device time: ``cleared_at``, else the change's device time."""
+    cleared = change.get("cleared_at")
+    return parse_time(cleared) if isinstance(cleared, str) and cleared else device_t
 
 
 def _issued(change: Mapping[str, Any], opening: bool, device_t: float) -> float:

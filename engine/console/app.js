@@ -1,14 +1,19 @@
 // emguard operator console: plain JS, no framework, no network beyond this server.
 // The map is drawn on a canvas in the engine's projected metres (x east, y north).
+// Who is logged in decides what is enabled: the server refuses anything else anyway (403/409/422),
+// the buttons only spare the operator a refusal.
 "use strict";
 
 const LEVEL_RANK = { info: 0, warning: 1, alarm: 2, critical: 3 };
-const state = { alerts: new Map(), selected: null, zones: [], detail: null, skew: 0 };
+const TOKEN_KEY = "emguard-token";
+const state = {
+  alerts: new Map(), selected: null, zones: [], detail: null, skew: 0,
+  token: "", me: null, source: null, closeConfirm: false,
+};
 
 function headers(extra) {
   const h = Object.assign({}, extra || {});
-  const token = document.getElementById("token").value.trim();
-  if (token) h["Authorization"] = "Bearer " + token;
+  if (state.token) h["Authorization"] = "Bearer " + state.token;
   return h;
 }
 
@@ -18,7 +23,11 @@ async function api(path, options) {
   const r = await fetch(path, opts);
   let body = null;
   try { body = await r.json(); } catch (e) { body = null; }
-  if (!r.ok) throw new Error((body && body.error) || r.status + " " + r.statusText);
+  if (!r.ok) {
+    const err = new Error((body && body.error) || r.status + " " + r.statusText);
+    err.status = r.status;
+    throw err;
+  }
   return body;
 }
 
@@ -29,9 +38,12 @@ function el(tag, attrs, text) {
   return e;
 }
 
+function isClosed(a) { return a.state === "closed" || a.state === "resolved"; }
+function needsAck(a) { return a.state === "open" || a.state === "escalated"; }
+
+// the centre's queue: not closed first, then unacknowledged, then level, then nearest deadline
 function queueKey(a) {
-  const open = a.state === "resolved" ? 1 : 0;
-  return [open, -LEVEL_RANK[a.level], Date.parse(a.deadline), a.alert_id];
+  return [isClosed(a) ? 1 : 0, needsAck(a) ? 0 : 1, -LEVEL_RANK[a.level], Date.parse(a.deadline), a.alert_id];
 }
 
 function cmp(a, b) {
@@ -41,7 +53,7 @@ function cmp(a, b) {
 }
 
 function countdown(a) {
-  if (a.state === "resolved") return "—";
+  if (isClosed(a)) return "—";
   const s = Math.round((Date.parse(a.deadline) - (Date.now() + state.skew)) / 1000);
   const sign = s < 0 ? "-" : "";
   const m = Math.floor(Math.abs(s) / 60), r = Math.abs(s) % 60;
@@ -49,35 +61,48 @@ function countdown(a) {
 }
 
 function renderQueue() {
-  const showResolved = document.getElementById("show-resolved").checked;
-  const rows = [...state.alerts.values()].filter(a => showResolved || a.state !== "resolved").sort(cmp);
+  const showClosed = document.getElementById("show-closed").checked;
+  const rows = [...state.alerts.values()].filter(a => showClosed || !isClosed(a)).sort(cmp);
   const body = document.querySelector("#queue tbody");
   body.replaceChildren();
   for (const a of rows) {
-    const tr = el("tr", { "data-alert-id": a.alert_id, class: a.state === "resolved" ? "resolved" : "" });
+    const tr = el("tr", { "data-alert-id": a.alert_id });
+    if (isClosed(a)) tr.classList.add("closed");
+    if (needsAck(a)) tr.classList.add("unacked");
     if (a.alert_id === state.selected) tr.classList.add("selected");
     const lv = el("td"); lv.append(el("span", { class: "level level-" + a.level }, a.level)); tr.append(lv);
-    tr.append(el("td", {}, a.kind), el("td", { class: "state" }, a.state),
+    const cond = el("td", { class: "condition condition-" + (a.condition || "active") }, a.condition || "active");
+    tr.append(el("td", {}, a.kind), el("td", { class: "state" }, a.state), cond,
+      el("td", { class: "claimed" }, a.claimed_by || ""),
       el("td", {}, (a.subject || "") + (a.protected_person ? " → " + a.protected_person : "")));
     const dl = el("td", { class: "deadline" }, countdown(a));
-    const needsAction = a.state === "open" || a.state === "escalated";
-    if (needsAction && Date.parse(a.deadline) <= Date.now() + state.skew) dl.classList.add("overdue");
+    if (needsAck(a) && Date.parse(a.deadline) <= Date.now() + state.skew) dl.classList.add("overdue");
     tr.append(dl);
     tr.addEventListener("click", () => select(a.alert_id));
     body.append(tr);
   }
-  document.getElementById("count").textContent = "(" + rows.filter(a => a.state !== "resolved").length + " open)";
+  const open = [...state.alerts.values()].filter(a => !isClosed(a));
+  document.getElementById("count").textContent =
+    "(" + open.length + " open, " + open.filter(needsAck).length + " unacknowledged)";
 }
 
+// The snapshot is merged with what the stream brought meanwhile: a change published while the
+// request was under way must not be overwritten by the older snapshot (change_seq orders them).
 async function loadAlerts() {
   const body = await api("/api/alerts?limit=1000");
   state.skew = Date.parse(body.now) - Date.now();
-  state.alerts = new Map(body.alerts.map(a => [a.alert_id, a]));
+  const fresh = new Map(body.alerts.map(a => [a.alert_id, a]));
+  for (const [id, a] of state.alerts) {
+    const f = fresh.get(id);
+    if (!f || (a.change_seq || 0) > (f.change_seq || 0)) fresh.set(id, a);
+  }
+  state.alerts = fresh;
   renderQueue();
 }
 
 async function select(id) {
   state.selected = id;
+  state.closeConfirm = false;
   renderQueue();
   try {
     state.detail = await api("/api/alerts/" + encodeURIComponent(id));
@@ -88,6 +113,14 @@ async function select(id) {
   renderDetail();
 }
 
+function fillSelect(select, values, placeholder) {
+  const current = select.value;
+  const options = placeholder === undefined ? [] : [el("option", { value: "" }, placeholder)];
+  for (const v of values) options.push(el("option", { value: v }, v.replace(/_/g, " ")));
+  select.replaceChildren(...options);
+  if (values.includes(current)) select.value = current;
+}
+
 function renderDetail() {
   const d = state.detail;
   document.getElementById("detail-empty").hidden = !!d;
@@ -96,32 +129,55 @@ function renderDetail() {
   document.getElementById("detail-id").textContent = d.alert_id;
   const dlist = document.getElementById("detail-fields");
   dlist.replaceChildren();
-  const fields = [["kind", d.kind], ["level", d.level], ["state", d.state], ["order", d.order],
-    ["subject", d.subject], ["protected person", d.protected_person], ["zone", d.zone],
+  const fields = [["kind", d.kind], ["level", d.level], ["highest level", d.peak_level !== d.level ? d.peak_level : null],
+    ["state", d.state], ["condition", d.condition], ["cleared at", d.cleared_at], ["claimed by", d.claimed_by],
+    ["escalated to", d.escalated_to], ["outcome", d.outcome], ["closed by", d.closed_by],
+    ["order", d.order], ["subject", d.subject], ["protected person", d.protected_person], ["zone", d.zone],
     ["distance", d.distance_m === null ? null : d.distance_m + " m"], ["certainty", d.certainty],
     ["device time", d.device_time], ["deadline", d.deadline], ["detail", d.detail]];
   for (const [k, v] of fields) {
     if (v === null || v === undefined || v === "") continue;
     dlist.append(el("dt", {}, k), el("dd", { "data-field": k }, v));
   }
+  const notes = document.getElementById("notes");
+  notes.replaceChildren(...(d.notes || []).map(n => el("li", {}, `${n.at} ${n.by} (${n.action}): ${n.note}`)));
   const hist = document.getElementById("history");
-  hist.replaceChildren(...d.history.map(h => el("li", {}, `${h.at} ${h.state} (${h.level}) by ${h.by}${h.note ? ": " + h.note : ""}`)));
-  const closed = d.state === "resolved";
-  document.getElementById("btn-ack").disabled = closed || d.state === "acknowledged";
-  document.getElementById("btn-escalate").disabled = closed;
-  document.getElementById("btn-resolve").disabled = closed;
+  hist.replaceChildren(...d.history.map(h => el("li", {},
+    `${h.at} ${h.action || h.state} → ${h.state} (${h.level}) by ${h.by}` +
+    (h.target ? " to " + h.target : "") + (h.outcome ? " outcome " + h.outcome : "") + (h.note ? ": " + h.note : ""))));
+  const procedure = d.procedure || { escalation_targets: [], outcomes: [] };
+  fillSelect(document.getElementById("target"), procedure.escalation_targets);
+  fillSelect(document.getElementById("outcome"), procedure.outcomes, "outcome…");
+  renderActions();
   drawMap(d);
 }
 
-async function act(action) {
+// Only what this user may do now is enabled; a read-only user sees every action disabled.
+function renderActions() {
+  const d = state.detail, me = state.me;
+  const ids = ["btn-claim", "btn-ack", "btn-escalate", "btn-note", "btn-close", "note", "target", "outcome",
+    "btn-close-confirm"];
+  const enabled = new Set();
+  if (d && me && me.may_act && !isClosed(d)) {
+    const mine = !d.claimed_by || d.claimed_by === me.name || me.may_take_over;
+    if (d.claimed_by !== me.name && (!d.claimed_by || me.may_take_over)) enabled.add("btn-claim");
+    if (mine && d.state !== "acknowledged") enabled.add("btn-ack");
+    if (mine) ["btn-escalate", "target", "btn-close", "outcome", "btn-close-confirm"].forEach(i => enabled.add(i));
+    enabled.add("btn-note"); enabled.add("note");
+  }
+  for (const id of ids) document.getElementById(id).disabled = !enabled.has(id);
+  document.getElementById("confirm-close").hidden = !(state.closeConfirm && enabled.has("btn-close"));
+}
+
+async function act(action, extra) {
   const d = state.detail;
   if (!d) return;
   const msg = document.getElementById("action-msg");
   msg.textContent = "";
+  const body = Object.assign({ note: document.getElementById("note").value }, extra || {});
   try {
     const updated = await api(`/api/alerts/${encodeURIComponent(d.alert_id)}/${action}`, {
-      method: "POST", headers: { "Content-Type": "application/json" },
-      body: JSON.stringify({ note: document.getElementById("note").value }),
+      method: "POST", headers: { "Content-Type": "application/json" }, body: JSON.stringify(body),
     });
     state.alerts.set(updated.alert_id, updated);
     document.getElementById("note").value = "";
@@ -129,6 +185,27 @@ async function act(action) {
   } catch (e) {
     msg.textContent = e.message;
   }
+}
+
+// Closing asks for an outcome (and a note for alarm and above), and a confirmation for a critical.
+function requestClose() {
+  const d = state.detail;
+  if (!d) return;
+  const msg = document.getElementById("action-msg");
+  const outcome = document.getElementById("outcome").value;
+  const note = document.getElementById("note").value.trim();
+  const needs = d.close_needs || [];
+  if ((needs.includes("outcome") && !outcome) || (needs.includes("note") && !note)) {
+    msg.textContent = "To close this " + d.peak_level + " alert choose an outcome and write a note saying what was done.";
+    return;
+  }
+  if (d.peak_level === "critical" && !state.closeConfirm) {
+    state.closeConfirm = true;
+    renderActions();
+    return;
+  }
+  state.closeConfirm = false;
+  act("close", outcome ? { outcome: outcome } : {});
 }
 
 // --- map ------------------------------------------------------------------------------
@@ -208,28 +285,94 @@ async function loadDevices() {
 // --- live updates ---------------------------------------------------------------------
 function connectStream() {
   const conn = document.getElementById("conn");
-  const token = document.getElementById("token").value.trim();
-  const source = new EventSource("/api/stream" + (token ? "?access_token=" + encodeURIComponent(token) : ""));
+  if (state.source) state.source.close();
+  const source = new EventSource("/api/stream" + (state.token ? "?access_token=" + encodeURIComponent(state.token) : ""));
+  state.source = source;
   source.onopen = () => { conn.textContent = "live"; conn.className = "conn on"; loadAlerts().catch(() => {}); };
   source.onerror = () => { conn.textContent = "reconnecting…"; conn.className = "conn off"; };
   source.addEventListener("alert", ev => {
     const msg = JSON.parse(ev.data);
     if (msg.change === "resync") { loadAlerts().catch(() => {}); return; }
-    state.alerts.set(msg.alert.alert_id, msg.alert);
+    const known = state.alerts.get(msg.alert.alert_id);
+    if (!known || (msg.alert.change_seq || 0) >= (known.change_seq || 0)) state.alerts.set(msg.alert.alert_id, msg.alert);
     renderQueue();
     if (msg.alert.alert_id === state.selected) select(state.selected);
   });
 }
 
-async function start() {
-  for (const b of document.querySelectorAll(".actions button")) b.addEventListener("click", () => act(b.dataset.action));
-  document.getElementById("show-resolved").addEventListener("change", renderQueue);
+function showUser() {
+  const who = document.getElementById("whoami");
+  const me = state.me;
+  who.textContent = me ? me.name + " (" + me.role + ")" : "not logged in";
+  document.getElementById("login").hidden = !!me && !!state.token;
+  document.getElementById("btn-logout").hidden = !me || !state.token;
+  renderActions();
+}
+
+// Who this token is: on success load everything with it and follow the stream; on a refusal
+// stay logged out with nothing shown (a read-only user is logged in, with actions disabled).
+async function login(token) {
+  state.token = token;
+  const msg = document.getElementById("login-msg");
+  msg.textContent = "";
+  try {
+    state.me = await api("/api/me");
+  } catch (e) {
+    state.me = null;
+    if (token) msg.textContent = e.status === 401 ? "Token not accepted." : e.message;
+    state.token = "";
+    sessionStorage.removeItem(TOKEN_KEY);
+    logoutView();
+    return false;
+  }
+  if (token) sessionStorage.setItem(TOKEN_KEY, token); else sessionStorage.removeItem(TOKEN_KEY);
+  showUser();
   try { state.zones = (await api("/api/zones")).zones; } catch (e) { state.zones = []; }
   await loadAlerts().catch(e => { document.getElementById("action-msg").textContent = e.message; });
   await loadDevices();
   connectStream();
+  return true;
+}
+
+function logoutView() {
+  if (state.source) { state.source.close(); state.source = null; }
+  const conn = document.getElementById("conn");
+  conn.textContent = "logged out"; conn.className = "conn off";
+  state.alerts = new Map(); state.selected = null; state.detail = null; state.zones = [];
+  document.querySelector("#devices tbody").replaceChildren();
+  renderQueue();
+  renderDetail();
+  showUser();
+}
+
+function logout() {
+  state.token = ""; state.me = null;
+  sessionStorage.removeItem(TOKEN_KEY);
+  document.getElementById("token").value = "";
+  logoutView();
+}
+
+async function start() {
+  for (const id of ["btn-claim", "btn-ack", "btn-note"]) {
+    const b = document.getElementById(id);
+    b.addEventListener("click", () => act(b.dataset.action));
+  }
+  document.getElementById("btn-escalate").addEventListener("click",
+    () => act("escalate", { target: document.getElementById("target").value }));
+  document.getElementById("btn-close").addEventListener("click", requestClose);
+  document.getElementById("btn-close-confirm").addEventListener("click", requestClose);
+  document.getElementById("btn-close-cancel").addEventListener("click", () => { state.closeConfirm = false; renderActions(); });
+  document.getElementById("show-closed").addEventListener("change", renderQueue);
+  document.getElementById("login").addEventListener("submit", ev => {
+    ev.preventDefault();
+    login(document.getElementById("token").value.trim());
+  });
+  document.getElementById("btn-logout").addEventListener("click", logout);
   setInterval(renderQueue, 1000);
-  setInterval(loadDevices, 5000);
+  setInterval(() => { if (state.me) loadDevices(); }, 5000);
+  // a token from this tab's session, else none: a server without tokens (demo) lets everyone in
+  const ok = await login(sessionStorage.getItem(TOKEN_KEY) || "");
+  if (!ok) logoutView();
 }
 
 start();

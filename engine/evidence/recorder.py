@@ -5,10 +5,11 @@
   appended by ``Engine.evidence_sink`` as the fix is evaluated, so it precedes
   any alert change it caused.
 * ``alert_change``: every change the engine made to an alert (raised, level,
-  update, engine resolve or escalate), with the full contract §5 form, the
-  history entry and ``order_sha256`` of the order in force.
+  update, condition cleared, engine close or escalate), with the full contract
+  §5 form, the history entry and ``order_sha256`` of the order in force.
 * ``action``: what people did and what the engine told devices:
-  ``{"type": "operator", ...}`` for an operator's ack / escalate / resolve,
+  ``{"type": "operator", ...}`` for an operator's claim / ack / escalate /
+  note / close (the history entry names the outcome and escalation target),
   ``{"type": "message", ...}`` for every victim warning, offender prompt and
   device command (with ``step_alerts``: the alerts changed in the same step).
 
@@ -23,7 +24,7 @@ from collections.abc import Callable
 from typing import Any
 
 from devices.model import Fix
-from engine.alerts import AlertChange
+from engine.alerts import OPERATOR_CHANGES, AlertChange
 from engine.evidence.chain import Chain
 from engine.evidence.orderdoc import order_digest
 from engine.orders import Order, OrderBook
@@ -67,17 +68,7 @@ def change_body(change: AlertChange, now: float, order_sha256: str | None) -> di
         "arrival": change.arrival,
         "episode_start": alert.episode_start,
         "device_time": alert.device_time,
-        "history_entry": (
-            {
-                "at": last.at,
-                "state": last.state,
-                "level": last.level,
-                "by": last.by,
-                "note": last.note,
-            }
-            if last
-            else None
-        ),
+        "history_entry": last.to_dict(last.at) if last else None,
         "alert": alert.to_wire(),
         "order_sha256": order_sha256,
     }
@@ -87,7 +78,7 @@ def is_operator_action(change: AlertChange) -> bool:
     """A person (not the engine) made this change."""
     last = change.alert.history[-1] if change.alert.history else None
     return (
-        change.change in ("ack", "escalate", "resolve") and last is not None and last.by != "engine"
+        change.change in OPERATOR_CHANGES and last is not None and last.by != "engine"
     )
 
 

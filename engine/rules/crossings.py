@@ -29,7 +29,7 @@ while a suppression holds, so the rules themselves do not change.
 fixes arrive in a burst; they are evaluated in device time (alerts from them
 are marked ``late``) and ``report_reception_gap`` adds one record per device:
 a ``signal_loss`` alert at ``info`` with target ``{device}/gap``, raised and
-resolved at once (a report, not a condition to handle), whose detail gives
+cleared at once (a report, not a condition to handle: closed by the engine), whose detail gives
 ``gap_s``, the covered device-time span and the number of buffered fixes.
 """
 
@@ -275,8 +275,8 @@ def report_reception_gap(
         )
     )
     ctx.emit(
-        ctx.alerts.resolve_episode(
-            order, "signal_loss", target, ctx.now, "buffered fixes evaluated"
+        ctx.alerts.clear_episode(
+            order, "signal_loss", target, ctx.now, "buffered fixes evaluated", late[-1].t
         )
     )
 
@@ -554,7 +554,7 @@ class CappedAlerts:
         noted = copy_alert(alert)
         noted.detail = detail
         noted.updated_at = now
-        noted.history = (*alert.history, HistoryEntry(now, alert.state, alert.level, "engine", note))
+        noted.history = (*alert.history, HistoryEntry(now, alert.state, alert.level, "engine", note, "update"))
         self._book.alerts[alert.alert_id] = noted
         self._ctx.emit(AlertChange(noted, "update"))
         return None

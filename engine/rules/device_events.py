@@ -1,6 +1,6 @@
 """Device events and device health: tamper, battery, power and GNSS loss, panic, Bluetooth contact.
 
-Tamper and panic alerts are never resolved by the engine: an operator closes
+Tamper and panic alerts are never cleared by the engine: an operator closes
 them.  Battery and signal alerts end when the device recovers.  A panic from a
 victim device is critical at once for every order protecting her.
 """
@@ -104,7 +104,7 @@ class DeviceRules:
             self._battery(ctx, role, person, ev.device, ev.t, pct, ev.key, late, forced=True)
         elif kind == "charger_connected":
             self.battery.setdefault(ev.device, BatteryTrend()).charging = True
-            self._resolve_for(ctx, role, person, "battery", ev.device, "charger connected")
+            self._clear_for(ctx, role, person, "battery", ev.device, "charger connected", ev.t)
         elif kind == "charger_disconnected":
             self.battery.setdefault(ev.device, BatteryTrend()).charging = False
         elif kind == "power_off":
@@ -112,7 +112,7 @@ class DeviceRules:
         elif kind == "gnss_lost":
             self._signal(ctx, role, person, ev.device, ev.t, "warning", "GNSS lost: positions from Wi-Fi/cell only", ev.key, late)
         elif kind == "gnss_restored":
-            self._resolve_for(ctx, role, person, "signal_loss", ev.device, "GNSS restored")
+            self._clear_for(ctx, role, person, "signal_loss", ev.device, "GNSS restored", ev.t)
         elif kind == "ble_seen" and role == "protected":
             self._ble(ctx, person, ev, late)
 
@@ -137,7 +137,7 @@ class DeviceRules:
         if owner is not None:
             alert = self._open(ctx, owner[0], owner[1], "signal_loss", device)
             if alert is not None and alert.detail.startswith("no message"):
-                self._resolve_for(ctx, owner[0], owner[1], "signal_loss", device, "device reporting again")
+                self._clear_for(ctx, owner[0], owner[1], "signal_loss", device, "device reporting again")
 
     # --- helpers -----------------------------------------------------------------------
     def _orders_for(self, ctx: RuleContext, role: str, person: str, t: float) -> list[Order]:
@@ -155,7 +155,7 @@ class DeviceRules:
         under any of the person's orders, or under none.
 
         Nearly every fix carries a healthy battery level, and each would otherwise pick the
-        person's valid orders and format a note to resolve an alert that is not there.  The
+        person's valid orders and format a note to clear an alert that is not there.  The
         episode keys to look for are made once per order book, device and kind.
         """
         book = ctx.book
@@ -199,12 +199,14 @@ class DeviceRules:
             )
         )
 
-    def _resolve_for(
-        self, ctx: RuleContext, role: str, person: str, kind: str, device: str, note: str
+    def _clear_for(
+        self, ctx: RuleContext, role: str, person: str, kind: str, device: str, note: str,
+        t: float | None = None,
     ) -> None:
+        """The condition of the device's ``kind`` alert ended (at device time ``t``, if known)."""
         alert = self._open(ctx, role, person, kind, device)
         if alert is not None:
-            ctx.emit(ctx.alerts.resolve_episode(alert.order, kind, device, ctx.now, note))
+            ctx.emit(ctx.alerts.clear_episode(alert.order, kind, device, ctx.now, note, t))
 
     def _tamper(
         self, ctx: RuleContext, subject: str, device: str, t: float, what: str, key: str, late: bool
@@ -224,7 +226,7 @@ class DeviceRules:
         if pct >= rules.battery_ok_pct:
             trend.charging = False if pct < 100 else trend.charging
             if self._may_be_open(ctx, role, person, "battery", device):
-                self._resolve_for(ctx, role, person, "battery", device, f"battery at {pct:.0f} %")
+                self._clear_for(ctx, role, person, "battery", device, f"battery at {pct:.0f} %", t)
             return
         if pct > rules.battery_low_pct and not forced:
             return
@@ -249,7 +251,7 @@ class DeviceRules:
             if self.non_gnss_since.pop(fix.device, None) is not None:
                 alert = self._open(ctx, role, person, "signal_loss", fix.device)
                 if alert is not None and alert.detail.startswith("only coarse"):
-                    self._resolve_for(ctx, role, person, "signal_loss", fix.device, "precise positions again")
+                    self._clear_for(ctx, role, person, "signal_loss", fix.device, "precise positions again", fix.t)
             return
         since = self.non_gnss_since.setdefault(fix.device, fix.t)
         span = fix.t - since

@@ -19,7 +19,7 @@ DAY = 86400.0
 
 
 def check_expiry(ctx: RuleContext, orders: Iterable[Order] | None = None) -> None:
-    """Raise, rise or resolve ``order_expiry`` alerts for every order at processing time ``now``.
+    """Raise, rise or clear ``order_expiry`` alerts for every order at processing time ``now``.
 
     ``orders`` (in id order) limits the pass to those; ``ExpiryWatch`` passes the ones for
     which the pass can do anything.
@@ -49,7 +49,7 @@ def check_expiry(ctx: RuleContext, orders: Iterable[Order] | None = None) -> Non
             level, detail = "warning", f"order ends in {remaining / DAY:.0f} days: extension needed?"
         else:
             if ctx.alerts.open_for(order.id, "order_expiry", target) is not None:
-                ctx.emit(ctx.alerts.resolve_episode(order.id, "order_expiry", target, ctx.now, "order extended"))
+                ctx.emit(ctx.alerts.clear_episode(order.id, "order_expiry", target, ctx.now, "order extended"))
             continue
         ctx.emit(
             ctx.alerts.raise_or_update(

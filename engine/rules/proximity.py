@@ -212,7 +212,7 @@ class ProximityRules:
             return
         target = pair.target
         if ctx.alerts.open_for_key(pair.silent_key) is not None:
-            self._end_silence(ctx, pair, "victim device reporting again")
+            self._end_silence(ctx, pair, "victim device reporting again", t)
         r = self.reading(subject_track, victim_track, t, rules.partner_max_extrapolation_s)
         if r is None:
             return
@@ -274,9 +274,9 @@ class ProximityRules:
             ep.clear_run += 1
             if ep.clear_run >= rules.clear_needed and t - ep.lower_since >= rules.level_fall_dwell_s:
                 ctx.emit(
-                    ctx.alerts.resolve_episode(
+                    ctx.alerts.clear_episode(
                         order.id, "proximity", target, ctx.now,
-                        f"apart again: {r.distance_m:.0f} m",
+                        f"apart again: {r.distance_m:.0f} m", t,
                     )
                 )
                 ep.start, ep.lower_since, ep.clear_run = None, None, 0
@@ -394,10 +394,12 @@ class ProximityRules:
                 )
             )
         elif d > rule.warn_m * (1 + ctx.rules.proximity_hysteresis_frac):
-            self._end_silence(ctx, pair, f"subject {d:.0f} m from her last known position")
+            self._end_silence(ctx, pair, f"subject {d:.0f} m from her last known position", t)
 
-    def _end_silence(self, ctx: RuleContext, pair: PairEntry, note: str) -> None:
-        ctx.emit(ctx.alerts.resolve_episode(pair.order.id, "device_silent", pair.target, ctx.now, note))
+    def _end_silence(self, ctx: RuleContext, pair: PairEntry, note: str, t: float) -> None:
+        ctx.emit(
+            ctx.alerts.clear_episode(pair.order.id, "device_silent", pair.target, ctx.now, note, t)
+        )
 
     def _pursuit(
         self,

@@ -362,9 +362,10 @@ class ZoneRules:
                 )
             else:
                 ctx.emit(
-                    ctx.alerts.resolve_episode(
+                    ctx.alerts.clear_episode(
                         order.id, "exclusion", target, ctx.now,
                         "not confirmed: the next fix is outside and off any straight path through the zone (multipath or a brief edge entry)",
+                        fix.t,
                     )
                 )
                 is_open = False
@@ -380,8 +381,9 @@ class ZoneRules:
                 ep.clear_run += 1
                 if ep.clear_run >= rules.clear_needed:
                     ctx.emit(
-                        ctx.alerts.resolve_episode(
-                            order.id, "exclusion", target, ctx.now, f"left zone {zone.zone_id}"
+                        ctx.alerts.clear_episode(
+                            order.id, "exclusion", target, ctx.now, f"left zone {zone.zone_id}",
+                            fix.t,
                         )
                     )
                     ep.clear_run = 0
@@ -506,8 +508,9 @@ class ZoneRules:
                 ep.clear_run += 1
                 if ep.clear_run >= rules.clear_needed:
                     ctx.emit(
-                        ctx.alerts.resolve_episode(
-                            order.id, "inclusion", target, ctx.now, f"back inside {zone.zone_id}"
+                        ctx.alerts.clear_episode(
+                            order.id, "inclusion", target, ctx.now, f"back inside {zone.zone_id}",
+                            fix.t,
                         )
                     )
                     ep.clear_run = 0
@@ -518,8 +521,8 @@ class ZoneRules:
         key, target = self._names(subject, e)
         if ctx.alerts.open_for(order.id, "inclusion", target) is not None:
             ctx.emit(
-                ctx.alerts.resolve_episode(
-                    order.id, "inclusion", target, ctx.now, "curfew window ended"
+                ctx.alerts.clear_episode(
+                    order.id, "inclusion", target, ctx.now, "curfew window ended", fix.t
                 )
             )
         ep = self.episodes.get(key)

@@ -28,10 +28,12 @@ HISTOGRAMS = {
     "emguard_ingest_lag_seconds",
     "emguard_fix_to_alert_seconds",
     "emguard_ack_time_seconds",
+    "emguard_close_time_seconds",
 }
 GAUGES = {
     "emguard_open_alerts",
     "emguard_open_alerts_past_deadline",
+    "emguard_alarms_past_deadline",
     "emguard_devices_silent",
     "emguard_broker_connected",
     "emguard_broker_publishing",

@@ -59,7 +59,7 @@ def test_an_alert_pickled_before_its_reduce_still_loads() -> None:
 
 
 def test_alerts_restored_from_a_pickled_book_continue_their_episodes() -> None:
-    """A book restored from pickled alerts raises, updates and resolves as the original."""
+    """A book restored from pickled alerts raises, updates and clears as the original."""
     book = AlertBook()
     kw = {"order": "O-1", "kind": "exclusion", "target": "Z-1", "subject": "S-1"}
     book.raise_or_update(**kw, level="warning", now=100.0, device_time=99.0, episode_start=99.0,
@@ -74,5 +74,5 @@ def test_alerts_restored_from_a_pickled_book_continue_their_episodes() -> None:
     ]
     assert rises[0] == rises[1] and rises[0] is not None
     assert rises[0].alert.evidence == ("k1", "k2") and rises[0].alert.distance_m == 40.0
-    ends = [b.resolve_episode("O-1", "exclusion", "Z-1", 103.0, "left") for b in (book, twin)]
+    ends = [b.clear_episode("O-1", "exclusion", "Z-1", 103.0, "left", 102.5) for b in (book, twin)]
     assert ends[0] == ends[1] and book.alerts == twin.alerts

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import pytest
 
+from engine.auth import Principal
 from engine.testing import T0
 from engine.timeutil import format_time
 from tests.engine.api_support import BAN, make_world
@@ -52,7 +53,7 @@ async def test_alert_list_has_deadline_fields_and_filters() -> None:
 
 
 async def test_alert_queue_order_open_first_then_level_then_deadline() -> None:
-    """Resolved alerts sort after open ones; among open ones the higher level comes first."""
+    """Closed alerts sort after open ones; among open ones the higher level comes first."""
     w = make_world()
     aid = w.raise_exclusion()
     w.send(w.subject.event(T0 + 5, "strap_cut"))
@@ -60,7 +61,8 @@ async def test_alert_queue_order_open_first_then_level_then_deadline() -> None:
     async with w.client() as c:
         ids = [a["alert_id"] for a in (await c.get("/api/alerts")).json()["alerts"]]
         assert ids == [tamper, aid]  # critical before alarm
-        assert (await c.post(f"/api/alerts/{tamper}/resolve", json={"by": "x"})).status_code == 200
+        closing = {"by": "x", "outcome": "device_issue", "note": "strap replaced"}
+        assert (await c.post(f"/api/alerts/{tamper}/resolve", json=closing)).status_code == 200
         ids = [a["alert_id"] for a in (await c.get("/api/alerts")).json()["alerts"]]
         assert ids == [aid, tamper]
 
@@ -85,7 +87,10 @@ async def test_alert_detail_has_history_and_evidence_positions() -> None:
 
 @pytest.mark.parametrize(
     ("action", "state"),
-    [("ack", "acknowledged"), ("escalate", "escalated"), ("resolve", "resolved")],
+    [
+        ("ack", "acknowledged"), ("escalate", "escalated"), ("close", "closed"),
+        ("resolve", "closed"),
+    ],
 )
 async def test_actions_change_state_and_are_audited(action: str, state: str) -> None:
     """Each action moves the alert, publishes a change, names the actor and lands in the audit."""
@@ -93,7 +98,8 @@ async def test_actions_change_state_and_are_audited(action: str, state: str) -> 
     aid = w.raise_exclusion()
     published = len(w.service.outbox)
     async with w.client() as c:
-        r = await c.post(f"/api/alerts/{aid}/{action}", json={"by": "alice", "note": "seen"})
+        body = {"by": "alice", "note": "seen", "outcome": "subject_contacted"}
+        r = await c.post(f"/api/alerts/{aid}/{action}", json=body)
         assert r.status_code == 200 and r.json()["state"] == state
         assert w.engine.alerts.alerts[aid].history[-1].by == "alice"
         assert len(w.service.outbox) > published
@@ -159,3 +165,50 @@ async def test_console_and_static_assets_are_served() -> None:
         assert page.status_code == 200 and "<canvas" in page.text
         assert (await c.get("/console/app.js")).status_code == 200
         assert (await c.get("/console/app.css")).status_code == 200
+
+
+async def test_queue_filters_by_condition_and_reads_resolved_as_closed() -> None:
+    """?condition=cleared lists alarms whose cause ended; an older client's ?state=resolved gets
+    the closed ones."""
+    w = make_world()
+    aid = w.raise_exclusion()
+    for i in range(4):
+        w.clock.now = T0 + 60 + 10 * i
+        w.send(w.subject.fix(w.clock.now, BAN[0] + 3000, BAN[1]))
+    async with w.client() as c:
+        cleared = (await c.get("/api/alerts", params={"condition": "cleared"})).json()["alerts"]
+        assert [a["alert_id"] for a in cleared] == [aid] and cleared[0]["state"] == "open"
+        assert (await c.get("/api/alerts", params={"state": "resolved"})).json()["alerts"] == []
+        body = {"outcome": "false_alarm", "note": "multipath"}
+        assert (await c.post(f"/api/alerts/{aid}/close", json=body)).status_code == 200
+        closed = (await c.get("/api/alerts", params={"state": "resolved"})).json()["alerts"]
+        assert [a["alert_id"] for a in closed] == [aid] and closed[0]["state"] == "closed"
+
+
+async def test_close_without_outcome_is_422_and_a_claimed_alert_is_409_for_another() -> None:
+    """Incomplete requests are 422 with the engine's reason; conflicts with another operator's
+    claim are 409; a supervisor takes over."""
+    tokens = {
+        "anna-token-0123456789": Principal("anna", "operator"),
+        "bert-token-0123456789": Principal("bert", "operator"),
+        "sara-token-0123456789": Principal("sara", "supervisor"),
+    }
+    w = make_world(tokens=tokens)
+    aid = w.raise_exclusion()
+    async with (
+        w.client("anna-token-0123456789") as anna,
+        w.client("bert-token-0123456789") as bert,
+        w.client("sara-token-0123456789") as sara,
+    ):
+        r = await anna.post(f"/api/alerts/{aid}/close", json={"note": "x"})
+        assert r.status_code == 422 and "needs an outcome" in r.json()["error"]
+        r = await anna.post(f"/api/alerts/{aid}/escalate", json={"target": "mayor"})
+        assert r.status_code == 422 and "unknown escalation target" in r.json()["error"]
+        assert (await anna.post(f"/api/alerts/{aid}/claim", json={})).json()["claimed_by"] == "anna"
+        r = await bert.post(f"/api/alerts/{aid}/claim", json={})
+        assert r.status_code == 409 and "claimed by anna" in r.json()["error"]
+        assert (await bert.post(f"/api/alerts/{aid}/note", json={"note": "I know him"})).status_code == 200
+        r = await sara.post(f"/api/alerts/{aid}/claim", json={"note": "taking over"})
+        assert r.status_code == 200 and r.json()["claimed_by"] == "sara"
+        me = (await bert.get("/api/me")).json()
+        assert (me["name"], me["role"], me["may_act"], me["may_take_over"]) == ("bert", "operator", True, False)

@@ -209,10 +209,19 @@ async def test_handler_exception_is_a_logged_audited_json_500(
     w = make_world()
     aid = w.raise_exclusion()
 
-    def broken(*args: object) -> None:
-        raise RuntimeError("bug in act")
+    class Broken:
+        """The engine with a bug in ``act`` (a proxy: the compiled Engine's methods are read-only)."""
 
-    w.service.act = broken  # type: ignore[assignment,method-assign]
+        def __init__(self, engine: object) -> None:
+            self.engine = engine
+
+        def __getattr__(self, name: str) -> object:
+            return getattr(self.engine, name)
+
+        def act(self, *args: object, **kw: object) -> None:
+            raise RuntimeError("bug in act")
+
+    w.service.engine = Broken(w.service.engine)  # type: ignore[assignment]
     async with w.client() as c:
         r = await c.post(f"/api/alerts/{aid}/ack", json={"note": "n"})
         assert r.status_code == 500 and r.json() == {"error": "internal error (logged)"}

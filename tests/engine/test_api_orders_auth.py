@@ -217,6 +217,7 @@ async def test_openapi_lists_every_route_and_responses_have_required_fields() ->
 
         checks = {
             "/api/alerts": "/api/alerts",
+            "/api/me": "/api/me",
             f"/api/alerts/{aid}": "/api/alerts/{id}",
             "/api/orders": "/api/orders",
             "/api/orders/O-1": "/api/orders/{id}",
@@ -237,3 +238,28 @@ async def test_openapi_lists_every_route_and_responses_have_required_fields() ->
                     for item in body[key]:
                         assert set(required(prop["items"])) <= set(item), (url, key)
         assert openapi_schema()["openapi"].startswith("3.")
+
+
+@pytest.mark.parametrize(
+    ("change", "code"),
+    [
+        (
+            {"legal_basis": "gedragsaanwijzing", "valid_until": "2030-01-01T00:00:00Z"},
+            "validity_exceeds_legal_basis",
+        ),
+        ({"legal_basis": "gedragsaanwijzng"}, "unknown_legal_basis"),
+    ],
+)
+async def test_put_runs_the_enforceability_checks_and_refuses_a_blocking_finding(
+    change: dict[str, Any], code: str
+) -> None:
+    """The checks `emguard orders check` blocks on refuse an order PUT with 422 naming them;
+    the engine keeps its book and the document is unchanged."""
+    w = make_world()
+    before, doc_before = w.engine.book, copy.deepcopy(w.server.state.orders_doc)
+    order = dict(copy.deepcopy(w.doc["orders"][0]), **change)
+    async with w.client() as c:
+        r = await c.put("/api/orders/O-1", json={"order": order})
+    assert r.status_code == 422, r.text
+    assert code in r.json()["error"] and code in [f["code"] for f in r.json()["findings"]]
+    assert w.engine.book is before and w.server.state.orders_doc == doc_before

@@ -43,3 +43,33 @@ def test_mistakes_fail_at_start_up_naming_the_setting(tmp_path, text, message):
     path.write_text(text)
     with pytest.raises(ConfigError, match=re.escape(message)):
         load_engine_config(path)
+
+
+def test_alerts_section_sets_auto_close_outcomes_and_targets(tmp_path):
+    """[alerts] configures which kinds close themselves, the outcome codes and escalation targets."""
+    path = tmp_path / "c.toml"
+    path.write_text(
+        '[alerts]\nauto_close = ["battery"]\noutcomes = ["false_alarm", "handled"]\n'
+        '[alerts.targets]\npanic = ["police"]\n"*" = ["supervisor"]\n'
+    )
+    policy = load_engine_config(path).alert_policy
+    assert policy.auto_close == frozenset({"battery"})
+    assert policy.outcomes == ("false_alarm", "handled")
+    assert policy.targets_for("panic") == ("police",) and policy.targets_for("tamper") == ("supervisor",)
+
+
+@pytest.mark.parametrize(
+    ("text", "needle"),
+    [
+        ('[alerts]\nauto_close = ["nope"]\n', "unknown kind"),
+        ("[alerts]\noutcomes = []\n", "at least one"),
+        ("[alerts]\nsound = true\n", "unknown setting"),
+        ('[alerts.targets]\nnope = ["police"]\n', "unknown alert kind"),
+    ],
+)
+def test_a_bad_alerts_section_fails_at_start_up_naming_it(tmp_path, text, needle):
+    """A misconfigured [alerts] section stops start-up with a message that says what to fix."""
+    path = tmp_path / "c.toml"
+    path.write_text(text)
+    with pytest.raises(ConfigError, match=needle):
+        load_engine_config(path)

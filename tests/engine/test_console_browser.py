@@ -13,14 +13,15 @@ import aiomqtt
 import httpx
 import pytest
 
+from engine.auth import Principal
 from engine.broker import EmbeddedBroker
 from engine.config import ServiceConfig
 from engine.http import HttpServer
 from engine.orders import load_orders
 from engine.pipeline import Engine
 from engine.service import Service
-from engine.testing import DeviceScript, orders_doc, square
-from tests.engine.api_support import BAN
+from engine.testing import T0, DeviceScript, orders_doc, square
+from tests.engine.api_support import BAN, make_world
 
 pytestmark = pytest.mark.browser
 
@@ -134,3 +135,135 @@ async def test_alert_appears_live_and_is_acknowledged_from_the_console() -> None
             with contextlib.suppress(asyncio.CancelledError):
                 await asyncio.wait_for(runner, 15)
             await server.stop()
+
+
+# --- working an alarm (issue 24): tokens, roles, a cleared condition, claim/ack/close ---------
+
+OPERATOR_TOKEN = "operator-token-0123456789"
+READER_TOKEN = "readonly-token-0123456789"
+TOKENS = {
+    OPERATOR_TOKEN: Principal("anna", "operator"),
+    READER_TOKEN: Principal("rita", "read-only"),
+}
+
+
+@contextlib.asynccontextmanager
+async def console_page(tokens: dict[str, Principal] | None = None):  # type: ignore[no-untyped-def]
+    """An engine with a served console (real HTTP, no broker: device messages are handed to the
+    engine and published through the service) and a Chromium page on it; the page's console
+    messages are checked for CSP violations at the end."""
+    from playwright.async_api import async_playwright
+
+    executable = chromium_path()
+    w = make_world(tokens=TOKENS if tokens is None else tokens)
+    server = HttpServer(w.service, port=0, orders_doc=w.doc, tokens=TOKENS if tokens is None else tokens)
+    await server.start()
+    try:
+        async with async_playwright() as pw:
+            browser = await pw.chromium.launch(executable_path=executable, args=ARGS)
+            try:
+                page = await browser.new_page()
+                messages: list[str] = []
+                page.on("console", lambda m: messages.append(m.text))
+                await page.goto(server.url + "/")
+                yield w, page
+                assert not [m for m in messages if "Content Security Policy" in m], messages
+            finally:
+                await browser.close()
+    finally:
+        await server.stop()
+
+
+async def log_in(page, token: str, who: str) -> None:  # type: ignore[no-untyped-def]
+    from playwright.async_api import expect
+
+    await page.fill("#token", token)
+    await page.click("#btn-login")
+    await expect(page.locator("#whoami")).to_have_text(who, timeout=10_000)
+    await expect(page.locator("#conn")).to_have_text("live", timeout=10_000)
+
+
+async def test_login_with_a_typed_token_shows_the_user_and_the_queue_and_logout_clears_it() -> None:
+    """Before login nothing is shown; typing the token and logging in shows who and the open
+    alarm (the token used to be read only at page load); logging out empties the page."""
+    from playwright.async_api import expect
+
+    async with console_page() as (w, page):
+        aid = w.raise_exclusion()
+        await expect(page.locator("#whoami")).to_have_text("not logged in")
+        await page.wait_for_timeout(300)
+        assert await page.locator("#queue tbody tr").count() == 0
+        await page.fill("#token", "wrong-token-0123456789")
+        await page.click("#btn-login")
+        await expect(page.locator("#login-msg")).to_have_text("Token not accepted.")
+        await log_in(page, OPERATOR_TOKEN, "anna (operator)")
+        await expect(page.locator(f'#queue tbody tr[data-alert-id="{aid}"]')).to_be_visible()
+        await page.click("#btn-logout")
+        await expect(page.locator("#whoami")).to_have_text("not logged in")
+        await expect(page.locator("#queue tbody tr")).to_have_count(0)
+
+
+async def test_a_read_only_user_sees_no_enabled_action() -> None:
+    """rita (read-only) sees the alarm and its detail, and every action is disabled."""
+    from playwright.async_api import expect
+
+    async with console_page() as (w, page):
+        aid = w.raise_exclusion()
+        await log_in(page, READER_TOKEN, "rita (read-only)")
+        await page.click(f'#queue tbody tr[data-alert-id="{aid}"]')
+        await expect(page.locator("#detail-id")).to_have_text(aid)
+        controls = page.locator(".actions button, .actions select, .actions input")
+        assert await controls.count() >= 7
+        for i in range(await controls.count()):
+            await expect(controls.nth(i)).to_be_disabled()
+
+
+async def test_the_engine_clearing_a_condition_does_not_remove_the_alarm_from_the_queue() -> None:
+    """He leaves the zone: the row stays, its condition shows cleared, its state still open."""
+    from playwright.async_api import expect
+
+    async with console_page() as (w, page):
+        await log_in(page, OPERATOR_TOKEN, "anna (operator)")
+        aid = w.raise_exclusion()
+        row = page.locator(f'#queue tbody tr[data-alert-id="{aid}"]')
+        await expect(row.locator(".condition")).to_have_text("active", timeout=10_000)
+        for i in range(4):  # clearly outside, 3 km away
+            w.clock.now = T0 + 60 + 10 * i
+            w.send(w.subject.fix(w.clock.now, BAN[0] + 3000, BAN[1]))
+        assert w.engine.alerts.alerts[aid].condition == "cleared"
+        await expect(row.locator(".condition")).to_have_text("cleared", timeout=10_000)
+        await expect(row.locator(".state")).to_have_text("open")
+        await page.wait_for_timeout(1200)  # a queue refresh later it is still there
+        await expect(row).to_be_visible()
+
+
+async def test_claim_acknowledge_and_close_a_critical_with_outcome_note_and_confirmation() -> None:
+    """anna claims a strap-cut (critical), acknowledges it, is told to give an outcome and a
+    note, confirms the close of a critical, and the alert leaves the queue closed."""
+    from playwright.async_api import expect
+
+    async with console_page() as (w, page):
+        await log_in(page, OPERATOR_TOKEN, "anna (operator)")
+        w.send(w.subject.event(T0 + 5, "strap_cut"))
+        aid = next(a.alert_id for a in w.engine.alerts.alerts.values() if a.kind == "tamper")
+        row = page.locator(f'#queue tbody tr[data-alert-id="{aid}"]')
+        await row.click()
+        await expect(page.locator("#detail-id")).to_have_text(aid)
+        await page.click("#btn-claim")
+        await expect(row.locator(".claimed")).to_have_text("anna", timeout=10_000)
+        await expect(page.locator("#btn-claim")).to_be_disabled()
+        await page.click("#btn-ack")
+        await expect(row.locator(".state")).to_have_text("acknowledged", timeout=10_000)
+        await page.click("#btn-close")
+        await expect(page.locator("#action-msg")).to_contain_text("choose an outcome")
+        assert w.engine.alerts.alerts[aid].state == "acknowledged"
+        await page.select_option("#outcome", "device_issue")
+        await page.fill("#note", "strap replaced by field service")
+        await page.click("#btn-close")
+        await expect(page.locator("#confirm-close")).to_be_visible()
+        assert w.engine.alerts.alerts[aid].state == "acknowledged"
+        await page.click("#btn-close-confirm")
+        await expect(row).to_have_count(0, timeout=10_000)
+        alert = w.engine.alerts.alerts[aid]
+        assert (alert.state, alert.outcome, alert.closed_by) == ("closed", "device_issue", "anna")
+        assert alert.history[-1].note == "strap replaced by field service"

@@ -79,12 +79,12 @@ def test_without_a_corridor_the_motorway_through_her_ban_zone_alarms():
 
 
 def test_moving_through_the_corridor_is_capped_at_info_and_recorded():
-    """In the corridor the same drive gives one info alert, noted as suppressed, resolved on leaving."""
+    """In the corridor the same drive gives one info alert, noted as suppressed, closed on leaving."""
     h = Harness.build(doc())
     drive(h)
     changes = excl(h)
     assert {c.alert.level for c in changes} == {"info"}
-    assert (changes[0].change, changes[-1].change) == ("raised", "resolve")
+    assert (changes[0].change, changes[-1].change) == ("raised", "close")
     alert = changes[0].alert
     assert "suppressed: in corridor C-A16" in alert.detail
     assert "suppressed: in corridor C-A16" in alert.history[0].note

@@ -129,7 +129,7 @@ def test_missing_victim_device_is_blocking() -> None:
     ],
 )
 def test_validity_against_legal_basis(basis: str, days: int, code: str | None) -> None:
-    """Gedragsaanwijzing may run at most 90 days; an unknown basis gets advice."""
+    """Gedragsaanwijzing may run at most 90 days; an unknown basis is blocking (unchecked)."""
     doc = doc_with(legal_basis=basis, valid_from=NOW - DAY, valid_until=NOW - DAY + days * DAY)
     found = {f.code for f in check_orders(doc, NOW)} - {"expires_soon"}
     assert found == ({code} if code else set())

@@ -146,6 +146,8 @@ def test_fast_copies_know_every_field() -> None:
         "time_to_contact_s": 7.0, "evidence": ("k1",), "late": True, "detail": "d",
         "updated_at": 8.0, "target": "S-1~P-1", "device": "AM-1",
         "history": (HistoryEntry(2.0, "open", "alarm", "engine", "d"),),
+        "condition": "cleared", "cleared_at": 9.0, "claimed_by": "op-1", "escalated_to": "police",
+        "outcome": "false_alarm", "closed_by": "op-2",
     }
     assert sorted(values) == sorted(f.name for f in fields(Alert))
     alert = Alert(**values)  # type: ignore[arg-type]

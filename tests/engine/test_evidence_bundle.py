@@ -112,7 +112,9 @@ def test_bundle_holds_history_fixes_zones_map_and_a_verifying_segment(case):
     assert summary.records == case["summary"].records > summary.redacted > 0
     alert = json.loads((bundle / "alert.json").read_text())
     engine_alert = case["engine"].alerts.alerts[case["alert_id"]]
-    assert alert["state"] == engine_alert.state == "resolved"
+    # he left the zone: the engine cleared the condition; the acknowledged alarm waits for a person
+    assert alert["state"] == engine_alert.state == "acknowledged"
+    assert alert["condition"] == engine_alert.condition == "cleared"
     assert [(e["state"], e["by"]) for e in alert["history"]] == [
         (e.state, e.by) for e in engine_alert.history
     ]

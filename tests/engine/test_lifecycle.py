@@ -8,7 +8,7 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from engine.alerts import AlertActionError, alert_id_for
+from engine.alerts import AlertActionError, AlertActionInvalid, alert_id_for
 from engine.orders import load_orders
 from engine.replay import replay_messages, write_alerts
 from engine.testing import ORIGIN, T0, DeviceScript, Harness, circle, orders_doc
@@ -34,14 +34,18 @@ def test_unacknowledged_alert_escalates_when_its_deadline_passes():
     assert h.engine.alerts.alerts[aid].history[-1].note == "deadline passed"
 
 
-def test_operator_ack_and_resolve_are_recorded_and_the_victim_hears_back():
-    """Ack and resolve carry who and when; the victim gets a status update for each."""
+def test_operator_ack_and_close_are_recorded_and_the_victim_hears_back():
+    """Ack and close carry who and when; the victim gets a status update for each."""
     h, aid = panic_harness()
     h.effects.extend(h.engine.act(aid, "ack", "op-anna", "calling police", T0 + 30))
-    h.effects.extend(h.engine.act(aid, "resolve", "op-anna", "police on site", T0 + 600))
+    h.effects.extend(h.engine.act(
+        aid, "close", "op-anna", "police on site", T0 + 600, outcome="police_dispatched"
+    ))
     alert = h.engine.alerts.alerts[aid]
-    assert [(e.state, e.by) for e in alert.history] == [
-        ("open", "engine"), ("acknowledged", "op-anna"), ("resolved", "op-anna")]
+    assert [(e.state, e.by, e.action) for e in alert.history] == [
+        ("open", "engine", "raised"), ("acknowledged", "op-anna", "ack"),
+        ("closed", "op-anna", "close")]
+    assert (alert.outcome, alert.closed_by, alert.claimed_by) == ("police_dispatched", "op-anna", "op-anna")
     statuses = [m.get("status") for m in h.messages("victim")]
     assert statuses == [None, "acknowledged", "handled"]
     h.tick(T0 + 1000)
@@ -49,14 +53,16 @@ def test_operator_ack_and_resolve_are_recorded_and_the_victim_hears_back():
 
 
 def test_actions_that_do_not_apply_are_refused_with_a_reason():
-    """Unknown alert, missing operator, double resolve: each is a clear error."""
+    """Unknown alert, missing operator, unknown action, double close: each is a clear error."""
     h, aid = panic_harness()
     with pytest.raises(AlertActionError, match="unknown alert"):
         h.engine.act("A-nope", "ack", "op", "", T0)
-    with pytest.raises(AlertActionError, match="'by'"):
+    with pytest.raises(AlertActionInvalid, match="'by'"):
         h.engine.act(aid, "ack", "", "", T0)
-    h.engine.act(aid, "resolve", "op", "", T0 + 1)
-    with pytest.raises(AlertActionError, match="already resolved"):
+    with pytest.raises(AlertActionInvalid, match="unknown action 'frobnicate'"):
+        h.engine.act(aid, "frobnicate", "op", "", T0)
+    h.engine.act(aid, "close", "op", "false press", T0 + 1, outcome="false_alarm")
+    with pytest.raises(AlertActionError, match="already closed"):
         h.engine.act(aid, "ack", "op", "", T0 + 2)
 
 

@@ -78,12 +78,42 @@ async def test_counts_follow_fixes_rejections_alerts_and_acks() -> None:
     assert m[("emguard_ingest_lag_seconds_count", ())] == 3
     assert m[("emguard_ingest_lag_seconds_sum", ())] == 0
     assert m[("emguard_fix_to_alert_seconds_count", ())] == 2  # the warning and its rise to alarm
-    assert m[("emguard_ack_time_seconds_count", ())] == 1
+    labels = (("kind", "exclusion"), ("level", "alarm"))
+    assert m[("emguard_ack_time_seconds_count", labels)] == 1
     raised_at = w.engine.alerts.alerts[aid].raised_at
-    assert m[("emguard_ack_time_seconds_sum", ())] == T0 + 40 - raised_at
+    assert m[("emguard_ack_time_seconds_sum", labels)] == T0 + 40 - raised_at
     assert w.engine.stats.lag_s == []  # consumed
     # a second scrape does not count the same fixes again
     assert (await scrape(w))[("emguard_fixes_received_total", ())] == 3
+
+
+async def test_time_to_close_is_measured_by_kind_and_highest_level() -> None:
+    """Closing an alarm with its outcome observes raise-to-close under the alarm's kind and level."""
+    w = make_world()
+    aid = w.raise_exclusion()
+    w.clock.now = T0 + 400
+    w.service.apply(w.engine.act(
+        aid, "close", "alice", "he left at once", T0 + 400, outcome="subject_contacted"
+    ))
+    m = await scrape(w)
+    labels = (("kind", "exclusion"), ("level", "alarm"))
+    assert m[("emguard_close_time_seconds_count", labels)] == 1
+    assert m[("emguard_close_time_seconds_sum", labels)] == T0 + 400 - w.engine.alerts.alerts[aid].raised_at
+    assert m[("emguard_open_alerts", (("level", "alarm"),))] == 0
+
+
+async def test_alarms_past_deadline_are_counted_by_kind_and_level() -> None:
+    """An exclusion alarm nobody acknowledged is past its deadline, under its kind and level,
+    also after its condition cleared; acknowledging it brings the count to 0."""
+    w = make_world()
+    aid = w.raise_exclusion()
+    w.clock.now = T0 + 3600
+    w.service.apply(w.engine.tick(T0 + 3600))  # escalated: still unacknowledged
+    m = await scrape(w)
+    labels = (("kind", "exclusion"), ("level", "alarm"))
+    assert m[("emguard_alarms_past_deadline", labels)] == 1
+    w.service.apply(w.engine.act(aid, "ack", "alice", "", T0 + 3601))
+    assert (await scrape(w))[("emguard_alarms_past_deadline", labels)] == 0
 
 
 async def test_gauges_reflect_open_alerts_deadline_silence_and_connection() -> None:

@@ -67,8 +67,9 @@ def test_fast_approach_is_an_alarm_before_alert_distance():
     assert first_alarm.alert.time_to_contact_s is not None
 
 
-def test_moving_away_resolves_after_dwell_without_flapping():
-    """After the approach he leaves: the level falls only after dwell and the alert ends once."""
+def test_moving_away_clears_after_dwell_without_flapping():
+    """After the approach he leaves: the level falls only after dwell and the condition clears
+    once; the alarm stays in the centre's queue."""
     h = Harness.build(orders_doc(proximity=PROX))
     am, vd, t = approach(h, stop_at=800)
     x = X0 - 800
@@ -78,8 +79,9 @@ def test_moving_away_resolves_after_dwell_without_flapping():
         if i % 3 == 0:
             h.send(vd.fix(t + 1, X0, Y0, acc=10.0), t + 1.5)
         t += 10
-    states = [st for _, _, _, st in h.changes("proximity")]
-    assert states.count("resolved") == 1 and states[-1] == "resolved"
+    conditions = [cond for _, _, cond in h.handling("proximity")]
+    assert conditions.count("cleared") == 1 and conditions[-1] == "cleared"
+    assert h.handling("proximity")[-1][1] == "open"
     assert len({c[0] for c in h.changes("proximity")}) == 1
 
 

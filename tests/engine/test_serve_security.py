@@ -3,10 +3,12 @@
 from __future__ import annotations
 
 import datetime
+import json
 import logging
 import ssl
 from collections.abc import AsyncIterator
 from pathlib import Path
+from typing import Any
 
 import httpx
 import pytest
@@ -19,6 +21,7 @@ from engine.cli import main
 from engine.config import ServiceConfig
 from engine.errors import ConfigError
 from engine.http import HttpServer
+from engine.testing import orders_doc
 from tests.engine.api_support import make_world
 
 TOKEN = "sup-token-0123456789abcdef"
@@ -274,3 +277,34 @@ async def test_demo_serves_its_open_console_on_loopback_only(
     monkeypatch.setattr(engine.http, "HttpServer", Recorder)
     await _start_http(make_world().service, 8080, io.StringIO(), {})
     assert seen["host"] == "127.0.0.1" and not seen.get("insecure_no_auth")
+
+
+async def test_serve_gives_the_api_the_orders_document(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """`serve --orders` hands the parsed document to the HTTP server, so orders can be edited
+    through the API (issue 24: without it every PUT was a 409)."""
+    import engine.http
+
+    path = tmp_path / "orders.json"
+    path.write_text(json.dumps(orders_doc()))
+    seen: dict[str, Any] = {}
+
+    class Stop(Exception):
+        pass
+
+    class FakeServer:
+        def __init__(self, service: object, **kw: Any) -> None:
+            seen.update(kw)
+
+        async def start(self) -> None:
+            raise Stop
+
+    monkeypatch.setattr(engine.http, "HttpServer", FakeServer)
+    monkeypatch.setattr(serve, "freeze_loaded_state", lambda: None)
+    monkeypatch.setattr(serve, "FreezeAfterFullPass", lambda: type("N", (), {"install": lambda s: None})())
+    monkeypatch.setattr(serve, "use_json_logs", lambda level: None)
+    cfg = ServiceConfig(orders=str(path), insecure_no_auth=True)
+    with pytest.raises(Stop):
+        await serve.run_serve(cfg)
+    assert seen["orders_doc"] == orders_doc()

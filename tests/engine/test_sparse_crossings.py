@@ -59,7 +59,7 @@ def test_driving_through_a_small_zone_between_fixes_is_a_likely_alarm():
     assert raised.distance_m == pytest.approx(-60, abs=3)
     assert T0 + 4 * STEP_S < raised.episode_start < T0 + 5 * STEP_S  # interpolated entry
     assert raised.evidence == ("AM-1001:5", "AM-1001:6")
-    assert [c.change for c in changes] == ["raised", "resolve"]  # he was out again at once
+    assert [c.change for c in changes] == ["raised", "clear"]  # he was out again at once
 
 
 def test_without_sparse_crossing_the_same_drive_goes_unnoticed():

@@ -12,7 +12,7 @@ OUTAGE_S = 1800.0
 
 def test_violation_entirely_inside_a_30_minute_outage_is_alerted_late_with_the_gap():
     """He enters and leaves a ban zone while the broker is down; the burst brings a late alarm
-    (resolved, since he left) and one reception-gap record for his device with gap_s."""
+    (cleared, since he left; open for the centre) and one reception-gap record for his device with gap_s."""
     h = Harness.build(orders_doc(exclusion=[{"id": "Z", "circle": circle(X0, Y0, 300)}]))
     am = DeviceScript("AM-1001")
     for i in range(5):  # live, well outside the zone
@@ -30,7 +30,7 @@ def test_violation_entirely_inside_a_30_minute_outage_is_alerted_late_with_the_g
     h.send(("em/dev/AM-1001/fix", json.dumps(burst).encode()), back)
 
     gap = [c for c in h.effects.changes if c.alert.kind == "signal_loss"]
-    assert [(c.change, c.alert.level) for c in gap] == [("raised", "info"), ("resolve", "info")]
+    assert [(c.change, c.alert.level) for c in gap] == [("raised", "info"), ("close", "info")]
     record = gap[0].alert
     assert record.target == "AM-1001/gap" and record.late
     assert (
@@ -39,7 +39,8 @@ def test_violation_entirely_inside_a_30_minute_outage_is_alerted_late_with_the_g
     assert record.episode_start == last_live
 
     excl = [c for c in h.effects.changes if c.alert.kind == "exclusion"]
-    assert [c.change for c in excl] == ["raised", "level", "resolve"]
+    assert [c.change for c in excl] == ["raised", "level", "clear"]
+    assert excl[-1].alert.state == "open" and excl[-1].alert.cleared_at is not None
     alarm = excl[1].alert
     assert alarm.late and alarm.level == "alarm" and excl[0].alert.level == "warning"
     assert last_live < alarm.device_time < last_live + OUTAGE_S  # it happened inside the outage

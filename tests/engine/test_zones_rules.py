@@ -13,14 +13,15 @@ def ban() -> Harness:
     return Harness.build(orders_doc(exclusion=[{"id": "Z-ban", "polygon": square(X0, Y0, 200)}]))
 
 
-def test_entering_and_leaving_a_ban_zone_raises_one_alarm_then_resolves_it():
-    """A subject walking through a banned square gets one alarm, a leave_area prompt, and a resolution."""
+def test_entering_and_leaving_a_ban_zone_raises_one_alarm_then_clears_it():
+    """A subject walking through a banned square gets one alarm, a leave_area prompt, and a
+    cleared condition; the alarm stays open for the centre."""
     h, am = ban(), DeviceScript("AM-1001")
     for i, x in enumerate(range(-600, 601, 50)):
         h.send(am.fix(T0 + 10 * i, X0 + x, Y0), T0 + 10 * i + 1)
     changes = h.changes("exclusion")
-    assert [(k, lvl, st) for _, k, lvl, st in changes] == [
-        ("exclusion", "warning", "open"), ("exclusion", "alarm", "open"), ("exclusion", "alarm", "resolved")]
+    assert h.handling("exclusion") == [
+        ("warning", "open", "active"), ("alarm", "open", "active"), ("alarm", "open", "cleared")]
     assert len({c[0] for c in changes}) == 1
     prompts = h.messages("subject")
     assert any(p["instruction"] == "leave_area" for p in prompts)
@@ -34,7 +35,7 @@ def test_fix_dancing_on_the_boundary_does_not_flap():
         dx = 205 if i % 2 else 195  # the edge is at +200 m
         h.send(am.fix(T0 + 10 * i, X0 + dx, Y0, acc=10.0), T0 + 10 * i + 1)
     changes = h.changes("exclusion")
-    assert "resolved" not in [st for _, _, _, st in changes]
+    assert "cleared" not in [cond for _, _, cond in h.handling("exclusion")]
     assert len({aid for aid, *_ in changes}) == 1
 
 
@@ -71,7 +72,7 @@ def test_a_lone_multipath_fix_with_sparse_fixes_is_never_an_alarm():
     h.send(am.fix(T0 + 180, X0, Y0, acc=8.0), T0 + 181)
     for i in range(4, 7):
         h.send(am.fix(T0 + 60 * i, X0 - 600, Y0), T0 + 60 * i + 1)
-    assert [(lvl, st) for _, _, lvl, st in h.changes("exclusion")] == [("warning", "open"), ("warning", "resolved")]
+    assert [(lvl, st) for _, _, lvl, st in h.changes("exclusion")] == [("warning", "open"), ("warning", "closed")]
     assert "not confirmed" in h.engine.alerts.alerts[h.changes("exclusion")[0][0]].history[-1].note
     assert [m["interval_s"] for m in h.messages("device")] == [15, 60]
     assert all(m["instruction"] != "leave_area" for m in h.messages("subject"))
@@ -123,8 +124,8 @@ def test_not_home_at_start_of_curfew_raises_after_grace():
     assert change.alert.episode_start == start
 
 
-def test_leaving_during_curfew_and_coming_back_resolves():
-    """Home at 22:30, out at 23:00 for an hour, back: one alert, resolved on return."""
+def test_leaving_during_curfew_and_coming_back_clears():
+    """Home at 22:30, out at 23:00 for an hour, back: one alarm, cleared on return, still open."""
     h, am = curfew(), DeviceScript("AM-1001")
     base = _utc(2026, 11, 20, 21, 30)
     t = base
@@ -137,8 +138,7 @@ def test_leaving_during_curfew_and_coming_back_resolves():
     for _ in range(3):
         h.send(am.fix(t, X0 + 10, Y0), t + 1)
         t += 60
-    states = [(lvl, st) for _, _, lvl, st in h.changes("inclusion")]
-    assert states == [("alarm", "open"), ("alarm", "resolved")]
+    assert h.handling("inclusion") == [("alarm", "open", "active"), ("alarm", "open", "cleared")]
     assert "left during curfew" in h.effects.changes[0].alert.detail
 
 
@@ -152,7 +152,7 @@ def test_curfew_window_follows_the_autumn_dst_change():
     assert raised and raised[0][3] == "open"
     assert h.effects.changes[0].alert.episode_start == _utc(2026, 10, 24, 20)  # 22:00 CEST
     h.send(am.fix(_utc(2026, 10, 25, 5, 10), X0 + 3000, Y0), _utc(2026, 10, 25, 5, 11))
-    assert h.changes("inclusion")[-1][3] == "resolved"
+    assert h.handling("inclusion")[-1] == ("alarm", "open", "cleared")
 
 
 def test_curfew_window_follows_the_spring_dst_change():
@@ -161,7 +161,7 @@ def test_curfew_window_follows_the_spring_dst_change():
     h.send(am.fix(_utc(2027, 3, 28, 3, 30), X0 + 3000, Y0), _utc(2027, 3, 28, 3, 31))
     assert h.changes("inclusion")[0][3] == "open"
     h.send(am.fix(_utc(2027, 3, 28, 4, 10), X0 + 3000, Y0), _utc(2027, 3, 28, 4, 11))
-    assert h.changes("inclusion")[-1][3] == "resolved"
+    assert h.handling("inclusion")[-1] == ("alarm", "open", "cleared")
 
 
 def test_orders_not_valid_at_device_time_are_not_evaluated():

@@ -2,7 +2,7 @@
 
 The workload: N subjects each walk into their own ban zone and out again, so
 exactly 3 N alert changes (warning on the first fix inside, alarm on the second,
-resolved) must reach the centre, each once.
+condition cleared) must reach the centre, each once.
 """
 
 from __future__ import annotations

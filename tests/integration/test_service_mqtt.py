@@ -74,14 +74,15 @@ async def test_fix_in_over_mqtt_gives_exclusion_alert_and_resolution_out():
             await dev.publish("em/dev/AM-1002/fix", am.fix(time.time(), X0, Y0)[1], qos=1)
             for i, dx in enumerate([1000, 2000, 3000]):
                 await dev.publish(*am.fix(now + 30 + i * 30, X0 + dx, Y0), qos=1)
-            await _wait_for(lambda: any(p.get("state") == "resolved" for t, p in got if t == "em/alerts/centre"))
+            await _wait_for(lambda: any(p.get("condition") == "cleared" for t, p in got if t == "em/alerts/centre"))
         stop.set()
         await runner
         collector.cancel()
 
     centre = [p for t, p in got if t == "em/alerts/centre"]
-    assert [(p["kind"], p["level"], p["state"]) for p in centre] == [
-        ("exclusion", "warning", "open"), ("exclusion", "alarm", "open"), ("exclusion", "alarm", "resolved")]
+    assert [(p["kind"], p["level"], p["state"], p["condition"]) for p in centre] == [
+        ("exclusion", "warning", "open", "active"), ("exclusion", "alarm", "open", "active"),
+        ("exclusion", "alarm", "open", "cleared")]  # he left: cleared, still the centre's to close
     assert len({p["alert_id"] for p in centre}) == 1 and centre[0]["zone"] == "Z-ban"
     reasons = sorted(p["reason"] for t, p in got if t == "em/deadletter")
     assert reasons == ["bad_json", "topic_mismatch"]

@@ -169,6 +169,19 @@ def test_an_alert_resolved_before_the_episode_does_not_match():
     assert len(r.false_alarms) == 1
 
 
+def test_an_alert_ends_when_its_condition_cleared_not_when_it_was_closed():
+    """The engine's end counts (cleared_at, device time); a person closing it later does not,
+    and a clear before the episode (beyond tolerance) rules the alert out as before."""
+    cleared_early = change("A-1", 500) | {"condition": "cleared", "cleared_at": format_time(T0 + 800)}
+    r = run([change("A-1", 500), cleared_early, change("A-1", 5000, state="closed")], [PROX])
+    assert not r.episodes[0].detected
+    (ep,) = alert_episodes([change("A-2", 900), change("A-2", 900) | {
+        "condition": "cleared", "cleared_at": format_time(T0 + 1700)}])  # fmt: skip
+    assert ep.end_t == T0 + 1700  # not the device time of its last level change
+    late_clear = change("A-3", 900) | {"condition": "cleared", "cleared_at": format_time(T0 + 1700)}
+    assert run([change("A-3", 900), late_clear], [PROX]).episodes[0].detected
+
+
 def test_tolerance_window_edges_match():
     """Opened exactly at end + tolerance still matches."""
     r = run([change("A-1", 1600 + 120)], [PROX])
