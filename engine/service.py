@@ -254,9 +254,14 @@ class Service:
         self.inbox.put_nowait(item)
         await done
 
-    def act(self, alert_id: str, action: str, by: str, note: str) -> Effects:
-        """An operator action from the HTTP API; published like every other change."""
-        effects = self.engine.act(alert_id, action, by, note, self.clock())
+    def act(
+        self, alert_id: str, action: str, by: str, note: str, *,
+        outcome: str = "", target: str = "", supervisor: bool = False,
+    ) -> Effects:
+        """An operator action (``Engine.act``) at the service's clock; published like every other change."""
+        effects = self.engine.act(
+            alert_id, action, by, note, self.clock(), outcome=outcome, target=target, supervisor=supervisor
+        )
         self._emit(effects)
         return effects
 

@@ -101,7 +101,8 @@ class VictimFeed:
         ``warnings`` lists payloads in the order the app would have received them live (a
         warning, then its status when the centre is handling it), so the app applies them with
         the same code.  Only alerts the engine's notifier actually told her about count, at
-        their current level; closed ones are gone (the phone keeps no history).
+        their current level, with the status she heard (the centre handling it, or the danger
+        passed: a cleared condition); closed ones are gone (the phone keeps no history).
         """
         owner = engine.book.owner_of(device)
         warnings: list[dict[str, Any]] = []
@@ -110,13 +111,13 @@ class VictimFeed:
             mine = [
                 a
                 for a in engine.alerts.alerts.values()
-                if a.protected_person == owner[1] and a.alert_id in told and a.state != "resolved"
+                if a.protected_person == owner[1] and a.alert_id in told and a.state != "closed"
             ]
             mine.sort(key=lambda a: (a.raised_at, -LEVEL_RANK[a.level], a.alert_id))
             for alert in mine:
                 warning = victim_warning(self.prefix, device, alert, now)
                 warnings.append(_add_kind(_only(warning.payload, WARNING_FIELDS), alert.kind))
-                if alert.state in ("acknowledged", "escalated"):
+                if alert.state in ("acknowledged", "escalated") or alert.condition == "cleared":
                     status = victim_status(self.prefix, device, alert, now)
                     warnings.append(_add_kind(_only(status.payload, WARNING_FIELDS), alert.kind))
         return {

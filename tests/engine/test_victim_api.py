@@ -392,3 +392,17 @@ def _principal() -> Any:
     from engine.auth import Principal
 
     return Principal("op", "operator")
+
+
+async def test_state_after_the_centre_closes_her_warning_is_empty(world: World) -> None:
+    """A warning a person closed is gone from her screen; one only acknowledged stays with its status."""
+    approach(world)
+    alert = next(a for a in world.service.engine.alerts.alerts.values() if a.kind == "proximity")
+    world.service.act(alert.alert_id, "ack", "operator-1", "calling her")
+    async with client(world, VICTIM) as c:
+        handled = (await c.get("/victim/api/state")).json()
+    assert [w.get("status") for w in handled["warnings"]] == [None, "acknowledged"]
+    world.service.act(alert.alert_id, "close", "operator-1", "he was arrested", outcome="police_dispatched")
+    async with client(world, VICTIM) as c:
+        closed = (await c.get("/victim/api/state")).json()
+    assert closed["warnings"] == []

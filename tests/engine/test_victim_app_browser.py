@@ -224,7 +224,7 @@ async def test_the_warning_rises_as_he_approaches_and_her_fixes_follow_her() -> 
         alert_id = proximity[0].alert_id
         live.service.act(alert_id, "ack", "operator-1", "calling her")
         await expect(page.locator("#status")).to_have_text("The centre is handling it.", timeout=10_000)
-        live.service.act(alert_id, "escalate", "operator-1", "police dispatched")
+        live.service.act(alert_id, "escalate", "operator-1", "police dispatched", target="police")
         await expect(page.locator("#status")).to_have_text("The police have been alerted.", timeout=10_000)
         await page.locator("#silence").click()
         await expect(page.locator("body")).to_have_attribute("data-sounding", "")
@@ -236,7 +236,7 @@ async def test_the_warning_rises_as_he_approaches_and_her_fixes_follow_her() -> 
         await live.shot("critical-nl")
         await page.locator("#lang").click()
 
-        live.service.act(alert_id, "resolve", "operator-1", "arrested")
+        live.service.act(alert_id, "close", "operator-1", "arrested", outcome="police_dispatched")
         await expect(page.locator("body")).to_have_attribute("data-level", "clear", timeout=10_000)
         await expect(page.locator("#level-text")).to_have_text("All clear")
         await live.shot("all-clear")
