@@ -16,6 +16,7 @@ import pytest
 from engine.auth import Principal
 from engine.broker import EmbeddedBroker
 from engine.config import ServiceConfig
+from engine.console_map import NONE
 from engine.http import HttpServer
 from engine.orders import load_orders
 from engine.pipeline import Engine
@@ -75,7 +76,7 @@ async def test_alert_appears_live_and_is_acknowledged_from_the_console() -> None
             protocol=info.protocol,
             persistent_session=False,
         )
-        server = HttpServer(service, port=0, orders_doc=doc, tokens={})
+        server = HttpServer(service, port=0, orders_doc=doc, tokens={}, map_tiles=NONE)
         await server.start()
         stop = asyncio.Event()
         runner = asyncio.create_task(service.run(stop))
@@ -156,7 +157,10 @@ async def console_page(tokens: dict[str, Principal] | None = None):  # type: ign
 
     executable = chromium_path()
     w = make_world(tokens=TOKENS if tokens is None else tokens)
-    server = HttpServer(w.service, port=0, orders_doc=w.doc, tokens=TOKENS if tokens is None else tokens)
+    server = HttpServer(
+        w.service, port=0, orders_doc=w.doc, tokens=TOKENS if tokens is None else tokens,
+        map_tiles=NONE,  # no tile requests leave the machine in tests
+    )
     await server.start()
     try:
         async with async_playwright() as pw:
