@@ -183,7 +183,8 @@ function renderDetail() {
   document.getElementById("detail-empty").hidden = !!d;
   document.getElementById("detail").hidden = !d;
   if (!d) {
-    if (state.layers) state.layers.clearLayers();
+    if (state.layers) { state.layers.clearLayers(); state.labels.clearLayers(); }
+    state.timePoints = [];
     window.emguardMap.latest = {};
     state.fittedFor = null;
     document.querySelector("#coords tbody").replaceChildren();
@@ -323,6 +324,8 @@ function ensureMap() {
   map.setView([52.1, 5.1], 8);
   state.map = map;
   state.layers = L.layerGroup().addTo(map);
+  state.labels = L.layerGroup().addTo(map);
+  map.on("zoomend", placeTimeLabels);
   window.emguardMap.map = map;
   return map;
 }
@@ -335,6 +338,21 @@ function roleOf(d, dev) {
   return l && l.role === "protected" ? "protected" : "subject";
 }
 
+// time labels on the track, newest first, leaving out those that would overlap one already
+// placed at this zoom (every point still tells its time on hover)
+function placeTimeLabels() {
+  if (!state.map) return;
+  state.labels.clearLayers();
+  const placed = [];
+  for (const p of state.timePoints || []) {
+    const at = state.map.latLngToContainerPoint([p.lat, p.lon]);
+    if (placed.some(q => Math.abs(q.x - at.x) < 64 && Math.abs(q.y - at.y) < 16)) continue;
+    placed.push(at);
+    L.tooltip({ permanent: true, direction: "right", className: "time-label", offset: [6, 0] })
+      .setLatLng([p.lat, p.lon]).setContent(localTime(p.t)).addTo(state.labels);
+  }
+}
+
 function drawMap(d) {
   const wanted = new Set(d.map.order_zones);
   const zones = state.zones.filter(z => z.order === d.order && wanted.has(z.zone));
@@ -343,7 +361,7 @@ function drawMap(d) {
   if (!map) return;
   state.layers.clearLayers();
   window.emguardMap.latest = {};
-  const bounds = [], zoneBounds = [];  // fit to the people; to the zones only when none is known
+  const bounds = [], zoneBounds = [], labels = [];  // fit to the people; to the zones only when none is known
   for (const z of zones) {
     const excl = z.kind === "exclusion";
     const latlngs = z.rings.map(poly => poly.map(ring => ring.map(([lon, lat]) => [lat, lon])));
@@ -367,8 +385,6 @@ function drawMap(d) {
     const role = roleOf(d, dev);
     const colour = role === "protected" ? "#2b6cb0" : "#c53030";
     L.polyline(track.map(p => [p.lat, p.lon]), { color: colour, weight: 2, opacity: 0.8 }).addTo(state.layers);
-    // label a few points with their local time: first, last and some in between
-    const every = Math.max(1, Math.ceil(track.length / 6));
     track.forEach((p, i) => {
       const coarse = isCoarse(p);
       if (p.acc) {
@@ -381,10 +397,7 @@ function drawMap(d) {
       const dot = L.circleMarker([p.lat, p.lon], { radius: 3, color: colour, weight: 1, fillOpacity: 0.9 })
         .bindTooltip(localTime(p.t) + " · ±" + p.acc + " m " + (p.src || ""));
       dot.addTo(state.layers);
-      if (i === track.length - 1 || i % every === 0) {
-        L.tooltip({ permanent: true, direction: "right", className: "time-label", offset: [6, 0] })
-          .setLatLng([p.lat, p.lon]).setContent(localTime(p.t)).addTo(state.layers);
-      }
+      labels.push(p);
       bounds.push([p.lat, p.lon]);
     });
   }
@@ -403,6 +416,8 @@ function drawMap(d) {
     map.fitBounds(L.latLngBounds(fit).pad(0.15), { maxZoom: 17 });
     state.fittedFor = d.alert_id;
   }
+  state.timePoints = labels.sort((a, b) => Date.parse(b.t) - Date.parse(a.t));
+  placeTimeLabels();
 }
 
 // --- coordinates for dispatch ---------------------------------------------------------
@@ -593,6 +608,23 @@ async function loadDevices() {
   }));
 }
 
+// --- orders: what the centre enforces, with validity and zones --------------------------
+async function loadOrders() {
+  let body;
+  try { body = await api("/api/orders"); } catch (e) { return; }
+  const tbody = document.querySelector("#orders tbody");
+  tbody.replaceChildren(...body.orders.map(o => {
+    const tr = el("tr", { "data-order": o.id, class: o.in_force ? "" : "closed" });
+    const zones = [...o.exclusion_zones.map(z => z + " (excl.)"), ...o.inclusion_zones.map(z => z + " (incl.)")];
+    tr.append(el("td", {}, o.id), el("td", {}, o.subject), el("td", {}, o.legal_basis.replace(/_/g, " ")),
+      el("td", {}, DAY_FMT.format(new Date(o.valid_from)) + " – " + DAY_FMT.format(new Date(o.valid_until)) +
+        " (ends " + human(o.valid_until) + ")"),
+      el("td", {}, o.in_force ? "yes" : "no"), el("td", {}, zones.join(", ")),
+      el("td", {}, o.proximity.map(p => p.protected_person + " " + p.alert_m + " m").join(", ")));
+    return tr;
+  }));
+}
+
 // --- live updates ---------------------------------------------------------------------
 function connectStream() {
   const conn = document.getElementById("conn");
@@ -642,6 +674,7 @@ async function login(token) {
   try { state.zones = (await api("/api/zones")).zones; } catch (e) { state.zones = []; }
   await loadAlerts().catch(e => { document.getElementById("action-msg").textContent = e.message; });
   await loadDevices();
+  await loadOrders();
   connectStream();
   return true;
 }
@@ -653,6 +686,7 @@ function logoutView() {
   state.alerts = new Map(); state.selected = null; state.detail = null; state.zones = [];
   state.fresh.clear(); state.cursor = null; state.devices = [];
   document.querySelector("#devices tbody").replaceChildren();
+  document.querySelector("#orders tbody").replaceChildren();
   renderQueue();
   renderDetail();
   showUser();
@@ -694,6 +728,7 @@ async function start() {
   document.addEventListener("keydown", onKey);
   await loadMapLibrary();
   setInterval(() => { if (state.me) { loadDevices(); refreshDetail(); } }, 5000);
+  setInterval(() => { if (state.me) loadOrders(); }, 60000);
   // a token from this tab's session, else none: a server without tokens (demo) lets everyone in
   const ok = await login(sessionStorage.getItem(TOKEN_KEY) || "");
   if (!ok) logoutView();

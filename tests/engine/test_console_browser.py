@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import re
 import shutil
 import time
 from pathlib import Path
@@ -91,6 +92,7 @@ async def test_alert_appears_live_and_is_acknowledged_from_the_console() -> None
                     await page.goto(server.url + "/")
                     await expect(page.locator("#conn")).to_have_text("live", timeout=10_000)
                     assert await page.locator("#queue tbody tr").count() == 0
+                    await page.locator("h1").click()  # a user gesture: the page may make sound
 
                     u = urlparse(info.url)
                     version = (
@@ -115,6 +117,10 @@ async def test_alert_appears_live_and_is_acknowledged_from_the_console() -> None
                     await expect(row.locator(".state")).to_have_text("open")
                     alert_id = await row.get_attribute("data-alert-id")
                     assert alert_id and engine.alerts.alerts[alert_id].kind == "exclusion"
+                    # an alarm over MQTT: the row pulses and the page tried to beep
+                    await wait_until(lambda: engine.alerts.alerts[alert_id].level == "alarm")
+                    await expect(row).to_have_class(re.compile(r"\bfresh\b"), timeout=10_000)
+                    await page.wait_for_function("() => window.emguardBeeps >= 1")
 
                     await row.click()
                     await expect(page.locator("#detail-id")).to_have_text(alert_id)
