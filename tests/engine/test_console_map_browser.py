@@ -158,6 +158,12 @@ async def test_an_alarm_beeps_flashes_and_the_map_puts_him_where_his_fix_said() 
         wgs_lat, wgs_lon = (float(v) for v in wgs.split(","))
         assert abs(wgs_lat - lat) < 1.5e-6 and abs(wgs_lon - lon) < 1.5e-6, wgs
 
+        copy = page.locator('#coords tr[data-device="AM-1001"] button.copy')
+        await copy.click()  # what dispatch gets pasted: both coordinate systems, rounded
+        await expect(copy).to_have_attribute(
+            "data-copied",
+            re.compile(rf"WGS84 {lat:.5f}\d, {lon:.5f}\d; RD {want_x:.0f}, {want_y:.0f}; ±8 m gnss"),
+        )
         assert await page.locator("#map path.acc-coarse").count() >= 1  # her 260 m Wi-Fi fix
         assert await page.locator("#map path.acc-gnss").count() >= 3  # his GNSS fixes
         await expect(page.locator("#map .leaflet-control-scale-line")).to_be_visible()
@@ -212,6 +218,13 @@ async def test_the_queue_is_worked_from_the_keyboard_and_deadlines_are_coloured(
         w.clock.now = alert.deadline - 90
         await page.evaluate("loadAlerts()")
         await expect(rows.first.locator(".deadline")).to_have_class(_has("due-red"), timeout=5_000)
+        # the mute toggle is remembered across a reload
+        await page.click("#btn-mute")
+        await expect(page.locator("#btn-mute")).to_have_text("sound off")
+        await page.reload()  # the tab's session keeps the token: logged in again
+        await expect(page.locator("#btn-mute")).to_have_text("sound off")
+        await expect(page.locator("#whoami")).to_have_text("anna (operator)", timeout=10_000)
+        await page.click(f'#queue tbody tr[data-alert-id="{ids[1]}"]')
         # T0 is 11:06:40 UTC, 12:06:40 in Amsterdam: local time, with a human duration
         device_time = page.locator('#detail-fields dd[data-field="device time"]')
         await expect(device_time).to_have_text(re.compile(r"^12:0\d:\d\d \((in |just now|.* ago)"))
