@@ -59,7 +59,7 @@ async def map_page(
                 page.on(
                     "console",
                     lambda m: errors.append(m.text)
-                    if (m.type == "error" and "Failed to load resource" not in m.text)
+                    if (m.type == "error" and not _expected_refusal(m.text))
                     or "Content Security Policy" in m.text
                     else None,
                 )
@@ -77,6 +77,11 @@ async def map_page(
                 await browser.close()
     finally:
         await server.stop()
+
+
+def _expected_refusal(text: str) -> bool:
+    """Chromium's log line for a 401 (no token yet) or a 503 (/readyz of an unready engine)."""
+    return "Failed to load resource" in text and ("status of 401" in text or "status of 503" in text)
 
 
 def _doc_with_names() -> dict[str, Any]:
