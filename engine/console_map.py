@@ -39,6 +39,9 @@ class MapTiles:
     url: str
     attribution: str
     max_zoom: int = 19
+    # the page says no-referrer; a tile server that insists on a Referer (OpenStreetMap's usage
+    # policy) gets the console's origin only, never a URL (alert ids stay in the centre)
+    referrer_policy: str = "no-referrer"
 
     @property
     def origin(self) -> str | None:
@@ -58,6 +61,7 @@ class MapTiles:
             "url": self.url or None,
             "attribution": self.attribution,
             "max_zoom": self.max_zoom,
+            "referrer_policy": self.referrer_policy,
         }
 
 
@@ -72,6 +76,7 @@ OSM = MapTiles(
     "https://tile.openstreetmap.org/{z}/{x}/{y}.png",
     '&copy; <a href="https://www.openstreetmap.org/copyright">OpenStreetMap</a> contributors',
     19,
+    "origin",
 )
 NONE = MapTiles("none", "", "no background map (EMGUARD_MAP_TILES=none)", 22)
 PRESETS: Mapping[str, MapTiles] = {t.name: t for t in (PDOK, OSM, NONE)}
@@ -89,7 +94,9 @@ def tiles_from_env(env: Mapping[str, str] | None = None) -> MapTiles:
     preset = PRESETS.get(value.lower())
     if preset is not None:
         if attribution and preset.url:
-            return MapTiles(preset.name, preset.url, attribution, preset.max_zoom)
+            return MapTiles(
+                preset.name, preset.url, attribution, preset.max_zoom, preset.referrer_policy
+            )
         return preset
     parts = urlsplit(value)
     if parts.scheme != "https" or not parts.netloc or not all(

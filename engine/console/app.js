@@ -315,7 +315,10 @@ function ensureMap() {
   const map = L.map("map", { zoomControl: true, attributionControl: true, maxZoom: tiles.max_zoom || 19 });
   map.attributionControl.setPrefix("Leaflet");
   if (tiles.url) {
-    L.tileLayer(tiles.url, { maxZoom: tiles.max_zoom || 19, attribution: tiles.attribution || "" }).addTo(map);
+    L.tileLayer(tiles.url, {
+      maxZoom: tiles.max_zoom || 19, attribution: tiles.attribution || "",
+      referrerPolicy: tiles.referrer_policy || "no-referrer",
+    }).addTo(map);
   } else {
     map.attributionControl.addAttribution(tiles.attribution || "no background map");
     document.getElementById("map").classList.add("no-tiles");

@@ -19,6 +19,7 @@ def test_tiles_default_to_pdok_and_take_presets_templates_and_none() -> None:
     """PDOK's BRT-Achtergrondkaart by default; osm and none by name; a template of your own."""
     assert tiles_from_env({}) is PDOK and "EPSG:3857/{z}/{x}/{y}.png" in PDOK.url
     assert tiles_from_env({"EMGUARD_MAP_TILES": "osm"}) is OSM
+    assert (PDOK.referrer_policy, OSM.referrer_policy) == ("no-referrer", "origin")
     assert tiles_from_env({"EMGUARD_MAP_TILES": "none"}).url == ""
     own = tiles_from_env({
         "EMGUARD_MAP_TILES": "https://tiles.example.nl/brt/{z}/{x}/{y}.png",

@@ -20,7 +20,7 @@ from urllib.parse import urlparse
 import pytest
 from pyproj import Transformer
 
-from engine.console_map import NONE, vendor_dir
+from engine.console_map import NONE, PDOK, MapTiles, vendor_dir
 from engine.http import HttpServer
 from engine.testing import ORIGIN, T0
 from tests.engine.api_support import BAN, World, make_world
@@ -31,7 +31,8 @@ pytestmark = pytest.mark.browser
 
 @contextlib.asynccontextmanager
 async def map_page(
-    width: int = 1280, height: int = 720, vendor: Path | None = None
+    width: int = 1280, height: int = 720, vendor: Path | None = None, tiles: MapTiles = NONE,
+    fake_tiles: bool = False,
 ) -> AsyncIterator[tuple[World, Any, list[str], list[str]]]:
     """A served console without tiles, a page of the given size, every URL it requested and
     every console error (the test fails on errors and CSP violations at the end)."""
@@ -41,7 +42,7 @@ async def map_page(
         pytest.fail("Leaflet is missing: run `npm ci` in the repository root")
     w = make_world(tokens=TOKENS, doc=_doc_with_names())
     server = HttpServer(
-        w.service, port=0, orders_doc=w.doc, tokens=TOKENS, map_tiles=NONE,
+        w.service, port=0, orders_doc=w.doc, tokens=TOKENS, map_tiles=tiles,
         console_vendor=vendor,
     )
     await server.start()
@@ -70,6 +71,8 @@ async def map_page(
                     else None,
                 )
                 page.on("pageerror", lambda e: errors.append(str(e)))
+                if fake_tiles and tiles.origin:  # answered here: nothing leaves the machine
+                    await page.route(tiles.origin + "/**", _fake_tile)
                 await page.goto(server.url + "/")
                 yield w, page, requests, errors
                 assert not errors, errors
@@ -77,6 +80,17 @@ async def map_page(
                 await browser.close()
     finally:
         await server.stop()
+
+
+# a 1x1 grey PNG
+_PNG = bytes.fromhex(
+    "89504e470d0a1a0a0000000d4948445200000001000000010802000000907753de0000000c4944415478"
+    "9c633871e2040004b40259162e81400000000049454e44ae426082"
+)
+
+
+async def _fake_tile(route: Any) -> None:
+    await route.fulfill(status=200, content_type="image/png", body=_PNG)
 
 
 def _expected_refusal(text: str) -> bool:
@@ -252,3 +266,31 @@ async def test_without_leaflet_the_console_works_and_says_it_has_no_map(tmp_path
 def _has(cls: str) -> Any:
     return re.compile(rf"(^|\s){re.escape(cls)}(\s|$)")
 
+
+
+async def test_pdok_tiles_are_requested_from_the_tile_host_and_allowed_by_the_policy() -> None:
+    """With the default tiles the page asks PDOK's WMTS for Web Mercator z/x/y PNGs (answered
+    by the test, not the internet) and the console page's policy lets them in: no CSP
+    violation, tiles loaded, and no other host is asked for anything."""
+    from playwright.async_api import expect
+
+    async with map_page(tiles=PDOK, fake_tiles=True) as (w, page, requests, _errors):
+        await _log_in(page)
+        aid = w.raise_exclusion()
+        await page.click(f'#queue tbody tr[data-alert-id="{aid}"]')
+        await expect(page.locator("#map img.leaflet-tile-loaded").first).to_be_attached(
+            timeout=10_000
+        )
+        await page.wait_for_function(  # drawn, not blocked: a refused image has no pixels
+            "() => [...document.querySelectorAll('#map img.leaflet-tile')]"
+            ".some(i => i.complete && i.naturalWidth > 0)"
+        )
+        tile = re.compile(
+            r"^https://service\.pdok\.nl/brt/achtergrondkaart/wmts/v2_0/standaard/"
+            r"EPSG:3857/\d+/\d+/\d+\.png$"
+        )
+        hosts = {urlparse(u).hostname for u in requests}
+        assert hosts <= {"127.0.0.1", "service.pdok.nl"}, hosts
+        pdok = [u for u in requests if urlparse(u).hostname == "service.pdok.nl"]
+        assert pdok and all(tile.match(u) for u in pdok), pdok[:3]
+        await expect(page.locator("#map .leaflet-control-attribution")).to_contain_text("Kadaster")
