@@ -551,7 +551,9 @@ function attend(msg, known) {
   const a = msg.alert;
   const high = LEVEL_RANK[a.level] >= LEVEL_RANK.alarm;
   const rose = !known || LEVEL_RANK[known.level] < LEVEL_RANK[a.level];
-  if (high && rose && needsAck(a) && (msg.change === "raised" || msg.change === "level")) {
+  // ... and an alarm nobody acknowledged in time (the engine escalated it on its deadline)
+  const lapsed = msg.change === "escalate" && a.state === "escalated";
+  if (high && needsAck(a) && (lapsed || (rose && (msg.change === "raised" || msg.change === "level")))) {
     state.fresh.add(a.alert_id);
     beep(a.level);
   }

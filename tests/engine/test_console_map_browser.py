@@ -237,6 +237,14 @@ async def test_the_queue_is_worked_from_the_keyboard_and_deadlines_are_coloured(
         w.clock.now = alert.deadline - 90
         await page.evaluate("loadAlerts()")
         await expect(rows.first.locator(".deadline")).to_have_class(_has("due-red"), timeout=5_000)
+        # nobody acknowledged it in time: the engine escalates it, and the console calls again
+        beeps = await page.evaluate("() => window.emguardBeeps")
+        w.clock.now = alert.deadline + 1
+        w.service.apply(w.engine.tick(w.clock.now))
+        assert w.engine.alerts.alerts[alert.alert_id].state == "escalated"
+        await page.wait_for_function(f"() => window.emguardBeeps > {beeps}")
+        escalated = page.locator(f'#queue tbody tr[data-alert-id="{alert.alert_id}"]')
+        await expect(escalated.locator(".state")).to_have_text("escalated")
         # the mute toggle is remembered across a reload
         await page.click("#btn-mute")
         await expect(page.locator("#btn-mute")).to_have_text("sound off")
