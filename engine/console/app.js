@@ -27,6 +27,14 @@ const DAY_FMT = new Intl.DateTimeFormat("nl-NL", { timeZone: TZ, day: "numeric",
 
 function serverNow() { return Date.now() + state.skew; }
 
+// every alert summary says how far its deadline is by the server's clock: keep in step with it
+// between queue loads (countdowns and "2 min ago" are the server's, not this PC's)
+function syncClock(a) {
+  if (a && typeof a.seconds_to_deadline === "number") {
+    state.skew = Date.parse(a.deadline) - a.seconds_to_deadline * 1000 - Date.now();
+  }
+}
+
 // "14:03:07" today, "18 nov 14:03" otherwise: local time, never UTC with milliseconds
 function localTime(iso) {
   if (!iso) return "";
@@ -115,6 +123,9 @@ function renderQueue() {
     tr.append(el("td", {}, a.kind), el("td", { class: "state" }, a.state), cond,
       el("td", { class: "claimed" }, a.claimed_by || ""),
       el("td", {}, (a.subject || "") + (a.protected_person ? " → " + a.protected_person : "")));
+    const raised = el("td", { class: "raised" }, human(a.raised_at));
+    raised.title = "raised " + localTime(a.raised_at);
+    tr.append(raised);
     const dl = el("td", { class: "deadline" }, countdown(a));
     dl.title = "deadline " + localTime(a.deadline);
     const left = Date.parse(a.deadline) - serverNow();
@@ -153,6 +164,7 @@ async function select(id) {
   renderQueue();
   try {
     state.detail = await api("/api/alerts/" + encodeURIComponent(id));
+    syncClock(state.detail);
   } catch (e) {
     document.getElementById("action-msg").textContent = e.message;
     return;
@@ -166,7 +178,7 @@ async function refreshDetail() {
   if (!id) return;
   try {
     const d = await api("/api/alerts/" + encodeURIComponent(id));
-    if (state.selected === id) { state.detail = d; renderDetail(); }
+    if (state.selected === id) { syncClock(d); state.detail = d; renderDetail(); }
   } catch (e) { /* the next refresh tries again */ }
 }
 
@@ -642,6 +654,7 @@ function connectStream() {
     const msg = JSON.parse(ev.data);
     if (msg.change === "resync") { loadAlerts().catch(() => {}); return; }
     const known = state.alerts.get(msg.alert.alert_id);
+    syncClock(msg.alert);
     attend(msg, known);
     if (!known || (msg.alert.change_seq || 0) >= (known.change_seq || 0)) state.alerts.set(msg.alert.alert_id, msg.alert);
     renderQueue();
