@@ -20,6 +20,7 @@ from urllib.parse import urlparse
 import pytest
 from pyproj import Transformer
 
+from engine import views
 from engine.console_map import NONE, PDOK, MapTiles, vendor_dir
 from engine.http import HttpServer
 from engine.testing import ORIGIN, T0
@@ -245,6 +246,18 @@ async def test_the_queue_is_worked_from_the_keyboard_and_deadlines_are_coloured(
         await page.wait_for_function(f"() => window.emguardBeeps > {beeps}")
         escalated = page.locator(f'#queue tbody tr[data-alert-id="{alert.alert_id}"]')
         await expect(escalated.locator(".state")).to_have_text("escalated")
+        # acknowledged goes below every unacknowledged one; the page sorts as the server does
+        await page.click(f'#queue tbody tr[data-alert-id="{alert.alert_id}"]')
+        await page.click("#btn-ack")
+        await expect(escalated.locator(".state")).to_have_text("acknowledged", timeout=10_000)
+        expected = [
+            a.alert_id
+            for a in sorted(w.engine.alerts.alerts.values(), key=views.queue_order)
+            if a.is_open
+        ]
+        await expect(rows).to_have_count(len(expected))
+        shown = [await rows.nth(i).get_attribute("data-alert-id") for i in range(len(expected))]
+        assert shown == expected and shown[-1] == alert.alert_id, (shown, expected)
         # the mute toggle is remembered across a reload
         await page.click("#btn-mute")
         await expect(page.locator("#btn-mute")).to_have_text("sound off")
