@@ -160,6 +160,7 @@ async function loadAlerts() {
 async function select(id) {
   state.selected = id;
   state.fresh.delete(id);  // seen: it stops flashing
+  state.orderShown = null;  // the map follows the alert again
   state.closeConfirm = false;
   renderQueue();
   try {
@@ -203,8 +204,10 @@ function renderDetail() {
     document.getElementById("map-title").textContent = "";
     return;
   }
-  document.getElementById("map-title").textContent = d.kind + " · " + (d.subject || "") +
-    (d.protected_person ? " → " + d.protected_person : "");
+  if (!state.orderShown) {
+    document.getElementById("map-title").textContent = d.kind + " · " + (d.subject || "") +
+      (d.protected_person ? " → " + d.protected_person : "");
+  }
   document.getElementById("detail-id").textContent = d.alert_id;
   const dlist = document.getElementById("detail-fields");
   dlist.replaceChildren();
@@ -373,7 +376,7 @@ function drawMap(d) {
   const zones = state.zones.filter(z => z.order === d.order && wanted.has(z.zone));
   document.getElementById("map").dataset.drawn = String(zones.length) + ":" + Object.keys(d.map.tracks).length;
   const map = ensureMap();
-  if (!map) return;
+  if (!map || state.orderShown) return;  // an order's zones stay until an alert is opened
   state.layers.clearLayers();
   window.emguardMap.latest = {};
   const bounds = [], zoneBounds = [], labels = [];  // fit to the people; to the zones only when none is known
@@ -381,6 +384,7 @@ function drawMap(d) {
     const excl = z.kind === "exclusion";
     const latlngs = z.rings.map(poly => poly.map(ring => ring.map(([lon, lat]) => [lat, lon])));
     const layer = L.polygon(latlngs, {
+      className: "zone zone-" + z.kind,
       color: excl ? "#c53030" : "#2f855a", weight: z.zone === d.map.zone ? 3 : 2,
       fillColor: excl ? "#f56565" : "#38a169", fillOpacity: excl ? 0.25 : 0.12,
     }).bindTooltip(z.zone + " (" + z.kind + (z.active ? "" : ", not active now") + ")");
@@ -632,6 +636,8 @@ async function loadOrders() {
   const tbody = document.querySelector("#orders tbody");
   tbody.replaceChildren(...body.orders.map(o => {
     const tr = el("tr", { "data-order": o.id, class: o.in_force ? "" : "closed" });
+    tr.title = "show its zones on the map";
+    tr.addEventListener("click", () => showOrder(o.id));
     const zones = [...o.exclusion_zones.map(z => z + " (excl.)"), ...o.inclusion_zones.map(z => z + " (incl.)")];
     tr.append(el("td", {}, o.id), el("td", {}, o.subject), el("td", {}, o.legal_basis.replace(/_/g, " ")),
       el("td", {}, DAY_FMT.format(new Date(o.valid_from)) + " – " + DAY_FMT.format(new Date(o.valid_until)) +
@@ -640,6 +646,30 @@ async function loadOrders() {
       el("td", {}, o.proximity.map(p => p.protected_person + " " + p.alert_m + " m").join(", ")));
     return tr;
   }));
+}
+
+// an order's zones on the map (from the orders table): what the centre enforces, where
+function showOrder(oid) {
+  const map = ensureMap();
+  document.getElementById("map-title").textContent = "order " + oid;
+  state.orderShown = oid;
+  if (!map) return;
+  state.layers.clearLayers(); state.labels.clearLayers();
+  state.timePoints = []; window.emguardMap.latest = {};
+  state.fittedFor = null;  // the next alert opened is fitted again
+  const pts = [];
+  for (const z of state.zones.filter(x => x.order === oid)) {
+    const excl = z.kind === "exclusion";
+    const latlngs = z.rings.map(poly => poly.map(ring => ring.map(([lon, lat]) => [lat, lon])));
+    L.polygon(latlngs, {
+      className: "zone zone-" + z.kind, color: excl ? "#c53030" : "#2f855a", weight: 2,
+      fillColor: excl ? "#f56565" : "#38a169", fillOpacity: excl ? 0.25 : 0.12,
+    }).bindTooltip(z.zone + " (" + z.kind + (z.active ? "" : ", not active now") + ")", { permanent: true })
+      .addTo(state.layers);
+    for (const poly of latlngs) for (const p of poly[0]) pts.push(p);
+  }
+  document.getElementById("map").dataset.order = oid;
+  if (pts.length) map.fitBounds(L.latLngBounds(pts).pad(0.15), { maxZoom: 17 });
 }
 
 // --- live updates ---------------------------------------------------------------------

@@ -207,6 +207,12 @@ async def test_an_alarm_beeps_flashes_and_the_map_puts_him_where_his_fix_said() 
         await page.wait_for_timeout(500)
         await _shot(page, "1920x1080")
 
+        # the orders table: clicking an order draws its zones (a ban square, a home circle)
+        await page.click('#orders tbody tr[data-order="O-1"]')
+        await expect(page.locator("#map path.zone-exclusion")).to_have_count(1)
+        await expect(page.locator("#map path.zone-inclusion")).to_have_count(1)
+        await expect(page.locator("#map-title")).to_have_text("order O-1")
+
         outside = [u for u in requests if urlparse(u).hostname not in ("127.0.0.1", None)]
         assert not outside, outside
 
