@@ -13,7 +13,7 @@ const state = {
   alerts: new Map(), selected: null, zones: [], detail: null, skew: 0,
   token: "", me: null, source: null, closeConfirm: false,
   config: null, map: null, layers: null, devices: [], fresh: new Set(), cursor: null,
-  audio: null, flash: null,
+  audio: null, flash: null, loginSeq: 0,
 };
 // what tests (and curious operators) can read back: beeps tried, the map's latest markers
 window.emguardBeeps = 0;
@@ -704,12 +704,17 @@ function showUser() {
 // Who this token is: on success load everything with it and follow the stream; on a refusal
 // stay logged out with nothing shown (a read-only user is logged in, with actions disabled).
 async function login(token) {
+  // only the latest login counts: the page's own attempt at start (no token) must not log out
+  // an operator who typed a token and logged in while it was under way
+  const attempt = ++state.loginSeq;
   state.token = token;
   const msg = document.getElementById("login-msg");
   msg.textContent = "";
+  let me;
   try {
-    state.me = await api("/api/me");
+    me = await api("/api/me");
   } catch (e) {
+    if (attempt !== state.loginSeq) return false;
     state.me = null;
     if (token) msg.textContent = e.status === 401 ? "Token not accepted." : e.message;
     state.token = "";
@@ -717,6 +722,8 @@ async function login(token) {
     logoutView();
     return false;
   }
+  if (attempt !== state.loginSeq) return false;
+  state.me = me;
   if (token) sessionStorage.setItem(TOKEN_KEY, token); else sessionStorage.removeItem(TOKEN_KEY);
   showUser();
   try { state.zones = (await api("/api/zones")).zones; } catch (e) { state.zones = []; }
@@ -774,12 +781,13 @@ async function start() {
   document.addEventListener("pointerdown", unlockAudio);
   document.addEventListener("keydown", unlockAudio);
   document.addEventListener("keydown", onKey);
-  await loadMapLibrary();
+  loadMapLibrary();  // in parallel: the queue must not wait for the map
   setInterval(() => { if (state.me) { loadDevices(); refreshDetail(); } }, 5000);
   setInterval(() => { if (state.me) loadOrders(); }, 60000);
   // a token from this tab's session, else none: a server without tokens (demo) lets everyone in
+  const seq = state.loginSeq;
   const ok = await login(sessionStorage.getItem(TOKEN_KEY) || "");
-  if (!ok) logoutView();
+  if (!ok && state.loginSeq === seq + 1) logoutView();
 }
 
 start();

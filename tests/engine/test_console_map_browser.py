@@ -7,6 +7,7 @@ With ``EMGUARD_SCREENSHOTS=docs/screenshots`` the README's console screenshots a
 
 from __future__ import annotations
 
+import asyncio
 import contextlib
 import io
 import json
@@ -33,7 +34,7 @@ pytestmark = pytest.mark.browser
 @contextlib.asynccontextmanager
 async def map_page(
     width: int = 1280, height: int = 720, vendor: Path | None = None, tiles: MapTiles = NONE,
-    fake_tiles: bool = False,
+    fake_tiles: bool = False, slow_anonymous_me: bool = False,
 ) -> AsyncIterator[tuple[World, Any, list[str], list[str]]]:
     """A served console without tiles, a page of the given size, every URL it requested and
     every console error (the test fails on errors and CSP violations at the end)."""
@@ -74,6 +75,8 @@ async def map_page(
                 page.on("pageerror", lambda e: errors.append(str(e)))
                 if fake_tiles and tiles.origin:  # answered here: nothing leaves the machine
                     await page.route(tiles.origin + "/**", _fake_tile)
+                if slow_anonymous_me:
+                    await page.route("**/api/me", _slow_if_anonymous)
                 await page.goto(server.url + "/")
                 yield w, page, requests, errors
                 assert not errors, errors
@@ -92,6 +95,13 @@ _PNG = bytes.fromhex(
 
 async def _fake_tile(route: Any) -> None:
     await route.fulfill(status=200, content_type="image/png", body=_PNG)
+
+
+async def _slow_if_anonymous(route: Any) -> None:
+    """The page's own token-less login at start answers late (a slow network or server)."""
+    if "authorization" not in route.request.headers:
+        await asyncio.sleep(1.5)
+    await route.continue_()
 
 
 def _expected_refusal(text: str) -> bool:
@@ -321,3 +331,16 @@ async def test_pdok_tiles_are_requested_from_the_tile_host_and_allowed_by_the_po
         pdok = [u for u in requests if urlparse(u).hostname == "service.pdok.nl"]
         assert pdok and all(tile.match(u) for u in pdok), pdok[:3]
         await expect(page.locator("#map .leaflet-control-attribution")).to_contain_text("Kadaster")
+
+
+async def test_a_login_typed_while_the_page_still_starts_is_kept() -> None:
+    """The page tries a token-less login when it loads; if that answer (401) comes after the
+    operator logged in with a token, it must not log her out again (it used to race)."""
+    from playwright.async_api import expect
+
+    async with map_page(slow_anonymous_me=True) as (w, page, _requests, _errors):
+        await _log_in(page)
+        await page.wait_for_timeout(2000)  # the late 401 has arrived by now
+        await expect(page.locator("#whoami")).to_have_text("anna (operator)")
+        aid = w.raise_exclusion()
+        await expect(page.locator(f'#queue tbody tr[data-alert-id="{aid}"]')).to_be_visible()
