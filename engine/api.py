@@ -32,6 +32,7 @@ import json
 import logging
 from collections.abc import AsyncIterator, Awaitable, Callable, Mapping
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Any
 
 from starlette.applications import Starlette
@@ -48,6 +49,7 @@ from engine import views
 from engine.acks import MAX_NAME_CHARS, MAX_NOTE_CHARS  # the same limits as em/ack
 from engine.alerts import LEVEL_RANK, AlertActionError, AlertActionInvalid
 from engine.auth import AuditEntry, AuditTrail, Authenticator, Principal
+from engine.console_map import PDOK, TIMEZONE, VENDOR_URL, MapTiles
 from engine.enforceability import check_orders
 from engine.errors import EngineError
 from engine.metrics import EngineMetrics
@@ -93,6 +95,16 @@ SECURITY_HEADERS: Mapping[str, str] = {
 Handler = Callable[[Request], Awaitable[Response]]
 
 
+def console_policy(tiles: MapTiles) -> str:
+    """The console page's CSP: ``CONTENT_SECURITY_POLICY`` with the tile host (and only it)
+    added to ``img-src``, so the map's background can load while scripts, styles and
+    connections stay ``'self'``.  Every other response keeps the strict policy."""
+    origin = tiles.origin
+    if origin is None:
+        return CONTENT_SECURITY_POLICY
+    return CONTENT_SECURITY_POLICY.replace("img-src 'self' data:", f"img-src 'self' data: {origin}")
+
+
 @dataclass(slots=True)
 class ApiState:
     """What the routes share: the service, the orders document, auth, audit, metrics, streams."""
@@ -106,6 +118,8 @@ class ApiState:
     closing: bool = False
     # listeners of sub-applications (the victim app's feed), removed with the server's own
     listeners: list[Callable[[Effects, float], None]] = field(default_factory=list)
+    tiles: MapTiles = PDOK  # the console map's background (engine.console_map)
+    vendor: Path | None = None  # Leaflet's dist folder, None when `npm ci` was not run
 
     def on_effects(self, effects: Effects, now: float) -> None:
         """Service listener: fan every alert change out to the open SSE streams."""
@@ -274,6 +288,8 @@ def build_app(state: ApiState) -> Starlette:
         # ready: messages reach us, alerts can leave, the store answers, every task runs,
         # nothing waits too long (Service.readiness says which of these fails)
         doc = service.readiness()
+        # never a reason to be unready, but the console's header shows it to the operators
+        doc["dead_letters"] = state.metrics.dead_letter_total()
         return JSONResponse(doc, status_code=200 if doc["ready"] else 503)
 
     # --- alerts --------------------------------------------------------------------------
@@ -321,7 +337,9 @@ def build_app(state: ApiState) -> Starlette:
         alert = service.engine.alerts.alerts.get(request.path_params["id"])
         if alert is None:
             return _error(404, f"unknown alert {request.path_params['id']}")
-        return JSONResponse(views.alert_detail(service.engine, alert, service.clock()))
+        return JSONResponse(
+            views.alert_detail(service.engine, alert, service.clock(), state.orders_doc)
+        )
 
     async def whoami(request: Request, who: Principal) -> Response:
         # the console shows who is logged in and enables only what this role may do
@@ -491,7 +509,19 @@ def build_app(state: ApiState) -> Starlette:
         return JSONResponse(openapi_schema())
 
     async def console(request: Request) -> Response:
-        return FileResponse(CONSOLE_DIR / "index.html", media_type="text/html")
+        return FileResponse(
+            CONSOLE_DIR / "index.html",
+            media_type="text/html",
+            headers={"content-security-policy": console_policy(state.tiles)},
+        )
+
+    async def console_config(request: Request) -> Response:
+        # read by the page (no inline script under the CSP): nothing in it is secret
+        return JSONResponse({
+            "tiles": state.tiles.to_json(),
+            "leaflet": VENDOR_URL if state.vendor is not None else None,
+            "timezone": TIMEZONE,
+        })
 
     # --- stream --------------------------------------------------------------------------
     async def stream(request: Request, who: Principal) -> Response:
@@ -520,8 +550,15 @@ def build_app(state: ApiState) -> Starlette:
         )
 
     read = "read-only"
+    vendor = (
+        [Mount(VENDOR_URL.rstrip("/"), app=StaticFiles(directory=str(state.vendor)), name="leaflet")]
+        if state.vendor is not None
+        else []
+    )
     routes = [
         Route("/", safe(console), methods=["GET"]),
+        Route("/console/config.json", safe(console_config), methods=["GET"]),
+        *vendor,
         Route("/healthz", safe(healthz), methods=["GET"]),
         Route("/readyz", safe(readyz), methods=["GET"]),
         Route("/metrics", safe(metrics), methods=["GET"]),

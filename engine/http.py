@@ -25,6 +25,7 @@ import ipaddress
 import logging
 import ssl
 from collections.abc import Generator, Mapping
+from pathlib import Path
 from typing import Any
 
 import uvicorn
@@ -32,6 +33,7 @@ from prometheus_client import CollectorRegistry
 
 from engine.api import ApiState, build_app
 from engine.auth import Authenticator, Principal, tokens_from_env
+from engine.console_map import MapTiles, tiles_from_env, vendor_dir, warn_if_missing
 from engine.errors import ConfigError
 from engine.metrics import EngineMetrics
 from engine.service import Service
@@ -71,6 +73,8 @@ class HttpServer:
         insecure_no_auth: bool = False,
         tls_cert: str | None = None,
         tls_key: str | None = None,
+        map_tiles: MapTiles | None = None,
+        console_vendor: Path | None = None,
     ) -> None:
         self.service = service
         self.host = host
@@ -83,7 +87,17 @@ class HttpServer:
         self.metrics = EngineMetrics(service, registry)
         auth = Authenticator(tokens_from_env() if tokens is None else tokens)
         doc = dict(orders_doc) if orders_doc is not None else None
-        self.state = ApiState(service, doc, auth, self.metrics)
+        # the console map: tiles from EMGUARD_MAP_TILES, Leaflet from `npm ci` (or
+        # EMGUARD_CONSOLE_VENDOR_DIR); without Leaflet the console runs and says it has no map
+        vendor = vendor_dir() if console_vendor is None else console_vendor
+        self.state = ApiState(
+            service,
+            doc,
+            auth,
+            self.metrics,
+            tiles=tiles_from_env() if map_tiles is None else map_tiles,
+            vendor=vendor if warn_if_missing(vendor) else None,
+        )
         self.app = build_app(self.state)
         service.listeners.append(self.metrics.on_effects)
         service.listeners.append(self.state.on_effects)

@@ -205,6 +205,16 @@ class EngineMetrics:
                 self.dead_letters.labels(reason=str(message.payload.get("reason", "unknown"))).inc()
         self._drain_lag()
 
+    def dead_letter_total(self) -> int:
+        """Dead letters published since start, all reasons (``/readyz`` shows it in the console
+        header, where parsing the Prometheus text would be awkward)."""
+        total = 0.0
+        for metric in self.dead_letters.collect():
+            for sample in metric.samples:
+                if sample.name.endswith("_total"):
+                    total += sample.value
+        return int(total)
+
     def refresh(self) -> None:
         """Copy engine counters and current state into the metrics (called at scrape time)."""
         engine = self.service.engine

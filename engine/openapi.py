@@ -207,9 +207,25 @@ def openapi_schema() -> dict[str, Any]:
                                 ready={"type": "boolean"},
                                 broker_connected={"type": "boolean"},
                                 inbox_depth={"type": "integer"},
+                                dead_letters={"type": "integer"},
                             )
                         ),
                         "503": {"description": "not connected (same body)"},
+                    },
+                }
+            },
+            "/console/config.json": {
+                "get": {
+                    "summary": "The console's map settings: tile source, Leaflet's path, time zone",
+                    "security": [],
+                    "responses": {
+                        "200": _json(
+                            _obj(
+                                tiles={"type": "object"},
+                                leaflet={"type": ["string", "null"]},
+                                timezone={"type": "string"},
+                            )
+                        )
                     },
                 }
             },

@@ -1,12 +1,15 @@
 """JSON views of engine state for the HTTP API and the console (pure: state and ``now`` in).
 
-Positions are given twice: ``lat``/``lon`` for people and ``x``/``y`` in the
-engine's projected metres, which the console draws directly (no map tiles,
-no projection code in the browser).
+Positions are given twice: ``lat``/``lon`` (WGS84, what the console's Leaflet map draws) and
+``x``/``y`` in the engine's projected metres.  The latest position of each person involved in
+an alert also carries RD New coordinates (EPSG:28992, what Dutch police dispatch asks for),
+computed here with pyproj so the browser holds no projection code.  These views are for the
+monitoring centre only: nothing here is ever sent to the offender's device.
 """
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
@@ -16,9 +19,12 @@ from engine.alerts import ALARM_RANK, LEVEL_RANK, LEVELS, Alert, peak_rank
 from engine.orders import LEGAL_BASES, Order
 from engine.pipeline import Engine
 from engine.timeutil import format_time
+from geo.projection import RD_NEW, Projector
 
 CONSOLE_DIR = Path(__file__).parent / "console"
 TRACK_LIMIT = 64
+PERSON_FIELDS = ("name", "alias", "phone", "address")  # optional in the orders document
+_RD = Projector(RD_NEW)
 
 
 def queue_order(alert: Alert) -> tuple[int, int, int, float, str]:
@@ -46,9 +52,11 @@ def alert_summary(alert: Alert, now: float) -> dict[str, Any]:
     return doc
 
 
-def alert_detail(engine: Engine, alert: Alert, now: float) -> dict[str, Any]:
+def alert_detail(
+    engine: Engine, alert: Alert, now: float, orders_doc: Mapping[str, Any] | None = None
+) -> dict[str, Any]:
     """Everything the centre needs for one alert: history, notes thread, procedure, evidence
-    fixes, map data."""
+    fixes, map data, and the case (people, order) it belongs to."""
     doc = alert_summary(alert, now)
     doc["history"] = [h.to_dict(format_time(h.at)) for h in alert.history]
     doc["notes"] = notes_thread(alert)
@@ -59,7 +67,43 @@ def alert_detail(engine: Engine, alert: Alert, now: float) -> dict[str, Any]:
     }
     doc["evidence_fixes"] = evidence_fixes(engine, alert.evidence)
     doc["map"] = alert_map(engine, alert)
+    doc["case"] = case_panel(engine, alert, orders_doc, now)
     return doc
+
+
+def case_panel(
+    engine: Engine, alert: Alert, orders_doc: Mapping[str, Any] | None, now: float
+) -> dict[str, Any]:
+    """Who and what an alert is about: the subject and the protected person (ids, devices, and
+    the optional ``name``/``alias``/``phone``/``address`` of the orders document, which the
+    engine itself never reads) and the order (legal basis, validity, zones).  An operator who
+    must call the victim or send the police needs these on the same screen as the alarm."""
+    book = engine.book
+
+    def person(kind: str, pid: str | None) -> dict[str, Any] | None:
+        if not pid:
+            return None
+        known = book.subjects.get(pid) if kind == "subjects" else book.protected_persons.get(pid)
+        entry: dict[str, Any] = {"id": pid, "devices": list(known.devices) if known else []}
+        raw = next(
+            (
+                p
+                for p in (orders_doc or {}).get(kind, []) or []
+                if isinstance(p, Mapping) and p.get("id") == pid
+            ),
+            None,
+        )
+        for key in PERSON_FIELDS:
+            value = raw.get(key) if raw is not None else None
+            entry[key] = str(value) if isinstance(value, str | int | float) and value != "" else None
+        return entry
+
+    order = book.orders.get(alert.order or "")
+    return {
+        "subject": person("subjects", alert.subject),
+        "protected_person": person("protected_persons", alert.protected_person),
+        "order": order_summary(order, now) if order is not None else None,
+    }
 
 
 def notes_thread(alert: Alert) -> list[dict[str, Any]]:
@@ -102,11 +146,27 @@ def alert_map(engine: Engine, alert: Alert) -> dict[str, Any]:
     if alert.device and alert.device not in devices:
         devices.append(alert.device)
     tracks = {}
+    positions: list[dict[str, Any]] = []
     for d in devices:
         track = engine.tracks.get(d)
         if track and track.points:
             pts = list(track.points)[-TRACK_LIMIT:]
-            tracks[d] = [dict(_point(engine, p.x, p.y), t=format_time(p.t), acc=p.acc) for p in pts]
+            tracks[d] = [
+                dict(_point(engine, p.x, p.y), t=format_time(p.t), acc=p.acc, src=p.src)
+                for p in pts
+            ]
+            owner = book.owner_of(d)
+            last: dict[str, Any] = dict(tracks[d][-1])
+            # RD New for dispatch, from the WGS84 position (whatever CRS the engine runs in)
+            rd_x, rd_y = _RD.forward(float(last["lon"]), float(last["lat"]))
+            last.update(
+                device=d,
+                role=owner[0] if owner else None,
+                person=owner[1] if owner else None,
+                rd_x=round(float(rd_x), 2),
+                rd_y=round(float(rd_y), 2),
+            )
+            positions.append(last)
     victim = None
     order = book.orders.get(alert.order or "")
     if order and alert.protected_person:
@@ -126,6 +186,7 @@ def alert_map(engine: Engine, alert: Alert) -> dict[str, Any]:
     return {
         "crs": engine.config.crs,
         "tracks": tracks,
+        "latest": positions,
         "order_zones": zones,
         "zone": alert.zone,
         "victim_area": victim,

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import re
 import shutil
 import time
 from pathlib import Path
@@ -16,6 +17,7 @@ import pytest
 from engine.auth import Principal
 from engine.broker import EmbeddedBroker
 from engine.config import ServiceConfig
+from engine.console_map import NONE
 from engine.http import HttpServer
 from engine.orders import load_orders
 from engine.pipeline import Engine
@@ -75,7 +77,7 @@ async def test_alert_appears_live_and_is_acknowledged_from_the_console() -> None
             protocol=info.protocol,
             persistent_session=False,
         )
-        server = HttpServer(service, port=0, orders_doc=doc, tokens={})
+        server = HttpServer(service, port=0, orders_doc=doc, tokens={}, map_tiles=NONE)
         await server.start()
         stop = asyncio.Event()
         runner = asyncio.create_task(service.run(stop))
@@ -90,6 +92,7 @@ async def test_alert_appears_live_and_is_acknowledged_from_the_console() -> None
                     await page.goto(server.url + "/")
                     await expect(page.locator("#conn")).to_have_text("live", timeout=10_000)
                     assert await page.locator("#queue tbody tr").count() == 0
+                    await page.locator("h1").click()  # a user gesture: the page may make sound
 
                     u = urlparse(info.url)
                     version = (
@@ -114,6 +117,10 @@ async def test_alert_appears_live_and_is_acknowledged_from_the_console() -> None
                     await expect(row.locator(".state")).to_have_text("open")
                     alert_id = await row.get_attribute("data-alert-id")
                     assert alert_id and engine.alerts.alerts[alert_id].kind == "exclusion"
+                    # an alarm over MQTT: the row pulses and the page tried to beep
+                    await wait_until(lambda: engine.alerts.alerts[alert_id].level == "alarm")
+                    await expect(row).to_have_class(re.compile(r"\bfresh\b"), timeout=10_000)
+                    await page.wait_for_function("() => window.emguardBeeps >= 1")
 
                     await row.click()
                     await expect(page.locator("#detail-id")).to_have_text(alert_id)
@@ -156,7 +163,10 @@ async def console_page(tokens: dict[str, Principal] | None = None):  # type: ign
 
     executable = chromium_path()
     w = make_world(tokens=TOKENS if tokens is None else tokens)
-    server = HttpServer(w.service, port=0, orders_doc=w.doc, tokens=TOKENS if tokens is None else tokens)
+    server = HttpServer(
+        w.service, port=0, orders_doc=w.doc, tokens=TOKENS if tokens is None else tokens,
+        map_tiles=NONE,  # no tile requests leave the machine in tests
+    )
     await server.start()
     try:
         async with async_playwright() as pw:
