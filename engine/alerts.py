@@ -89,6 +89,35 @@ DEFAULT_TARGETS: Mapping[str, tuple[str, ...]] = {
     "signal_loss": ("supervisor", "field_service", "police"),
     "device_silent": ("supervisor", "field_service", "police"),
 }
+#: the call script of each kind's procedure (``*`` for every other kind): what an operator does,
+#: in order, shown beside the alarm (configurable: ``[alerts.scripts]``)
+DEFAULT_SCRIPTS: Mapping[str, tuple[str, ...]] = {
+    "*": (
+        "Check the map and the evidence: is it real (accuracy, source of the fixes)?",
+        "Call the subject: tell him what was seen and what he must do.",
+        "If a victim may be at risk or he does not comply: escalate.",
+        "Write what was done in a note; close with an outcome.",
+    ),
+    "proximity": (
+        "Call the protected person now: is she safe? Tell her to go to a safe place.",
+        "Call the subject: he must turn away and leave at once.",
+        "She cannot be reached, he does not comply, or they keep closing: escalate to the police "
+        "(control room) with the latest positions and RD coordinates.",
+        "Write what was done in a note; close with an outcome.",
+    ),
+    "panic": (
+        "Escalate to the police (control room) at once with her latest position.",
+        "Call the protected person; if she cannot talk, listen and keep the line open.",
+        "Call the subject: where is he now?",
+        "Write what was done in a note; close with an outcome.",
+    ),
+    "exclusion": (
+        "Check the map: is he inside the banned area beyond the accuracy of the fix?",
+        "Call the subject: he must leave the area now.",
+        "If the area protects a person, call her and tell her he is near.",
+        "He stays or does not answer: escalate (supervisor, police); write a note; close.",
+    ),
+}
 
 
 class AlertActionError(EngineError):
@@ -108,18 +137,28 @@ class AlertPolicy:
     ``auto_close``: kinds whose ``info``/``warning`` alerts close themselves when their
     condition clears (an alert that reached ``alarm`` never does).  ``outcomes``: the codes
     ``close`` accepts.  ``targets``: per kind (``*`` for the rest) the escalation targets of
-    its procedure, the first being the default when an older client names none.
+    its procedure, the first being the default when an older client names none.  ``scripts``:
+    per kind (``*`` for the rest) the steps of the procedure's call script; only shown, the
+    engine never reads them.
     """
 
     auto_close: frozenset[str] = frozenset(KINDS)
     outcomes: tuple[str, ...] = DEFAULT_OUTCOMES
     targets: Mapping[str, tuple[str, ...]] = field(default_factory=lambda: dict(DEFAULT_TARGETS))
+    scripts: Mapping[str, tuple[str, ...]] = field(default_factory=lambda: dict(DEFAULT_SCRIPTS))
 
     def targets_for(self, kind: str) -> tuple[str, ...]:
         """The escalation targets of ``kind``'s procedure."""
         found = self.targets.get(kind)
         if found is None:
             found = self.targets.get("*", DEFAULT_TARGETS["*"])
+        return found
+
+    def script_for(self, kind: str) -> tuple[str, ...]:
+        """The call script of ``kind``'s procedure."""
+        found = self.scripts.get(kind)
+        if found is None:
+            found = self.scripts.get("*", DEFAULT_SCRIPTS["*"])
         return found
 
 

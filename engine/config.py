@@ -14,7 +14,14 @@ from dataclasses import dataclass, field, fields, replace
 from pathlib import Path
 from typing import Any
 
-from engine.alerts import DEFAULT_DEADLINES, DEFAULT_TARGETS, KINDS, LEVELS, AlertPolicy
+from engine.alerts import (
+    DEFAULT_DEADLINES,
+    DEFAULT_SCRIPTS,
+    DEFAULT_TARGETS,
+    KINDS,
+    LEVELS,
+    AlertPolicy,
+)
 from engine.errors import ConfigError
 from engine.redact import MASK, redact_url
 
@@ -131,7 +138,7 @@ def _alert_policy(path: str | Path, section: Any) -> AlertPolicy:
     """``[alerts]``: what closes itself, the outcome codes, the escalation targets per kind."""
     if not isinstance(section, dict):
         raise ConfigError(f"config {path}: [alerts] must be a table")
-    unknown = set(section) - {"auto_close", "outcomes", "targets"}
+    unknown = set(section) - {"auto_close", "outcomes", "targets", "scripts"}
     if unknown:
         raise ConfigError(f"config {path}: unknown setting(s) [alerts].{sorted(unknown)}")
     default = AlertPolicy()
@@ -153,7 +160,23 @@ def _alert_policy(path: str | Path, section: Any) -> AlertPolicy:
         if not listed:
             raise ConfigError(f"config {path}: [alerts.targets].{kind} must name a target")
         targets[kind] = listed
-    return AlertPolicy(frozenset(auto_close), outcomes, targets)
+    return AlertPolicy(frozenset(auto_close), outcomes, targets, _per_kind(path, "scripts", section))
+
+
+def _per_kind(path: str | Path, key: str, section: dict[str, Any]) -> dict[str, tuple[str, ...]]:
+    """``[alerts.<key>]``: kind (or ``*``) = [lines], over the defaults of every other kind."""
+    found: dict[str, tuple[str, ...]] = dict(DEFAULT_SCRIPTS)
+    given = section.get(key, {})
+    if not isinstance(given, dict):
+        raise ConfigError(f"config {path}: [alerts.{key}] must be a table of kind = [lines]")
+    for kind, lines in given.items():
+        if kind != "*" and kind not in KINDS:
+            raise ConfigError(f"config {path}: unknown alert kind [alerts.{key}].{kind}")
+        listed = _names(path, f"{key}.{kind}", lines)
+        if not listed:
+            raise ConfigError(f"config {path}: [alerts.{key}].{kind} must have a line")
+        found[kind] = listed
+    return found
 
 
 def _names(path: str | Path, key: str, value: object) -> tuple[str, ...]:

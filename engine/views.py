@@ -64,6 +64,7 @@ def alert_detail(
     doc["procedure"] = {
         "escalation_targets": list(policy.targets_for(alert.kind)),
         "outcomes": list(policy.outcomes),
+        "script": list(policy.script_for(alert.kind)),
     }
     doc["evidence_fixes"] = evidence_fixes(engine, alert.evidence)
     doc["map"] = alert_map(engine, alert)

@@ -515,6 +515,11 @@ function renderCase(d) {
   const proc = d.procedure || { escalation_targets: [], outcomes: [] };
   const pb = el("div", { class: "person" });
   pb.append(el("h4", {}, "procedure (" + d.kind + ")"));
+  if ((proc.script || []).length) {
+    const ol = el("ol", { class: "script" });
+    for (const step of proc.script) ol.append(el("li", {}, step));
+    pb.append(ol);
+  }
   pb.append(el("p", {}, "escalate to: " + proc.escalation_targets.join(" → ")));
   pb.append(el("p", {}, "close with: " + proc.outcomes.map(x => x.replace(/_/g, " ")).join(", ") +
     ((d.close_needs || []).length ? " (and a note)" : "")));

@@ -189,6 +189,17 @@ def test_notes_make_a_thread_with_who_and_when() -> None:
     assert detail["notes"] == thread and "police" in detail["procedure"]["escalation_targets"]
 
 
+def test_the_alert_detail_carries_the_call_script_of_its_kind() -> None:
+    """The procedure beside the alarm: the kind's call script, in order (issue 24's case panel)."""
+    from engine.alerts import DEFAULT_SCRIPTS
+
+    h, aid = cleared_alarm()
+    alert = h.engine.alerts.alerts[aid]
+    detail = alert_detail(h.engine, alert, T0 + 400)
+    expected = DEFAULT_SCRIPTS.get(alert.kind, DEFAULT_SCRIPTS["*"])
+    assert detail["procedure"]["script"] == list(expected) and len(expected) >= 3
+
+
 def test_resolve_is_accepted_as_close() -> None:
     """Older clients' ``resolve`` closes, with the same requirements."""
     h, aid = cleared_alarm()

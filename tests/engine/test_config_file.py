@@ -65,6 +65,9 @@ def test_alerts_section_sets_auto_close_outcomes_and_targets(tmp_path):
         ("[alerts]\noutcomes = []\n", "at least one"),
         ("[alerts]\nsound = true\n", "unknown setting"),
         ('[alerts.targets]\nnope = ["police"]\n', "unknown alert kind"),
+        ('[alerts.scripts]\nnope = ["call her"]\n', "unknown alert kind"),
+        ('[alerts.scripts]\npanic = []\n', "must have a line"),
+        ('[alerts.scripts]\npanic = "call her"\n', "list of names"),
     ],
 )
 def test_a_bad_alerts_section_fails_at_start_up_naming_it(tmp_path, text, needle):
@@ -73,3 +76,24 @@ def test_a_bad_alerts_section_fails_at_start_up_naming_it(tmp_path, text, needle
     path.write_text(text)
     with pytest.raises(ConfigError, match=needle):
         load_engine_config(path)
+
+
+def test_alerts_scripts_set_the_call_script_of_a_kind_over_the_defaults(tmp_path):
+    """[alerts.scripts] replaces one kind's call script; every other kind keeps its default."""
+    from engine.alerts import DEFAULT_SCRIPTS
+
+    path = tmp_path / "c.toml"
+    path.write_text('[alerts.scripts]\npanic = ["Call 112.", "Call her."]\n')
+    policy = load_engine_config(path).alert_policy
+    assert policy.script_for("panic") == ("Call 112.", "Call her.")
+    assert policy.script_for("proximity") == DEFAULT_SCRIPTS["proximity"]
+    assert policy.script_for("battery") == DEFAULT_SCRIPTS["*"]
+
+
+def test_the_shipped_example_config_loads():
+    """deploy/emguard.example.toml, call scripts included, is a config the engine accepts."""
+    from pathlib import Path
+
+    example = Path(__file__).resolve().parents[2] / "deploy" / "emguard.example.toml"
+    policy = load_engine_config(example).alert_policy
+    assert policy.script_for("panic")[0].startswith("Escalate to the police")

@@ -201,6 +201,7 @@ async def test_an_alarm_beeps_flashes_and_the_map_puts_him_where_his_fix_said() 
         await expect(page.locator("#case")).to_contain_text("Eva Jansen")
         await expect(page.locator("#case")).to_contain_text("Coolsingel 40, Rotterdam")
         await expect(page.locator("#case")).to_contain_text("vrijheidsbeperkende maatregel")
+        await expect(page.locator("#case ol.script li").first).to_contain_text("Call the protected person")
         await expect(page.locator("#health")).to_contain_text("dead letters 0")
         # meanwhile he walks into the ban zone: a second alarm, highlighted while unopened
         for i in range(4):
