@@ -135,7 +135,7 @@ def load_engine_config(path: str | Path, prefix: str = "em") -> EngineConfig:
 
 
 def _alert_policy(path: str | Path, section: Any) -> AlertPolicy:
-    """``[alerts]``: what closes itself, the outcome codes, the escalation targets per kind."""
+    """``[alerts]``: what closes itself, the outcome codes, escalation targets and call scripts per kind."""
     if not isinstance(section, dict):
         raise ConfigError(f"config {path}: [alerts] must be a table")
     unknown = set(section) - {"auto_close", "outcomes", "targets", "scripts"}
@@ -149,32 +149,29 @@ def _alert_policy(path: str | Path, section: Any) -> AlertPolicy:
     outcomes = _names(path, "outcomes", section.get("outcomes", list(default.outcomes)))
     if not outcomes:
         raise ConfigError(f"config {path}: [alerts].outcomes must list at least one outcome code")
-    targets: dict[str, tuple[str, ...]] = dict(DEFAULT_TARGETS)
-    given = section.get("targets", {})
-    if not isinstance(given, dict):
-        raise ConfigError(f"config {path}: [alerts.targets] must be a table of kind = [targets]")
-    for kind, names in given.items():
-        if kind != "*" and kind not in KINDS:
-            raise ConfigError(f"config {path}: unknown alert kind [alerts.targets].{kind}")
-        listed = _names(path, f"targets.{kind}", names)
-        if not listed:
-            raise ConfigError(f"config {path}: [alerts.targets].{kind} must name a target")
-        targets[kind] = listed
-    return AlertPolicy(frozenset(auto_close), outcomes, targets, _per_kind(path, "scripts", section))
+    return AlertPolicy(
+        frozenset(auto_close),
+        outcomes,
+        _per_kind(path, section, "targets", DEFAULT_TARGETS, "name a target"),
+        _per_kind(path, section, "scripts", DEFAULT_SCRIPTS, "have a line"),
+    )
 
 
-def _per_kind(path: str | Path, key: str, section: dict[str, Any]) -> dict[str, tuple[str, ...]]:
-    """``[alerts.<key>]``: kind (or ``*``) = [lines], over the defaults of every other kind."""
-    found: dict[str, tuple[str, ...]] = dict(DEFAULT_SCRIPTS)
+def _per_kind(
+    path: str | Path, section: dict[str, Any], key: str,
+    defaults: Mapping[str, tuple[str, ...]], needs: str,
+) -> dict[str, tuple[str, ...]]:
+    """``[alerts.<key>]``: kind (or ``*``) = [names], over the defaults of every other kind."""
+    found: dict[str, tuple[str, ...]] = dict(defaults)
     given = section.get(key, {})
     if not isinstance(given, dict):
-        raise ConfigError(f"config {path}: [alerts.{key}] must be a table of kind = [lines]")
-    for kind, lines in given.items():
+        raise ConfigError(f"config {path}: [alerts.{key}] must be a table of kind = [{key}]")
+    for kind, names in given.items():
         if kind != "*" and kind not in KINDS:
             raise ConfigError(f"config {path}: unknown alert kind [alerts.{key}].{kind}")
-        listed = _names(path, f"{key}.{kind}", lines)
+        listed = _names(path, f"{key}.{kind}", names)
         if not listed:
-            raise ConfigError(f"config {path}: [alerts.{key}].{kind} must have a line")
+            raise ConfigError(f"config {path}: [alerts.{key}].{kind} must {needs}")
         found[kind] = listed
     return found
 
