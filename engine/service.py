@@ -547,12 +547,10 @@ class Service:
                 self.poisoned += 1
                 self.engine.stats.rejected["poison"] += 1
                 log.error("dead-lettering a message on %s: in flight at %d failures", topic, failures)
-                self._stage([deadletter(self.config.topic_prefix, {
-                    "reason": "poison",
-                    "detail": f"the service failed {failures} times with this message in flight",
-                    "topic": topic, "payload": payload[:4096].decode("utf-8", "replace"),
-                    "arrival": format_time(arrival),
-                })])
+                self._dead_letter(
+                    "poison", f"the service failed {failures} times with this message in flight",
+                    topic, payload[:4096], arrival,
+                )
                 if ack is not None:
                     self._held_acks.append(ack)
                 self._suspects_cleared.append(key)
@@ -655,7 +653,7 @@ class Service:
             # (group commit), and operator actions meanwhile, belong to the next one
             messages, staged_alerts = list(self._staged), dict(self._staged_alerts)
             acks = list(self._held_acks)
-            uncommitted = list(self._uncommitted)
+            uncommitted = len(self._uncommitted)
             cleared = list(self._suspects_cleared)
             submitted = len(self._submitted_processed)
             started = time.perf_counter()
@@ -674,7 +672,7 @@ class Service:
             self.store_connected = True
             del self._staged[: len(messages)]
             del self._held_acks[: len(acks)]
-            del self._uncommitted[: len(uncommitted)]
+            del self._uncommitted[:uncommitted]
             for alert_id, alert in staged_alerts.items():
                 if self._staged_alerts.get(alert_id) is alert:
                     del self._staged_alerts[alert_id]
@@ -734,12 +732,16 @@ class Service:
         except (InvalidAck, AlertActionError) as exc:
             reason = exc.reason if isinstance(exc, InvalidAck) else "bad_ack"
             self.engine.stats.rejected[reason] += 1
-            self._stage([deadletter(self.config.topic_prefix, {
-                "reason": reason, "detail": str(exc)[:500], "topic": f"{self.config.topic_prefix}/ack",
-                "payload": payload[:4096].decode("utf-8", "replace"), "arrival": format_time(arrival),
-            })])
+            self._dead_letter(reason, str(exc)[:500], f"{self.config.topic_prefix}/ack", payload[:4096], arrival)
             return
         self._emit(effects)
+
+    def _dead_letter(self, reason: str, detail: str, topic: str, payload: bytes, arrival: float) -> None:
+        """A message the service itself refused (not the decoder), staged like every dead letter."""
+        self._stage([deadletter(self.config.topic_prefix, {
+            "reason": reason, "detail": detail, "topic": topic,
+            "payload": payload.decode("utf-8", "replace"), "arrival": format_time(arrival),
+        })])
 
     def _emit(self, effects: Effects) -> None:
         if not effects.messages and not effects.changes:
@@ -787,10 +789,7 @@ class Service:
         except Exception as exc:  # the loop must survive our own bugs too
             log.exception("engine failed on a message from %s", topic)
             self.engine.stats.rejected["internal_error"] += 1
-            self._stage([deadletter(self.config.topic_prefix, {
-                "reason": "internal_error", "detail": f"{type(exc).__name__}: {exc}", "topic": topic,
-                "payload": payload.decode("utf-8", "replace"), "arrival": format_time(arrival),
-            })])
+            self._dead_letter("internal_error", f"{type(exc).__name__}: {exc}", topic, payload, arrival)
             return
         self._emit(effects)
 

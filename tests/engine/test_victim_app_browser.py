@@ -259,16 +259,24 @@ async def test_the_warning_rises_as_he_approaches_and_her_fixes_follow_her() -> 
             assert kept not in stored, f"no warning or sent position kept on the phone ({kept})"
 
 
+async def go_offline(live: Any) -> None:
+    """Once the app is live and has sent a fix, take the phone offline and wait until it knows."""
+    from playwright.async_api import expect
+
+    page = live.page
+    await expect(page.locator("#conn")).to_have_attribute("data-state", "live", timeout=10_000)
+    await wait_until(lambda: len(live.her_fixes()) >= 1)
+    await live.context.set_offline(True)
+    await expect(page.locator("#conn")).to_have_attribute("data-state", "offline", timeout=5_000)
+
+
 async def test_offline_fixes_are_kept_and_arrive_as_one_burst() -> None:
     """Offline, her moves are buffered on the phone; back online they reach the engine in one upload."""
     from playwright.async_api import expect
 
     async with live_app() as live:
         page = live.page
-        await expect(page.locator("#conn")).to_have_attribute("data-state", "live", timeout=10_000)
-        await wait_until(lambda: len(live.her_fixes()) >= 1)
-        await live.context.set_offline(True)
-        await expect(page.locator("#conn")).to_have_attribute("data-state", "offline", timeout=5_000)
+        await go_offline(live)
         # no stream, no warnings: the app must not look calm
         await expect(page.locator("body")).to_have_attribute("data-level", "unknown")
         await expect(page.locator("#level-text")).to_have_text("No connection")
@@ -311,10 +319,7 @@ async def test_a_panic_held_offline_waits_and_goes_first_when_back() -> None:
 
     async with live_app() as live:
         page = live.page
-        await expect(page.locator("#conn")).to_have_attribute("data-state", "live", timeout=10_000)
-        await wait_until(lambda: len(live.her_fixes()) >= 1)
-        await live.context.set_offline(True)
-        await expect(page.locator("#conn")).to_have_attribute("data-state", "offline", timeout=5_000)
+        await go_offline(live)
         await live.move(0.0, 60.0)
         await hold(page, "#panic", 1.8)
         await expect(page.locator("#panic-state")).to_have_text(
