@@ -3,7 +3,7 @@
 Feeds the seeded message stream of ``benchmarks/ingest.py`` (same scenario and
 generator functions) straight into one in-process ``Engine`` on a virtual clock:
 message ``j`` arrives at ``T0 + j / rate`` with its device time 5 ms earlier, and
-``tick`` runs every 0.2 s of that clock (as ``engine.service`` does in wall time).
+``tick`` runs every 0.2 s of that clock (as ``engine.runtime.service`` does in wall time).
 The orders' validity is pinned to ``T0`` (not the wall clock), so a run's decisions
 are the same every time and on every machine: the last lines print a digest of every
 effect (messages and alert changes) that a code change must not alter.
@@ -37,12 +37,12 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 
 from ingest import build_engine, build_scenario, build_stream  # noqa: E402
 
-from engine.native import build_name  # noqa: E402
-from engine.timeutil import format_time, parse_time  # noqa: E402
+from devices.timeutil import format_time, parse_time  # noqa: E402
+from engine.tools.native import build_name  # noqa: E402
 
 T0 = parse_time("2026-11-24T21:30:00Z")  # 22:30 in Amsterdam: the night curfews are active
 TICK_S = 0.2
-BATCH = 64  # engine.service.BATCH
+BATCH = 64  # engine.runtime.service.BATCH
 
 
 DAY_CURFEW = ("00:30", "08:30")  # starts 2 h after T0 (Amsterdam time), as ingest.py's day runs
@@ -148,7 +148,7 @@ def main() -> None:
     )
     args = parser.parse_args()
     # warm the JIT (and the Numba cache) outside the timed runs
-    print(f"build={build_name()}", flush=True)  # engine.native: pure or compiled modules
+    print(f"build={build_name()}", flush=True)  # engine.tools.native: pure or compiled modules
     warm_doc = pinned_doc(10, args.seed)
     run_once(warm_doc, messages_for(10, 200, args.seed, args.rate), digest=False)
     for subjects in args.subjects or [2_000, 10_000]:
@@ -168,7 +168,7 @@ def main() -> None:
             print(
                 f"subjects={subjects} messages={messages} cpu_s={cpu:.2f} wall_s={wall:.2f} "
                 f"fixes={s.fixes} evaluated={s.evaluated} rejected={sum(s.rejected.values())} "
-                f"alerts={len(engine.alerts.alerts)} effects={n_eff} digest={dig}",
+                f"alerts={len(engine.core.alerts.alerts)} effects={n_eff} digest={dig}",
                 flush=True,
             )
         assert best is not None

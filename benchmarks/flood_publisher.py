@@ -17,7 +17,7 @@ import struct
 import time
 from collections.abc import Callable, Sequence
 
-from engine.intake import remaining_length  # the engine's own PUBLISH framing
+from engine.runtime.intake import remaining_length  # the engine's own PUBLISH framing
 
 CONNECT, CONNACK, PUBLISH_QOS1, PUBACK, PINGREQ = 0x10, 0x20, 0x32, 0x40, 0xC0
 PINGREQ_PACKET = b"\xc0\x00"

@@ -6,7 +6,7 @@ flight; a plain-socket flood publisher, ``benchmarks/flood_publisher.py``, or pa
 ``--publisher paho``), and measures, in one run:
 
 1. ``raw``: an aiomqtt subscriber that only counts QoS 1 messages (the engine's filters);
-2. ``engine-memory``: the full ``engine.service.Service`` in this process (decode,
+2. ``engine-memory``: the full ``engine.runtime.service.Service`` in this process (decode,
    validate, dedup, zones, proximity, health, alerts, outbox) with in-memory state;
 3. ``engine-redis``: the same with ``RedisStore`` (one atomic commit per micro-batch,
    manual QoS 1 acks after the commit);
@@ -58,10 +58,10 @@ ROOT = Path(__file__).resolve().parent.parent
 if str(ROOT) not in sys.path:
     sys.path.insert(0, str(ROOT))
 
-from engine.broker import free_port, mosquitto_binary, wait_for_port  # noqa: E402
-from engine.native import build_name  # noqa: E402
-from engine.testing import ORIGIN  # noqa: E402
-from engine.timeutil import format_time, parse_time  # noqa: E402
+from devices.timeutil import format_time, parse_time  # noqa: E402
+from engine.runtime.broker import free_port, mosquitto_binary, wait_for_port  # noqa: E402
+from engine.tools.native import build_name  # noqa: E402
+from engine.tools.testing import ORIGIN  # noqa: E402
 from geo.projection import Projector  # noqa: E402
 
 LEVEL_ORDER = ("info", "warning", "alarm", "critical")
@@ -627,9 +627,9 @@ async def raw_pass(bench: Bench) -> Pass:
 def build_engine(doc: dict[str, Any], reorder_quiet_s: float | None = None) -> Any:
     from dataclasses import replace
 
-    from engine.config import EngineConfig, RuleConfig
-    from engine.orders import load_orders
-    from engine.pipeline import Engine
+    from engine.core.config import EngineConfig, RuleConfig
+    from engine.core.orders import load_orders
+    from engine.core.pipeline import Engine
 
     rules = (
         RuleConfig()
@@ -668,17 +668,17 @@ async def engine_pass(
     reorder_quiet_s: float | None = None,
     enrolled: Scenario | None = None,
 ) -> Pass:
-    from engine.config import ServiceConfig
-    from engine.heap import FreezeAfterFullPass, freeze_loaded_state
-    from engine.service import Service
-    from engine.store_redis import RedisStore
+    from engine.core.config import ServiceConfig
+    from engine.runtime.heap import FreezeAfterFullPass, freeze_loaded_state
+    from engine.runtime.service import Service
+    from engine.runtime.store_redis import RedisStore
 
     engine = build_engine(doc, reorder_quiet_s)
     if enrolled is not None:
         enrol(engine, enrolled)
     before = engine.stats.received  # the enrolment is not part of the measured stream
     # as ``emguard serve`` does after loading (full GC passes over the orders cost ~15 %), and
-    # its policy for what traffic adds (engine.heap); the raw pass keeps Python's defaults
+    # its policy for what traffic adds (engine.runtime.heap); the raw pass keeps Python's defaults
     freeze_loaded_state()
     policy = FreezeAfterFullPass().install()
     store = (
@@ -721,7 +721,7 @@ async def engine_pass(
         result.messages = min(result.messages, stats.received - before)
     result.note = (
         result.note + f" fixes={stats.fixes} rejected={sum(stats.rejected.values())} "
-        f"dup={stats.duplicates} evaluated={stats.evaluated} alerts={len(engine.alerts.alerts)}"
+        f"dup={stats.duplicates} evaluated={stats.evaluated} alerts={len(engine.core.alerts.alerts)}"
         f" published={published} outbox_left={outbox_left} {pauses}"
     ).strip()
     if store is not None and service.commits:
@@ -761,7 +761,7 @@ async def serve_pass(bench: Bench, orders_path: Path, workers: int) -> Pass:
         }
         procs.append(
             _spawn(
-                [sys.executable, "-m", "engine.cli", "serve"],
+                [sys.executable, "-m", "engine.tools.cli", "serve"],
                 bench.tmp / f"worker-{workers}-{w}.log",
                 env,
             )
@@ -867,7 +867,7 @@ def report(
 
 
 async def main_async(args: argparse.Namespace) -> None:
-    print(f"build={build_name()} (engine.native; benchmarks/native_tree.py makes a compiled copy)")
+    print(f"build={build_name()} (engine.tools.native; benchmarks/native_tree.py makes a compiled copy)")
     with tempfile.TemporaryDirectory(prefix="emguard-ingest-") as tmpdir:
         tmp = Path(tmpdir)
         bench = Bench(args, tmp)

@@ -36,7 +36,7 @@ def copy_tree(dest: Path) -> None:
 
 
 def build(dest: Path) -> str:
-    """Compile ``dest`` in place; return the build its modules import as (``engine.native``)."""
+    """Compile ``dest`` in place; return the build its modules import as (``engine.tools.native``)."""
     env = dict(os.environ, EMGUARD_NATIVE="1")
     subprocess.run(
         [sys.executable, "setup.py", "-q", "build_ext", "--inplace", "-j", str(os.cpu_count() or 1)],
@@ -44,7 +44,7 @@ def build(dest: Path) -> str:
     )
     shutil.rmtree(dest / "build", ignore_errors=True)
     return subprocess.run(
-        [sys.executable, "-c", "from engine.native import build_name; print(build_name())"],
+        [sys.executable, "-c", "from engine.tools.native import build_name; print(build_name())"],
         cwd=dest, capture_output=True, text=True, check=True,
     ).stdout.strip()
 

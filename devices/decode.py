@@ -58,7 +58,7 @@ _decode_json = msgspec.json.decode
 class Decoded:
     """Everything one MQTT message yielded; all three lists may be empty (e.g. OwnTracks ``lwt``).
 
-    A written ``__init__`` (made per message: engine.native).
+    A written ``__init__`` (made per message: engine.tools.native).
     """
 
     fixes: list[Fix]

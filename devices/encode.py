@@ -12,7 +12,7 @@ from __future__ import annotations
 from typing import Any
 
 from devices.model import DeviceEvent, Fix
-from engine.timeutil import format_time
+from devices.timeutil import format_time
 
 
 def _time(t: float, epoch_ms: bool) -> str | int:

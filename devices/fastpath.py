@@ -8,7 +8,7 @@ runs the slow path in ``devices.validate``, which finds the precise reason and d
 
 Invariant (tested with hypothesis in tests/devices/test_device_fuzz.py): whenever this path
 returns fixes, the slow path returns the identical fixes.  Compiled in the compiled build
-(engine.native); the ``Struct`` it reads is not (``devices.wire``).
+(engine.tools.native); the ``Struct`` it reads is not (``devices.wire``).
 """
 
 from __future__ import annotations
@@ -97,7 +97,7 @@ def _days_in_month(year: i64, month: i64) -> i64:
 
 def _days_from_civil(year: i64, month: i64, day: i64) -> i64:
     """Days from 1970-01-01 to a date (``year >= 1``): H. Hinnant's ``days_from_civil``, the
-    inverse of ``engine.timeutil._civil_from_days``."""
+    inverse of ``devices.timeutil._civil_from_days``."""
     y = year - 1 if month <= 2 else year
     era = y // 400
     yoe = y - era * 400

@@ -58,10 +58,10 @@ class RejectReason(enum.StrEnum):
 class Fix:
     """One position report from a device (contract §2), validated; never changed once made.
 
-    A written ``__init__`` and not ``frozen`` (made for every fix: engine.native), so in the
+    A written ``__init__`` and not ``frozen`` (made for every fix: engine.tools.native), so in the
     compiled build a native class.  It pickles as a call of its constructor, which both builds
     read alike (fixes waiting in a reorder buffer are stored with their case,
-    engine.case_state); a fix stored while it was a frozen dataclass comes back through
+    engine.core.case_state); a fix stored while it was a frozen dataclass comes back through
     ``__setstate__``.
     """
 
@@ -119,7 +119,7 @@ class Fix:
         return f"{self.device}:{self.seq}"
 
 
-@mypyc_attr(native_class=False)  # pickled in case parts as before (engine.state_pickle)
+@mypyc_attr(native_class=False)  # pickled in case parts as before (engine.core.state_pickle)
 @dataclass(frozen=True, slots=True)
 class DeviceEvent:
     """One device event (contract §3), validated."""
@@ -142,7 +142,7 @@ class Rejection:
     """A message (or one element of a burst) that failed validation.
 
     ``payload`` keeps the raw text so the dead-letter record loses nothing.  Never changed
-    once made (a written ``__init__``, not ``frozen``: engine.native).
+    once made (a written ``__init__``, not ``frozen``: engine.tools.native).
     """
 
     reason: RejectReason

@@ -1,7 +1,7 @@
 """Which devices exist, what they are, who carries them and how often they report.
 
 The orders file (contract §4) already says which devices belong to which
-subject or protected person, so the registry is built from the ``OrderBook``;
+subject or protected person, so the registry is built from the orders (``DeviceOwners``);
 an optional registry file adds what orders do not say (fix interval, silence
 limit, OwnTracks login, victim device vs phone).  The deploy tooling generates
 broker accounts and ACLs from ``roles()`` and ``owntracks_map()``.
@@ -32,10 +32,27 @@ import math
 from collections.abc import Iterator, Mapping
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Literal, cast
+from typing import Any, Literal, Protocol, cast
 
 from devices.errors import RegistryError
-from engine.orders import OrderBook
+
+
+class DeviceOwners(Protocol):
+    """What the registry reads from the orders: who carries which device.
+
+    The orders model (``engine.core.orders.OrderBook``) provides it; devices/ sits below the
+    engine, so the registry names only the four facts it needs.
+    """
+
+    @property
+    def owntracks(self) -> Mapping[str, str]: ...
+    @property
+    def device_owner(self) -> Mapping[str, tuple[str, str]]: ...
+    @property
+    def subjects(self) -> Mapping[str, Any]: ...
+    @property
+    def protected_persons(self) -> Mapping[str, Any]: ...
+
 
 Role = Literal["ankle_monitor", "victim_device", "victim_phone"]
 ROLES: frozenset[str] = frozenset({"ankle_monitor", "victim_device", "victim_phone"})
@@ -83,7 +100,7 @@ class DeviceRegistry:
 
     @classmethod
     def from_orders(
-        cls, book: OrderBook, overrides: str | Path | Mapping[str, Any] | None = None
+        cls, book: DeviceOwners, overrides: str | Path | Mapping[str, Any] | None = None
     ) -> DeviceRegistry:
         """Every device named in the orders, with defaults, then the registry file applied."""
         phones = {dev: key for key, dev in book.owntracks.items()}
@@ -106,7 +123,7 @@ class DeviceRegistry:
             raise RegistryError(f"{label}: {exc}") from None
 
     @classmethod
-    def load(cls, path: str | Path, book: OrderBook) -> DeviceRegistry:
+    def load(cls, path: str | Path, book: DeviceOwners) -> DeviceRegistry:
         """``from_orders(book, path)`` with the file first, as the deploy tooling calls it."""
         return cls.from_orders(book, path)
 
@@ -170,7 +187,7 @@ def _entries(source: str | Path | Mapping[str, Any]) -> Iterator[tuple[str, dict
 
 
 def _apply(
-    entry: Mapping[str, Any], base: DeviceInfo | None, book: OrderBook, where: str
+    entry: Mapping[str, Any], base: DeviceInfo | None, book: DeviceOwners, where: str
 ) -> DeviceInfo:
     device = cast(str, entry["id"])
     role = entry.get("role", base.role if base else None)

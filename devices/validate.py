@@ -27,7 +27,7 @@ import msgspec
 
 from devices.errors import InvalidPayload
 from devices.model import EVENT_TYPES, DeviceEvent, Fix, FixSource, RejectReason, StrapState
-from engine.timeutil import format_time, parse_time
+from devices.timeutil import format_time, parse_time
 
 MISSING: Final = object()
 SOURCES: Final = frozenset({"gnss", "wifi", "cell"})
@@ -42,7 +42,7 @@ _SHOW_MAX: Final = 60
 # encoding deeper in the engine and fails there (a seq of 2**63 passed validation, then made
 # the state commit raise OverflowError: all alerting stopped).  Each is far above what real
 # firmware sends; docs/contract-extensions.md lists them with their reject reasons.
-MAX_SEQ: Final = 2**63 - 1  # seq is stored as a signed 64-bit integer (engine.tracks.SeqMemory)
+MAX_SEQ: Final = 2**63 - 1  # seq is stored as a signed 64-bit integer (engine.core.tracks.SeqMemory)
 MAX_PAYLOAD_BYTES: Final = 262_144  # one message; a burst of ~1,500 fixes (a day at 1/min)
 MAX_BURST: Final = 4096  # elements of one burst (array) message
 MAX_TOPIC_CHARS: Final = 256  # a received topic (its parse is cached per topic: decode.py)

@@ -3,7 +3,7 @@
 Nearly every fix on the wire is valid, so the decoder first asks msgspec to decode straight
 into ``WireFix``, whose types and range constraints are checked in C
 (``devices.fastpath.fast_fixes`` turns it into ``Fix`` records).  This module stays Python in
-the compiled build (engine.native): mypyc turns a msgspec ``Struct`` into a class msgspec no
+the compiled build (engine.tools.native): mypyc turns a msgspec ``Struct`` into a class msgspec no
 longer decodes into.
 """
 

@@ -5,7 +5,7 @@ A secret in a log line is a secret on every machine the logs are shipped to
 
 * ``redact_url`` for code that shows a URL on purpose (``emguard serve``'s
   start-up line names the broker and the Redis it uses);
-* ``RedactingFilter``, installed on the log handlers by ``engine.logjson`` and
+* ``RedactingFilter``, installed on the log handlers by ``engine.runtime.logjson`` and
   the CLI, as defence in depth: it masks the password of any
   ``scheme://user:password@host`` URL and every registered secret
   (``register_secret``) in the message, the formatted arguments, the

@@ -12,7 +12,7 @@ to another key, so callers must not keep slots of removed keys.  Not
 thread-safe for writers: update from one thread; evaluation only reads.
 
 The engine asks ``signed_distance_at`` about one fix and one zone at a time, from compiled
-code (engine.native compiles this module too).  A circle's centre and radius are also kept
+code (engine.tools.native compiles this module too).  A circle's centre and radius are also kept
 as plain numbers per slot, and its distance is worked out there with the kernel's own
 operations (``kernels.record_fast``: ``sqrt(dx*dx + dy*dy) - r``): the same number without
 a Numba call.  Polygons go to the kernel.
@@ -69,7 +69,7 @@ class ZoneIndex:
         self._used = 0  # doubles of blob in use (live + garbage)
         self._garbage = 0
         # counts changes to which key has which slot (a key stored for the first time, or
-        # removed): a caller that keeps slots checks it has not moved (engine.rules.zones)
+        # removed): a caller that keeps slots checks it has not moved (engine.core.rules.zones)
         self.slots_version = 0
         self.zoff = np.full(0, -1, dtype=np.int64)
         self.zlen = np.zeros(0, dtype=np.int64)

@@ -4,7 +4,7 @@ Thin wrappers that validate shapes and dtypes and call ``geo.kernels``;
 velocities are in m/s along the projection's x and y axes.
 
 Two functions are not wrappers: ``assess_pair`` and ``predict_from_two`` answer for one pair
-or one track from the engine's per-fix path (compiled by mypyc: engine.native), where a call
+or one track from the engine's per-fix path (compiled by mypyc: engine.tools.native), where a call
 into Numba cost 3,000 instructions, more than the arithmetic it ran.  They repeat the
 kernels' arithmetic operation for operation (``geo.kernels.proximity``: lengths as
 ``sqrt(x*x + y*y)``), so they give the kernels' numbers bit for bit; a hypothesis test holds

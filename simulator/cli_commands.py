@@ -1,6 +1,6 @@
 """Click commands for ``emguard``: simulate, publish, score, suite, import-track.
 
-The console entry point lives in ``engine.cli``; it attaches these with
+The console entry point lives in ``engine.tools.cli``; it attaches these with
 ``main.add_command(...)`` (see ``COMMANDS``), so the simulator's options are
 defined and tested next to the code they drive.
 """
@@ -108,7 +108,7 @@ def score_command(
     check: bool,
 ) -> None:
     """Recall, detection delay, lead time, false alarms and flapping per alert kind."""
-    from simulator.score import score_files
+    from simulator.scoring import score_files
     from simulator.tables import format_table, result_summary
 
     try:

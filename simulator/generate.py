@@ -16,7 +16,7 @@ from dataclasses import dataclass
 from pathlib import Path as FilePath
 from typing import Any
 
-from engine.timeutil import format_time
+from devices.timeutil import format_time
 from simulator.delivery import deliver
 from simulator.events import apply_events
 from simulator.oracle import compute_truth

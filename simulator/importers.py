@@ -26,7 +26,7 @@ from collections.abc import Iterable, Mapping
 from pathlib import Path
 from typing import Any
 
-from engine.timeutil import format_time, parse_time
+from devices.timeutil import format_time, parse_time
 from simulator.errors import ImportTrackError
 from simulator.trace import TraceMessage, sort_by_arrival, write_trace
 

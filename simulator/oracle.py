@@ -29,7 +29,7 @@ from dataclasses import replace
 import numpy as np
 import shapely
 
-from engine.orders import Order, ProximityRule, ZoneRule
+from engine.core.orders import Order, ProximityRule, ZoneRule
 from simulator.orders_doc import ZoneGeom
 from simulator.paths import Path
 from simulator.truth import (

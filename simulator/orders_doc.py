@@ -17,9 +17,9 @@ from typing import Any
 import shapely
 from shapely.geometry import MultiPolygon, Point, Polygon
 
+from devices.timeutil import format_time
+from engine.core.orders import OrderBook, ZoneRule, load_orders
 from engine.errors import OrdersError
-from engine.orders import OrderBook, ZoneRule, load_orders
-from engine.timeutil import format_time
 from geo.errors import GeoError
 from geo.projection import Projector
 from simulator.errors import ScenarioError

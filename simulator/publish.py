@@ -91,7 +91,7 @@ async def publish_trace(
     needs ``speed`` 1: at any other speed the device clock would drift from the wall clock
     (ahead of it, fixes are refused as from the future; behind it, everything is late).
     """
-    from engine.replay import read_trace  # late: importing the engine costs ~0.8 s
+    from engine.runtime.replay import read_trace  # late: importing the engine costs ~0.8 s
 
     if speed < 0:
         raise SimulatorError("speed must be >= 0 (0: as fast as possible)")

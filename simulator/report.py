@@ -21,8 +21,8 @@ from typing import Any
 import numpy as np
 import shapely
 
-from engine.orders import OrderBook, load_orders
-from engine.timeutil import format_time, parse_time
+from devices.timeutil import format_time, parse_time
+from engine.core.orders import OrderBook, load_orders
 from geo.projection import Projector
 from simulator.orders_doc import zone_geometries
 from simulator.score import AlertEpisode, ScoreResult

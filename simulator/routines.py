@@ -25,8 +25,8 @@ from zoneinfo import ZoneInfo
 
 import numpy as np
 
+from engine.core.orders import _parse_days
 from engine.errors import OrdersError
-from engine.orders import _parse_days
 from simulator.errors import ScenarioError
 from simulator.paths import Path, PathBuilder, SpeedProcess, mode_spec
 from simulator.scenario import PersonSpec, Place, Scenario, resolve_place

@@ -17,7 +17,7 @@ from typing import Any
 import numpy as np
 from numpy.typing import NDArray
 
-from engine.timeutil import format_time
+from devices.timeutil import format_time
 from simulator.noise import AccuracyModel, draw_errors, multipath_offset
 from simulator.world import DeviceScript, World
 

@@ -24,7 +24,7 @@ from pathlib import Path
 from typing import Any
 from zoneinfo import ZoneInfo
 
-from engine.timeutil import parse_time
+from devices.timeutil import parse_time
 from geo.projection import Projector
 from simulator.errors import ScenarioError
 

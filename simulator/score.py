@@ -37,9 +37,9 @@ from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
-from engine.timeutil import parse_time
+from devices.timeutil import parse_time
 from simulator.errors import TraceError
-from simulator.truth import Episode, read_truth
+from simulator.truth import Episode
 
 LEVELS = {"info": 0, "warning": 1, "alarm": 2, "critical": 3}
 ALARM = LEVELS["alarm"]
@@ -430,38 +430,3 @@ def exposure_of(
         span = max(times) - min(times) if times else 0.0
         source = "estimate"
     return max(subjects, 1), span, source
-
-
-def score_files(
-    alerts: str | Path,
-    truth: str | Path,
-    report: str | Path | None = None,
-    *,
-    trace: str | Path | None = None,
-    orders: str | Path | None = None,
-    tolerance_s: float = DEFAULT_TOLERANCE_S,
-    lead_window_s: float = DEFAULT_LEAD_WINDOW_S,
-) -> ScoreResult:
-    """Score an alerts file against a truth file; write an HTML report if ``report`` is given.
-
-    ``trace`` and ``orders`` give the exposure (subjects x time span) for false
-    alarms per subject-day and the tracks and zones of the report's map;
-    without them the exposure is estimated from the truth and alerts.
-    """
-    grouped = alert_episodes(read_alerts(alerts))
-    episodes = read_truth(truth)
-    subjects, span, source = exposure_of(episodes, grouped, trace, orders)
-    result = score(
-        grouped,
-        episodes,
-        subjects=subjects,
-        span_s=span,
-        exposure=source,
-        tolerance_s=tolerance_s,
-        lead_window_s=lead_window_s,
-    )
-    if report is not None:
-        from simulator.report import write_report
-
-        write_report(result, report, trace=trace, orders=orders)
-    return result

@@ -5,7 +5,7 @@ scenario, ``NAME.trace.jsonl``, ``NAME.truth.jsonl``, ``NAME.orders.json``,
 ``NAME.alerts.jsonl`` and (with ``--report``) ``NAME.html`` into DIR, and
 prints one row per scenario plus the combined per-kind table with the
 quality targets.  The engine is reached only through
-``engine.replay.replay_trace(trace_path, orders_path) -> list[dict]``; any
+``engine.runtime.replay.replay_trace(trace_path, orders_path) -> list[dict]``; any
 function of that shape can be passed instead (tests, other engines).
 """
 
@@ -19,9 +19,10 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from engine.replay import replay_trace, write_alerts
+from engine.runtime.replay import replay_trace, write_alerts
 from simulator.generate import Summary, simulate
-from simulator.score import ScoreResult, combine, score_files
+from simulator.score import ScoreResult, combine
+from simulator.scoring import score_files
 from simulator.tables import format_table
 
 SCENARIO_DIR = Path(__file__).with_name("scenarios")

@@ -12,7 +12,7 @@ from collections import defaultdict
 from collections.abc import Sequence
 from typing import Any
 
-from engine.timeutil import format_time
+from devices.timeutil import format_time
 from simulator.score import ScoreResult, Target
 
 

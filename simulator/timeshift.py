@@ -19,7 +19,7 @@ from __future__ import annotations
 import json
 from typing import Any
 
-from engine.timeutil import format_time, parse_time
+from devices.timeutil import format_time, parse_time
 
 
 def shift_payload(topic: str, payload: bytes, offset_s: float) -> bytes:

@@ -3,7 +3,7 @@
 ``{"arrival": "...Z", "topic": "em/dev/AM-1001/fix", "payload": {...}}`` where
 the payload is exactly what was (or would be) published: a fix, an event, or
 a JSON array of fixes for a buffered burst.  Reading goes through the
-engine's own reader (``engine.replay.read_trace``) so replay, publish and the
+engine's own reader (``engine.runtime.replay.read_trace``) so replay, publish and the
 report agree on what a trace line is.
 """
 
@@ -15,7 +15,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from engine.timeutil import format_time
+from devices.timeutil import format_time
 
 
 @dataclass(frozen=True, slots=True)
@@ -50,7 +50,7 @@ def write_trace(messages: Iterable[TraceMessage], path: str | Path) -> int:
 
 def iter_trace(path: str | Path) -> Iterator[tuple[float, str, Any]]:
     """(arrival, topic, decoded payload) per line, via the engine's trace reader."""
-    from engine.replay import read_trace  # late: importing the engine costs ~0.8 s
+    from engine.runtime.replay import read_trace  # late: importing the engine costs ~0.8 s
 
     for arrival, topic, raw in read_trace(path):
         yield arrival, topic, json.loads(raw)

@@ -35,7 +35,7 @@ import shapely
 from numpy.typing import NDArray
 from shapely.geometry import MultiPolygon, Polygon
 
-from engine.timeutil import format_time, parse_time
+from devices.timeutil import format_time, parse_time
 from simulator.errors import TraceError
 
 FloatArray = NDArray[np.float64]

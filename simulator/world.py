@@ -15,7 +15,7 @@ from typing import Any
 
 import numpy as np
 
-from engine.orders import OrderBook
+from engine.core.orders import OrderBook
 from simulator.orders_doc import ZoneGeom
 from simulator.paths import Path
 from simulator.scenario import Scenario

@@ -1,10 +1,10 @@
-"""Suite-wide checks of which build of the per-fix modules the tests import (engine.native)."""
+"""Suite-wide checks of which build of the per-fix modules the tests import (engine.tools.native)."""
 
 from __future__ import annotations
 
 import pytest
 
-from engine.native import compiled_modules, stale_extensions
+from engine.tools.native import compiled_modules, stale_extensions
 
 
 def pytest_sessionstart(session: pytest.Session) -> None:

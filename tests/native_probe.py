@@ -25,7 +25,7 @@ sys.path[:0] = [str(ROOT), str(ROOT / "benchmarks")]
 from engine_core import T0, feed, messages_for, pinned_doc  # noqa: E402
 from ingest import build_engine  # noqa: E402
 
-from engine.native import build_name  # noqa: E402
+from engine.tools.native import build_name  # noqa: E402
 
 SUBJECTS, MESSAGES, SEED, RATE = 300, 4000, 11, 4000.0
 

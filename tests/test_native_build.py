@@ -1,4 +1,4 @@
-"""The compiled build (mypyc, engine.native) decides exactly as the pure build it is made from.
+"""The compiled build (mypyc, engine.tools.native) decides exactly as the pure build it is made from.
 
 A copy of the tree is compiled once (benchmarks/native_tree.py, about a minute); then the
 suite runs against it, a seeded stream's every effect is compared with the pure build's, and

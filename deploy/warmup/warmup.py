@@ -42,7 +42,7 @@ def main(argv: list[str]) -> int:
     if len(argv) != 2:
         print("usage: warmup.py TRACE.jsonl ORDERS.json", file=sys.stderr)
         return 2
-    from engine.replay import replay_trace
+    from engine.runtime.replay import replay_trace
 
     trace, orders = Path(argv[0]), Path(argv[1])
     started = time.perf_counter()

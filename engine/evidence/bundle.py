@@ -31,6 +31,8 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from devices.timeutil import format_time
+from engine.core.orders import OrderBook
 from engine.evidence.chain import (
     SCHEME,
     ChainBroken,
@@ -42,8 +44,6 @@ from engine.evidence.chain import (
 )
 from engine.evidence.orderdoc import order_digest, order_document, zones_geojson
 from engine.evidence.store import read_records
-from engine.orders import OrderBook
-from engine.timeutil import format_time
 
 BUNDLE_VERSION = 1
 DERIVED = ("alert.json", "history.jsonl", "fixes.jsonl")

@@ -15,9 +15,9 @@ from typing import Any
 
 from shapely.geometry import mapping
 
+from devices.timeutil import format_time
+from engine.core.orders import Order, ScheduleWindow
 from engine.evidence.chain import body_digest
-from engine.orders import Order, ScheduleWindow
-from engine.timeutil import format_time
 from geo.zones import ZoneShape
 
 DAY_NAMES = ("mon", "tue", "wed", "thu", "fri", "sat", "sun")

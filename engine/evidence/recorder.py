@@ -24,11 +24,11 @@ from collections.abc import Callable
 from typing import Any
 
 from devices.model import Fix
-from engine.alerts import OPERATOR_CHANGES, AlertChange
+from engine.core.alerts import OPERATOR_CHANGES, AlertChange
+from engine.core.orders import Order, OrderBook
+from engine.core.pipeline import Effects
 from engine.evidence.chain import Chain
 from engine.evidence.orderdoc import order_digest
-from engine.orders import Order, OrderBook
-from engine.pipeline import Effects
 
 FixSink = Callable[[Fix, bool], None]
 Listener = Callable[[Effects, float], None]

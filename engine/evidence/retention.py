@@ -16,9 +16,9 @@ from __future__ import annotations
 from dataclasses import dataclass
 from pathlib import Path
 
+from engine.core.orders import OrderBook
 from engine.evidence.chain import GENESIS, EvidenceError, verify_records
 from engine.evidence.store import JsonlStore, read_records
-from engine.orders import OrderBook
 
 
 @dataclass(frozen=True, slots=True)

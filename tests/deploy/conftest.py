@@ -11,7 +11,7 @@ from typing import Any
 import pytest
 from _deploy_helpers import ORDERS_DOC, Broker, Probe
 
-from engine.orders import OrderBook, load_orders
+from engine.core.orders import OrderBook, load_orders
 
 
 @pytest.fixture

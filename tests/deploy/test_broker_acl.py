@@ -33,7 +33,7 @@ from _deploy_helpers import (
 pytestmark = pytest.mark.integration
 
 ENGINE, CENTRE = "emguard-engine", "centre"
-ENGINE_PUB = f"{ENGINE}-pub"  # the engine's publishing login (engine/service.py's outbox)
+ENGINE_PUB = f"{ENGINE}-pub"  # the engine's publishing login (engine/runtime/service.py's outbox)
 # Worker logins <engine>-<n> and <engine>-<n>-pub: the StatefulSet's pods and compose's workers.
 WORKERS = tuple(f"{ENGINE}-{n}" for n in range(8))
 MONITORS = ("AM-1001", "AM-1002")

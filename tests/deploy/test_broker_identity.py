@@ -59,7 +59,7 @@ def login(broker: RunningBroker, probes: Any) -> Any:
 
 
 def _engine_pair(login: Any, user: str, client_id: str) -> tuple[Probe, Probe]:
-    """The engine's two connections as engine/service.py opens them: receiving (persistent) and -pub."""
+    """The engine's two connections as engine/runtime/service.py opens them: receiving (persistent) and -pub."""
     receiving = login(user, client_id=client_id, session_expiry=3600)
     publishing = login(user + "-pub", client_id=client_id + "-pub")
     return receiving, publishing

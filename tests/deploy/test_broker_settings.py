@@ -22,14 +22,14 @@ from _deploy_helpers import (
     run_generated_broker,
 )
 
-from engine.deploy_config import (
+from engine.core.orders import OrderBook
+from engine.tools.deploy_config import (
     BROKER_SETTINGS,
     CONTAINER_CONFIG_DIR,
     TlsPaths,
     render_container_conf,
     write_mosquitto_config,
 )
-from engine.orders import OrderBook
 
 pytestmark = pytest.mark.integration
 
@@ -211,9 +211,9 @@ def _max_packet_size() -> int:
 def test_engines_largest_message_passes_and_an_oversized_packet_is_refused(
     book: OrderBook, broker_dir: Path, start_broker: Any, probes: Any
 ) -> None:
-    """The engine's publish cap (engine/outbound.py) fits under max_packet_size on a real broker;
+    """The engine's publish cap (engine/runtime/outbound.py) fits under max_packet_size on a real broker;
     a packet over max_packet_size is refused and its sender disconnected (why devices must split)."""
-    from engine.outbound import MAX_PUBLISH_BYTES
+    from engine.runtime.outbound import MAX_PUBLISH_BYTES
 
     limit = _max_packet_size()
     assert MAX_PUBLISH_BYTES + 64 * 1024 <= limit  # room for the topic, properties, header

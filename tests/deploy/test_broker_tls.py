@@ -11,8 +11,8 @@ import paho.mqtt.client as mqtt
 import pytest
 from _deploy_helpers import Probe, RunningBroker, make_ca, run_generated_broker
 
-from engine.deploy_config import TlsPaths
-from engine.orders import OrderBook
+from engine.core.orders import OrderBook
+from engine.tools.deploy_config import TlsPaths
 
 pytestmark = pytest.mark.integration
 
@@ -112,7 +112,7 @@ async def test_the_engine_intake_reads_a_burst_over_tls_in_order(
     yet are invisible to the selector, so a burst must still arrive whole and in order."""
     import asyncio
 
-    from engine.intake import IngestClient
+    from engine.runtime.intake import IngestClient
 
     broker, ca = tls_broker
     got: list[bytes] = []

@@ -1,4 +1,4 @@
-"""The pure side of engine.deploy_config: password hashes, account planning, rendering, files."""
+"""The pure side of engine.tools.deploy_config: password hashes, account planning, rendering, files."""
 
 from __future__ import annotations
 
@@ -19,7 +19,9 @@ from hypothesis import strategies as st
 
 from devices.errors import DeviceError
 from devices.registry import DeviceRegistry
-from engine.deploy_config import (
+from engine.core.orders import OrderBook, load_orders
+from engine.errors import ConfigError
+from engine.tools.deploy_config import (
     BROKER_SETTINGS,
     MqttAccount,
     check_name,
@@ -31,8 +33,6 @@ from engine.deploy_config import (
     verify_password,
     write_mosquitto_config,
 )
-from engine.errors import ConfigError
-from engine.orders import OrderBook, load_orders
 
 HASH_RE = re.compile(r"^\$7\$101\$[A-Za-z0-9+/]{16}\$[A-Za-z0-9+/]{86}==$")
 
@@ -290,7 +290,7 @@ def test_only_the_engine_holds_wildcard_rights(book: OrderBook) -> None:
     for account in plan_accounts(DeviceRegistry.from_orders(book)):
         wild = [t for t in (*account.read, *account.write) if "+" in t or "#" in t]
         if account.role == "engine":
-            # internal: workers read messages forwarded to them (engine/cluster.py)
+            # internal: workers read messages forwarded to them (engine/runtime/cluster.py)
             assert account.write == ()
             assert sorted(wild) == sorted(["em/dev/#", "owntracks/#", "em/internal/#"])
         elif account.role == "engine_publisher":
@@ -372,7 +372,7 @@ def test_default_worker_logins_cover_the_autoscalers_maximum() -> None:
     """Every pod the HPA may start (emguard-engine-0 .. maxReplicas-1) has a login."""
     import yaml
 
-    from engine.deploy_config import DEFAULT_ENGINE_WORKERS
+    from engine.tools.deploy_config import DEFAULT_ENGINE_WORKERS
 
     hpa = yaml.safe_load((Path(__file__).parents[2] / "deploy" / "k8s" / "hpa.yaml").read_text())
     assert hpa["spec"]["maxReplicas"] <= DEFAULT_ENGINE_WORKERS

@@ -23,9 +23,9 @@ import pytest
 import yaml
 from _deploy_helpers import DEPLOY, ORDERS_DOC, REPO
 
-from engine.config import ServiceConfig
-from engine.deploy_config import write_mosquitto_config
-from engine.orders import load_orders
+from engine.core.config import ServiceConfig
+from engine.core.orders import load_orders
+from engine.tools.deploy_config import write_mosquitto_config
 
 COMPOSE = yaml.safe_load((DEPLOY / "compose.yaml").read_text())
 SERVICES: dict[str, Any] = COMPOSE["services"]
@@ -111,21 +111,21 @@ def test_compose_builds_the_shipped_dockerfile() -> None:
 
 
 def is_config_key(key: str) -> bool:
-    """True when engine/config.py reads ``key`` (setting it to a non-default value changes the config)."""
+    """True when engine/core/config.py reads ``key`` (setting it to a non-default value changes the config)."""
     probe = {"EMGUARD_BROKER": "mqtt://probe:1", "EMGUARD_HTTP_PORT": "1234"}.get(
         key, "probe-value"
     )
     return ServiceConfig.from_env({key: probe}) != ServiceConfig()
 
 
-# Agreed in issue 21 and implemented on another branch: the HTTP engineer's engine/auth.py and
-# engine/config.py read EMGUARD_API_TOKENS_FILE.  test_agreed_variables_are_read_by_the_engine
+# Agreed in issue 21 and implemented on another branch: the HTTP engineer's engine/web/auth.py and
+# engine/core/config.py read EMGUARD_API_TOKENS_FILE.  test_agreed_variables_are_read_by_the_engine
 # reports (xfail) until that is merged, then checks it.
-AGREED = {"EMGUARD_API_TOKENS_FILE": "engine/auth.py (HTTP branch of issue 21)"}
+AGREED = {"EMGUARD_API_TOKENS_FILE": "engine/web/auth.py (HTTP branch of issue 21)"}
 
 
 def _named_in_engine(key: str) -> bool:
-    return any(f'"{key}"' in p.read_text() for p in (REPO / "engine").glob("*.py"))
+    return any(f'"{key}"' in p.read_text() for p in (REPO / "engine").rglob("*.py"))
 
 
 def engine_reads(key: str) -> bool:
@@ -168,7 +168,7 @@ def _engine_config(service: dict[str, Any]) -> ServiceConfig:
 
 @pytest.mark.parametrize("name", sorted(ENGINES))
 def test_engine_environment_is_the_engines_own_config(name: str) -> None:
-    """Each EMGUARD_* key is read by engine/config.py, and together they make a valid service config."""
+    """Each EMGUARD_* key is read by engine/core/config.py, and together they make a valid service config."""
     service = ENGINES[name]
     for key in service["environment"]:
         assert key.startswith("EMGUARD_"), key
@@ -197,7 +197,7 @@ def test_engine_workers_share_a_group_with_distinct_stable_client_ids() -> None:
 
 def test_each_worker_logs_in_with_its_own_generated_logins(broker_logins: set[str]) -> None:
     """The broker makes the username the client id: each worker's username is its client id, and
-    it and its publishing login ``<username>-pub`` (engine/service.py) are generated accounts."""
+    it and its publishing login ``<username>-pub`` (engine/runtime/service.py) are generated accounts."""
     for name, service in ENGINES.items():
         cfg = _engine_config(service)
         assert cfg.mqtt_username == cfg.client_id, name
@@ -533,7 +533,7 @@ def test_dev_secrets_directories_are_git_ignored() -> None:
 
 def test_readme_documents_every_broker_setting() -> None:
     """deploy/README.md explains each broker setting the generator writes."""
-    from engine.deploy_config import BROKER_SETTINGS
+    from engine.tools.deploy_config import BROKER_SETTINGS
 
     readme = (DEPLOY / "README.md").read_text()
     for setting in BROKER_SETTINGS:

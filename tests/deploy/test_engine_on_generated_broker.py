@@ -1,6 +1,6 @@
 """The real engine, started through the image's entrypoint, works under the generated broker config.
 
-This is the contract between deploy/ and engine/service.py (issue 21): with
+This is the contract between deploy/ and engine/runtime/service.py (issue 21): with
 ``use_username_as_clientid`` the engine's receiving connection logs in as
 ``EMGUARD_MQTT_USERNAME`` and its publishing one as ``<username>-pub`` with
 ``EMGUARD_MQTT_PUBLISH_PASSWORD``; both passwords come from the generated
@@ -24,7 +24,7 @@ from typing import Any
 import pytest
 from _deploy_helpers import DEPLOY, ORDERS_DOC, REPO, free_port, run_generated_broker
 
-from engine.orders import OrderBook
+from engine.core.orders import OrderBook
 
 pytestmark = pytest.mark.integration
 

@@ -9,7 +9,7 @@ import pytest
 
 from devices.decode import Decoded, dead_letter_record, decode_message
 from devices.model import EVENT_TYPES, DeviceEvent, Fix, RejectReason
-from engine.timeutil import parse_time
+from devices.timeutil import parse_time
 
 ARRIVAL = parse_time("2026-11-23T10:15:03Z")
 FIX_TOPIC = "em/dev/AM-1001/fix"

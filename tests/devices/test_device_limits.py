@@ -15,6 +15,7 @@ import pytest
 from devices.decode import decode_message
 from devices.fastpath import fast_fixes
 from devices.model import RejectReason
+from devices.timeutil import parse_time
 from devices.validate import (
     DETAIL_MAX_DEPTH,
     DETAIL_MAX_ITEMS,
@@ -31,7 +32,6 @@ from devices.validate import (
     MAX_VEL_KMH,
     MIN_TIME,
 )
-from engine.timeutil import parse_time
 
 R = RejectReason
 ARRIVAL = parse_time("2026-11-23T10:15:03Z")

@@ -10,7 +10,7 @@ import pytest
 
 from devices.errors import DeviceError, RegistryError
 from devices.registry import DeviceInfo, DeviceRegistry
-from engine.orders import OrderBook, load_orders
+from engine.core.orders import OrderBook, load_orders
 
 ORDERS: dict[str, Any] = {
     "v": 1,

@@ -8,13 +8,13 @@ from typing import Any
 
 import httpx
 
-from engine.auth import Principal
-from engine.config import ServiceConfig
-from engine.http import HttpServer
-from engine.orders import load_orders
-from engine.pipeline import Engine
-from engine.service import Service
-from engine.testing import ORIGIN, T0, DeviceScript, circle, orders_doc, square
+from engine.core.config import ServiceConfig
+from engine.core.orders import load_orders
+from engine.core.pipeline import Engine
+from engine.runtime.service import Service
+from engine.tools.testing import ORIGIN, T0, DeviceScript, circle, orders_doc, square
+from engine.web.auth import Principal
+from engine.web.server import HttpServer
 
 BAN = (ORIGIN[0] + 2000.0, ORIGIN[1])
 

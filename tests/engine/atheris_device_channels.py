@@ -22,10 +22,10 @@ with atheris.instrument_imports(include=["devices"]):
     from devices.decode import decode_message
     from devices.model import RejectReason
 
-from engine.orders import OrderBook, load_orders
-from engine.pipeline import Engine
-from engine.store import apply_delta
-from engine.testing import ORIGIN, T0, DeviceScript, circle, orders_doc
+from engine.core.orders import OrderBook, load_orders
+from engine.core.pipeline import Engine
+from engine.runtime.store import apply_delta
+from engine.tools.testing import ORIGIN, T0, DeviceScript, circle, orders_doc
 
 X0, Y0 = ORIGIN
 NOW = T0 + 30.0

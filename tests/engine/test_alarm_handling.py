@@ -7,8 +7,8 @@ import pickle
 
 import pytest
 
-from engine import state_unpickle
-from engine.alerts import (
+from engine.core import state_unpickle
+from engine.core.alerts import (
     Alert,
     AlertActionError,
     AlertActionInvalid,
@@ -16,14 +16,14 @@ from engine.alerts import (
     AlertPolicy,
     HistoryEntry,
 )
-from engine.case_state import merge_part
-from engine.config import EngineConfig, ServiceConfig
+from engine.core.case_state import merge_part
+from engine.core.config import EngineConfig, ServiceConfig
+from engine.core.orders import load_orders
+from engine.core.pipeline import Engine
 from engine.evidence.recorder import change_body, is_operator_action
-from engine.orders import load_orders
-from engine.pipeline import Engine
-from engine.service import Service
-from engine.testing import ORIGIN, T0, DeviceScript, Harness, circle, orders_doc
-from engine.views import alert_detail, notes_thread, queue_order
+from engine.runtime.service import Service
+from engine.tools.testing import ORIGIN, T0, DeviceScript, Harness, circle, orders_doc
+from engine.web.views import alert_detail, notes_thread, queue_order
 
 X0, Y0 = ORIGIN
 BAN = {"id": "Z", "circle": circle(X0, Y0, 200)}
@@ -191,7 +191,7 @@ def test_notes_make_a_thread_with_who_and_when() -> None:
 
 def test_the_alert_detail_carries_the_call_script_of_its_kind() -> None:
     """The procedure beside the alarm: the kind's call script, in order (issue 24's case panel)."""
-    from engine.alerts import DEFAULT_SCRIPTS
+    from engine.core.alerts import DEFAULT_SCRIPTS
 
     h, aid = cleared_alarm()
     alert = h.engine.alerts.alerts[aid]

@@ -4,8 +4,8 @@ from __future__ import annotations
 
 import pickle
 
-from engine import state_unpickle
-from engine.alerts import Alert, AlertBook, HistoryEntry
+from engine.core import state_unpickle
+from engine.core.alerts import Alert, AlertBook, HistoryEntry
 
 # {"x": alert} pickled (protocol 5) before Alert and HistoryEntry had their own __reduce__,
 # by the dataclass default (copyreg.__newobj__ and a list of field values as the state);

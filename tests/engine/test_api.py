@@ -4,9 +4,9 @@ from __future__ import annotations
 
 import pytest
 
-from engine.auth import Principal
-from engine.testing import T0
-from engine.timeutil import format_time
+from devices.timeutil import format_time
+from engine.tools.testing import T0
+from engine.web.auth import Principal
 from tests.engine.api_support import BAN, make_world
 
 

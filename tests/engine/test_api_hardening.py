@@ -9,16 +9,16 @@ from typing import Any
 import httpx
 import pytest
 
-from engine.api import (
+from engine.runtime.acks import MAX_NOTE_CHARS
+from engine.web.auth import Principal
+from engine.web.edge import (
     MAX_BODY_BYTES,
     MAX_JSON_DEPTH,
-    MAX_NOTE_CHARS,
     MAX_ORDER_BYTES,
     SECURITY_HEADERS,
     console_policy,
 )
-from engine.auth import Principal
-from engine.views import CONSOLE_DIR
+from engine.web.views import CONSOLE_DIR
 from tests.engine.api_support import World, make_world
 
 OP_TOKEN = "op-token-0123456789abcdef"
@@ -314,8 +314,8 @@ def test_console_needs_nothing_the_policy_forbids() -> None:
 
 def test_openapi_states_the_limits_the_api_enforces() -> None:
     """The documented maxLength of an action's note and by are the enforced ones."""
-    from engine.api import MAX_NAME_CHARS
-    from engine.openapi import openapi_schema
+    from engine.runtime.acks import MAX_NAME_CHARS
+    from engine.web.openapi import openapi_schema
 
     body = openapi_schema()["components"]["schemas"]["ActionBody"]["properties"]
     assert body["note"]["maxLength"] == MAX_NOTE_CHARS

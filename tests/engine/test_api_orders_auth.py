@@ -7,11 +7,11 @@ from typing import Any
 
 import pytest
 
-from engine.auth import Principal, parse_tokens
+from devices.timeutil import format_time
 from engine.errors import ConfigError
-from engine.openapi import openapi_schema
-from engine.testing import ORIGIN, T0, square
-from engine.timeutil import format_time
+from engine.tools.testing import ORIGIN, T0, square
+from engine.web.auth import Principal, parse_tokens
+from engine.web.openapi import openapi_schema
 from tests.engine.api_support import BAN, make_world
 
 TOKENS = {

@@ -10,8 +10,8 @@ import httpx
 import pytest
 
 from engine.errors import ConfigError
-from engine.http import HttpServer
-from engine.logjson import JsonFormatter
+from engine.runtime.logjson import JsonFormatter
+from engine.web.server import HttpServer
 from tests.engine.api_support import make_world
 
 

@@ -17,9 +17,9 @@ from typing import Any
 
 import pytest
 
-from engine.pipeline import Effects, Engine
-from engine.replay import read_trace
-from engine.store import apply_delta
+from engine.core.pipeline import Effects, Engine
+from engine.runtime.replay import read_trace
+from engine.runtime.store import apply_delta
 from geo.projection import Projector
 from simulator.generate import generate
 from simulator.orders_doc import load_book
@@ -323,7 +323,7 @@ def test_prepared_projections_of_fixes_never_handled_are_dropped_at_a_bound(
     """Projections ``prepare`` keeps for fixes still waiting (a reorder buffer) must not pile up
     for fixes that are never evaluated: past ``POSITIONS_KEPT`` they are forgotten together,
     and a fix handled after that is projected on its own, to the same decisions."""
-    from engine import pipeline
+    from engine.core import pipeline
 
     orders, messages = stream("approach", tmp_path_factory.mktemp("approach"))
     engine = Engine(load_book(orders))

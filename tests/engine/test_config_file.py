@@ -7,11 +7,11 @@ from pathlib import Path
 
 import pytest
 
-from engine.config import load_engine_config
+from engine.core.config import load_engine_config
+from engine.core.orders import load_orders
+from engine.core.pipeline import Engine
 from engine.errors import ConfigError
-from engine.orders import load_orders
-from engine.pipeline import Engine
-from engine.testing import T0, DeviceScript, orders_doc
+from engine.tools.testing import T0, DeviceScript, orders_doc
 
 EXAMPLE = Path(__file__).resolve().parents[2] / "deploy" / "emguard.example.toml"
 
@@ -80,7 +80,7 @@ def test_a_bad_alerts_section_fails_at_start_up_naming_it(tmp_path, text, needle
 
 def test_alerts_scripts_set_the_call_script_of_a_kind_over_the_defaults(tmp_path):
     """[alerts.scripts] replaces one kind's call script; every other kind keeps its default."""
-    from engine.alerts import DEFAULT_SCRIPTS
+    from engine.core.alerts import DEFAULT_SCRIPTS
 
     path = tmp_path / "c.toml"
     path.write_text('[alerts.scripts]\npanic = ["Call 112.", "Call her."]\n')

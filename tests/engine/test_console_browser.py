@@ -14,15 +14,15 @@ import aiomqtt
 import httpx
 import pytest
 
-from engine.auth import Principal
-from engine.broker import EmbeddedBroker
-from engine.config import ServiceConfig
-from engine.console_map import NONE
-from engine.http import HttpServer
-from engine.orders import load_orders
-from engine.pipeline import Engine
-from engine.service import Service
-from engine.testing import T0, DeviceScript, orders_doc, square
+from engine.core.config import ServiceConfig
+from engine.core.orders import load_orders
+from engine.core.pipeline import Engine
+from engine.runtime.broker import EmbeddedBroker
+from engine.runtime.service import Service
+from engine.tools.testing import T0, DeviceScript, orders_doc, square
+from engine.web.auth import Principal
+from engine.web.console_map import NONE
+from engine.web.server import HttpServer
 from tests.engine.api_support import BAN, make_world
 
 pytestmark = pytest.mark.browser

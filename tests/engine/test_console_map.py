@@ -7,11 +7,11 @@ from pathlib import Path
 import pytest
 from pyproj import Transformer
 
-from engine.api import CONTENT_SECURITY_POLICY, SECURITY_HEADERS, console_policy
-from engine.console_map import NONE, OSM, PDOK, MapTiles, tiles_from_env
 from engine.errors import ConfigError
-from engine.http import HttpServer
-from engine.testing import ORIGIN, T0
+from engine.tools.testing import ORIGIN, T0
+from engine.web.console_map import NONE, OSM, PDOK, MapTiles, tiles_from_env
+from engine.web.edge import CONTENT_SECURITY_POLICY, SECURITY_HEADERS, console_policy
+from engine.web.server import HttpServer
 from tests.engine.api_support import make_world
 
 
@@ -67,7 +67,7 @@ async def test_without_leaflet_the_server_warns_and_the_page_is_told(
 ) -> None:
     """No `npm ci`: a warning saying what to run, no vendor route, config says no Leaflet."""
     w = make_world()
-    with caplog.at_level("WARNING", logger="engine.console_map"):
+    with caplog.at_level("WARNING", logger="engine.web.console_map"):
         server = HttpServer(w.service, orders_doc=w.doc, tokens={}, map_tiles=NONE, console_vendor=tmp_path)
     assert "npm ci" in caplog.text
     async with _client(server) as c:

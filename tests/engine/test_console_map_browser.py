@@ -21,10 +21,10 @@ from urllib.parse import urlparse
 import pytest
 from pyproj import Transformer
 
-from engine import views
-from engine.console_map import NONE, PDOK, MapTiles, vendor_dir
-from engine.http import HttpServer
-from engine.testing import ORIGIN, T0
+from engine.tools.testing import ORIGIN, T0
+from engine.web import views
+from engine.web.console_map import NONE, PDOK, MapTiles, vendor_dir
+from engine.web.server import HttpServer
 from tests.engine.api_support import BAN, World, make_world
 from tests.engine.test_console_browser import ARGS, OPERATOR_TOKEN, TOKENS, chromium_path
 

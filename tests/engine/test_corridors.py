@@ -7,12 +7,21 @@ from typing import Any
 
 import pytest
 
-from engine.config import EngineConfig, RuleConfig
+from devices.timeutil import format_time
+from engine.core.config import EngineConfig, RuleConfig
+from engine.core.orders import load_orders
 from engine.errors import OrdersError
 from engine.evidence.orderdoc import order_document, zones_geojson
-from engine.orders import load_orders
-from engine.testing import ORIGIN, T0, DeviceScript, Harness, circle, lonlat, orders_doc, square
-from engine.timeutil import format_time
+from engine.tools.testing import (
+    ORIGIN,
+    T0,
+    DeviceScript,
+    Harness,
+    circle,
+    lonlat,
+    orders_doc,
+    square,
+)
 
 X0, Y0 = ORIGIN
 ROAD_Y = Y0 + 500  # the motorway runs 500 m north of her home, through her 800 m ban zone

@@ -14,12 +14,13 @@ from pathlib import Path
 
 import pytest
 
-from engine.config import EngineConfig, RuleConfig
-from engine.orders import load_orders
-from engine.replay import read_trace, replay_messages, write_alerts
-from engine.timeutil import parse_time
+from devices.timeutil import parse_time
+from engine.core.config import EngineConfig, RuleConfig
+from engine.core.orders import load_orders
+from engine.runtime.replay import read_trace, replay_messages, write_alerts
 from simulator.generate import simulate
-from simulator.score import LEVELS, ScoreResult, score_files
+from simulator.score import LEVELS, ScoreResult
+from simulator.scoring import score_files
 from simulator.suite import SCENARIO_DIR
 
 ALARM = LEVELS["alarm"]

@@ -20,10 +20,10 @@ from hypothesis import strategies as st
 
 from devices.decode import decode_message
 from devices.model import RejectReason
-from engine.orders import OrderBook, load_orders
-from engine.pipeline import Effects, Engine
-from engine.store import MemoryStore
-from engine.testing import ORIGIN, T0, DeviceScript, circle, orders_doc
+from engine.core.orders import OrderBook, load_orders
+from engine.core.pipeline import Effects, Engine
+from engine.runtime.store import MemoryStore
+from engine.tools.testing import ORIGIN, T0, DeviceScript, circle, orders_doc
 
 X0, Y0 = ORIGIN
 NOW = T0 + 30.0

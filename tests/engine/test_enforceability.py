@@ -10,8 +10,9 @@ from typing import Any
 import pytest
 from click.testing import CliRunner
 
-from engine.enforceability import Finding, check_orders, main_check, orders_group
-from engine.testing import ORIGIN, T0, circle, lonlat, orders_doc, square
+from engine.core.enforceability import Finding, check_orders
+from engine.tools.orders_check import main_check, orders_group
+from engine.tools.testing import ORIGIN, T0, circle, lonlat, orders_doc, square
 
 X0, Y0 = ORIGIN
 NOW = T0

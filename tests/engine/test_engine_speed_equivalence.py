@@ -10,15 +10,15 @@ from itertools import pairwise
 import numpy as np
 import pytest
 
-from engine.config import EngineConfig, RuleConfig
-from engine.orders import ScheduleWindow, load_orders
-from engine.pipeline import Effects, Engine
-from engine.rules.context import RuleContext
-from engine.rules.crossings import Approach, closest_approach, stays_beyond
-from engine.rules.expiry import check_expiry
-from engine.testing import ORIGIN, T0, DeviceScript, circle, orders_doc
-from engine.timeutil import parse_time
-from engine.tracks import DeviceTrack, TrackPoint
+from devices.timeutil import parse_time
+from engine.core.config import EngineConfig, RuleConfig
+from engine.core.orders import ScheduleWindow, load_orders
+from engine.core.pipeline import Effects, Engine
+from engine.core.rules.context import RuleContext
+from engine.core.rules.crossings import Approach, closest_approach, stays_beyond
+from engine.core.rules.expiry import check_expiry
+from engine.core.tracks import DeviceTrack, TrackPoint
+from engine.tools.testing import ORIGIN, T0, DeviceScript, circle, orders_doc
 from geo.proximity import predict_position_unchecked
 
 WINDOWS = [
@@ -134,7 +134,7 @@ def test_fast_copies_know_every_field() -> None:
     (this fails first)."""
     from dataclasses import astuple, fields
 
-    from engine.alerts import Alert, AlertChange, HistoryEntry, copy_alert
+    from engine.core.alerts import Alert, AlertChange, HistoryEntry, copy_alert
 
     assert [f.name for f in fields(AlertChange)] == ["alert", "change", "previous_level", "arrival"]
     # every field set to a value no other field and no default has

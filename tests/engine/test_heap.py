@@ -1,10 +1,10 @@
-"""engine.heap: survivors of a full pass are frozen, so the next full pass walks only new objects."""
+"""engine.runtime.heap: survivors of a full pass are frozen, so the next full pass walks only new objects."""
 
 from __future__ import annotations
 
 import gc
 
-from engine.heap import FreezeAfterFullPass
+from engine.runtime.heap import FreezeAfterFullPass
 
 
 class Node:

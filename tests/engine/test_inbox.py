@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import asyncio
 
-from engine.intake import Inbox
+from engine.runtime.intake import Inbox
 
 
 async def test_take_returns_oldest_first_and_at_most_n():

@@ -9,7 +9,7 @@ from paho.mqtt._packet import decode_publish
 from paho.mqtt.packettypes import PacketTypes
 from paho.mqtt.properties import Properties
 
-from engine.intake import NOT_UTF8, LeanPublishPaho
+from engine.runtime.intake import NOT_UTF8, LeanPublishPaho
 
 
 def _packet(topic: bytes, mid: int, qos: int, props: bytes | None, payload: bytes) -> bytes:
@@ -108,7 +108,7 @@ def test_ack_many_queues_the_bytes_paho_acks_would_as_one_write(mids: list[int],
 
 
 def _frame(header: int, body: bytes) -> bytes:
-    from engine.intake import remaining_length
+    from engine.runtime.intake import remaining_length
 
     return bytes((header,)) + remaining_length(len(body)) + body
 
@@ -128,7 +128,7 @@ publishes = st.tuples(
 def test_take_publishes_reads_the_leading_publishes_of_a_chunk_as_paho_would(packets, v5, cut):
     """Complete QoS 0/1 PUBLISHes in order up to the first other packet or the first one cut off
     by the end of the chunk; where it stops is where paho must go on reading."""
-    from engine.intake_frames import take_publishes
+    from engine.runtime.intake_frames import take_publishes
 
     protocol = mqtt.MQTTv5 if v5 else mqtt.MQTTv311
     frames: list[tuple[bytes, tuple[str, bytes, int, int] | None]] = []
@@ -163,7 +163,7 @@ def test_take_publishes_reads_the_leading_publishes_of_a_chunk_as_paho_would(pac
 def test_publish_qos1_writes_packets_paho_decodes_as_sent(items, v5):
     """The outbox's lean publishes are QoS 1 PUBLISH packets with fresh packet ids, queued as
     one write, that paho's own decoder reads back as the topics and payloads given."""
-    from engine.intake_frames import take_publishes
+    from engine.runtime.intake_frames import take_publishes
 
     protocol = mqtt.MQTTv5 if v5 else mqtt.MQTTv311
     client, _ = _lean(protocol)

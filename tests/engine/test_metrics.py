@@ -9,8 +9,8 @@ from hypothesis import strategies as st
 from prometheus_client import CollectorRegistry, Histogram, generate_latest
 from prometheus_client.parser import text_string_to_metric_families
 
-from engine.metrics import LAG_BUCKETS, BulkHistogram
-from engine.testing import ORIGIN, T0
+from engine.tools.testing import ORIGIN, T0
+from engine.web.metrics import LAG_BUCKETS, BulkHistogram
 from tests.engine.api_support import World, make_world
 
 NAMES = {
@@ -154,7 +154,7 @@ def test_registries_are_separate_per_server() -> None:
 
 async def test_durable_commits_are_counted_with_their_size() -> None:
     """The engineer on call sees how often state is committed and how much each commit writes."""
-    from engine.store import MemoryStore
+    from engine.runtime.store import MemoryStore
 
     w = make_world()
     w.service.store = MemoryStore()

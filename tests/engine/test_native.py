@@ -1,4 +1,4 @@
-"""engine.native: a tree whose compiled extensions are older than their sources is refused."""
+"""engine.tools.native: a tree whose compiled extensions are older than their sources is refused."""
 
 from __future__ import annotations
 
@@ -7,10 +7,10 @@ from pathlib import Path
 
 import pytest
 
-from engine import serve
-from engine.config import ServiceConfig
+from engine.core.config import ServiceConfig
 from engine.errors import ConfigError
-from engine.native import NATIVE_SOURCES, stale_extensions
+from engine.tools import serve
+from engine.tools.native import NATIVE_SOURCES, stale_extensions
 
 
 def _tree(tmp_path: Path, ext_age_s: float) -> Path:
@@ -35,6 +35,6 @@ def test_a_fresh_build_and_a_pure_tree_are_not(tmp_path: Path) -> None:
 
 
 async def test_serve_refuses_a_stale_tree(monkeypatch: pytest.MonkeyPatch) -> None:
-    monkeypatch.setattr(serve, "stale_extensions", lambda: ["engine/pipeline.cpython-311-x86_64-linux-gnu.so"])
+    monkeypatch.setattr(serve, "stale_extensions", lambda: ["engine/core/pipeline.cpython-311-x86_64-linux-gnu.so"])
     with pytest.raises(ConfigError, match="older than their sources"):
         await serve.run_serve(ServiceConfig(orders="orders.json"))

@@ -7,9 +7,9 @@ import copy
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
+from engine.core.orders import OrderBook, load_orders
 from engine.errors import OrdersError
-from engine.orders import OrderBook, load_orders
-from engine.testing import ORIGIN, circle, orders_doc, square
+from engine.tools.testing import ORIGIN, circle, orders_doc, square
 from geo.errors import GeoError
 
 X0, Y0 = ORIGIN

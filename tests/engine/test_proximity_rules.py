@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import json
 
-from engine.testing import ORIGIN, T0, DeviceScript, Harness, orders_doc
+from engine.tools.testing import ORIGIN, T0, DeviceScript, Harness, orders_doc
 
 X0, Y0 = ORIGIN
 PROX = [{"protected_person": "P-1", "alert_m": 1000, "warn_m": 3000, "critical_m": 200}]

@@ -12,9 +12,7 @@ from pathlib import Path
 
 import pytest
 
-from engine import serve
-from engine.config import ServiceConfig
-from engine.logjson import JsonFormatter, use_json_logs
+from engine.core.config import ServiceConfig
 from engine.redact import (
     RedactingFilter,
     forget_secrets,
@@ -22,9 +20,11 @@ from engine.redact import (
     redact_url,
     register_secret,
 )
-from engine.store import StoreUnavailable
-from engine.store_redis import RedisStore
-from engine.testing import orders_doc
+from engine.runtime.logjson import JsonFormatter, use_json_logs
+from engine.runtime.store import StoreUnavailable
+from engine.runtime.store_redis import RedisStore
+from engine.tools import serve
+from engine.tools.testing import orders_doc
 
 REDIS_PW = "redis-pw-Zq81xK"
 MQTT_PW = "mqtt-pw-Lp07wD"
@@ -119,7 +119,7 @@ async def test_redis_password_not_logged_when_the_store_cannot_connect(
 ) -> None:
     """A RedisStore with a password URL failing to connect: the logged error shows host, not password."""
     use_json_logs("INFO")
-    log = logging.getLogger("engine.service")
+    log = logging.getLogger("engine.runtime.service")
     store = RedisStore(f"redis://:{REDIS_PW}@127.0.0.1:{_closed_port()}/0")
     try:
         with pytest.raises(StoreUnavailable) as info:
@@ -182,8 +182,8 @@ def test_serve_exit_message_masks_secrets(monkeypatch: pytest.MonkeyPatch) -> No
     """A fatal error naming the Redis URL is printed by the CLI with the password masked."""
     from click.testing import CliRunner
 
-    from engine.cli import main
     from engine.errors import ConfigError
+    from engine.tools.cli import main
 
     async def failing(cfg: ServiceConfig) -> None:
         raise ConfigError(f"task committer failed: redis redis://:{REDIS_PW}@redis:6379/0: down")

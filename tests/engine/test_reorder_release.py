@@ -10,9 +10,9 @@ from __future__ import annotations
 
 import dataclasses
 
-from engine.orders import load_orders
-from engine.pipeline import Engine
-from engine.testing import ORIGIN, T0, DeviceScript, orders_doc, square
+from engine.core.orders import load_orders
+from engine.core.pipeline import Engine
+from engine.tools.testing import ORIGIN, T0, DeviceScript, orders_doc, square
 
 BAN = (ORIGIN[0] + 2000.0, ORIGIN[1])
 
@@ -161,8 +161,8 @@ def test_a_track_stored_before_the_count_existed_restores_with_none() -> None:
     import io
     import pickle
 
-    from engine import state_unpickle
-    from engine.tracks import DeviceTrack
+    from engine.core import state_unpickle
+    from engine.core.tracks import DeviceTrack
 
     names = [f.name for f in dataclasses.fields(DeviceTrack)]
     stored = {n: getattr(DeviceTrack("AM-1"), n) for n in names if n != "unnumbered"}

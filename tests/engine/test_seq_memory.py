@@ -13,7 +13,7 @@ from collections import OrderedDict
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from engine.tracks import DeviceTrack, SeqMemory
+from engine.core.tracks import DeviceTrack, SeqMemory
 
 seq_streams = st.lists(
     st.one_of(st.integers(-5, 60), st.integers(0, 2**40)), min_size=0, max_size=300

@@ -14,14 +14,15 @@ import httpx
 import pytest
 from click.testing import CliRunner
 
-from engine import auth, serve
-from engine.api import SECURITY_HEADERS
-from engine.auth import Authenticator, Principal, load_tokens, tokens_from_env
-from engine.cli import main
-from engine.config import ServiceConfig
+from engine.core.config import ServiceConfig
 from engine.errors import ConfigError
-from engine.http import HttpServer
-from engine.testing import orders_doc
+from engine.tools import serve
+from engine.tools.cli import main
+from engine.tools.testing import orders_doc
+from engine.web import auth
+from engine.web.auth import Authenticator, Principal, load_tokens, tokens_from_env
+from engine.web.edge import SECURITY_HEADERS
+from engine.web.server import HttpServer
 from tests.engine.api_support import make_world
 
 TOKEN = "sup-token-0123456789abcdef"
@@ -129,7 +130,7 @@ async def test_open_api_off_loopback_is_refused_unless_insecure(
     with pytest.raises(ConfigError, match="without tokens"):
         await server.start()
     server = HttpServer(w.service, host="0.0.0.0", port=0, tokens={}, insecure_no_auth=True)
-    with caplog.at_level(logging.WARNING, logger="engine.http"):
+    with caplog.at_level(logging.WARNING, logger="engine.web.server"):
         await server.start()
     try:
         assert any("INSECURE" in r.getMessage() for r in caplog.records)
@@ -262,8 +263,8 @@ async def test_demo_serves_its_open_console_on_loopback_only(
     """emguard demo keeps its no-token console, bound to 127.0.0.1 and nothing else."""
     import io
 
-    import engine.http
-    from engine.demo import _start_http
+    import engine.web.server
+    from engine.tools.demo import _start_http
 
     seen: dict[str, object] = {}
 
@@ -274,7 +275,7 @@ async def test_demo_serves_its_open_console_on_loopback_only(
         async def start(self) -> None:
             pass
 
-    monkeypatch.setattr(engine.http, "HttpServer", Recorder)
+    monkeypatch.setattr(engine.web.server, "HttpServer", Recorder)
     await _start_http(make_world().service, 8080, io.StringIO(), {})
     assert seen["host"] == "127.0.0.1" and not seen.get("insecure_no_auth")
 
@@ -284,7 +285,7 @@ async def test_serve_gives_the_api_the_orders_document(
 ) -> None:
     """`serve --orders` hands the parsed document to the HTTP server, so orders can be edited
     through the API (issue 24: without it every PUT was a 409)."""
-    import engine.http
+    import engine.web.server
 
     path = tmp_path / "orders.json"
     path.write_text(json.dumps(orders_doc()))
@@ -300,7 +301,7 @@ async def test_serve_gives_the_api_the_orders_document(
         async def start(self) -> None:
             raise Stop
 
-    monkeypatch.setattr(engine.http, "HttpServer", FakeServer)
+    monkeypatch.setattr(engine.web.server, "HttpServer", FakeServer)
     monkeypatch.setattr(serve, "freeze_loaded_state", lambda: None)
     monkeypatch.setattr(serve, "FreezeAfterFullPass", lambda: type("N", (), {"install": lambda s: None})())
     monkeypatch.setattr(serve, "use_json_logs", lambda level: None)

@@ -16,13 +16,13 @@ from typing import Any
 from hypothesis import HealthCheck, example, given, settings
 from hypothesis import strategies as st
 
-from engine.config import ServiceConfig
-from engine.orders import load_orders
-from engine.outbound import MAX_PUBLISH_BYTES
-from engine.pipeline import Engine
-from engine.service import Service
-from engine.store import MemoryStore
-from engine.testing import T0, orders_doc
+from engine.core.config import ServiceConfig
+from engine.core.orders import load_orders
+from engine.core.pipeline import Engine
+from engine.runtime.outbound import MAX_PUBLISH_BYTES
+from engine.runtime.service import Service
+from engine.runtime.store import MemoryStore
+from engine.tools.testing import T0, orders_doc
 
 ARRIVAL = T0
 TOPICS = ["em/dev/AM-1001/fix", "em/dev/AM-1001/event", "em/dev/VD-2001/fix", "owntracks/anna/phone",

@@ -17,13 +17,13 @@ import json
 import aiomqtt
 import pytest
 
-from engine.config import ServiceConfig
-from engine.messages import Outgoing
-from engine.orders import load_orders
-from engine.pipeline import Engine
-from engine.service import PUBLISH_WINDOW, Service
-from engine.store import MemoryStore, encode_message
-from engine.testing import orders_doc
+from engine.core.config import ServiceConfig
+from engine.core.messages import Outgoing
+from engine.core.orders import load_orders
+from engine.core.pipeline import Engine
+from engine.runtime.service import PUBLISH_WINDOW, Service
+from engine.runtime.store import MemoryStore, encode_message
+from engine.tools.testing import orders_doc
 
 
 class _Never:

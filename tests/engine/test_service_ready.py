@@ -7,12 +7,12 @@ from typing import Any
 
 import httpx
 
-from engine.config import ServiceConfig
-from engine.http import HttpServer
-from engine.orders import load_orders
-from engine.pipeline import Engine
-from engine.service import Service
-from engine.testing import orders_doc
+from engine.core.config import ServiceConfig
+from engine.core.orders import load_orders
+from engine.core.pipeline import Engine
+from engine.runtime.service import Service
+from engine.tools.testing import orders_doc
+from engine.web.server import HttpServer
 
 
 class _Messages:

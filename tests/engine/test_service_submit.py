@@ -6,13 +6,13 @@ import asyncio
 
 import pytest
 
-from engine.config import ServiceConfig
-from engine.orders import load_orders
-from engine.pipeline import Engine
-from engine.service import Service
-from engine.store import MemoryStore
-from engine.supervise import ServiceFailed
-from engine.testing import T0, DeviceScript, orders_doc
+from engine.core.config import ServiceConfig
+from engine.core.orders import load_orders
+from engine.core.pipeline import Engine
+from engine.runtime.service import Service
+from engine.runtime.store import MemoryStore
+from engine.runtime.supervise import ServiceFailed
+from engine.tools.testing import T0, DeviceScript, orders_doc
 
 
 def _service() -> tuple[Service, MemoryStore]:

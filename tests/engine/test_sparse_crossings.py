@@ -8,8 +8,8 @@ import pytest
 from hypothesis import example, given, settings
 from hypothesis import strategies as st
 
-from engine.config import EngineConfig, RuleConfig
-from engine.testing import ORIGIN, T0, DeviceScript, Harness, orders_doc, square
+from engine.core.config import EngineConfig, RuleConfig
+from engine.tools.testing import ORIGIN, T0, DeviceScript, Harness, orders_doc, square
 
 X0, Y0 = ORIGIN
 STEP_S, SPEED = 30.0, 14.0  # a car in town with a fix every 30 s: 420 m between fixes
@@ -195,10 +195,10 @@ def test_one_pass_through_a_zone_opens_at_most_one_alert(offset: float, y: float
 
 
 def test_a_zone_moved_by_new_orders_is_measured_afresh_for_the_path_between_fixes():
-    """The path check reuses the distances the fix rule just measured (engine.rules.zones keeps
+    """The path check reuses the distances the fix rule just measured (engine.core.rules.zones keeps
     the last two per zone); new orders that move a zone under the same id must not leave the
     old shape's distances in use: the drive below crosses the zone only where it is now."""
-    from engine.orders import load_orders
+    from engine.core.orders import load_orders
 
     far = orders_doc(exclusion=[{"id": "Z-school", "polygon": square(X0 + 5000, Y0, 60.0)}])
     h = Harness.build(far)

@@ -1,7 +1,7 @@
 """Episode and battery state pickles the same in both builds, and parts stored before still load.
 
-The compiled build (engine.native) cannot rebuild a slots dataclass from pickle's default form,
-so these classes pickle as constructor calls (engine.state_pickle); tests/test_native_build.py
+The compiled build (engine.tools.native) cannot rebuild a slots dataclass from pickle's default form,
+so these classes pickle as constructor calls (engine.core.state_pickle); tests/test_native_build.py
 moves whole engines' state between the builds.  Here: the round trip, and the old form.
 """
 
@@ -17,11 +17,11 @@ from typing import Any
 import pytest
 
 from devices.model import Fix
-from engine import state_unpickle
-from engine.rules.device_events import BatteryTrend
-from engine.rules.proximity import PairEpisode
-from engine.rules.zones import ZoneEpisode
-from engine.tracks import TrackPoint
+from engine.core import state_unpickle
+from engine.core.rules.device_events import BatteryTrend
+from engine.core.rules.proximity import PairEpisode
+from engine.core.rules.zones import ZoneEpisode
+from engine.core.tracks import TrackPoint
 
 POINT = TrackPoint(1_795_000_000.0, 93_000.5, 437_000.25, 8.0, "AM-1:7", "gnss")
 STATES: list[Any] = [

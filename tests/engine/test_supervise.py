@@ -9,11 +9,11 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
-from engine.acks import MAX_ACK_BYTES, MAX_NOTE_CHARS, InvalidAck, parse_ack
-from engine.outbound import MAX_PUBLISH_BYTES, encode_bounded
-from engine.poison import POISON_AFTER, Suspects, message_key
-from engine.store import MemoryStore
-from engine.supervise import MAX_RESTARTS, Supervisor
+from engine.runtime.acks import MAX_ACK_BYTES, MAX_NOTE_CHARS, InvalidAck, parse_ack
+from engine.runtime.outbound import MAX_PUBLISH_BYTES, encode_bounded
+from engine.runtime.poison import POISON_AFTER, Suspects, message_key
+from engine.runtime.store import MemoryStore
+from engine.runtime.supervise import MAX_RESTARTS, Supervisor
 
 
 async def test_a_restartable_task_that_fails_is_restarted_and_counted() -> None:
@@ -56,7 +56,7 @@ async def test_a_task_that_must_not_restart_stops_the_service_with_its_cause() -
 
 async def test_a_task_failing_again_and_again_becomes_fatal(monkeypatch: pytest.MonkeyPatch) -> None:
     """Restarts are bounded: past MAX_RESTARTS within the window the service stops."""
-    monkeypatch.setattr("engine.supervise.RESTART_BACKOFF_S", (0.0,))
+    monkeypatch.setattr("engine.runtime.supervise.RESTART_BACKOFF_S", (0.0,))
     stop = asyncio.Event()
     sup = Supervisor(stop)
     calls = 0
@@ -170,9 +170,9 @@ def test_a_payload_too_large_even_shortened_keeps_its_short_scalars() -> None:
 
 async def test_store_errors_and_task_failures_never_carry_the_redis_password() -> None:
     """/readyz needs no token and shows failures: the store's error text is redacted at the source."""
-    from engine.broker import free_port
-    from engine.store import StoreUnavailable
-    from engine.store_redis import RedisStore
+    from engine.runtime.broker import free_port
+    from engine.runtime.store import StoreUnavailable
+    from engine.runtime.store_redis import RedisStore
 
     store = RedisStore(f"redis://:s3cret-pass@127.0.0.1:{free_port()}/0")
     with pytest.raises(StoreUnavailable) as info:
@@ -196,13 +196,13 @@ def test_emguard_serve_exits_non_zero_with_the_cause_when_the_service_failed(
     """The orchestrator restarts a process that exits non-zero: a fatal failure must be one."""
     from click.testing import CliRunner
 
-    from engine.cli import main
-    from engine.supervise import ServiceFailed
+    from engine.runtime.supervise import ServiceFailed
+    from engine.tools.cli import main
 
     async def failing(cfg: object) -> None:
         raise ServiceFailed("task committer failed: OverflowError: int too big to convert")
 
-    monkeypatch.setattr("engine.serve.run_serve", failing)
+    monkeypatch.setattr("engine.tools.serve.run_serve", failing)
     result = CliRunner().invoke(main, ["serve", "--orders", "x.json", "--insecure-no-auth"])
     assert result.exit_code == 1
     assert "task committer failed: OverflowError" in result.output

@@ -9,8 +9,8 @@ import pytest
 from hypothesis import example, given, settings
 from hypothesis import strategies as st
 
-from engine import timeutil
-from engine.timeutil import format_time, parse_time
+from devices import timeutil
+from devices.timeutil import format_time, parse_time
 
 # 0001-01-01 .. 9999-12-31, the range datetime can format
 _TIMES = st.floats(min_value=-62_135_596_800.0, max_value=253_402_300_799.0, allow_nan=False)

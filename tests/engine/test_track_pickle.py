@@ -4,9 +4,9 @@ from __future__ import annotations
 
 import pickle
 
-from engine.config import RuleConfig
-from engine.testing import T0
-from engine.tracks import TRACK_POINTS, DeviceTrack, TrackPoint
+from engine.core.config import RuleConfig
+from engine.core.tracks import TRACK_POINTS, DeviceTrack, TrackPoint
+from engine.tools.testing import T0
 
 
 def _point(i: int) -> TrackPoint:

@@ -10,14 +10,14 @@ from typing import Any
 import httpx
 import pytest
 
-from engine.device_tokens import DeviceTokens, device_tokens_from_env, parse_device_tokens
+from engine.core.messages import Outgoing
+from engine.core.pipeline import Effects
 from engine.errors import ConfigError
-from engine.messages import Outgoing
-from engine.pipeline import Effects
-from engine.supervise import ServiceFailed
-from engine.testing import ORIGIN, T0, DeviceScript, orders_doc
-from engine.victim_api import MAX_BODY
-from engine.victim_feed import VictimFeed
+from engine.runtime.supervise import ServiceFailed
+from engine.tools.testing import ORIGIN, T0, DeviceScript, orders_doc
+from engine.web.device_tokens import DeviceTokens, device_tokens_from_env, parse_device_tokens
+from engine.web.victim_api import MAX_BODY
+from engine.web.victim_feed import VictimFeed
 from tests.engine.api_support import World, make_world
 
 VICTIM = "victim-token-aaaaaaaaaaaa"
@@ -378,7 +378,7 @@ async def test_the_app_is_served_with_its_own_strict_policy(world: World) -> Non
 
 async def test_stopping_the_http_server_removes_the_victim_feed_listener(world: World) -> None:
     """A stopped server leaves no listener behind on the service (the victim feed included)."""
-    from engine.http import HttpServer
+    from engine.web.server import HttpServer
 
     before = list(world.service.listeners)
     server = HttpServer(world.service, port=0, tokens={"tok-0123456789abcdef": _principal()})
@@ -389,7 +389,7 @@ async def test_stopping_the_http_server_removes_the_victim_feed_listener(world: 
 
 
 def _principal() -> Any:
-    from engine.auth import Principal
+    from engine.web.auth import Principal
 
     return Principal("op", "operator")
 

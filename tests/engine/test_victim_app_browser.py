@@ -23,13 +23,13 @@ from typing import Any
 
 import pytest
 
-from engine.broker import EmbeddedBroker
-from engine.config import ServiceConfig
-from engine.http import HttpServer
-from engine.orders import load_orders
-from engine.pipeline import Engine
-from engine.service import Service
-from engine.testing import ORIGIN, DeviceScript, lonlat, orders_doc
+from engine.core.config import ServiceConfig
+from engine.core.orders import load_orders
+from engine.core.pipeline import Engine
+from engine.runtime.broker import EmbeddedBroker
+from engine.runtime.service import Service
+from engine.tools.testing import ORIGIN, DeviceScript, lonlat, orders_doc
+from engine.web.server import HttpServer
 from tests.engine.test_console_browser import ARGS, chromium_path, wait_until
 
 pytestmark = pytest.mark.browser

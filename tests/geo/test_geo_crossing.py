@@ -89,7 +89,7 @@ def test_circle_crossing_matches_exact_distance(seg, r) -> None:
 
 
 def _far_apart(d0: float, d1: float, length: float) -> bool:
-    """engine.rules.zones.ZoneRules.evaluate_segment's test for skipping a zone."""
+    """engine.core.rules.zones.ZoneRules.evaluate_segment's test for skipping a zone."""
     return d0 + d1 > length + 1e-3 + 1e-9 * (length + d0 + d1)
 
 

@@ -19,7 +19,7 @@ from pathlib import Path
 import httpx
 import pytest
 
-from engine.broker import free_port, mosquitto_binary, wait_for_port
+from engine.runtime.broker import free_port, mosquitto_binary, wait_for_port
 
 
 def _binary(name: str) -> str:
@@ -98,7 +98,7 @@ def engine(tmp: Path, broker_port: int, redis_port: int, orders: Path, client_id
            "EMGUARD_REDIS": f"redis://127.0.0.1:{redis_port}/0", "EMGUARD_ORDERS": str(orders),
            "EMGUARD_HTTP_PORT": str(http), "EMGUARD_CLIENT_ID": client_id,
            "EMGUARD_API_TOKENS": f"{API_TOKEN}:integration:supervisor", **extra_env}
-    argv = [sys.executable, "-m", "engine.cli", "--log-level", "INFO", "serve"]
+    argv = [sys.executable, "-m", "engine.tools.cli", "--log-level", "INFO", "serve"]
     return Proc(argv, http, env=env, log=tmp / f"engine-{client_id}.log")
 
 

@@ -13,7 +13,7 @@ pytestmark = pytest.mark.integration
 def test_demo_prints_zone_proximity_and_panic_alerts_then_stops():
     """A fresh user sees the ban-zone alarm, the forecast proximity alarm and the panic, in order."""
     proc = subprocess.run(
-        [sys.executable, "-m", "engine.cli", "demo", "--once", "--speed", "20", "--http-port", "0"],
+        [sys.executable, "-m", "engine.tools.cli", "demo", "--once", "--speed", "20", "--http-port", "0"],
         capture_output=True, text=True, timeout=180, check=False,
     )
     out = proc.stdout

@@ -16,8 +16,8 @@ from pathlib import Path
 import aiomqtt
 import pytest
 
-from engine.testing import ORIGIN, DeviceScript, circle
-from engine.timeutil import format_time
+from devices.timeutil import format_time
+from engine.tools.testing import ORIGIN, DeviceScript, circle
 from tests.integration import procs
 
 pytestmark = pytest.mark.integration

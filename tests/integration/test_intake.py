@@ -1,6 +1,6 @@
 """IngestClient and the service's intake against a real mosquitto started here.
 
-The client overrides private callbacks of aiomqtt 2.x (see engine/intake.py): these tests pin
+The client overrides private callbacks of aiomqtt 2.x (see engine/runtime/intake.py): these tests pin
 what the service relies on, so an aiomqtt upgrade that changes them fails here.
 """
 
@@ -14,12 +14,12 @@ from pathlib import Path
 import aiomqtt
 import pytest
 
-from engine.config import EngineConfig, ServiceConfig
-from engine.intake import IngestClient
-from engine.orders import load_orders
-from engine.pipeline import Engine
-from engine.service import Service
-from engine.testing import ORIGIN, DeviceScript, circle, orders_doc
+from engine.core.config import EngineConfig, ServiceConfig
+from engine.core.orders import load_orders
+from engine.core.pipeline import Engine
+from engine.runtime.intake import IngestClient
+from engine.runtime.service import Service
+from engine.tools.testing import ORIGIN, DeviceScript, circle, orders_doc
 from tests.integration import procs
 
 pytestmark = pytest.mark.integration
@@ -265,8 +265,8 @@ async def test_while_commits_hang_the_broker_stops_at_the_services_receive_maxim
     """MQTT v5: the service asks for at most RECEIVE_MAXIMUM unacknowledged messages, so a store
     that does not answer stops the flow at the broker (the rest stays queued there), and the
     PUBACKs of its own publishes never queue behind a flood."""
-    from engine.service import RECEIVE_MAXIMUM
-    from engine.store import MemoryStore
+    from engine.runtime.service import RECEIVE_MAXIMUM
+    from engine.runtime.store import MemoryStore
 
     class HangingStore(MemoryStore):
         def __init__(self) -> None:
@@ -323,8 +323,8 @@ async def test_an_alerts_puback_does_not_wait_behind_a_device_flood(broker, capl
     Maximum while acks and new messages interleave): in the ingest benchmark's Redis pass the
     backlog was 20,000+ messages, aiomqtt gave up after 10 s and the service reconnected.
     """
-    from engine.messages import Outgoing
-    from engine.pipeline import Effects
+    from engine.core.messages import Outgoing
+    from engine.core.pipeline import Effects
 
     now = time.time()
     book = load_orders(orders_doc(valid_from=now - 3600, valid_until=now + 86400))

@@ -2,7 +2,7 @@
 
 Real mosquitto and Redis started here; two ``emguard serve`` processes in group ``emguard``.
 The broker deals each device message to either worker, so an offender's and his victim's
-fixes land on different workers; the case's owner (engine/cluster.py) must still see both.
+fixes land on different workers; the case's owner (engine/runtime/cluster.py) must still see both.
 """
 
 from __future__ import annotations
@@ -17,10 +17,10 @@ import aiomqtt
 import httpx
 import pytest
 
-from engine.cluster import Cluster
-from engine.orders import load_orders
-from engine.testing import ORIGIN, DeviceScript
-from engine.timeutil import format_time
+from devices.timeutil import format_time
+from engine.core.orders import load_orders
+from engine.runtime.cluster import Cluster
+from engine.tools.testing import ORIGIN, DeviceScript
 from tests.integration import procs
 
 pytestmark = pytest.mark.integration

@@ -8,12 +8,12 @@ import json
 import aiomqtt
 import pytest
 
-from engine.broker import EmbeddedBroker, mosquitto_binary
-from engine.config import EngineConfig, ServiceConfig
-from engine.orders import load_orders
-from engine.pipeline import Engine
-from engine.service import Service
-from engine.testing import ORIGIN, DeviceScript, circle, orders_doc
+from engine.core.config import EngineConfig, ServiceConfig
+from engine.core.orders import load_orders
+from engine.core.pipeline import Engine
+from engine.runtime.broker import EmbeddedBroker, mosquitto_binary
+from engine.runtime.service import Service
+from engine.tools.testing import ORIGIN, DeviceScript, circle, orders_doc
 
 pytestmark = pytest.mark.integration
 X0, Y0 = ORIGIN

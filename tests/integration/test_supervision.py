@@ -17,14 +17,14 @@ from typing import Any
 import aiomqtt
 import pytest
 
-from engine.config import ServiceConfig
-from engine.orders import load_orders
-from engine.pipeline import Engine
-from engine.poison import message_key
-from engine.service import Service
-from engine.store_redis import RedisStore
-from engine.supervise import ServiceFailed
-from engine.testing import DeviceScript, orders_doc
+from engine.core.config import ServiceConfig
+from engine.core.orders import load_orders
+from engine.core.pipeline import Engine
+from engine.runtime.poison import message_key
+from engine.runtime.service import Service
+from engine.runtime.store_redis import RedisStore
+from engine.runtime.supervise import ServiceFailed
+from engine.tools.testing import DeviceScript, orders_doc
 from tests.integration import procs
 
 pytestmark = pytest.mark.integration
@@ -211,7 +211,7 @@ async def test_a_message_that_breaks_the_commit_twice_is_dead_lettered_as_poison
 
 async def test_readiness_and_metrics_follow_a_redis_and_a_broker_outage(world):
     """Redis down: not ready, with no commit due.  Broker down: both connection flags drop."""
-    from engine.metrics import EngineMetrics
+    from engine.web.metrics import EngineMetrics
 
     broker, redis = world
     service = _service(broker, redis)

@@ -6,7 +6,7 @@ import json
 
 from click.testing import CliRunner
 
-from engine.broker import free_port
+from engine.runtime.broker import free_port
 from simulator.cli_commands import (
     COMMANDS,
     import_track_command,

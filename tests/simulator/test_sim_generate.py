@@ -12,8 +12,8 @@ import shapely
 
 from devices.decode import decode_message
 from devices.model import EVENT_TYPES
-from engine.orders import load_orders
-from engine.timeutil import parse_time
+from devices.timeutil import parse_time
+from engine.core.orders import load_orders
 from simulator.generate import Generated, generate, simulate
 from simulator.orders_doc import load_book, zone_geometries
 from simulator.scenario import load_scenario, parse_scenario
@@ -263,7 +263,7 @@ def test_urban_noise_day_is_a_day_of_ordinary_life(suite):
 
 
 def test_orders_file_is_the_contract_form_and_loads_in_the_engine(tmp_path):
-    """The written orders resolve places to lat/lon, carry residences, and load with engine.orders."""
+    """The written orders resolve places to lat/lon, carry residences, and load with engine.core.orders."""
     simulate(
         SCENARIO_DIR / "curfew.json",
         tmp_path / "t.jsonl",

@@ -7,7 +7,7 @@ import json
 import pytest
 
 from devices.decode import decode_message
-from engine.timeutil import parse_time
+from devices.timeutil import parse_time
 from simulator.errors import ImportTrackError
 from simulator.importers import import_track, parse_csv, parse_gpx
 

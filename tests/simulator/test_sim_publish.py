@@ -12,8 +12,8 @@ from collections.abc import AsyncIterator
 import aiomqtt
 import pytest
 
-from engine.broker import EmbeddedBroker, free_port, mosquitto_binary
-from engine.timeutil import format_time
+from devices.timeutil import format_time
+from engine.runtime.broker import EmbeddedBroker, free_port, mosquitto_binary
 from simulator.errors import SimulatorError
 from simulator.generate import simulate
 from simulator.publish import BrokerAddress, parse_broker_url, publish_trace

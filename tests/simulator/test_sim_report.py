@@ -6,9 +6,9 @@ import json
 import re
 import xml.etree.ElementTree as ET
 
-from engine.timeutil import format_time, parse_time
+from devices.timeutil import format_time, parse_time
 from simulator.generate import simulate
-from simulator.score import score_files
+from simulator.scoring import score_files
 from simulator.suite import SCENARIO_DIR
 from simulator.truth import read_truth
 

@@ -6,7 +6,7 @@ import json
 
 import pytest
 
-from engine.timeutil import parse_time
+from devices.timeutil import parse_time
 from simulator.errors import ScenarioError
 from simulator.generate import generate
 from simulator.scenario import load_scenario, parse_duration, parse_when

@@ -7,7 +7,7 @@ from typing import Any
 
 import pytest
 
-from engine.timeutil import format_time
+from devices.timeutil import format_time
 from simulator.errors import TraceError
 from simulator.score import (
     ScoreResult,
@@ -15,8 +15,8 @@ from simulator.score import (
     combine,
     read_alerts,
     score,
-    score_files,
 )
+from simulator.scoring import score_files
 from simulator.tables import format_table, result_summary
 from simulator.truth import Episode, write_truth
 

@@ -8,7 +8,7 @@ from typing import Any
 
 import pytest
 
-from engine.timeutil import format_time
+from devices.timeutil import format_time
 from simulator.suite import format_suite, main, run_suite, scenario_files
 from simulator.truth import read_truth
 
@@ -64,7 +64,7 @@ def test_a_perfect_engine_meets_every_target_on_the_whole_suite(tmp_path):
 
 
 def test_the_engine_replay_runs_through_the_suite(tmp_path):
-    """engine.replay.replay_trace is called with (trace, orders) and its alert changes are scored."""
+    """engine.runtime.replay.replay_trace is called with (trace, orders) and its alert changes are scored."""
     result = run_suite(tmp_path, scenarios=["victim_device_home"], report=True)
     (row,) = result.rows
     lines = [json.loads(line) for line in row.alerts_path.read_text().splitlines()]

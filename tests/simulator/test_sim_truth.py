@@ -11,8 +11,8 @@ from hypothesis import example, given, settings
 from hypothesis import strategies as st
 from shapely.geometry import Point, Polygon
 
-from engine.orders import Order, ProximityRule, ScheduleWindow, ZoneRule
-from engine.timeutil import parse_time
+from devices.timeutil import parse_time
+from engine.core.orders import Order, ProximityRule, ScheduleWindow, ZoneRule
 from geo.zones import parse_zone
 from simulator.errors import TraceError
 from simulator.oracle import inside_intervals, proximity_episodes, schedule_intervals, zone_episodes

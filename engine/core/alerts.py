@@ -1,0 +1,816 @@
+"""The alert lifecycle: one alert per episode, graded, with deadlines and a full history.
+
+Pure state machine (time is passed in).  Two things are kept apart (contract §5):
+
+* ``condition`` is the engine's view: ``active`` while the violation or risk lasts,
+  ``cleared`` (with ``cleared_at``, device time) once the rule saw it end;
+* ``state`` is the centre's handling: ``open → acknowledged → closed``, ``escalated`` when
+  the deadline for its level passes unacknowledged or an operator escalates (to a target).
+
+An alert that reached ``alarm`` or above is never closed by the engine: an alarm is a task,
+not a notification (EN 50518 practice, shared/domain.md), so a cleared condition is
+published and the alert stays in the centre's queue until a person closes it with an
+outcome code and a note.  ``info``/``warning`` alerts of the kinds in
+``AlertPolicy.auto_close`` close themselves when cleared (``closed_by: "engine"``).
+Operators claim (one works it, others see who), acknowledge, escalate to a target from the
+kind's procedure, add notes and close; a rising level keeps the alert id; every change is an
+``AlertChange`` that the caller publishes and stores, with who and when in the history.
+
+Alert ids are derived from (order, kind, target, episode start in device time)
+so a restarted or duplicated worker computes the same id for the same episode
+and the store can refuse the second copy.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import math
+from collections.abc import Iterator, Mapping
+from dataclasses import dataclass, field
+from typing import Any, Literal, Protocol
+
+from devices.timeutil import format_time
+from engine.errors import EngineError
+
+Level = Literal["info", "warning", "alarm", "critical"]
+State = Literal["open", "acknowledged", "escalated", "closed"]
+Condition = Literal["active", "cleared"]
+Action = Literal["claim", "ack", "escalate", "note", "close"]
+ChangeKind = Literal[
+    "raised", "level", "update", "clear", "close", "claim", "ack", "escalate", "note"
+]
+
+LEVELS: tuple[Level, ...] = ("info", "warning", "alarm", "critical")
+LEVEL_RANK: Mapping[str, int] = {name: i for i, name in enumerate(LEVELS)}
+ALARM_RANK = 2  # LEVEL_RANK["alarm"]: from here on only a person closes an alert
+KINDS = (
+    "proximity",
+    "exclusion",
+    "inclusion",
+    "tamper",
+    "battery",
+    "signal_loss",
+    "panic",
+    "order_expiry",
+    "device_silent",
+)
+#: what an operator may do to an alert (contract §1 ``em/ack`` and the HTTP API)
+ACTIONS: tuple[str, ...] = ("claim", "ack", "escalate", "note", "close")
+#: older consumers' names for an action: ``resolve`` is ``close``
+ACTION_ALIASES: Mapping[str, str] = {"resolve": "close"}
+#: changes a person makes (the evidence log files them as actions)
+OPERATOR_CHANGES: tuple[str, ...] = ("claim", "ack", "escalate", "note", "close")
+
+# Reaction times in seconds per level (the chain partners' agreed deadlines);
+# overridable per kind in EngineConfig.
+DEFAULT_DEADLINES: Mapping[str, float] = {
+    "critical": 120.0,
+    "alarm": 300.0,
+    "warning": 900.0,
+    "info": 3600.0,
+}
+
+#: outcome codes an operator closes an alert with (configurable: ``[alerts] outcomes``)
+DEFAULT_OUTCOMES: tuple[str, ...] = (
+    "false_alarm",  # GPS or device artefact: no violation happened
+    "no_action_needed",  # a real but harmless event (he drove past, came home late by minutes)
+    "subject_contacted",  # the offender was called and complied
+    "victim_contacted",  # the protected person was called and is safe
+    "police_dispatched",  # the police control room sent a unit
+    "reported_to_prosecutor",  # violation reported to the OM (possibly V-TUL)
+    "device_issue",  # a fault or battery problem, service arranged
+    "other",  # anything else: the note says what
+)
+#: escalation targets per kind (the procedure's chain); ``*`` for every other kind
+DEFAULT_TARGETS: Mapping[str, tuple[str, ...]] = {
+    "*": ("supervisor", "police", "prosecutor"),
+    "panic": ("police", "supervisor"),
+    "battery": ("supervisor", "field_service"),
+    "signal_loss": ("supervisor", "field_service", "police"),
+    "device_silent": ("supervisor", "field_service", "police"),
+}
+#: the call script of each kind's procedure (``*`` for every other kind): what an operator does,
+#: in order, shown beside the alarm (configurable: ``[alerts.scripts]``)
+DEFAULT_SCRIPTS: Mapping[str, tuple[str, ...]] = {
+    "*": (
+        "Check the map and the evidence: is it real (accuracy, source of the fixes)?",
+        "Call the subject: tell him what was seen and what he must do.",
+        "If a victim may be at risk or he does not comply: escalate.",
+        "Write what was done in a note; close with an outcome.",
+    ),
+    "proximity": (
+        "Call the protected person now: is she safe? Tell her to go to a safe place.",
+        "Call the subject: he must turn away and leave at once.",
+        "She cannot be reached, he does not comply, or they keep closing: escalate to the police "
+        "(control room) with the latest positions and RD coordinates.",
+        "Write what was done in a note; close with an outcome.",
+    ),
+    "panic": (
+        "Escalate to the police (control room) at once with her latest position.",
+        "Call the protected person; if she cannot talk, listen and keep the line open.",
+        "Call the subject: where is he now?",
+        "Write what was done in a note; close with an outcome.",
+    ),
+    "exclusion": (
+        "Check the map: is he inside the banned area beyond the accuracy of the fix?",
+        "Call the subject: he must leave the area now.",
+        "If the area protects a person, call her and tell her he is near.",
+        "He stays or does not answer: escalate (supervisor, police); write a note; close.",
+    ),
+}
+
+
+class AlertActionError(EngineError):
+    """An operator action that conflicts with the alert's state (unknown alert, already
+    closed, claimed by someone else): HTTP 409."""
+
+
+class AlertActionInvalid(AlertActionError):
+    """An operator action that is incomplete or names something not configured (no outcome or
+    note for closing an alarm, an unknown outcome code or escalation target): HTTP 422."""
+
+
+@dataclass(frozen=True, slots=True)
+class AlertPolicy:
+    """How the centre works alerts: which kinds close themselves, outcome codes, targets.
+
+    ``auto_close``: kinds whose ``info``/``warning`` alerts close themselves when their
+    condition clears (an alert that reached ``alarm`` never does).  ``outcomes``: the codes
+    ``close`` accepts.  ``targets``: per kind (``*`` for the rest) the escalation targets of
+    its procedure, the first being the default when an older client names none.  ``scripts``:
+    per kind (``*`` for the rest) the steps of the procedure's call script; only shown, the
+    engine never reads them.
+    """
+
+    auto_close: frozenset[str] = frozenset(KINDS)
+    outcomes: tuple[str, ...] = DEFAULT_OUTCOMES
+    targets: Mapping[str, tuple[str, ...]] = field(default_factory=lambda: dict(DEFAULT_TARGETS))
+    scripts: Mapping[str, tuple[str, ...]] = field(default_factory=lambda: dict(DEFAULT_SCRIPTS))
+
+    def targets_for(self, kind: str) -> tuple[str, ...]:
+        """The escalation targets of ``kind``'s procedure."""
+        found = self.targets.get(kind)
+        if found is None:
+            found = self.targets.get("*", DEFAULT_TARGETS["*"])
+        return found
+
+    def script_for(self, kind: str) -> tuple[str, ...]:
+        """The call script of ``kind``'s procedure."""
+        found = self.scripts.get(kind)
+        if found is None:
+            found = self.scripts.get("*", DEFAULT_SCRIPTS["*"])
+        return found
+
+
+def peak_rank(alert: Alert) -> int:
+    """The highest level an alert ever had (its history keeps every level it passed)."""
+    top = LEVEL_RANK[alert.level]
+    for entry in alert.history:
+        rank = LEVEL_RANK[entry.level]
+        if rank > top:
+            top = rank
+    return top
+
+
+@dataclass(slots=True, init=False, unsafe_hash=True)
+class HistoryEntry:
+    """Who did what to an alert, and when (processing time).
+
+    ``action`` names the change (``raised``, ``level``, ``clear``, ``claim``, ``ack``,
+    ``escalate``, ``note``, ``close``; empty in entries stored before it was kept);
+    ``outcome`` and ``target`` are a close's outcome code and an escalation's target.
+    Never changed once made (a written ``__init__``, not ``frozen``: engine.tools.native, as every
+    record made per alert change).
+    """
+
+    at: float
+    state: State
+    level: Level
+    by: str
+    note: str
+    action: str
+    outcome: str
+    target: str
+
+    def __init__(
+        self, at: float, state: State, level: Level, by: str, note: str = "", action: str = "",
+        outcome: str = "", target: str = "",
+    ) -> None:
+        self.at = at
+        self.state = state
+        self.level = level
+        self.by = by
+        self.note = note
+        self.action = action
+        self.outcome = outcome
+        self.target = target
+
+    def __reduce__(self) -> tuple[type[HistoryEntry], tuple[Any, ...]]:
+        # a plain tuple (see Alert.__reduce__)
+        return (HistoryEntry, (
+            self.at, self.state, self.level, self.by, self.note, self.action, self.outcome,
+            self.target,
+        ))
+
+    def __setstate__(self, state: list[Any]) -> None:
+        # an entry pickled by the frozen dataclass default: copyreg's __newobj__ and the field
+        # values in order (engine.core.state_unpickle makes the blank object); that form had five
+        self.at, self.state, self.level, self.by, self.note = state[:5]
+        rest = [*state[5:8], "", "", ""]
+        self.action, self.outcome, self.target = rest[0], rest[1], rest[2]
+
+    def to_dict(self, at: Any) -> dict[str, Any]:
+        """The entry as JSON (``at`` as the caller wants time written); empty fields left out."""
+        out: dict[str, Any] = {
+            "at": at, "state": self.state, "level": self.level, "by": self.by, "note": self.note,
+        }
+        if self.action:
+            out["action"] = self.action
+        if self.outcome:
+            out["outcome"] = self.outcome
+        if self.target:
+            out["target"] = self.target
+        return out
+
+
+@dataclass(slots=True, init=False, unsafe_hash=True)
+class Alert:
+    """An alert as the monitoring centre sees it (contract §5), plus its history.
+
+    Never changed once handed out: a change makes a new alert (``copy_alert``, then the
+    changed fields set on the copy before anyone else sees it).  A written ``__init__`` and
+    not ``frozen``, so that in the compiled build (engine.tools.native) it is a native class: a
+    frozen Python dataclass cost ~28,000 instructions per copy and ~15,000 per construction
+    through its interpreted ``__init__``, several times per alert change.
+
+    ``target`` is the episode's target (a zone, a protected person, a device), part of the
+    episode key; an escalation's target is ``escalated_to``.
+    """
+
+    alert_id: str
+    kind: str
+    level: Level
+    state: State
+    order: str | None
+    subject: str | None
+    protected_person: str | None
+    zone: str | None
+    device_time: float
+    raised_at: float
+    deadline: float
+    episode_start: float
+    distance_m: float | None
+    certainty: str | None
+    closing_speed_mps: float | None
+    time_to_contact_s: float | None
+    evidence: tuple[str, ...]
+    late: bool
+    detail: str
+    updated_at: float
+    target: str | None
+    device: str | None
+    history: tuple[HistoryEntry, ...]
+    condition: Condition
+    cleared_at: float | None
+    claimed_by: str | None
+    escalated_to: str | None
+    outcome: str | None
+    closed_by: str | None
+
+    def __init__(
+        self, alert_id: str, kind: str, level: Level, state: State, order: str | None,
+        subject: str | None, protected_person: str | None, zone: str | None,
+        device_time: float, raised_at: float, deadline: float, episode_start: float,
+        distance_m: float | None = None, certainty: str | None = None,
+        closing_speed_mps: float | None = None, time_to_contact_s: float | None = None,
+        evidence: tuple[str, ...] = (), late: bool = False, detail: str = "",
+        updated_at: float = 0.0, target: str | None = None, device: str | None = None,
+        history: tuple[HistoryEntry, ...] = (), condition: Condition = "active",
+        cleared_at: float | None = None, claimed_by: str | None = None,
+        escalated_to: str | None = None, outcome: str | None = None,
+        closed_by: str | None = None,
+    ) -> None:
+        self.alert_id = alert_id
+        self.kind = kind
+        self.level = level
+        self.state = state
+        self.order = order
+        self.subject = subject
+        self.protected_person = protected_person
+        self.zone = zone
+        self.device_time = device_time
+        self.raised_at = raised_at
+        self.deadline = deadline
+        self.episode_start = episode_start
+        self.distance_m = distance_m
+        self.certainty = certainty
+        self.closing_speed_mps = closing_speed_mps
+        self.time_to_contact_s = time_to_contact_s
+        self.evidence = evidence
+        self.late = late
+        self.detail = detail
+        self.updated_at = updated_at
+        self.target = target
+        self.device = device
+        self.history = history
+        self.condition = condition
+        self.cleared_at = cleared_at
+        self.claimed_by = claimed_by
+        self.escalated_to = escalated_to
+        self.outcome = outcome
+        self.closed_by = closed_by
+
+    def __reduce__(self) -> tuple[type[Alert], tuple[Any, ...]]:
+        # the constructor with the field values as one tuple: the same pickle from the pure
+        # and the compiled build, and open alerts are stored with every commit of their case
+        # (engine.core.case_state)
+        return (Alert, (
+            self.alert_id, self.kind, self.level, self.state, self.order, self.subject,
+            self.protected_person, self.zone, self.device_time, self.raised_at, self.deadline,
+            self.episode_start, self.distance_m, self.certainty, self.closing_speed_mps,
+            self.time_to_contact_s, self.evidence, self.late, self.detail, self.updated_at,
+            self.target, self.device, self.history, self.condition, self.cleared_at,
+            self.claimed_by, self.escalated_to, self.outcome, self.closed_by,
+        ))
+
+    def __setstate__(self, state: list[Any]) -> None:
+        # an alert pickled by the frozen dataclass default, before __reduce__: copyreg's
+        # __newobj__ and the field values in order (engine.core.state_unpickle makes the blank
+        # object in the compiled build); that form had the first 23 fields
+        (
+            self.alert_id, self.kind, self.level, self.state, self.order, self.subject,
+            self.protected_person, self.zone, self.device_time, self.raised_at, self.deadline,
+            self.episode_start, self.distance_m, self.certainty, self.closing_speed_mps,
+            self.time_to_contact_s, self.evidence, self.late, self.detail, self.updated_at,
+            self.target, self.device, self.history,
+        ) = state[:23]
+        rest = list(state[23:29]) + [None] * 6
+        self.condition = rest[0] if rest[0] is not None else "active"
+        self.cleared_at, self.claimed_by, self.escalated_to, self.outcome, self.closed_by = rest[1:6]
+
+    @property
+    def is_open(self) -> bool:
+        """Open, acknowledged and escalated alerts still need the centre, cleared or not."""
+        return self.state != "closed"
+
+    @property
+    def needs_ack(self) -> bool:
+        """Nobody has acknowledged it since it was raised or last rose (open or escalated)."""
+        return self.state == "open" or self.state == "escalated"
+
+    def to_wire(self) -> dict[str, Any]:
+        """The monitoring-centre form (contract §5), with our extensions documented in docs."""
+        out: dict[str, Any] = {
+            "v": 1,
+            "alert_id": self.alert_id,
+            "kind": self.kind,
+            "level": self.level,
+            "state": self.state,
+            "condition": self.condition,
+            "cleared_at": None if self.cleared_at is None else format_time(self.cleared_at),
+            "claimed_by": self.claimed_by,
+            "order": self.order,
+            "subject": self.subject,
+            "protected_person": self.protected_person,
+            "zone": self.zone,
+            "device_time": format_time(self.device_time),
+            "raised_at": format_time(self.raised_at),
+            "deadline": format_time(self.deadline),
+            "distance_m": _round(self.distance_m, 1),
+            "certainty": self.certainty,
+            "closing_speed_mps": _round(self.closing_speed_mps, 2),
+            "time_to_contact_s": _round(self.time_to_contact_s, 0),
+            "evidence": {"fixes": list(self.evidence)},
+            "late": self.late,
+            "detail": self.detail,
+            "updated_at": format_time(self.updated_at or self.raised_at),
+            "change_seq": len(self.history),
+        }
+        if self.device is not None:
+            out["device"] = self.device
+        if self.escalated_to is not None:
+            out["escalated_to"] = self.escalated_to
+        if self.state == "closed":
+            out["outcome"] = self.outcome
+            out["closed_by"] = self.closed_by
+        if self.history:
+            last = self.history[-1]
+            out["changed_by"] = last.by
+            out["note"] = last.note
+        return out
+
+
+@dataclass(slots=True, init=False, unsafe_hash=True)
+class AlertChange:
+    """One published state change: the alert after the change and what changed (never changed
+    once made; a written ``__init__``, not ``frozen``: engine.tools.native)."""
+
+    alert: Alert
+    change: ChangeKind
+    previous_level: Level | None
+    arrival: float | None  # arrival time of the fix that caused it (fix-to-alert latency)
+
+    def __init__(
+        self, alert: Alert, change: ChangeKind,
+        previous_level: Level | None = None, arrival: float | None = None,
+    ) -> None:
+        self.alert = alert
+        self.change = change
+        self.previous_level = previous_level
+        self.arrival = arrival
+
+
+def copy_alert(a: Alert) -> Alert:
+    """A new alert with every field of ``a``: the caller sets what changed before handing it out
+    (``dataclasses.replace`` read the fields by introspection on every call)."""
+    return Alert(
+        a.alert_id, a.kind, a.level, a.state, a.order, a.subject, a.protected_person, a.zone,
+        a.device_time, a.raised_at, a.deadline, a.episode_start, a.distance_m, a.certainty,
+        a.closing_speed_mps, a.time_to_contact_s, a.evidence, a.late, a.detail, a.updated_at,
+        a.target, a.device, a.history, a.condition, a.cleared_at, a.claimed_by, a.escalated_to,
+        a.outcome, a.closed_by,
+    )
+
+
+def migrate_alert(a: Alert) -> Alert:
+    """An alert stored before ``condition`` and ``closed`` existed, in today's form.
+
+    Then the engine's end of an episode and the centre's close were one state, ``resolved``:
+    such an alert is closed, its condition cleared, closed by whoever made that last change.
+    Any other alert is returned as it is.
+    """
+    state: str = a.state
+    if state != "resolved":
+        return a
+    new = copy_alert(a)
+    new.state = "closed"
+    new.condition = "cleared"
+    by = a.history[-1].by if a.history else "engine"
+    new.closed_by = by
+    if by == "engine":
+        new.cleared_at = a.updated_at
+    return new
+
+
+class RaiseCap(Protocol):
+    """What ``AlertBook.raise_or_update`` hands a raise to while approved crossings cap the
+    levels (``engine.core.rules.crossings.CappedAlerts``): the same keyword arguments."""
+
+    def raise_or_update(self, **kw: Any) -> AlertChange | None: ...
+
+
+def alert_id_for(
+    order: str | None, kind: str, target: str | None, episode_start: float, n: int = 0
+) -> str:
+    """Deterministic id: the same episode always gets the same id, on any worker (``n`` > 0
+    for the n-th further episode of one key that starts at the same instant)."""
+    text = f"{order}|{kind}|{target}|{episode_start:.3f}"
+    if n:
+        text += f"|{n}"
+    return "A-" + hashlib.sha256(text.encode()).hexdigest()[:16]
+
+
+@dataclass(slots=True)
+class AlertBook:
+    """All alerts this engine knows, indexed by id and by episode key.
+
+    ``open_by_key`` holds the alerts whose condition is active (the engine's episodes);
+    ``alerts`` holds every alert, and those not closed are the centre's queue.
+    """
+
+    deadlines: Mapping[str, float] = field(default_factory=lambda: dict(DEFAULT_DEADLINES))
+    kind_deadlines: Mapping[str, Mapping[str, float]] = field(default_factory=dict)
+    alerts: dict[str, Alert] = field(default_factory=dict)
+    open_by_key: dict[tuple[str | None, str, str | None], str] = field(default_factory=dict)
+    policy: AlertPolicy = field(default_factory=AlertPolicy)
+    # (alerts dict, its size, a lower bound of the deadlines of alerts in state "open"), so
+    # that escalate_overdue (every tick) need not look at every alert; see there
+    _deadline_floor: tuple[dict[str, Alert], int, float] | None = field(
+        default=None, init=False, repr=False, compare=False
+    )
+    # while approved crossings hold (engine.core.rules.crossings.ApprovedCrossings.capped): the view
+    # that caps raises, which ``raise_or_update`` hands every raise to
+    capping: RaiseCap | None = field(default=None, init=False, repr=False, compare=False)
+
+    def deadline_for(self, kind: str, level: str, now: float) -> float:
+        """Deadline for acting on an alert of this kind and level raised or raised-to at ``now``."""
+        per_kind = self.kind_deadlines.get(kind, {})
+        return now + float(per_kind.get(level, self.deadlines[level]))
+
+    def open_for(self, order: str | None, kind: str, target: str | None) -> Alert | None:
+        """The open alert of an episode, if any."""
+        return self.open_for_key((order, kind, target))
+
+    def writes_detail(self, order: str | None, kind: str, target: str | None, level: Level) -> bool:
+        """Whether ``raise_or_update`` at ``level`` (not ``allow_lower``) keeps the ``detail`` it is
+        given: for a new alert, a rise, and any raise while a cap holds (``CappedAlerts`` notes
+        it).  An update at the same or a lower level keeps the alert's own detail, so a rule
+        need not format one (the formatting cost more than the update)."""
+        if self.capping is not None:
+            return True
+        current = self.open_for(order, kind, target)
+        return current is None or LEVEL_RANK[level] > LEVEL_RANK[current.level]
+
+    def open_for_key(self, key: tuple[str | None, str, str | None]) -> Alert | None:
+        """``open_for`` with the episode key ``(order, kind, target)`` made once by the caller."""
+        aid = self.open_by_key.get(key)
+        return self.alerts.get(aid) if aid else None
+
+    def raise_or_update(
+        self,
+        *,
+        order: str | None,
+        kind: str,
+        target: str | None,
+        level: Level,
+        now: float,
+        device_time: float,
+        episode_start: float,
+        subject: str | None = None,
+        protected_person: str | None = None,
+        zone: str | None = None,
+        distance_m: float | None = None,
+        certainty: str | None = None,
+        closing_speed_mps: float | None = None,
+        time_to_contact_s: float | None = None,
+        evidence: tuple[str, ...] = (),
+        late: bool = False,
+        detail: str = "",
+        device: str | None = None,
+        allow_lower: bool = False,
+        past_cap: bool = False,
+    ) -> AlertChange | None:
+        """Open an alert for the episode or move its level; None when nothing visible changed.
+
+        A level never drops unless ``allow_lower`` (the rule has debounced the fall).  While a
+        cap holds (``capping``) the raise goes through it; ``past_cap`` is its own call on to
+        the book.
+        """
+        if self.capping is not None and not past_cap:
+            return self.capping.raise_or_update(
+                order=order, kind=kind, target=target, level=level, now=now,
+                device_time=device_time, episode_start=episode_start, subject=subject,
+                protected_person=protected_person, zone=zone, distance_m=distance_m,
+                certainty=certainty, closing_speed_mps=closing_speed_mps,
+                time_to_contact_s=time_to_contact_s, evidence=evidence, late=late, detail=detail,
+                device=device, allow_lower=allow_lower,
+            )
+        current = self.open_for(order, kind, target)
+        if current is None:
+            aid = alert_id_for(order, kind, target, episode_start)
+            if aid in self.alerts:
+                # the same episode cleared (or was closed) and starts again: keep ids unique
+                aid = alert_id_for(order, kind, target, device_time)
+                n = 0
+                while aid in self.alerts:
+                    n += 1
+                    aid = alert_id_for(order, kind, target, device_time, n)
+            alert = Alert(
+                aid, kind, level, "open", order, subject, protected_person, zone, device_time,
+                now, self.deadline_for(kind, level, now), episode_start, distance_m, certainty,
+                closing_speed_mps, time_to_contact_s, evidence[-20:], late, detail, now, target,
+                device, (HistoryEntry(now, "open", level, "engine", detail, "raised"),),
+            )
+            size = len(self.alerts)
+            self.alerts[aid] = alert
+            self.open_by_key[(order, kind, target)] = aid
+            self._note_open(alert, size)
+            return AlertChange(alert, "raised")
+
+        rank_new, rank_old = LEVEL_RANK[level], LEVEL_RANK[current.level]
+        alert = copy_alert(current)
+        # the newest measurements, kept whether or not the level moves
+        if distance_m is not None:
+            alert.distance_m = distance_m
+        if certainty:
+            alert.certainty = certainty
+        alert.closing_speed_mps = closing_speed_mps
+        alert.time_to_contact_s = time_to_contact_s
+        alert.evidence = _merge_evidence(current.evidence, evidence)
+        if rank_new > rank_old or (allow_lower and rank_new < rank_old):
+            # A rise brings a fresh (shorter) deadline; a fall keeps the one already running.
+            if rank_new > rank_old:
+                alert.deadline = min(current.deadline, self.deadline_for(kind, level, now))
+                if current.state == "acknowledged":
+                    alert.state = "open"  # a rise needs a fresh acknowledgement
+            alert.level = level
+            alert.device_time = device_time
+            if detail:
+                alert.detail = detail
+            alert.updated_at = now
+            alert.history = (
+                *current.history, HistoryEntry(now, alert.state, level, "engine", detail, "level")
+            )
+            self.alerts[alert.alert_id] = alert
+            self._note_open(alert, len(self.alerts))
+            return AlertChange(alert, "level", current.level)
+        # Same level: keep the newest measurements quietly (no publish).
+        self.alerts[current.alert_id] = alert
+        return None
+
+    def clear_episode(
+        self, order: str | None, kind: str, target: str | None, now: float, note: str,
+        device_time: float | None = None,
+    ) -> AlertChange | None:
+        """The engine saw the episode end (the subject left the zone, moved away, came home).
+
+        The condition is cleared (``cleared_at``: ``device_time``, the time of the data that
+        showed it, else ``now``) and the episode key is free for the next episode.  The alert
+        stays in the centre's queue unless it never reached ``alarm`` and its kind closes
+        itself (``AlertPolicy.auto_close``): then it is closed by the engine, in the same change.
+        """
+        current = self.open_for(order, kind, target)
+        if current is None:
+            return None
+        key = (current.order, current.kind, current.target)
+        if self.open_by_key.get(key) == current.alert_id:
+            del self.open_by_key[key]
+        new = copy_alert(current)
+        new.condition = "cleared"
+        new.cleared_at = now if device_time is None else device_time
+        new.updated_at = now
+        change: ChangeKind = "clear"
+        if current.state != "closed" and current.kind in self.policy.auto_close and (
+            peak_rank(current) < ALARM_RANK
+        ):
+            new.state = "closed"
+            new.closed_by = "engine"
+            change = "close"
+        new.history = (
+            *current.history, HistoryEntry(now, new.state, current.level, "engine", note, change)
+        )
+        self.alerts[current.alert_id] = new
+        return AlertChange(new, change)
+
+    def act(
+        self, alert_id: str, action: str, by: str, note: str, now: float, *,
+        outcome: str = "", target: str = "", supervisor: bool = False,
+    ) -> AlertChange:
+        """An operator acts on an alert (contract §1 ``em/ack`` and the HTTP API).
+
+        ``claim``: ``by`` works this alert (a second operator's claim is refused unless he is
+        a ``supervisor``, who takes it over).  ``ack``: acknowledged (and claimed, if nobody
+        had).  ``escalate``: to ``target``, one of the kind's procedure targets (the first when
+        none is named).  ``note``: a line on the alert's notes thread.  ``close`` (``resolve``):
+        with an ``outcome`` code; for an alert that reached alarm both outcome and a note are
+        required.  While someone has claimed it, only they (or a supervisor) ack, escalate or
+        close it; anyone may add a note.  Raises ``AlertActionError`` (a conflict with the
+        alert's state) or ``AlertActionInvalid`` (an incomplete or unknown request).
+        """
+        action = ACTION_ALIASES.get(action, action)
+        alert = self.alerts.get(alert_id)
+        if alert is None:
+            raise AlertActionError(f"unknown alert {alert_id}")
+        if not by:
+            raise AlertActionInvalid("an operator action needs 'by' (who acted)")
+        if action not in ACTIONS:
+            raise AlertActionInvalid(
+                f"unknown action {action!r} (use claim, ack, escalate, note or close; "
+                "resolve is close)"
+            )
+        if not alert.is_open:
+            raise AlertActionError(f"alert {alert_id} is already closed")
+        holder = alert.claimed_by
+        if action == "claim":
+            if holder == by:
+                raise AlertActionError(f"alert {alert_id} is already claimed by {by}")
+            if holder is not None and not supervisor:
+                raise AlertActionError(
+                    f"alert {alert_id} is claimed by {holder}; only a supervisor can take it over"
+                )
+            new = self._change(alert, alert.state, now, by, note, "claim")
+            new.claimed_by = by
+            return self._store(alert, new, "claim")
+        if holder is not None and holder != by and not supervisor and action != "note":
+            raise AlertActionError(
+                f"alert {alert_id} is claimed by {holder}; they or a supervisor may {action} it"
+            )
+        if action == "note":
+            if not note.strip():
+                raise AlertActionInvalid("a note needs text")
+            return self._store(alert, self._change(alert, alert.state, now, by, note, "note"), "note")
+        if action == "ack":
+            if alert.state == "acknowledged":
+                raise AlertActionError(f"alert {alert_id} is already acknowledged")
+            new = self._change(alert, "acknowledged", now, by, note, "ack")
+            if holder is None:
+                new.claimed_by = by  # who acknowledges an alert nobody claimed works it
+            return self._store(alert, new, "ack")
+        if action == "escalate":
+            choices = self.policy.targets_for(alert.kind)
+            chosen = target or (choices[0] if choices else "")
+            if chosen not in choices:
+                raise AlertActionInvalid(
+                    f"unknown escalation target {chosen!r} for {alert.kind} alerts "
+                    f"(the procedure has {', '.join(choices)})"
+                )
+            new = self._change(alert, "escalated", now, by, note, "escalate", target=chosen)
+            new.escalated_to = chosen
+            return self._store(alert, new, "escalate")
+        # close
+        if outcome and outcome not in self.policy.outcomes:
+            raise AlertActionInvalid(
+                f"unknown outcome {outcome!r} (use one of {', '.join(self.policy.outcomes)})"
+            )
+        if peak_rank(alert) >= ALARM_RANK and (not outcome or not note.strip()):
+            raise AlertActionInvalid(
+                f"closing a {LEVELS[peak_rank(alert)]} alert needs an outcome "
+                f"({', '.join(self.policy.outcomes)}) and a note saying what was done"
+            )
+        new = self._change(alert, "closed", now, by, note, "close", outcome=outcome)
+        new.outcome = outcome or None
+        new.closed_by = by
+        key = (alert.order, alert.kind, alert.target)
+        if self.open_by_key.get(key) == alert.alert_id:
+            del self.open_by_key[key]  # the episode's next data opens a new alert
+        return self._store(alert, new, "close")
+
+    def _change(
+        self, alert: Alert, state: State, now: float, by: str, note: str, action: str, *,
+        outcome: str = "", target: str = "",
+    ) -> Alert:
+        """A copy of ``alert`` in ``state`` with the history entry of one person's action."""
+        new = copy_alert(alert)
+        new.state = state
+        new.updated_at = now
+        new.history = (
+            *alert.history,
+            HistoryEntry(now, state, alert.level, by, note, action, outcome, target),
+        )
+        return new
+
+    def _store(self, old: Alert, new: Alert, change: ChangeKind) -> AlertChange:
+        self.alerts[old.alert_id] = new
+        return AlertChange(new, change)
+
+    def escalate_overdue(self, now: float) -> list[AlertChange]:
+        """Escalate every open, unacknowledged alert whose deadline has passed.
+
+        Runs every tick: while ``now`` is before the earliest deadline of an alert in state
+        "open" (a lower bound kept by this class; only ``raise_or_update`` stores such alerts)
+        nothing is due and the alerts are not scanned.  A replaced ``alerts`` dict or one with
+        alerts added from outside is scanned again.
+        """
+        floor = self._deadline_floor
+        if floor is not None and floor[0] is self.alerts and floor[1] == len(self.alerts) and now < floor[2]:
+            return []
+        changes = []
+        earliest = math.inf
+        for alert in list(self.alerts.values()):
+            if alert.state == "open":
+                if now >= alert.deadline:
+                    changes.append(
+                        self._transition(alert, "escalated", now, "engine", "deadline passed", "escalate")
+                    )
+                elif alert.deadline < earliest:
+                    earliest = alert.deadline
+        self._deadline_floor = (self.alerts, len(self.alerts), earliest)
+        return changes
+
+    def _note_open(self, alert: Alert, size_before: int) -> None:
+        """Keep the deadline bound of escalate_overdue after storing ``alert``."""
+        floor = self._deadline_floor
+        if floor is None:
+            return
+        if floor[0] is not self.alerts or floor[1] != size_before:
+            self._deadline_floor = None  # changed from outside: scan at the next call
+            return
+        earliest = min(floor[2], alert.deadline) if alert.state == "open" else floor[2]
+        self._deadline_floor = (floor[0], len(self.alerts), earliest)
+
+    def open_alerts(self) -> Iterator[Alert]:
+        """Alerts still needing the centre (cleared or not), most urgent first: not yet
+        acknowledged before acknowledged, then by level, then by the nearest deadline."""
+        live = [a for a in self.alerts.values() if a.is_open]
+        live.sort(key=lambda a: (0 if a.needs_ack else 1, -LEVEL_RANK[a.level], a.deadline, a.alert_id))
+        return iter(live)
+
+    def _transition(
+        self, alert: Alert, state: State, now: float, by: str, note: str, change: ChangeKind
+    ) -> AlertChange:
+        """The engine's own change of state (a deadline escalation)."""
+        new = copy_alert(alert)
+        new.state = state
+        new.updated_at = now
+        new.history = (*alert.history, HistoryEntry(now, state, alert.level, by, note, change))
+        self.alerts[alert.alert_id] = new
+        return AlertChange(new, change)
+
+
+def _merge_evidence(old: tuple[str, ...], new: tuple[str, ...]) -> tuple[str, ...]:
+    """The newest 20 distinct keys: each at its first place in ``old + new``.
+
+    Nearly always the keys are distinct already (an alert's evidence is a merge, and a new
+    fix is new): one set of them says so, and the joined tuple is the answer as it is.
+    """
+    merged = old + new
+    if len(set(merged)) == len(merged):
+        return merged[-20:]
+    return tuple(dict.fromkeys(merged))[-20:]
+
+
+def _round(value: float | None, digits: int) -> float | None:
+    """``value`` rounded for the wire; None for a missing, NaN or infinite value."""
+    if value is None or not math.isfinite(value):
+        return None
+    return round(value, digits)

@@ -1,0 +1,75 @@
+"""Who hears about an alert change: the centre always, the victim and the offender by rule.
+
+* Centre: every change, full detail (contract §5).
+* Victim: warned once the alert reaches ``victim_warn_level`` (two-tier
+  response: a ``warning`` goes to the centre only, so an operator can contact
+  the offender first); warned again on each further rise; told when the engine
+  saw the danger pass (the condition cleared) and what was done when the centre
+  acknowledges, escalates or closes.  A panic is confirmed to her at once.
+* Offender: ``leave_area`` for an exclusion zone, ``contact_centre`` when a
+  proximity alert reaches alarm.  Never anything about the victim.
+"""
+
+from __future__ import annotations
+
+from engine.core.alerts import LEVEL_RANK, AlertChange
+from engine.core.config import RuleConfig
+from engine.core.messages import (
+    Outgoing,
+    centre_message,
+    subject_prompt,
+    victim_status,
+    victim_warning,
+)
+from engine.core.orders import OrderBook
+
+VICTIM_KINDS = ("proximity", "panic")
+
+
+class Notifier:
+    """Fans alert changes out to the centre, the victim and the offender."""
+
+    def __init__(self, prefix: str, rules: RuleConfig) -> None:
+        self.prefix = prefix
+        self.rules = rules
+        self.victim_rank: dict[str, int] = {}  # alert id -> highest level the victim was told
+
+    def on_change(self, book: OrderBook, change: AlertChange, now: float) -> list[Outgoing]:
+        """Messages for one alert change, centre first."""
+        alert = change.alert
+        out = [centre_message(self.prefix, alert)]
+        victim_devices = self._victim_devices(book, alert.protected_person)
+        concerns_victim = alert.kind in VICTIM_KINDS or (
+            alert.kind == "exclusion" and alert.protected_person is not None
+        )
+        if concerns_victim and victim_devices:
+            rank = LEVEL_RANK[alert.level]
+            told = self.victim_rank.get(alert.alert_id, -1)
+            if change.change in ("raised", "level"):
+                order = book.orders.get(alert.order) if alert.order else None
+                level = (order.victim_warn_level if order else None) or self.rules.victim_warn_level
+                warn_rank = LEVEL_RANK[level]
+                if alert.kind == "panic" or (rank >= warn_rank and rank > told):
+                    self.victim_rank[alert.alert_id] = rank
+                    out += [victim_warning(self.prefix, d, alert, now) for d in victim_devices]
+            elif told >= 0 and change.change in ("ack", "escalate", "clear", "close"):
+                out += [victim_status(self.prefix, d, alert, now) for d in victim_devices]
+                if change.change == "close":
+                    self.victim_rank.pop(alert.alert_id, None)
+        if change.change in ("raised", "level") and alert.subject:
+            instruction = None
+            if alert.kind == "exclusion" and LEVEL_RANK[alert.level] >= LEVEL_RANK["alarm"]:
+                instruction = "leave_area"
+            elif alert.kind == "proximity" and LEVEL_RANK[alert.level] >= LEVEL_RANK["alarm"]:
+                instruction = "contact_centre"
+            if instruction:
+                subject = book.subjects.get(alert.subject)
+                for device in subject.devices if subject else ():
+                    out.append(subject_prompt(self.prefix, device, instruction, alert.level, now))
+        return out
+
+    @staticmethod
+    def _victim_devices(book: OrderBook, person: str | None) -> tuple[str, ...]:
+        if person is None or person not in book.protected_persons:
+            return ()
+        return book.protected_persons[person].devices

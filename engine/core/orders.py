@@ -1,0 +1,664 @@
+"""Protection orders: who is protected from whom, where and when (contract §4).
+
+Parsing is strict: a misconfigured orders file fails at load with a message
+naming the order or zone to fix. Geometry is parsed and validated by
+``geo.zones``; this module owns the legal and temporal side of an order.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, field
+from datetime import UTC, datetime, time, timedelta
+from pathlib import Path
+from typing import Any
+from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
+
+from pyproj import Transformer
+from shapely.geometry import LineString
+
+from devices.timeutil import parse_time
+from engine.errors import OrdersError
+from geo.errors import ZoneError
+from geo.zones import ZoneShape, parse_zone
+
+DAY_NAMES = ("mon", "tue", "wed", "thu", "fri", "sat", "sun")
+
+LEGAL_BASES: Mapping[str, int | None] = {
+    # legal basis -> maximum validity in days (None: no statutory maximum here)
+    "gedragsaanwijzing": 90,  # art. 509hh Sv, behavioural order
+    "schorsing_voorlopige_hechtenis": None,  # suspension of pre-trial detention
+    "vrijheidsbeperkende_maatregel": None,  # freedom-restricting measure (38v Sr)
+    "voorwaardelijke_veroordeling": None,  # conditional sentence
+    "voorwaardelijke_invrijheidstelling": None,  # conditional release
+    "dadelijk_uitvoerbaar_toezicht": None,  # immediately enforceable supervision (DUT)
+}
+
+
+@dataclass(frozen=True, slots=True)
+class ScheduleWindow:
+    """A weekly window in a named time zone, e.g. mon-sun 22:00-06:00 Europe/Amsterdam.
+
+    A window whose ``end`` is not after ``start`` runs past midnight; it belongs
+    to the day it starts on.  Wall-clock times are resolved in ``tz`` so the
+    window follows daylight-saving changes.
+    """
+
+    days: frozenset[int]  # 0 = Monday
+    start: time
+    end: time
+    tz: str
+    # [a, b, c, d, e]: every t in [a, b) lies in the window (a, e), every t in [c, d) in none;
+    # see window_containing (a device's fixes ask about nearby times, each a local-time
+    # calculation otherwise)
+    _memo: list[float] = field(
+        default_factory=lambda: [math.inf, -math.inf, math.inf, -math.inf, math.nan],
+        init=False, repr=False, compare=False,
+    )
+    # the same as one tuple in a holder shared by all equal windows (__post_init__)
+    _shared: list[tuple[float, float, float, float, float]] = field(
+        init=False, repr=False, compare=False
+    )
+
+    def __post_init__(self) -> None:
+        object.__setattr__(self, "_shared", _shared_memo(self.days, self.start, self.end, self.tz))
+
+    def active_at(self, t: float) -> bool:
+        """True when device time ``t`` (epoch seconds) falls inside this window."""
+        return self.window_containing(t) is not None
+
+    def window_containing(self, t: float) -> tuple[float, float] | None:
+        """The concrete (start, end) epoch interval containing ``t``, if any.
+
+        Remembers the last answer as an interval of times with the same answer: a window
+        (s, e) found for ``t`` is the answer for every time in [s, min(e, next start after
+        s)) (no later window has begun, and today's window is looked at first), and "none"
+        for ``t`` is the answer up to the next start after ``t``.  Same results as computing.
+
+        Those intervals depend only on (days, start, end, tz): before calculating, the memo
+        shared by equal windows (every night curfew of the same hours) is asked, so the
+        local-time calculation is made about once per schedule, not once per order.  The
+        shared memo is replaced as one tuple, so a reader in another thread sees a
+        consistent one (a lost update only costs a calculation).
+        """
+        memo = self._memo
+        if memo[0] <= t < memo[1]:
+            return (memo[0], memo[4])
+        if memo[2] <= t < memo[3]:
+            return None
+        a, b, c, d, e = self._shared[0]
+        if a <= t < b:
+            memo[0], memo[1], memo[4] = a, b, e
+            return (a, e)
+        if c <= t < d:
+            memo[2], memo[3] = c, d
+            return None
+        found = self._window_containing(t)
+        if found is not None:
+            nxt = self.next_start_after(found[0])
+            memo[0], memo[1], memo[4] = found[0], found[1] if nxt is None else min(found[1], nxt), found[1]
+            m = self._shared[0]
+            self._shared[0] = (memo[0], memo[1], m[2], m[3], memo[4])
+        else:
+            nxt = self.next_start_after(t)
+            if nxt is not None:
+                memo[2], memo[3] = t, nxt
+                m = self._shared[0]
+                self._shared[0] = (m[0], m[1], t, nxt, m[4])
+        return found
+
+    def _window_containing(self, t: float) -> tuple[float, float] | None:
+        zone = ZoneInfo(self.tz)
+        local = datetime.fromtimestamp(t, tz=UTC).astimezone(zone)
+        for back in (0, 1):
+            day = (local - timedelta(days=back)).date()
+            if day.weekday() not in self.days:
+                continue
+            start = datetime.combine(day, self.start, tzinfo=zone)
+            end_day = day if self.end > self.start else day + timedelta(days=1)
+            end = datetime.combine(end_day, self.end, tzinfo=zone)
+            s, e = start.timestamp(), end.timestamp()
+            if s <= t < e:
+                return (s, e)
+        return None
+
+    def next_start_after(self, t: float, horizon_days: int = 8) -> float | None:
+        """Epoch time of the first window start strictly after ``t``."""
+        zone = ZoneInfo(self.tz)
+        local = datetime.fromtimestamp(t, tz=UTC).astimezone(zone)
+        for ahead in range(horizon_days):
+            day = (local + timedelta(days=ahead)).date()
+            if day.weekday() not in self.days:
+                continue
+            s = datetime.combine(day, self.start, tzinfo=zone).timestamp()
+            if s > t:
+                return s
+        return None
+
+
+_WINDOW_MEMOS: dict[
+    tuple[frozenset[int], time, time, str], list[tuple[float, float, float, float, float]]
+] = {}
+
+
+def _shared_memo(
+    days: frozenset[int], start: time, end: time, tz: str
+) -> list[tuple[float, float, float, float, float]]:
+    """The memo holder of every window with this schedule (one entry per distinct schedule
+    ever loaded: a handful of curfew hours, not one per order)."""
+    key = (days, start, end, tz)
+    memo = _WINDOW_MEMOS.get(key)
+    if memo is None:
+        memo = _WINDOW_MEMOS.setdefault(key, [(math.inf, -math.inf, math.inf, -math.inf, math.nan)])
+    return memo
+
+
+@dataclass(frozen=True, slots=True)
+class ZoneRule:
+    """An exclusion zone (locatieverbod) or inclusion zone (locatiegebod) of an order."""
+
+    zone_id: str
+    kind: str  # "exclusion" | "inclusion"
+    shape: ZoneShape
+    schedule: tuple[ScheduleWindow, ...] = ()
+    protects: str | None = None  # protected person this zone is about (e.g. her home)
+
+    def active_at(self, t: float) -> bool:
+        """Zones without a schedule are always active."""
+        return not self.schedule or any(w.active_at(t) for w in self.schedule)
+
+
+@dataclass(frozen=True, slots=True)
+class ProximityRule:
+    """A contact ban enforced by distance between two moving devices."""
+
+    protected_person: str
+    alert_m: float
+    warn_m: float
+    critical_m: float
+    critical_ttc_s: float
+
+
+@dataclass(frozen=True, slots=True)
+class CorridorRule:
+    """An approved crossing: a route (motorway, bus line) the subject may travel through.
+
+    While the subject moves through it, proximity and exclusion alerts of the
+    order are capped at ``info`` (still sent to the centre, and recorded);
+    standing still in it for longer than ``max_dwell_s`` or leaving it brings
+    the normal levels back.  Given as a centre ``line`` of ``[lon, lat]`` with
+    ``width_m`` (full width; buffered at load in a local equidistant
+    projection) or as any zone geometry; ``shape`` is the polygon used.
+    """
+
+    corridor_id: str
+    shape: ZoneShape
+    max_dwell_s: float = 120.0
+    schedule: tuple[ScheduleWindow, ...] = ()
+    width_m: float | None = None
+    line: tuple[tuple[float, float], ...] | None = None
+
+    def active_at(self, t: float) -> bool:
+        """Corridors without a schedule are always active."""
+        return not self.schedule or any(w.active_at(t) for w in self.schedule)
+
+
+@dataclass(frozen=True, slots=True)
+class TimeWindow:
+    """An approved period (a court hearing) in which this order's alerts are capped at ``info``.
+
+    With an ``area`` the cap holds only while the subject is inside it (the
+    court building and its surroundings); without one it holds everywhere.
+    """
+
+    window_id: str
+    start: float
+    end: float
+    reason: str
+    area: ZoneShape | None = None
+
+    def active_at(self, t: float) -> bool:
+        """True in ``[start, end)`` device time."""
+        return self.start <= t < self.end
+
+
+@dataclass(frozen=True, slots=True)
+class Subject:
+    """The person wearing the ankle monitor (pleger / verdachte)."""
+
+    id: str
+    devices: tuple[str, ...]
+    residence: tuple[float, float] | None = None  # (lat, lon)
+
+
+@dataclass(frozen=True, slots=True)
+class ProtectedPerson:
+    """The victim (slachtoffer) carrying a victim device or phone."""
+
+    id: str
+    devices: tuple[str, ...]
+
+
+@dataclass(frozen=True, slots=True)
+class Order:
+    """One protection order with its validity period and rules."""
+
+    id: str
+    subject: str
+    legal_basis: str
+    valid_from: float
+    valid_until: float
+    exclusion_zones: tuple[ZoneRule, ...] = ()
+    inclusion_zones: tuple[ZoneRule, ...] = ()
+    proximity: tuple[ProximityRule, ...] = ()
+    victim_warn_level: str | None = None  # None: the engine default (alarm, two-tier response)
+    corridors: tuple[CorridorRule, ...] = ()
+    time_windows: tuple[TimeWindow, ...] = ()
+
+    def valid_at(self, t: float) -> bool:
+        """True when the order is in force at device time ``t``."""
+        return self.valid_from <= t <= self.valid_until
+
+    @property
+    def zones(self) -> tuple[ZoneRule, ...]:
+        """All zones, exclusion first."""
+        return self.exclusion_zones + self.inclusion_zones
+
+
+@dataclass(frozen=True, slots=True)
+class OrderBook:
+    """Everything the engine must know about people, devices and orders."""
+
+    subjects: Mapping[str, Subject]
+    protected_persons: Mapping[str, ProtectedPerson]
+    orders: Mapping[str, Order]
+    device_owner: Mapping[str, tuple[str, str]] = field(default_factory=dict)
+    owntracks: Mapping[str, str] = field(default_factory=dict)
+    _by_subject: dict[str, tuple[Order, ...]] = field(default_factory=dict, init=False, repr=False, compare=False)
+    _protecting: dict[str, tuple[Order, ...]] = field(default_factory=dict, init=False, repr=False, compare=False)
+    # plain dicts of what every fix asks (the fields are Mappings: generic look-ups compiled)
+    _owner: dict[str, tuple[str, str]] = field(default_factory=dict, init=False, repr=False, compare=False)
+    _subject_devices: dict[str, tuple[str, ...]] = field(default_factory=dict, init=False, repr=False, compare=False)
+    _protected_devices: dict[str, tuple[str, ...]] = field(default_factory=dict, init=False, repr=False, compare=False)
+
+    def __post_init__(self) -> None:
+        # Every fix asks for its person's orders; scanning all orders each time made that the
+        # engine's main cost at national scale (10,000 orders), so index them once per book.
+        by_subject: dict[str, list[Order]] = {}
+        protecting: dict[str, list[Order]] = {}
+        for order in sorted(self.orders.values(), key=lambda o: o.id):
+            by_subject.setdefault(order.subject, []).append(order)
+            for pid in dict.fromkeys(p.protected_person for p in order.proximity):
+                protecting.setdefault(pid, []).append(order)
+        object.__setattr__(self, "_by_subject", {k: tuple(v) for k, v in by_subject.items()})
+        object.__setattr__(self, "_protecting", {k: tuple(v) for k, v in protecting.items()})
+        object.__setattr__(self, "_owner", dict(self.device_owner))
+        object.__setattr__(self, "_subject_devices", {k: s.devices for k, s in self.subjects.items()})
+        object.__setattr__(
+            self, "_protected_devices", {k: p.devices for k, p in self.protected_persons.items()}
+        )
+
+    def owner_of(self, device: str) -> tuple[str, str] | None:
+        """("subject" | "protected", person id) for a device, or None if unknown."""
+        return self._owner.get(device)
+
+    def subject_devices(self, subject_id: str) -> tuple[str, ...]:
+        """The devices of a subject in the book (KeyError for another)."""
+        return self._subject_devices[subject_id]
+
+    def protected_devices(self, person_id: str) -> tuple[str, ...]:
+        """The devices of a protected person in the book (KeyError for another)."""
+        return self._protected_devices[person_id]
+
+    def orders_of_subject(self, subject_id: str) -> list[Order]:
+        """Orders naming this subject, in id order (deterministic)."""
+        return list(self._by_subject.get(subject_id, ()))
+
+    def orders_protecting(self, person_id: str) -> list[Order]:
+        """Orders with a proximity rule for this protected person, in id order."""
+        return list(self._protecting.get(person_id, ()))
+
+
+DEFAULT_CRITICAL_FRACTION = 0.25
+DEFAULT_CRITICAL_TTC_S = 120.0
+
+
+def load_orders(source: str | Path | Mapping[str, Any]) -> OrderBook:
+    """Load and validate an orders file or an already-parsed JSON object."""
+    if isinstance(source, Mapping):
+        doc: Any = source
+        where = "orders"
+    else:
+        where = str(source)
+        try:
+            doc = json.loads(Path(source).read_text(encoding="utf-8"))
+        except FileNotFoundError as exc:
+            raise OrdersError(f"{where}: file not found") from exc
+        except json.JSONDecodeError as exc:
+            raise OrdersError(f"{where}: not valid JSON ({exc})") from exc
+    if not isinstance(doc, Mapping):
+        raise OrdersError(f"{where}: top level must be a JSON object")
+    if doc.get("v", 1) != 1:
+        raise OrdersError(f"{where}: unsupported orders version {doc.get('v')!r} (expected 1)")
+
+    subjects: dict[str, Subject] = {}
+    persons: dict[str, ProtectedPerson] = {}
+    owner: dict[str, tuple[str, str]] = {}
+    owntracks: dict[str, str] = {}
+
+    for raw in _list(doc, "subjects", where):
+        sid = _str(raw, "id", f"{where}: subject")
+        devices = tuple(_str_list(raw, "devices", f"subject {sid}"))
+        residence = None
+        if raw.get("residence") is not None:
+            res = raw["residence"]
+            residence = (_num(res, "lat", f"subject {sid} residence"), _num(res, "lon", f"subject {sid} residence"))
+        if sid in subjects:
+            raise OrdersError(f"subject {sid}: duplicate id")
+        subjects[sid] = Subject(sid, devices, residence)
+        for d in devices:
+            _claim(owner, d, ("subject", sid))
+
+    for raw in _list(doc, "protected_persons", where):
+        pid = _str(raw, "id", f"{where}: protected person")
+        devices = tuple(_str_list(raw, "devices", f"protected person {pid}"))
+        if pid in persons:
+            raise OrdersError(f"protected person {pid}: duplicate id")
+        persons[pid] = ProtectedPerson(pid, devices)
+        for d in devices:
+            _claim(owner, d, ("protected", pid))
+        for ot in _items(raw.get("owntracks"), f"protected person {pid}: owntracks"):
+            if not isinstance(ot, Mapping) or "topic" not in ot or "device" not in ot:
+                raise OrdersError(f"protected person {pid}: owntracks entries need 'topic' and 'device'")
+            owntracks[str(ot["topic"])] = str(ot["device"])
+
+    top_owntracks = doc.get("owntracks") or {}
+    if not isinstance(top_owntracks, Mapping):
+        raise OrdersError(f"{where}: 'owntracks' must map 'user/device' to a device id")
+    for key, dev in top_owntracks.items():
+        owntracks[str(key)] = str(dev)
+
+    orders: dict[str, Order] = {}
+    for raw in _list(doc, "orders", where):
+        order = _parse_order(raw, subjects, persons)
+        if order.id in orders:
+            raise OrdersError(f"order {order.id}: duplicate id")
+        orders[order.id] = order
+
+    return OrderBook(subjects, persons, orders, owner, owntracks)
+
+
+def _parse_order(
+    raw: Mapping[str, Any], subjects: Mapping[str, Subject], persons: Mapping[str, ProtectedPerson]
+) -> Order:
+    oid = _str(raw, "id", "order")
+    ctx = f"order {oid}"
+    subject = _str(raw, "subject", ctx)
+    if subject not in subjects:
+        raise OrdersError(f"{ctx}: unknown subject {subject!r}")
+    legal_basis = str(raw.get("legal_basis", "unspecified"))
+    try:
+        valid_from = parse_time(raw.get("valid_from", 0))
+        valid_until = parse_time(raw.get("valid_until", "9999-12-31T23:59:59Z"))
+    except ValueError as exc:
+        raise OrdersError(f"{ctx}: {exc}") from exc
+    if valid_until <= valid_from:
+        raise OrdersError(f"{ctx}: valid_until must be after valid_from")
+
+    zone_ids: set[str] = set()
+
+    def zones(key: str, kind: str) -> tuple[ZoneRule, ...]:
+        out = []
+        seen: set[str] = set()
+        for z in _items(raw.get(key), f"{ctx}: {key}"):
+            if not isinstance(z, Mapping):
+                raise OrdersError(f"{ctx}: every entry of {key} must be an object")
+            zid = _str(z, "id", f"{ctx} {key}")
+            if zid in seen:
+                raise OrdersError(f"{ctx}: duplicate zone id {zid!r}")
+            seen.add(zid)
+            zone_ids.add(zid)
+            shape = parse_zone(z, zid)
+            schedule = tuple(
+                _parse_window(w, f"{ctx} zone {zid}")
+                for w in _items(z.get("schedule"), f"{ctx} zone {zid}: schedule")
+            )
+            protects = z.get("protected_person")
+            if protects is not None and protects not in persons:
+                raise OrdersError(f"{ctx} zone {zid}: unknown protected person {protects!r}")
+            out.append(ZoneRule(zid, kind, shape, schedule, protects))
+        return tuple(out)
+
+    prox = []
+    for p in _items(raw.get("proximity"), f"{ctx}: proximity"):
+        if not isinstance(p, Mapping):
+            raise OrdersError(f"{ctx}: every proximity rule must be an object")
+        pid = _str(p, "protected_person", f"{ctx} proximity")
+        if pid not in persons:
+            raise OrdersError(f"{ctx}: proximity names unknown protected person {pid!r}")
+        alert_m = _num(p, "alert_m", f"{ctx} proximity {pid}")
+        rctx = f"{ctx} proximity {pid}"
+        warn_m = _num(p, "warn_m", rctx) if "warn_m" in p else 2 * alert_m
+        critical_m = (
+            _num(p, "critical_m", rctx) if "critical_m" in p else alert_m * DEFAULT_CRITICAL_FRACTION
+        )
+        critical_ttc = _num(p, "critical_ttc_s", rctx) if "critical_ttc_s" in p else DEFAULT_CRITICAL_TTC_S
+        if not 0 < critical_m <= alert_m <= warn_m or critical_ttc < 0:
+            raise OrdersError(f"{rctx}: need 0 < critical_m <= alert_m <= warn_m and critical_ttc_s >= 0")
+        prox.append(ProximityRule(pid, alert_m, warn_m, critical_m, critical_ttc))
+
+    victim_warn_level = raw.get("victim_warn_level")
+    if victim_warn_level is not None and victim_warn_level not in ("info", "warning", "alarm", "critical"):
+        raise OrdersError(f"{ctx}: victim_warn_level must be info, warning, alarm or critical")
+    return Order(
+        id=oid,
+        victim_warn_level=victim_warn_level,
+        subject=subject,
+        legal_basis=legal_basis,
+        valid_from=valid_from,
+        valid_until=valid_until,
+        exclusion_zones=zones("exclusion_zones", "exclusion"),
+        inclusion_zones=zones("inclusion_zones", "inclusion"),
+        proximity=tuple(prox),
+        corridors=_parse_corridors(raw, ctx, zone_ids),
+        time_windows=_parse_time_windows(raw, ctx, zone_ids),
+    )
+
+
+DEFAULT_CORRIDOR_DWELL_S = 120.0
+MAX_CORRIDOR_WIDTH_M = 2000.0
+
+
+def _parse_corridors(
+    raw: Mapping[str, Any], ctx: str, zone_ids: set[str]
+) -> tuple[CorridorRule, ...]:
+    out = []
+    seen: set[str] = set()
+    for c in _items(raw.get("corridors"), f"{ctx}: corridors"):
+        if not isinstance(c, Mapping):
+            raise OrdersError(f"{ctx}: every entry of corridors must be an object")
+        cid = _str(c, "id", f"{ctx} corridors")
+        where = f"{ctx} corridor {cid}"
+        if cid in seen:
+            raise OrdersError(f"{ctx}: duplicate corridor id {cid!r}")
+        if f"corridor/{cid}" in zone_ids:
+            raise OrdersError(f"{where}: clashes with zone id 'corridor/{cid}'")
+        seen.add(cid)
+        dwell = _num(c, "max_dwell_s", where) if "max_dwell_s" in c else DEFAULT_CORRIDOR_DWELL_S
+        if not 0 < dwell <= 3600:
+            raise OrdersError(f"{where}: max_dwell_s must be in (0, 3600], got {dwell}")
+        schedule = tuple(_parse_window(w, where) for w in _items(c.get("schedule"), f"{where}: schedule"))
+        line = c.get("line")
+        if line is not None:
+            width = _num(c, "width_m", where)
+            if not 0 < width <= MAX_CORRIDOR_WIDTH_M:
+                raise OrdersError(f"{where}: width_m must be in (0, {MAX_CORRIDOR_WIDTH_M:.0f}]")
+            pts = _line_points(line, where)
+            shape = _buffer_line(pts, width, cid)
+            out.append(CorridorRule(cid, shape, dwell, schedule, width, pts))
+        else:
+            try:
+                shape = parse_zone(c, cid)
+            except ZoneError as exc:
+                raise OrdersError(f"{where}: give a 'line' with 'width_m', or a zone geometry ({exc})") from exc
+            out.append(CorridorRule(cid, shape, dwell, schedule))
+    return tuple(out)
+
+
+def _line_points(raw: Any, where: str) -> tuple[tuple[float, float], ...]:
+    if isinstance(raw, Mapping) and raw.get("type") == "LineString":
+        raw = raw.get("coordinates")
+    if not isinstance(raw, list) or len(raw) < 2:
+        raise OrdersError(f"{where}: 'line' must be a list of at least two [lon, lat] positions")
+    pts: list[tuple[float, float]] = []
+    for i, pos in enumerate(raw):
+        if (
+            not isinstance(pos, list | tuple)
+            or len(pos) not in (2, 3)
+            or not all(isinstance(v, int | float) and not isinstance(v, bool) for v in pos[:2])
+        ):
+            raise OrdersError(f"{where}: line position {i} must be [lon, lat]")
+        lon, lat = float(pos[0]), float(pos[1])
+        if not (-180 <= lon <= 180 and -84 <= lat <= 84):
+            raise OrdersError(f"{where}: line position {i} out of range")
+        pts.append((lon, lat))
+    if len(set(pts)) < 2:
+        raise OrdersError(f"{where}: line needs two distinct positions")
+    return tuple(pts)
+
+
+def _buffer_line(pts: tuple[tuple[float, float], ...], width_m: float, cid: str) -> ZoneShape:
+    """Buffer a [lon, lat] line by ``width_m / 2`` in an equidistant projection centred on it."""
+    lons = [p[0] for p in pts]
+    lats = [p[1] for p in pts]
+    lon0, lat0 = (min(lons) + max(lons)) / 2, (min(lats) + max(lats)) / 2
+    local = f"+proj=aeqd +lat_0={lat0} +lon_0={lon0} +datum=WGS84 +units=m +no_defs"
+    fwd = Transformer.from_crs("EPSG:4326", local, always_xy=True)
+    inv = Transformer.from_crs(local, "EPSG:4326", always_xy=True)
+    xs, ys = fwd.transform(lons, lats)
+    poly = LineString(list(zip(xs, ys, strict=True))).buffer(width_m / 2.0, quad_segs=8)
+    ring_x, ring_y = poly.exterior.coords.xy
+    lon_r, lat_r = inv.transform(list(ring_x), list(ring_y))
+    ring = [[float(a), float(b)] for a, b in zip(lon_r, lat_r, strict=True)]
+    try:
+        return parse_zone({"polygon": ring}, cid)
+    except ZoneError as exc:
+        raise OrdersError(f"corridor {cid}: buffered line is not a valid polygon ({exc})") from exc
+
+
+def _parse_time_windows(
+    raw: Mapping[str, Any], ctx: str, zone_ids: set[str]
+) -> tuple[TimeWindow, ...]:
+    out = []
+    seen: set[str] = set()
+    for w in _items(raw.get("time_windows"), f"{ctx}: time_windows"):
+        if not isinstance(w, Mapping):
+            raise OrdersError(f"{ctx}: every entry of time_windows must be an object")
+        wid = _str(w, "id", f"{ctx} time_windows")
+        where = f"{ctx} time window {wid}"
+        if wid in seen:
+            raise OrdersError(f"{ctx}: duplicate time window id {wid!r}")
+        if f"window/{wid}" in zone_ids:
+            raise OrdersError(f"{where}: clashes with zone id 'window/{wid}'")
+        seen.add(wid)
+        try:
+            start = parse_time(w["from"])
+            end = parse_time(w["to"])
+        except (KeyError, ValueError) as exc:
+            raise OrdersError(f"{where}: needs 'from' and 'to' as RFC 3339 times ({exc})") from exc
+        if end <= start:
+            raise OrdersError(f"{where}: 'to' must be after 'from'")
+        if end - start > 7 * 86400:
+            raise OrdersError(f"{where}: longer than 7 days; amend the order instead")
+        reason = _str(w, "reason", where)
+        area = None
+        if w.get("area") is not None:
+            try:
+                area = parse_zone(w["area"], f"{wid}/area")
+            except ZoneError as exc:
+                raise OrdersError(f"{where}: bad area ({exc})") from exc
+        out.append(TimeWindow(wid, start, end, reason, area))
+    return tuple(out)
+
+
+def _parse_window(raw: Any, ctx: str) -> ScheduleWindow:
+    if not isinstance(raw, Mapping):
+        raise OrdersError(f"{ctx}: schedule entries must be objects")
+    days = _parse_days(str(raw.get("days", "mon-sun")), ctx)
+    try:
+        start = time.fromisoformat(str(raw["from"]))
+        end = time.fromisoformat(str(raw["to"]))
+    except (KeyError, ValueError) as exc:
+        raise OrdersError(f"{ctx}: schedule needs 'from' and 'to' as HH:MM") from exc
+    tz = str(raw.get("tz", "Europe/Amsterdam"))
+    try:
+        ZoneInfo(tz)
+    except (ZoneInfoNotFoundError, ValueError) as exc:
+        raise OrdersError(f"{ctx}: unknown time zone {tz!r}") from exc
+    if start == end:
+        raise OrdersError(f"{ctx}: schedule 'from' and 'to' are equal")
+    return ScheduleWindow(days, start, end, tz)
+
+
+def _parse_days(text: str, ctx: str) -> frozenset[int]:
+    days: set[int] = set()
+    for part in text.lower().replace(" ", "").split(","):
+        if "-" in part:
+            a, b = part.split("-", 1)
+            if a not in DAY_NAMES or b not in DAY_NAMES:
+                raise OrdersError(f"{ctx}: bad day range {part!r} (use e.g. mon-fri)")
+            i, j = DAY_NAMES.index(a), DAY_NAMES.index(b)
+            span = range(i, j + 1) if i <= j else [*range(i, 7), *range(0, j + 1)]
+            days.update(span)
+        elif part in DAY_NAMES:
+            days.add(DAY_NAMES.index(part))
+        else:
+            raise OrdersError(f"{ctx}: bad day {part!r} (use mon..sun)")
+    return frozenset(days)
+
+
+def _items(value: Any, ctx: str) -> list[Any]:
+    """An optional list field: absent or null is empty, anything but a list is an error."""
+    if value is None:
+        return []
+    if not isinstance(value, list):
+        raise OrdersError(f"{ctx} must be a list")
+    return value
+
+
+def _claim(owner: dict[str, tuple[str, str]], device: str, who: tuple[str, str]) -> None:
+    if device in owner and owner[device] != who:
+        raise OrdersError(f"device {device}: assigned to both {owner[device]} and {who}")
+    owner[device] = who
+
+
+def _list(doc: Mapping[str, Any], key: str, ctx: str) -> Sequence[Mapping[str, Any]]:
+    value = doc.get(key, []) or []
+    if not isinstance(value, list) or not all(isinstance(v, Mapping) for v in value):
+        raise OrdersError(f"{ctx}: {key!r} must be a list of objects")
+    return value
+
+
+def _str(doc: Mapping[str, Any], key: str, ctx: str) -> str:
+    value = doc.get(key)
+    if not isinstance(value, str) or not value:
+        raise OrdersError(f"{ctx}: field {key!r} must be a non-empty string")
+    return value
+
+
+def _str_list(doc: Mapping[str, Any], key: str, ctx: str) -> list[str]:
+    value = doc.get(key, [])
+    if not isinstance(value, list) or not all(isinstance(v, str) and v for v in value):
+        raise OrdersError(f"{ctx}: field {key!r} must be a list of device ids")
+    return list(value)
+
+
+def _num(doc: Mapping[str, Any], key: str, ctx: str) -> float:
+    value = doc.get(key) if isinstance(doc, Mapping) else None
+    if isinstance(value, bool) or not isinstance(value, int | float) or value != value:
+        raise OrdersError(f"{ctx}: field {key!r} must be a number")
+    if value in (float("inf"), float("-inf")):
+        raise OrdersError(f"{ctx}: field {key!r} must be finite")
+    return float(value)

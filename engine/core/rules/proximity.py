@@ -1,0 +1,443 @@
+"""Dynamic proximity: the protected area moves with the victim (contact ban between two devices).
+
+Either device's fix triggers an evaluation at that fix's device time; the
+partner's position is interpolated from its recent track (or extrapolated for
+a bounded time with growing uncertainty).  Levels: ``warn_m`` → warning (centre
+only), ``alert_m`` or a fast approach → alarm (victim warned), ``critical_m``
+or contact imminent → critical.  A rise is immediate; a fall waits a dwell, and
+the episode ends only beyond ``warn_m`` plus a margin, so noise does not flap.
+When the victim's device is stale while the offender is near her last known
+place, a ``device_silent`` alert says so: silence is never reported as safety.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+from math import hypot
+from typing import Any
+
+from engine.core.alerts import LEVEL_RANK, Level
+from engine.core.messages import set_interval
+from engine.core.orders import Order, ProximityRule
+from engine.core.rules.context import RuleContext
+from engine.core.rules.crossings import closest_approach, path_margin, segment_usable, stays_beyond
+from engine.core.state_pickle import restore_slots
+from engine.core.tracks import DeviceTrack, TrackPoint
+from geo.certainty import within_certainty
+from geo.proximity import assess_pair
+
+
+@dataclass(slots=True, init=False)
+class PairEpisode:
+    """Debounce state of one (order, subject, protected person) pair (a written ``__init__``:
+    engine.tools.native)."""
+
+    start: float | None
+    lower_since: float | None
+    lower_level: Level | None
+    clear_run: int
+    pursuit: bool
+    possible_run: int
+    last_t: float
+
+    def __init__(
+        self, start: float | None = None, lower_since: float | None = None,
+        lower_level: Level | None = None, clear_run: int = 0, pursuit: bool = False,
+        possible_run: int = 0, last_t: float = -math.inf,
+    ) -> None:
+        self.start = start
+        self.lower_since = lower_since
+        self.lower_level = lower_level
+        self.clear_run = clear_run
+        self.pursuit = pursuit
+        self.possible_run = possible_run
+        self.last_t = last_t
+
+    def __reduce__(self) -> tuple[type[PairEpisode], tuple[Any, ...]]:
+        # the constructor with the field values: the same pickle from the pure and the
+        # compiled build (engine.core.state_pickle)
+        return (PairEpisode, (
+            self.start, self.lower_since, self.lower_level, self.clear_run, self.pursuit,
+            self.possible_run, self.last_t,
+        ))
+
+    def __setstate__(self, state: tuple[dict[str, Any] | None, dict[str, Any]]) -> None:
+        restore_slots(self, state)  # stored before __reduce__
+
+
+@dataclass(slots=True, init=False)
+class PairReading:
+    """The measured state of a pair at one device time (a written ``__init__``: engine.tools.native)."""
+
+    distance_m: float
+    closing_speed_mps: float
+    time_to_contact_s: float
+    slack_m: float
+    evidence: tuple[str, ...]
+    stale_s: float
+    cpa_m: float = math.inf  # predicted closest distance on the current headings
+    t_cpa_s: float = math.inf  # ... and when (from now)
+
+    def __init__(
+        self, distance_m: float, closing_speed_mps: float, time_to_contact_s: float,
+        slack_m: float, evidence: tuple[str, ...], stale_s: float, cpa_m: float = math.inf,
+        t_cpa_s: float = math.inf,
+    ) -> None:
+        self.distance_m = distance_m
+        self.closing_speed_mps = closing_speed_mps
+        self.time_to_contact_s = time_to_contact_s
+        self.slack_m = slack_m
+        self.evidence = evidence
+        self.stale_s = stale_s
+        self.cpa_m = cpa_m
+        self.t_cpa_s = t_cpa_s
+
+
+def grade(rule: ProximityRule, r: PairReading, fast_ttc_s: float) -> tuple[Level | None, str | None]:
+    """Level and certainty for a reading; uncertainty can only lower the level it earns."""
+    d = r.distance_m
+    # A fast approach counts only when the current headings bring them within the alert
+    # distance soon (closest point of approach), not for every car passing at speed.
+    heading_in = r.cpa_m <= rule.alert_m
+    level: Level | None
+    if d <= rule.critical_m or (
+        d <= rule.alert_m and r.cpa_m <= rule.critical_m and r.t_cpa_s <= rule.critical_ttc_s
+    ):
+        level, threshold = "critical", (rule.critical_m if d <= rule.critical_m else rule.alert_m)
+    elif (
+        d <= rule.alert_m
+        or (d <= rule.warn_m and heading_in and r.t_cpa_s <= fast_ttc_s)
+        # a car with a fix every 30 s crosses warn_m and alert_m between two fixes: warn when
+        # its heading brings it within alert_m soon, wherever it is now
+        or (heading_in and r.t_cpa_s <= rule.critical_ttc_s)
+    ):
+        level, threshold = "alarm", (rule.alert_m if d <= rule.alert_m else rule.warn_m)
+    elif d <= rule.warn_m:
+        level, threshold = "warning", rule.warn_m
+    else:
+        level, threshold = None, rule.warn_m
+    if level is None:
+        # possibly within the alert distance given both accuracy radii: tell the centre only
+        if within_certainty(d, rule.alert_m, r.slack_m, 0.0) == "possible":
+            return "warning", "possible"
+        return None, None
+    # a level earned by the predicted closest approach, not the distance now, is a forecast
+    return level, within_certainty(d, threshold, r.slack_m, 0.0) or "possible"
+
+
+@dataclass(slots=True, init=False)
+class PairEntry:
+    """One proximity rule of one order as every fix needs it, worked out once per order: its
+    episode key, its alert target and the alert book's keys of its episodes (a written
+    ``__init__``: engine.tools.native); the per-fix evaluation formatted and built them each time."""
+
+    order: Order
+    rule: ProximityRule
+    key: tuple[str, str, str]  # (order id, subject, protected person): episodes
+    target: str  # ``{subject}~{protected person}``
+    proximity_key: tuple[str | None, str, str | None]  # AlertBook.open_by_key's keys
+    silent_key: tuple[str | None, str, str | None]
+
+    def __init__(self, order: Order, rule: ProximityRule) -> None:
+        self.order = order
+        self.rule = rule
+        self.key = (order.id, order.subject, rule.protected_person)
+        self.target = f"{order.subject}~{rule.protected_person}"
+        self.proximity_key = (order.id, "proximity", self.target)
+        self.silent_key = (order.id, "device_silent", self.target)
+
+
+class ProximityRules:
+    """Evaluates every (order, protected person) pair touched by a fix."""
+
+    def __init__(self) -> None:
+        self.episodes: dict[tuple[str, str, str], PairEpisode] = {}
+        self._pairs: dict[str, tuple[Order, tuple[PairEntry, ...]]] = {}
+
+    def forget_pairs(self) -> None:
+        """A new order book: entries of orders it no longer has are not kept alive."""
+        self._pairs = {}
+
+    def pairs(self, order: Order) -> tuple[PairEntry, ...]:
+        """The order's proximity rules as entries, in order (kept while the order is the same
+        object under its id)."""
+        found = self._pairs.get(order.id)
+        if found is not None and found[0] is order:
+            return found[1]
+        made = tuple(PairEntry(order, rule) for rule in order.proximity)
+        self._pairs[order.id] = (order, made)
+        return made
+
+    def reading(
+        self, a: DeviceTrack, b: DeviceTrack, t: float, max_extrap_s: float
+    ) -> PairReading | None:
+        """Distance, closing speed and time to contact of two tracks at device time ``t``."""
+        if not a.points or not b.points:
+            return None
+        ax, ay, a_extra, a_stale = a.position_at(t, max_extrap_s)
+        bx, by, b_extra, b_stale = b.position_at(t, max_extrap_s)
+        a_near, b_near = a.nearest(t), b.nearest(t)
+        avx, avy = a.velocity(min(t, a.newest_t))
+        bvx, bvy = b.velocity(min(t, b.newest_t))
+        d, cs, ttc = assess_pair(ax, ay, avx, avy, bx, by, bvx, bvy)
+        cpa, t_cpa = closest_point_of_approach(bx - ax, by - ay, bvx - avx, bvy - avy)
+        # positionally, in field order: keyword passing cost more than the arithmetic above
+        return PairReading(
+            d, cs, ttc, a_near.acc + a_extra + b_near.acc + b_extra, (a_near.key, b_near.key),
+            max(a_stale, b_stale), cpa, t_cpa,
+        )
+
+    def evaluate(
+        self,
+        ctx: RuleContext,
+        pair: PairEntry,
+        subject_track: DeviceTrack,
+        victim_track: DeviceTrack,
+        t: float,
+        late: bool,
+    ) -> None:
+        """Grade the pair at device time ``t`` and move its alert (and device_silent) accordingly."""
+        rules = ctx.rules
+        order, rule = pair.order, pair.rule
+        ep = self.episodes.get(pair.key)
+        if ep is None:  # not setdefault(key, PairEpisode()): that builds one per fix
+            ep = self.episodes[pair.key] = PairEpisode()
+        if t < ep.last_t:
+            late = True
+        ep.last_t = max(ep.last_t, t)
+        victim_stale = t - victim_track.newest_t
+        if victim_stale > rules.partner_stale_s:
+            self._silent_victim(ctx, pair, subject_track, victim_track, t, victim_stale)
+            return
+        target = pair.target
+        if ctx.alerts.open_for_key(pair.silent_key) is not None:
+            self._end_silence(ctx, pair, "victim device reporting again", t)
+        r = self.reading(subject_track, victim_track, t, rules.partner_max_extrapolation_s)
+        if r is None:
+            return
+        level, certainty = grade(rule, r, rules.fast_approach_ttc_s)
+        current = ctx.alerts.open_for_key(pair.proximity_key)
+        if current is None and level is None:  # the common case: apart, nothing open
+            ep.start, ep.possible_run = None, 0
+            return
+        ttc = r.time_to_contact_s if math.isfinite(r.time_to_contact_s) else None
+        if current is None:
+            assert level is not None  # returned above
+            if certainty == "possible" and level == "warning":
+                # "cannot rule out" from one coarse fix is noise; two in a row are worth a look
+                ep.possible_run += 1
+                if ep.possible_run < ctx.rules.confirm_fixes:
+                    return
+            ep.possible_run = 0
+            ep.start = t
+            ep.lower_since, ep.lower_level, ep.clear_run = None, None, 0
+            ctx.emit(
+                ctx.alerts.raise_or_update(
+                    order=order.id, kind="proximity", target=target, level=level, now=ctx.now,
+                    device_time=t, episode_start=t, subject=order.subject,
+                    protected_person=rule.protected_person, distance_m=r.distance_m,
+                    certainty=certainty, closing_speed_mps=r.closing_speed_mps,
+                    time_to_contact_s=ttc, evidence=r.evidence, late=late,
+                    detail=_detail(r, level), device=subject_track.device,
+                )
+            )
+            self._pursuit(ctx, ep, level, subject_track, victim_track)
+            return
+        new_rank = LEVEL_RANK[level] if level else -1
+        cur_rank = LEVEL_RANK[current.level]
+        if new_rank >= cur_rank:
+            ep.lower_since, ep.lower_level, ep.clear_run = None, None, 0
+            # at the same level the book keeps the alert's detail: it is written only for a
+            # rise, or for a cap that notes it (CappedAlerts)
+            needs_detail = new_rank > cur_rank or ctx.alerts.capping is not None
+            ctx.emit(
+                ctx.alerts.raise_or_update(
+                    order=order.id, kind="proximity", target=target, level=level or current.level,
+                    now=ctx.now, device_time=t, episode_start=ep.start or t,
+                    subject=order.subject, protected_person=rule.protected_person,
+                    distance_m=r.distance_m, certainty=certainty,
+                    closing_speed_mps=r.closing_speed_mps, time_to_contact_s=ttc,
+                    evidence=r.evidence, late=late,
+                    detail=_detail(r, level or current.level) if needs_detail else "",
+                    device=subject_track.device,
+                )
+            )
+            self._pursuit(ctx, ep, level, subject_track, victim_track)
+            return
+        # Lower than the alert's level: fall only after a dwell, end only well beyond warn_m.
+        if ep.lower_since is None:
+            ep.lower_since = t
+        ep.lower_level = level
+        beyond = r.distance_m > rule.warn_m * (1 + rules.proximity_hysteresis_frac)
+        if level is None and beyond:
+            ep.clear_run += 1
+            if ep.clear_run >= rules.clear_needed and t - ep.lower_since >= rules.level_fall_dwell_s:
+                ctx.emit(
+                    ctx.alerts.clear_episode(
+                        order.id, "proximity", target, ctx.now,
+                        f"apart again: {r.distance_m:.0f} m", t,
+                    )
+                )
+                ep.start, ep.lower_since, ep.clear_run = None, None, 0
+                self._pursuit(ctx, ep, None, subject_track, victim_track)
+            return
+        ep.clear_run = 0
+        if level is not None and t - ep.lower_since >= rules.level_fall_dwell_s:
+            ctx.emit(
+                ctx.alerts.raise_or_update(
+                    order=order.id, kind="proximity", target=target, level=level, now=ctx.now,
+                    device_time=t, episode_start=ep.start or t, subject=order.subject,
+                    protected_person=rule.protected_person, distance_m=r.distance_m,
+                    certainty=certainty, closing_speed_mps=r.closing_speed_mps,
+                    time_to_contact_s=ttc, evidence=r.evidence, late=late,
+                    detail=_detail(r, level), device=subject_track.device, allow_lower=True,
+                )
+            )
+            ep.lower_since = t
+
+    def evaluate_segment(
+        self,
+        ctx: RuleContext,
+        pair: PairEntry,
+        subject_track: DeviceTrack,
+        victim_track: DeviceTrack,
+        mover: DeviceTrack,
+        p0: TrackPoint,
+        p1: TrackPoint,
+        late: bool,
+    ) -> None:
+        """Sparse fixes: did the pair come within ``alert_m`` between ``mover``'s last two fixes?
+
+        The closest approach of the two interpolated tracks over the segment's
+        interval; raises or rises the pair's alert only above the level it has
+        (the fix-time reading already ran), never lowers it.
+        """
+        rules = ctx.rules
+        if not segment_usable(p0, p1, rules):
+            return
+        order, rule = pair.order, pair.rule
+        partner = victim_track if mover is subject_track else subject_track
+        if p1.t - victim_track.newest_t > rules.partner_stale_s or not partner.points:
+            return  # a stale victim device is the device_silent rule's case
+        max_extrap = rules.partner_max_extrapolation_s
+        if stays_beyond(p0, p1, partner, max_extrap, rule.alert_m):
+            return  # nothing below happens unless the path comes within alert_m: most are far
+        ap = closest_approach(p0, p1, partner, max_extrap)
+        if ap is None:
+            return
+        near = partner.nearest(ap.t)
+        margin = path_margin(p0, p1) + near.acc + ap.partner_extra_m
+        d = ap.distance_m
+        level: Level
+        if d <= rule.critical_m - margin:
+            level, certainty = "critical", "likely"
+        elif d <= rule.alert_m - margin:
+            level, certainty = "alarm", "likely"
+        elif d <= rule.alert_m:
+            level, certainty = "warning", "possible"
+        else:
+            return
+        target = pair.target
+        current = ctx.alerts.open_for_key(pair.proximity_key)
+        if current is not None and LEVEL_RANK[current.level] >= LEVEL_RANK[level]:
+            return
+        ep = self.episodes.setdefault(pair.key, PairEpisode())
+        if current is None:
+            ep.start = ap.t
+        ep.lower_since, ep.lower_level, ep.clear_run = None, None, 0
+        keys = (p0.key, p1.key, near.key)
+        ctx.emit(
+            ctx.alerts.raise_or_update(
+                order=order.id, kind="proximity", target=target, level=level, now=ctx.now,
+                device_time=p1.t, episode_start=ep.start if ep.start is not None else ap.t,
+                subject=order.subject, protected_person=rule.protected_person,
+                distance_m=d, certainty=certainty, evidence=keys, late=late,
+                device=subject_track.device,
+                detail=(
+                    f"{level}: path came within {d:.0f} m between fixes (closest approach "
+                    f"{p1.t - ap.t:.0f} s before {p1.key} on the straight line from {p0.key})"
+                ),
+            )
+        )
+        self._pursuit(ctx, ep, level, subject_track, victim_track)
+
+    def _silent_victim(
+        self,
+        ctx: RuleContext,
+        pair: PairEntry,
+        subject_track: DeviceTrack,
+        victim_track: DeviceTrack,
+        t: float,
+        stale_s: float,
+    ) -> None:
+        """The victim's device is stale: compare the offender with her last known place."""
+        me, her = subject_track.latest(), victim_track.latest()
+        if me is None or her is None:
+            return
+        order, rule = pair.order, pair.rule
+        d = hypot(me.x - her.x, me.y - her.y)
+        target = pair.target
+        if d <= rule.warn_m:
+            level: Level = "critical" if d <= rule.alert_m else "alarm"
+            ctx.emit(
+                ctx.alerts.raise_or_update(
+                    order=order.id, kind="device_silent", target=target, level=level, now=ctx.now,
+                    device_time=t, episode_start=victim_track.newest_t,
+                    subject=order.subject, protected_person=rule.protected_person,
+                    distance_m=d, certainty="possible", evidence=(me.key, her.key),
+                    device=victim_track.device,
+                    detail=(
+                        f"victim device silent for {stale_s / 60:.0f} min while the subject is "
+                        f"{d:.0f} m from her last known position"
+                    ),
+                )
+            )
+        elif d > rule.warn_m * (1 + ctx.rules.proximity_hysteresis_frac):
+            self._end_silence(ctx, pair, f"subject {d:.0f} m from her last known position", t)
+
+    def _end_silence(self, ctx: RuleContext, pair: PairEntry, note: str, t: float) -> None:
+        ctx.emit(
+            ctx.alerts.clear_episode(pair.order.id, "device_silent", pair.target, ctx.now, note, t)
+        )
+
+    def _pursuit(
+        self,
+        ctx: RuleContext,
+        ep: PairEpisode,
+        level: Level | None,
+        subject_track: DeviceTrack,
+        victim_track: DeviceTrack,
+    ) -> None:
+        """Pursuit mode: both devices report faster while the pair is at risk, normal after."""
+        rules = ctx.rules
+        want = level is not None and LEVEL_RANK[level] >= LEVEL_RANK[rules.pursuit_level]
+        if want == ep.pursuit:
+            return
+        ep.pursuit = want
+        interval = rules.pursuit_interval_s if want else rules.normal_interval_s
+        for device in (subject_track.device, victim_track.device):
+            ctx.messages.append(set_interval(ctx.prefix, device, interval, None, ctx.now))
+
+
+def closest_point_of_approach(rx: float, ry: float, vx: float, vy: float) -> tuple[float, float]:
+    """(distance, time) of closest approach for relative position r and relative velocity v.
+
+    Moving apart or not moving relative to each other: the closest point is now.
+    """
+    v2 = vx * vx + vy * vy
+    if v2 < 1e-6:
+        return hypot(rx, ry), math.inf
+    t = -(rx * vx + ry * vy) / v2
+    if t <= 0:
+        return hypot(rx, ry), 0.0
+    return hypot(rx + vx * t, ry + vy * t), t
+
+
+def _detail(r: PairReading, level: str) -> str:
+    ttc = (
+        f", contact in ~{r.time_to_contact_s / 60:.1f} min"
+        if math.isfinite(r.time_to_contact_s)
+        else ""
+    )
+    return f"{level}: {r.distance_m:.0f} m apart, closing at {r.closing_speed_mps:.1f} m/s{ttc}"
