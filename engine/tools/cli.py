@@ -103,6 +103,21 @@ def deploy() -> None:
     """Generate deployment files (broker credentials and ACLs)."""
 
 
+@deploy.command("nats")
+@click.option("--orders", required=True, type=click.Path(exists=True, dir_okay=False, path_type=Path))
+@click.option("--out", required=True, type=click.Path(file_okay=False, path_type=Path))
+@click.option("--registry", type=click.Path(exists=True, dir_okay=False, path_type=Path), default=None)
+@click.option("--node", "nodes", multiple=True, default=("nats-1", "nats-2", "nats-3"),
+              show_default=True, help="server name and host of each cluster node (repeat)")
+@click.option("--rotate", is_flag=True, help="issue new passwords for every login")
+def deploy_nats(orders: Path, out: Path, registry: Path | None, nodes: tuple[str, ...],
+                rotate: bool) -> None:
+    """NATS users, per-device subject permissions and one config per cluster node, from the orders."""
+    from engine.tools.deploy_nats import main_nats
+
+    sys.exit(main_nats(orders, out, registry, nodes, rotate=rotate))
+
+
 @deploy.command("mosquitto")
 @click.option("--orders", required=True, type=click.Path(exists=True, dir_okay=False, path_type=Path))
 @click.option("--out", required=True, type=click.Path(file_okay=False, path_type=Path))

@@ -516,7 +516,7 @@ def write_mosquitto_config(
     out_dir.mkdir(parents=True, exist_ok=True)
     out = out_dir.resolve()
     creds_path = out / CREDENTIALS_FILE
-    old = {} if rotate else _read_passwords(creds_path)
+    old = {} if rotate else read_passwords(creds_path)
     passwords: dict[str, str] = {}
     for a in accounts:  # an account sharing a password comes after the one it shares it with
         shared = passwords.get(a.password_of) if a.password_of else None
@@ -537,9 +537,9 @@ def write_mosquitto_config(
             for a in accounts
         ],
     }
-    _write_private(creds_path, json.dumps(credentials, indent=2) + "\n")
+    write_private(creds_path, json.dumps(credentials, indent=2) + "\n")
     engine, publisher = accounts[0], accounts[1]
-    _write_private(
+    write_private(
         out / ENGINE_ENV_FILE,
         f"EMGUARD_MQTT_USERNAME={engine.username}\n"
         f"EMGUARD_MQTT_PASSWORD={passwords[engine.username]}\n"
@@ -554,8 +554,8 @@ def write_mosquitto_config(
         (a.username, hash_password(passwords[a.username], iterations=iterations)) for a in accounts
     )
     # Hashes only, but still nobody else's business; mosquitto reads it at start as root or its own user.
-    _write_private(out / PASSWORD_FILE, render_password_file(hashed))
-    _write_public(out / ACL_FILE, render_acl(accounts))
+    write_private(out / PASSWORD_FILE, render_password_file(hashed))
+    write_public(out / ACL_FILE, render_acl(accounts))
     if data_dir is None:
         (out / "data").mkdir(exist_ok=True)
     conf = render_mosquitto_conf(
@@ -567,7 +567,7 @@ def write_mosquitto_config(
         settings=settings,
         listener_settings=listener_settings,
     )
-    _write_public(out / CONFIG_FILE, conf)
+    write_public(out / CONFIG_FILE, conf)
     return MosquittoBundle(
         config=out / CONFIG_FILE,
         password_file=out / PASSWORD_FILE,
@@ -649,7 +649,7 @@ def main_mosquitto(
 # --------------------------------------------------------------------------- helpers
 
 
-def _read_passwords(path: Path) -> dict[str, str]:
+def read_passwords(path: Path) -> dict[str, str]:
     if not path.exists():
         return {}
     try:
@@ -664,7 +664,7 @@ def _read_passwords(path: Path) -> dict[str, str]:
         ) from exc
 
 
-def _write_private(path: Path, text: str) -> None:
+def write_private(path: Path, text: str) -> None:
     """Create or replace ``path`` with mode 0600 from the first byte (no window where it is readable)."""
     tmp = path.with_name(path.name + ".tmp")
     fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
@@ -696,7 +696,7 @@ def _write_secret(path: Path, text: str) -> None:
     os.replace(tmp, path)
 
 
-def _write_public(path: Path, text: str) -> None:
+def write_public(path: Path, text: str) -> None:
     tmp = path.with_name(path.name + ".tmp")
     tmp.write_text(text, encoding="utf-8")
     tmp.chmod(0o644)
