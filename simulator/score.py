@@ -9,6 +9,8 @@ tolerance_s``.  An alert's end is the engine's, not the centre's: its first
 change with ``condition: cleared`` (at ``cleared_at``, device time), or in
 alert files written before conditions existed its first ``state: resolved``
 (at that change's device time).  A person closing it later does not move it.
+An alert that late data took up again (its condition ``active`` after a clear,
+engine.alerts ``_resume``) ends at its last clear, or not at all.
 From the matches, per kind:
 
 * recall: true episodes with at least one matching alert;
@@ -211,10 +213,10 @@ def alert_episodes(changes: Iterable[Mapping[str, Any]]) -> list[AlertEpisode]:
         groups[str(aid)].append((parse_time(c["device_time"]), c))
     out = []
     for aid, items in groups.items():
+        end_t = _end_of(items)  # in publication order, before sorting by device time
         items.sort(key=lambda it: it[0])
         first = items[0][1]
         levels = [(t, LEVELS.get(str(c.get("level")), 0)) for t, c in items]
-        ends = [_ended(t, c) for t, c in items if _ends(c)]
         alarms = [
             (t, _issued(c, i == 0, t))
             for i, (t, c) in enumerate(items)
@@ -227,7 +229,7 @@ def alert_episodes(changes: Iterable[Mapping[str, Any]]) -> list[AlertEpisode]:
                 kind=str(first.get("kind")),
                 **{k: _first(items, k) for k in KEYS},
                 first_t=items[0][0],
-                end_t=min(ends) if ends else math.inf,
+                end_t=end_t,
                 max_level=next(name for name, lv in LEVELS.items() if lv == top),
                 first_alarm_t=min(t for t, _ in alarms) if alarms else None,
                 warned_at=min(w for _, w in alarms) if alarms else None,
@@ -236,6 +238,20 @@ def alert_episodes(changes: Iterable[Mapping[str, Any]]) -> list[AlertEpisode]:
             )
         )
     return sorted(out, key=lambda a: (a.first_t, a.alert_id))
+
+
+def _end_of(items: Sequence[tuple[float, Mapping[str, Any]]]) -> float:
+    """When the engine saw the episode end: the first change that ended it (``_ends``), unless a
+    later change shows its condition ``active`` again (taken up by late data); then the first
+    end after that; +inf when it never ended."""
+    end = math.inf
+    for t, c in items:
+        if _ends(c):
+            if end == math.inf:
+                end = _ended(t, c)
+        elif c.get("condition") == "active":
+            end = math.inf
+    return end
 
 
 def _ends(change: Mapping[str, Any]) -> bool:
