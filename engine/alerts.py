@@ -631,6 +631,17 @@ class AlertBook:
         self.alerts[current.alert_id] = alert
         return AlertChange(alert, "update") if resumed else None
 
+    def newest_for(self, order: str | None, kind: str, target: str | None) -> Alert | None:
+        """The newest alert of an episode key, open or not (None before any)."""
+        newest = self._last_by_key
+        if newest is None or newest[0] is not self.alerts or newest[1] != len(self.alerts):
+            index: dict[tuple[str | None, str, str | None], str] = {}
+            for a in self.alerts.values():  # insertion order: the newest of each key last
+                index[(a.order, a.kind, a.target)] = a.alert_id
+            newest = self._last_by_key = (self.alerts, len(self.alerts), index)
+        aid = newest[2].get((order, kind, target))
+        return self.alerts.get(aid) if aid is not None else None
+
     def _resume(
         self, order: str | None, kind: str, target: str | None, device_time: float,
         episode_start: float, now: float,
@@ -643,14 +654,7 @@ class AlertBook:
         or runs on into it.  A closed alert is taken up only when the engine closed it.
         """
         key = (order, kind, target)
-        newest = self._last_by_key
-        if newest is None or newest[0] is not self.alerts or newest[1] != len(self.alerts):
-            index: dict[tuple[str | None, str, str | None], str] = {}
-            for a in self.alerts.values():  # insertion order: the newest of each key last
-                index[(a.order, a.kind, a.target)] = a.alert_id
-            newest = self._last_by_key = (self.alerts, len(self.alerts), index)
-        aid = newest[2].get(key)
-        old = self.alerts.get(aid) if aid is not None else None
+        old = self.newest_for(order, kind, target)
         if old is None or old.condition != "cleared" or old.cleared_at is None:
             return None
         if old.state == "closed" and old.closed_by != "engine":
