@@ -139,7 +139,7 @@ BASELINE = outcome(in_order())
 def test_in_order_the_17_minute_stay_is_one_late_alarm_kept_for_an_operator() -> None:
     """The burst in order: one exclusion alert, warning then alarm, its true start and end in
     device time, marked late, cleared (he left) but still open for the centre."""
-    ((aid, kind, levels, condition, still_open, cleared_at, late),) = BASELINE
+    ((_aid, kind, levels, condition, still_open, cleared_at, late),) = BASELINE
     assert kind == "exclusion" and levels == ("warning", "alarm")
     assert condition == "cleared" and still_open and late
     start = T0 + 60.0 * LIVE_BEFORE
