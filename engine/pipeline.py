@@ -503,16 +503,18 @@ class Engine:
         # (a release holds one or two fixes) and gives the same numbers (the same PROJ call)
         positions = self._positions
         device = track.device
-        if device in self.silent:
-            # back after a silence: a reception gap, if these are its buffered fixes, is told in
-            # the note that clears the silence alert (one outage, one alert), else heard plainly
-            def silence_note(detail: str) -> bool:
-                return self._heard(ctx, device, detail)
+        if fixes and ctx.now - fixes[0].t > ctx.rules.late_after_s:  # the oldest is first
+
+            def silence_note(detail: str, since: float) -> bool:
+                # a reception gap is told on the device's silence alert (one outage, one
+                # alert): in the note that clears it, or after it when an event arriving ahead
+                # of the buffered fixes cleared it
+                if device in self.silent:
+                    return self._heard(ctx, device, detail)
+                return self.device_rules.note_gap(ctx, device, detail, since)
 
             report_reception_gap(ctx, device, fixes, track.newest_t, released_before, silence_note)
-            self._heard(ctx, device)
-        else:
-            report_reception_gap(ctx, device, fixes, track.newest_t, released_before)
+        self._heard(ctx, device)
         for fix in fixes:
             fix_id = id(fix)
             ahead = positions.get(fix_id) if positions else None

@@ -182,6 +182,10 @@ class DeviceTrack:
     # measured from here (engine.rules.crossings.report_reception_gap), so the second part of
     # a burst released in two steps is not reported as a gap of its own
     released_arrival: float
+    # the highest seq of a fix released for evaluation (None before one): ``gap_closed`` looks
+    # for missing seqs from here, not from ``last_seq``, which an event may have moved past
+    # fixes of a burst still on their way
+    released_seq: int | None
 
     def __init__(
         self, device: str, seen: SeqMemory | None = None, pending: list[Fix] | None = None,
@@ -189,7 +193,7 @@ class DeviceTrack:
         points: list[TrackPoint] | None = None, newest_t: float = -math.inf,
         last_arrival: float = -math.inf, suspect: list[TrackPoint] | None = None,
         last_seq: int | None = None, unnumbered: int = 0, newest_seen_t: float = -math.inf,
-        released_arrival: float = -math.inf,
+        released_arrival: float = -math.inf, released_seq: int | None = None,
     ) -> None:
         self.device = device
         self.seen = SeqMemory(SEEN_SEQS) if seen is None else seen
@@ -204,6 +208,7 @@ class DeviceTrack:
         self.unnumbered = unnumbered
         self.newest_seen_t = newest_seen_t
         self.released_arrival = released_arrival
+        self.released_seq = released_seq
 
     def __reduce__(self) -> tuple[Any, tuple[Any, ...]]:
         # one tuple of plain values, points as tuples: the default for a slots class builds a
@@ -214,6 +219,7 @@ class DeviceTrack:
             self.device, self.seen, self.pending, self.first_pending_arrival,
             self.last_pending_arrival, points, self.newest_t, self.last_arrival, self.suspect,
             self.last_seq, self.unnumbered, self.newest_seen_t, self.released_arrival,
+            self.released_seq,
         ))
 
     def __setstate__(self, state: tuple[dict[str, Any] | None, dict[str, Any]]) -> None:
@@ -221,6 +227,7 @@ class DeviceTrack:
         # ``newest_seen_t`` and ``released_arrival`` and hold their points in a bounded deque
         self.unnumbered = 0
         self.released_arrival = -math.inf
+        self.released_seq = None
         for name, value in state[1].items():
             setattr(self, name, list(value) if name == "points" else value)
         self.newest_seen_t = _newest_known(self.newest_t, self.pending)
@@ -280,6 +287,7 @@ class DeviceTrack:
         """
         self.seen = SeqMemory(self.seen.limit)
         self.last_seq = seq - 1
+        self.released_seq = seq - 1
         self.unnumbered = 0
         if self.pending:
             self.first_pending_arrival = -math.inf
@@ -336,8 +344,8 @@ class DeviceTrack:
     def holds_late(self, rules: RuleConfig) -> bool:
         """The pending fixes are (part of) a late upload: one arrived more than ``late_after_s``
         after its device time, or the oldest follows the device's newest evaluated fix by more
-        than that with at least two seqs missing before it (a live fix sent on reconnect,
-        ahead of the buffered stretch that is still on its way)."""
+        than that with at least two seqs missing between it and the last fix released (a live
+        fix sent on reconnect, ahead of the buffered stretch that is still on its way)."""
         limit = rules.late_after_s
         pending = self.pending
         oldest_t = math.inf
@@ -349,15 +357,16 @@ class DeviceTrack:
                 oldest_t = f.t
             if lowest < 0 or f.seq < lowest:
                 lowest = f.seq
-        last = self.last_seq
-        if last is None or not pending or not math.isfinite(self.newest_t):
+        released = self.released_seq  # not ``last_seq``: an event may have moved that past them
+        if released is None or not pending or not math.isfinite(self.newest_t):
             return False
-        return oldest_t - self.newest_t > limit and lowest - last - 1 >= 2 + self.unnumbered
+        return oldest_t - self.newest_t > limit and lowest - released - 1 >= 2 + self.unnumbered
 
     def gap_closed(self) -> bool:
-        """Every seq from the one after the last released (or the lowest waiting, before any
-        release) up to the highest waiting has been taken in, or is excused by a rejected
-        message without a readable seq: nothing older of this stretch is still on its way."""
+        """Every seq from the one after the last fix released (or the lowest waiting, before
+        any release) up to the highest waiting or processed (an event's seq counts: fixes
+        numbered before it are on their way) has been taken in, or is excused by a rejected
+        message without a readable seq: nothing of this stretch is still on its way."""
         pending = self.pending
         if not pending:
             return True
@@ -368,7 +377,10 @@ class DeviceTrack:
             elif f.seq < lo:
                 lo = f.seq
         last = self.last_seq
-        start = lo if last is None or last + 1 > lo else last + 1
+        if last is not None and last > hi:
+            hi = last
+        released = self.released_seq
+        start = lo if released is None or released + 1 > lo else released + 1
         seen = self.seen
         if hi - start >= seen.limit:
             return False  # more than the memory holds: wait the quiet period instead
@@ -393,6 +405,8 @@ class DeviceTrack:
             self.saw_seq(f.seq)
             if f.arrival > self.released_arrival:
                 self.released_arrival = f.arrival
+            if self.released_seq is None or f.seq > self.released_seq:
+                self.released_seq = f.seq
         return out
 
     def accept(self, point: TrackPoint, rules: RuleConfig) -> bool:
@@ -603,16 +617,17 @@ def _restore_track(
     last_pending_arrival: float, points: list[tuple[float, float, float, float, str, str]],
     newest_t: float, last_arrival: float, suspect: list[TrackPoint], last_seq: int | None,
     unnumbered: int, newest_seen_t: float | None = None, released_arrival: float = -math.inf,
+    released_seq: int | None = None,
 ) -> DeviceTrack:
     """Unpickle a ``DeviceTrack`` from its ``__reduce__`` tuple (one stored before
     ``newest_seen_t`` existed takes it from its points and waiting fixes; one stored before
-    ``released_arrival`` existed has none)."""
+    ``released_arrival`` and ``released_seq`` existed has neither)."""
     return DeviceTrack(
         device, seen, pending, first_pending_arrival, last_pending_arrival,
         [TrackPoint(*p) for p in points[-TRACK_POINTS:]], newest_t, last_arrival,
         suspect, last_seq, unnumbered,
         _newest_known(newest_t, pending) if newest_seen_t is None else newest_seen_t,
-        released_arrival,
+        released_arrival, released_seq,
     )
 
 

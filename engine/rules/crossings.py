@@ -231,15 +231,16 @@ def stays_beyond(
 
 def report_reception_gap(
     ctx: RuleContext, device: str, fixes: list[Fix], newest_before_t: float,
-    released_before: float = -math.inf, silence_note: Callable[[str], bool] | None = None,
+    released_before: float = -math.inf, silence_note: Callable[[str, float], bool] | None = None,
 ) -> None:
     """One gap record for a device whose buffered fixes arrived ``gap_report_s`` or more after
     its last data (a device never heard before has no gap to report).
 
     ``released_before``: the latest arrival of the device's fixes evaluated before these; a
     burst whose first part arrived less than ``gap_report_s`` before is the same gap.
-    ``silence_note``, when given, is called with the gap's detail first: True when it cleared
-    the device's silence alert with that detail as its note, and then no record is raised.
+    ``silence_note``, when given, is called with the gap's detail and start first: True when it
+    put that detail on the device's silence alert (clearing it, or on the change after an event
+    that arrived first cleared it), and then no record is raised.
     """
     if not math.isfinite(newest_before_t):
         return  # never heard before: there is no "before" to measure a gap from
@@ -270,7 +271,7 @@ def report_reception_gap(
         f"after {format_time(since)}); {len(late)} buffered fixes from {format_time(late[0].t)} "
         f"to {format_time(late[-1].t)} arrived late and were evaluated (their alerts are marked late)"
     )
-    if silence_note is not None and silence_note(detail):
+    if silence_note is not None and silence_note(detail, since):
         return  # the silence alert was the outage's alert: cleared with this detail
     ctx.emit(
         ctx.alerts.raise_or_update(

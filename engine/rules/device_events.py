@@ -12,7 +12,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from devices.model import DeviceEvent, Fix
-from engine.alerts import Alert, Level
+from engine.alerts import Alert, AlertChange, HistoryEntry, Level, copy_alert
 from engine.orders import Order, OrderBook
 from engine.rules.context import RuleContext
 from engine.state_pickle import restore_slots
@@ -140,6 +140,32 @@ class DeviceRules:
             if alert is not None and alert.detail.startswith("no message"):
                 text = f"device reporting again; {note}" if note else "device reporting again"
                 self._clear_for(ctx, owner[0], owner[1], "signal_loss", device, text)
+                return True
+        return False
+
+    def note_gap(self, ctx: RuleContext, device: str, detail: str, since: float) -> bool:
+        """A reception gap from device time ``since`` whose silence alert a message arriving
+        ahead of the buffered fixes (an event) has already cleared: the gap's ``detail`` is added
+        to that alert as an update (one outage, one alert, issue 25).  True when it was."""
+        owner = ctx.book.owner_of(device)
+        if owner is None:
+            return False
+        orders: list[str | None] = [o.id for o in self._orders_for(ctx, owner[0], owner[1], ctx.now)]
+        orders.append(None)
+        for order in orders:
+            alert = ctx.alerts.newest_for(order, "signal_loss", device)
+            if (
+                alert is not None and alert.condition == "cleared"
+                and alert.detail.startswith("no message") and alert.episode_start >= since
+            ):
+                noted = copy_alert(alert)
+                noted.updated_at = ctx.now
+                noted.history = (
+                    *alert.history,
+                    HistoryEntry(ctx.now, alert.state, alert.level, "engine", detail, "update"),
+                )
+                ctx.alerts.alerts[alert.alert_id] = noted
+                ctx.emit(AlertChange(noted, "update"))
                 return True
         return False
 

@@ -64,6 +64,9 @@ def story() -> tuple[list[tuple[float, str, bytes]], list[dict[str, Any]], list[
         t = back + 2.0 + 60.0 * k
         topic, payload = am.fix(t, BAN[0] - 1500.0, BAN[1])
         after.append((t + 1.0, topic, payload))
+        if k == 0:  # a live event numbered after the buffer, arriving amid it
+            topic, payload = am.event(back + 4.0, "charger_connected")
+            after.append((back + RECONNECT_S + 0.5, topic, payload))
     return before, buffered, after
 
 
@@ -178,14 +181,25 @@ def test_any_cut_order_spread_and_repeat_of_the_burst_gives_the_in_order_alerts(
     assert outcome(cut_up(seed, spread_s, second_upload)) == BASELINE
 
 
-def test_the_outage_is_one_signal_loss_alert_with_the_gap_in_its_clearing_note() -> None:
-    """Silent for 3 minutes -> a signal_loss alarm; the burst clears it with the reception gap
-    in its note, and no second (gap record) alert is opened for the same outage."""
+def test_the_outage_is_one_signal_loss_alert_with_the_gap_in_its_notes() -> None:
+    """Silent for 3 minutes -> a signal_loss alarm; the first message back clears it (here the
+    live event arriving amid the burst) and the reception gap the burst covers is added to it
+    as an update: no second (gap record) alert for the same outage."""
     changes = [c for c in replay_messages(cut_up(7, 20.0, 0.3), book()) if c["kind"] == "signal_loss"]
     assert len({c["alert_id"] for c in changes}) == 1
+    assert [c["condition"] for c in changes][-2:] == ["cleared", "cleared"]
+    assert changes[-2]["note"] == "device reporting again"
+    assert changes[-1]["note"].startswith("reception gap: gap_s")
+
+
+def test_when_the_burst_is_the_first_message_back_the_gap_is_in_the_clearing_note() -> None:
+    """Without a message ahead of the burst, the change that clears the silence alert says
+    which gap its buffered fixes cover."""
+    messages = [m for m in in_order() if not m[1].endswith("/event")]
+    changes = [c for c in replay_messages(messages, book()) if c["kind"] == "signal_loss"]
+    assert len({c["alert_id"] for c in changes}) == 1
     cleared = [c for c in changes if c["condition"] == "cleared"]
-    assert cleared and "reception gap: gap_s" in cleared[0]["note"]
-    assert cleared[0]["note"].startswith("device reporting again; ")
+    assert cleared[0]["note"].startswith("device reporting again; reception gap: gap_s")
 
 
 def test_late_data_from_before_a_clear_takes_the_alert_up_again() -> None:
