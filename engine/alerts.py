@@ -500,7 +500,7 @@ class AlertBook:
     # while approved crossings hold (engine.rules.crossings.ApprovedCrossings.capped): the view
     # that caps raises, which ``raise_or_update`` hands every raise to
     capping: RaiseCap | None = field(default=None, init=False, repr=False, compare=False)
-    # (alerts dict, its size, episode key -> id of the key's newest alert), for ``_resumable``;
+    # (alerts dict, its size, episode key -> id of the key's newest alert), for ``newest_for``;
     # kept by ``raise_or_update`` (the only place alerts are added), rebuilt when stale
     _last_by_key: tuple[dict[str, Alert], int, dict[tuple[str | None, str, str | None], str]] | None = field(
         default=None, init=False, repr=False, compare=False
