@@ -858,6 +858,11 @@ class AlertBook:
         live.sort(key=lambda a: (0 if a.needs_ack else 1, -LEVEL_RANK[a.level], a.deadline, a.alert_id))
         return iter(live)
 
+    def engine_note(self, alert: Alert, note: str, now: float) -> AlertChange:
+        """The engine adds ``note`` to an alert (open or closed), its state unchanged: a change
+        ``update`` the centre sees."""
+        return self._transition(alert, alert.state, now, "engine", note, "update")
+
     def _transition(
         self, alert: Alert, state: State, now: float, by: str, note: str, change: ChangeKind
     ) -> AlertChange:

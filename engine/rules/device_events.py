@@ -12,7 +12,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from devices.model import DeviceEvent, Fix
-from engine.alerts import Alert, AlertChange, HistoryEntry, Level, copy_alert
+from engine.alerts import Alert, Level
 from engine.orders import Order, OrderBook
 from engine.rules.context import RuleContext
 from engine.state_pickle import restore_slots
@@ -158,14 +158,7 @@ class DeviceRules:
                 alert is not None and alert.condition == "cleared"
                 and alert.detail.startswith("no message") and alert.episode_start >= since
             ):
-                noted = copy_alert(alert)
-                noted.updated_at = ctx.now
-                noted.history = (
-                    *alert.history,
-                    HistoryEntry(ctx.now, alert.state, alert.level, "engine", detail, "update"),
-                )
-                ctx.alerts.alerts[alert.alert_id] = noted
-                ctx.emit(AlertChange(noted, "update"))
+                ctx.emit(ctx.alerts.engine_note(alert, detail, ctx.now))
                 return True
         return False
 
