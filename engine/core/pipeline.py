@@ -340,8 +340,9 @@ class Engine:
             due.sort(key=_device_of)
         for track in due:
             self._touch(track.device)
+            released_before = track.released_arrival
             fixes = track.release()
-            self._evaluate_fixes(ctx, track, fixes)
+            self._evaluate_fixes(ctx, track, fixes, released_before)
         return self._finish(ctx)
 
     def tick(self, now: float) -> Effects:
@@ -495,12 +496,25 @@ class Engine:
         return self._finish(ctx)
 
     # --- evaluation ----------------------------------------------------------------------
-    def _evaluate_fixes(self, ctx: RuleContext, track: DeviceTrack, fixes: list[Fix]) -> None:
+    def _evaluate_fixes(
+        self, ctx: RuleContext, track: DeviceTrack, fixes: list[Fix], released_before: float
+    ) -> None:
         # one point at a time: pyproj's scalar path is ~10x cheaper than a 1-element array
         # (a release holds one or two fixes) and gives the same numbers (the same PROJ call)
         positions = self._positions
-        self._heard(ctx, track.device)
-        report_reception_gap(ctx, track.device, fixes, track.newest_t)
+        device = track.device
+        if fixes and ctx.now - fixes[0].t > ctx.rules.late_after_s:  # the oldest is first
+
+            def silence_note(detail: str, since: float) -> bool:
+                # a reception gap is told on the device's silence alert (one outage, one
+                # alert): in the note that clears it, or after it when an event arriving ahead
+                # of the buffered fixes cleared it
+                if device in self.silent:
+                    return self._heard(ctx, device, detail)
+                return self.device_rules.note_gap(ctx, device, detail, since)
+
+            report_reception_gap(ctx, device, fixes, track.newest_t, released_before, silence_note)
+        self._heard(ctx, device)
         for fix in fixes:
             fix_id = id(fix)
             ahead = positions.get(fix_id) if positions else None
@@ -601,14 +615,17 @@ class Engine:
                 best = t
         return best
 
-    def _heard(self, ctx: RuleContext, device: str) -> None:
+    def _heard(self, ctx: RuleContext, device: str, note: str = "") -> bool:
+        """The device sent something: its silence ends.  True when that cleared its silence
+        alert (with ``note`` added to the clearing note)."""
         if device in self.silent:
             self.silent.discard(device)
             index = self._silence_index
             track = self.tracks.get(device)
             if index is not None and index.valid_for(self) and track is not None:
                 index.add(track)  # it can fall silent again
-            self.device_rules.on_heard(ctx, device)
+            return self.device_rules.on_heard(ctx, device, note)
+        return False
 
     def _track(self, device: str) -> DeviceTrack:
         track = self.tracks.get(device)
@@ -742,6 +759,11 @@ def _due_key(track: DeviceTrack, rules: RuleConfig) -> float:
     """A lower bound (by 1 µs, for rounding) of the processing time at which ``track.due`` holds."""
     if track.in_sequence(rules):
         return -math.inf
+    if track.waits_for_late(rules):
+        return min(
+            track.last_pending_arrival + rules.late_quiet_s,
+            track.first_pending_arrival + rules.late_max_hold_s,
+        ) - 1e-6
     return min(
         track.last_pending_arrival + rules.reorder_quiet_s,
         track.first_pending_arrival + rules.reorder_max_hold_s,

@@ -10,8 +10,19 @@ buffer until the gap is filled, or the device has been quiet for
 ``reorder_quiet_s`` (or at most ``reorder_max_hold_s``); the buffer is then
 released sorted by device time, so any shuffle of arrivals within that window
 gives the same decisions.
-A fix older than the newest one already evaluated is still evaluated (it may
-reveal a past violation) but marked late and not allowed to move the track back.
+
+A late upload (issue 25) gets a longer window: a device back from an outage uploads its
+buffer as several messages (arrays and single fixes, shuffled, some repeated by a second
+upload) over up to half a minute, and often sends a live fix before the buffer is through.
+While the waiting fixes are late (``holds_late``) and a seq between the last one released
+and the highest waiting is still unknown (``gap_closed``), they wait for the missing ones, up
+to ``late_quiet_s`` of quiet or ``late_max_hold_s`` in all.  So however the burst is cut up
+and ordered, the rules see it once, in device time, as if it had come in order; a stretch
+released before the rest of its burst would have let an older fix outside "end" an episode
+that was still going on, and the next fix inside open a new one.
+A fix older than the newest one already evaluated (one that missed even that window) is
+still evaluated (it may reveal a past violation) but marked late and not allowed to move
+the track back.
 """
 
 from __future__ import annotations
@@ -167,6 +178,14 @@ class DeviceTrack:
     # the newest device time of any fix or event taken in (duplicates aside), -inf before one:
     # a seq seen before with a later time than this is a restart of the device's numbering
     newest_seen_t: float
+    # the latest arrival of a fix released for evaluation, -inf before one: a reception gap is
+    # measured from here (engine.core.rules.crossings.report_reception_gap), so the second part of
+    # a burst released in two steps is not reported as a gap of its own
+    released_arrival: float
+    # the highest seq of a fix released for evaluation (None before one): ``gap_closed`` looks
+    # for missing seqs from here, not from ``last_seq``, which an event may have moved past
+    # fixes of a burst still on their way
+    released_seq: int | None
 
     def __init__(
         self, device: str, seen: SeqMemory | None = None, pending: list[Fix] | None = None,
@@ -174,6 +193,7 @@ class DeviceTrack:
         points: list[TrackPoint] | None = None, newest_t: float = -math.inf,
         last_arrival: float = -math.inf, suspect: list[TrackPoint] | None = None,
         last_seq: int | None = None, unnumbered: int = 0, newest_seen_t: float = -math.inf,
+        released_arrival: float = -math.inf, released_seq: int | None = None,
     ) -> None:
         self.device = device
         self.seen = SeqMemory(SEEN_SEQS) if seen is None else seen
@@ -187,6 +207,8 @@ class DeviceTrack:
         self.last_seq = last_seq
         self.unnumbered = unnumbered
         self.newest_seen_t = newest_seen_t
+        self.released_arrival = released_arrival
+        self.released_seq = released_seq
 
     def __reduce__(self) -> tuple[Any, tuple[Any, ...]]:
         # one tuple of plain values, points as tuples: the default for a slots class builds a
@@ -196,13 +218,16 @@ class DeviceTrack:
         return (_restore_track, (
             self.device, self.seen, self.pending, self.first_pending_arrival,
             self.last_pending_arrival, points, self.newest_t, self.last_arrival, self.suspect,
-            self.last_seq, self.unnumbered, self.newest_seen_t,
+            self.last_seq, self.unnumbered, self.newest_seen_t, self.released_arrival,
+            self.released_seq,
         ))
 
     def __setstate__(self, state: tuple[dict[str, Any] | None, dict[str, Any]]) -> None:
-        # tracks pickled before __reduce__ (copyreg's slots state); they lack ``unnumbered``
-        # and ``newest_seen_t`` and hold their points in a bounded deque
+        # tracks pickled before __reduce__ (copyreg's slots state); they lack ``unnumbered``,
+        # ``newest_seen_t`` and ``released_arrival`` and hold their points in a bounded deque
         self.unnumbered = 0
+        self.released_arrival = -math.inf
+        self.released_seq = None
         for name, value in state[1].items():
             setattr(self, name, list(value) if name == "points" else value)
         self.newest_seen_t = _newest_known(self.newest_t, self.pending)
@@ -262,6 +287,7 @@ class DeviceTrack:
         """
         self.seen = SeqMemory(self.seen.limit)
         self.last_seq = seq - 1
+        self.released_seq = seq - 1
         self.unnumbered = 0
         if self.pending:
             self.first_pending_arrival = -math.inf
@@ -297,14 +323,74 @@ class DeviceTrack:
         )
 
     def due(self, now: float, rules: RuleConfig) -> bool:
-        """Released when in sequence, or once the device is quiet or the oldest entry waited long enough."""
+        """Released when in sequence, or once the device is quiet or the oldest entry waited long
+        enough: ``reorder_quiet_s`` / ``reorder_max_hold_s``, or for a late upload with a seq
+        still missing ``late_quiet_s`` / ``late_max_hold_s``."""
         if not self.pending:
             return False
-        return (
-            self.in_sequence(rules)
-            or now - self.last_pending_arrival >= rules.reorder_quiet_s
-            or now - self.first_pending_arrival >= rules.reorder_max_hold_s
-        )
+        if self.in_sequence(rules):
+            return True
+        quiet = now - self.last_pending_arrival
+        held = now - self.first_pending_arrival
+        if self.waits_for_late(rules):
+            return quiet >= rules.late_quiet_s or held >= rules.late_max_hold_s
+        return quiet >= rules.reorder_quiet_s or held >= rules.reorder_max_hold_s
+
+    def waits_for_late(self, rules: RuleConfig) -> bool:
+        """The pending fixes are a late upload still missing a part (``holds_late`` and not
+        ``gap_closed``)."""
+        return self.holds_late(rules) and not self.gap_closed()
+
+    def holds_late(self, rules: RuleConfig) -> bool:
+        """The pending fixes are (part of) a late upload: one arrived more than ``late_after_s``
+        after its device time, or the oldest follows the device's newest evaluated fix by more
+        than that with at least two seqs missing between it and the last fix released (a live
+        fix sent on reconnect, ahead of the buffered stretch that is still on its way)."""
+        limit = rules.late_after_s
+        pending = self.pending
+        oldest_t = math.inf
+        lowest = -1
+        for f in pending:
+            if f.arrival - f.t > limit:
+                return True
+            if f.t < oldest_t:
+                oldest_t = f.t
+            if lowest < 0 or f.seq < lowest:
+                lowest = f.seq
+        released = self.released_seq  # not ``last_seq``: an event may have moved that past them
+        if released is None or not pending or not math.isfinite(self.newest_t):
+            return False
+        return oldest_t - self.newest_t > limit and lowest - released - 1 >= 2 + self.unnumbered
+
+    def gap_closed(self) -> bool:
+        """Every seq from the one after the last fix released (or the lowest waiting, before
+        any release) up to the highest waiting or processed (an event's seq counts: fixes
+        numbered before it are on their way) has been taken in, or is excused by a rejected
+        message without a readable seq: nothing of this stretch is still on its way."""
+        pending = self.pending
+        if not pending:
+            return True
+        lo = hi = pending[0].seq
+        for f in pending:
+            if f.seq > hi:
+                hi = f.seq
+            elif f.seq < lo:
+                lo = f.seq
+        last = self.last_seq
+        if last is not None and last > hi:
+            hi = last
+        released = self.released_seq
+        start = lo if released is None or released + 1 > lo else released + 1
+        seen = self.seen
+        if hi - start >= seen.limit:
+            return False  # more than the memory holds: wait the quiet period instead
+        missing = 0
+        for seq in range(start, hi + 1):
+            if seq not in seen:
+                missing += 1
+                if missing > self.unnumbered:
+                    return False
+        return True
 
     def release(self) -> list[Fix]:
         """Pending fixes in device-time order (ties broken by seq for determinism)."""
@@ -317,6 +403,10 @@ class DeviceTrack:
         self.unnumbered = 0  # the gap they may have caused is closed or given up now
         for f in out:
             self.saw_seq(f.seq)
+            if f.arrival > self.released_arrival:
+                self.released_arrival = f.arrival
+            if self.released_seq is None or f.seq > self.released_seq:
+                self.released_seq = f.seq
         return out
 
     def accept(self, point: TrackPoint, rules: RuleConfig) -> bool:
@@ -526,15 +616,18 @@ def _restore_track(
     device: str, seen: SeqMemory, pending: list[Fix], first_pending_arrival: float,
     last_pending_arrival: float, points: list[tuple[float, float, float, float, str, str]],
     newest_t: float, last_arrival: float, suspect: list[TrackPoint], last_seq: int | None,
-    unnumbered: int, newest_seen_t: float | None = None,
+    unnumbered: int, newest_seen_t: float | None = None, released_arrival: float = -math.inf,
+    released_seq: int | None = None,
 ) -> DeviceTrack:
     """Unpickle a ``DeviceTrack`` from its ``__reduce__`` tuple (one stored before
-    ``newest_seen_t`` existed takes it from its points and waiting fixes)."""
+    ``newest_seen_t`` existed takes it from its points and waiting fixes; one stored before
+    ``released_arrival`` and ``released_seq`` existed has neither)."""
     return DeviceTrack(
         device, seen, pending, first_pending_arrival, last_pending_arrival,
         [TrackPoint(*p) for p in points[-TRACK_POINTS:]], newest_t, last_arrival,
         suspect, last_seq, unnumbered,
         _newest_known(newest_t, pending) if newest_seen_t is None else newest_seen_t,
+        released_arrival, released_seq,
     )
 
 

@@ -293,3 +293,28 @@ def test_json_summary_carries_kinds_episodes_and_targets():
     assert doc["false_alarms"] == 1 and doc["false_alarm_alerts"][0]["alert_id"] == "F-1"
     assert [e["detected"] for e in doc["episodes"]] == [True, False]
     assert {t["name"]: t["ok"] for t in doc["targets"]}["exclusion recall"] is False
+
+
+def test_the_exclusion_recall_target_leaves_out_grazes_and_says_how_many():
+    """An episode less than RECALL_MIN_DEPTH_M deep is scored but not in the recall target
+    (no fix can show a 10 m graze in 10-17 m noise); the target's goal names how many."""
+    graze = Episode("exclusion", T0 + 9000, T0 + 9008, "O-1", "S-1", zone="Z-1", min_distance_m=-10.0)
+    r = run([change("Z-1", 5010, kind="exclusion", zone="Z-1")], [ZONE, graze])
+    assert r.kind("exclusion").recall == 0.5  # the table still counts the miss
+    target = next(t for t in r.targets if t.name == "exclusion recall")
+    assert target.ok is True and target.value == 1.0
+    assert "1 grazes < 20 m deep left out" in target.goal
+    only_graze = run([], [graze])
+    assert next(t for t in only_graze.targets if t.name == "exclusion recall").ok is None
+
+
+def test_an_alert_late_data_took_up_again_ends_at_its_last_clear():
+    """Cleared, then active again (engine.core.alerts resume), then cleared: it ends at the last
+    clear, so the episode it covers in full is matched with one alert."""
+    first_clear = change("A-1", 1100) | {"condition": "cleared", "cleared_at": format_time(T0 + 1150)}
+    resumed = change("A-1", 1300) | {"condition": "active"}
+    last_clear = change("A-1", 1300) | {"condition": "cleared", "cleared_at": format_time(T0 + 1590)}
+    (ep,) = alert_episodes([change("A-1", 1100), first_clear, resumed, last_clear])
+    assert ep.end_t == T0 + 1590
+    (still,) = alert_episodes([change("A-1", 1100), first_clear, resumed])
+    assert still.end_t == float("inf")

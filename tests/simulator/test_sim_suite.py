@@ -9,7 +9,7 @@ from typing import Any
 import pytest
 
 from devices.timeutil import format_time
-from simulator.suite import format_suite, main, run_suite, scenario_files
+from simulator.suite import LATE_DATA_SCENARIOS, format_suite, main, run_suite, scenario_files
 from simulator.truth import read_truth
 
 
@@ -86,3 +86,17 @@ def test_unknown_scenario_name_is_refused():
     """A typo in --scenario lists the known names."""
     with pytest.raises(SystemExit, match="approach"):
         scenario_files(["aproach"])
+
+
+def test_late_data_scenarios_give_one_alert_per_episode(tmp_path):
+    """Issue 25: bursts after outages of 5 min to 6 h, shuffled over 1-30 s, singles and arrays,
+    partly uploaded twice: every true episode detected, <= 1.05 alerts per episode (the suite's
+    own target on these scenarios)."""
+    result = run_suite(tmp_path, scenarios=list(LATE_DATA_SCENARIOS))
+    for row in result.rows:
+        counts = [n for k in row.result.kinds for n in k.alerts_per_episode]
+        assert all(e.detected for e in row.result.episodes), row.name
+        assert sum(counts) / len(counts) <= 1.05, (row.name, counts)
+    late = next(t for t in result.targets if t.name == "alerts per episode, late-data scenarios")
+    assert late.ok is True
+    assert "[ok  ] alerts per episode, late-data scenarios" in format_suite(result)

@@ -30,7 +30,12 @@ fixes arrive in a burst; they are evaluated in device time (alerts from them
 are marked ``late``) and ``report_reception_gap`` adds one record per device:
 a ``signal_loss`` alert at ``info`` with target ``{device}/gap``, raised and
 cleared at once (a report, not a condition to handle: closed by the engine), whose detail gives
-``gap_s``, the covered device-time span and the number of buffered fixes.
+``gap_s``, the covered device-time span and the number of buffered fixes.  When the device's
+silence already raised a ``signal_loss`` alert ("no message for ..."), that alert is the
+outage's one alert: the gap's detail goes into the note that clears it, and no record is
+added (issue 25: one alert per episode).  A gap is measured from the last data of the device
+that arrived before (``DeviceTrack.released_arrival``), so the second part of a burst released
+in two steps is not a gap of its own.
 """
 
 from __future__ import annotations
@@ -38,7 +43,7 @@ from __future__ import annotations
 import math
 from bisect import bisect_left, bisect_right
 from collections import deque
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
 from math import hypot
@@ -232,10 +237,18 @@ def stays_beyond(
 
 
 def report_reception_gap(
-    ctx: RuleContext, device: str, fixes: list[Fix], newest_before_t: float
+    ctx: RuleContext, device: str, fixes: list[Fix], newest_before_t: float,
+    released_before: float = -math.inf, silence_note: Callable[[str, float], bool] | None = None,
 ) -> None:
     """One gap record for a device whose buffered fixes arrived ``gap_report_s`` or more after
-    its last data (a device never heard before has no gap to report)."""
+    its last data (a device never heard before has no gap to report).
+
+    ``released_before``: the latest arrival of the device's fixes evaluated before these; a
+    burst whose first part arrived less than ``gap_report_s`` before is the same gap.
+    ``silence_note``, when given, is called with the gap's detail and start first: True when it
+    put that detail on the device's silence alert (clearing it, or on the change after an event
+    that arrived first cleared it), and then no record is raised.
+    """
     if not math.isfinite(newest_before_t):
         return  # never heard before: there is no "before" to measure a gap from
     late = [f for f in fixes if ctx.now - f.t > ctx.rules.late_after_s and f.t > newest_before_t]
@@ -246,6 +259,8 @@ def report_reception_gap(
     gap_s = arrived - since
     if gap_s < ctx.rules.gap_report_s:
         return
+    if min(f.arrival for f in late) - released_before < ctx.rules.gap_report_s:
+        return  # the rest of a burst whose first part was evaluated moments ago
     owner = ctx.book.owner_of(device)
     if owner is None:
         return
@@ -263,6 +278,8 @@ def report_reception_gap(
         f"after {format_time(since)}); {len(late)} buffered fixes from {format_time(late[0].t)} "
         f"to {format_time(late[-1].t)} arrived late and were evaluated (their alerts are marked late)"
     )
+    if silence_note is not None and silence_note(detail, since):
+        return  # the silence alert was the outage's alert: cleared with this detail
     ctx.emit(
         ctx.alerts.raise_or_update(
             order=order,

@@ -131,13 +131,36 @@ class DeviceRules:
             f"no message for {silent_for_s / 60:.0f} min", None, False,
         )
 
-    def on_heard(self, ctx: RuleContext, device: str) -> None:
-        """A message from a device ends its silence."""
+    def on_heard(self, ctx: RuleContext, device: str, note: str = "") -> bool:
+        """A message from a device ends its silence; True when that cleared its silence alert
+        (``note``, e.g. the reception gap its buffered fixes cover, is added to the clearing note)."""
         owner = ctx.book.owner_of(device)
         if owner is not None:
             alert = self._open(ctx, owner[0], owner[1], "signal_loss", device)
             if alert is not None and alert.detail.startswith("no message"):
-                self._clear_for(ctx, owner[0], owner[1], "signal_loss", device, "device reporting again")
+                text = f"device reporting again; {note}" if note else "device reporting again"
+                self._clear_for(ctx, owner[0], owner[1], "signal_loss", device, text)
+                return True
+        return False
+
+    def note_gap(self, ctx: RuleContext, device: str, detail: str, since: float) -> bool:
+        """A reception gap from device time ``since`` whose silence alert a message arriving
+        ahead of the buffered fixes (an event) has already cleared: the gap's ``detail`` is added
+        to that alert as an update (one outage, one alert, issue 25).  True when it was."""
+        owner = ctx.book.owner_of(device)
+        if owner is None:
+            return False
+        orders: list[str | None] = [o.id for o in self._orders_for(ctx, owner[0], owner[1], ctx.now)]
+        orders.append(None)
+        for order in orders:
+            alert = ctx.alerts.newest_for(order, "signal_loss", device)
+            if (
+                alert is not None and alert.condition == "cleared"
+                and alert.detail.startswith("no message") and alert.episode_start >= since
+            ):
+                ctx.emit(ctx.alerts.engine_note(alert, detail, ctx.now))
+                return True
+        return False
 
     # --- helpers -----------------------------------------------------------------------
     def _orders_for(self, ctx: RuleContext, role: str, person: str, t: float) -> list[Order]:

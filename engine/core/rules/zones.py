@@ -226,11 +226,12 @@ class ZoneRules:
             ep = self.episodes.get(key)
             if ep is None:  # not setdefault(key, ZoneEpisode()): that builds one per zone and fix
                 ep = self.episodes[key] = ZoneEpisode()
-            if fix.t < ep.last_t:
+            older = fix.t < ep.last_t
+            if older:
                 late = True  # older than what this episode has seen: evidence, marked late
             ep.last_t = max(ep.last_t, fix.t)
             if e.exclusion:
-                self._exclusion(ctx, subject, device, order, zone, target, ep, fix, point, dist, late)
+                self._exclusion(ctx, subject, device, order, zone, target, ep, fix, point, dist, late, older)
             else:
                 self._inclusion(ctx, subject, order, zone, target, ep, fix, point.key, dist, late, window)
 
@@ -311,11 +312,22 @@ class ZoneRules:
         point: TrackPoint,
         dist: float,
         late: bool,
+        older: bool = False,
     ) -> None:
+        """``older``: the fix is older than one this zone already saw (it missed even the late
+        upload's window, engine.core.tracks): inside, it is evidence of the episode (or reveals a
+        past one); outside, it cannot end an episode or reset a run: "left" is decided only
+        from fixes in device-time order."""
         rules = ctx.rules
         certainty = inside_certainty(dist, fix.acc)
         current = ctx.alerts.open_for(order.id, "exclusion", target)
         is_open = current is not None
+        if older and certainty is not None and current is None:
+            done = ctx.alerts.newest_for(order.id, "exclusion", target)
+            if done is not None and done.cleared_at is not None and (
+                done.episode_start <= fix.t <= done.cleared_at
+            ):
+                return  # inside an episode already judged in order: evidence only
         if certainty is not None:
             ep.clear_run = 0
             if ep.candidate_start is None:
@@ -345,6 +357,8 @@ class ZoneRules:
                 evidence=(point.key,),
                 detail=detail,
             )
+            return
+        if older:
             return
         lone, ep.unconfirmed = ep.unconfirmed, None
         before, ep.last_outside = ep.last_outside, point
