@@ -55,14 +55,34 @@ def demo(once: bool, http_port: int, broker: str, speed: float) -> None:
               help="file of token:name:role lines for the HTTP API [EMGUARD_API_TOKENS_FILE]")
 @click.option("--insecure-no-auth", is_flag=True, default=None,
               help="run the HTTP API with NO authentication (trusted networks only) [EMGUARD_INSECURE_NO_AUTH=1]")
+@click.option("--transport", type=click.Choice(["mqtt", "nats"]), default=None,
+              help="mqtt: one process on mosquitto + Redis; nats: a worker of the NATS JetStream "
+                   "scale-out (default nats when EMGUARD_NATS_URL is set; docs/nats.md)")
 def serve(broker: str | None, redis_url: str | None, orders: str | None, http_port: int | None,
           shared_group: str | None, evidence_log: str | None, config_file: str | None,
-          api_tokens_file: str | None, insecure_no_auth: bool | None) -> None:
+          api_tokens_file: str | None, insecure_no_auth: bool | None, transport: str | None) -> None:
     """Run the production service (config from flags, EMGUARD_* environment).
 
     The HTTP API needs tokens (EMGUARD_API_TOKENS_FILE or EMGUARD_API_TOKENS); without them
     the service refuses to start unless --insecure-no-auth says otherwise.
     """
+    import os
+
+    if transport == "nats" or (transport is None and os.environ.get("EMGUARD_NATS_URL")):
+        from engine.nats_jetstream import NatsSettings
+        from engine.nats_worker import serve as serve_nats
+
+        env = dict(os.environ)
+        for var, value in (("EMGUARD_REDIS", redis_url), ("EMGUARD_ORDERS", orders), ("EMGUARD_CONFIG", config_file)):
+            if value:
+                env[var] = value
+        try:
+            asyncio.run(serve_nats(NatsSettings.from_env(env)))
+        except EngineError as exc:
+            raise click.ClickException(str(exc)) from exc
+        except KeyboardInterrupt:
+            pass
+        return
     from engine.config import ServiceConfig
     from engine.serve import run_serve
 
