@@ -78,3 +78,54 @@ async def test_two_workers_raise_the_approach_alert_once(tmp_path):
         ids = h.proximity_ids(rig.centre.got)
         assert {k: len(v) for k, v in ids.items()} == {"P-0": 1}, ids
         assert h.repeats(rig.centre.got) == 0
+
+
+async def _failover(rig: Rig, victim: procs.Proc, survivors: set[str], act) -> float:
+    """Apply ``act`` to a worker mid-stream; seconds until the survivors hold every partition."""
+    pairs = rig.pairs
+    pub = asyncio.create_task(h.publish(rig.cluster.nodes[0].mqtt_port, h.workload(pairs), 0.03))
+    await procs.until(lambda: len(rig.centre.got) >= 3, 60, "the first alerts")
+    assert not pub.done(), "the fault must land while devices are still sending"
+    loop = asyncio.get_running_loop()
+    started = loop.time()
+    act(victim)
+    while set((await rig.centre.leases()).values()) != survivors or len(await rig.centre.leases()) != PARTITIONS:
+        assert loop.time() - started < 30, await rig.centre.leases()
+        await asyncio.sleep(0.1)
+    failover_s = loop.time() - started
+    await pub
+    await procs.until(lambda: len(h.critical_pairs(rig.centre.got)) == pairs, 60, "a critical alert per pair")
+    await asyncio.sleep(1.0)
+    ids = h.proximity_ids(rig.centre.got)
+    assert sorted(ids) == sorted(f"P-{i}" for i in range(pairs))
+    assert all(len(v) == 1 for v in ids.values()), ids  # every episode: exactly one alert id
+    assert h.repeats(rig.centre.got) == 0  # JetStream stored each change once
+    return failover_s
+
+
+async def test_a_killed_worker_s_partitions_are_taken_over(tmp_path):
+    """SIGKILL a worker mid-stream, never restarted: the other takes its partitions, no alert lost."""
+    async with Rig(tmp_path, pairs=8) as rig:
+        a, _ = await rig.add_worker("wa"), await rig.add_worker("wb")
+        await _owners(rig.centre, 2, 60)
+        failover_s = await _failover(rig, a, {"wb"}, lambda p: p.kill())
+        print(f"failover_s={failover_s:.2f}")
+        assert failover_s < 3 * 3.0 + 2  # lease 3 s, heartbeats 1 s (slack for a loaded machine)
+
+
+async def test_a_paused_owner_cannot_overwrite_the_new_owner(tmp_path):
+    """SIGSTOP a worker until its partitions move, then SIGCONT it: it drops them, nothing doubles."""
+    async with Rig(tmp_path, pairs=8) as rig:
+        a, _ = await rig.add_worker("wa"), await rig.add_worker("wb")
+        await _owners(rig.centre, 2, 60)
+        await _failover(rig, a, {"wb"}, lambda p: p.popen.send_signal(signal.SIGSTOP))
+        a.popen.send_signal(signal.SIGCONT)
+        await asyncio.sleep(4.0)  # it wakes up, finds its leases gone, and may take some back
+        before = len(rig.centre.got)
+        await h.publish(rig.cluster.nodes[1].mqtt_port, h.workload(rig.pairs)[-4:], 0.01)
+        await asyncio.sleep(2.0)
+        ids = h.proximity_ids(rig.centre.got)
+        assert all(len(v) == 1 for v in ids.values()), ids
+        assert h.repeats(rig.centre.got) == 0, rig.centre.got[before:]
+        log = (tmp_path / "worker-wa.log").read_text()
+        assert "dropping" in log, log[-2000:]
