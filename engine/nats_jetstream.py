@@ -100,9 +100,12 @@ class NatsSettings:
         return settings
 
 
+_TO_SUBJECT = str.maketrans({"/": ".", ".": "//"})
+
+
 def topic_to_subject(topic: str) -> str:
     """NATS's MQTT mapping: ``/`` becomes ``.`` and a ``.`` inside a level becomes ``//``."""
-    return topic.replace(".", "//").replace("/", ".")
+    return topic.translate(_TO_SUBJECT)
 
 
 def subject_to_topic(subject: str) -> str:

@@ -55,13 +55,24 @@ def settings(urls: str, redis_port: int, orders_file: Path) -> NatsSettings:
                         orders=str(orders_file), worker_id="test")
 
 
-async def publish(mqtt_port: int, messages: list[tuple[str, bytes]], pause_s: float) -> None:
-    """Devices over MQTT 3.1.1, QoS 1 (what NATS's MQTT listener speaks)."""
-    async with aiomqtt.Client("127.0.0.1", mqtt_port, identifier="devices-nats",
-                              protocol=aiomqtt.ProtocolVersion.V311) as c:
-        for topic, payload in messages:
-            await c.publish(topic, payload, qos=1)
-            await asyncio.sleep(pause_s)
+async def publish(mqtt_port: int | list[int], messages: list[tuple[str, bytes]], pause_s: float) -> None:
+    """Devices over MQTT 3.1.1, QoS 1 (what NATS's MQTT listener speaks), like real devices:
+    a message without a PUBACK is sent again after reconnecting, to the next node if several."""
+    ports = [mqtt_port] if isinstance(mqtt_port, int) else mqtt_port
+    i, attempt = 0, 0
+    while i < len(messages):
+        port = ports[attempt % len(ports)]
+        try:
+            async with aiomqtt.Client("127.0.0.1", port, identifier="devices-nats", timeout=5,
+                                      protocol=aiomqtt.ProtocolVersion.V311) as c:
+                while i < len(messages):
+                    topic, payload = messages[i]
+                    await c.publish(topic, payload, qos=1)
+                    i += 1
+                    await asyncio.sleep(pause_s)
+        except aiomqtt.MqttError:
+            attempt += 1
+            await asyncio.sleep(0.2)
 
 
 class Centre:

@@ -81,7 +81,10 @@ def nats_cluster(tmp: Path, size: int = 3) -> NatsCluster:
             f"server_name: {name}\nlisten: 127.0.0.1:{client[i]}\n"
             f"jetstream {{ store_dir: \"{store}\", max_memory_store: 64MB, max_file_store: 1GB }}\n"
             f"cluster {{ name: emguard-test, listen: 127.0.0.1:{routes[i]}, routes: [{route_list}] }}\n"
-            f"mqtt {{ listen: 127.0.0.1:{mqtt[i]} }}\n"
+            # the MQTT sessions' own streams R3 too: by default NATS sized them by the nodes it
+            # saw at creation (R2 here), and losing one node of an R2 stream left it without a
+            # leader: "no JetStream ack within 5s; closing the connection" to every device
+            f"mqtt {{ listen: 127.0.0.1:{mqtt[i]}, stream_replicas: {size} }}\n"
         )
         proc = Proc([binary, "-c", str(conf)], client[i], log=tmp / f"nats-{name}.log")
         nodes.append(NatsNode(name, proc, mqtt[i], routes[i]))

@@ -129,3 +129,41 @@ async def test_a_paused_owner_cannot_overwrite_the_new_owner(tmp_path):
         assert h.repeats(rig.centre.got) == 0, rig.centre.got[before:]
         log = (tmp_path / "worker-wa.log").read_text()
         assert "dropping" in log, log[-2000:]
+
+
+async def _approach_checked(rig: Rig, pub: asyncio.Task[None]) -> None:
+    await pub
+    await procs.until(lambda: len(h.critical_pairs(rig.centre.got)) == rig.pairs, 60, "a critical alert per pair")
+    await asyncio.sleep(1.0)
+    ids = h.proximity_ids(rig.centre.got)
+    assert sorted(ids) == sorted(f"P-{i}" for i in range(rig.pairs))
+    assert all(len(v) == 1 for v in ids.values()), ids
+    assert h.repeats(rig.centre.got) == 0
+
+
+async def test_a_third_worker_added_mid_stream_takes_a_share(tmp_path):
+    """A worker that joins gets partitions from the others (ceil(16/3) each at most), no restart."""
+    async with Rig(tmp_path, pairs=8) as rig:
+        await rig.add_worker("wa")
+        await rig.add_worker("wb")
+        await _owners(rig.centre, 2, 60)
+        pub = asyncio.create_task(h.publish(rig.cluster.nodes[0].mqtt_port, h.workload(rig.pairs), 0.03))
+        await procs.until(lambda: len(rig.centre.got) >= 3, 60, "the first alerts")
+        await rig.add_worker("wc")
+        leases = await _owners(rig.centre, 3, 30)
+        assert max(list(leases.values()).count(w) for w in ("wa", "wb", "wc")) <= 6
+        await _approach_checked(rig, pub)
+
+
+async def test_a_nats_node_killed_mid_stream_loses_no_alert(tmp_path):
+    """SIGKILL one of the three NATS nodes while devices send: R3 streams go on, nothing lost."""
+    async with Rig(tmp_path, pairs=8) as rig:
+        await rig.add_worker("wa")
+        await rig.add_worker("wb")
+        await _owners(rig.centre, 2, 60)
+        ports = [n.mqtt_port for n in rig.cluster.nodes]
+        pub = asyncio.create_task(h.publish(ports, h.workload(rig.pairs), 0.03))
+        await procs.until(lambda: len(rig.centre.got) >= 3, 60, "the first alerts")
+        rig.cluster.nodes[2].proc.kill()
+        assert not pub.done()
+        await _approach_checked(rig, pub)

@@ -1,0 +1,39 @@
+"""Fencing on a real Redis: a stale partition owner's commit is refused and writes nothing."""
+
+from __future__ import annotations
+
+import pytest
+
+from engine.messages import Outgoing
+from engine.nats_store import Fenced, PartitionStore
+from engine.pipeline import StateDelta
+from tests.integration import procs
+
+pytestmark = pytest.mark.integration
+
+
+async def test_a_stale_token_cannot_overwrite_the_new_owner(tmp_path):
+    """Old owner claims, new owner claims: the new one commits, the old one is Fenced."""
+    redis = procs.redis(tmp_path)
+    await redis.start()
+    url = f"redis://127.0.0.1:{redis.port}/0"
+    old, new = PartitionStore(url), PartitionStore(url)
+    try:
+        t_old = await old.claim(3)
+        assert await old.commit(3, t_old, StateDelta({"S:S-1": b"old"}, True), [], []) == []
+        t_new = await new.claim(3)
+        assert t_new > t_old
+        msg = Outgoing("centre", "em/alerts/centre", {"alert_id": "A-1", "change_seq": 1})
+        ids = await new.commit(3, t_new, StateDelta({"S:S-1": b"new"}, False), [msg], [])
+        with pytest.raises(Fenced):
+            await old.commit(3, t_old, StateDelta({"S:S-1": b"stale", "S:S-2": b"x"}, True), [msg], [])
+        parts, pending = await new.load(3)
+        assert parts == [b"new"]  # the stale replace_all wrote nothing
+        assert [i for i, _ in pending] == ids == [1]
+        await new.published(3, ids)
+        assert (await new.load(3))[1] == []
+        assert await new.epoch(3) == t_new and await new.epoch(4) == 0
+    finally:
+        await old.close()
+        await new.close()
+        redis.stop()
