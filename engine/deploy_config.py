@@ -348,10 +348,9 @@ def engine_accounts(
 ) -> tuple[MqttAccount, MqttAccount]:
     """The receiving login ``username`` and the publishing login ``username-pub`` of one engine.
 
-    The receiving connection reads device traffic, acknowledgements and
-    messages forwarded between workers (``internal``, engine/cluster.py) and
+    The receiving connection reads device traffic and acknowledgements and
     publishes nothing; everything the engine sends (centre alerts, victim
-    warnings, offender prompts, device commands, dead letters, forwards:
+    warnings, offender prompts, device commands, dead letters:
     engine/messages.py) goes through the outbox's publishing connection, which
     reads nothing.
     """
@@ -362,7 +361,7 @@ def engine_accounts(
             check_name(username, "engine user"),
             "engine",
             None,
-            read=(f"{p}/dev/#", f"{ot}/#", f"{p}/ack", f"{p}/internal/#"),
+            read=(f"{p}/dev/#", f"{ot}/#", f"{p}/ack"),
             write=(),
             password_of=password_of,
         ),
@@ -371,7 +370,7 @@ def engine_accounts(
             "engine_publisher",
             None,
             read=(),
-            write=(f"{p}/alerts/#", f"{p}/cmd/#", f"{p}/deadletter", f"{p}/internal/#"),
+            write=(f"{p}/alerts/#", f"{p}/cmd/#", f"{p}/deadletter"),
             password_of=None if password_of is None else password_of + PUBLISH_SUFFIX,
         ),
     )

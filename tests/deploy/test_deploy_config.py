@@ -290,13 +290,11 @@ def test_only_the_engine_holds_wildcard_rights(book: OrderBook) -> None:
     for account in plan_accounts(DeviceRegistry.from_orders(book)):
         wild = [t for t in (*account.read, *account.write) if "+" in t or "#" in t]
         if account.role == "engine":
-            # internal: workers read messages forwarded to them (engine/cluster.py)
             assert account.write == ()
-            assert sorted(wild) == sorted(["em/dev/#", "owntracks/#", "em/internal/#"])
+            assert sorted(wild) == sorted(["em/dev/#", "owntracks/#"])
         elif account.role == "engine_publisher":
-            # ... and forward them through the outbox, with every other engine output
             assert account.read == ()
-            assert sorted(wild) == sorted(["em/alerts/#", "em/cmd/#", "em/internal/#"])
+            assert sorted(wild) == sorted(["em/alerts/#", "em/cmd/#"])
         else:
             assert wild == [], account
 

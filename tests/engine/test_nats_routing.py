@@ -92,3 +92,13 @@ def test_a_change_keeps_its_dedup_id():
     assert msg_id(a) == msg_id(b) == "centre:A-1:2"
     assert msg_id(Outgoing("deadletter", "em/deadletter", {"r": 1})) != msg_id(
         Outgoing("deadletter", "em/deadletter", {"r": 2}))
+
+
+@pytest.mark.parametrize("var", ["EMGUARD_WORKERS", "EMGUARD_WORKER_INDEX"])
+def test_the_retired_worker_hash_fails_at_start_up(var):
+    """A deploy still setting the removed static hash is told what to run instead."""
+    from engine.config import ServiceConfig
+    from engine.errors import ConfigError
+
+    with pytest.raises(ConfigError, match="--transport nats"):
+        ServiceConfig.from_env({var: "2"})
