@@ -133,14 +133,17 @@ class Worker:
         self.fenced = 0
         self.published = 0
         self.processed = 0
+        self.ready = False  # connected, streams and buckets in place, leases being run
 
     async def run(self, stop: asyncio.Event) -> None:
         s = self.settings
+        health = await asyncio.start_server(self._health, "0.0.0.0", s.health_port) if s.health_port else None
         nc = await connect(s, f"emguard-worker-{s.worker_id}")
         js = nc.jetstream()
         try:
             await ensure_setup(js, s)
             lease_kv, worker_kv = await leases(js, s), await workers(js, s)
+            self.ready = True
             tasks = [asyncio.create_task(self._balance(js, lease_kv, worker_kv, stop), name="balance")]
             if s.intake:
                 router = Router(self.book, s.partitions, s.prefix, self.config.max_future_s)
@@ -162,9 +165,27 @@ class Worker:
             with contextlib.suppress(Exception):
                 await worker_kv.delete(s.worker_id)
         finally:
+            self.ready = False
             await self.store.close()
             with contextlib.suppress(Exception):
                 await nc.drain()
+            if health is not None:
+                health.close()
+
+    async def _health(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        """``/healthz`` (alive) and ``/readyz`` (set up and running leases) for probes."""
+        with contextlib.suppress(Exception):
+            line = (await asyncio.wait_for(reader.readline(), 5.0)).decode("latin-1")
+            path = line.split(" ")[1] if line.count(" ") >= 2 else ""
+            ok = path == "/healthz" or (path == "/readyz" and self.ready)
+            body = json.dumps({"ready": self.ready, "partitions": sorted(self.owned),
+                               "processed": self.processed, "published": self.published,
+                               "fenced": self.fenced}).encode()
+            status = "200 OK" if ok else ("503 Service Unavailable" if path == "/readyz" else "404 Not Found")
+            writer.write(f"HTTP/1.1 {status}\r\nContent-Type: application/json\r\n"
+                         f"Content-Length: {len(body)}\r\nConnection: close\r\n\r\n".encode() + body)
+            await writer.drain()
+        writer.close()
 
     # --- ownership --------------------------------------------------------------------------
     async def _balance(self, js: JetStreamContext, lease_kv: KeyValue, worker_kv: KeyValue,

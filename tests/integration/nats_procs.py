@@ -94,10 +94,11 @@ def nats_cluster(tmp: Path, size: int = 3) -> NatsCluster:
 def worker(tmp: Path, cluster: NatsCluster, redis_port: int, orders: Path, worker_id: str,
            **extra_env: str) -> Proc:
     """``emguard serve --transport nats``: one worker (with an intake replica)."""
-    env = {**os.environ, "EMGUARD_NATS_URL": cluster.urls, "EMGUARD_REDIS": f"redis://127.0.0.1:{redis_port}/0",
+    health = free_port()
+    env = {**os.environ, "EMGUARD_NATS_URL": cluster.urls, "EMGUARD_NATS_HEALTH_PORT": str(health), "EMGUARD_REDIS": f"redis://127.0.0.1:{redis_port}/0",
            "EMGUARD_ORDERS": str(orders), "EMGUARD_NATS_WORKER_ID": worker_id, **extra_env}
     argv = [sys.executable, "-m", "engine.cli", "--log-level", "INFO", "serve", "--transport", "nats"]
-    return Proc(argv, 0, env=env, log=tmp / f"worker-{worker_id}.log")
+    return Proc(argv, health, env=env, log=tmp / f"worker-{worker_id}.log")
 
 
 async def spawn(proc: Proc) -> None:

@@ -11,6 +11,7 @@ import json
 import signal
 from pathlib import Path
 
+import httpx
 import pytest
 
 from tests.integration import nats_helpers as h
@@ -72,6 +73,9 @@ async def test_two_workers_raise_the_approach_alert_once(tmp_path):
         for i in range(2):
             await rig.add_worker(f"w{i}")
         await _owners(rig.centre, 2, 60)
+        async with httpx.AsyncClient(base_url=f"http://127.0.0.1:{rig.workers[0].port}", timeout=5) as c:
+            ready = await c.get("/readyz")  # what a probe sees: set up, holding its share
+            assert ready.status_code == 200 and len(ready.json()["partitions"]) == PARTITIONS // 2
         await h.publish(rig.cluster.nodes[0].mqtt_port, h.workload(1), 0.01)
         await procs.until(lambda: h.critical_pairs(rig.centre.got) == {"P-0"}, 60, "a critical proximity alert")
         await asyncio.sleep(1.0)
