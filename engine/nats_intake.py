@@ -20,13 +20,16 @@ import asyncio
 import contextlib
 import logging
 import time
+from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
+from typing import Any
 
 import nats.errors
 from nats.aio.msg import Msg
 from nats.js import JetStreamContext
 
 from devices.decode import dead_letter_record, decode_message
+from engine.acks import InvalidAck, parse_ack
 from engine.cases import Cases, cases_of
 from engine.messages import deadletter
 from engine.nats_jetstream import (
@@ -40,8 +43,12 @@ from engine.nats_jetstream import (
 )
 from engine.orders import OrderBook
 from engine.outbound import encode
+from engine.timeutil import format_time
 
 log = logging.getLogger(__name__)
+
+#: the archived record of an alert (``{ns}:alert:{id}`` in Redis), or None if unknown
+AlertLookup = Callable[[str], Awaitable[dict[str, Any] | None]]
 
 BATCH = 128
 TOPIC_HEADER = "Em-Topic"
@@ -78,14 +85,33 @@ class Router:
         # a burst with some bad elements goes on whole: the owner dead-letters those elements
         return Routed(partition_of(self.cases.device_case(device), self.partitions))
 
+    def alert_partition(self, record: dict[str, Any]) -> int:
+        """The partition of an archived alert: its order's case, else its person's or device's."""
+        cases = self.cases
+        order, subject, person = record.get("order"), record.get("subject"), record.get("protected_person")
+        case = cases.of_order.get(order) if isinstance(order, str) else None
+        case = case or cases.of_person.get(f"S:{subject}") or cases.of_person.get(f"P:{person}")
+        if case is None:
+            device = record.get("device")
+            case = cases.device_case(device) if isinstance(device, str) else f"O:{order}"
+        return partition_of(case, self.partitions)
+
+    def dead_letter(self, reason: str, detail: str, topic: str, payload: bytes, arrival: float) -> bytes:
+        """A refused message as the engine's dead letters look (engine/service.py)."""
+        return encode({"reason": reason, "detail": detail[:500], "topic": topic,
+                       "payload": payload[:4096].decode("utf-8", "replace"), "arrival": format_time(arrival)})
+
 
 class Intake:
     """One intake replica: pulls ``EM_DEV`` through the shared consumer, routes, then acks."""
 
-    def __init__(self, js: JetStreamContext, settings: NatsSettings, router: Router) -> None:
+    def __init__(self, js: JetStreamContext, settings: NatsSettings, router: Router,
+                 alerts: AlertLookup | None = None) -> None:
         self.js = js
         self.settings = settings
         self.router = router
+        self.alerts = alerts
+        self.ack_topic = f"{settings.prefix}/ack"
         self.routed = 0
         self.dead_lettered = 0
         self.deadletter_subject = topic_to_subject(deadletter(settings.prefix, {}).topic)
@@ -117,7 +143,8 @@ class Intake:
     async def _forward(self, msg: Msg, arrival: float) -> None:
         topic = subject_to_topic(msg.subject)
         seq = msg.metadata.sequence.stream
-        routed = self.router.route(topic, msg.data, arrival)
+        routed = await self._route_ack(msg.data, arrival) if topic == self.ack_topic else \
+            self.router.route(topic, msg.data, arrival)
         if routed.partition is None:
             for i, record in enumerate(routed.dead_letters):
                 await self.js.publish(self.deadletter_subject, record, headers={"Nats-Msg-Id": f"dl-{seq}-{i}"})
@@ -128,3 +155,15 @@ class Intake:
             headers={"Nats-Msg-Id": f"in-{seq}", TOPIC_HEADER: topic, ARRIVAL_HEADER: f"{arrival:.3f}"},
         )
         self.routed += 1
+
+    async def _route_ack(self, payload: bytes, arrival: float) -> Routed:
+        """An operator action goes to the partition of its alert (found in the alert archive)."""
+        try:
+            command = parse_ack(payload)
+        except InvalidAck as exc:
+            return Routed(None, (self.router.dead_letter(exc.reason, str(exc), self.ack_topic, payload, arrival),))
+        record = await self.alerts(command.alert_id) if self.alerts is not None else None
+        if record is None:
+            return Routed(None, (self.router.dead_letter(
+                "bad_ack", f"unknown alert {command.alert_id}", self.ack_topic, payload, arrival),))
+        return Routed(self.router.alert_partition(record))

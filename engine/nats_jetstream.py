@@ -160,8 +160,8 @@ async def ensure_setup(js: JetStreamContext, settings: NatsSettings, *, within_s
 async def _setup(js: JetStreamContext, s: NatsSettings) -> None:
     p = s.prefix
     streams = [
-        StreamConfig(name=DEV_STREAM, subjects=[f"{p}.dev.>", "owntracks.>"], num_replicas=s.replicas,
-                     duplicate_window=DEDUP_WINDOW_S),
+        StreamConfig(name=DEV_STREAM, subjects=[f"{p}.dev.>", "owntracks.>", f"{p}.ack"],
+                     num_replicas=s.replicas, duplicate_window=DEDUP_WINDOW_S),
         StreamConfig(name=PART_STREAM, subjects=[f"{PART_SUBJECT}.>"], num_replicas=s.replicas,
                      duplicate_window=DEDUP_WINDOW_S),
         StreamConfig(name=OUT_STREAM, subjects=[f"{p}.alerts.>", f"{p}.cmd.>", f"{p}.deadletter"],
@@ -169,9 +169,12 @@ async def _setup(js: JetStreamContext, s: NatsSettings) -> None:
     ]
     for config in streams:
         try:
-            await js.stream_info(str(config.name))
+            info = await js.stream_info(str(config.name))
         except NotFoundError:
             await js.add_stream(config)
+            continue
+        if sorted(info.config.subjects or []) != sorted(config.subjects or []):
+            await js.update_stream(config)  # e.g. em.ack added to EM_DEV by a newer release
     consumers = [(DEV_STREAM, INTAKE_CONSUMER, None)] + [
         (PART_STREAM, partition_consumer(n), partition_subject(n)) for n in range(s.partitions)
     ]

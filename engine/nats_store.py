@@ -23,6 +23,7 @@ from __future__ import annotations
 
 import json
 from collections.abc import Sequence
+from typing import Any
 
 import redis.asyncio as aioredis
 from redis.exceptions import RedisError
@@ -115,6 +116,14 @@ class PartitionStore:
         if first < 0:
             raise Fenced(f"partition {n}: token {token} is no longer current")
         return list(range(first, first + len(messages))) if messages else []
+
+    async def alert(self, alert_id: str) -> dict[str, Any] | None:
+        """The archived alert (its wire form and history), or None."""
+        try:
+            value = await self.redis.get(f"{self.ns}:alert:{alert_id}")
+        except (RedisError, OSError) as exc:
+            raise StoreUnavailable(f"redis {self.url}: {exc}") from exc
+        return json.loads(value) if value else None
 
     async def published(self, n: int, outbox_ids: Sequence[int]) -> None:
         """JetStream stored these outbox entries (a stale owner deleting them is harmless)."""

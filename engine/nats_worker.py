@@ -43,9 +43,11 @@ from nats.js import JetStreamContext
 from nats.js.errors import KeyNotFoundError, KeyWrongLastSequenceError, NoKeysError
 from nats.js.kv import KeyValue
 
+from engine.acks import InvalidAck, parse_ack
+from engine.alerts import AlertActionError
 from engine.cases import Cases, cases_of
 from engine.config import EngineConfig, load_engine_config
-from engine.messages import Outgoing
+from engine.messages import Outgoing, deadletter
 from engine.nats_intake import TOPIC_HEADER, Intake, Router
 from engine.nats_jetstream import (
     PART_STREAM,
@@ -64,6 +66,7 @@ from engine.orders import OrderBook, load_orders
 from engine.outbound import encode_bounded
 from engine.pipeline import Effects, Engine
 from engine.store import StoreUnavailable
+from engine.timeutil import format_time
 
 log = logging.getLogger(__name__)
 
@@ -134,6 +137,7 @@ class Worker:
         self.published = 0
         self.processed = 0
         self.ready = False  # connected, streams and buckets in place, leases being run
+        self.ack_topic = f"{settings.prefix}/ack"
 
     async def run(self, stop: asyncio.Event) -> None:
         s = self.settings
@@ -147,7 +151,8 @@ class Worker:
             tasks = [asyncio.create_task(self._balance(js, lease_kv, worker_kv, stop), name="balance")]
             if s.intake:
                 router = Router(self.book, s.partitions, s.prefix, self.config.max_future_s)
-                tasks.append(asyncio.create_task(Intake(js, s, router).run(stop), name="intake"))
+                intake = Intake(js, s, router, self.store.alert)
+                tasks.append(asyncio.create_task(intake.run(stop), name="intake"))
             log.info("worker %s up: %d partitions, intake %s", s.worker_id, s.partitions, s.intake)
             done, _ = await asyncio.wait({asyncio.ensure_future(stop.wait()), *tasks},
                                          return_when=asyncio.FIRST_COMPLETED)
@@ -319,7 +324,10 @@ class Worker:
             for m in msgs:
                 topic = (m.headers or {}).get(TOPIC_HEADER, "")
                 try:
-                    effects.extend(engine.handle(topic, m.data, now))
+                    if topic == self.ack_topic:
+                        effects.extend(self._act(engine, m.data, now))
+                    else:
+                        effects.extend(engine.handle(topic, m.data, now))
                 except Exception:  # an engine bug on one message must not stop the partition
                     log.exception("engine failed on a message from %s", topic)
             if now - last_tick >= TICK_S:
@@ -334,6 +342,19 @@ class Worker:
                 await m.ack()
             self.processed += len(msgs)
             outbox.extend(zip(ids, effects.messages, strict=True))
+
+    def _act(self, engine: Engine, payload: bytes, now: float) -> Effects:
+        """An operator action (``em/ack``, routed here by the intake): applied or dead-lettered."""
+        try:
+            command = parse_ack(payload)
+            return engine.act(command.alert_id, command.action, command.by, command.note, now,
+                              outcome=command.outcome, target=command.target)
+        except (InvalidAck, AlertActionError) as exc:
+            reason = exc.reason if isinstance(exc, InvalidAck) else "bad_ack"
+            engine.stats.rejected[reason] += 1
+            return Effects([deadletter(self.settings.prefix, {
+                "reason": reason, "detail": str(exc)[:500], "topic": self.ack_topic,
+                "payload": payload[:4096].decode("utf-8", "replace"), "arrival": format_time(now)})])
 
     async def _commit(self, o: Owned, engine: Engine, effects: Effects) -> list[int]:
         """The fenced commit; while Redis is down, retried (nothing is acknowledged meanwhile)."""

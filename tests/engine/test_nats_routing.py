@@ -102,3 +102,12 @@ def test_the_retired_worker_hash_fails_at_start_up(var):
 
     with pytest.raises(ConfigError, match="--transport nats"):
         ServiceConfig.from_env({var: "2"})
+
+
+def test_an_operator_action_goes_to_its_alerts_partition():
+    """An archived alert's order (else its people) names the partition its ack is routed to."""
+    router = Router(load_orders(h.orders(8)), P)
+    fix = router.route(*h.workload(8)[7], time.time()).partition  # AM-3's fix
+    assert router.alert_partition({"order": "O-3", "subject": "S-3"}) == fix
+    assert router.alert_partition({"order": "gone", "subject": "S-3"}) == fix
+    assert router.alert_partition({"order": None, "protected_person": "P-3"}) == fix

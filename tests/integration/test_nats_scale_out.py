@@ -68,7 +68,8 @@ class Rig:
 
 
 async def test_two_workers_raise_the_approach_alert_once(tmp_path):
-    """Offender and victim fixes through two intake replicas meet in one partition: one alert."""
+    """Offender and victim fixes through two intake replicas meet in one partition: one alert,
+    which the centre then acknowledges over MQTT."""
     async with Rig(tmp_path, pairs=1) as rig:
         for i in range(2):
             await rig.add_worker(f"w{i}")
@@ -82,6 +83,12 @@ async def test_two_workers_raise_the_approach_alert_once(tmp_path):
         ids = h.proximity_ids(rig.centre.got)
         assert {k: len(v) for k, v in ids.items()} == {"P-0": 1}, ids
         assert h.repeats(rig.centre.got) == 0
+        # the centre acknowledges over MQTT (em/ack): routed to the alert's partition and applied
+        (alert_id,) = ids["P-0"]
+        ack = json.dumps({"alert_id": alert_id, "action": "ack", "by": "op-1"}).encode()
+        await h.publish(rig.cluster.nodes[1].mqtt_port, [("em/ack", ack)], 0)
+        await procs.until(lambda: any(a["alert_id"] == alert_id and a["state"] == "acknowledged"
+                                      for a in rig.centre.got), 20, "the acknowledged state change")
 
 
 async def _failover(rig: Rig, victim: procs.Proc, survivors: set[str], act) -> float:
