@@ -67,6 +67,7 @@ class NatsSettings:
     intake: bool = True  # this process also runs an intake replica
     config: str | None = None  # TOML with [rules] and [deadlines] (load_engine_config)
     health_port: int = 0  # /healthz and /readyz for probes (0: none)
+    redis_replicas: int = 0  # acks wait until this many Redis replicas hold the commit (WAIT)
 
     @classmethod
     def from_env(cls, env: dict[str, str] | None = None) -> NatsSettings:
@@ -83,7 +84,8 @@ class NatsSettings:
         numbers = {"EMGUARD_NATS_PARTITIONS": ("partitions", int), "EMGUARD_NATS_REPLICAS": ("replicas", int),
                    "EMGUARD_NATS_LEASE_S": ("lease_s", float), "EMGUARD_NATS_HEARTBEAT_S": ("heartbeat_s", float),
                    "EMGUARD_NATS_ACK_WAIT_S": ("ack_wait_s", float),
-                   "EMGUARD_NATS_HEALTH_PORT": ("health_port", int)}
+                   "EMGUARD_NATS_HEALTH_PORT": ("health_port", int),
+                   "EMGUARD_NATS_REDIS_REPLICAS": ("redis_replicas", int)}
         for var, (name, kind) in numbers.items():
             if e.get(var):
                 try:

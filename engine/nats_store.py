@@ -117,6 +117,17 @@ class PartitionStore:
             raise Fenced(f"partition {n}: token {token} is no longer current")
         return list(range(first, first + len(messages))) if messages else []
 
+    async def replicated(self, replicas: int, timeout_s: float) -> bool:
+        """Whether ``replicas`` Redis replicas hold every write made so far (``WAIT``).
+
+        Asked after a commit and before its messages are acknowledged, so that a Redis failover
+        to a replica cannot lose a commit whose messages JetStream will not redeliver.
+        """
+        try:
+            return int(await self.redis.wait(replicas, int(timeout_s * 1000))) >= replicas
+        except (RedisError, OSError) as exc:
+            raise StoreUnavailable(f"redis {self.url}: {exc}") from exc
+
     async def alert(self, alert_id: str) -> dict[str, Any] | None:
         """The archived alert (its wire form and history), or None."""
         try:

@@ -363,7 +363,8 @@ class Worker:
         backoff = 0.1
         while True:
             try:
-                return await self.store.commit(o.n, o.token, delta, effects.messages, list(alerts.values()))
+                ids = await self.store.commit(o.n, o.token, delta, effects.messages, list(alerts.values()))
+                break
             except StoreUnavailable as exc:
                 log.error("partition %d: state store unavailable, holding acks: %s", o.n, exc)
                 await asyncio.sleep(backoff)
@@ -371,6 +372,24 @@ class Worker:
             except Fenced:
                 engine.state_not_stored(delta)
                 raise
+        await self._replicated(o)
+        return ids
+
+    async def _replicated(self, o: Owned) -> None:
+        """With ``redis_replicas``: hold the batch's acks until that many replicas have the commit."""
+        want = self.settings.redis_replicas
+        backoff = 0.1
+        while want:
+            try:
+                if await self.store.replicated(want, self.settings.lease_s / 3):
+                    return
+            except StoreUnavailable:
+                pass
+            log.error("partition %d: fewer than %d Redis replicas hold the commit; holding acks", o.n, want)
+            if time.monotonic() - o.renewed > self.settings.lease_s:
+                raise Fenced(f"partition {o.n}: lease not renewed while waiting for Redis replicas")
+            await asyncio.sleep(backoff)
+            backoff = min(2 * backoff, 2.0)
 
     async def _publish(self, js: JetStreamContext, n: int, outbox: deque[tuple[int, Outgoing]]) -> None:
         """Publish the outbox in order; JetStream stores a repeat of an id once (dedup window)."""

@@ -37,3 +37,34 @@ async def test_a_stale_token_cannot_overwrite_the_new_owner(tmp_path):
         await old.close()
         await new.close()
         redis.stop()
+
+
+async def test_acks_can_wait_for_a_redis_replica(tmp_path):
+    """WAIT: true once the replica holds the commit, false (after the timeout) once it is gone."""
+    (tmp_path / "a").mkdir()
+    (tmp_path / "b").mkdir()
+    primary = procs.redis(tmp_path / "a")
+    replica = procs.redis(tmp_path / "b")
+    primary.argv += ["--repl-diskless-sync-delay", "0"]  # the replica's first sync: now, not in 5 s
+    replica.argv += ["--replicaof", "127.0.0.1", str(primary.port)]
+    await primary.start()
+    await replica.start()
+    store = PartitionStore(f"redis://127.0.0.1:{primary.port}/0")
+    try:
+        token = await store.claim(0)
+        await store.commit(0, token, StateDelta({"S:S-1": b"x"}, True), [], [])
+        assert await procs_wait(lambda: store.replicated(1, 1.0))  # the replica may still be syncing
+        replica.kill()  # the replica is lost (SIGTERM took 15 s here: redis waits on shutdown)
+        await store.commit(0, token, StateDelta({"S:S-1": b"y"}, False), [], [])
+        assert not await store.replicated(1, 0.3)
+    finally:
+        await store.close()
+        replica.stop()
+        primary.stop()
+
+
+async def procs_wait(check, tries: int = 20) -> bool:
+    for _ in range(tries):
+        if await check():
+            return True
+    return False
