@@ -50,6 +50,12 @@ log = logging.getLogger(__name__)
 #: the archived record of an alert (``{ns}:alert:{id}`` in Redis), or None if unknown
 AlertLookup = Callable[[str], Awaitable[dict[str, Any] | None]]
 
+
+def refusal(reason: str, detail: str, topic: str, payload: bytes, arrival: float) -> dict[str, Any]:
+    """The dead-letter record of a message refused outside the decoder (as engine/service.py's)."""
+    return {"reason": reason, "detail": detail[:500], "topic": topic,
+            "payload": payload[:4096].decode("utf-8", "replace"), "arrival": format_time(arrival)}
+
 BATCH = 128
 TOPIC_HEADER = "Em-Topic"
 ARRIVAL_HEADER = "Em-Arrival"
@@ -97,9 +103,7 @@ class Router:
         return partition_of(case, self.partitions)
 
     def dead_letter(self, reason: str, detail: str, topic: str, payload: bytes, arrival: float) -> bytes:
-        """A refused message as the engine's dead letters look (engine/service.py)."""
-        return encode({"reason": reason, "detail": detail[:500], "topic": topic,
-                       "payload": payload[:4096].decode("utf-8", "replace"), "arrival": format_time(arrival)})
+        return encode(refusal(reason, detail, topic, payload, arrival))
 
 
 class Intake:

@@ -48,7 +48,7 @@ from engine.alerts import AlertActionError
 from engine.cases import Cases, cases_of
 from engine.config import EngineConfig, load_engine_config
 from engine.messages import Outgoing, deadletter
-from engine.nats_intake import TOPIC_HEADER, Intake, Router
+from engine.nats_intake import TOPIC_HEADER, Intake, Router, refusal
 from engine.nats_jetstream import (
     PART_STREAM,
     NatsSettings,
@@ -66,7 +66,6 @@ from engine.orders import OrderBook, load_orders
 from engine.outbound import encode_bounded
 from engine.pipeline import Effects, Engine
 from engine.store import StoreUnavailable
-from engine.timeutil import format_time
 
 log = logging.getLogger(__name__)
 
@@ -352,9 +351,7 @@ class Worker:
         except (InvalidAck, AlertActionError) as exc:
             reason = exc.reason if isinstance(exc, InvalidAck) else "bad_ack"
             engine.stats.rejected[reason] += 1
-            return Effects([deadletter(self.settings.prefix, {
-                "reason": reason, "detail": str(exc)[:500], "topic": self.ack_topic,
-                "payload": payload[:4096].decode("utf-8", "replace"), "arrival": format_time(now)})])
+            return Effects([deadletter(self.settings.prefix, refusal(reason, str(exc), self.ack_topic, payload, now))])
 
     async def _commit(self, o: Owned, engine: Engine, effects: Effects) -> list[int]:
         """The fenced commit; while Redis is down, retried (nothing is acknowledged meanwhile)."""
