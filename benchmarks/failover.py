@@ -55,7 +55,7 @@ def reference_ids(doc: dict, messages: list[tuple[str, bytes]]) -> set[str]:
     return ids
 
 
-async def run(pairs: int, workers: int, rate: float, tmp: Path) -> tuple[float, int, int, dict]:
+async def run(pairs: int, workers: int, rate: float, tmp: Path, graceful: bool) -> tuple[float, int, int, dict]:
     doc = h.orders(pairs)
     messages = h.workload(pairs)
     expected = reference_ids(doc, messages)
@@ -84,7 +84,7 @@ async def run(pairs: int, workers: int, rate: float, tmp: Path) -> tuple[float, 
         await procs.until(lambda: bool(centre.got), 60, "the first alert")
         loop = asyncio.get_running_loop()
         killed = loop.time()
-        procs_[0].kill()
+        procs_[0].stop() if graceful else procs_[0].kill()
         while True:
             leases = await centre.leases()
             if len(leases) == 16 and "w0" not in leases.values():
@@ -117,10 +117,12 @@ def main() -> None:
     parser.add_argument("--pairs", type=int, default=16)
     parser.add_argument("--workers", type=int, default=2)
     parser.add_argument("--rate", type=float, default=40.0, help="device messages per second")
+    parser.add_argument("--graceful", action="store_true",
+                        help="SIGTERM instead of SIGKILL: the worker commits and hands its leases back")
     args = parser.parse_args()
     with tempfile.TemporaryDirectory(prefix="emguard-failover-") as tmp:
         started = time.perf_counter()
-        failover_s, lost, duplicates, detail = asyncio.run(run(args.pairs, args.workers, args.rate, Path(tmp)))
+        failover_s, lost, duplicates, detail = asyncio.run(run(args.pairs, args.workers, args.rate, Path(tmp), args.graceful))
         detail["wall_s"] = round(time.perf_counter() - started, 1)
     print(json.dumps(detail))
     print(f"failover_s={failover_s:.2f} lost={lost} duplicates={duplicates}")
