@@ -197,22 +197,23 @@ class Worker:
         s = self.settings
         first = True
         while not stop.is_set():
+            # renewals first, and on their own: the heartbeat bucket losing its leader (a NATS
+            # node died) must not also keep the leases held so far from being renewed
+            await self._renew(lease_kv)
             try:
                 await worker_kv.put(s.worker_id, b"1")
                 if first:  # let the others see us before we count them (and they count us)
                     first = False
-                    await asyncio.sleep(s.heartbeat_s)
-                    continue
-                try:
-                    alive = max(1, len(await worker_kv.keys()))
-                except NoKeysError:
-                    alive = 1
-                target = math.ceil(s.partitions / alive)
-                await self._renew(lease_kv)
-                for n in sorted(self.owned, reverse=True)[: max(0, len(self.owned) - target)]:
-                    await self._release(lease_kv, n)
-                if len(self.owned) < target:
-                    await self._acquire(js, lease_kv, target)
+                else:
+                    try:
+                        alive = max(1, len(await worker_kv.keys()))
+                    except NoKeysError:
+                        alive = 1
+                    target = math.ceil(s.partitions / alive)
+                    for n in sorted(self.owned, reverse=True)[: max(0, len(self.owned) - target)]:
+                        await self._release(lease_kv, n)
+                    if len(self.owned) < target:
+                        await self._acquire(js, lease_kv, target)
             except (nats.errors.Error, OSError, TimeoutError) as exc:
                 log.warning("lease round failed (%r); retrying", exc)
             self._forget_lapsed()
@@ -220,18 +221,23 @@ class Worker:
                 await asyncio.wait_for(stop.wait(), s.heartbeat_s)
 
     async def _renew(self, lease_kv: KeyValue) -> None:
+        """Renew every held lease at once, each bounded by a heartbeat (a stalled node must not
+        hold up the others' renewals past their lease)."""
         for o in list(self.owned.values()):
             if o.task is not None and o.task.done():
                 self.owned.pop(o.n, None)  # fenced or failed: the lease is not ours to delete
-                continue
-            try:
-                o.revision = await lease_kv.update(lease_key(o.n), self.settings.worker_id.encode(), last=o.revision)
-                o.renewed = time.monotonic()
-            except KeyWrongLastSequenceError:
-                log.warning("lease of partition %d was taken over: dropping it", o.n)
-                await self._drop(o)
-            except (nats.errors.Error, OSError, TimeoutError) as exc:
-                log.warning("could not renew partition %d (%r)", o.n, exc)
+        await asyncio.gather(*(self._renew_one(lease_kv, o) for o in list(self.owned.values())))
+
+    async def _renew_one(self, lease_kv: KeyValue, o: Owned) -> None:
+        try:
+            update = lease_kv.update(lease_key(o.n), self.settings.worker_id.encode(), last=o.revision)
+            o.revision = await asyncio.wait_for(update, self.settings.heartbeat_s)
+            o.renewed = time.monotonic()
+        except KeyWrongLastSequenceError:
+            log.warning("lease of partition %d was taken over: dropping it", o.n)
+            await self._drop(o)
+        except (nats.errors.Error, OSError, TimeoutError) as exc:
+            log.warning("could not renew partition %d (%r)", o.n, exc)
 
     def _forget_lapsed(self) -> None:
         """A lease not renewed within ``lease_s`` has lapsed on the server: stop evaluating."""

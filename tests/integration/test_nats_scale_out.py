@@ -14,6 +14,7 @@ from pathlib import Path
 import httpx
 import pytest
 
+from engine.nats_jetstream import DEV_STREAM
 from tests.integration import nats_helpers as h
 from tests.integration import nats_procs, procs
 
@@ -175,14 +176,22 @@ async def test_a_third_worker_added_mid_stream_takes_a_share(tmp_path):
 
 
 async def test_a_nats_node_killed_mid_stream_loses_no_alert(tmp_path):
-    """SIGKILL one of the three NATS nodes while devices send: R3 streams go on, nothing lost."""
+    """SIGKILL the node leading the device stream while devices send: every episode still ends
+    in one critical alert.  Device messages published during its leader election are lost
+    (NATS acknowledges an MQTT QoS 1 publish before a stream stored it): counted and printed."""
     async with Rig(tmp_path, pairs=8) as rig:
         await rig.add_worker("wa")
         await rig.add_worker("wb")
         await _owners(rig.centre, 2, 60)
-        ports = [n.mqtt_port for n in rig.cluster.nodes]
-        pub = asyncio.create_task(h.publish(ports, h.workload(rig.pairs), 0.03))
+        js = rig.centre.nc.jetstream()
+        leader = (await js.stream_info(DEV_STREAM)).cluster.leader
+        node = next(n for n in rig.cluster.nodes if n.name == leader)
+        ports = [n.mqtt_port for n in rig.cluster.nodes if n is not node]
+        messages = h.workload(rig.pairs)
+        pub = asyncio.create_task(h.publish(ports, messages, 0.08))
         await procs.until(lambda: len(rig.centre.got) >= 3, 60, "the first alerts")
-        rig.cluster.nodes[2].proc.kill()
+        node.proc.kill()
         assert not pub.done()
         await _approach_checked(rig, pub)
+        stored = (await js.stream_info(DEV_STREAM)).state.messages
+        print(f"device messages sent={len(messages)} stored={stored} lost={len(messages) - stored}")
