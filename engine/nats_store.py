@@ -8,7 +8,7 @@ Layout under ``{ns}`` (default ``emguard``), for partition ``n``:
 | ``{ns}:part:{n}:state`` | hash case → bytes | the state part of each case of the partition |
 | ``{ns}:part:{n}:outbox`` | hash id → JSON | alert traffic committed but not yet stored by JetStream |
 | ``{ns}:part:{n}:outbox:seq`` | string (counter) | last outbox id handed out |
-| ``{ns}:alert:{alert_id}`` | string JSON | the alert with its history (as ``engine.store_redis``) |
+| ``{ns}:alert:{alert_id}`` | string JSON | the alert with its history (``engine.store_redis`` reads it) |
 
 A worker that takes a partition over first ``claim``s it: an atomic INCR of the epoch gives
 it a token no earlier owner has.  Every commit runs as one Lua script that applies the state
@@ -23,7 +23,6 @@ from __future__ import annotations
 
 import json
 from collections.abc import Sequence
-from typing import Any
 
 import redis.asyncio as aioredis
 from redis.exceptions import RedisError
@@ -127,14 +126,6 @@ class PartitionStore:
             return int(await self.redis.wait(replicas, int(timeout_s * 1000))) >= replicas
         except (RedisError, OSError) as exc:
             raise StoreUnavailable(f"redis {self.url}: {exc}") from exc
-
-    async def alert(self, alert_id: str) -> dict[str, Any] | None:
-        """The archived alert (its wire form and history), or None."""
-        try:
-            value = await self.redis.get(f"{self.ns}:alert:{alert_id}")
-        except (RedisError, OSError) as exc:
-            raise StoreUnavailable(f"redis {self.url}: {exc}") from exc
-        return json.loads(value) if value else None
 
     async def published(self, n: int, outbox_ids: Sequence[int]) -> None:
         """JetStream stored these outbox entries (a stale owner deleting them is harmless)."""

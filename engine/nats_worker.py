@@ -66,6 +66,7 @@ from engine.orders import OrderBook, load_orders
 from engine.outbound import encode_bounded
 from engine.pipeline import Effects, Engine
 from engine.store import StoreUnavailable
+from engine.store_redis import RedisStore
 
 log = logging.getLogger(__name__)
 
@@ -131,6 +132,7 @@ class Worker:
         self.config = config or EngineConfig(prefix=settings.prefix)
         self.books = partition_books(book, settings.partitions)
         self.store = PartitionStore(settings.redis, settings.namespace)
+        self.archive = RedisStore(settings.redis, settings.namespace)  # the alert records (acks)
         self.owned: dict[int, Owned] = {}
         self.fenced = 0
         self.published = 0
@@ -150,7 +152,7 @@ class Worker:
             tasks = [asyncio.create_task(self._balance(js, lease_kv, worker_kv, stop), name="balance")]
             if s.intake:
                 router = Router(self.book, s.partitions, s.prefix, self.config.max_future_s)
-                intake = Intake(js, s, router, self.store.alert)
+                intake = Intake(js, s, router, self.archive.alert)
                 tasks.append(asyncio.create_task(intake.run(stop), name="intake"))
             log.info("worker %s up: %d partitions, intake %s", s.worker_id, s.partitions, s.intake)
             done, _ = await asyncio.wait({asyncio.ensure_future(stop.wait()), *tasks},
@@ -171,6 +173,7 @@ class Worker:
         finally:
             self.ready = False
             await self.store.close()
+            await self.archive.close()
             with contextlib.suppress(Exception):
                 await nc.drain()
             if health is not None:
