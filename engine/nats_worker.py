@@ -35,6 +35,7 @@ import math
 import signal
 import time
 from collections import deque
+from collections.abc import Callable
 from dataclasses import dataclass, field
 
 import nats.errors
@@ -137,7 +138,8 @@ class Worker:
         self.fenced = 0
         self.published = 0
         self.processed = 0
-        self.ready = False  # connected, streams and buckets in place, leases being run
+        self.ready = False  # streams and buckets in place, leases being run
+        self.connected: Callable[[], bool] = lambda: False  # the NATS connection is up
         self.ack_topic = f"{settings.prefix}/ack"
 
     async def run(self, stop: asyncio.Event) -> None:
@@ -145,6 +147,7 @@ class Worker:
         health = await asyncio.start_server(self._health, "0.0.0.0", s.health_port) if s.health_port else None
         nc = await connect(s, f"emguard-worker-{s.worker_id}")
         js = nc.jetstream()
+        self.connected = lambda: bool(nc.is_connected)
         try:
             await ensure_setup(js, s)
             lease_kv, worker_kv = await leases(js, s), await workers(js, s)
@@ -184,8 +187,9 @@ class Worker:
         with contextlib.suppress(Exception):
             line = (await asyncio.wait_for(reader.readline(), 5.0)).decode("latin-1")
             path = line.split(" ")[1] if line.count(" ") >= 2 else ""
-            ok = path == "/healthz" or (path == "/readyz" and self.ready)
-            body = json.dumps({"ready": self.ready, "partitions": sorted(self.owned),
+            ready = self.ready and self.connected()
+            ok = path == "/healthz" or (path == "/readyz" and ready)
+            body = json.dumps({"ready": ready, "nats_connected": self.connected(), "partitions": sorted(self.owned),
                                "processed": self.processed, "published": self.published,
                                "fenced": self.fenced}).encode()
             status = "200 OK" if ok else ("503 Service Unavailable" if path == "/readyz" else "404 Not Found")
