@@ -3,8 +3,8 @@
 A case is a subject together with everyone his orders protect, merged
 transitively (a victim protected from two men joins their cases).  Everything
 the engine decides for a message of one device reads and writes only that
-device's case.  Two things rest on this: scale-out (``engine.runtime.cluster``: one
-worker owns each case) and incremental persistence (``engine.core.case_state``: a
+device's case.  Two things rest on this: scale-out (``engine.runtime.nats_intake`` routes
+each message to its case's partition, one worker owns a partition) and incremental persistence (``engine.core.case_state``: a
 commit rewrites only the cases its batch touched, not the whole state).
 """
 

@@ -219,8 +219,6 @@ class ServiceConfig:
     queue_size: int = 10_000
     evidence_log: str | None = None
     config: str | None = None  # TOML with [rules] and [deadlines] (load_engine_config)
-    worker_index: int = 0  # this worker's place among `workers` (scale-out, engine/runtime/cluster.py)
-    workers: int = 1
     # HTTP API access (engine/web/auth.py): `serve` refuses to start with neither tokens nor the
     # explicit insecure switch, so a forgotten secret cannot leave the API open to anyone
     api_tokens: str | None = None  # token:name:role,... (prefer the file: env leaks to /proc)
@@ -245,6 +243,13 @@ class ServiceConfig:
     def from_env(cls, env: Mapping[str, str] | None = None, **overrides: object) -> ServiceConfig:
         """Read EMGUARD_* variables; explicit overrides (CLI flags) win when not None."""
         env = os.environ if env is None else env
+        retired = [v for v in _RETIRED if env.get(v)]
+        if retired:
+            raise ConfigError(
+                f"{', '.join(retired)} no longer exist(s): the static worker hash and its forwarding "
+                "are gone. Run one `emguard serve` on MQTT, or scale out on NATS JetStream with "
+                "`emguard serve --transport nats` (EMGUARD_NATS_URL; docs/nats.md)"
+            )
         values: dict[str, object] = {}
         for name, var in _ENV.items():
             if var in env and env[var] != "":
@@ -255,7 +260,7 @@ class ServiceConfig:
         try:
             if "http_port" in values:
                 values["http_port"] = int(str(values["http_port"]))
-            for name in ("queue_size", "worker_index", "workers"):
+            for name in ("queue_size",):
                 if name in values:
                     values[name] = int(str(values[name]))
         except ValueError as exc:
@@ -286,6 +291,9 @@ _SECRET_FIELDS = {"mqtt_password", "mqtt_publish_password", "api_tokens"}  # by 
 _URL_FIELDS = {"broker", "redis"}
 
 
+#: settings of the removed MQTT worker hash (engine/runtime/cluster.py): refused, never silently ignored
+_RETIRED = ("EMGUARD_WORKERS", "EMGUARD_WORKER_INDEX")
+
 _ENV = {
     "broker": "EMGUARD_BROKER",
     "mqtt_username": "EMGUARD_MQTT_USERNAME",
@@ -303,8 +311,6 @@ _ENV = {
     "client_id": "EMGUARD_CLIENT_ID",
     "evidence_log": "EMGUARD_EVIDENCE_LOG",
     "config": "EMGUARD_CONFIG",
-    "worker_index": "EMGUARD_WORKER_INDEX",
-    "workers": "EMGUARD_WORKERS",
     "api_tokens": "EMGUARD_API_TOKENS",
     "api_tokens_file": "EMGUARD_API_TOKENS_FILE",
     "insecure_no_auth": "EMGUARD_INSECURE_NO_AUTH",

@@ -46,7 +46,6 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import itertools
-import json
 import logging
 import ssl
 import time
@@ -65,7 +64,6 @@ from engine.core.config import ServiceConfig
 from engine.core.messages import Outgoing, deadletter
 from engine.core.pipeline import Effects, Engine
 from engine.runtime.acks import AckCommand, InvalidAck, parse_ack
-from engine.runtime.cluster import Cluster
 from engine.runtime.intake import Inbox, IngestClient
 from engine.runtime.outbound import encode_bounded
 from engine.runtime.poison import POISON_AFTER, Suspects, message_key
@@ -107,7 +105,6 @@ class Service:
         protocol: str = "auto",
         persistent_session: bool = True,
         store: StateStore | None = None,
-        cluster: Cluster | None = None,
         clock: Callable[[], float] = time.time,
     ) -> None:
         self.engine = engine
@@ -115,8 +112,6 @@ class Service:
         self.protocol = protocol
         self.persistent_session = persistent_session
         self.store = store
-        self.cluster = cluster if cluster is not None and cluster.workers > 1 else None
-        self.forwarded = 0
         self.clock = clock
         self.inbox: Inbox[tuple[float, str, bytes, Ack | None]] = Inbox(config.queue_size)
         self.outbox: deque[tuple[int | None, Outgoing]] = deque()
@@ -509,8 +504,6 @@ class Service:
         Only a shortcut: when it fails, each message is decoded as it is handled, where a
         failure is the one message's dead letter.
         """
-        if self.cluster is not None:
-            return  # a worker of a cluster hands some messages on and unwraps others
         try:
             self.engine.prepare([(t, p, a) for a, t, p, _ in batch if t != ack_topic])
         except Exception:
@@ -723,8 +716,6 @@ class Service:
         command: AckCommand | None = None
         try:
             command = parse_ack(payload)
-            if self.cluster is not None and command.alert_id not in self.engine.alerts.alerts:
-                return  # every worker hears every ack; the alert's owner applies it
             effects = self.engine.act(
                 command.alert_id, command.action, command.by, command.note, self.clock(),
                 outcome=command.outcome, target=command.target,
@@ -765,25 +756,6 @@ class Service:
 
     def _handle(self, topic: str, payload: bytes, arrival: float) -> None:
         """One device message through the engine; an engine bug dead-letters it, never stops the loop."""
-        if self.cluster is not None:
-            original = self.cluster.unwrap(topic)
-            if original is not None:  # forwarded to us by the worker that received it
-                try:
-                    topic, payload = original, json.loads(payload)["raw"].encode()
-                except (ValueError, KeyError, TypeError, AttributeError):
-                    log.error("unreadable forwarded message on %s", topic)
-                    return
-            else:
-                owner = self.cluster.owner_of_topic(topic, self.engine.book.owntracks)
-                if owner is not None and owner != self.cluster.index:
-                    # committed in the outbox with this batch, so the original is acked only
-                    # once the forward is durable: at-least-once across the hop
-                    self.forwarded += 1
-                    self._stage([Outgoing(
-                        "forward", self.cluster.internal_topic(owner, topic),
-                        {"raw": payload.decode("utf-8", "replace")},
-                    )])
-                    return
         try:
             effects = self.engine.handle(topic, payload, arrival)
         except Exception as exc:  # the loop must survive our own bugs too
@@ -925,7 +897,5 @@ class Service:
 
     async def _subscribe(self, client: aiomqtt.Client) -> None:
         topics = [*self._device_topics(), f"{self.config.topic_prefix}/ack"]
-        if self.cluster is not None:
-            topics.append(self.cluster.internal_topic(self.cluster.index, "#"))
         for topic in topics:
             await client.subscribe(topic, qos=1)

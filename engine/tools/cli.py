@@ -55,14 +55,34 @@ def demo(once: bool, http_port: int, broker: str, speed: float) -> None:
               help="file of token:name:role lines for the HTTP API [EMGUARD_API_TOKENS_FILE]")
 @click.option("--insecure-no-auth", is_flag=True, default=None,
               help="run the HTTP API with NO authentication (trusted networks only) [EMGUARD_INSECURE_NO_AUTH=1]")
+@click.option("--transport", type=click.Choice(["mqtt", "nats"]), default=None,
+              help="mqtt: one process on mosquitto + Redis; nats: a worker of the NATS JetStream "
+                   "scale-out (default nats when EMGUARD_NATS_URL is set; docs/nats.md)")
 def serve(broker: str | None, redis_url: str | None, orders: str | None, http_port: int | None,
           shared_group: str | None, evidence_log: str | None, config_file: str | None,
-          api_tokens_file: str | None, insecure_no_auth: bool | None) -> None:
+          api_tokens_file: str | None, insecure_no_auth: bool | None, transport: str | None) -> None:
     """Run the production service (config from flags, EMGUARD_* environment).
 
     The HTTP API needs tokens (EMGUARD_API_TOKENS_FILE or EMGUARD_API_TOKENS); without them
     the service refuses to start unless --insecure-no-auth says otherwise.
     """
+    import os
+
+    if transport == "nats" or (transport is None and os.environ.get("EMGUARD_NATS_URL")):
+        from engine.runtime.nats_jetstream import NatsSettings
+        from engine.runtime.nats_worker import serve as serve_nats
+
+        env = dict(os.environ)
+        for var, value in (("EMGUARD_REDIS", redis_url), ("EMGUARD_ORDERS", orders), ("EMGUARD_CONFIG", config_file)):
+            if value:
+                env[var] = value
+        try:
+            asyncio.run(serve_nats(NatsSettings.from_env(env)))
+        except EngineError as exc:
+            raise click.ClickException(str(exc)) from exc
+        except KeyboardInterrupt:
+            pass
+        return
     from engine.core.config import ServiceConfig
     from engine.tools.serve import run_serve
 
@@ -107,15 +127,12 @@ def deploy() -> None:
 @click.option("--orders", required=True, type=click.Path(exists=True, dir_okay=False, path_type=Path))
 @click.option("--out", required=True, type=click.Path(file_okay=False, path_type=Path))
 @click.option("--registry", type=click.Path(exists=True, dir_okay=False, path_type=Path), default=None)
-@click.option("--node", "nodes", multiple=True, default=("nats-1", "nats-2", "nats-3"),
-              show_default=True, help="server name and host of each cluster node (repeat)")
 @click.option("--rotate", is_flag=True, help="issue new passwords for every login")
-def deploy_nats(orders: Path, out: Path, registry: Path | None, nodes: tuple[str, ...],
-                rotate: bool) -> None:
-    """NATS users, per-device subject permissions and one config per cluster node, from the orders."""
+def deploy_nats(orders: Path, out: Path, registry: Path | None, rotate: bool) -> None:
+    """NATS logins with per-device subject permissions (accounts.conf), from the orders."""
     from engine.tools.deploy_nats import main_nats
 
-    sys.exit(main_nats(orders, out, registry, nodes, rotate=rotate))
+    sys.exit(main_nats(orders, out, registry, rotate=rotate))
 
 
 @deploy.command("mosquitto")

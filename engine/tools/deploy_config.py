@@ -348,10 +348,9 @@ def engine_accounts(
 ) -> tuple[MqttAccount, MqttAccount]:
     """The receiving login ``username`` and the publishing login ``username-pub`` of one engine.
 
-    The receiving connection reads device traffic, acknowledgements and
-    messages forwarded between workers (``internal``, engine/runtime/cluster.py) and
+    The receiving connection reads device traffic and acknowledgements and
     publishes nothing; everything the engine sends (centre alerts, victim
-    warnings, offender prompts, device commands, dead letters, forwards:
+    warnings, offender prompts, device commands, dead letters:
     engine/core/messages.py) goes through the outbox's publishing connection, which
     reads nothing.
     """
@@ -362,7 +361,7 @@ def engine_accounts(
             check_name(username, "engine user"),
             "engine",
             None,
-            read=(f"{p}/dev/#", f"{ot}/#", f"{p}/ack", f"{p}/internal/#"),
+            read=(f"{p}/dev/#", f"{ot}/#", f"{p}/ack"),
             write=(),
             password_of=password_of,
         ),
@@ -371,7 +370,7 @@ def engine_accounts(
             "engine_publisher",
             None,
             read=(),
-            write=(f"{p}/alerts/#", f"{p}/cmd/#", f"{p}/deadletter", f"{p}/internal/#"),
+            write=(f"{p}/alerts/#", f"{p}/cmd/#", f"{p}/deadletter"),
             password_of=None if password_of is None else password_of + PUBLISH_SUFFIX,
         ),
     )
@@ -548,8 +547,8 @@ def write_mosquitto_config(
     secrets_dir = out / SECRETS_DIR
     secrets_dir.mkdir(mode=0o700, exist_ok=True)
     secrets_dir.chmod(0o700)
-    _write_secret(secrets_dir / MQTT_PASSWORD_SECRET, passwords[engine.username])
-    _write_secret(secrets_dir / MQTT_PUBLISH_PASSWORD_SECRET, passwords[publisher.username])
+    write_secret(secrets_dir / MQTT_PASSWORD_SECRET, passwords[engine.username])
+    write_secret(secrets_dir / MQTT_PUBLISH_PASSWORD_SECRET, passwords[publisher.username])
     hashed = (
         (a.username, hash_password(passwords[a.username], iterations=iterations)) for a in accounts
     )
@@ -677,7 +676,7 @@ def write_private(path: Path, text: str) -> None:
     os.replace(tmp, path)
 
 
-def _write_secret(path: Path, text: str) -> None:
+def write_secret(path: Path, text: str) -> None:
     """One secret per file, no newline, 0444: only inside the 0700 ``secrets/`` directory.
 
     Read-only for everyone because compose bind-mounts the file itself into a

@@ -24,7 +24,6 @@ from engine.core.pipeline import Engine
 from engine.errors import ConfigError
 from engine.evidence import Chain, attach, open_log
 from engine.redact import redact_url, register_secret
-from engine.runtime.cluster import Cluster
 from engine.runtime.heap import FreezeAfterFullPass, freeze_loaded_state
 from engine.runtime.logjson import use_json_logs
 from engine.runtime.service import Service
@@ -94,19 +93,16 @@ async def run_serve(cfg: ServiceConfig) -> None:
         load_engine_config(cfg.config, cfg.topic_prefix) if cfg.config else EngineConfig(prefix=cfg.topic_prefix)
     )
     engine = Engine(book, engine_config)
-    cluster = Cluster.from_book(book, cfg.worker_index, cfg.workers, cfg.topic_prefix)
     # the orders and zone index are most of the heap and live as long as the process: keep
     # them out of the collector's full passes (at 10,000 subjects those took ~15 % of the
     # engine's CPU time; objects freed by reference counting are still freed), and what
     # traffic adds out of the next one once a full pass has seen it (engine.runtime.heap)
     freeze_loaded_state()
     FreezeAfterFullPass().install()
-    # each worker persists the cases it owns under its own namespace
-    namespace = "emguard" if cfg.workers == 1 else f"emguard:w{cfg.worker_index}"
-    store = RedisStore(cfg.redis, namespace) if cfg.redis else None
+    store = RedisStore(cfg.redis) if cfg.redis else None
     if store is None:
         log.warning("no --redis: state is in memory only; a restart loses open alerts")
-    service = Service(engine, cfg, store=store, cluster=cluster)
+    service = Service(engine, cfg, store=store)
     chain = None
     if cfg.evidence_log:
         # one log per worker process: the chain is single-writer by design

@@ -290,13 +290,11 @@ def test_only_the_engine_holds_wildcard_rights(book: OrderBook) -> None:
     for account in plan_accounts(DeviceRegistry.from_orders(book)):
         wild = [t for t in (*account.read, *account.write) if "+" in t or "#" in t]
         if account.role == "engine":
-            # internal: workers read messages forwarded to them (engine/runtime/cluster.py)
             assert account.write == ()
-            assert sorted(wild) == sorted(["em/dev/#", "owntracks/#", "em/internal/#"])
+            assert sorted(wild) == sorted(["em/dev/#", "owntracks/#"])
         elif account.role == "engine_publisher":
-            # ... and forward them through the outbox, with every other engine output
             assert account.read == ()
-            assert sorted(wild) == sorted(["em/alerts/#", "em/cmd/#", "em/internal/#"])
+            assert sorted(wild) == sorted(["em/alerts/#", "em/cmd/#"])
         else:
             assert wild == [], account
 
@@ -368,14 +366,14 @@ def test_engine_workers_get_their_own_logins(book: OrderBook) -> None:
         _accounts(book, engine_workers=-1)
 
 
-def test_default_worker_logins_cover_the_autoscalers_maximum() -> None:
-    """Every pod the HPA may start (emguard-engine-0 .. maxReplicas-1) has a login."""
+def test_default_worker_logins_cover_the_statefulsets_pods() -> None:
+    """Every pod of the StatefulSet (emguard-engine-0 .. replicas-1) has a login."""
     import yaml
 
     from engine.tools.deploy_config import DEFAULT_ENGINE_WORKERS
 
-    hpa = yaml.safe_load((Path(__file__).parents[2] / "deploy" / "k8s" / "hpa.yaml").read_text())
-    assert hpa["spec"]["maxReplicas"] <= DEFAULT_ENGINE_WORKERS
+    sts = yaml.safe_load((Path(__file__).parents[2] / "deploy" / "k8s" / "statefulset.yaml").read_text())
+    assert sts["spec"]["replicas"] <= DEFAULT_ENGINE_WORKERS
 
 
 def test_a_device_named_like_an_engine_login_is_refused(tmp_path: Path) -> None:

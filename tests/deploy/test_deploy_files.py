@@ -175,7 +175,7 @@ def test_engine_environment_is_the_engines_own_config(name: str) -> None:
         assert engine_reads(key), f"{key} is not read by the engine or its entrypoint"
     cfg = _engine_config(service)
     assert cfg.broker == "mqtts://mosquitto:8883"
-    assert cfg.shared_group == "emguard"
+    assert cfg.shared_group == ""  # one engine: nothing to share
     assert (cfg.http_host, cfg.http_port) == ("0.0.0.0", 8080)
     targets = {target for _, target in binds(service)}
     assert cfg.orders in targets and cfg.mqtt_ca in targets
@@ -187,12 +187,13 @@ def test_engine_environment_is_the_engines_own_config(name: str) -> None:
     assert command[command.index("--broker") + 1] == cfg.broker
 
 
-def test_engine_workers_share_a_group_with_distinct_stable_client_ids() -> None:
-    """Two workers, one shared-subscription group, each its own fixed client id (session resumption)."""
-    assert len(ENGINES) == 2
+def test_one_engine_on_mosquitto_with_a_fixed_client_id() -> None:
+    """One engine (two on one broker would each see half a case), its own fixed client id."""
+    assert len(ENGINES) == 1
     ids = {_engine_config(s).client_id for s in ENGINES.values()}
-    assert len(ids) == 2 and "emguard-engine" not in ids
-    assert {_engine_config(s).shared_group for s in ENGINES.values()} == {"emguard"}
+    assert ids == {"emguard-engine-0"}
+    assert kind("StatefulSet")["spec"]["replicas"] == 1
+    assert not any(o["kind"] == "HorizontalPodAutoscaler" for o in k8s_objects())
 
 
 def test_each_worker_logs_in_with_its_own_generated_logins(broker_logins: set[str]) -> None:
@@ -203,7 +204,7 @@ def test_each_worker_logs_in_with_its_own_generated_logins(broker_logins: set[st
         assert cfg.mqtt_username == cfg.client_id, name
         assert {cfg.mqtt_username, f"{cfg.mqtt_username}-pub"} <= broker_logins, name
     pods = kind("StatefulSet")["metadata"]["name"]
-    for n in range(kind("HorizontalPodAutoscaler")["spec"]["maxReplicas"]):
+    for n in range(kind("StatefulSet")["spec"]["replicas"]):
         assert {f"{pods}-{n}", f"{pods}-{n}-pub"} <= broker_logins, n
 
 
@@ -350,7 +351,6 @@ def test_k8s_has_the_required_kinds_and_kustomize_lists_every_file() -> None:
     required = {
         "StatefulSet",
         "Service",
-        "HorizontalPodAutoscaler",
         "PodDisruptionBudget",
         "NetworkPolicy",
     }
@@ -404,7 +404,7 @@ def test_k8s_environment_is_valid_engine_config_with_secrets_from_secrets() -> N
     for key in values:
         assert engine_reads(key), f"{key} is not read by the engine"
     cfg = ServiceConfig.from_env(_as_engine_sees(values))
-    assert cfg.broker.startswith("mqtts://") and cfg.http_port == 8080 and cfg.shared_group
+    assert cfg.broker.startswith("mqtts://") and cfg.http_port == 8080 and not cfg.shared_group
     mounts = {m["mountPath"] for m in container["volumeMounts"]}
     assert str(PurePosixPath(cfg.orders or "").parent) in mounts
     assert str(PurePosixPath(cfg.mqtt_ca or "").parent) in mounts
@@ -434,18 +434,10 @@ def test_numba_cache_from_the_image_is_copied_to_a_writable_volume() -> None:
     assert env["NUMBA_CACHE_DIR"] == mounts["numba-cache"] == init["command"][3].rstrip("/")
 
 
-def test_hpa_pdb_and_service_select_the_engine_pods() -> None:
-    """HPA scales the StatefulSet on CPU from two replicas; PDB and Service select its pods."""
+def test_pdb_and_service_select_the_engine_pods() -> None:
+    """PDB and Service select the StatefulSet's pods."""
     sts = kind("StatefulSet")
     labels = sts["spec"]["template"]["metadata"]["labels"]
-    hpa = kind("HorizontalPodAutoscaler")["spec"]
-    assert hpa["scaleTargetRef"] == {
-        "apiVersion": "apps/v1",
-        "kind": "StatefulSet",
-        "name": sts["metadata"]["name"],
-    }
-    assert hpa["minReplicas"] >= 2
-    assert any(m["type"] == "Resource" and m["resource"]["name"] == "cpu" for m in hpa["metrics"])
     assert kind("PodDisruptionBudget")["spec"]["minAvailable"] >= 1
     for selector in (
         kind("PodDisruptionBudget")["spec"]["selector"]["matchLabels"],

