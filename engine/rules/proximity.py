@@ -4,14 +4,16 @@ Either device's fix triggers an evaluation at that fix's device time; the
 partner's position is interpolated from its recent track (or extrapolated for
 a bounded time with growing uncertainty).  Levels: ``warn_m`` → warning (centre
 only), ``alert_m`` or a fast approach → alarm (victim warned), ``critical_m``
-or contact imminent → critical.  A rise is immediate; a fall waits a dwell, and
-the episode ends only beyond ``warn_m`` plus a margin, so noise does not flap.
+or contact imminent → critical.  A rise is immediate; a fall needs a clear separation
+(every threshold widened by both accuracy radii plus ``level_hysteresis_m``) held for a
+dwell, and the episode ends only beyond ``warn_m`` plus a margin, so noise does not flap.
 When the victim's device is stale while the offender is near her last known
 place, a ``device_silent`` alert says so: silence is never reported as safety.
 """
 
 from __future__ import annotations
 
+import hashlib
 import math
 from dataclasses import dataclass
 from math import hypot
@@ -126,6 +128,19 @@ def grade(rule: ProximityRule, r: PairReading, fast_ttc_s: float) -> tuple[Level
     return level, within_certainty(d, threshold, r.slack_m, 0.0) or "possible"
 
 
+def hold_level(rule: ProximityRule, r: PairReading, fast_ttc_s: float, margin_m: float) -> Level | None:
+    """The level a reading still holds with every distance threshold ``margin_m`` wider.
+
+    ``grade`` on the distance and the predicted closest approach each ``margin_m`` nearer:
+    an alert keeps its level while this is at least that level (the fall's hysteresis).
+    """
+    near = PairReading(
+        r.distance_m - margin_m, r.closing_speed_mps, r.time_to_contact_s, r.slack_m, r.evidence,
+        r.stale_s, r.cpa_m - margin_m, r.t_cpa_s,
+    )
+    return grade(rule, near, fast_ttc_s)[0]
+
+
 @dataclass(slots=True, init=False)
 class PairEntry:
     """One proximity rule of one order as every fix needs it, worked out once per order: its
@@ -154,6 +169,8 @@ class ProximityRules:
     def __init__(self) -> None:
         self.episodes: dict[tuple[str, str, str], PairEpisode] = {}
         self._pairs: dict[str, tuple[Order, tuple[PairEntry, ...]]] = {}
+        # the offender device's random pursuit periods: device -> (newest device time, on)
+        self._cover: dict[str, tuple[float, bool]] = {}
 
     def forget_pairs(self) -> None:
         """A new order book: entries of orders it no longer has are not kept alive."""
@@ -200,6 +217,7 @@ class ProximityRules:
         """Grade the pair at device time ``t`` and move its alert (and device_silent) accordingly."""
         rules = ctx.rules
         order, rule = pair.order, pair.rule
+        self.cover(ctx, order.subject, subject_track.device, t)
         ep = self.episodes.get(pair.key)
         if ep is None:  # not setdefault(key, PairEpisode()): that builds one per fix
             ep = self.episodes[pair.key] = PairEpisode()
@@ -265,12 +283,22 @@ class ProximityRules:
             )
             self._pursuit(ctx, ep, level, subject_track, victim_track)
             return
-        # Lower than the alert's level: fall only after a dwell, end only well beyond warn_m.
+        # Lower than the alert's level.  A Schmitt trigger: the level the reading still holds
+        # with every distance threshold widened by a margin of both accuracy radii (plus a
+        # floor); the alert falls only when that held level has stayed lower for a dwell, and
+        # then only to the highest level held during the dwell.  A fall is a real separation,
+        # so a rise soon after is rare (a level reversal, simulator/score.py).
+        hold = hold_level(rule, r, rules.fast_approach_ttc_s, rules.level_hysteresis_m + r.slack_m)
+        hold_rank = LEVEL_RANK[hold] if hold else -1
+        if hold_rank >= cur_rank:
+            ep.lower_since, ep.lower_level, ep.clear_run = None, None, 0
+            return
         if ep.lower_since is None:
-            ep.lower_since = t
-        ep.lower_level = level
+            ep.lower_since, ep.lower_level = t, hold
+        elif hold_rank > (LEVEL_RANK[ep.lower_level] if ep.lower_level else -1):
+            ep.lower_level = hold
         beyond = r.distance_m > rule.warn_m * (1 + rules.proximity_hysteresis_frac)
-        if level is None and beyond:
+        if hold is None and ep.lower_level is None and beyond:
             ep.clear_run += 1
             if ep.clear_run >= rules.clear_needed and t - ep.lower_since >= rules.level_fall_dwell_s:
                 ctx.emit(
@@ -279,22 +307,24 @@ class ProximityRules:
                         f"apart again: {r.distance_m:.0f} m", t,
                     )
                 )
-                ep.start, ep.lower_since, ep.clear_run = None, None, 0
+                ep.start, ep.lower_since, ep.lower_level, ep.clear_run = None, None, None, 0
                 self._pursuit(ctx, ep, None, subject_track, victim_track)
             return
         ep.clear_run = 0
-        if level is not None and t - ep.lower_since >= rules.level_fall_dwell_s:
+        fall_to = ep.lower_level or hold
+        if fall_to is not None and t - ep.lower_since >= rules.level_fall_dwell_s:
             ctx.emit(
                 ctx.alerts.raise_or_update(
-                    order=order.id, kind="proximity", target=target, level=level, now=ctx.now,
+                    order=order.id, kind="proximity", target=target, level=fall_to, now=ctx.now,
                     device_time=t, episode_start=ep.start or t, subject=order.subject,
                     protected_person=rule.protected_person, distance_m=r.distance_m,
                     certainty=certainty, closing_speed_mps=r.closing_speed_mps,
                     time_to_contact_s=ttc, evidence=r.evidence, late=late,
-                    detail=_detail(r, level), device=subject_track.device, allow_lower=True,
+                    detail=_detail(r, fall_to), device=subject_track.device, allow_lower=True,
                 )
             )
-            ep.lower_since = t
+            ep.lower_since, ep.lower_level = None, None
+            self._pursuit(ctx, ep, fall_to, subject_track, victim_track)
 
     def evaluate_segment(
         self,
@@ -409,15 +439,56 @@ class ProximityRules:
         subject_track: DeviceTrack,
         victim_track: DeviceTrack,
     ) -> None:
-        """Pursuit mode: both devices report faster while the pair is at risk, normal after."""
+        """Pursuit mode on her device: it reports faster while the pair is at risk, normal after.
+
+        Never on his: a faster fix rate commanded when she comes near would tell him she is near
+        (issue 25).  His device's pursuit periods come at random (``cover``) and from zones.
+        """
         rules = ctx.rules
         want = level is not None and LEVEL_RANK[level] >= LEVEL_RANK[rules.pursuit_level]
         if want == ep.pursuit:
             return
         ep.pursuit = want
         interval = rules.pursuit_interval_s if want else rules.normal_interval_s
-        for device in (subject_track.device, victim_track.device):
-            ctx.messages.append(set_interval(ctx.prefix, device, interval, None, ctx.now))
+        ctx.messages.append(set_interval(ctx.prefix, victim_track.device, interval, None, ctx.now))
+
+    def cover(self, ctx: RuleContext, subject: str, device: str, t: float) -> None:
+        """The offender's device's random pursuit periods (``cover_window``): on at the start of
+        one, back to normal at its end, in device time; a late fix changes nothing."""
+        rules = ctx.rules
+        if rules.pursuit_cover_p <= 0 or rules.pursuit_cover_slot_s <= 0:
+            return
+        state = self._cover.get(device)
+        if state is not None and t < state[0]:
+            return
+        start, end = cover_window(
+            subject, t, rules.pursuit_cover_slot_s, rules.pursuit_cover_p, rules.pursuit_cover_s
+        )
+        on = start <= t < end
+        was = state[1] if state is not None else False
+        self._cover[device] = (t, on)
+        if on != was:
+            interval = rules.pursuit_interval_s if on else rules.normal_interval_s
+            until = end if on else None
+            ctx.messages.append(set_interval(ctx.prefix, device, interval, until, ctx.now))
+
+
+def cover_window(subject: str, t: float, slot_s: float, p: float, length_s: float) -> tuple[float, float]:
+    """The random pursuit period of ``subject`` in the slot holding device time ``t``.
+
+    ``(start, end)`` in device time; an empty ``(inf, inf)`` when the slot has none.  Drawn
+    from a hash of subject and slot number: the same on every worker and in every replay,
+    and unrelated to anything about a protected person.
+    """
+    k = math.floor(t / slot_s)
+    digest = hashlib.sha256(f"{subject}|{k}".encode()).digest()
+    u_on = int.from_bytes(digest[:8], "big") / 2.0**64
+    if u_on >= p:
+        return math.inf, math.inf
+    u_at = int.from_bytes(digest[8:16], "big") / 2.0**64
+    length = min(length_s, slot_s)
+    start = k * slot_s + u_at * (slot_s - length)
+    return start, start + length
 
 
 def closest_point_of_approach(rx: float, ry: float, vx: float, vy: float) -> tuple[float, float]:
