@@ -44,6 +44,7 @@ class RuleConfig:
     proximity_hysteresis_frac: float = 0.1  # resolve only beyond warn_m * (1 + frac)
     level_fall_dwell_s: float = 120.0  # a proximity level falls only after this long lower
     level_hysteresis_m: float = 50.0  # a level falls only this far plus both accuracy radii past it
+    confirm_slack_m: float = 50.0  # an uncertain rise to alarm on radii summing more needs 2 readings
     partner_max_extrapolation_s: float = 120.0  # predict the partner's position at most this far
     partner_stale_s: float = 300.0  # a partner silent this long is stale (device_silent)
     victim_warn_level: str = "alarm"  # level at which the victim device is warned

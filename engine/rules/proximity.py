@@ -19,7 +19,7 @@ from dataclasses import dataclass
 from math import hypot
 from typing import Any
 
-from engine.alerts import LEVEL_RANK, Level
+from engine.alerts import ALARM_RANK, LEVEL_RANK, Level
 from engine.messages import set_interval
 from engine.orders import Order, ProximityRule
 from engine.rules.context import RuleContext
@@ -42,11 +42,12 @@ class PairEpisode:
     pursuit: bool
     possible_run: int
     last_t: float
+    unsure_run: int  # consecutive readings that would raise to alarm or above, not "observed"
 
     def __init__(
         self, start: float | None = None, lower_since: float | None = None,
         lower_level: Level | None = None, clear_run: int = 0, pursuit: bool = False,
-        possible_run: int = 0, last_t: float = -math.inf,
+        possible_run: int = 0, last_t: float = -math.inf, unsure_run: int = 0,
     ) -> None:
         self.start = start
         self.lower_since = lower_since
@@ -55,13 +56,14 @@ class PairEpisode:
         self.pursuit = pursuit
         self.possible_run = possible_run
         self.last_t = last_t
+        self.unsure_run = unsure_run
 
     def __reduce__(self) -> tuple[type[PairEpisode], tuple[Any, ...]]:
         # the constructor with the field values: the same pickle from the pure and the
         # compiled build (engine.state_pickle)
         return (PairEpisode, (
             self.start, self.lower_since, self.lower_level, self.clear_run, self.pursuit,
-            self.possible_run, self.last_t,
+            self.possible_run, self.last_t, self.unsure_run,
         ))
 
     def __setstate__(self, state: tuple[dict[str, Any] | None, dict[str, Any]]) -> None:
@@ -80,11 +82,12 @@ class PairReading:
     stale_s: float
     cpa_m: float = math.inf  # predicted closest distance on the current headings
     t_cpa_s: float = math.inf  # ... and when (from now)
+    cpa_err_m: float = 0.0  # how far off cpa_m may be: the heading's error over the distance
 
     def __init__(
         self, distance_m: float, closing_speed_mps: float, time_to_contact_s: float,
         slack_m: float, evidence: tuple[str, ...], stale_s: float, cpa_m: float = math.inf,
-        t_cpa_s: float = math.inf,
+        t_cpa_s: float = math.inf, cpa_err_m: float = 0.0,
     ) -> None:
         self.distance_m = distance_m
         self.closing_speed_mps = closing_speed_mps
@@ -94,6 +97,24 @@ class PairReading:
         self.stale_s = stale_s
         self.cpa_m = cpa_m
         self.t_cpa_s = t_cpa_s
+        self.cpa_err_m = cpa_err_m
+
+
+#: a pair heading within alert_m that will be there this soon at its closing speed is an alarm now
+ALERT_LEAD_S = 120.0
+#: a track moving less than its accuracy radius this long is standing still (Wi-Fi noise)
+STILL_WINDOW_S = 120.0
+
+
+def _moving(v: tuple[float, float], acc_m: float) -> tuple[float, float]:
+    """The velocity, or none when over ``STILL_WINDOW_S`` it would not leave twice the accuracy
+    radius (two noisy fixes a minute apart):
+    indoors, Wi-Fi noise of 30-60 m made a woman at home walk at 0.5 m/s, which turned a pass
+    at 1.1x alert_m into a heading within it."""
+    vx, vy = v
+    if hypot(vx, vy) * STILL_WINDOW_S <= 2.0 * acc_m:
+        return 0.0, 0.0
+    return vx, vy
 
 
 def grade(rule: ProximityRule, r: PairReading, fast_ttc_s: float) -> tuple[Level | None, str | None]:
@@ -101,7 +122,9 @@ def grade(rule: ProximityRule, r: PairReading, fast_ttc_s: float) -> tuple[Level
     d = r.distance_m
     # A fast approach counts only when the current headings bring them within the alert
     # distance soon (closest point of approach), not for every car passing at speed.
-    heading_in = r.cpa_m <= rule.alert_m
+    # The predicted closest approach is uncertain by both accuracy radii and by the heading's
+    # error, which grows with distance: a pass at 1.1x alert_m is not "heading in".
+    heading_in = r.cpa_m + r.cpa_err_m <= rule.alert_m
     level: Level | None
     if d <= rule.critical_m or (
         d <= rule.alert_m and r.cpa_m <= rule.critical_m and r.t_cpa_s <= rule.critical_ttc_s
@@ -110,6 +133,8 @@ def grade(rule: ProximityRule, r: PairReading, fast_ttc_s: float) -> tuple[Level
     elif (
         d <= rule.alert_m
         or (d <= rule.warn_m and heading_in and r.t_cpa_s <= fast_ttc_s)
+        # a walker is within alert_m within a minute or two: warn her now, not after
+        or (heading_in and (d - rule.alert_m) <= r.closing_speed_mps * ALERT_LEAD_S)
         # a car with a fix every 30 s crosses warn_m and alert_m between two fixes: warn when
         # its heading brings it within alert_m soon, wherever it is now
         or (heading_in and r.t_cpa_s <= rule.critical_ttc_s)
@@ -136,7 +161,7 @@ def hold_level(rule: ProximityRule, r: PairReading, fast_ttc_s: float, margin_m:
     """
     near = PairReading(
         r.distance_m - margin_m, r.closing_speed_mps, r.time_to_contact_s, r.slack_m, r.evidence,
-        r.stale_s, r.cpa_m - margin_m, r.t_cpa_s,
+        r.stale_s, r.cpa_m - margin_m, r.t_cpa_s, r.cpa_err_m,
     )
     return grade(rule, near, fast_ttc_s)[0]
 
@@ -187,7 +212,8 @@ class ProximityRules:
         return made
 
     def reading(
-        self, a: DeviceTrack, b: DeviceTrack, t: float, max_extrap_s: float
+        self, a: DeviceTrack, b: DeviceTrack, t: float, max_extrap_s: float,
+        coarse_m: float = math.inf,
     ) -> PairReading | None:
         """Distance, closing speed and time to contact of two tracks at device time ``t``."""
         if not a.points or not b.points:
@@ -195,14 +221,22 @@ class ProximityRules:
         ax, ay, a_extra, a_stale = a.position_at(t, max_extrap_s)
         bx, by, b_extra, b_stale = b.position_at(t, max_extrap_s)
         a_near, b_near = a.nearest(t), b.nearest(t)
-        avx, avy = a.velocity(min(t, a.newest_t))
-        bvx, bvy = b.velocity(min(t, b.newest_t))
+        avx, avy = _moving(a.velocity(min(t, a.newest_t)), a_near.acc)
+        bvx, bvy = _moving(b.velocity(min(t, b.newest_t)), b_near.acc)
         d, cs, ttc = assess_pair(ax, ay, avx, avy, bx, by, bvx, bvy)
         cpa, t_cpa = closest_point_of_approach(bx - ax, by - ay, bvx - avx, bvy - avy)
+        # the heading's error: the radii of the moving tracks over the distance travelled in the
+        # velocity window, carried over the distance between them (a walker's heading is far
+        # less sure than a car's; a track standing still adds none)
+        v_rel = hypot(bvx - avx, bvy - avy)
+        acc = (a_near.acc if avx or avy else 0.0) + (b_near.acc if bvx or bvy else 0.0)
+        cpa_err = d * min(1.0, acc / (STILL_WINDOW_S * v_rel)) if v_rel > 0 else 0.0
+        if max(a_near.acc, b_near.acc) > coarse_m:
+            cpa_err = math.inf  # a cell fix (a kilometre) cannot say where either is heading
         # positionally, in field order: keyword passing cost more than the arithmetic above
         return PairReading(
             d, cs, ttc, a_near.acc + a_extra + b_near.acc + b_extra, (a_near.key, b_near.key),
-            max(a_stale, b_stale), cpa, t_cpa,
+            max(a_stale, b_stale), cpa, t_cpa, cpa_err,
         )
 
     def evaluate(
@@ -231,14 +265,32 @@ class ProximityRules:
         target = pair.target
         if ctx.alerts.open_for_key(pair.silent_key) is not None:
             self._end_silence(ctx, pair, "victim device reporting again", t)
-        r = self.reading(subject_track, victim_track, t, rules.partner_max_extrapolation_s)
+        r = self.reading(
+            subject_track, victim_track, t, rules.partner_max_extrapolation_s, rules.coarse_fix_m
+        )
         if r is None:
             return
         level, certainty = grade(rule, r, rules.fast_approach_ttc_s)
         current = ctx.alerts.open_for_key(pair.proximity_key)
         if current is None and level is None:  # the common case: apart, nothing open
-            ep.start, ep.possible_run = None, 0
+            ep.start, ep.possible_run, ep.unsure_run = None, 0, 0
             return
+        cur_rank = LEVEL_RANK[current.level] if current is not None else -1
+        if (
+            level is not None and certainty != "observed" and LEVEL_RANK[level] >= ALARM_RANK
+            and LEVEL_RANK[level] > cur_rank and r.distance_m <= rule.alert_m
+            and r.slack_m > rules.confirm_slack_m
+        ):
+            # a rise to alarm by the distance now that is not certain given both radii (he is
+            # near alert_m, or critical_m), on fixes coarser than GNSS, waits for a second
+            # reading: one noisy Wi-Fi fix of a pass at 1.1x alert_m put him inside it (a
+            # forecast's doubt is in cpa_err_m; a car's one GNSS fix inside is enough)
+            ep.unsure_run += 1
+            coarse = r.slack_m > 2 * rules.coarse_fix_m  # a cell fix: it cannot decide an alarm
+            if coarse or ep.unsure_run < rules.confirm_fixes:
+                level = current.level if current is not None and cur_rank >= 1 else "warning"
+        else:
+            ep.unsure_run = 0
         ttc = r.time_to_contact_s if math.isfinite(r.time_to_contact_s) else None
         if current is None:
             assert level is not None  # returned above
@@ -263,7 +315,6 @@ class ProximityRules:
             self._pursuit(ctx, ep, level, subject_track, victim_track)
             return
         new_rank = LEVEL_RANK[level] if level else -1
-        cur_rank = LEVEL_RANK[current.level]
         if new_rank >= cur_rank:
             ep.lower_since, ep.lower_level, ep.clear_run = None, None, 0
             # at the same level the book keeps the alert's detail: it is written only for a

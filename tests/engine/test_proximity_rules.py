@@ -42,7 +42,7 @@ def test_victim_is_warned_at_alarm_not_at_warning():
     victim = h.messages("victim")
     assert [m["level"] for m in victim] == ["alarm", "critical"]
     assert all(m["_topic"] == "em/alerts/victim/VD-2001" for m in victim)
-    assert victim[0]["near"] == "within 1 km"
+    assert victim[0]["near"] == "within 2 km"  # warned before he is within 1 km (ALERT_LEAD_S)
 
 
 def test_offender_channel_never_carries_victim_position_distance_or_bearing():
