@@ -34,6 +34,7 @@ From the matches, per kind:
 
 from __future__ import annotations
 
+import itertools
 import json
 import math
 import statistics
@@ -271,7 +272,7 @@ def _reversals(levels: Sequence[tuple[float, int]]) -> int:
     """Falls followed by a rise within ``REVERSAL_S`` in a (device time, level) sequence."""
     n = 0
     fell_at: float | None = None
-    for (_, before), (t, now) in zip(levels, levels[1:]):
+    for (_, before), (t, now) in itertools.pairwise(levels):
         if now < before:
             fell_at = t
         elif now > before:
