@@ -195,7 +195,7 @@ class ProximityRules:
         self.episodes: dict[tuple[str, str, str], PairEpisode] = {}
         self._pairs: dict[str, tuple[Order, tuple[PairEntry, ...]]] = {}
         # the offender device's random pursuit periods: device -> (newest device time, on)
-        self._cover: dict[str, tuple[float, bool]] = {}
+        self.cover_state: dict[str, tuple[float, bool]] = {}
 
     def forget_pairs(self) -> None:
         """A new order book: entries of orders it no longer has are not kept alive."""
@@ -509,7 +509,7 @@ class ProximityRules:
         rules = ctx.rules
         if rules.pursuit_cover_p <= 0 or rules.pursuit_cover_slot_s <= 0:
             return
-        state = self._cover.get(device)
+        state = self.cover_state.get(device)
         if state is not None and t < state[0]:
             return
         start, end = cover_window(
@@ -517,7 +517,7 @@ class ProximityRules:
         )
         on = start <= t < end
         was = state[1] if state is not None else False
-        self._cover[device] = (t, on)
+        self.cover_state[device] = (t, on)
         if on != was:
             interval = rules.pursuit_interval_s if on else rules.normal_interval_s
             until = end if on else None
