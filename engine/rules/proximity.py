@@ -196,6 +196,8 @@ class ProximityRules:
         self._pairs: dict[str, tuple[Order, tuple[PairEntry, ...]]] = {}
         # the offender device's random pursuit periods: device -> (newest device time, on)
         self.cover_state: dict[str, tuple[float, bool]] = {}
+        # subject -> (slot start, slot end, period start, period end): one hash per slot, not per fix
+        self._cover_slots: dict[str, tuple[float, float, float, float]] = {}
 
     def forget_pairs(self) -> None:
         """A new order book: entries of orders it no longer has are not kept alive."""
@@ -512,9 +514,13 @@ class ProximityRules:
         state = self.cover_state.get(device)
         if state is not None and t < state[0]:
             return
-        start, end = cover_window(
-            subject, t, rules.pursuit_cover_slot_s, rules.pursuit_cover_p, rules.pursuit_cover_s
-        )
+        slot = self._cover_slots.get(subject)
+        if slot is None or not slot[0] <= t < slot[1]:
+            size = rules.pursuit_cover_slot_s
+            lo = math.floor(t / size) * size
+            start, end = cover_window(subject, t, size, rules.pursuit_cover_p, rules.pursuit_cover_s)
+            slot = self._cover_slots[subject] = (lo, lo + size, start, end)
+        start, end = slot[2], slot[3]
         on = start <= t < end
         was = state[1] if state is not None else False
         self.cover_state[device] = (t, on)
