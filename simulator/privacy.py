@@ -43,7 +43,7 @@ from engine.config import EngineConfig
 from engine.orders import load_orders
 from engine.replay import replay_messages
 from engine.testing import ORIGIN, T0, lonlat
-from engine.timeutil import format_time
+from engine.timeutil import format_time, parse_time
 
 RUN_S = 3600.0
 MAX_AUC = 0.6  # the bound of the measure (module docstring)
@@ -151,7 +151,7 @@ def offender_features(out: Sequence[dict[str, Any]], device: str, start: float, 
     ]
 
     def first(pred: Any) -> float:
-        times = [_seconds(m["t"]) - start for m in mine if pred(m)]
+        times = [parse_time(m["t"]) - start for m in mine if pred(m)]
         return min(times) if times else RUN_S
 
     return {
@@ -160,12 +160,6 @@ def offender_features(out: Sequence[dict[str, Any]], device: str, start: float, 
         "first_contact_s": first(lambda m: m.get("instruction") == "contact_centre"),
         "messages": float(len(mine)),
     }
-
-
-def _seconds(text: str) -> float:
-    from engine.timeutil import parse_time
-
-    return parse_time(text)
 
 
 def best_auc(a: Sequence[float], b: Sequence[float]) -> float:
