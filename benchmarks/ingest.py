@@ -59,9 +59,9 @@ if str(ROOT) not in sys.path:
     sys.path.insert(0, str(ROOT))
 
 from devices.timeutil import format_time, parse_time  # noqa: E402
+from engine.core.testing import ORIGIN  # noqa: E402
 from engine.runtime.broker import free_port, mosquitto_binary, wait_for_port  # noqa: E402
 from engine.tools.native import build_name  # noqa: E402
-from engine.tools.testing import ORIGIN  # noqa: E402
 from geo.projection import Projector  # noqa: E402
 
 LEVEL_ORDER = ("info", "warning", "alarm", "critical")

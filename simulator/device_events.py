@@ -73,18 +73,21 @@ def panic(world: World, ev: EventSpec) -> None:
 
 
 def gps_loss(world: World, ev: EventSpec) -> None:
-    """No GNSS from ``from`` to ``to``: Wi-Fi, cell or mixed fallback fixes with 100-2000 m radii."""
+    """No GNSS from ``from`` to ``to``: Wi-Fi, cell or mixed fallback fixes with 100-2000 m radii
+    (``wifi_near``: Wi-Fi with 30-60 m radii, good enough to decide on; with ``"episode": false``
+    the truth lists no signal_loss for it)."""
     dev = args.device(world, ev)
     start, end = args.when(world, ev, "from"), args.when(world, ev, "to")
     fallback = str(ev.params.get("fallback", "mixed"))
-    env = {"wifi": "wifi", "cell": "cell", "mixed": "fallback"}.get(fallback)
+    env = {"wifi": "wifi", "wifi_near": "wifi_near", "cell": "cell", "mixed": "fallback"}.get(fallback)
     if env is None:
-        raise ScenarioError(f"{ev.where}: fallback must be wifi, cell or mixed")
+        raise ScenarioError(f"{ev.where}: fallback must be wifi, wifi_near, cell or mixed")
     script = world.script(dev)
     script.env.append((start, end, env))
     if ev.params.get("events", True):
         script.events += [(start, "gnss_lost", {}), (end, "gnss_restored", {})]
-    world.scripted.append(_device_episode(world, "signal_loss", start, end, dev, ev))
+    if ev.params.get("episode", True):
+        world.scripted.append(_device_episode(world, "signal_loss", start, end, dev, ev))
 
 
 def multipath(world: World, ev: EventSpec) -> None:

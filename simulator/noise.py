@@ -80,6 +80,7 @@ GNSS_OPEN = AccuracyBand("gnss", 3.0, 12.0)
 GNSS_URBAN = AccuracyBand("gnss", 6.0, 35.0)
 GNSS_INDOOR = AccuracyBand("gnss", 15.0, 60.0)
 WIFI = AccuracyBand("wifi", 100.0, 500.0)
+WIFI_NEAR = AccuracyBand("wifi", 30.0, 60.0)  # indoors with a dense access-point map (issue 25)
 CELL = AccuracyBand("cell", 500.0, 2000.0)
 
 # Source mixtures per environment; a device stays on one source for a while (persistence).
@@ -88,6 +89,7 @@ MIXTURES: dict[str, tuple[tuple[AccuracyBand, float], ...]] = {
     "urban": ((GNSS_URBAN, 1.0),),
     "indoor": ((GNSS_INDOOR, 0.5), (WIFI, 0.35), (CELL, 0.15)),
     "wifi": ((WIFI, 1.0),),
+    "wifi_near": ((WIFI_NEAR, 1.0),),
     "cell": ((CELL, 1.0),),
     "fallback": ((WIFI, 0.7), (CELL, 0.3)),
 }

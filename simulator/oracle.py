@@ -58,16 +58,19 @@ def compute_truth(world: World) -> list[Episode]:
             continue
         subject = world.paths[order.subject]
         for rule in order.proximity:
-            episodes += proximity_episodes(
-                order,
-                rule,
-                subject,
-                world.paths[rule.protected_person],
-                t0,
-                t1,
-                sc.merge_gap_s,
-                sc.contact_m,
-            )
+            episodes += [
+                _mark_unwarnable(world, order, rule.protected_person, ep)
+                for ep in proximity_episodes(
+                    order,
+                    rule,
+                    subject,
+                    world.paths[rule.protected_person],
+                    t0,
+                    t1,
+                    sc.merge_gap_s,
+                    sc.contact_m,
+                )
+            ]
         for zone in world.zones:
             if zone.order == oid:
                 episodes += zone_episodes(order, zone, subject, t0, t1, sc.merge_gap_s)
@@ -76,6 +79,32 @@ def compute_truth(world: World) -> list[Episode]:
         if end >= start and start <= sc.end:
             episodes.append(replace(ep, start=start, end=end))
     return sort_episodes(episodes)
+
+
+def _mark_unwarnable(world: World, order: Order, person: str, ep: Episode) -> Episode:
+    """The episode with ``excluded`` set when no engine could warn her before it started.
+
+    ``device_left``: her device was not with her at the start (it reported somewhere else);
+    ``offline``: his device was offline at the start (its fixes came later, in a burst);
+    ``corridor``: he came within ``alert_m`` on a corridor the order approves (the engine caps
+    such a pass at info by design; an overstay is an alarm later, not a warning before).
+    """
+    book = world.book
+    victim = book.protected_persons[person].devices
+    if any(s <= ep.start <= e for d in victim for s, e in world.scripts[d].left):
+        return replace(ep, excluded="device_left")
+    mine = book.subjects[order.subject].devices
+    if any(s <= ep.start <= e for d in mine for s, e, _, _ in world.scripts[d].offline):
+        return replace(ep, excluded="offline")
+    path = world.paths[order.subject]
+    x = float(np.interp(ep.start, path.t, path.x))
+    y = float(np.interp(ep.start, path.t, path.y))
+    for corridor in order.corridors:
+        if corridor.active_at(ep.start):
+            shape = world.sc.projector.project_geometry(corridor.shape.geometry)
+            if shapely.intersects_xy(shape, x, y):
+                return replace(ep, excluded="corridor")
+    return ep
 
 
 def proximity_episodes(

@@ -25,12 +25,19 @@ From the matches, per kind:
   burst warns the victim late, whatever its device time says;
 * alerts per episode: distinct ``alert_id`` per detected episode (flapping;
   issue 25: at most 1.05, late and reordered data included);
+* level reversals: proximity alerts whose level fell and rose again within
+  ``REVERSAL_S`` (device time of the changes): the victim was told less, then
+  more again;
+* "warned before" leaves out true episodes the truth marks ``excluded`` (no
+  engine could warn before them: her device was not with her, his was offline,
+  or an approved corridor) and reports how many it left out;
 * false alarms: alerts that reached level >= alarm and match no true
   episode, per subject-day of exposure (subjects x the trace's time span).
 """
 
 from __future__ import annotations
 
+import itertools
 import json
 import math
 import statistics
@@ -62,6 +69,8 @@ TARGET_ALERTS_PER_EPISODE = 1.05  # issue 25 (was 1.2): late data must not split
 # zone about as often as it cuts it: no data shows the violation.  They are still scored (the
 # per-kind table counts them) and the target names how many it left out.
 RECALL_MIN_DEPTH_M = 20.0
+TARGET_REVERSALS = 0.05  # issue 25: level reversals in at most 5 % of proximity alerts
+REVERSAL_S = 600.0  # a fall followed by a rise within this long is a reversal
 
 
 @dataclass(frozen=True, slots=True)
@@ -81,6 +90,7 @@ class AlertEpisode:
     warned_at: float | None  # when that alarm was issued (see module docstring)
     changes: int
     evidence: tuple[str, ...] = ()  # "device:seq" fixes of the opening change
+    reversals: int = 0  # falls followed by a rise within REVERSAL_S
 
 
 @dataclass(frozen=True, slots=True)
@@ -111,6 +121,7 @@ class KindScore:
     leads_s: tuple[float | None, ...]  # proximity: one per episode (None: never warned)
     alerts_per_episode: tuple[int, ...]  # per detected episode
     false_alarms: int
+    excluded: int = 0  # proximity episodes left out of "warned before" (truth's ``excluded``)
 
     @property
     def recall(self) -> float | None:
@@ -119,10 +130,12 @@ class KindScore:
 
     @property
     def warned_before(self) -> float | None:
-        """Share of episodes warned (level >= alarm) no later than their start."""
-        if self.kind != "proximity" or not self.episodes:
+        """Share of episodes warned (level >= alarm) no later than their start, of those an
+        engine could warn before (``excluded`` are left out)."""
+        if self.kind != "proximity" or self.episodes <= self.excluded:
             return None
-        return sum(1 for v in self.leads_s if v is not None and v >= 0) / self.episodes
+        warned = sum(1 for v in self.leads_s if v is not None and v >= 0)
+        return warned / (self.episodes - self.excluded)
 
     @property
     def mean_alerts(self) -> float | None:
@@ -160,6 +173,12 @@ class ScoreResult:
     def false_per_subject_day(self) -> float | None:
         """False alarms per subject-day (None when the exposure is zero)."""
         return len(self.false_alarms) / self.subject_days if self.subject_days > 0 else None
+
+    @property
+    def reversal_share(self) -> float | None:
+        """Share of proximity alerts with a level reversal (None without proximity alerts)."""
+        prox = [a for a in self.alerts if a.kind == "proximity"]
+        return sum(1 for a in prox if a.reversals) / len(prox) if prox else None
 
     def kind(self, kind: str) -> KindScore | None:
         """The score of one kind, if it had episodes or alerts."""
@@ -217,6 +236,16 @@ class ScoreResult:
                 None if m is None else m <= TARGET_ALERTS_PER_EPISODE,
             )
         )
+        rv = self.reversal_share
+        out.append(
+            Target(
+                "level reversals (proximity alerts)",
+                rv,
+                "<= 5 %",
+                None if rv is None else rv <= TARGET_REVERSALS,
+                True,
+            )
+        )
         return tuple(out)
 
 
@@ -252,6 +281,7 @@ def alert_episodes(changes: Iterable[Mapping[str, Any]]) -> list[AlertEpisode]:
                 warned_at=min(w for _, w in alarms) if alarms else None,
                 changes=len(items),
                 evidence=_evidence(first),
+                reversals=_reversals(levels),
             )
         )
     return sorted(out, key=lambda a: (a.first_t, a.alert_id))
@@ -269,6 +299,20 @@ def _end_of(items: Sequence[tuple[float, Mapping[str, Any]]]) -> float:
         elif c.get("condition") == "active":
             end = math.inf
     return end
+
+
+def _reversals(levels: Sequence[tuple[float, int]]) -> int:
+    """Falls followed by a rise within ``REVERSAL_S`` in a (device time, level) sequence."""
+    n = 0
+    fell_at: float | None = None
+    for (_, before), (t, now) in itertools.pairwise(levels):
+        if now < before:
+            fell_at = t
+        elif now > before:
+            if fell_at is not None and t - fell_at <= REVERSAL_S:
+                n += 1
+            fell_at = None
+    return n
 
 
 def _ends(change: Mapping[str, Any]) -> bool:
@@ -387,9 +431,16 @@ def kind_scores(
                 episodes=len(rs),
                 detected=sum(r.detected for r in rs),
                 delays_s=tuple(r.delay_s for r in rs if r.delay_s is not None),
-                leads_s=tuple(r.lead_s for r in rs) if kind == "proximity" else (),
+                leads_s=(
+                    tuple(r.lead_s for r in rs if r.episode.excluded is None)
+                    if kind == "proximity"
+                    else ()
+                ),
                 alerts_per_episode=tuple(len(r.alert_ids) for r in rs if r.detected),
                 false_alarms=sum(1 for a in false if a.kind == kind),
+                excluded=(
+                    sum(1 for r in rs if r.episode.excluded is not None) if kind == "proximity" else 0
+                ),
             )
         )
     return tuple(out)

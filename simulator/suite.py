@@ -4,7 +4,8 @@
 scenario, ``NAME.trace.jsonl``, ``NAME.truth.jsonl``, ``NAME.orders.json``,
 ``NAME.alerts.jsonl`` and (with ``--report``) ``NAME.html`` into DIR, and
 prints one row per scenario plus the combined per-kind table with the
-quality targets.  The engine is reached only through
+quality targets; the whole suite also plays approaches against decoys and measures whether
+the offender's channel tells them apart (simulator/privacy.py).  The engine is reached only through
 ``engine.runtime.replay.replay_trace(trace_path, orders_path) -> list[dict]``; any
 function of that shape can be passed instead (tests, other engines).
 """
@@ -21,6 +22,7 @@ from typing import Any
 
 from engine.runtime.replay import replay_trace, write_alerts
 from simulator.generate import Summary, simulate
+from simulator.privacy import MAX_AUC, OracleResult, measure
 from simulator.score import TARGET_ALERTS_PER_EPISODE, ScoreResult, Target, combine
 from simulator.scoring import score_files
 from simulator.tables import format_table, format_target
@@ -45,10 +47,19 @@ class SuiteRow:
 
 @dataclass(frozen=True, slots=True)
 class SuiteResult:
-    """Every scenario's run and all of them scored as one."""
+    """Every scenario's run and all of them scored as one (and, when asked, the offender-channel
+    measure: simulator/privacy.py)."""
 
     rows: tuple[SuiteRow, ...]
     combined: ScoreResult
+    oracle: OracleResult | None = None
+
+    @property
+    def ok(self) -> bool:
+        """No measured target failed."""
+        return all(t.ok is not False for t in self.targets) and (
+            self.oracle is None or self.oracle.ok
+        )
 
     @property
     def targets(self) -> tuple[Target, ...]:
@@ -89,8 +100,10 @@ def run_suite(
     seed: int | None = None,
     replay: Replay = engine_replay,
     report: bool = False,
+    privacy: bool = False,
 ) -> SuiteResult:
-    """Generate, replay and score each scenario (default: the whole standard suite)."""
+    """Generate, replay and score each scenario (default: the whole standard suite); with
+    ``privacy`` also the engine's offender-channel measure (approaches against decoys)."""
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
     files = (
@@ -110,7 +123,8 @@ def run_suite(
             alerts, truth, out / f"{name}.html" if report else None, trace=trace, orders=orders
         )
         rows.append(SuiteRow(name, summary, result, alerts, time.perf_counter() - started))
-    return SuiteResult(tuple(rows), combine([(r.name, r.result) for r in rows]))
+    oracle = measure() if privacy else None
+    return SuiteResult(tuple(rows), combine([(r.name, r.result) for r in rows]), oracle)
 
 
 def format_suite(result: SuiteResult) -> str:
@@ -143,7 +157,15 @@ def format_suite(result: SuiteResult) -> str:
     ]
     lines.insert(1, "  ".join("-" * w for w in widths))
     extra = [format_target(t) for t in result.targets[len(result.combined.targets) :]]
-    return "\n".join([*lines, "", "all scenarios:", format_table(result.combined), *extra])
+    tail = [format_table(result.combined), *extra]
+    if result.oracle is not None:
+        o = result.oracle
+        mark = "ok  " if o.ok else "FAIL"
+        tail.append(
+            f"  [{mark}] offender channel, approach vs decoy (best-threshold AUC, "
+            f"{o.runs} runs each): {o.worst:.2f} (target <= {MAX_AUC}, chance 0.5)"
+        )
+    return "\n".join([*lines, "", "all scenarios:", *tail])
 
 
 def main(argv: Sequence[str] | None = None) -> int:
@@ -157,10 +179,17 @@ def main(argv: Sequence[str] | None = None) -> int:
     )
     ap.add_argument("--seed", type=int, default=None, help="override every scenario's seed")
     ap.add_argument("--report", action="store_true", help="write an HTML report per scenario")
+    ap.add_argument(
+        "--no-privacy", action="store_true",
+        help="skip the offender-channel measure (it runs with the whole suite)",
+    )
     args = ap.parse_args(argv)
-    result = run_suite(args.out, scenarios=args.scenario, seed=args.seed, report=args.report)
+    result = run_suite(
+        args.out, scenarios=args.scenario, seed=args.seed, report=args.report,
+        privacy=not args.scenario and not args.no_privacy,
+    )
     print(format_suite(result))
-    return 1 if any(t.ok is False for t in result.targets) else 0
+    return 0 if result.ok else 1
 
 
 if __name__ == "__main__":  # pragma: no cover

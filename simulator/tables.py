@@ -8,7 +8,7 @@ dashboards and for comparing engine versions.
 from __future__ import annotations
 
 import statistics
-from collections import defaultdict
+from collections import Counter, defaultdict
 from collections.abc import Sequence
 from typing import Any
 
@@ -117,6 +117,10 @@ def format_table(result: ScoreResult) -> str:
     contact = _contact_summary(result)
     if contact:
         lines.append(contact)
+    left_out = Counter(r.episode.excluded for r in result.episodes if r.episode.excluded)
+    if left_out:
+        why = ", ".join(f"{k} {n}" for k, n in sorted(left_out.items()))
+        lines.append(f"left out of 'warned before' (no engine can warn first): {why}")
     lines.extend(format_target(t) for t in result.targets)
     return "\n".join(lines)
 

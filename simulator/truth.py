@@ -58,6 +58,11 @@ class Episode:
     device: str | None = None
     closest_at: float | None = None
     contact_at: Mapping[str, float] = field(default_factory=dict)
+    # why no engine can warn before this proximity episode starts, when none can: the victim's
+    # device was not with her ("device_left"), his device was offline and buffering
+    # ("offline"), or he came within alert_m on a corridor the order approves ("corridor").
+    # The "warned before" target leaves these out and says how many (simulator/score.py).
+    excluded: str | None = None
 
     def to_json(self) -> dict[str, Any]:
         """The truth-file object (keys in contract order, extensions after)."""
@@ -78,6 +83,8 @@ class Episode:
                 k: format_time(v)
                 for k, v in sorted(self.contact_at.items(), key=lambda kv: float(kv[0]))
             }
+        if self.excluded is not None:
+            d["excluded"] = self.excluded
         return d
 
     @classmethod
@@ -97,6 +104,7 @@ class Episode:
             device=d.get("device"),
             closest_at=None if closest is None else parse_time(closest),
             contact_at={str(k): parse_time(v) for k, v in (d.get("contact_at") or {}).items()},
+            excluded=None if d.get("excluded") is None else str(d["excluded"]),
         )
 
 

@@ -7,7 +7,8 @@ A batch touches only the cases of its devices and alerts (``engine.core.cases``)
 a commit now stores just those cases' parts, and a restart merges all stored
 parts back.  A part holds, for its case:
 
-* per device: the track, battery trend, Wi-Fi/cell run start, silence mark;
+* per device: the track, battery trend, Wi-Fi/cell run start, silence mark, and (an ankle
+  monitor) whether its random pursuit period is on;
 * per order: zone and proximity episodes, corridor visits and status;
 * per alert still open: the alert, its open-episode key, what the victim was
   told, the highest suppressed level noted.
@@ -72,7 +73,7 @@ def forget_orders(engine: Engine, ended: set[str]) -> None:
 
 SECTIONS = (
     "tracks", "battery", "non_gnss", "silent", "zones", "proximity", "visits", "status",
-    "alerts", "open_by_key", "victim_rank", "noted",
+    "alerts", "open_by_key", "victim_rank", "noted", "cover",
 )  # fmt: skip
 
 
@@ -94,6 +95,7 @@ def part_of(engine: Engine, cases: Cases, case: str, alert_ids: Iterable[str]) -
             (o.subject, o.id, c.corridor_id) for o in orders for c in o.corridors
         )),
         status=_pick(crossings.status, ((o.subject, o.id) for o in orders)),
+        cover=_pick(engine.proximity.cover_state, devices),
     )
 
 
@@ -155,6 +157,7 @@ def merge_part(engine: Engine, blob: bytes) -> bool:
     engine.alerts.open_by_key.update(state["open_by_key"])
     engine.notifier.victim_rank.update(state["victim_rank"])
     engine.crossings.noted.update(state["noted"])
+    engine.proximity.cover_state.update(state.get("cover") or {})  # parts stored before it: none
     return bool(version == 2)
 
 

@@ -48,7 +48,9 @@ class RuleConfig:
     curfew_grace_s: float = 300.0  # outside an active inclusion zone for this long -> alert
     curfew_precise_acc_m: float = 50.0  # 'likely outside' counts for a curfew only this accurate
     proximity_hysteresis_frac: float = 0.1  # resolve only beyond warn_m * (1 + frac)
-    level_fall_dwell_s: float = 60.0  # a proximity level falls only after this long lower
+    level_fall_dwell_s: float = 120.0  # a proximity level falls only after this long lower
+    level_hysteresis_m: float = 50.0  # a level falls only this far plus both accuracy radii past it
+    confirm_slack_m: float = 50.0  # an uncertain rise to alarm on radii summing more needs 2 readings
     partner_max_extrapolation_s: float = 120.0  # predict the partner's position at most this far
     partner_stale_s: float = 300.0  # a partner silent this long is stale (device_silent)
     victim_warn_level: str = "alarm"  # level at which the victim device is warned
@@ -60,7 +62,13 @@ class RuleConfig:
     expiry_warn_days: tuple[float, float] = (14.0, 3.0)  # warning, then alarm
     pursuit_interval_s: int = 15  # fix interval commanded while risk is high
     normal_interval_s: int = 60
-    pursuit_level: str = "warning"  # proximity level that starts pursuit mode
+    pursuit_level: str = "warning"  # proximity level that starts pursuit mode (her device)
+    # the offender's device is never put in pursuit by her distance (that would tell him she is
+    # near): it gets pursuit periods at random instead, one chance per slot, seeded by subject
+    # and slot (engine.core.rules.proximity.cover_window), and from its zones
+    pursuit_cover_slot_s: float = 3600.0
+    pursuit_cover_p: float = 0.5  # chance of a pursuit period in a slot
+    pursuit_cover_s: float = 900.0  # length of a pursuit period
     forewarn_m: float = 200.0  # tell the ankle monitor 'approaching_zone' this far out
     victim_retention_s: float = 6 * 3600.0  # protected persons' positions are forgotten after this
     corridors_enabled: bool = True  # approved corridors / time windows cap alerts at info

@@ -6,8 +6,10 @@
   the offender first); warned again on each further rise; told when the engine
   saw the danger pass (the condition cleared) and what was done when the centre
   acknowledges, escalates or closes.  A panic is confirmed to her at once.
-* Offender: ``leave_area`` for an exclusion zone, ``contact_centre`` when a
-  proximity alert reaches alarm.  Never anything about the victim.
+* Offender: ``leave_area`` for an exclusion zone; for a proximity alert ``contact_centre`` at
+  alarm only where the order says ``offender_prompt: "auto"`` (by default an operator
+  decides and calls him: an automatic prompt timed on her moving position tells him she is
+  near).  Never anything about the victim.
 """
 
 from __future__ import annotations
@@ -52,6 +54,12 @@ class Notifier:
                 if alert.kind == "panic" or (rank >= warn_rank and rank > told):
                     self.victim_rank[alert.alert_id] = rank
                     out += [victim_warning(self.prefix, d, alert, now) for d in victim_devices]
+                elif 0 <= rank < told:
+                    # a real fall (the rule's hysteresis and dwell): she hears the lower level
+                    # while it is still one she is warned at, and a later rise warns her again
+                    self.victim_rank[alert.alert_id] = rank
+                    if rank >= warn_rank:
+                        out += [victim_warning(self.prefix, d, alert, now) for d in victim_devices]
             elif told >= 0 and change.change in ("ack", "escalate", "clear", "close"):
                 out += [victim_status(self.prefix, d, alert, now) for d in victim_devices]
                 if change.change == "close":
@@ -61,7 +69,12 @@ class Notifier:
             if alert.kind == "exclusion" and LEVEL_RANK[alert.level] >= LEVEL_RANK["alarm"]:
                 instruction = "leave_area"
             elif alert.kind == "proximity" and LEVEL_RANK[alert.level] >= LEVEL_RANK["alarm"]:
-                instruction = "contact_centre"
+                order = book.orders.get(alert.order) if alert.order else None
+                rose = change.previous_level is None or (
+                    LEVEL_RANK[alert.level] > LEVEL_RANK[change.previous_level]
+                )
+                if order is not None and order.offender_prompt == "auto" and rose:
+                    instruction = "contact_centre"
             if instruction:
                 subject = book.subjects.get(alert.subject)
                 for device in subject.devices if subject else ():

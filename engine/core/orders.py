@@ -256,6 +256,10 @@ class Order:
     victim_warn_level: str | None = None  # None: the engine default (alarm, two-tier response)
     corridors: tuple[CorridorRule, ...] = ()
     time_windows: tuple[TimeWindow, ...] = ()
+    # who prompts the offender about a proximity alert (docs/contract-extensions.md): "operator"
+    # (the default: the engine sends his device nothing about her; the centre calls him) or
+    # "auto" (``contact_centre`` on his ankle monitor at alarm, which tells him she is near)
+    offender_prompt: str = "operator"
 
     def valid_at(self, t: float) -> bool:
         """True when the order is in force at device time ``t``."""
@@ -452,7 +456,11 @@ def _parse_order(
     victim_warn_level = raw.get("victim_warn_level")
     if victim_warn_level is not None and victim_warn_level not in ("info", "warning", "alarm", "critical"):
         raise OrdersError(f"{ctx}: victim_warn_level must be info, warning, alarm or critical")
+    offender_prompt = raw.get("offender_prompt", "operator")
+    if offender_prompt not in OFFENDER_PROMPTS:
+        raise OrdersError(f"{ctx}: offender_prompt must be 'operator' or 'auto'")
     return Order(
+        offender_prompt=offender_prompt,
         id=oid,
         victim_warn_level=victim_warn_level,
         subject=subject,
@@ -468,6 +476,8 @@ def _parse_order(
 
 
 DEFAULT_CORRIDOR_DWELL_S = 120.0
+#: who prompts the offender about a proximity alert: the operator (default) or the engine
+OFFENDER_PROMPTS = ("operator", "auto")
 MAX_CORRIDOR_WIDTH_M = 2000.0
 
 

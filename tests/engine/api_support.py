@@ -11,8 +11,8 @@ import httpx
 from engine.core.config import ServiceConfig
 from engine.core.orders import load_orders
 from engine.core.pipeline import Engine
+from engine.core.testing import ORIGIN, T0, DeviceScript, circle, orders_doc, square
 from engine.runtime.service import Service
-from engine.tools.testing import ORIGIN, T0, DeviceScript, circle, orders_doc, square
 from engine.web.auth import Principal
 from engine.web.server import HttpServer
 

@@ -24,8 +24,8 @@ with atheris.instrument_imports(include=["devices"]):
 
 from engine.core.orders import OrderBook, load_orders
 from engine.core.pipeline import Engine
+from engine.core.testing import ORIGIN, T0, DeviceScript, circle, orders_doc
 from engine.runtime.store import apply_delta
-from engine.tools.testing import ORIGIN, T0, DeviceScript, circle, orders_doc
 
 X0, Y0 = ORIGIN
 NOW = T0 + 30.0

@@ -20,9 +20,9 @@ from engine.core.case_state import merge_part
 from engine.core.config import EngineConfig, ServiceConfig
 from engine.core.orders import load_orders
 from engine.core.pipeline import Engine
+from engine.core.testing import ORIGIN, T0, DeviceScript, Harness, circle, orders_doc
 from engine.evidence.recorder import change_body, is_operator_action
 from engine.runtime.service import Service
-from engine.tools.testing import ORIGIN, T0, DeviceScript, Harness, circle, orders_doc
 from engine.web.views import alert_detail, notes_thread, queue_order
 
 X0, Y0 = ORIGIN

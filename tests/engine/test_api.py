@@ -5,7 +5,7 @@ from __future__ import annotations
 import pytest
 
 from devices.timeutil import format_time
-from engine.tools.testing import T0
+from engine.core.testing import T0
 from engine.web.auth import Principal
 from tests.engine.api_support import BAN, make_world
 

@@ -8,8 +8,8 @@ from typing import Any
 import pytest
 
 from devices.timeutil import format_time
+from engine.core.testing import ORIGIN, T0, square
 from engine.errors import ConfigError
-from engine.tools.testing import ORIGIN, T0, square
 from engine.web.auth import Principal, parse_tokens
 from engine.web.openapi import openapi_schema
 from tests.engine.api_support import BAN, make_world

@@ -10,8 +10,8 @@ import pytest
 from engine.core.config import load_engine_config
 from engine.core.orders import load_orders
 from engine.core.pipeline import Engine
+from engine.core.testing import T0, DeviceScript, orders_doc
 from engine.errors import ConfigError
-from engine.tools.testing import T0, DeviceScript, orders_doc
 
 EXAMPLE = Path(__file__).resolve().parents[2] / "deploy" / "emguard.example.toml"
 

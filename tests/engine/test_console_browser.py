@@ -17,9 +17,9 @@ import pytest
 from engine.core.config import ServiceConfig
 from engine.core.orders import load_orders
 from engine.core.pipeline import Engine
+from engine.core.testing import T0, DeviceScript, orders_doc, square
 from engine.runtime.broker import EmbeddedBroker
 from engine.runtime.service import Service
-from engine.tools.testing import T0, DeviceScript, orders_doc, square
 from engine.web.auth import Principal
 from engine.web.console_map import NONE
 from engine.web.server import HttpServer

@@ -7,8 +7,8 @@ from pathlib import Path
 import pytest
 from pyproj import Transformer
 
+from engine.core.testing import ORIGIN, T0
 from engine.errors import ConfigError
-from engine.tools.testing import ORIGIN, T0
 from engine.web.console_map import NONE, OSM, PDOK, MapTiles, tiles_from_env
 from engine.web.edge import CONTENT_SECURITY_POLICY, SECURITY_HEADERS, console_policy
 from engine.web.server import HttpServer

@@ -21,7 +21,7 @@ from urllib.parse import urlparse
 import pytest
 from pyproj import Transformer
 
-from engine.tools.testing import ORIGIN, T0
+from engine.core.testing import ORIGIN, T0
 from engine.web import views
 from engine.web.console_map import NONE, PDOK, MapTiles, vendor_dir
 from engine.web.server import HttpServer

@@ -10,9 +10,7 @@ import pytest
 from devices.timeutil import format_time
 from engine.core.config import EngineConfig, RuleConfig
 from engine.core.orders import load_orders
-from engine.errors import OrdersError
-from engine.evidence.orderdoc import order_document, zones_geojson
-from engine.tools.testing import (
+from engine.core.testing import (
     ORIGIN,
     T0,
     DeviceScript,
@@ -22,6 +20,8 @@ from engine.tools.testing import (
     orders_doc,
     square,
 )
+from engine.errors import OrdersError
+from engine.evidence.orderdoc import order_document, zones_geojson
 
 X0, Y0 = ORIGIN
 ROAD_Y = Y0 + 500  # the motorway runs 500 m north of her home, through her 800 m ban zone

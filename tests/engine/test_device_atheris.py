@@ -8,7 +8,7 @@ import subprocess
 import sys
 from pathlib import Path
 
-from engine.tools.testing import ORIGIN, T0, DeviceScript
+from engine.core.testing import ORIGIN, T0, DeviceScript
 
 ROOT = Path(__file__).resolve().parents[2]
 HARNESS = Path(__file__).with_name("atheris_device_channels.py")

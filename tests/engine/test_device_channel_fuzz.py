@@ -22,8 +22,8 @@ from devices.decode import decode_message
 from devices.model import RejectReason
 from engine.core.orders import OrderBook, load_orders
 from engine.core.pipeline import Effects, Engine
+from engine.core.testing import ORIGIN, T0, DeviceScript, circle, orders_doc
 from engine.runtime.store import MemoryStore
-from engine.tools.testing import ORIGIN, T0, DeviceScript, circle, orders_doc
 
 X0, Y0 = ORIGIN
 NOW = T0 + 30.0

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from engine.core.orders import load_orders
-from engine.tools.testing import ORIGIN, T0, DeviceScript, Harness, circle, orders_doc
+from engine.core.testing import ORIGIN, T0, DeviceScript, Harness, circle, orders_doc
 
 X0, Y0 = ORIGIN
 PROX = [{"protected_person": "P-1", "alert_m": 1000, "warn_m": 3000}]

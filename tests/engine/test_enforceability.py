@@ -11,8 +11,8 @@ import pytest
 from click.testing import CliRunner
 
 from engine.core.enforceability import Finding, check_orders
+from engine.core.testing import ORIGIN, T0, circle, lonlat, orders_doc, square
 from engine.tools.orders_check import main_check, orders_group
-from engine.tools.testing import ORIGIN, T0, circle, lonlat, orders_doc, square
 
 X0, Y0 = ORIGIN
 NOW = T0

@@ -17,8 +17,8 @@ from engine.core.pipeline import Effects, Engine
 from engine.core.rules.context import RuleContext
 from engine.core.rules.crossings import Approach, closest_approach, stays_beyond
 from engine.core.rules.expiry import check_expiry
+from engine.core.testing import ORIGIN, T0, DeviceScript, circle, orders_doc
 from engine.core.tracks import DeviceTrack, TrackPoint
-from engine.tools.testing import ORIGIN, T0, DeviceScript, circle, orders_doc
 from geo.proximity import predict_position_unchecked
 
 WINDOWS = [

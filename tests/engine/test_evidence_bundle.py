@@ -13,6 +13,7 @@ from click.testing import CliRunner
 
 from devices.timeutil import format_time
 from engine.core.orders import load_orders
+from engine.core.testing import ORIGIN, T0, DeviceScript, Harness, circle, orders_doc
 from engine.evidence import Chain, JsonlStore, attach
 from engine.evidence.bundle import BundleInvalid, _derived, export_bundle, verify_bundle
 from engine.evidence.chain import GENESIS, canonical_json, verify_records
@@ -20,7 +21,6 @@ from engine.evidence.cli import evidence_group
 from engine.evidence.history import export_history, import_history, rebuild_alerts
 from engine.evidence.orderdoc import order_digest
 from engine.evidence.store import read_records
-from engine.tools.testing import ORIGIN, T0, DeviceScript, Harness, circle, orders_doc
 
 X0, Y0 = ORIGIN
 OTHER_Y = Y0 + 20_000  # the second subject lives and moves 20 km north

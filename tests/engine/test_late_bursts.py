@@ -21,8 +21,8 @@ from devices.timeutil import format_time
 from engine.core.alerts import AlertBook
 from engine.core.orders import load_orders
 from engine.core.pipeline import Engine
+from engine.core.testing import ORIGIN, T0, DeviceScript, circle, orders_doc
 from engine.runtime.replay import replay_messages
-from engine.tools.testing import ORIGIN, T0, DeviceScript, circle, orders_doc
 
 BAN = (ORIGIN[0] + 3000.0, ORIGIN[1])
 RADIUS = 500.0

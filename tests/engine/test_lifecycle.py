@@ -10,8 +10,8 @@ from hypothesis import strategies as st
 
 from engine.core.alerts import AlertActionError, AlertActionInvalid, alert_id_for
 from engine.core.orders import load_orders
+from engine.core.testing import ORIGIN, T0, DeviceScript, Harness, circle, orders_doc
 from engine.runtime.replay import replay_messages, write_alerts
-from engine.tools.testing import ORIGIN, T0, DeviceScript, Harness, circle, orders_doc
 
 X0, Y0 = ORIGIN
 PROX = [{"protected_person": "P-1", "alert_m": 1000, "warn_m": 3000}]

@@ -9,7 +9,7 @@ from hypothesis import strategies as st
 from prometheus_client import CollectorRegistry, Histogram, generate_latest
 from prometheus_client.parser import text_string_to_metric_families
 
-from engine.tools.testing import ORIGIN, T0
+from engine.core.testing import ORIGIN, T0
 from engine.web.metrics import LAG_BUCKETS, BulkHistogram
 from tests.engine.api_support import World, make_world
 

@@ -8,8 +8,8 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from engine.core.orders import OrderBook, load_orders
+from engine.core.testing import ORIGIN, circle, orders_doc, square
 from engine.errors import OrdersError
-from engine.tools.testing import ORIGIN, circle, orders_doc, square
 from geo.errors import GeoError
 
 X0, Y0 = ORIGIN

@@ -101,8 +101,8 @@ async def test_a_victims_old_positions_also_leave_the_state_store_without_new_me
     """Retention is kept in Redis too: the forgetting itself is committed, not only the next fix."""
     import pickle
 
+    from engine.core.testing import T0
     from engine.runtime.store import MemoryStore
-    from engine.tools.testing import T0
     from tests.engine.api_support import make_world
 
     w = make_world()

@@ -13,6 +13,7 @@ from pathlib import Path
 import pytest
 
 from engine.core.config import ServiceConfig
+from engine.core.testing import orders_doc
 from engine.redact import (
     RedactingFilter,
     forget_secrets,
@@ -24,7 +25,6 @@ from engine.runtime.logjson import JsonFormatter, use_json_logs
 from engine.runtime.store import StoreUnavailable
 from engine.runtime.store_redis import RedisStore
 from engine.tools import serve
-from engine.tools.testing import orders_doc
 
 REDIS_PW = "redis-pw-Zq81xK"
 MQTT_PW = "mqtt-pw-Lp07wD"

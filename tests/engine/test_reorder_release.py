@@ -12,7 +12,7 @@ import dataclasses
 
 from engine.core.orders import load_orders
 from engine.core.pipeline import Engine
-from engine.tools.testing import ORIGIN, T0, DeviceScript, orders_doc, square
+from engine.core.testing import ORIGIN, T0, DeviceScript, orders_doc, square
 
 BAN = (ORIGIN[0] + 2000.0, ORIGIN[1])
 

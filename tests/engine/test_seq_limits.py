@@ -16,9 +16,9 @@ from typing import Any
 import pytest
 
 from engine.core.pipeline import Effects, Engine
+from engine.core.testing import T0, DeviceScript, Harness, circle, orders_doc
 from engine.core.tracks import DeviceTrack, SeqMemory, _restore_track
 from engine.runtime.store import MemoryStore
-from engine.tools.testing import T0, DeviceScript, Harness, circle, orders_doc
 
 X0, Y0 = 92_000.0, 437_000.0
 FIX_TOPIC = "em/dev/AM-1001/fix"

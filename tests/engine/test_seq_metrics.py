@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from engine.tools.testing import T0, DeviceScript
+from engine.core.testing import T0, DeviceScript
 from tests.engine.api_support import BAN, make_world
 from tests.engine.test_metrics import scrape
 

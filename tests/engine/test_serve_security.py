@@ -15,10 +15,10 @@ import pytest
 from click.testing import CliRunner
 
 from engine.core.config import ServiceConfig
+from engine.core.testing import orders_doc
 from engine.errors import ConfigError
 from engine.tools import serve
 from engine.tools.cli import main
-from engine.tools.testing import orders_doc
 from engine.web import auth
 from engine.web.auth import Authenticator, Principal, load_tokens, tokens_from_env
 from engine.web.edge import SECURITY_HEADERS

@@ -19,10 +19,10 @@ from hypothesis import strategies as st
 from engine.core.config import ServiceConfig
 from engine.core.orders import load_orders
 from engine.core.pipeline import Engine
+from engine.core.testing import T0, orders_doc
 from engine.runtime.outbound import MAX_PUBLISH_BYTES
 from engine.runtime.service import Service
 from engine.runtime.store import MemoryStore
-from engine.tools.testing import T0, orders_doc
 
 ARRIVAL = T0
 TOPICS = ["em/dev/AM-1001/fix", "em/dev/AM-1001/event", "em/dev/VD-2001/fix", "owntracks/anna/phone",

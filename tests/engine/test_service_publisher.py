@@ -21,9 +21,9 @@ from engine.core.config import ServiceConfig
 from engine.core.messages import Outgoing
 from engine.core.orders import load_orders
 from engine.core.pipeline import Engine
+from engine.core.testing import orders_doc
 from engine.runtime.service import PUBLISH_WINDOW, Service
 from engine.runtime.store import MemoryStore, encode_message
-from engine.tools.testing import orders_doc
 
 
 class _Never:

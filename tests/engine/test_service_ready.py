@@ -10,8 +10,8 @@ import httpx
 from engine.core.config import ServiceConfig
 from engine.core.orders import load_orders
 from engine.core.pipeline import Engine
+from engine.core.testing import orders_doc
 from engine.runtime.service import Service
-from engine.tools.testing import orders_doc
 from engine.web.server import HttpServer
 
 

@@ -9,10 +9,10 @@ import pytest
 from engine.core.config import ServiceConfig
 from engine.core.orders import load_orders
 from engine.core.pipeline import Engine
+from engine.core.testing import T0, DeviceScript, orders_doc
 from engine.runtime.service import Service
 from engine.runtime.store import MemoryStore
 from engine.runtime.supervise import ServiceFailed
-from engine.tools.testing import T0, DeviceScript, orders_doc
 
 
 def _service() -> tuple[Service, MemoryStore]:

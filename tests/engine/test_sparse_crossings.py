@@ -9,7 +9,7 @@ from hypothesis import example, given, settings
 from hypothesis import strategies as st
 
 from engine.core.config import EngineConfig, RuleConfig
-from engine.tools.testing import ORIGIN, T0, DeviceScript, Harness, orders_doc, square
+from engine.core.testing import ORIGIN, T0, DeviceScript, Harness, orders_doc, square
 
 X0, Y0 = ORIGIN
 STEP_S, SPEED = 30.0, 14.0  # a car in town with a fix every 30 s: 420 m between fixes

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import json
 
-from engine.tools.testing import ORIGIN, T0, DeviceScript, Harness, circle, orders_doc
+from engine.core.testing import ORIGIN, T0, DeviceScript, Harness, circle, orders_doc
 
 X0, Y0 = ORIGIN
 OUTAGE_S = 1800.0

@@ -5,8 +5,8 @@ from __future__ import annotations
 import pickle
 
 from engine.core.config import RuleConfig
+from engine.core.testing import T0
 from engine.core.tracks import TRACK_POINTS, DeviceTrack, TrackPoint
-from engine.tools.testing import T0
 
 
 def _point(i: int) -> TrackPoint:

@@ -12,9 +12,9 @@ import pytest
 
 from engine.core.messages import Outgoing
 from engine.core.pipeline import Effects
+from engine.core.testing import ORIGIN, T0, DeviceScript, orders_doc
 from engine.errors import ConfigError
 from engine.runtime.supervise import ServiceFailed
-from engine.tools.testing import ORIGIN, T0, DeviceScript, orders_doc
 from engine.web.device_tokens import DeviceTokens, device_tokens_from_env, parse_device_tokens
 from engine.web.victim_api import MAX_BODY
 from engine.web.victim_feed import VictimFeed

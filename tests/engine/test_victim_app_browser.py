@@ -26,9 +26,9 @@ import pytest
 from engine.core.config import ServiceConfig
 from engine.core.orders import load_orders
 from engine.core.pipeline import Engine
+from engine.core.testing import ORIGIN, DeviceScript, lonlat, orders_doc
 from engine.runtime.broker import EmbeddedBroker
 from engine.runtime.service import Service
-from engine.tools.testing import ORIGIN, DeviceScript, lonlat, orders_doc
 from engine.web.server import HttpServer
 from tests.engine.test_console_browser import ARGS, chromium_path, wait_until
 

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from datetime import UTC, datetime
 
-from engine.tools.testing import ORIGIN, T0, DeviceScript, Harness, circle, orders_doc, square
+from engine.core.testing import ORIGIN, T0, DeviceScript, Harness, circle, orders_doc, square
 
 X0, Y0 = ORIGIN
 

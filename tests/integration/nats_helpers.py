@@ -15,8 +15,8 @@ import nats
 from nats.js.errors import NoKeysError
 
 from devices.timeutil import format_time
+from engine.core.testing import ORIGIN, DeviceScript
 from engine.runtime.nats_jetstream import LEASES, OUT_STREAM, NatsSettings, ensure_setup
-from engine.tools.testing import ORIGIN, DeviceScript
 
 X0, Y0 = ORIGIN
 APPROACH = [3000, 2500, 2000, 1500, 1200, 1000, 700, 400, 150, 50]  # metres, 30 s apart

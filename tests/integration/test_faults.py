@@ -17,7 +17,7 @@ import aiomqtt
 import pytest
 
 from devices.timeutil import format_time
-from engine.tools.testing import ORIGIN, DeviceScript, circle
+from engine.core.testing import ORIGIN, DeviceScript, circle
 from tests.integration import procs
 
 pytestmark = pytest.mark.integration

@@ -17,9 +17,9 @@ import pytest
 from engine.core.config import EngineConfig, ServiceConfig
 from engine.core.orders import load_orders
 from engine.core.pipeline import Engine
+from engine.core.testing import ORIGIN, DeviceScript, circle, orders_doc
 from engine.runtime.intake import IngestClient
 from engine.runtime.service import Service
-from engine.tools.testing import ORIGIN, DeviceScript, circle, orders_doc
 from tests.integration import procs
 
 pytestmark = pytest.mark.integration

@@ -20,7 +20,7 @@ import aiomqtt
 import httpx
 import pytest
 
-from engine.tools.testing import ORIGIN, DeviceScript, orders_doc
+from engine.core.testing import ORIGIN, DeviceScript, orders_doc
 from tests.integration import procs
 
 pytestmark = pytest.mark.integration

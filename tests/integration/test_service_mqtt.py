@@ -11,9 +11,9 @@ import pytest
 from engine.core.config import EngineConfig, ServiceConfig
 from engine.core.orders import load_orders
 from engine.core.pipeline import Engine
+from engine.core.testing import ORIGIN, DeviceScript, circle, orders_doc
 from engine.runtime.broker import EmbeddedBroker, mosquitto_binary
 from engine.runtime.service import Service
-from engine.tools.testing import ORIGIN, DeviceScript, circle, orders_doc
 
 pytestmark = pytest.mark.integration
 X0, Y0 = ORIGIN

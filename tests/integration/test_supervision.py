@@ -20,11 +20,11 @@ import pytest
 from engine.core.config import ServiceConfig
 from engine.core.orders import load_orders
 from engine.core.pipeline import Engine
+from engine.core.testing import DeviceScript, orders_doc
 from engine.runtime.poison import message_key
 from engine.runtime.service import Service
 from engine.runtime.store_redis import RedisStore
 from engine.runtime.supervise import ServiceFailed
-from engine.tools.testing import DeviceScript, orders_doc
 from tests.integration import procs
 
 pytestmark = pytest.mark.integration

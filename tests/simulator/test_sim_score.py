@@ -222,7 +222,30 @@ def test_targets_report_pass_fail_and_not_applicable():
     )
     assert all(t.ok for t in clean.targets)
     empty = run([], [])
-    assert [t.ok for t in empty.targets] == [None, None, None, True, None]
+    assert [t.ok for t in empty.targets] == [None, None, None, True, None, None]
+
+
+def test_a_fall_followed_by_a_rise_within_ten_minutes_is_a_level_reversal():
+    """alarm -> warning -> alarm within 10 min is one reversal; a rise 11 min after a fall is not."""
+    flap = [change("A-1", 880), change("A-1", 950, "warning"), change("A-1", 1200, "alarm")]
+    slow = [change("B-1", 880), change("B-1", 950, "warning"), change("B-1", 1650, "alarm")]
+    r = run(flap + slow, [PROX])
+    by_id = {a.alert_id: a.reversals for a in r.alerts}
+    assert by_id == {"A-1": 1, "B-1": 0}
+    assert r.reversal_share == pytest.approx(0.5)
+    target = next(t for t in r.targets if t.name.startswith("level reversals"))
+    assert target.ok is False and target.goal == "<= 5 %"
+
+
+def test_excluded_episodes_are_left_out_of_warned_before_only():
+    """An episode the truth marks excluded (her device was left at home) still counts for recall,
+    not for 'warned before'; the table says how many were left out and why."""
+    blind = Episode("proximity", T0 + 9000, T0 + 9300, "O-1", "S-1", "P-1", excluded="device_left")
+    r = run([change("A-1", 880)], [PROX, blind])
+    k = r.kind("proximity")
+    assert (k.episodes, k.detected, k.excluded, k.warned_before) == (2, 1, 1, 1.0)
+    assert "device_left 1" in format_table(r)
+    assert Episode.from_json(blind.to_json()) == blind
 
 
 def test_combine_sums_exposure_and_keeps_alert_ids_apart():

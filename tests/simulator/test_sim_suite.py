@@ -100,3 +100,14 @@ def test_late_data_scenarios_give_one_alert_per_episode(tmp_path):
     late = next(t for t in result.targets if t.name == "alerts per episode, late-data scenarios")
     assert late.ok is True
     assert "[ok  ] alerts per episode, late-data scenarios" in format_suite(result)
+
+
+def test_indoor_victims_are_warned_first_without_flapping_and_near_passes_do_not_alarm(tmp_path):
+    """Issue 25: six approaches to a victim on 30-60 m Wi-Fi are each warned before alert_m with
+    no level reversal; six passes at 1.1x and 1.5x alert_m raise no alarm."""
+    result = run_suite(tmp_path, scenarios=["indoor_victim", "passby_margin"])
+    prox = result.combined.kind("proximity")
+    assert prox is not None and (prox.episodes, prox.detected, prox.warned_before) == (6, 6, 1.0)
+    assert result.combined.reversal_share == 0.0
+    assert result.combined.false_alarms == ()
+    assert result.ok

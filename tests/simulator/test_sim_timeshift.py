@@ -16,11 +16,11 @@ from devices.timeutil import format_time, parse_time
 from engine.core.config import ServiceConfig
 from engine.core.orders import load_orders
 from engine.core.pipeline import Engine
+from engine.core.testing import ORIGIN, DeviceScript, circle, orders_doc
 from engine.runtime.broker import EmbeddedBroker, mosquitto_binary
 from engine.runtime.replay import read_trace, replay_messages
 from engine.runtime.service import Service
 from engine.tools.cli import main
-from engine.tools.testing import ORIGIN, DeviceScript, circle, orders_doc
 from simulator.publish import parse_broker_url, publish_trace
 from simulator.timeshift import shift_payload
 from tests.integration.procs import until

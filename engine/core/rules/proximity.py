@@ -4,20 +4,22 @@ Either device's fix triggers an evaluation at that fix's device time; the
 partner's position is interpolated from its recent track (or extrapolated for
 a bounded time with growing uncertainty).  Levels: ``warn_m`` → warning (centre
 only), ``alert_m`` or a fast approach → alarm (victim warned), ``critical_m``
-or contact imminent → critical.  A rise is immediate; a fall waits a dwell, and
-the episode ends only beyond ``warn_m`` plus a margin, so noise does not flap.
+or contact imminent → critical.  A rise is immediate; a fall needs a clear separation
+(every threshold widened by both accuracy radii plus ``level_hysteresis_m``) held for a
+dwell, and the episode ends only beyond ``warn_m`` plus a margin, so noise does not flap.
 When the victim's device is stale while the offender is near her last known
 place, a ``device_silent`` alert says so: silence is never reported as safety.
 """
 
 from __future__ import annotations
 
+import hashlib
 import math
 from dataclasses import dataclass
 from math import hypot
 from typing import Any
 
-from engine.core.alerts import LEVEL_RANK, Level
+from engine.core.alerts import ALARM_RANK, LEVEL_RANK, Level
 from engine.core.messages import set_interval
 from engine.core.orders import Order, ProximityRule
 from engine.core.rules.context import RuleContext
@@ -40,11 +42,12 @@ class PairEpisode:
     pursuit: bool
     possible_run: int
     last_t: float
+    unsure_run: int  # consecutive readings that would raise to alarm or above, not "observed"
 
     def __init__(
         self, start: float | None = None, lower_since: float | None = None,
         lower_level: Level | None = None, clear_run: int = 0, pursuit: bool = False,
-        possible_run: int = 0, last_t: float = -math.inf,
+        possible_run: int = 0, last_t: float = -math.inf, unsure_run: int = 0,
     ) -> None:
         self.start = start
         self.lower_since = lower_since
@@ -53,13 +56,14 @@ class PairEpisode:
         self.pursuit = pursuit
         self.possible_run = possible_run
         self.last_t = last_t
+        self.unsure_run = unsure_run
 
     def __reduce__(self) -> tuple[type[PairEpisode], tuple[Any, ...]]:
         # the constructor with the field values: the same pickle from the pure and the
         # compiled build (engine.core.state_pickle)
         return (PairEpisode, (
             self.start, self.lower_since, self.lower_level, self.clear_run, self.pursuit,
-            self.possible_run, self.last_t,
+            self.possible_run, self.last_t, self.unsure_run,
         ))
 
     def __setstate__(self, state: tuple[dict[str, Any] | None, dict[str, Any]]) -> None:
@@ -78,11 +82,12 @@ class PairReading:
     stale_s: float
     cpa_m: float = math.inf  # predicted closest distance on the current headings
     t_cpa_s: float = math.inf  # ... and when (from now)
+    cpa_err_m: float = 0.0  # how far off cpa_m may be: the heading's error over the distance
 
     def __init__(
         self, distance_m: float, closing_speed_mps: float, time_to_contact_s: float,
         slack_m: float, evidence: tuple[str, ...], stale_s: float, cpa_m: float = math.inf,
-        t_cpa_s: float = math.inf,
+        t_cpa_s: float = math.inf, cpa_err_m: float = 0.0,
     ) -> None:
         self.distance_m = distance_m
         self.closing_speed_mps = closing_speed_mps
@@ -92,6 +97,24 @@ class PairReading:
         self.stale_s = stale_s
         self.cpa_m = cpa_m
         self.t_cpa_s = t_cpa_s
+        self.cpa_err_m = cpa_err_m
+
+
+#: a pair heading within alert_m that will be there this soon at its closing speed is an alarm now
+ALERT_LEAD_S = 120.0
+#: a track moving less than its accuracy radius this long is standing still (Wi-Fi noise)
+STILL_WINDOW_S = 120.0
+
+
+def _moving(v: tuple[float, float], acc_m: float) -> tuple[float, float]:
+    """The velocity, or none when over ``STILL_WINDOW_S`` it would not leave twice the accuracy
+    radius (two noisy fixes a minute apart):
+    indoors, Wi-Fi noise of 30-60 m made a woman at home walk at 0.5 m/s, which turned a pass
+    at 1.1x alert_m into a heading within it."""
+    vx, vy = v
+    if hypot(vx, vy) * STILL_WINDOW_S <= 2.0 * acc_m:
+        return 0.0, 0.0
+    return vx, vy
 
 
 def grade(rule: ProximityRule, r: PairReading, fast_ttc_s: float) -> tuple[Level | None, str | None]:
@@ -99,7 +122,9 @@ def grade(rule: ProximityRule, r: PairReading, fast_ttc_s: float) -> tuple[Level
     d = r.distance_m
     # A fast approach counts only when the current headings bring them within the alert
     # distance soon (closest point of approach), not for every car passing at speed.
-    heading_in = r.cpa_m <= rule.alert_m
+    # The predicted closest approach is uncertain by both accuracy radii and by the heading's
+    # error, which grows with distance: a pass at 1.1x alert_m is not "heading in".
+    heading_in = r.cpa_m + r.cpa_err_m <= rule.alert_m
     level: Level | None
     if d <= rule.critical_m or (
         d <= rule.alert_m and r.cpa_m <= rule.critical_m and r.t_cpa_s <= rule.critical_ttc_s
@@ -108,6 +133,8 @@ def grade(rule: ProximityRule, r: PairReading, fast_ttc_s: float) -> tuple[Level
     elif (
         d <= rule.alert_m
         or (d <= rule.warn_m and heading_in and r.t_cpa_s <= fast_ttc_s)
+        # a walker is within alert_m within a minute or two: warn her now, not after
+        or (heading_in and (d - rule.alert_m) <= r.closing_speed_mps * ALERT_LEAD_S)
         # a car with a fix every 30 s crosses warn_m and alert_m between two fixes: warn when
         # its heading brings it within alert_m soon, wherever it is now
         or (heading_in and r.t_cpa_s <= rule.critical_ttc_s)
@@ -124,6 +151,19 @@ def grade(rule: ProximityRule, r: PairReading, fast_ttc_s: float) -> tuple[Level
         return None, None
     # a level earned by the predicted closest approach, not the distance now, is a forecast
     return level, within_certainty(d, threshold, r.slack_m, 0.0) or "possible"
+
+
+def hold_level(rule: ProximityRule, r: PairReading, fast_ttc_s: float, margin_m: float) -> Level | None:
+    """The level a reading still holds with every distance threshold ``margin_m`` wider.
+
+    ``grade`` on the distance and the predicted closest approach each ``margin_m`` nearer:
+    an alert keeps its level while this is at least that level (the fall's hysteresis).
+    """
+    near = PairReading(
+        r.distance_m - margin_m, r.closing_speed_mps, r.time_to_contact_s, r.slack_m, r.evidence,
+        r.stale_s, r.cpa_m - margin_m, r.t_cpa_s, r.cpa_err_m,
+    )
+    return grade(rule, near, fast_ttc_s)[0]
 
 
 @dataclass(slots=True, init=False)
@@ -154,6 +194,10 @@ class ProximityRules:
     def __init__(self) -> None:
         self.episodes: dict[tuple[str, str, str], PairEpisode] = {}
         self._pairs: dict[str, tuple[Order, tuple[PairEntry, ...]]] = {}
+        # the offender device's random pursuit periods: device -> (newest device time, on)
+        self.cover_state: dict[str, tuple[float, bool]] = {}
+        # subject -> (slot start, slot end, period start, period end): one hash per slot, not per fix
+        self._cover_slots: dict[str, tuple[float, float, float, float]] = {}
 
     def forget_pairs(self) -> None:
         """A new order book: entries of orders it no longer has are not kept alive."""
@@ -170,7 +214,8 @@ class ProximityRules:
         return made
 
     def reading(
-        self, a: DeviceTrack, b: DeviceTrack, t: float, max_extrap_s: float
+        self, a: DeviceTrack, b: DeviceTrack, t: float, max_extrap_s: float,
+        coarse_m: float = math.inf,
     ) -> PairReading | None:
         """Distance, closing speed and time to contact of two tracks at device time ``t``."""
         if not a.points or not b.points:
@@ -178,14 +223,22 @@ class ProximityRules:
         ax, ay, a_extra, a_stale = a.position_at(t, max_extrap_s)
         bx, by, b_extra, b_stale = b.position_at(t, max_extrap_s)
         a_near, b_near = a.nearest(t), b.nearest(t)
-        avx, avy = a.velocity(min(t, a.newest_t))
-        bvx, bvy = b.velocity(min(t, b.newest_t))
+        avx, avy = _moving(a.velocity(min(t, a.newest_t)), a_near.acc)
+        bvx, bvy = _moving(b.velocity(min(t, b.newest_t)), b_near.acc)
         d, cs, ttc = assess_pair(ax, ay, avx, avy, bx, by, bvx, bvy)
         cpa, t_cpa = closest_point_of_approach(bx - ax, by - ay, bvx - avx, bvy - avy)
+        # the heading's error: the radii of the moving tracks over the distance travelled in the
+        # velocity window, carried over the distance between them (a walker's heading is far
+        # less sure than a car's; a track standing still adds none)
+        v_rel = hypot(bvx - avx, bvy - avy)
+        acc = (a_near.acc if avx or avy else 0.0) + (b_near.acc if bvx or bvy else 0.0)
+        cpa_err = d * min(1.0, acc / (STILL_WINDOW_S * v_rel)) if v_rel > 0 else 0.0
+        if max(a_near.acc, b_near.acc) > coarse_m:
+            cpa_err = math.inf  # a cell fix (a kilometre) cannot say where either is heading
         # positionally, in field order: keyword passing cost more than the arithmetic above
         return PairReading(
             d, cs, ttc, a_near.acc + a_extra + b_near.acc + b_extra, (a_near.key, b_near.key),
-            max(a_stale, b_stale), cpa, t_cpa,
+            max(a_stale, b_stale), cpa, t_cpa, cpa_err,
         )
 
     def evaluate(
@@ -200,6 +253,7 @@ class ProximityRules:
         """Grade the pair at device time ``t`` and move its alert (and device_silent) accordingly."""
         rules = ctx.rules
         order, rule = pair.order, pair.rule
+        self.cover(ctx, order.subject, subject_track.device, t)
         ep = self.episodes.get(pair.key)
         if ep is None:  # not setdefault(key, PairEpisode()): that builds one per fix
             ep = self.episodes[pair.key] = PairEpisode()
@@ -213,14 +267,32 @@ class ProximityRules:
         target = pair.target
         if ctx.alerts.open_for_key(pair.silent_key) is not None:
             self._end_silence(ctx, pair, "victim device reporting again", t)
-        r = self.reading(subject_track, victim_track, t, rules.partner_max_extrapolation_s)
+        r = self.reading(
+            subject_track, victim_track, t, rules.partner_max_extrapolation_s, rules.coarse_fix_m
+        )
         if r is None:
             return
         level, certainty = grade(rule, r, rules.fast_approach_ttc_s)
         current = ctx.alerts.open_for_key(pair.proximity_key)
         if current is None and level is None:  # the common case: apart, nothing open
-            ep.start, ep.possible_run = None, 0
+            ep.start, ep.possible_run, ep.unsure_run = None, 0, 0
             return
+        cur_rank = LEVEL_RANK[current.level] if current is not None else -1
+        if (
+            level is not None and certainty != "observed" and LEVEL_RANK[level] >= ALARM_RANK
+            and LEVEL_RANK[level] > cur_rank and r.distance_m <= rule.alert_m
+            and r.slack_m > rules.confirm_slack_m
+        ):
+            # a rise to alarm by the distance now that is not certain given both radii (he is
+            # near alert_m, or critical_m), on fixes coarser than GNSS, waits for a second
+            # reading: one noisy Wi-Fi fix of a pass at 1.1x alert_m put him inside it (a
+            # forecast's doubt is in cpa_err_m; a car's one GNSS fix inside is enough)
+            ep.unsure_run += 1
+            coarse = r.slack_m > 2 * rules.coarse_fix_m  # a cell fix: it cannot decide an alarm
+            if coarse or ep.unsure_run < rules.confirm_fixes:
+                level = current.level if current is not None and cur_rank >= 1 else "warning"
+        else:
+            ep.unsure_run = 0
         ttc = r.time_to_contact_s if math.isfinite(r.time_to_contact_s) else None
         if current is None:
             assert level is not None  # returned above
@@ -245,7 +317,6 @@ class ProximityRules:
             self._pursuit(ctx, ep, level, subject_track, victim_track)
             return
         new_rank = LEVEL_RANK[level] if level else -1
-        cur_rank = LEVEL_RANK[current.level]
         if new_rank >= cur_rank:
             ep.lower_since, ep.lower_level, ep.clear_run = None, None, 0
             # at the same level the book keeps the alert's detail: it is written only for a
@@ -265,12 +336,22 @@ class ProximityRules:
             )
             self._pursuit(ctx, ep, level, subject_track, victim_track)
             return
-        # Lower than the alert's level: fall only after a dwell, end only well beyond warn_m.
+        # Lower than the alert's level.  A Schmitt trigger: the level the reading still holds
+        # with every distance threshold widened by a margin of both accuracy radii (plus a
+        # floor); the alert falls only when that held level has stayed lower for a dwell, and
+        # then only to the highest level held during the dwell.  A fall is a real separation,
+        # so a rise soon after is rare (a level reversal, simulator/score.py).
+        hold = hold_level(rule, r, rules.fast_approach_ttc_s, rules.level_hysteresis_m + r.slack_m)
+        hold_rank = LEVEL_RANK[hold] if hold else -1
+        if hold_rank >= cur_rank:
+            ep.lower_since, ep.lower_level, ep.clear_run = None, None, 0
+            return
         if ep.lower_since is None:
-            ep.lower_since = t
-        ep.lower_level = level
+            ep.lower_since, ep.lower_level = t, hold
+        elif hold_rank > (LEVEL_RANK[ep.lower_level] if ep.lower_level else -1):
+            ep.lower_level = hold
         beyond = r.distance_m > rule.warn_m * (1 + rules.proximity_hysteresis_frac)
-        if level is None and beyond:
+        if hold is None and ep.lower_level is None and beyond:
             ep.clear_run += 1
             if ep.clear_run >= rules.clear_needed and t - ep.lower_since >= rules.level_fall_dwell_s:
                 ctx.emit(
@@ -279,22 +360,24 @@ class ProximityRules:
                         f"apart again: {r.distance_m:.0f} m", t,
                     )
                 )
-                ep.start, ep.lower_since, ep.clear_run = None, None, 0
+                ep.start, ep.lower_since, ep.lower_level, ep.clear_run = None, None, None, 0
                 self._pursuit(ctx, ep, None, subject_track, victim_track)
             return
         ep.clear_run = 0
-        if level is not None and t - ep.lower_since >= rules.level_fall_dwell_s:
+        fall_to = ep.lower_level or hold
+        if fall_to is not None and t - ep.lower_since >= rules.level_fall_dwell_s:
             ctx.emit(
                 ctx.alerts.raise_or_update(
-                    order=order.id, kind="proximity", target=target, level=level, now=ctx.now,
+                    order=order.id, kind="proximity", target=target, level=fall_to, now=ctx.now,
                     device_time=t, episode_start=ep.start or t, subject=order.subject,
                     protected_person=rule.protected_person, distance_m=r.distance_m,
                     certainty=certainty, closing_speed_mps=r.closing_speed_mps,
                     time_to_contact_s=ttc, evidence=r.evidence, late=late,
-                    detail=_detail(r, level), device=subject_track.device, allow_lower=True,
+                    detail=_detail(r, fall_to), device=subject_track.device, allow_lower=True,
                 )
             )
-            ep.lower_since = t
+            ep.lower_since, ep.lower_level = None, None
+            self._pursuit(ctx, ep, fall_to, subject_track, victim_track)
 
     def evaluate_segment(
         self,
@@ -409,15 +492,60 @@ class ProximityRules:
         subject_track: DeviceTrack,
         victim_track: DeviceTrack,
     ) -> None:
-        """Pursuit mode: both devices report faster while the pair is at risk, normal after."""
+        """Pursuit mode on her device: it reports faster while the pair is at risk, normal after.
+
+        Never on his: a faster fix rate commanded when she comes near would tell him she is near
+        (issue 25).  His device's pursuit periods come at random (``cover``) and from zones.
+        """
         rules = ctx.rules
         want = level is not None and LEVEL_RANK[level] >= LEVEL_RANK[rules.pursuit_level]
         if want == ep.pursuit:
             return
         ep.pursuit = want
         interval = rules.pursuit_interval_s if want else rules.normal_interval_s
-        for device in (subject_track.device, victim_track.device):
-            ctx.messages.append(set_interval(ctx.prefix, device, interval, None, ctx.now))
+        ctx.messages.append(set_interval(ctx.prefix, victim_track.device, interval, None, ctx.now))
+
+    def cover(self, ctx: RuleContext, subject: str, device: str, t: float) -> None:
+        """The offender's device's random pursuit periods (``cover_window``): on at the start of
+        one, back to normal at its end, in device time; a late fix changes nothing."""
+        rules = ctx.rules
+        if rules.pursuit_cover_p <= 0 or rules.pursuit_cover_slot_s <= 0:
+            return
+        state = self.cover_state.get(device)
+        if state is not None and t < state[0]:
+            return
+        slot = self._cover_slots.get(subject)
+        if slot is None or not slot[0] <= t < slot[1]:
+            size = rules.pursuit_cover_slot_s
+            lo = math.floor(t / size) * size
+            start, end = cover_window(subject, t, size, rules.pursuit_cover_p, rules.pursuit_cover_s)
+            slot = self._cover_slots[subject] = (lo, lo + size, start, end)
+        start, end = slot[2], slot[3]
+        on = start <= t < end
+        was = state[1] if state is not None else False
+        self.cover_state[device] = (t, on)
+        if on != was:
+            interval = rules.pursuit_interval_s if on else rules.normal_interval_s
+            until = end if on else None
+            ctx.messages.append(set_interval(ctx.prefix, device, interval, until, ctx.now))
+
+
+def cover_window(subject: str, t: float, slot_s: float, p: float, length_s: float) -> tuple[float, float]:
+    """The random pursuit period of ``subject`` in the slot holding device time ``t``.
+
+    ``(start, end)`` in device time; an empty ``(inf, inf)`` when the slot has none.  Drawn
+    from a hash of subject and slot number: the same on every worker and in every replay,
+    and unrelated to anything about a protected person.
+    """
+    k = math.floor(t / slot_s)
+    digest = hashlib.sha256(f"{subject}|{k}".encode()).digest()
+    u_on = int.from_bytes(digest[:8], "big") / 2.0**64
+    if u_on >= p:
+        return math.inf, math.inf
+    u_at = int.from_bytes(digest[8:16], "big") / 2.0**64
+    length = min(length_s, slot_s)
+    start = k * slot_s + u_at * (slot_s - length)
+    return start, start + length
 
 
 def closest_point_of_approach(rx: float, ry: float, vx: float, vy: float) -> tuple[float, float]:

@@ -224,8 +224,13 @@ function renderDetail() {
   const notes = document.getElementById("notes");
   notes.replaceChildren(...(d.notes || []).map(n => el("li", {}, `${localTime(n.at)} ${n.by} (${n.action}): ${n.note}`)));
   const hist = document.getElementById("history");
-  hist.replaceChildren(...d.history.map(h => el("li", {},
-    `${localTime(h.at)} ${h.action || h.state} → ${h.state} (${h.level}) by ${h.by}` +
+  // one line per change: a level change says from and to ("alarm → critical"), not its state
+  hist.replaceChildren(...d.history.map((h, i) => el("li", {},
+    `${localTime(h.at)} ` +
+    (h.action === "level" && i > 0
+      ? `level ${d.history[i - 1].level} → ${h.level} (${h.state})`
+      : `${h.action || h.state} → ${h.state} (${h.level})`) +
+    ` by ${h.by}` +
     (h.target ? " to " + h.target : "") + (h.outcome ? " outcome " + h.outcome : "") + (h.note ? ": " + h.note : ""))));
   const procedure = d.procedure || { escalation_targets: [], outcomes: [] };
   fillSelect(document.getElementById("target"), procedure.escalation_targets);
