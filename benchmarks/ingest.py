@@ -628,7 +628,7 @@ def build_engine(doc: dict[str, Any], reorder_quiet_s: float | None = None) -> A
     from dataclasses import replace
 
     from engine.core.config import EngineConfig, RuleConfig
-    from engine.core.orders import load_orders
+    from engine.core.orders_load import load_orders
     from engine.core.pipeline import Engine
 
     rules = (

@@ -18,7 +18,8 @@ import shapely
 from shapely.geometry import MultiPolygon, Point, Polygon
 
 from devices.timeutil import format_time
-from engine.core.orders import OrderBook, ZoneRule, load_orders
+from engine.core.orders import OrderBook, ZoneRule
+from engine.core.orders_load import load_orders
 from engine.errors import OrdersError
 from geo.errors import GeoError
 from geo.projection import Projector

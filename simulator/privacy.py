@@ -41,7 +41,7 @@ import numpy as np
 
 from devices.timeutil import format_time, parse_time
 from engine.core.config import EngineConfig
-from engine.core.orders import load_orders
+from engine.core.orders_load import load_orders
 from engine.core.testing import ORIGIN, T0, lonlat
 from engine.runtime.replay import replay_messages
 

@@ -22,7 +22,8 @@ import numpy as np
 import shapely
 
 from devices.timeutil import format_time, parse_time
-from engine.core.orders import OrderBook, load_orders
+from engine.core.orders import OrderBook
+from engine.core.orders_load import load_orders
 from geo.projection import Projector
 from simulator.orders_doc import zone_geometries
 from simulator.score import AlertEpisode, ScoreResult

@@ -39,7 +39,8 @@ from shapely.geometry import Point
 from shapely.ops import polylabel
 
 from devices.timeutil import format_time
-from engine.core.orders import LEGAL_BASES, Order, OrderBook, ZoneRule, load_orders
+from engine.core.orders import LEGAL_BASES, Order, OrderBook, ZoneRule
+from engine.core.orders_load import load_orders
 from engine.errors import EngineError
 from geo.errors import GeoError
 from geo.projection import Projector

@@ -12,7 +12,8 @@ from typing import Any
 
 from devices.timeutil import format_time
 from engine.core.config import EngineConfig
-from engine.core.orders import OrderBook, load_orders
+from engine.core.orders import OrderBook
+from engine.core.orders_load import load_orders
 from engine.core.pipeline import Effects, Engine
 from geo.projection import Projector
 

@@ -45,7 +45,7 @@ def export_cmd(
     alert_id: str, log: Path, orders: Path | None, out: Path, margin_s: float, crs: str
 ) -> None:
     """Write a self-contained, verifiable bundle for ALERT_ID."""
-    from engine.core.orders import load_orders
+    from engine.core.orders_load import load_orders
 
     try:
         book = load_orders(orders) if orders else None
@@ -153,7 +153,7 @@ def head_cmd(log: Path) -> None:
 def redact_cmd(log: Path, orders: Path, before: str, margin_s: float) -> None:
     """Forget protected persons' positions older than --before; every hash still verifies."""
     from devices.timeutil import parse_time
-    from engine.core.orders import load_orders
+    from engine.core.orders_load import load_orders
     from engine.evidence.retention import redact_victim_fixes
 
     try:

@@ -28,7 +28,8 @@ import aiomqtt
 from devices.timeutil import format_time
 from engine.core.config import EngineConfig, ServiceConfig
 from engine.core.messages import Outgoing
-from engine.core.orders import OrderBook, load_orders
+from engine.core.orders import OrderBook
+from engine.core.orders_load import load_orders
 from engine.core.pipeline import Effects, Engine
 from engine.runtime.broker import EmbeddedBroker
 from engine.runtime.service import Service

@@ -599,7 +599,7 @@ def main_mosquitto(
     see (e.g. ``/mosquitto/config`` in a container); by default this host's.
     """
     from devices.errors import DeviceError
-    from engine.core.orders import load_orders
+    from engine.core.orders_load import load_orders
     from engine.errors import EngineError
 
     try:

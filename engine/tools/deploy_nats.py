@@ -34,7 +34,8 @@ from pathlib import Path
 import bcrypt
 
 from devices.registry import DeviceRegistry
-from engine.core.orders import OrderBook, load_orders
+from engine.core.orders import OrderBook
+from engine.core.orders_load import load_orders
 from engine.errors import ConfigError, EngineError
 from engine.runtime.nats_jetstream import topic_to_subject
 from engine.tools.deploy_config import (

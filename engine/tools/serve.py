@@ -19,7 +19,7 @@ from typing import Any
 from urllib.parse import unquote, urlsplit
 
 from engine.core.config import EngineConfig, ServiceConfig, load_engine_config
-from engine.core.orders import load_orders
+from engine.core.orders_load import load_orders
 from engine.core.pipeline import Engine
 from engine.errors import ConfigError
 from engine.evidence import Chain, attach, open_log

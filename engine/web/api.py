@@ -43,7 +43,7 @@ from starlette.staticfiles import StaticFiles
 from devices.timeutil import format_time, parse_time
 from engine.core.alerts import LEVEL_RANK, AlertActionError, AlertActionInvalid
 from engine.core.enforceability import check_orders
-from engine.core.orders import load_orders
+from engine.core.orders_load import load_orders
 from engine.errors import EngineError
 from engine.web import views
 from engine.web.auth import AuditEntry, Principal

@@ -396,7 +396,7 @@ def run_generated_broker(
 @contextlib.contextmanager
 def module_broker(orders_doc: dict[str, Any], prefix: str) -> Iterator[RunningBroker]:
     """A broker from the bundle generated for ``orders_doc`` (no TLS), in a fresh temp dir."""
-    from engine.core.orders import load_orders
+    from engine.core.orders_load import load_orders
 
     root = Path(tempfile.mkdtemp(prefix=prefix))
     root.chmod(0o755)

@@ -11,7 +11,8 @@ from typing import Any
 import pytest
 from _deploy_helpers import ORDERS_DOC, Broker, Probe
 
-from engine.core.orders import OrderBook, load_orders
+from engine.core.orders import OrderBook
+from engine.core.orders_load import load_orders
 
 
 @pytest.fixture

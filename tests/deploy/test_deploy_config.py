@@ -19,7 +19,8 @@ from hypothesis import strategies as st
 
 from devices.errors import DeviceError
 from devices.registry import DeviceRegistry
-from engine.core.orders import OrderBook, load_orders
+from engine.core.orders import OrderBook
+from engine.core.orders_load import load_orders
 from engine.errors import ConfigError
 from engine.tools.deploy_config import (
     BROKER_SETTINGS,

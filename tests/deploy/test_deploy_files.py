@@ -24,7 +24,7 @@ import yaml
 from _deploy_helpers import DEPLOY, ORDERS_DOC, REPO
 
 from engine.core.config import ServiceConfig
-from engine.core.orders import load_orders
+from engine.core.orders_load import load_orders
 from engine.tools.deploy_config import write_mosquitto_config
 
 COMPOSE = yaml.safe_load((DEPLOY / "compose.yaml").read_text())

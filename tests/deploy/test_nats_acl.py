@@ -28,7 +28,7 @@ import paho.mqtt.client as mqtt
 import pytest
 from _deploy_helpers import ORDERS_DOC, free_port
 
-from engine.core.orders import load_orders
+from engine.core.orders_load import load_orders
 from engine.runtime.nats_jetstream import topic_to_subject
 from engine.tools.deploy_nats import (
     NatsNode,

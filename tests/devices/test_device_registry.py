@@ -10,7 +10,8 @@ import pytest
 
 from devices.errors import DeviceError, RegistryError
 from devices.registry import DeviceInfo, DeviceRegistry
-from engine.core.orders import OrderBook, load_orders
+from engine.core.orders import OrderBook
+from engine.core.orders_load import load_orders
 
 ORDERS: dict[str, Any] = {
     "v": 1,

@@ -9,7 +9,7 @@ from typing import Any
 import httpx
 
 from engine.core.config import ServiceConfig
-from engine.core.orders import load_orders
+from engine.core.orders_load import load_orders
 from engine.core.pipeline import Engine
 from engine.core.testing import ORIGIN, T0, DeviceScript, circle, orders_doc, square
 from engine.runtime.service import Service

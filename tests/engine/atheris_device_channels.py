@@ -22,7 +22,8 @@ with atheris.instrument_imports(include=["devices"]):
     from devices.decode import decode_message
     from devices.model import RejectReason
 
-from engine.core.orders import OrderBook, load_orders
+from engine.core.orders import OrderBook
+from engine.core.orders_load import load_orders
 from engine.core.pipeline import Engine
 from engine.core.testing import ORIGIN, T0, DeviceScript, circle, orders_doc
 from engine.runtime.store import apply_delta

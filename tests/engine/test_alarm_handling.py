@@ -18,7 +18,7 @@ from engine.core.alerts import (
 )
 from engine.core.case_state import merge_part
 from engine.core.config import EngineConfig, ServiceConfig
-from engine.core.orders import load_orders
+from engine.core.orders_load import load_orders
 from engine.core.pipeline import Engine
 from engine.core.testing import ORIGIN, T0, DeviceScript, Harness, circle, orders_doc
 from engine.evidence.recorder import change_body, is_operator_action

@@ -8,7 +8,7 @@ from pathlib import Path
 import pytest
 
 from engine.core.config import load_engine_config
-from engine.core.orders import load_orders
+from engine.core.orders_load import load_orders
 from engine.core.pipeline import Engine
 from engine.core.testing import T0, DeviceScript, orders_doc
 from engine.errors import ConfigError

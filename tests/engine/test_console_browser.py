@@ -15,7 +15,7 @@ import httpx
 import pytest
 
 from engine.core.config import ServiceConfig
-from engine.core.orders import load_orders
+from engine.core.orders_load import load_orders
 from engine.core.pipeline import Engine
 from engine.core.testing import T0, DeviceScript, orders_doc, square
 from engine.runtime.broker import EmbeddedBroker

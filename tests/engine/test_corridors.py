@@ -9,7 +9,7 @@ import pytest
 
 from devices.timeutil import format_time
 from engine.core.config import EngineConfig, RuleConfig
-from engine.core.orders import load_orders
+from engine.core.orders_load import load_orders
 from engine.core.testing import (
     ORIGIN,
     T0,

@@ -16,7 +16,7 @@ import pytest
 
 from devices.timeutil import parse_time
 from engine.core.config import EngineConfig, RuleConfig
-from engine.core.orders import load_orders
+from engine.core.orders_load import load_orders
 from engine.runtime.replay import read_trace, replay_messages, write_alerts
 from simulator.generate import simulate
 from simulator.score import LEVELS, ScoreResult

@@ -20,7 +20,8 @@ from hypothesis import strategies as st
 
 from devices.decode import decode_message
 from devices.model import RejectReason
-from engine.core.orders import OrderBook, load_orders
+from engine.core.orders import OrderBook
+from engine.core.orders_load import load_orders
 from engine.core.pipeline import Effects, Engine
 from engine.core.testing import ORIGIN, T0, DeviceScript, circle, orders_doc
 from engine.runtime.store import MemoryStore

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from engine.core.orders import load_orders
+from engine.core.orders_load import load_orders
 from engine.core.testing import ORIGIN, T0, DeviceScript, Harness, circle, orders_doc
 
 X0, Y0 = ORIGIN

@@ -12,7 +12,7 @@ import pytest
 from click.testing import CliRunner
 
 from devices.timeutil import format_time
-from engine.core.orders import load_orders
+from engine.core.orders_load import load_orders
 from engine.core.testing import ORIGIN, T0, DeviceScript, Harness, circle, orders_doc
 from engine.evidence import Chain, JsonlStore, attach
 from engine.evidence.bundle import BundleInvalid, _derived, export_bundle, verify_bundle

@@ -19,7 +19,7 @@ from hypothesis import strategies as st
 
 from devices.timeutil import format_time
 from engine.core.alerts import AlertBook
-from engine.core.orders import load_orders
+from engine.core.orders_load import load_orders
 from engine.core.pipeline import Engine
 from engine.core.testing import ORIGIN, T0, DeviceScript, circle, orders_doc
 from engine.runtime.replay import replay_messages

@@ -9,7 +9,7 @@ import pytest
 from devices.timeutil import format_time
 from engine.core.cases import cases_of
 from engine.core.messages import Outgoing
-from engine.core.orders import load_orders
+from engine.core.orders_load import load_orders
 from engine.core.pipeline import Engine
 from engine.runtime.nats_intake import Router
 from engine.runtime.nats_jetstream import partition_of, subject_to_topic, topic_to_subject

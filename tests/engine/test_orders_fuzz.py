@@ -7,7 +7,8 @@ import copy
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from engine.core.orders import OrderBook, load_orders
+from engine.core.orders import OrderBook
+from engine.core.orders_load import load_orders
 from engine.core.testing import ORIGIN, circle, orders_doc, square
 from engine.errors import OrdersError
 from geo.errors import GeoError

@@ -14,7 +14,7 @@ from pathlib import Path
 
 import pytest
 
-from engine.core.orders import load_orders
+from engine.core.orders_load import load_orders
 from engine.runtime.replay import read_trace, replay_messages
 from simulator.generate import simulate
 

@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import dataclasses
 
-from engine.core.orders import load_orders
+from engine.core.orders_load import load_orders
 from engine.core.pipeline import Engine
 from engine.core.testing import ORIGIN, T0, DeviceScript, orders_doc, square
 

@@ -19,7 +19,7 @@ import pytest
 
 from engine.core.config import ServiceConfig
 from engine.core.messages import Outgoing
-from engine.core.orders import load_orders
+from engine.core.orders_load import load_orders
 from engine.core.pipeline import Engine
 from engine.core.testing import orders_doc
 from engine.runtime.service import PUBLISH_WINDOW, Service

@@ -8,7 +8,7 @@ from typing import Any
 import httpx
 
 from engine.core.config import ServiceConfig
-from engine.core.orders import load_orders
+from engine.core.orders_load import load_orders
 from engine.core.pipeline import Engine
 from engine.core.testing import orders_doc
 from engine.runtime.service import Service

@@ -7,7 +7,7 @@ import asyncio
 import pytest
 
 from engine.core.config import ServiceConfig
-from engine.core.orders import load_orders
+from engine.core.orders_load import load_orders
 from engine.core.pipeline import Engine
 from engine.core.testing import T0, DeviceScript, orders_doc
 from engine.runtime.service import Service

@@ -198,7 +198,7 @@ def test_a_zone_moved_by_new_orders_is_measured_afresh_for_the_path_between_fixe
     """The path check reuses the distances the fix rule just measured (engine.core.rules.zones keeps
     the last two per zone); new orders that move a zone under the same id must not leave the
     old shape's distances in use: the drive below crosses the zone only where it is now."""
-    from engine.core.orders import load_orders
+    from engine.core.orders_load import load_orders
 
     far = orders_doc(exclusion=[{"id": "Z-school", "polygon": square(X0 + 5000, Y0, 60.0)}])
     h = Harness.build(far)

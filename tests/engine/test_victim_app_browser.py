@@ -24,7 +24,7 @@ from typing import Any
 import pytest
 
 from engine.core.config import ServiceConfig
-from engine.core.orders import load_orders
+from engine.core.orders_load import load_orders
 from engine.core.pipeline import Engine
 from engine.core.testing import ORIGIN, DeviceScript, lonlat, orders_doc
 from engine.runtime.broker import EmbeddedBroker

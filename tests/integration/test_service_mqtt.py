@@ -9,7 +9,7 @@ import aiomqtt
 import pytest
 
 from engine.core.config import EngineConfig, ServiceConfig
-from engine.core.orders import load_orders
+from engine.core.orders_load import load_orders
 from engine.core.pipeline import Engine
 from engine.core.testing import ORIGIN, DeviceScript, circle, orders_doc
 from engine.runtime.broker import EmbeddedBroker, mosquitto_binary

@@ -18,7 +18,7 @@ import aiomqtt
 import pytest
 
 from engine.core.config import ServiceConfig
-from engine.core.orders import load_orders
+from engine.core.orders_load import load_orders
 from engine.core.pipeline import Engine
 from engine.core.testing import DeviceScript, orders_doc
 from engine.runtime.poison import message_key

@@ -13,7 +13,7 @@ import shapely
 from devices.decode import decode_message
 from devices.model import EVENT_TYPES
 from devices.timeutil import parse_time
-from engine.core.orders import load_orders
+from engine.core.orders_load import load_orders
 from simulator.generate import Generated, generate, simulate
 from simulator.orders_doc import load_book, zone_geometries
 from simulator.scenario import load_scenario, parse_scenario

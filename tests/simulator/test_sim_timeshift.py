@@ -14,7 +14,7 @@ from click.testing import CliRunner
 
 from devices.timeutil import format_time, parse_time
 from engine.core.config import ServiceConfig
-from engine.core.orders import load_orders
+from engine.core.orders_load import load_orders
 from engine.core.pipeline import Engine
 from engine.core.testing import ORIGIN, DeviceScript, circle, orders_doc
 from engine.runtime.broker import EmbeddedBroker, mosquitto_binary
