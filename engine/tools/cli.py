@@ -149,7 +149,7 @@ def deploy_mosquitto(orders: Path, out: Path, registry: Path | None, tls_dir: Pa
                      listener_port: int, config_dir: str | None, certs_dir: str | None,
                      data_dir: str | None, rotate: bool) -> None:
     """Per-device credentials (mosquitto_passwd format), topic ACLs and broker config from the orders."""
-    from engine.tools.deploy_config import main_mosquitto
+    from engine.tools.deploy_mosquitto import main_mosquitto
 
     sys.exit(main_mosquitto(orders, out, registry, tls_dir, listener_port=listener_port,
                             config_dir=config_dir, data_dir=data_dir, certs_dir=certs_dir, rotate=rotate))

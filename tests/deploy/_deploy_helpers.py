@@ -363,7 +363,7 @@ class RunningBroker:
     """A broker started from a generated bundle, with the clear-text passwords it was given."""
 
     broker: Broker
-    bundle: Any  # engine.tools.deploy_config.MosquittoBundle
+    bundle: Any  # engine.tools.deploy_mosquitto.MosquittoBundle
     passwords: dict[str, str] = field(repr=False)
 
     @property
@@ -382,7 +382,7 @@ def run_generated_broker(
     book: Any, root: Path, start_broker: Any, *, tls: Any = None, **kwargs: Any
 ) -> RunningBroker:
     """Generate the mosquitto bundle into ``root/mosquitto``, hand it to the broker user, start it."""
-    from engine.tools.deploy_config import write_mosquitto_config
+    from engine.tools.deploy_mosquitto import write_mosquitto_config
 
     port = free_port()
     bundle = write_mosquitto_config(

@@ -23,7 +23,7 @@ from _deploy_helpers import (
 )
 
 from engine.core.orders import OrderBook
-from engine.tools.deploy_config import (
+from engine.tools.deploy_mosquitto import (
     BROKER_SETTINGS,
     CONTAINER_CONFIG_DIR,
     TlsPaths,

@@ -12,7 +12,7 @@ import pytest
 from _deploy_helpers import Probe, RunningBroker, make_ca, run_generated_broker
 
 from engine.core.orders import OrderBook
-from engine.tools.deploy_config import TlsPaths
+from engine.tools.deploy_mosquitto import TlsPaths
 
 pytestmark = pytest.mark.integration
 

@@ -22,14 +22,11 @@ from devices.registry import DeviceRegistry
 from engine.core.orders import OrderBook
 from engine.core.orders_load import load_orders
 from engine.errors import ConfigError
-from engine.tools.deploy_config import (
+from engine.tools.deploy_config import MqttAccount, check_name, new_password, plan_accounts
+from engine.tools.deploy_mosquitto import (
     BROKER_SETTINGS,
-    MqttAccount,
-    check_name,
     hash_password,
     main_mosquitto,
-    new_password,
-    plan_accounts,
     render_acl,
     verify_password,
     write_mosquitto_config,

@@ -25,7 +25,7 @@ from _deploy_helpers import DEPLOY, ORDERS_DOC, REPO
 
 from engine.core.config import ServiceConfig
 from engine.core.orders_load import load_orders
-from engine.tools.deploy_config import write_mosquitto_config
+from engine.tools.deploy_mosquitto import write_mosquitto_config
 
 COMPOSE = yaml.safe_load((DEPLOY / "compose.yaml").read_text())
 SERVICES: dict[str, Any] = COMPOSE["services"]
@@ -525,7 +525,7 @@ def test_dev_secrets_directories_are_git_ignored() -> None:
 
 def test_readme_documents_every_broker_setting() -> None:
     """deploy/README.md explains each broker setting the generator writes."""
-    from engine.tools.deploy_config import BROKER_SETTINGS
+    from engine.tools.deploy_mosquitto import BROKER_SETTINGS
 
     readme = (DEPLOY / "README.md").read_text()
     for setting in BROKER_SETTINGS:
