@@ -25,7 +25,7 @@ from zoneinfo import ZoneInfo
 
 import numpy as np
 
-from engine.core.orders import _parse_days
+from engine.core.orders_load import parse_days
 from engine.errors import OrdersError
 from simulator.errors import ScenarioError
 from simulator.paths import Path, PathBuilder, SpeedProcess, mode_spec
@@ -199,6 +199,6 @@ def _clock(value: Any, ctx: str) -> time:
 def _days(text: str, ctx: str) -> frozenset[int]:
     """Weekdays (0 = Monday) from "mon-fri" / "sat,sun", parsed as orders' schedules are."""
     try:
-        return _parse_days(text, ctx)
+        return parse_days(text, ctx)
     except OrdersError as exc:
         raise ScenarioError(str(exc)) from exc

@@ -305,7 +305,7 @@ def _parse_time_windows(
 def _parse_window(raw: Any, ctx: str) -> ScheduleWindow:
     if not isinstance(raw, Mapping):
         raise OrdersError(f"{ctx}: schedule entries must be objects")
-    days = _parse_days(str(raw.get("days", "mon-sun")), ctx)
+    days = parse_days(str(raw.get("days", "mon-sun")), ctx)
     try:
         start = time.fromisoformat(str(raw["from"]))
         end = time.fromisoformat(str(raw["to"]))
@@ -321,7 +321,11 @@ def _parse_window(raw: Any, ctx: str) -> ScheduleWindow:
     return ScheduleWindow(days, start, end, tz)
 
 
-def _parse_days(text: str, ctx: str) -> frozenset[int]:
+def parse_days(text: str, ctx: str) -> frozenset[int]:
+    """The days of a schedule (``"mon-fri"``, ``"sat,sun"``), as weekday numbers (Monday 0).
+
+    Public: the simulator reads its routines' days in the same form as the orders do.
+    """
     days: set[int] = set()
     for part in text.lower().replace(" ", "").split(","):
         if "-" in part:

@@ -1,62 +1,45 @@
-"""The asyncio service: the only module that owns the event loop and the MQTT client.
+"""The asyncio service: the only module that owns the event loop and the device connection.
 
-Tasks around the pure ``Engine``:
+Tasks around the pure ``Engine``, each under ``engine.runtime.supervise.Supervisor``:
 
-* ``_connection``: connects (MQTT v5, falling back to 3.1.1 for brokers that
-  refuse it) and subscribes; reconnects with backoff.  Received messages go
-  straight from the client's callback into a **bounded** inbox
-  (``engine/runtime/intake.py``): QoS 1 messages are acknowledged only once processed,
-  so the broker's in-flight window limits them, and a full inbox stops the
-  socket being read (explicit back-pressure, never a silent drop).
-* ``_publishing``: a second connection (client id ``<client_id>-pub``) that
-  publishes the outbox.  On the subscribing connection the PUBACK for an alert
-  queues behind every device message the broker has already written to us: a
-  flood the engine cannot keep up with (QoS 0, or mosquitto 2.0 sending past
-  our Receive Maximum) held it there for over 10 s, aiomqtt gave up and the
-  service reconnected, and the outbox, one alert per PUBACK, stalled meanwhile.
-* ``_processor``: takes micro-batches from the inbox through the engine and
-  hands them to ``_committer``, which commits in the background (group commit:
-  while one commit is on its way to the store, the next batches are processed
-  and go into the next commit).
-* ``_ticker``: drives timers (reorder release, deadlines, silence, expiry).
-* ``_store_watch``: asks the state store whether it answers, so readiness knows of an outage
-  even when no commit is due.
+* ``_connection``: connects (``engine.runtime.broker_link``: MQTT v5, else 3.1.1) and
+  subscribes; reconnects with backoff.  Received messages go straight from the client's
+  callback into a **bounded** inbox (``engine.runtime.intake``): QoS 1 messages are
+  acknowledged only once committed, so the broker's in-flight window limits them, and a full
+  inbox stops the socket being read (back-pressure, never a silent drop).
+* ``mqtt-publish``: the outbox's own connection (``engine.runtime.outbox``).
+* ``_processor``: micro-batches from the inbox through the engine; ``_committer_loop`` commits
+  in the background (group commit: while one commit is on its way to the store, the next
+  batches are processed and go into the next commit).
+* ``_ticker``: timers (reorder release, deadlines, silence, expiry); ``_store_watch``: whether
+  the store answers, so readiness knows of an outage even when no commit is due.
 
-Every task runs under ``engine.runtime.supervise.Supervisor``: a task that dies is logged with its
-cause and restarted where that is safe (connections, timers); otherwise (processing,
-committing) the service stops without acknowledging what it had not committed, records those
-messages as suspects (``engine.runtime.poison``) and ``run`` raises ``ServiceFailed``, so the process
-exits non-zero and the orchestrator restarts it.  ``readiness`` reports all of it.
+A task that dies is logged with its cause and restarted where that is safe (connections,
+timers); otherwise (processing, committing) the service stops without acknowledging what it had
+not committed, records those messages as suspects (``engine.runtime.poison``) and ``run``
+raises ``ServiceFailed``, so the process exits non-zero and is restarted.  ``readiness`` (the
+``/readyz`` answer) reports all of it.
 
-With a state store (``emguard serve --redis``) ingest is at-least-once and
-alerts effectively-once: QoS 1 messages are acknowledged manually, only after
-the batch's state snapshot and outgoing messages are committed atomically to
-the store (a transactional outbox); outbox entries are removed once the broker
-acknowledged their publish.  After a crash the engine restores the snapshot,
-republishes the outbox, and the broker redelivers what was never acknowledged;
-the snapshot's dedup memory skips what was already applied.  While the store is
-unreachable, acks are held, the broker stops sending at its in-flight limit
-(back-pressure) until it returns.  Without a store (demo) a message is
-acknowledged once the engine has processed it, and the outbox lives in memory and
-still survives broker reconnects.
+With a state store (``emguard serve --redis``) ingest is at-least-once and alerts
+effectively-once: a message is acknowledged only after the batch's state and outgoing messages
+are committed atomically (a transactional outbox); outbox entries leave the store once the
+broker acknowledged them.  After a crash the engine restores the state, republishes the outbox,
+and the broker redelivers what was never acknowledged, which the restored dedup memory skips.
+While the store is unreachable acks are held and the broker stops at its in-flight limit.
+Without a store (demo) a message is acknowledged once processed, and the outbox lives in memory.
 """
 
 from __future__ import annotations
 
 import asyncio
 import contextlib
-import itertools
 import logging
-import ssl
 import time
 from collections import deque
 from collections.abc import Callable
 from typing import Any
-from urllib.parse import urlparse
 
 import aiomqtt
-from paho.mqtt.packettypes import PacketTypes
-from paho.mqtt.properties import Properties
 
 from devices.timeutil import format_time
 from engine.core.alerts import Alert, AlertActionError
@@ -64,10 +47,13 @@ from engine.core.config import ServiceConfig
 from engine.core.messages import Outgoing, deadletter
 from engine.core.pipeline import Effects, Engine
 from engine.runtime.acks import AckCommand, InvalidAck, parse_ack
+from engine.runtime.broker_link import BrokerLink
 from engine.runtime.intake import Inbox, IngestClient
-from engine.runtime.outbound import encode_bounded
+from engine.runtime.outbox import MQTT_RETRY_FIRST_S, MQTT_RETRY_MAX_S, Outbox
 from engine.runtime.poison import POISON_AFTER, Suspects, message_key
+from engine.runtime.readiness import readiness_report
 from engine.runtime.store import StateStore, StoreUnavailable
+from engine.runtime.submissions import Submissions
 from engine.runtime.supervise import ServiceFailed, Supervisor
 
 log = logging.getLogger(__name__)
@@ -75,23 +61,11 @@ log = logging.getLogger(__name__)
 Listener = Callable[[Effects, float], None]
 Ack = tuple[int, int, int]  # (connection generation, mid, qos)
 BATCH = 64  # messages per micro-batch: alerts of a batch are published when it ends
-PUBLISH_WINDOW = 16  # QoS 1 publishes in flight at once (paho allows 20 by default)
 COMMIT_GATHER_S = 0.005  # longest a processed message waits for its commit to start
 GATHER_ACKS = 64  # ... unless this many are unacknowledged already (a 3.1.1 broker may allow only 100)
 MAX_UNCOMMITTED = 2048  # processed but not yet committed messages before the processor waits
-# MQTT v5 Receive Maximum: unacknowledged QoS 1 messages the broker may have sent us.  Without
-# it a v5 client allows 65,535 and mosquitto ignores its max_inflight_messages: a flood then
-# stacks up in the socket.  1,024 is ~0.1 s of work at full speed.  Not a hard bound: mosquitto
-# 2.0.11 sent 3x a Receive Maximum of 100 while acks and new messages interleaved, and 20,000+
-# were outstanding in the ingest benchmark's Redis pass (hence the separate publishing connection).
-RECEIVE_MAXIMUM = 1024
-# reconnect backoff of both MQTT connections (receiving and publishing): the first wait, doubled
-# after each failed attempt up to the last (one policy, so the two connections cannot drift apart)
-MQTT_RETRY_FIRST_S = 0.2
-MQTT_RETRY_MAX_S = 10.0
 TICK_S = 0.2
 STORE_PING_S = 2.0  # how often the store is asked whether it answers (readiness)
-READY_MAX_LAG_S = 30.0  # not ready while the oldest waiting message is older than this
 
 
 class Service:
@@ -109,20 +83,15 @@ class Service:
     ) -> None:
         self.engine = engine
         self.config = config
-        self.protocol = protocol
-        self.persistent_session = persistent_session
+        self.link = BrokerLink(config, protocol=protocol, persistent_session=persistent_session)
         self.store = store
         self.clock = clock
         self.inbox: Inbox[tuple[float, str, bytes, Ack | None]] = Inbox(config.queue_size)
-        self.outbox: deque[tuple[int | None, Outgoing]] = deque()
-        self.outbox_ready = asyncio.Event()
+        self.out = Outbox(self.link, store, self._store_down)
         self.listeners: list[Listener] = []
         self.before_ack: list[Callable[[], None]] = []  # e.g. flush the evidence log
         self.connected = False  # subscribed: what devices publish from now on reaches us
-        self.connected_protocol: str | None = None
-        self.publishing = False  # the outbox's own connection is up
         self.store_connected = True  # in-memory state is always there; a store is checked at start
-        self.published = 0
         self.reconnects = 0
         self.last_processed = 0.0
         self._client_ref: IngestClient | None = None
@@ -130,29 +99,47 @@ class Service:
         self._staged: list[Outgoing] = []
         self._staged_alerts: dict[str, Alert] = {}
         self._held_acks: list[Ack] = []
-        self._unconfirmed: list[int] = []
         self._commit_lock = asyncio.Lock()
         self._commit_wanted = asyncio.Event()
         self._commit_landed = asyncio.Event()
-        # durable commits: how many, how many case parts and bytes of state, seconds spent
-        self.commits = 0
+        self.commits = 0  # durable commits: how many, case parts and bytes of state, seconds spent
         self.committed_parts = 0
         self.committed_bytes = 0
         self.commit_seconds = 0.0
-        # supervision and poison messages (engine.runtime.supervise, engine.runtime.poison)
         self.supervisor = Supervisor(asyncio.Event())
         self.suspects = Suspects()
         self._uncommitted: list[tuple[str, bytes]] = []  # messages whose acks are held, in order
         self._suspects_cleared: list[str] = []  # handled suspects to forget with the next commit
         self.poisoned = 0
-        self.oversized = 0
         self.unreadable_state: list[str] = []  # stored case parts that could not be restored
-        # submit(): a future per message taken in another way (by id of its inbox item, alive
-        # until processed), then in processing order until the commit that covers it lands
-        self._submitted: dict[int, asyncio.Future[None]] = {}
-        self._submitted_processed: list[asyncio.Future[None]] = []
+        self.submissions = Submissions()
 
     # --- public ---------------------------------------------------------------------------
+    @property
+    def uncommitted(self) -> int:
+        """Messages processed but not yet acknowledged (their commit has not landed)."""
+        return len(self._held_acks)
+
+    @property
+    def outbox(self) -> deque[tuple[int | None, Outgoing]]:
+        """Messages waiting to be published (``engine.runtime.outbox``), in order."""
+        return self.out.entries
+
+    @property
+    def publishing(self) -> bool:
+        """Whether the outbox's own connection is up."""
+        return self.out.connected
+
+    @property
+    def published(self) -> int:
+        """Messages the broker acknowledged since start."""
+        return self.out.published
+
+    @property
+    def oversized(self) -> int:
+        """Messages published shortened because they exceeded the broker's packet limit."""
+        return self.out.oversized
+
     async def run(self, stop: asyncio.Event) -> None:
         """Serve until ``stop`` is set; then drain, commit and publish what is left.
 
@@ -162,7 +149,7 @@ class Service:
         supervisor = self.supervisor = Supervisor(stop)
         await self._recover(stop)
         supervisor.start("mqtt", lambda: self._connection(stop), restartable=True)
-        publishing = supervisor.start("mqtt-publish", self._publishing, restartable=True)
+        publishing = supervisor.start("mqtt-publish", self.out.run, restartable=True)
         supervisor.start("processor", self._processor, restartable=False)
         supervisor.start("committer", self._committer_loop, restartable=False)
         supervisor.start("ticker", lambda: self._ticker(stop), restartable=True)
@@ -185,8 +172,9 @@ class Service:
                     supervisor.fail(f"shutdown drain failed: {type(exc).__name__}: {exc}")
             if supervisor.fatal is not None:
                 await self._record_suspects()
-            self._fail_submitted(supervisor.fatal or "the service stopped before committing it")
-            await self._final_publish(publishing)
+            self.submissions.fail(supervisor.fatal or "the service stopped before committing it")
+            await self.out.flush()
+            await self._close(publishing)
             await self._close(supervisor.tasks["mqtt"])
             if self.store is not None:
                 await self.store.close()
@@ -194,45 +182,8 @@ class Service:
             raise ServiceFailed(supervisor.fatal)
 
     def readiness(self) -> dict[str, Any]:
-        """Whether the service does its job now, and each reason it may not (``/readyz``).
-
-        Ready only when device messages reach us and alerts can leave (each has its own
-        connection), the store answers, every supervised task runs and no message has waited
-        longer than ``READY_MAX_LAG_S``.
-        """
-        now = self.clock()
-        lag = max(0.0, now - self.inbox[0][0]) if self.inbox else 0.0
-        supervisor = self.supervisor
-        problems = []
-        if not self.connected:
-            problems.append("not subscribed to the broker")
-        if not self.publishing:
-            problems.append("publishing connection down")
-        if not self.store_connected:
-            problems.append("state store unreachable")
-        if supervisor.fatal is not None:
-            problems.append(f"failed: {supervisor.fatal}")
-        elif not supervisor.healthy:
-            down = sorted(n for n, h in supervisor.health.items() if not h.running)
-            problems.append(f"task(s) not running: {', '.join(down)}")
-        if lag > READY_MAX_LAG_S:
-            problems.append(f"processing lag {lag:.0f} s")
-        last = self.last_processed
-        return {
-            "ready": not problems,
-            "problems": problems,
-            "broker_connected": self.connected,
-            "publishing_connected": self.publishing,
-            "store_connected": self.store_connected,
-            "tasks": supervisor.report(),
-            "inbox_depth": self.inbox.qsize(),
-            "outbox_depth": len(self.outbox),
-            "uncommitted": len(self._held_acks),
-            "lag_s": round(lag, 3),
-            "last_processed": format_time(last) if last else None,
-            # not a reason to be unready (every other case is monitored), but never silent
-            "unreadable_state_parts": len(self.unreadable_state),
-        }
+        """Whether the service does its job now, and each reason it may not (``/readyz``)."""
+        return readiness_report(self)
 
     async def submit(self, topic: str, payload: bytes) -> None:
         """A device message that came another way than MQTT (e.g. the victim app over HTTPS).
@@ -243,9 +194,8 @@ class Service:
         """
         if self.supervisor.stopping:
             raise ServiceFailed("the service is stopping")
-        done: asyncio.Future[None] = asyncio.get_running_loop().create_future()
         item = (self.clock(), topic, payload, None)
-        self._submitted[id(item)] = done
+        done = self.submissions.add(item)
         self.inbox.put_nowait(item)
         await done
 
@@ -297,31 +247,31 @@ class Service:
                 "alone; one in flight at %d failures is dead-lettered as poison",
                 len(self.suspects.counts), POISON_AFTER,
             )
-        self.outbox.extend(pending)
+        self.out.entries.extend(pending)
         if pending:
             log.info("republishing %d unconfirmed outbox messages", len(pending))
-            self.outbox_ready.set()
+            self.out.ready.set()
 
     # --- tasks ----------------------------------------------------------------------------
     async def _connection(self, stop: asyncio.Event) -> None:
         backoff = MQTT_RETRY_FIRST_S
         while not stop.is_set():
-            tried = self._protocol_version()
+            tried = self.link.version()
             try:
-                async with self._client(tried) as client:
+                async with self.link.receiving_client(tried, self._receive, self._receive_many) as client:
                     self._generation += 1
                     self._client_ref = client
                     backoff = MQTT_RETRY_FIRST_S
-                    await self._subscribe(client)
+                    await self.link.subscribe(client)
                     # only now: /readyz (and the tests) rely on it meaning "messages published
                     # from here on reach us"; a broker drops what arrives before the SUBACK
                     self.connected = True
-                    log.info("connected to %s (MQTT %s)", self._broker_address(), self.connected_protocol)
+                    log.info("connected to %s (MQTT %s)", self.link.address(), self.link.connected_protocol)
                     await self._read(client, stop)
                     if stop.is_set():
-                        await self._leave_shared_group(client)
+                        await self.link.leave_shared_group(client)
             except aiomqtt.MqttError as exc:
-                if self._v5_refused(exc, tried):
+                if self.link.v5_refused(exc, tried):
                     continue
                 log.warning("MQTT connection lost or refused: %s; retrying in %.1f s", exc, backoff)
             finally:
@@ -333,28 +283,6 @@ class Service:
                 break
             with contextlib.suppress(TimeoutError):
                 await asyncio.wait_for(stop.wait(), backoff)
-            backoff = min(backoff * 2, MQTT_RETRY_MAX_S)
-
-    async def _publishing(self) -> None:
-        """The outbox's connection: publishes only, so its PUBACKs never wait behind device traffic.
-
-        Runs until cancelled (after the final publish at shutdown); reconnects with backoff.
-        """
-        backoff = MQTT_RETRY_FIRST_S
-        while True:
-            tried = self._protocol_version()
-            try:
-                async with self._publish_client(tried) as client:
-                    self.publishing = True
-                    backoff = MQTT_RETRY_FIRST_S
-                    await self._publisher(client)
-            except aiomqtt.MqttError as exc:
-                if self._v5_refused(exc, tried):
-                    continue
-                log.warning("MQTT publishing connection lost or refused: %s; retrying in %.1f s", exc, backoff)
-            finally:
-                self.publishing = False
-            await asyncio.sleep(backoff)
             backoff = min(backoff * 2, MQTT_RETRY_MAX_S)
 
     async def _read(self, client: aiomqtt.Client, stop: asyncio.Event) -> None:
@@ -390,90 +318,6 @@ class Service:
         if self.inbox.full and self._client_ref is not None:
             self._client_ref.pause_reading()
 
-    async def _publisher(self, client: IngestClient) -> None:
-        # the client's message iterator never yields here (nothing is subscribed) but raises once
-        # the connection is lost: without it an idle publisher noticed a dead broker only at the
-        # next alert, and ``publishing`` (readiness, the metric) stayed true meanwhile
-        lost = asyncio.ensure_future(client.messages.__anext__())
-        try:
-            await self._publish_until_lost(client, lost)
-        finally:
-            if not lost.done():
-                lost.cancel()
-                lost.add_done_callback(lambda f: f.cancelled() or f.exception())
-
-    async def _publish_until_lost(self, client: IngestClient, lost: asyncio.Future[Any]) -> None:
-        while True:
-            while self.outbox:
-                window = self._publish_window()
-                acked = await client.publish_many([(m.topic, self._encode(m)) for _, m in window])
-                for (outbox_id, _), ok in zip(window, acked, strict=True):
-                    if not ok:
-                        await self._confirm_published()
-                        # the rest stays in the outbox for the next connection
-                        raise aiomqtt.MqttError("publishing connection lost or timed out before a PUBACK")
-                    self.outbox.popleft()
-                    self.published += 1
-                    if outbox_id is not None:
-                        self._unconfirmed.append(outbox_id)
-                await self._confirm_published()
-            await self._confirm_published()
-            self.outbox_ready.clear()
-            ready = asyncio.ensure_future(self.outbox_ready.wait())
-            try:
-                await asyncio.wait({ready, lost}, return_when=asyncio.FIRST_COMPLETED)
-            finally:
-                ready.cancel()
-            if lost.done():
-                lost.result()  # the MqttError that ended the connection
-                raise aiomqtt.MqttError("publishing connection lost")
-
-    def _encode(self, message: Outgoing) -> bytes:
-        """The wire bytes of an outbox entry, never larger than the broker takes.
-
-        A message over the broker's maximum packet size makes mosquitto close the connection;
-        republished after every reconnect it stopped every alert behind it (a 2 MB operator note
-        did this).  Such a message goes out shortened (long texts cut, long lists trimmed,
-        marked ``"truncated": true``) and is counted, so the centre still hears of the alert.
-        """
-        data, shortened = encode_bounded(message.payload)
-        if shortened:
-            self.oversized += 1
-            log.error("outgoing message on %s was too large; published shortened", message.topic)
-        return data
-
-    def _publish_window(self) -> list[tuple[int | None, Outgoing]]:
-        """The next outbox entries to have in flight at once, in outbox order.
-
-        Up to PUBLISH_WINDOW QoS 1 publishes share one PUBACK round trip; the client writes them
-        in order, so the broker delivers them in order.  A crash between their PUBACKs and the
-        outbox confirmation publishes the window again, so a window holds only what a repeat
-        cannot harm: messages forwarded to the worker owning their case (its (device, seq)
-        memory drops a repeat) and, without a store, everything (there is nothing to replay).
-        Alert traffic with a durable outbox goes one message at a time: a crash repeats at most
-        one change (an identical copy: same alert id and change_seq).
-        """
-        window: list[tuple[int | None, Outgoing]] = []
-        for entry in itertools.islice(self.outbox, PUBLISH_WINDOW):
-            outbox_id, message = entry
-            if outbox_id is not None and message.channel != "forward":
-                return window or [entry]
-            window.append(entry)
-        return window
-
-    async def _confirm_published(self) -> None:
-        """Remove broker-acknowledged entries from the durable outbox (retried if the store is down)."""
-        if self.store is None:
-            return
-        while self._unconfirmed:
-            done = list(self._unconfirmed)
-            try:
-                await self.store.published(done)
-            except StoreUnavailable:
-                self.store_connected = False
-                return
-            del self._unconfirmed[: len(done)]
-
     async def _processor(self) -> None:
         ack_topic = f"{self.config.topic_prefix}/ack"
         while True:
@@ -492,7 +336,8 @@ class Service:
             if len(self._held_acks) >= MAX_UNCOMMITTED:
                 # the store is slow or down: stop taking messages until a commit lands
                 # (the broker stops too, at its in-flight limit of unacknowledged messages)
-                await self._committed_some()
+                self._commit_landed.clear()
+                await self._commit_landed.wait()
             else:
                 # let the publisher send this batch's alerts, the committer ack them and the
                 # reader refill the inbox: ``inbox.wait`` does not yield while messages wait
@@ -512,10 +357,7 @@ class Service:
 
     def _process(self, item: tuple[float, str, bytes, Ack | None], ack_topic: str) -> None:
         arrival, topic, payload, ack = item
-        if self._submitted:
-            waiter = self._submitted.pop(id(item), None)
-            if waiter is not None:
-                self._submitted_processed.append(waiter)
+        self.submissions.processed(item)
         if topic == ack_topic:
             self._ack_message(payload, arrival)
         else:
@@ -583,10 +425,6 @@ class Service:
             await self._commit_until_stored()
             self._commit_landed.set()
 
-    async def _committed_some(self) -> None:
-        self._commit_landed.clear()
-        await self._commit_landed.wait()
-
     async def _ticker(self, stop: asyncio.Event) -> None:
         while not stop.is_set():
             self._emit(self.engine.tick(self.clock()))
@@ -602,7 +440,7 @@ class Service:
             up = await self.store.ping()
             if up and not self.store_connected:
                 log.warning("state store reachable again")
-                self.outbox_ready.set()  # retry confirmations held while the store was down
+                self.out.ready.set()  # retry confirmations held while the store was down
             elif not up and self.store_connected:
                 log.error("state store does not answer")
             self.store_connected = up
@@ -630,7 +468,7 @@ class Service:
             for hook in self.before_ack:  # what must be durable before a message is acked
                 hook()
             if self.store is None:
-                self._release(list(zip([None] * len(self._staged), self._staged, strict=True)))
+                self.out.release(list(zip([None] * len(self._staged), self._staged, strict=True)))
                 self._staged.clear()
                 acks = list(self._held_acks)
                 del self._held_acks[: len(acks)]
@@ -638,7 +476,7 @@ class Service:
                 self.suspects.cleared(self._suspects_cleared)
                 self._suspects_cleared.clear()
                 self._send_acks(acks)
-                self._resolve_submitted(len(self._submitted_processed))
+                self.submissions.committed(self.submissions.processed_count)
                 return
             if not (self._staged or self._staged_alerts or self._held_acks or self.engine.state_changed):
                 return
@@ -648,7 +486,7 @@ class Service:
             acks = list(self._held_acks)
             uncommitted = len(self._uncommitted)
             cleared = list(self._suspects_cleared)
-            submitted = len(self._submitted_processed)
+            submitted = self.submissions.processed_count
             started = time.perf_counter()
             delta = self.engine.state_delta()
             try:
@@ -669,28 +507,13 @@ class Service:
             for alert_id, alert in staged_alerts.items():
                 if self._staged_alerts.get(alert_id) is alert:
                     del self._staged_alerts[alert_id]
-            self._release(list(zip(ids, messages, strict=True)))
+            self.out.release(list(zip(ids, messages, strict=True)))
             self._send_acks(acks)
-            self._resolve_submitted(submitted)
+            self.submissions.committed(submitted)
             if cleared:
                 del self._suspects_cleared[: len(cleared)]
                 self.suspects.cleared(cleared)
                 await self.store.clear_suspects(cleared)
-
-    def _resolve_submitted(self, count: int) -> None:
-        """The first ``count`` submitted messages are committed: their callers may go on."""
-        for waiter in self._submitted_processed[:count]:
-            if not waiter.done():
-                waiter.set_result(None)
-        del self._submitted_processed[:count]
-
-    def _fail_submitted(self, reason: str) -> None:
-        """Stopping: callers of ``submit`` whose message was not committed hear that it was not."""
-        for waiter in [*self._submitted.values(), *self._submitted_processed]:
-            if not waiter.done():
-                waiter.set_exception(ServiceFailed(reason))
-        self._submitted.clear()
-        self._submitted_processed.clear()
 
     def _send_acks(self, acks: list[Ack]) -> None:
         client = self._client_ref
@@ -705,12 +528,10 @@ class Service:
             if qos == 2:
                 client._client.ack(mid, qos)  # private: aiomqtt does not expose manual ack
 
-    def _release(self, entries: list[tuple[int | None, Outgoing]]) -> None:
-        if entries:
-            self.outbox.extend(entries)
-            self.outbox_ready.set()
-
     # --- helpers --------------------------------------------------------------------------
+    def _store_down(self) -> None:
+        self.store_connected = False
+
     def _ack_message(self, payload: bytes, arrival: float) -> None:
         """An operator action over MQTT (``em/ack``): parsed within limits, else dead-lettered."""
         command: AckCommand | None = None
@@ -751,7 +572,7 @@ class Service:
     def _stage(self, messages: list[Outgoing]) -> None:
         self._staged.extend(messages)
         if self.store is None:
-            self._release([(None, m) for m in self._staged])
+            self.out.release([(None, m) for m in self._staged])
             self._staged.clear()
 
     def _handle(self, topic: str, payload: bytes, arrival: float) -> None:
@@ -773,129 +594,8 @@ class Service:
         while self.inbox:
             self._process(self.inbox.get_nowait(), ack_topic)
 
-    async def _final_publish(self, publishing: asyncio.Task[None]) -> None:
-        """Give the publisher a moment to flush the outbox, then close its connection."""
-        deadline = time.monotonic() + 5.0
-        while (self.outbox or self._unconfirmed) and self.publishing and time.monotonic() < deadline:
-            self.outbox_ready.set()
-            await asyncio.sleep(0.02)
-        await self._close(publishing)
-
     @staticmethod
     async def _close(connection: asyncio.Task[None]) -> None:
         connection.cancel()
         with contextlib.suppress(asyncio.CancelledError):
             await connection
-
-    async def _leave_shared_group(self, client: aiomqtt.Client) -> None:
-        """Unsubscribe shared topics before a clean stop so the broker routes to the other workers.
-
-        mosquitto keeps routing shared-subscription messages to a disconnected worker whose
-        session persists (upstream bug #2662); unsubscribing first strands nothing.
-        """
-        if not self.config.shared_group or self.connected_protocol != "5":
-            return
-        with contextlib.suppress(aiomqtt.MqttError):
-            for topic in self._device_topics():
-                await client.unsubscribe(topic)
-
-    def _v5_refused(self, exc: aiomqtt.MqttError, tried: aiomqtt.ProtocolVersion) -> bool:
-        """Whether the broker refused an MQTT v5 attempt in auto mode: both connections then use 3.1.1."""
-        if tried != aiomqtt.ProtocolVersion.V5 or self.protocol == "5" or "protocol" not in str(exc).lower():
-            return False
-        if self.protocol == "auto":  # the other connection may have found out first
-            log.warning("broker refused MQTT v5 (%s); using 3.1.1", exc)
-            self.protocol = "3.1.1"
-        return True
-
-    def _protocol_version(self) -> aiomqtt.ProtocolVersion:
-        return aiomqtt.ProtocolVersion.V311 if self.protocol == "3.1.1" else aiomqtt.ProtocolVersion.V5
-
-    def _connect_options(self, *, publishing: bool = False) -> dict[str, Any]:
-        """Where and how to connect: the same broker and TLS for both connections, each its login.
-
-        A broker that binds every login to its own client id (the generated mosquitto config:
-        ``use_username_as_clientid``, so no device can knock another client off by taking its
-        id) needs a login per connection: the publishing one uses ``mqtt_publish_username``,
-        by default ``<mqtt_username>-pub``, with its own password or the same one.
-        """
-        cfg = self.config
-        url = urlparse(cfg.broker)
-        tls = None
-        if url.scheme == "mqtts":
-            tls = ssl.create_default_context(cafile=cfg.mqtt_ca)
-        username, password = cfg.mqtt_username, cfg.mqtt_password
-        if publishing and username:
-            username = cfg.mqtt_publish_username or f"{username}-pub"
-            password = cfg.mqtt_publish_password or password
-        return {
-            "hostname": url.hostname or "127.0.0.1",
-            "port": url.port or (8883 if url.scheme == "mqtts" else 1883),
-            "username": username,
-            "password": password,
-            "tls_context": tls,
-            "keepalive": 15,
-        }
-
-    def _broker_address(self) -> str:
-        """host:port of the broker, for log lines (never the URL: it may carry credentials)."""
-        url = urlparse(self.config.broker)
-        return f"{url.scheme}://{url.hostname}:{url.port or ''}"
-
-    def _publish_client(self, version: aiomqtt.ProtocolVersion) -> IngestClient:
-        """A clean session that subscribes to nothing: the durable outbox republishes what it lost.
-
-        An ``IngestClient`` for its reading (and ``TCP_NODELAY``): aiomqtt's own reads one
-        packet per socket wake-up, so under a device flood, where a loop turn is a micro-batch,
-        a window of PUBACKs took a turn each.  Most of the delay the ingest benchmark showed
-        (alerts p50 1.7 s late at 80 % of the raw rate) was Nagle and delayed ACKs, though: the
-        broker needs ``set_tcp_nodelay`` (deploy/broker/mosquitto.conf has it).
-        """
-        client = IngestClient(
-            identifier=f"{self.config.client_id}-pub", protocol=version, sink=self._stray,
-            **self._connect_options(publishing=True),
-        )
-        client.pending_calls_threshold = 4 * PUBLISH_WINDOW  # a full window is not "concerning"
-        return client
-
-    def _stray(self, topic: str, payload: bytes, mid: int, qos: int) -> None:
-        """A message on the publishing connection, which subscribes to nothing: not ours to take."""
-        log.warning("ignored a message on %s delivered to the publishing connection", topic)
-
-    def _client(self, version: aiomqtt.ProtocolVersion) -> IngestClient:
-        self.connected_protocol = "3.1.1" if version == aiomqtt.ProtocolVersion.V311 else "5"
-        kwargs: dict[str, Any] = {}
-        if version == aiomqtt.ProtocolVersion.V5:
-            props = Properties(PacketTypes.CONNECT)  # type: ignore[no-untyped-call]
-            props.ReceiveMaximum = RECEIVE_MAXIMUM
-            kwargs["properties"] = props
-            if self.persistent_session:
-                props.SessionExpiryInterval = 3600
-                kwargs["clean_start"] = False
-        else:
-            kwargs["clean_session"] = not self.persistent_session
-        client = IngestClient(
-            identifier=self.config.client_id,
-            protocol=version,
-            sink=self._receive,
-            sink_many=self._receive_many,
-            **self._connect_options(),
-            **kwargs,
-        )
-        # private (aiomqtt does not expose it): ack only once processed, with a store only once
-        # committed; this is also what bounds how much the broker sends ahead
-        client._client.manual_ack_set(True)
-        return client
-
-    def _device_topics(self) -> list[str]:
-        prefix = self.config.topic_prefix
-        topics = [f"{prefix}/dev/+/fix", f"{prefix}/dev/+/event", "owntracks/+/+"]
-        group = self.config.shared_group
-        if group and self.connected_protocol == "5":
-            topics = [f"$share/{group}/{t}" for t in topics]
-        return topics
-
-    async def _subscribe(self, client: aiomqtt.Client) -> None:
-        topics = [*self._device_topics(), f"{self.config.topic_prefix}/ack"]
-        for topic in topics:
-            await client.subscribe(topic, qos=1)

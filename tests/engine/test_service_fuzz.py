@@ -70,7 +70,7 @@ async def _through(messages: list[tuple[str, bytes]]) -> None:
     await service._commit()
     assert not service._held_acks, "every message was acknowledged with the commit"
     for _, message in service.outbox:
-        assert len(service._encode(message)) <= MAX_PUBLISH_BYTES
+        assert len(service.out.encode(message)) <= MAX_PUBLISH_BYTES
     restored = Engine(book)
     restored.restore_parts(await store.load_state())
     assert set(restored.tracks) == set(service.engine.tracks)

@@ -1,12 +1,11 @@
-"""The outbox publisher (no broker): several QoS 1 publishes in flight, in order, none lost.
+"""The outbox publisher (engine.runtime.outbox, no broker): in order, none lost, none doubled.
 
-Alerts, victim warnings, dead letters and (with several workers) forwarded messages all go
-out through the outbox.  Waiting for each PUBACK before sending the next capped forwarding
-at one broker round trip per message; now a window of forwards is in flight.  What must
-still hold: the wire order is the outbox order, only acknowledged entries leave the durable
-outbox, a connection that drops mid-window leaves the unacknowledged rest for the next
-connection, and durable alert traffic still goes one at a time, so a crash between a PUBACK
-and its confirmation repeats at most one alert change.
+Alerts, victim warnings and dead letters all go out through the outbox.  Without a store a
+window of QoS 1 publishes is in flight at once (there is nothing to replay, so a repeat cannot
+come from a crash).  What must hold: the wire order is the outbox order, only acknowledged
+entries leave the durable outbox, a connection that drops mid-window leaves the
+unacknowledged rest for the next connection, and durable alert traffic goes one at a time, so
+a crash between a PUBACK and its confirmation repeats at most one alert change.
 """
 
 from __future__ import annotations
@@ -22,7 +21,8 @@ from engine.core.messages import Outgoing
 from engine.core.orders_load import load_orders
 from engine.core.pipeline import Engine
 from engine.core.testing import orders_doc
-from engine.runtime.service import PUBLISH_WINDOW, Service
+from engine.runtime.broker_link import PUBLISH_WINDOW
+from engine.runtime.service import Service
 from engine.runtime.store import MemoryStore, encode_message
 
 
@@ -64,21 +64,23 @@ class _Client:
             self.in_flight -= len(ns)
 
 
-def _service(n: int, channel: str = "forward") -> tuple[Service, MemoryStore]:
-    store = MemoryStore()
+def _service(n: int, *, durable: bool) -> tuple[Service, MemoryStore | None]:
+    """A service with ``n`` victim warnings waiting: with their store ids when ``durable``."""
+    store = MemoryStore() if durable else None
     service = Service(Engine(load_orders(orders_doc())), ServiceConfig(), store=store)
     for i in range(n):
-        message = Outgoing(channel, f"em/internal/w1/em/dev/AM-{i}/fix", {"n": i})
-        store.outbox[i + 1] = encode_message(message)
-        service.outbox.append((i + 1, message))
+        message = Outgoing("victim", f"em/alerts/victim/VD-{i}", {"n": i})
+        if store is not None:
+            store.outbox[i + 1] = encode_message(message)
+        service.outbox.append((i + 1 if store is not None else None, message))
     return service, store
 
 
 async def _drain(service: Service, client: _Client) -> None:
-    task = asyncio.create_task(service._publisher(client))  # type: ignore[arg-type]
+    task = asyncio.create_task(service.out.publish_on(client))  # type: ignore[arg-type]
     try:
         for _ in range(500):
-            if not service.outbox and not service._unconfirmed:
+            if not service.outbox and not service.out.unconfirmed:
                 break
             await asyncio.sleep(0.01)
     finally:
@@ -87,40 +89,41 @@ async def _drain(service: Service, client: _Client) -> None:
             await task
 
 
-async def test_forwards_are_pipelined_in_outbox_order_and_confirmed() -> None:
-    service, store = _service(50)
+async def test_without_a_store_a_window_is_in_flight_in_outbox_order() -> None:
+    service, _ = _service(50, durable=False)
     client = _Client()
     await _drain(service, client)
     assert client.wire == list(range(50))
     assert client.most_in_flight == PUBLISH_WINDOW > 1
-    assert store.outbox == {} and service.published == 50
+    assert service.published == 50
 
 
-async def test_durable_alert_traffic_goes_one_at_a_time_between_windows() -> None:
-    service, store = _service(20)
+async def test_durable_alert_traffic_goes_one_at_a_time_and_is_confirmed() -> None:
+    service, store = _service(20, durable=True)
+    assert store is not None
     alerts = [(100 + i, Outgoing("centre", "em/alerts/centre", {"n": 100 + i})) for i in range(3)]
     for outbox_id, message in alerts:
         store.outbox[outbox_id] = encode_message(message)
-    service.outbox.rotate(-10)  # forwards 10..19, then the alerts, then forwards 0..9
+    service.outbox.rotate(-10)  # warnings 10..19, then the alerts, then warnings 0..9
     service.outbox.extendleft(reversed(alerts))
     service.outbox.rotate(10)
     client = _Client()
     await _drain(service, client)
     assert client.wire == [*range(10), 100, 101, 102, *range(10, 20)]
     assert client.watch == [0, 0, 0]  # nothing else in flight when an alert goes out
-    assert store.outbox == {}
+    assert client.most_in_flight == 1
+    assert store.outbox == {} and service.published == 23
 
 
 async def test_a_connection_lost_mid_window_keeps_the_unacknowledged_rest() -> None:
-    service, store = _service(40)
+    service, _ = _service(40, durable=False)
     client = _Client(fail_at=20)
-    task = asyncio.create_task(service._publisher(client))  # type: ignore[arg-type]
+    task = asyncio.create_task(service.out.publish_on(client))  # type: ignore[arg-type]
     with pytest.raises(aiomqtt.MqttError):
         await asyncio.wait_for(task, 5)
     left = [m.payload["n"] for _, m in service.outbox]
     # the first unacknowledged one and everything after it (acknowledged or not), in order
     assert left == list(range(20, 40))
-    assert sorted(store.outbox) == [i + 1 for i in left]  # only acknowledged ones were confirmed
     retry = _Client()
     await _drain(service, retry)
-    assert retry.wire == left and store.outbox == {}
+    assert retry.wire == left and not service.outbox

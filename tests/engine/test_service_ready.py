@@ -57,7 +57,7 @@ async def test_not_connected_nor_ready_until_every_subscription_is_acknowledged(
     service = Service(Engine(load_orders(orders_doc())), ServiceConfig())
     server = HttpServer(service, orders_doc=orders_doc(), tokens={})
     fake = _SlowSubscribeClient(service, server)
-    service._client = lambda version: fake  # type: ignore[assignment,method-assign,return-value]
+    service.link.receiving_client = lambda version, sink, sink_many: fake  # type: ignore[assignment,method-assign,return-value]
     stop = asyncio.Event()
     runner = asyncio.create_task(service._connection(stop))
     try:

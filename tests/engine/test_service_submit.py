@@ -39,6 +39,6 @@ async def test_submit_fails_when_the_service_stops_before_committing() -> None:
     service, _ = _service()
     waiting = asyncio.create_task(service.submit(*DeviceScript("VD-2001").event(T0 - 1, "panic")))
     await asyncio.sleep(0)
-    service._fail_submitted("stopping")
+    service.submissions.fail("stopping")
     with pytest.raises(ServiceFailed, match="stopping"):
         await waiting

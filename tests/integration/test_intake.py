@@ -78,8 +78,9 @@ async def test_both_service_connections_send_small_packets_at_once(broker):
     trip (the ingest benchmark's alert latency at 80 % of raw went from p50 5 ms to 46-90 ms)."""
     cfg = ServiceConfig(broker=f"mqtt://127.0.0.1:{broker.port}", client_id="eng-nodelay")
     service = Service(Engine(load_orders(orders_doc()), EngineConfig()), cfg, persistent_session=False)
-    for client in (service._client(aiomqtt.ProtocolVersion.V5),
-                   service._publish_client(aiomqtt.ProtocolVersion.V5)):
+    link = service.link
+    for client in (link.receiving_client(aiomqtt.ProtocolVersion.V5, service._receive, service._receive_many),
+                   link.publishing_client(aiomqtt.ProtocolVersion.V5)):
         assert isinstance(client, IngestClient)  # also its many-packets-per-wake-up reads
         async with client:
             sock = client._client._sock
@@ -265,7 +266,7 @@ async def test_while_commits_hang_the_broker_stops_at_the_services_receive_maxim
     """MQTT v5: the service asks for at most RECEIVE_MAXIMUM unacknowledged messages, so a store
     that does not answer stops the flow at the broker (the rest stays queued there), and the
     PUBACKs of its own publishes never queue behind a flood."""
-    from engine.runtime.service import RECEIVE_MAXIMUM
+    from engine.runtime.broker_link import RECEIVE_MAXIMUM
     from engine.runtime.store import MemoryStore
 
     class HangingStore(MemoryStore):
@@ -285,7 +286,7 @@ async def test_while_commits_hang_the_broker_stops_at_the_services_receive_maxim
     stop = asyncio.Event()
     runner = asyncio.create_task(service.run(stop))
     await procs.until(lambda: service.connected, 20, "the service subscribed")
-    assert service.connected_protocol == "5"
+    assert service.link.connected_protocol == "5"
     am = DeviceScript("AM-1001")
     total = RECEIVE_MAXIMUM + 500
     await _publish(broker.port, [(*am.fix(now - total + i, X0, Y0), 1) for i in range(total)])

@@ -82,8 +82,14 @@ async def _publish(port: int, *messages: tuple[str, bytes]) -> None:
 
 
 def _fail_once(service: Service, name: str) -> list[int]:
-    """Make ``service.<name>`` (a task's body) raise once the service is up, then run normally."""
-    original = getattr(service, name)
+    """Make ``service.<name>`` (a task's body) raise once the service is up, then run normally.
+
+    ``out.run`` names the outbox's publishing task (engine.runtime.outbox), a part of the service.
+    """
+    owner: Any = service
+    if name.startswith("out."):
+        owner, name = service.out, name.removeprefix("out.")
+    original = getattr(owner, name)
     calls: list[int] = []
 
     async def body(*args: Any) -> None:
@@ -93,11 +99,11 @@ def _fail_once(service: Service, name: str) -> list[int]:
             raise RuntimeError(f"injected failure in {name}")
         await original(*args)
 
-    setattr(service, name, body)
+    setattr(owner, name, body)
     return calls
 
 
-RESTARTABLE = [("mqtt", "_connection"), ("mqtt-publish", "_publishing"), ("ticker", "_ticker"),
+RESTARTABLE = [("mqtt", "_connection"), ("mqtt-publish", "out.run"), ("ticker", "_ticker"),
                ("store-watch", "_store_watch")]
 FATAL = [("processor", "_processor"), ("committer", "_committer_loop")]
 
