@@ -214,7 +214,6 @@ class Service:
         """Publish and fan out effects produced outside the service loop (e.g. order changes)."""
         self._emit(effects)
 
-    # --- recovery -------------------------------------------------------------------------
     async def _recover(self, stop: asyncio.Event) -> None:
         """Restore the last committed state and re-queue unconfirmed outbox entries."""
         if self.store is None:
