@@ -851,6 +851,10 @@ class AlertBook:
         earliest = min(floor[2], alert.deadline) if alert.state == "open" else floor[2]
         self._deadline_floor = (floor[0], len(self.alerts), earliest)
 
+    def drop_indexes(self) -> None:
+        """Forget the deadline bound: alerts were changed in place from outside (a restore)."""
+        self._deadline_floor = None
+
     def open_alerts(self) -> Iterator[Alert]:
         """Alerts still needing the centre (cleared or not), most urgent first: not yet
         acknowledged before acknowledged, then by level, then by the nearest deadline."""

@@ -102,3 +102,32 @@ def cases_of(book: OrderBook) -> Cases:
         {c: tuple(sorted(d)) for c, d in devices.items()},
         {c: tuple(sorted(o, key=lambda o: o.id)) for c, o in orders.items()},
     )
+
+
+def regrouped(old: Cases, new: Cases) -> set[str]:
+    """The old and new cases of everything that left the book, joined it or changed case.
+
+    Their stored parts must be written again: a part lost or gained a member's state, or its
+    case no longer exists (it is dropped, as an empty part).  Every other case is unchanged,
+    so an order change costs in proportion to the cases it touches, not to the caseload.
+    """
+    touched: set[str] = set()
+    for before, after, outside in (
+        (old.of_device, new.of_device, "D:"),
+        (old.of_person, new.of_person, None),
+        (old.of_order, new.of_order, "O:"),
+    ):
+        for key, case in before.items():
+            now = after.get(key)
+            if now != case:
+                touched.add(case)
+                if now is not None:
+                    touched.add(now)
+                elif outside is not None:
+                    touched.add(outside + key)  # its state is kept, outside any case
+        for key, case in after.items():
+            if key not in before:
+                touched.add(case)
+                if outside is not None:
+                    touched.add(outside + key)  # a device known before only by its messages
+    return touched

@@ -17,7 +17,7 @@ import math
 from collections import Counter
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
-from heapq import heapify, heappop, heappush
+from heapq import heappop, heappush
 from operator import attrgetter
 
 import numpy as np
@@ -26,8 +26,9 @@ from devices.decode import Decoded, dead_letter_record, decode_message
 from devices.model import DeviceEvent, Fix, Rejection
 from engine.core.alerts import AlertBook, AlertChange
 from engine.core.case_state import closed_alert_part, forget_orders, merge_part, part_of
-from engine.core.cases import Cases, cases_of
-from engine.core.config import EngineConfig, RuleConfig
+from engine.core.cases import Cases, cases_of, regrouped
+from engine.core.config import EngineConfig
+from engine.core.indexes import DueIndex, SilenceIndex, VictimFloor, due_key
 from engine.core.messages import Outgoing, deadletter
 from engine.core.notify import Notifier
 from engine.core.orders import Order, OrderBook
@@ -126,12 +127,10 @@ class Engine:
         self._alert_ids: dict[str, set[str]] = {}  # case -> ids of its open alerts
         self._alerts_changed: set[str] = set()  # closed ones get a part of their own
         self.expiry = ExpiryWatch()
-        # tick() without a pass over every track: see _SilenceIndex and forget_old_victim_positions
-        self._silence_index: _SilenceIndex | None = None
-        self._victim_floor: tuple[dict[str, DeviceTrack], OrderBook, float] | None = None
-        # reorder-buffer due times (release_due); a declared attribute, not a __dict__ entry,
-        # so that the class also compiles (engine.tools.native)
-        self._due_index: tuple[dict[str, DeviceTrack], list[tuple[float, str]], RuleConfig] | None = None
+        # tick() and release_due() without a pass over every track (engine.core.indexes)
+        self._silence_index: SilenceIndex | None = None
+        self._victim_floor: VictimFloor | None = None
+        self._due_index: DueIndex | None = None
         # decoded messages and projected fixes of the last ``prepare`` (payload / fix id -> ...)
         self._prepared: dict[int, tuple[bytes, str, float, Decoded]] = {}
         self._positions: dict[int, tuple[Fix, float, float]] = {}  # fix id -> (fix, x, y)
@@ -165,7 +164,7 @@ class Engine:
         else:
             forget_orders(self, before.of_order.keys() - cases.of_order.keys())
             # every case that lost or gained a member is stored again (or dropped when empty)
-            self._dirty |= _regrouped(before, cases)
+            self._dirty |= regrouped(before, cases)
         self._index_alerts()
 
     # --- input ---------------------------------------------------------------------------
@@ -284,8 +283,8 @@ class Engine:
         # a heap of reorder-buffer due times, so release_due need not scan every track per
         # message; an index of a replaced ``tracks`` dict (restore) is rebuilt by release_due
         index = self._due_index
-        if index is not None and index[0] is self.tracks and index[2] is self.config.rules:
-            heappush(index[1], (_due_key(track, self.config.rules), track.device))
+        if index is not None and index.valid_for(self.tracks, self.config.rules):
+            index.add(track)
 
     def _event(self, ctx: RuleContext, event: DeviceEvent) -> None:
         track = self._track(event.device)
@@ -308,11 +307,9 @@ class Engine:
         """Evaluate every device whose reorder buffer is due (all of them with ``force``)."""
         rules = self.config.rules
         index = self._due_index
-        if index is None or index[0] is not self.tracks or index[2] is not rules:
-            heap = [(_due_key(t, rules), d) for d, t in self.tracks.items() if t.pending]
-            heapify(heap)
-            index = self._due_index = (self.tracks, heap, rules)
-        heap = index[1]
+        if index is None or not index.valid_for(self.tracks, rules):
+            index = self._due_index = DueIndex(self.tracks, rules)
+        heap = index.heap
         if force:
             due = [t for t in self.tracks.values() if t.pending]
             heap.clear()
@@ -328,7 +325,7 @@ class Engine:
                     continue
                 if track.due(now, rules):
                     found[device] = track
-                elif key == _due_key(track, rules):
+                elif key == due_key(track, rules):
                     retry.append((key, device))  # its newest key, within rounding: keep it
             for entry in retry:
                 heappush(heap, entry)
@@ -449,7 +446,7 @@ class Engine:
         self._silence_index = None
         self._victim_floor = None
         self.expiry = ExpiryWatch()
-        self.alerts._deadline_floor = None
+        self.alerts.drop_indexes()
 
     def forget_old_victim_positions(self, now: float) -> int:
         """Drop protected persons' track points older than the retention (privacy); count dropped.
@@ -461,7 +458,7 @@ class Engine:
         """
         horizon = now - self.config.rules.victim_retention_s
         floor = self._victim_floor
-        if floor is not None and floor[0] is self.tracks and floor[1] is self.book and floor[2] >= horizon:
+        if floor is not None and floor.valid_for(self.tracks, self.book) and floor.oldest >= horizon:
             return 0
         dropped = 0
         oldest = math.inf
@@ -475,7 +472,7 @@ class Engine:
                 self._touch(device)
             if track.points and track.points[0].t < oldest:
                 oldest = track.points[0].t
-        self._victim_floor = (self.tracks, self.book, oldest)
+        self._victim_floor = VictimFloor(self.tracks, self.book, oldest)
         return dropped
 
     def flush(self, now: float) -> Effects:
@@ -537,10 +534,10 @@ class Engine:
                 self.stats.jumps += 1
                 continue
             floor = self._victim_floor
-            if floor is not None and track.points[0].t < floor[2]:
+            if floor is not None and track.points[0].t < floor.oldest:
                 owner = self.book.owner_of(track.device)
                 if owner is not None and owner[0] == "protected":
-                    self._victim_floor = (floor[0], floor[1], track.points[0].t)
+                    floor.oldest = track.points[0].t
             self.stats.evaluated += 1
             self._evaluate_point(ctx, track, fix, point, late)
 
@@ -622,7 +619,7 @@ class Engine:
             self.silent.discard(device)
             index = self._silence_index
             track = self.tracks.get(device)
-            if index is not None and index.valid_for(self) and track is not None:
+            if index is not None and index.valid_for(self.tracks, self.silent, self.silent_after_s, self.default_silent_after_s) and track is not None:
                 index.add(track)  # it can fall silent again
             return self.device_rules.on_heard(ctx, device, note)
         return False
@@ -638,10 +635,12 @@ class Engine:
         return track
 
     def _newly_silent(self, now: float) -> list[DeviceTrack]:
-        """The tracks that fall silent at ``now``, in device order (see ``_SilenceIndex``)."""
+        """The tracks that fall silent at ``now``, in device order (see ``engine.core.indexes.SilenceIndex``)."""
         index = self._silence_index
-        if index is None or not index.valid_for(self):
-            index = self._silence_index = _SilenceIndex(self)
+        if index is None or not index.valid_for(self.tracks, self.silent, self.silent_after_s, self.default_silent_after_s):
+            index = self._silence_index = SilenceIndex(
+                self.tracks, self.silent, self.silent_after_s, self.default_silent_after_s
+            )
         return index.due(now)
 
     def _ctx(self, now: float) -> RuleContext:
@@ -664,107 +663,4 @@ class Engine:
         return effects
 
 
-class _SilenceIndex:
-    """Which tracks ``tick`` must declare silent, without looking at every track each tick.
-
-    A track falls silent when it was heard from (``last_arrival`` set) more than its limit
-    (``silent_after_s`` or the default) ago and is not in ``silent`` yet.  The heap holds, for
-    every such candidate, an entry whose key is at most its silence time; ``last_arrival``
-    only grows, so an entry stays a lower bound, and a popped entry that is not due yet is
-    pushed back with the track's current key.  A track gets an entry when it is created and
-    when it leaves ``silent``.  A replaced ``tracks``, ``silent`` or ``silent_after_s`` (restore),
-    another default, or a track added without ``Engine._track`` rebuilds the heap.  Limits
-    are read when an entry is pushed: change them by assigning a new dict, not in place.
-    """
-
-    __slots__ = ("default", "heap", "limits", "silent", "size", "tracks")
-
-    def __init__(self, engine: Engine) -> None:
-        self.tracks = engine.tracks
-        self.silent = engine.silent
-        self.limits = engine.silent_after_s
-        self.default = engine.default_silent_after_s
-        self.size = len(self.tracks)
-        self.heap = [(self.key(t), d) for d, t in self.tracks.items() if d not in self.silent]
-        heapify(self.heap)
-
-    def valid_for(self, engine: Engine) -> bool:
-        return (
-            self.tracks is engine.tracks
-            and self.silent is engine.silent
-            and self.limits is engine.silent_after_s
-            and self.default == engine.default_silent_after_s
-            and self.size == len(engine.tracks)
-        )
-
-    def key(self, track: DeviceTrack) -> float:
-        """A lower bound (by 1 µs, for rounding) of the processing time the track falls silent."""
-        return track.last_arrival + self.limits.get(track.device, self.default) - 1e-6
-
-    def add(self, track: DeviceTrack) -> None:
-        heappush(self.heap, (self.key(track), track.device))
-
-    def due(self, now: float) -> list[DeviceTrack]:
-        heap = self.heap
-        found: dict[str, DeviceTrack] = {}
-        retry: dict[str, float] = {}
-        while heap and heap[0][0] <= now:
-            _, device = heappop(heap)
-            track = self.tracks.get(device)
-            if track is None or device in self.silent or device in found or device in retry:
-                continue  # an entry is pushed again when it is created / heard from
-            limit = self.limits.get(device, self.default)
-            if track.last_arrival > -math.inf and now - track.last_arrival > limit:
-                found[device] = track
-            else:
-                retry[device] = self.key(track)
-        for device, key in retry.items():
-            heappush(heap, (key, device))
-        return [found[d] for d in sorted(found)]
-
-
-def _regrouped(old: Cases, new: Cases) -> set[str]:
-    """The old and new cases of everything that left the book, joined it or changed case.
-
-    Their stored parts must be written again: a part lost or gained a member's state, or its
-    case no longer exists (it is dropped, as an empty part).  Every other case is unchanged,
-    so an order change costs in proportion to the cases it touches, not to the caseload.
-    """
-    touched: set[str] = set()
-    for before, after, outside in (
-        (old.of_device, new.of_device, "D:"),
-        (old.of_person, new.of_person, None),
-        (old.of_order, new.of_order, "O:"),
-    ):
-        for key, case in before.items():
-            now = after.get(key)
-            if now != case:
-                touched.add(case)
-                if now is not None:
-                    touched.add(now)
-                elif outside is not None:
-                    touched.add(outside + key)  # its state is kept, outside any case
-        for key, case in after.items():
-            if key not in before:
-                touched.add(case)
-                if outside is not None:
-                    touched.add(outside + key)  # a device known before only by its messages
-    return touched
-
-
 _device_of = attrgetter("device")
-
-
-def _due_key(track: DeviceTrack, rules: RuleConfig) -> float:
-    """A lower bound (by 1 µs, for rounding) of the processing time at which ``track.due`` holds."""
-    if track.in_sequence(rules):
-        return -math.inf
-    if track.waits_for_late(rules):
-        return min(
-            track.last_pending_arrival + rules.late_quiet_s,
-            track.first_pending_arrival + rules.late_max_hold_s,
-        ) - 1e-6
-    return min(
-        track.last_pending_arrival + rules.reorder_quiet_s,
-        track.first_pending_arrival + rules.reorder_max_hold_s,
-    ) - 1e-6

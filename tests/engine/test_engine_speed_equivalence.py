@@ -87,7 +87,7 @@ class _Plain(Engine):
 
     def tick(self, now: float) -> Effects:
         self.expiry = _PlainExpiry()  # type: ignore[assignment]
-        self.alerts._deadline_floor = None
+        self.alerts.drop_indexes()
         self._victim_floor = None
         return super().tick(now)
 
