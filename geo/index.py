@@ -42,6 +42,17 @@ _CIRCLE_PROBES = 8
 PlanarZone: TypeAlias = Polygon | MultiPolygon | tuple[float, float, float]
 
 
+def path_may_touch(d0: float, d1: float, length: float) -> bool:
+    """Whether a straight path ``length`` long, with its ends ``d0`` and ``d1`` outside a zone,
+    can touch it.
+
+    The distance to a zone changes by at most the distance moved, so ends farther from the zone
+    together than the path is long mean the path stays outside; 1 mm and 1e-9 relative of slack
+    absorb rounding.  The engine asks the exact crossing test only about zones this admits.
+    """
+    return d0 + d1 <= length + 1e-3 + 1e-9 * (length + d0 + d1)
+
+
 def _aligned_zeros(n: int) -> np.ndarray:
     """A float64 array of n zeros whose data starts on a 64-byte boundary."""
     raw = np.zeros(n + kernels.ALIGN, dtype=np.float64)

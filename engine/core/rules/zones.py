@@ -26,7 +26,7 @@ from engine.core.rules.crossings import path_margin, segment_usable, segments_in
 from engine.core.state_pickle import restore_slots
 from engine.core.tracks import TrackPoint
 from geo.certainty import inside_certainty, outside_certainty
-from geo.index import ZoneIndex
+from geo.index import ZoneIndex, path_may_touch
 
 
 def zone_key(order_id: str, zone_id: str) -> str:
@@ -253,11 +253,9 @@ class ZoneRules:
         """
         if not segment_usable(p0, p1, ctx.rules):
             return
-        # Only zones both ends are outside of can give a finding below; and a path whose ends
-        # are farther from a zone together than it is long cannot touch it (the distance to
-        # a zone changes by at most the distance moved; 1 mm and 1e-9 relative of slack for
-        # rounding), so segments_in_zones is asked about the others only: it answers each
-        # zone on its own, and most paths are nowhere near a zone.
+        # Only zones both ends are outside of can give a finding below, and only those a path
+        # this long can reach (path_may_touch): segments_in_zones answers each zone on its own,
+        # and most paths are nowhere near a zone.
         length = hypot(p1.x - p0.x, p1.y - p0.y)
         near: list[tuple[ZoneEntry, tuple[str, str, str], str]] = []
         for order in orders:
@@ -266,7 +264,7 @@ class ZoneRules:
                     continue
                 key, target = self._names(subject, e)
                 d0, d1 = self._distance(e, key, p0), self._distance(e, key, p1)
-                if d0 > 0.0 and d1 > 0.0 and d0 + d1 <= length + 1e-3 + 1e-9 * (length + d0 + d1):
+                if d0 > 0.0 and d1 > 0.0 and path_may_touch(d0, d1, length):
                     near.append((e, key, target))
         if not near:
             return

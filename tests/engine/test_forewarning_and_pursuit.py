@@ -1,9 +1,9 @@
-"""Issue 11 items 1, 2, 5 and 6 (built earlier): the behaviours that had no test of their own.
+"""Warning her early, pursuit on zone entries, forewarning limits, Bluetooth contact.
 
-Item 1 had the two-tier test but not "the victim is warned earlier when the
-time to contact is short" nor the configurable warning level; item 5 had the
-forewarning but not its privacy limit; item 6 had the critical alert but not
-its independence from GPS; item 2 had pursuit mode for proximity only.
+The victim is warned earlier when the time to contact is short, at a configurable level; pursuit
+mode also starts on a zone entry; the forewarning of an approaching zone is never given for a
+zone around her (it would tell him where she is) and only once per approach; a Bluetooth contact
+is critical whatever GPS says about their distance.
 """
 
 from __future__ import annotations
@@ -27,7 +27,7 @@ def car_approach(h: Harness, stop_at: float) -> None:
         x += 14 * 10
 
 
-def test_item1_victim_is_warned_before_alert_distance_when_contact_is_imminent():
+def test_victim_is_warned_before_alert_distance_when_contact_is_imminent():
     """A car closing fast inside warn_m: the victim is warned while he is still beyond alert_m."""
     h = Harness.build(orders_doc(proximity=PROX))
     car_approach(h, stop_at=1500)
@@ -37,7 +37,7 @@ def test_item1_victim_is_warned_before_alert_distance_when_contact_is_imminent()
     assert first_alarm.distance_m is not None and first_alarm.distance_m > 1000
 
 
-def test_item1_victim_warning_level_is_configurable():
+def test_victim_warning_level_is_configurable():
     """With victim_warn_level='warning' she hears the first warning too."""
     cfg = EngineConfig(rules=replace(RuleConfig(), victim_warn_level="warning"))
     h = Harness.build(orders_doc(proximity=PROX), cfg)
@@ -47,7 +47,7 @@ def test_item1_victim_warning_level_is_configurable():
     assert [m["level"] for m in h.messages("victim")] == ["warning"]
 
 
-def test_item2_pursuit_mode_starts_on_a_zone_entry_too():
+def test_pursuit_mode_starts_on_a_zone_entry_too():
     """Entering a ban zone commands the ankle monitor to report every 15 s."""
     h = Harness.build(orders_doc(exclusion=[{"id": "Z", "circle": circle(X0, Y0, 300)}]))
     am = DeviceScript("AM-1001")
@@ -58,7 +58,7 @@ def test_item2_pursuit_mode_starts_on_a_zone_entry_too():
     assert ("AM-1001", 15) in cmds
 
 
-def test_item5_no_approaching_zone_hint_for_a_zone_around_the_victim():
+def test_no_approaching_zone_hint_for_a_zone_around_the_victim():
     """Near a ban zone that protects her home he gets no forewarning: it would reveal where she lives."""
     zone = {"id": "Z-home", "circle": circle(X0, Y0, 300), "protected_person": "P-1"}
     h = Harness.build(orders_doc(exclusion=[zone]))
@@ -69,7 +69,7 @@ def test_item5_no_approaching_zone_hint_for_a_zone_around_the_victim():
     assert [p for p in h.messages("subject") if p["instruction"] == "approaching_zone"] == []
 
 
-def test_item5_forewarning_is_given_once_per_approach():
+def test_forewarning_is_given_once_per_approach():
     """Lingering near a static ban zone gives one approaching_zone prompt, not one per fix."""
     h = Harness.build(orders_doc(exclusion=[{"id": "Z-station", "circle": circle(X0, Y0, 300)}]))
     am = DeviceScript("AM-1001")
@@ -80,7 +80,7 @@ def test_item5_forewarning_is_given_once_per_approach():
     assert len(hints) == 1 and set(hints[0]) == {"v", "t", "instruction", "level", "_topic"}
 
 
-def test_item6_bluetooth_contact_is_critical_while_gps_says_they_are_far_apart():
+def test_bluetooth_contact_is_critical_while_gps_says_they_are_far_apart():
     """GPS puts him 4 km away (stale or spoofed); her device hears his monitor: critical, observed."""
     h = Harness.build(orders_doc(proximity=PROX))
     h.send(DeviceScript("VD-2001").fix(T0, X0, Y0), T0 + 1)
