@@ -54,7 +54,7 @@ NATIVE_SOURCES: tuple[str, ...] = (
     "engine/rules/expiry.py",
     "engine/rules/proximity.py",
     "engine/rules/zones.py",
-    "engine/state_pickle.py",
+    "engine/state_codec.py",
     "engine/timeutil.py",
     "engine/tracks.py",
     "geo/certainty.py",

@@ -9,13 +9,11 @@ from __future__ import annotations
 
 from collections import deque
 from dataclasses import dataclass
-from typing import Any
 
 from devices.model import DeviceEvent, Fix
 from engine.alerts import Alert, Level
 from engine.orders import Order, OrderBook
 from engine.rules.context import RuleContext
-from engine.state_pickle import restore_slots
 
 
 @dataclass(slots=True, init=False)
@@ -29,14 +27,6 @@ class BatteryTrend:
     def __init__(self, samples: deque[tuple[float, float]] | None = None, charging: bool = False) -> None:
         self.samples = deque(maxlen=32) if samples is None else samples
         self.charging = charging
-
-    def __reduce__(self) -> tuple[type[BatteryTrend], tuple[Any, ...]]:
-        # the constructor with the field values: the same pickle from the pure and the
-        # compiled build (engine.state_pickle)
-        return (BatteryTrend, (self.samples, self.charging))
-
-    def __setstate__(self, state: tuple[dict[str, Any] | None, dict[str, Any]]) -> None:
-        restore_slots(self, state)  # stored before __reduce__
 
     def add(self, t: float, pct: float) -> None:
         if self.samples and t <= self.samples[-1][0]:

@@ -15,14 +15,12 @@ from __future__ import annotations
 import math
 from dataclasses import dataclass
 from math import hypot
-from typing import Any
 
 from engine.alerts import LEVEL_RANK, Level
 from engine.messages import set_interval
 from engine.orders import Order, ProximityRule
 from engine.rules.context import RuleContext
 from engine.rules.crossings import closest_approach, path_margin, segment_usable, stays_beyond
-from engine.state_pickle import restore_slots
 from engine.tracks import DeviceTrack, TrackPoint
 from geo.certainty import within_certainty
 from geo.proximity import assess_pair
@@ -53,17 +51,6 @@ class PairEpisode:
         self.pursuit = pursuit
         self.possible_run = possible_run
         self.last_t = last_t
-
-    def __reduce__(self) -> tuple[type[PairEpisode], tuple[Any, ...]]:
-        # the constructor with the field values: the same pickle from the pure and the
-        # compiled build (engine.state_pickle)
-        return (PairEpisode, (
-            self.start, self.lower_since, self.lower_level, self.clear_run, self.pursuit,
-            self.possible_run, self.last_t,
-        ))
-
-    def __setstate__(self, state: tuple[dict[str, Any] | None, dict[str, Any]]) -> None:
-        restore_slots(self, state)  # stored before __reduce__
 
 
 @dataclass(slots=True, init=False)
