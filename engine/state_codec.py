@@ -11,6 +11,7 @@ when a class gains a field that neither covers.
 from __future__ import annotations
 
 from collections import deque
+from collections.abc import Callable
 
 from devices.model import Fix
 from engine.alerts import Alert, HistoryEntry
@@ -34,19 +35,21 @@ from engine.state_schema import (
 )
 from engine.tracks import DeviceTrack, SeqMemory, TrackPoint
 
-#: (stored class, its record, attributes not stored: rebuilt on restore from the stored ones)
-COVERAGE: tuple[tuple[type, type, frozenset[str]], ...] = (
-    (TrackPoint, PointRecord, frozenset()),
-    (Fix, FixRecord, frozenset()),
-    (SeqMemory, SeqMemoryRecord, frozenset({"_seen", "_runs"})),  # stored as ``runs``
-    (DeviceTrack, TrackRecord, frozenset()),
-    (BatteryTrend, BatteryRecord, frozenset()),
-    (ZoneEpisode, ZoneEpisodeRecord, frozenset()),
-    (PairEpisode, PairEpisodeRecord, frozenset()),
-    (CorridorVisit, CorridorVisitRecord, frozenset()),
-    (Suppression, SuppressionRecord, frozenset()),
-    (HistoryEntry, HistoryRecord, frozenset()),
-    (Alert, AlertRecord, frozenset()),
+#: (stored class, its record, the class's attributes not stored as such (rebuilt from what is
+#: stored), the record's fields that are not attributes of the class)
+COVERAGE: tuple[tuple[type, type, frozenset[str], frozenset[str]], ...] = (
+    (TrackPoint, PointRecord, frozenset(), frozenset()),
+    (Fix, FixRecord, frozenset(), frozenset()),
+    # the runs are stored; the set of numbers is rebuilt from them
+    (SeqMemory, SeqMemoryRecord, frozenset({"_seen", "_runs"}), frozenset({"runs"})),
+    (DeviceTrack, TrackRecord, frozenset(), frozenset()),
+    (BatteryTrend, BatteryRecord, frozenset(), frozenset({"samples_max"})),  # the deque's bound
+    (ZoneEpisode, ZoneEpisodeRecord, frozenset(), frozenset()),
+    (PairEpisode, PairEpisodeRecord, frozenset(), frozenset()),
+    (CorridorVisit, CorridorVisitRecord, frozenset(), frozenset({"points_max"})),  # the deque's bound
+    (Suppression, SuppressionRecord, frozenset(), frozenset()),
+    (HistoryEntry, HistoryRecord, frozenset(), frozenset()),
+    (Alert, AlertRecord, frozenset(), frozenset()),
 )
 
 
@@ -86,7 +89,7 @@ def seq_memory_record(m: SeqMemory) -> SeqMemoryRecord:
 
 
 def seq_memory_from(r: SeqMemoryRecord) -> SeqMemory:
-    return SeqMemory.from_runs(r.limit, r.runs)
+    return SeqMemory.from_runs(limit=r.limit, runs=r.runs)
 
 
 def track_record(t: DeviceTrack) -> TrackRecord:
@@ -288,3 +291,20 @@ def alert_from(r: AlertRecord) -> Alert:
         outcome=r.outcome,
         closed_by=r.closed_by,
     )
+
+
+#: each stored class -> its functions to and from its record (ApprovedCrossings.status values,
+#: plain tuples holding a ``Suppression``, go through ``status_record``/``status_from``)
+CONVERSIONS: dict[type, tuple[Callable[..., object], Callable[..., object]]] = {
+    TrackPoint: (point_record, point_from),
+    Fix: (fix_record, fix_from),
+    SeqMemory: (seq_memory_record, seq_memory_from),
+    DeviceTrack: (track_record, track_from),
+    BatteryTrend: (battery_record, battery_from),
+    ZoneEpisode: (zone_episode_record, zone_episode_from),
+    PairEpisode: (pair_episode_record, pair_episode_from),
+    CorridorVisit: (visit_record, visit_from),
+    Suppression: (status_record, status_from),
+    HistoryEntry: (history_record, history_from),
+    Alert: (alert_record, alert_from),
+}

@@ -104,9 +104,10 @@ class TrackRecord(msgspec.Struct, array_like=True, frozen=True, gc=False):
 
 class BatteryRecord(msgspec.Struct, array_like=True, frozen=True, gc=False):
     """``engine.rules.device_events.BatteryTrend``: (device time, percent) samples, oldest
-    first, and the bound of the deque that holds them (None: unbounded)."""
+    first, and the bound of the deque that holds them (None: unbounded).  A percent is kept
+    as it came, an integer from a fix's ``batt`` or a float: restored, it prints the same."""
 
-    samples: list[tuple[float, float]]
+    samples: list[tuple[float, int | float]]
     samples_max: int | None
     charging: bool
 

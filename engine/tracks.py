@@ -110,6 +110,9 @@ class SeqMemory:
 
     __hash__ = None  # type: ignore[assignment]
 
+    def __repr__(self) -> str:
+        return f"SeqMemory(limit={self.limit}, runs={self.runs()})"
+
     def runs(self) -> list[tuple[int, int]]:
         """The remembered numbers as runs ``(first, last)`` of consecutive values, in arrival order."""
         return [(run[0], run[1]) for run in self._runs]
