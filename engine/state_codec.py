@@ -128,11 +128,25 @@ def track_from(r: TrackRecord) -> DeviceTrack:
 
 # --- rules ----------------------------------------------------------------------------------
 def battery_record(b: BatteryTrend) -> BatteryRecord:
-    return BatteryRecord(samples=list(b.samples), samples_max=b.samples.maxlen, charging=b.charging)
+    return BatteryRecord(
+        samples=[(t, _whole_as_int(pct)) for t, pct in b.samples],
+        samples_max=b.samples.maxlen,
+        charging=b.charging,
+    )
 
 
 def battery_from(r: BatteryRecord) -> BatteryTrend:
-    return BatteryTrend(samples=deque(r.samples, maxlen=r.samples_max), charging=r.charging)
+    return BatteryTrend(
+        samples=deque([(t, float(pct)) for t, pct in r.samples], maxlen=r.samples_max),
+        charging=r.charging,
+    )
+
+
+def _whole_as_int(value: float) -> int | float:
+    """A whole number as an integer (one byte in MessagePack for a percent, not nine)."""
+    if -2.0**53 < value < 2.0**53 and value.is_integer():
+        return int(value)
+    return value
 
 
 def zone_episode_record(e: ZoneEpisode) -> ZoneEpisodeRecord:

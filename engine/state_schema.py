@@ -104,8 +104,8 @@ class TrackRecord(msgspec.Struct, array_like=True, frozen=True, gc=False):
 
 class BatteryRecord(msgspec.Struct, array_like=True, frozen=True, gc=False):
     """``engine.rules.device_events.BatteryTrend``: (device time, percent) samples, oldest
-    first, and the bound of the deque that holds them (None: unbounded).  A percent is kept
-    as it came, an integer from a fix's ``batt`` or a float: restored, it prints the same."""
+    first, and the bound of the deque that holds them (None: unbounded).  A whole percent is
+    stored as an integer (smaller) and read back as a float, as the engine keeps it."""
 
     samples: list[tuple[float, int | float]]
     samples_max: int | None

@@ -31,7 +31,9 @@ class BatteryTrend:
     def add(self, t: float, pct: float) -> None:
         if self.samples and t <= self.samples[-1][0]:
             return
-        self.samples.append((t, pct))
+        # as a float in both builds: the compiled one converts an int (a fix's ``batt``) on the
+        # way in, so the pure one does too, and stored state reads the same in either
+        self.samples.append((t, float(pct)))
 
     def dies_at(self) -> float | None:
         """Device time the battery reaches 0 % at the recent drain rate (least squares), or None."""

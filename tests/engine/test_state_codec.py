@@ -85,7 +85,7 @@ CATALOGUE: list[tuple[Any, Any, Any]] = [
     (POINT, codec.point_record, codec.point_from),
     (FIX, codec.fix_record, codec.fix_from),
     (_track(), codec.track_record, codec.track_from),
-    (BatteryTrend(samples=deque([(1.0, 80), (2.0, 79.5)], maxlen=32), charging=True),
+    (BatteryTrend(samples=deque([(1.0, 80.0), (2.0, 79.5)], maxlen=32), charging=True),
      codec.battery_record, codec.battery_from),
     (ZoneEpisode(
         possible_run=2, clear_run=1, candidate_start=1_795_000_000.0, outside_since=3.0,
