@@ -402,7 +402,7 @@ class Engine:
     def restore_parts(self, parts: Iterable[bytes]) -> list[str]:
         """Continue from stored parts (after a restart or failover); the engine must be fresh.
 
-        A part that cannot be read (a pickle from before the state schema, a schema version
+        A part that cannot be read (a part from before the state schema, a schema version
         this engine does not know, torn bytes) is left out whole and described in the list
         returned: one unreadable case must not keep the engine from monitoring every other
         one.  Its case starts afresh; the part stays in the store until its case is next

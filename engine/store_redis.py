@@ -14,8 +14,8 @@ A commit is one MULTI/EXEC transaction (the changed cases' parts, outbox
 entries, alert records), so a crash never leaves state without the messages it
 implies.  Only the cases a batch touched are written (``engine.case_state``),
 so a commit costs in proportion to the batch, not to the caseload.  A part is a
-versioned MessagePack record (docs/state-schema.md), never a pickle.  A
-``{ns}:snapshot`` string left by a version before per-case parts (a pickle) is
+versioned MessagePack record (docs/state-schema.md).  A
+``{ns}:snapshot`` string left by a version before per-case parts (an old format) is
 still returned when there are no parts, so that it is reported as unreadable
 rather than silently ignored.  The parts hold positions of protected persons only for the engine's
 retention (``RuleConfig.victim_retention_s``): the engine forgets older points
