@@ -275,7 +275,7 @@ def decode_part(
         )
     try:
         version = _version.decode(blob).v
-    except msgspec.DecodeError as exc:
+    except msgspec.MsgspecError as exc:  # not MessagePack, or not a list led by a version
         raise StateSchemaError(f"not a state part: {exc}") from exc
     if version == SCHEMA_VERSION:
         return _decoder.decode(blob)

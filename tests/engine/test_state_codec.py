@@ -259,8 +259,9 @@ def test_a_part_from_an_older_version_is_upgraded_through_the_chain() -> None:
 def test_a_part_from_a_newer_engine_or_not_of_this_format_is_refused_unread(tmp_path: Path) -> None:
     with pytest.raises(StateSchemaError, match=f"version {SCHEMA_VERSION + 1}"):
         decode_part(encode_part(StatePart(v=SCHEMA_VERSION + 1, case="C")))
-    with pytest.raises(StateSchemaError, match="not a state part"):
-        decode_part(b"\xc1")
+    for not_a_part in (b"\xc1", b"(dp0\n.", msgspec.msgpack.encode({"v": 1})):
+        with pytest.raises(StateSchemaError, match="not a state part"):
+            decode_part(not_a_part)
     with pytest.raises(msgspec.ValidationError):  # an alert in a state the engine does not have
         bad = msgspec.to_builtins(codec.alert_record(_alert()))
         bad[3] = "resolved"
