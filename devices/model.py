@@ -59,10 +59,8 @@ class Fix:
     """One position report from a device (contract §2), validated; never changed once made.
 
     A written ``__init__`` and not ``frozen`` (made for every fix: engine.tools.native), so in the
-    compiled build a native class.  It pickles as a call of its constructor, which both builds
-    read alike (fixes waiting in a reorder buffer are stored with their case,
-    engine.core.case_state); a fix stored while it was a frozen dataclass comes back through
-    ``__setstate__``.
+    compiled build a native class.  Fixes waiting in a reorder buffer are stored with their
+    case as ``engine.core.state_schema.FixRecord``.
     """
 
     device: str
@@ -99,27 +97,13 @@ class Fix:
         self.batt = batt
         self.strap = strap
 
-    def __reduce__(self) -> tuple[type[Fix], tuple[Any, ...]]:
-        return (Fix, (
-            self.device, self.seq, self.t, self.lat, self.lon, self.acc, self.arrival, self.spd,
-            self.hdg, self.sats, self.src, self.batt, self.strap,
-        ))
-
-    def __setstate__(self, state: list[Any]) -> None:
-        # a fix pickled as a frozen slots dataclass: copyreg's __newobj__ and its field values
-        # in order (dataclasses' __getstate__ for frozen slots classes)
-        (
-            self.device, self.seq, self.t, self.lat, self.lon, self.acc, self.arrival, self.spd,
-            self.hdg, self.sats, self.src, self.batt, self.strap,
-        ) = state
-
     @property
     def key(self) -> str:
         """Evidence reference ``device:seq`` as used in alert evidence lists."""
         return f"{self.device}:{self.seq}"
 
 
-@mypyc_attr(native_class=False)  # pickled in case parts as before (engine.core.state_pickle)
+@mypyc_attr(native_class=False)  # stays a Python class in the compiled build, as it was
 @dataclass(frozen=True, slots=True)
 class DeviceEvent:
     """One device event (contract §3), validated."""

@@ -15,9 +15,10 @@ other build's state shows that state moved between the builds intact.
 from __future__ import annotations
 
 import hashlib
-import pickle
 import sys
 from pathlib import Path
+
+import msgspec
 
 ROOT = Path(__file__).resolve().parent.parent
 sys.path[:0] = [str(ROOT), str(ROOT / "benchmarks")]
@@ -35,7 +36,7 @@ def run(half: str, parts_path: Path) -> None:
     cut = len(stream) // 2
     engine = build_engine(pinned_doc(SUBJECTS, SEED))
     if half == "second":
-        engine.restore_parts(pickle.loads(parts_path.read_bytes()))
+        engine.restore_parts(msgspec.msgpack.decode(parts_path.read_bytes(), type=list[bytes]))
         stream, start = stream[cut:], stream[cut - 1][2]
     else:
         stream, start = stream[:cut], T0
@@ -43,7 +44,8 @@ def run(half: str, parts_path: Path) -> None:
     n = feed(engine, stream, start, h, drain=half == "second")
     if half == "first":
         delta = engine.state_delta()
-        parts_path.write_bytes(pickle.dumps([p for _, p in sorted(delta.parts.items()) if p is not None]))
+        parts = [p for _, p in sorted(delta.parts.items()) if p is not None]
+        parts_path.write_bytes(msgspec.msgpack.encode(parts))
     print(f"build={build_name()} digest={h.hexdigest()[:16]} effects={n}")
 
 

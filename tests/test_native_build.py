@@ -71,7 +71,7 @@ def test_state_stored_by_one_build_restores_in_the_other(native: Path, tmp_path:
     """Half a stream in one build, its case parts restored in the other for the second half:
     the same effects as staying in one build, both ways."""
     probe = "tests/native_probe.py"
-    pure_parts, native_parts = str(tmp_path / "pure.pkl"), str(tmp_path / "native.pkl")
+    pure_parts, native_parts = str(tmp_path / "pure.msgpack"), str(tmp_path / "native.msgpack")
     first_pure = _fields(_run(ROOT, probe, "first", pure_parts))
     first_native = _fields(_run(native, probe, "first", native_parts))
     assert (first_pure["build"], first_native["build"]) == ("pure", "compiled")

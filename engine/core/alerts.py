@@ -214,20 +214,6 @@ class HistoryEntry:
         self.outcome = outcome
         self.target = target
 
-    def __reduce__(self) -> tuple[type[HistoryEntry], tuple[Any, ...]]:
-        # a plain tuple (see Alert.__reduce__)
-        return (HistoryEntry, (
-            self.at, self.state, self.level, self.by, self.note, self.action, self.outcome,
-            self.target,
-        ))
-
-    def __setstate__(self, state: list[Any]) -> None:
-        # an entry pickled by the frozen dataclass default: copyreg's __newobj__ and the field
-        # values in order (engine.core.state_unpickle makes the blank object); that form had five
-        self.at, self.state, self.level, self.by, self.note = state[:5]
-        rest = [*state[5:8], "", "", ""]
-        self.action, self.outcome, self.target = rest[0], rest[1], rest[2]
-
     def to_dict(self, at: Any) -> dict[str, Any]:
         """The entry as JSON (``at`` as the caller wants time written); empty fields left out."""
         out: dict[str, Any] = {
@@ -329,34 +315,6 @@ class Alert:
         self.outcome = outcome
         self.closed_by = closed_by
 
-    def __reduce__(self) -> tuple[type[Alert], tuple[Any, ...]]:
-        # the constructor with the field values as one tuple: the same pickle from the pure
-        # and the compiled build, and open alerts are stored with every commit of their case
-        # (engine.core.case_state)
-        return (Alert, (
-            self.alert_id, self.kind, self.level, self.state, self.order, self.subject,
-            self.protected_person, self.zone, self.device_time, self.raised_at, self.deadline,
-            self.episode_start, self.distance_m, self.certainty, self.closing_speed_mps,
-            self.time_to_contact_s, self.evidence, self.late, self.detail, self.updated_at,
-            self.target, self.device, self.history, self.condition, self.cleared_at,
-            self.claimed_by, self.escalated_to, self.outcome, self.closed_by,
-        ))
-
-    def __setstate__(self, state: list[Any]) -> None:
-        # an alert pickled by the frozen dataclass default, before __reduce__: copyreg's
-        # __newobj__ and the field values in order (engine.core.state_unpickle makes the blank
-        # object in the compiled build); that form had the first 23 fields
-        (
-            self.alert_id, self.kind, self.level, self.state, self.order, self.subject,
-            self.protected_person, self.zone, self.device_time, self.raised_at, self.deadline,
-            self.episode_start, self.distance_m, self.certainty, self.closing_speed_mps,
-            self.time_to_contact_s, self.evidence, self.late, self.detail, self.updated_at,
-            self.target, self.device, self.history,
-        ) = state[:23]
-        rest = list(state[23:29]) + [None] * 6
-        self.condition = rest[0] if rest[0] is not None else "active"
-        self.cleared_at, self.claimed_by, self.escalated_to, self.outcome, self.closed_by = rest[1:6]
-
     @property
     def is_open(self) -> bool:
         """Open, acknowledged and escalated alerts still need the centre, cleared or not."""
@@ -439,26 +397,6 @@ def copy_alert(a: Alert) -> Alert:
         a.target, a.device, a.history, a.condition, a.cleared_at, a.claimed_by, a.escalated_to,
         a.outcome, a.closed_by,
     )
-
-
-def migrate_alert(a: Alert) -> Alert:
-    """An alert stored before ``condition`` and ``closed`` existed, in today's form.
-
-    Then the engine's end of an episode and the centre's close were one state, ``resolved``:
-    such an alert is closed, its condition cleared, closed by whoever made that last change.
-    Any other alert is returned as it is.
-    """
-    state: str = a.state
-    if state != "resolved":
-        return a
-    new = copy_alert(a)
-    new.state = "closed"
-    new.condition = "cleared"
-    by = a.history[-1].by if a.history else "engine"
-    new.closed_by = by
-    if by == "engine":
-        new.cleared_at = a.updated_at
-    return new
 
 
 class RaiseCap(Protocol):

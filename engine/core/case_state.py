@@ -1,7 +1,7 @@
 """The engine's decision state cut into one part per case, for incremental commits.
 
 The service commits state after every micro-batch, before it acknowledges the
-batch's MQTT messages.  Pickling the whole state each time cost 1.3 s at
+batch's MQTT messages.  Storing the whole state each time cost 1.3 s at
 10,000 subjects (11 MB), which capped the durable path at about 20 messages/s.
 A batch touches only the cases of its devices and alerts (``engine.core.cases``), so
 a commit now stores just those cases' parts, and a restart merges all stored
@@ -20,23 +20,28 @@ its live state however many alerts its history holds.
 Every key of every section belongs to exactly one case, so parts never
 overlap; a part replaces its case's previous part as a whole, so a key the
 engine deleted disappears from the store with the next commit of its case.
+
+A part is an ``engine.core.state_schema.StatePart`` (explicit records with a schema version,
+MessagePack), made from and turned back into the engine's objects by ``engine.core.state_codec``.
 """
 
 from __future__ import annotations
 
-import pickle
 from collections.abc import Iterable
 from typing import TYPE_CHECKING, Any
 
-from engine.core import state_unpickle
-from engine.core.alerts import migrate_alert
+from engine.core import state_codec as codec
 from engine.core.cases import Cases
+from engine.core.state_schema import (
+    SCHEMA_VERSION,
+    AlertRecord,
+    StatePart,
+    decode_part,
+    encode_part,
+)
 
 if TYPE_CHECKING:
     from engine.core.pipeline import Engine
-
-#: version of one case part (a v2 whole-engine snapshot is still accepted by ``merge_part``)
-PART_VERSION = 3
 
 
 def zone_keys(cases: Cases, case: str) -> Iterable[tuple[str, str, str]]:
@@ -71,94 +76,113 @@ def forget_orders(engine: Engine, ended: set[str]) -> None:
             del episodes[key]
 
 
-SECTIONS = (
-    "tracks", "battery", "non_gnss", "silent", "zones", "proximity", "visits", "status",
-    "alerts", "open_by_key", "victim_rank", "noted", "cover",
-)  # fmt: skip
-
-
 def part_of(engine: Engine, cases: Cases, case: str, alert_ids: Iterable[str]) -> bytes | None:
-    """The pickled state of one case (with its open alerts), or None when there is none."""
+    """The stored part of one case (with its open alerts), or None when there is none."""
     devices = cases.devices_in(case)
     orders = cases.orders.get(case, ())
     rules, crossings = engine.device_rules, engine.crossings
-    return _pickled(
-        case,
-        _alert_sections(engine, alert_ids),
-        tracks=_pick(engine.tracks, devices),
-        battery=_pick(rules.battery, devices),
+    tracks, battery = engine.tracks, rules.battery
+    zones, pairs = engine.zones.episodes, engine.proximity.episodes
+    visits, status = crossings.visits, crossings.status
+    alerts, open_by_key, victim_rank, noted = _alert_sections(engine, alert_ids)
+    return _encoded(StatePart(
+        v=SCHEMA_VERSION,
+        case=case,
+        tracks={d: codec.track_record(tracks[d]) for d in devices if d in tracks},
+        battery={d: codec.battery_record(battery[d]) for d in devices if d in battery},
         non_gnss=_pick(rules.non_gnss_since, devices),
         silent=[d for d in devices if d in engine.silent],
-        zones=_pick(engine.zones.episodes, zone_keys(cases, case)),
-        proximity=_pick(engine.proximity.episodes, pair_keys(cases, case)),
-        visits=_pick(crossings.visits, (
-            (o.subject, o.id, c.corridor_id) for o in orders for c in o.corridors
-        )),
-        status=_pick(crossings.status, ((o.subject, o.id) for o in orders)),
+        zones={k: codec.zone_episode_record(zones[k]) for k in zone_keys(cases, case) if k in zones},
+        proximity={k: codec.pair_episode_record(pairs[k]) for k in pair_keys(cases, case) if k in pairs},
+        visits={
+            k: codec.visit_record(visits[k])
+            for k in ((o.subject, o.id, c.corridor_id) for o in orders for c in o.corridors)
+            if k in visits
+        },
+        status={
+            k: codec.status_record(status[k]) for k in ((o.subject, o.id) for o in orders) if k in status
+        },
+        alerts=alerts,
+        open_by_key=open_by_key,
+        victim_rank=victim_rank,
+        noted=noted,
         cover=_pick(engine.proximity.cover_state, devices),
-    )
+    ))
 
 
 def closed_alert_part(engine: Engine, alert_id: str) -> bytes | None:
-    """The pickled part of one closed alert (``A:{alert_id}``); None when it is open or gone."""
+    """The stored part of one closed alert (``A:{alert_id}``); None when it is open or gone."""
     alert = engine.alerts.alerts.get(alert_id)
     if alert is None or alert.is_open:
         return None
-    return _pickled(f"A:{alert_id}", _alert_sections(engine, (alert_id,)))
+    alerts, open_by_key, victim_rank, noted = _alert_sections(engine, (alert_id,))
+    return _encoded(StatePart(
+        v=SCHEMA_VERSION, case=f"A:{alert_id}", alerts=alerts, open_by_key=open_by_key,
+        victim_rank=victim_rank, noted=noted,
+    ))
 
 
-def _alert_sections(engine: Engine, alert_ids: Iterable[str]) -> dict[str, dict[Any, Any]]:
+AlertSections = tuple[
+    dict[str, AlertRecord], dict[tuple[str | None, str, str | None], str], dict[str, int], dict[str, int]
+]
+
+
+def _alert_sections(engine: Engine, alert_ids: Iterable[str]) -> AlertSections:
+    """These alerts (those the engine knows), the episode keys they hold open, what their
+    victims were told, the suppressed levels noted on them."""
     known = engine.alerts.alerts
-    alerts = {a: known[a] for a in sorted(alert_ids) if a in known}
+    alerts = [known[a] for a in sorted(alert_ids) if a in known]
     open_by_key = engine.alerts.open_by_key
-    return {
-        "alerts": alerts,
-        "open_by_key": {
+    ids = [a.alert_id for a in alerts]
+    return (
+        {a.alert_id: codec.alert_record(a) for a in alerts},
+        {
             (a.order, a.kind, a.target): a.alert_id
-            for a in alerts.values()
+            for a in alerts
             if open_by_key.get((a.order, a.kind, a.target)) == a.alert_id
         },
-        "victim_rank": _pick(engine.notifier.victim_rank, alerts),
-        "noted": _pick(engine.crossings.noted, alerts),
-    }
+        _pick(engine.notifier.victim_rank, ids),
+        _pick(engine.crossings.noted, ids),
+    )
 
 
-def _pickled(key: str, alert_sections: dict[str, dict[Any, Any]], **sections: Any) -> bytes | None:
-    state: dict[str, Any] = dict.fromkeys(SECTIONS, ())
-    state.update(alert_sections, **sections)
-    if not any(state.values()):
+def _encoded(part: StatePart) -> bytes | None:
+    if not (
+        part.tracks or part.battery or part.non_gnss or part.silent or part.zones
+        or part.proximity or part.visits or part.status or part.alerts or part.open_by_key
+        or part.victim_rank or part.noted
+    ):
         return None
-    state["v"] = PART_VERSION
-    state["case"] = key
-    return pickle.dumps(state, protocol=pickle.HIGHEST_PROTOCOL)
+    return encode_part(part)
 
 
-def merge_part(engine: Engine, blob: bytes) -> bool:
-    """Add one stored part (or a whole v2 snapshot) to the engine's state; True for a v2 snapshot."""
-    state = state_unpickle.loads(blob)  # our own trusted store (engine.runtime.store), never device input
-    version = state.get("v")
-    if version == 2:  # a whole-engine snapshot from before per-case parts
-        state = dict(state, non_gnss={})
-        state["visits"], state["status"], state["noted"] = state.pop("crossings")
-        state["silent"] = list(state["silent"])
-    elif version != PART_VERSION:
-        raise ValueError(f"state part version {version} is neither {PART_VERSION} nor 2")
-    state = {k: (v if v != () else {}) for k, v in state.items()}
-    engine.tracks.update(state["tracks"])
-    engine.device_rules.battery.update(state["battery"])
-    engine.device_rules.non_gnss_since.update(state["non_gnss"])
-    engine.silent.update(state["silent"])
-    engine.zones.episodes.update(state["zones"])
-    engine.proximity.episodes.update(state["proximity"])
-    engine.crossings.visits.update(state["visits"])
-    engine.crossings.status.update(state["status"])
-    # alerts stored before condition/closed existed ("resolved") in today's form
-    engine.alerts.alerts.update({k: migrate_alert(a) for k, a in state["alerts"].items()})
-    engine.alerts.open_by_key.update(state["open_by_key"])
-    engine.notifier.victim_rank.update(state["victim_rank"])
-    engine.crossings.noted.update(state["noted"])
-    engine.proximity.cover_state.update(state.get("cover") or {})  # parts stored before it: none
-    return bool(version == 2)
+def merge_part(engine: Engine, blob: bytes) -> None:
+    """Add one stored part to the engine's state.
+
+    The whole part is decoded and converted before anything is added, so a part that cannot
+    be read (``engine.core.state_schema.decode_part``) leaves the engine as it was.
+    """
+    part = decode_part(blob)
+    tracks = {d: codec.track_from(r) for d, r in part.tracks.items()}
+    battery = {d: codec.battery_from(r) for d, r in part.battery.items()}
+    zones = {k: codec.zone_episode_from(r) for k, r in part.zones.items()}
+    pairs = {k: codec.pair_episode_from(r) for k, r in part.proximity.items()}
+    visits = {k: codec.visit_from(r) for k, r in part.visits.items()}
+    status = {k: codec.status_from(r) for k, r in part.status.items()}
+    alerts = {k: codec.alert_from(r) for k, r in part.alerts.items()}
+    engine.tracks.update(tracks)
+    engine.device_rules.battery.update(battery)
+    engine.device_rules.non_gnss_since.update(part.non_gnss)
+    engine.silent.update(part.silent)
+    engine.zones.episodes.update(zones)
+    engine.proximity.episodes.update(pairs)
+    engine.crossings.visits.update(visits)
+    engine.crossings.status.update(status)
+    engine.alerts.alerts.update(alerts)
+    engine.alerts.open_by_key.update(part.open_by_key)
+    engine.notifier.victim_rank.update(part.victim_rank)
+    engine.crossings.noted.update(part.noted)
+    engine.proximity.cover_state.update(part.cover)
 
 
 def _pick(source: dict[Any, Any], keys: Iterable[Any]) -> dict[Any, Any]:

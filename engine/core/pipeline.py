@@ -67,7 +67,8 @@ class Effects:
 
 @dataclass(frozen=True, slots=True)
 class StateDelta:
-    """Pickled parts of the cases that changed; None for a case that now holds nothing."""
+    """Stored parts (engine.core.case_state) of the cases that changed; None for a case that now
+    holds nothing."""
 
     parts: dict[str, bytes | None]
     replace_all: bool  # drop every stored part that is not in ``parts``
@@ -359,7 +360,7 @@ class Engine:
 
     # --- durability ----------------------------------------------------------------------
     def state_delta(self) -> StateDelta:
-        """The state of every case changed since the last delta, pickled (engine.core.case_state).
+        """The state of every case changed since the last delta, as stored parts (engine.core.case_state).
 
         Taking a delta forgets those changes: hand it back with ``state_not_stored`` if the
         store did not take it.  After an order change, the cases that gained or lost a member
@@ -399,21 +400,23 @@ class Engine:
     def restore_parts(self, parts: Iterable[bytes]) -> list[str]:
         """Continue from stored parts (after a restart or failover); the engine must be fresh.
 
-        A part that cannot be read is left out and described in the list returned: one
-        unreadable case must not keep the engine from monitoring every other one.
+        A part that cannot be read (a part from before the state schema, a schema version
+        this engine does not know, torn bytes) is left out whole and described in the list
+        returned: one unreadable case must not keep the engine from monitoring every other
+        one.  Its case starts afresh; the part stays in the store until its case is next
+        committed (docs/state-schema.md).
         """
-        legacy = False
         unreadable: list[str] = []
         for i, blob in enumerate(parts):
             try:
-                legacy = merge_part(self, blob) or legacy
+                merge_part(self, blob)
             except Exception as exc:  # stored state is input too: never fatal for the others
                 unreadable.append(f"part {i} ({len(blob)} bytes): {type(exc).__name__}: {str(exc)[:200]}")
         self.drop_indexes()
         self._index_alerts()
         self._dirty = set()
         self._alerts_changed = set()
-        self._whole_state = legacy  # a v2 whole snapshot is rewritten as parts at the next commit
+        self._whole_state = False
         return unreadable
 
     def _touch(self, device: str) -> None:

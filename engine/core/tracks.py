@@ -28,13 +28,11 @@ the track back.
 from __future__ import annotations
 
 import math
-from array import array
 from bisect import bisect_right
 from collections import deque
 from dataclasses import dataclass
 from math import hypot
 from operator import attrgetter
-from typing import Any
 
 from devices.model import Fix
 from engine.core.config import RuleConfig
@@ -80,22 +78,14 @@ class TrackPoint:
         self.key = key
         self.src = src
 
-    def __reduce__(self) -> tuple[type[TrackPoint], tuple[float, float, float, float, str, str]]:
-        # a plain tuple: a third of the size and time of the default for a slots dataclass,
-        # and a track's points are stored on every commit that touches its case
-        return (TrackPoint, (self.t, self.x, self.y, self.acc, self.key, self.src))
-
-
-_POINT_FIELDS = attrgetter("t", "x", "y", "acc", "key", "src")  # a point as its __reduce__ tuple
-
 
 class SeqMemory:
     """The last ``limit`` distinct sequence numbers of a device; the oldest is forgotten first.
 
     A set answers "seen before?"; beside it the numbers are kept as runs of consecutive
-    values in arrival order.  A device counts up, so that is one run, and the memory
-    pickles in a few bytes instead of 8,192 integers: a device's state is stored with
-    every commit that touches its case (engine.core.case_state), so this is most of a commit.
+    values in arrival order.  A device counts up, so that is one run, and the memory is
+    stored as its runs (``runs``, ``from_runs``), a few bytes instead of 8,192 integers: a
+    device's state is stored with every commit that touches its case (engine.core.case_state).
     """
 
     __slots__ = ("_runs", "_seen", "limit")
@@ -131,27 +121,21 @@ class SeqMemory:
 
     __hash__ = None  # type: ignore[assignment]
 
-    def __getstate__(self) -> tuple[int, bytes | list[int]]:
-        flat = [v for run in self._runs for v in run]
-        try:
-            return (self.limit, array("q", flat).tobytes())
-        except OverflowError:
-            # a seq beyond 64 bits: the decoder refuses one (devices.validate.MAX_SEQ), but a
-            # commit must never fail on a device's number, so such a memory is kept as a list
-            return (self.limit, flat)
+    def __repr__(self) -> str:
+        return f"SeqMemory(limit={self.limit}, runs={self.runs()})"
 
-    def __setstate__(self, state: tuple[int, bytes | list[int]]) -> None:
-        self.limit, packed = state
-        flat: array[int] | list[int]
-        if isinstance(packed, list):
-            flat = packed
-        else:
-            flat = array("q")
-            flat.frombytes(packed)
-        self._runs = deque([flat[i], flat[i + 1]] for i in range(0, len(flat), 2))
-        self._seen = set()
-        for first, last in self._runs:
-            self._seen.update(range(first, last + 1))
+    def runs(self) -> list[tuple[int, int]]:
+        """The remembered numbers as runs ``(first, last)`` of consecutive values, in arrival order."""
+        return [(run[0], run[1]) for run in self._runs]
+
+    @classmethod
+    def from_runs(cls, limit: int, runs: list[tuple[int, int]]) -> SeqMemory:
+        """The memory that ``runs`` describes (the inverse of ``runs``)."""
+        memory = cls(limit)
+        for first, last in runs:
+            memory._runs.append([first, last])
+            memory._seen.update(range(first, last + 1))
+        return memory
 
 
 @dataclass(slots=True, init=False)
@@ -209,28 +193,6 @@ class DeviceTrack:
         self.newest_seen_t = newest_seen_t
         self.released_arrival = released_arrival
         self.released_seq = released_seq
-
-    def __reduce__(self) -> tuple[Any, tuple[Any, ...]]:
-        # one tuple of plain values, points as tuples: the default for a slots class builds a
-        # dict of the slots and pickles every point and deque through copyreg, and a track is
-        # stored with every commit that touches its case (engine.core.case_state)
-        points = list(map(_POINT_FIELDS, self.points))
-        return (_restore_track, (
-            self.device, self.seen, self.pending, self.first_pending_arrival,
-            self.last_pending_arrival, points, self.newest_t, self.last_arrival, self.suspect,
-            self.last_seq, self.unnumbered, self.newest_seen_t, self.released_arrival,
-            self.released_seq,
-        ))
-
-    def __setstate__(self, state: tuple[dict[str, Any] | None, dict[str, Any]]) -> None:
-        # tracks pickled before __reduce__ (copyreg's slots state); they lack ``unnumbered``,
-        # ``newest_seen_t`` and ``released_arrival`` and hold their points in a bounded deque
-        self.unnumbered = 0
-        self.released_arrival = -math.inf
-        self.released_seq = None
-        for name, value in state[1].items():
-            setattr(self, name, list(value) if name == "points" else value)
-        self.newest_seen_t = _newest_known(self.newest_t, self.pending)
 
     def is_duplicate(self, seq: int) -> bool:
         """True when (device, seq) was seen before; remembers it otherwise."""
@@ -610,31 +572,3 @@ def _plausible(a: TrackPoint, b: TrackPoint, max_speed: float) -> bool:
     slack = a.acc + b.acc
     dt = abs(b.t - a.t)
     return dist - slack <= max_speed * max(dt, 1.0)
-
-
-def _restore_track(
-    device: str, seen: SeqMemory, pending: list[Fix], first_pending_arrival: float,
-    last_pending_arrival: float, points: list[tuple[float, float, float, float, str, str]],
-    newest_t: float, last_arrival: float, suspect: list[TrackPoint], last_seq: int | None,
-    unnumbered: int, newest_seen_t: float | None = None, released_arrival: float = -math.inf,
-    released_seq: int | None = None,
-) -> DeviceTrack:
-    """Unpickle a ``DeviceTrack`` from its ``__reduce__`` tuple (one stored before
-    ``newest_seen_t`` existed takes it from its points and waiting fixes; one stored before
-    ``released_arrival`` and ``released_seq`` existed has neither)."""
-    return DeviceTrack(
-        device, seen, pending, first_pending_arrival, last_pending_arrival,
-        [TrackPoint(*p) for p in points[-TRACK_POINTS:]], newest_t, last_arrival,
-        suspect, last_seq, unnumbered,
-        _newest_known(newest_t, pending) if newest_seen_t is None else newest_seen_t,
-        released_arrival, released_seq,
-    )
-
-
-def _newest_known(newest_t: float, pending: list[Fix]) -> float:
-    """The newest device time a track stored without ``newest_seen_t`` shows."""
-    newest = newest_t
-    for f in pending:
-        if f.t > newest:
-            newest = f.t
-    return newest

@@ -4,7 +4,7 @@ Layout, all under one namespace ``{ns}`` (default ``emguard``):
 
 | key | type | holds |
 |---|---|---|
-| ``{ns}:state`` | hash case → bytes | each case's state part after the last committed batch that changed it |
+| ``{ns}:state`` | hash case → bytes | each case's state part after the last committed batch that changed it (``engine.core.state_schema``) |
 | ``{ns}:outbox`` | hash id → JSON | messages committed but not yet acknowledged by the broker |
 | ``{ns}:outbox:seq`` | string (counter) | last outbox id handed out |
 | ``{ns}:alert:{alert_id}`` | string JSON | the alert's wire form plus its full history (audit) |
@@ -13,9 +13,11 @@ Layout, all under one namespace ``{ns}`` (default ``emguard``):
 A commit is one MULTI/EXEC transaction (the changed cases' parts, outbox
 entries, alert records), so a crash never leaves state without the messages it
 implies.  Only the cases a batch touched are written (``engine.core.case_state``),
-so a commit costs in proportion to the batch, not to the caseload.  A
-``{ns}:snapshot`` string left by a version before per-case parts is read once
-and replaced by parts at the next commit.  The parts hold positions of protected persons only for the engine's
+so a commit costs in proportion to the batch, not to the caseload.  A part is a
+versioned MessagePack record (docs/state-schema.md).  A
+``{ns}:snapshot`` string left by a version before per-case parts (an old format) is
+still returned when there are no parts, so that it is reported as unreadable
+rather than silently ignored.  The parts hold positions of protected persons only for the engine's
 retention (``RuleConfig.victim_retention_s``): the engine forgets older points
 before every snapshot, so Redis never keeps them longer.  Run Redis with AOF
 (``appendonly yes``, see deploy/) so an acknowledged commit survives a Redis

@@ -55,7 +55,7 @@ NATIVE_SOURCES: tuple[str, ...] = (
     "engine/core/rules/expiry.py",
     "engine/core/rules/proximity.py",
     "engine/core/rules/zones.py",
-    "engine/core/state_pickle.py",
+    "engine/core/state_codec.py",
     "engine/core/tracks.py",
     "engine/runtime/intake_frames.py",
     "geo/certainty.py",

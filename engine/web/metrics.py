@@ -148,7 +148,7 @@ class EngineMetrics:
         )
         self.state_commit_seconds = Counter(
             "emguard_state_commit_seconds",
-            "Time spent in durable commits (pickling the changed cases and the store round trip).",
+            "Time spent in durable commits (encoding the changed cases and the store round trip).",
             registry=r,
         )
         self.task_failures = Counter(

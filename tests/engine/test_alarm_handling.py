@@ -3,20 +3,16 @@
 from __future__ import annotations
 
 import json
-import pickle
 
 import pytest
 
-from engine.core import state_unpickle
 from engine.core.alerts import (
     Alert,
     AlertActionError,
     AlertActionInvalid,
     AlertBook,
     AlertPolicy,
-    HistoryEntry,
 )
-from engine.core.case_state import merge_part
 from engine.core.config import EngineConfig, ServiceConfig
 from engine.core.orders_load import load_orders
 from engine.core.pipeline import Engine
@@ -258,19 +254,3 @@ def test_em_ack_passes_outcome_and_target_and_dead_letters_a_refusal() -> None:
     service._ack_message(json.dumps(close).encode(), T0 + 902)
     centre = [m.payload for _, m in service.outbox if m.channel == "centre"]
     assert centre[-1]["state"] == "closed" and centre[-1]["outcome"] == "subject_contacted"
-
-
-def test_an_alert_stored_as_resolved_loads_as_closed_and_cleared() -> None:
-    """State stored before this change ("resolved") is read in today's form."""
-    engine = Engine(load_orders(orders_doc()))
-    old = Alert("A-old", "battery", "warning", "resolved", "O-1", "S-1", None, None,  # type: ignore[arg-type]
-                1.0, 2.0, 3.0, 1.0, updated_at=5.0,
-                history=(HistoryEntry(2.0, "open", "warning", "engine"),
-                         HistoryEntry(5.0, "resolved", "warning", "engine")))  # type: ignore[arg-type]  # fmt: skip
-    part = pickle.dumps({"v": 3, "case": "A:A-old", "alerts": {"A-old": old}, **{
-        k: {} for k in ("tracks", "battery", "non_gnss", "zones", "proximity", "visits",
-                        "status", "open_by_key", "victim_rank", "noted")}, "silent": []})  # fmt: skip
-    merge_part(engine, part)
-    back = engine.alerts.alerts["A-old"]
-    assert (back.state, back.condition, back.closed_by, back.cleared_at) == ("closed", "cleared", "engine", 5.0)
-    assert state_unpickle.loads(pickle.dumps(back)) == back

@@ -10,7 +10,6 @@ and check that it holds the same state and emits the same messages from there on
 
 from __future__ import annotations
 
-import pickle
 from functools import cache
 from pathlib import Path
 from typing import Any
@@ -18,6 +17,7 @@ from typing import Any
 import pytest
 
 from engine.core.pipeline import Effects, Engine
+from engine.core.state_schema import decode_part
 from engine.runtime.replay import read_trace
 from engine.runtime.store import apply_delta
 from geo.projection import Projector
@@ -84,11 +84,10 @@ def restored_from(orders: dict[str, Any], stored: dict[str, bytes]) -> Engine:
     return engine
 
 
-def view(engine: Engine) -> dict[str, dict[Any, bytes]]:
-    """Every section of the decision state, each value pickled so any two can be compared."""
-    return {
-        name: {k: pickle.dumps(v) for k, v in get(engine).items()} for name, get in SECTIONS.items()
-    }
+def view(engine: Engine) -> dict[str, dict[Any, str]]:
+    """Every section of the decision state, each value as its ``repr``: every field, with its
+    type (``0`` is not ``0.0``, a tuple not a list, a deque shows its bound)."""
+    return {name: {k: repr(v) for k, v in get(engine).items()} for name, get in SECTIONS.items()}
 
 
 def wire(effects: Effects) -> list[tuple[str, str, str]]:
@@ -151,39 +150,26 @@ def test_a_refused_delta_is_offered_again(tmp_path_factory: pytest.TempPathFacto
     assert set(again.parts) == set(refused.parts)
 
 
-def test_a_whole_v2_snapshot_is_still_restored_and_rewritten_as_parts(
+def test_parts_stored_as_pickles_before_the_schema_are_left_out_and_their_cases_start_afresh(
     tmp_path_factory: pytest.TempPathFactory,
 ) -> None:
+    """A store from before the state schema holds pickles (a v2 whole snapshot or v3 case
+    parts): they are never unpickled, each is reported, and the rest of the store restores."""
     orders, messages = stream("approach", tmp_path_factory.getbasetemp())
     original = Engine(load_book(orders))
-    for arrival, topic, payload in messages[: len(messages) // 2]:
-        original.handle(topic, payload, arrival)
-    legacy = pickle.dumps({
-        "v": 2,
-        "tracks": original.tracks,
-        "alerts": original.alerts.alerts,
-        "open_by_key": original.alerts.open_by_key,
-        "zones": original.zones.episodes,
-        "proximity": original.proximity.episodes,
-        "battery": original.device_rules.battery,
-        "victim_rank": original.notifier.victim_rank,
-        "silent": original.silent,
-        "crossings": (original.crossings.visits, original.crossings.status, original.crossings.noted),
-    })
+    stored: dict[str, bytes] = {}
+    feed(original, stored, messages[: len(messages) // 2])
+    old_forms = [
+        b"\x80\x04\x95" + bytes(8) + b"}\x94(\x8c\x01v\x94K\x02u.",  # protocol 4, {"v": 2}
+        b"\x80\x05\x95" + bytes(8) + b"}\x94(\x8c\x01v\x94K\x03u.",  # protocol 5, {"v": 3}
+    ]
     restored = Engine(load_book(orders))
-    restored.restore_parts([legacy])
-    ignore = {"non_gnss"}  # not in a v2 snapshot
-    assert {k: v for k, v in view(restored).items() if k not in ignore} == {
-        k: v for k, v in view(original).items() if k not in ignore
-    }
-    assert restored.state_delta().replace_all  # so the store drops the old whole snapshot
-
-
-def test_unusable_parts_are_left_out_each_with_its_reason() -> None:
-    """One unreadable case (wrong version, torn bytes) must not stop every other one restoring."""
-    engine = Engine(load_book({"subjects": [], "protected_persons": [], "orders": []}))
-    problems = engine.restore_parts([pickle.dumps({"v": 9}), b"\x80\x05garbage"])
-    assert len(problems) == 2 and "version 9" in problems[0] and problems[1].startswith("part 1 (")
+    problems = restored.restore_parts([old_forms[0], *stored.values(), old_forms[1]])
+    assert len(problems) == 2
+    assert problems[0].startswith("part 0 (") and "pickled part from before state schema v1" in problems[0]
+    assert problems[1].startswith(f"part {len(stored) + 1} (")
+    assert view(restored) == view(original)
+    assert not restored.state_delta().replace_all  # unreadable parts stay until their case commits
 
 
 def test_an_alert_changed_by_time_alone_puts_its_case_in_the_delta(
@@ -246,9 +232,10 @@ def test_resolved_alerts_are_stored_once_on_their_own_and_leave_the_case_part(
     assert resolved, "the scenario resolves alerts"
     assert {k[2:] for k in stored if k.startswith("A:")} == resolved
     for key, blob in stored.items():
-        part = pickle.loads(blob)
+        part = decode_part(blob)
+        assert part.case == key
         if not key.startswith("A:"):
-            assert all(a.is_open for a in part["alerts"].values()), key
+            assert all(a.state != "closed" for a in part.alerts.values()), key
     assert {writes[f"A:{a}"] for a in resolved} == {1}  # written when resolved, never again
 
 

@@ -99,8 +99,7 @@ def test_logs_at_info_never_print_victim_coordinates(day, caplog):
 
 async def test_a_victims_old_positions_also_leave_the_state_store_without_new_messages() -> None:
     """Retention is kept in Redis too: the forgetting itself is committed, not only the next fix."""
-    import pickle
-
+    from engine.core.state_schema import decode_part
     from engine.core.testing import T0
     from engine.runtime.store import MemoryStore
     from tests.engine.api_support import make_world
@@ -112,7 +111,7 @@ async def test_a_victims_old_positions_also_leave_the_state_store_without_new_me
     await w.service._commit()
 
     def stored_points() -> int:
-        tracks = [pickle.loads(p)["tracks"] for p in store.state.values()]
+        tracks = [decode_part(p).tracks for p in store.state.values()]
         return sum(len(t["VD-2001"].points) for t in tracks if "VD-2001" in t)
 
     assert stored_points() == 1

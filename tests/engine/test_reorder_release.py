@@ -8,8 +8,6 @@ anything older, so it is evaluated in the same step.  Gaps and late uploads stil
 
 from __future__ import annotations
 
-import dataclasses
-
 from engine.core.orders_load import load_orders
 from engine.core.pipeline import Engine
 from engine.core.testing import ORIGIN, T0, DeviceScript, orders_doc, square
@@ -152,28 +150,3 @@ def test_a_broken_message_on_another_devices_topic_changes_nothing_here() -> Non
     dev.seq += 1
     e.handle(*dev.fix(T0 + 20, *ORIGIN), T0 + 20.2)
     assert evaluated(e) == 1
-
-
-def test_a_track_stored_before_the_count_existed_restores_with_none() -> None:
-    """A track pickled in copyreg's slots form (before __reduce__), without ``unnumbered``,
-    loads through the store's reader with the count at 0."""
-    import copyreg
-    import io
-    import pickle
-
-    from engine.core import state_unpickle
-    from engine.core.tracks import DeviceTrack
-
-    names = [f.name for f in dataclasses.fields(DeviceTrack)]
-    stored = {n: getattr(DeviceTrack("AM-1"), n) for n in names if n != "unnumbered"}
-
-    class OldTrack(pickle.Pickler):
-        def reducer_override(self, obj: object) -> object:
-            if type(obj) is DeviceTrack:
-                return (copyreg.__newobj__, (DeviceTrack,), (None, stored))
-            return NotImplemented
-
-    buf = io.BytesIO()
-    OldTrack(buf, protocol=pickle.HIGHEST_PROTOCOL).dump(DeviceTrack("AM-1"))
-    t = state_unpickle.loads(buf.getvalue())
-    assert type(t) is DeviceTrack and t.unnumbered == 0 and t.device == "AM-1"

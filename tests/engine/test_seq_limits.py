@@ -10,14 +10,16 @@ from __future__ import annotations
 
 import asyncio
 import json
-import pickle
 from typing import Any
 
 import pytest
+from msgspec.msgpack import decode, encode
 
 from engine.core.pipeline import Effects, Engine
+from engine.core.state_codec import seq_memory_from, seq_memory_record
+from engine.core.state_schema import SeqMemoryRecord
 from engine.core.testing import T0, DeviceScript, Harness, circle, orders_doc
-from engine.core.tracks import DeviceTrack, SeqMemory, _restore_track
+from engine.core.tracks import SeqMemory
 from engine.runtime.store import MemoryStore
 
 X0, Y0 = 92_000.0, 437_000.0
@@ -140,22 +142,11 @@ def test_a_restart_releases_the_old_numbering_waiting_in_the_buffer() -> None:
     assert not e.tracks["AM-1001"].pending and e.stats.seq_restarts == 1
 
 
-def test_tracks_stored_before_newest_seen_t_still_load() -> None:
-    """A track pickled with the old eleven fields restores, its newest time from its points."""
-    track = DeviceTrack("AM-1001")
-    for seq in range(3):
-        track.admit(seq, T0 + seq)
-    args = track.__reduce__()[1][:11]  # the form stored before this change
-    old = _restore_track(*args)
-    assert old.newest_seen_t == -float("inf") or old.newest_seen_t == old.newest_t
-    assert old.admit(1, T0 + 1) == 1  # still a duplicate: SEQ_DUPLICATE
-    assert pickle.loads(pickle.dumps(track)).newest_seen_t == T0 + 2
-
-
-def test_seq_memory_beyond_64_bits_still_pickles() -> None:
-    """Even a seq past 64 bits (refused by the decoder) cannot make a commit fail."""
+def test_seq_memory_past_63_bits_is_stored_and_restored() -> None:
+    """Even a seq of 2**63 (refused by the decoder) cannot make a commit fail: MessagePack
+    stores unsigned 64-bit integers."""
     memory = SeqMemory(16)
     memory.add(5)
     memory.add(HUGE)
-    copy = pickle.loads(pickle.dumps(memory))
+    copy = seq_memory_from(decode(encode(seq_memory_record(memory)), type=SeqMemoryRecord))
     assert copy == memory and HUGE in copy and 5 in copy

@@ -2,17 +2,19 @@
 
 ``SeqMemory`` replaced an ``OrderedDict`` used as a FIFO set because a device's state is
 stored with every commit of its case and 8,192 integers were most of it.  These
-properties check it against that reference, through pickling too.
+properties check it against that reference, through its stored form too (engine.core.state_codec).
 """
 
 from __future__ import annotations
 
-import pickle
 from collections import OrderedDict
 
 from hypothesis import given, settings
 from hypothesis import strategies as st
+from msgspec.msgpack import decode, encode
 
+from engine.core.state_codec import seq_memory_from, seq_memory_record
+from engine.core.state_schema import SeqMemoryRecord
 from engine.core.tracks import DeviceTrack, SeqMemory
 
 seq_streams = st.lists(
@@ -32,14 +34,14 @@ def test_remembers_exactly_what_a_fifo_set_remembers(limit: int, seqs: list[int]
             reference[seq] = None
             if len(reference) > limit:
                 reference.popitem(last=False)
-        copy = pickle.loads(pickle.dumps(memory))
+        copy = seq_memory_from(decode(encode(seq_memory_record(memory)), type=SeqMemoryRecord))
         assert copy == memory
         assert all(s in copy for s in reference) and len(copy) == len(reference)
 
 
-def test_a_counting_device_pickles_in_a_few_bytes() -> None:
+def test_a_counting_device_is_stored_in_a_few_bytes() -> None:
     track = DeviceTrack("AM-1")
     for seq in range(20_000):
         assert not track.is_duplicate(seq)
     assert track.is_duplicate(19_999) and not track.is_duplicate(100)
-    assert len(pickle.dumps(track.seen)) < 200
+    assert len(encode(seq_memory_record(track.seen))) < 200

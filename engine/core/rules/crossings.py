@@ -320,7 +320,7 @@ def window_key(order_id: str, window_id: str) -> str:
     return f"{order_id}/window/{window_id}"
 
 
-@mypyc_attr(native_class=False)  # pickled in case parts as before (engine.core.state_pickle)
+@mypyc_attr(native_class=False)  # stays a Python class in the compiled build, as it was
 @dataclass(frozen=True, slots=True)
 class Suppression:
     """Why an order's alerts are capped at ``info`` right now."""
@@ -337,7 +337,7 @@ class Suppression:
         return f"suppressed: in time window {self.ident} ({self.reason}; would be {level})"
 
 
-@mypyc_attr(native_class=False)  # pickled in case parts as before (engine.core.state_pickle)
+@mypyc_attr(native_class=False)  # stays a Python class in the compiled build, as it was
 @dataclass(slots=True)
 class CorridorVisit:
     """One subject's passage through one corridor: his recent points in it, whether he stands."""

@@ -9,13 +9,11 @@ from __future__ import annotations
 
 from collections import deque
 from dataclasses import dataclass
-from typing import Any
 
 from devices.model import DeviceEvent, Fix
 from engine.core.alerts import Alert, Level
 from engine.core.orders import Order, OrderBook
 from engine.core.rules.context import RuleContext
-from engine.core.state_pickle import restore_slots
 
 
 @dataclass(slots=True, init=False)
@@ -30,18 +28,12 @@ class BatteryTrend:
         self.samples = deque(maxlen=32) if samples is None else samples
         self.charging = charging
 
-    def __reduce__(self) -> tuple[type[BatteryTrend], tuple[Any, ...]]:
-        # the constructor with the field values: the same pickle from the pure and the
-        # compiled build (engine.core.state_pickle)
-        return (BatteryTrend, (self.samples, self.charging))
-
-    def __setstate__(self, state: tuple[dict[str, Any] | None, dict[str, Any]]) -> None:
-        restore_slots(self, state)  # stored before __reduce__
-
     def add(self, t: float, pct: float) -> None:
         if self.samples and t <= self.samples[-1][0]:
             return
-        self.samples.append((t, pct))
+        # as a float in both builds: the compiled one converts an int (a fix's ``batt``) on the
+        # way in, so the pure one does too, and stored state reads the same in either
+        self.samples.append((t, float(pct)))
 
     def dies_at(self) -> float | None:
         """Device time the battery reaches 0 % at the recent drain rate (least squares), or None."""

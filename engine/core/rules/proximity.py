@@ -17,14 +17,12 @@ import hashlib
 import math
 from dataclasses import dataclass
 from math import hypot
-from typing import Any
 
 from engine.core.alerts import ALARM_RANK, LEVEL_RANK, Level
 from engine.core.messages import set_interval
 from engine.core.orders import Order, ProximityRule
 from engine.core.rules.context import RuleContext
 from engine.core.rules.crossings import closest_approach, path_margin, segment_usable, stays_beyond
-from engine.core.state_pickle import restore_slots
 from engine.core.tracks import DeviceTrack, TrackPoint
 from geo.certainty import within_certainty
 from geo.proximity import assess_pair
@@ -57,17 +55,6 @@ class PairEpisode:
         self.possible_run = possible_run
         self.last_t = last_t
         self.unsure_run = unsure_run
-
-    def __reduce__(self) -> tuple[type[PairEpisode], tuple[Any, ...]]:
-        # the constructor with the field values: the same pickle from the pure and the
-        # compiled build (engine.core.state_pickle)
-        return (PairEpisode, (
-            self.start, self.lower_since, self.lower_level, self.clear_run, self.pursuit,
-            self.possible_run, self.last_t, self.unsure_run,
-        ))
-
-    def __setstate__(self, state: tuple[dict[str, Any] | None, dict[str, Any]]) -> None:
-        restore_slots(self, state)  # stored before __reduce__
 
 
 @dataclass(slots=True, init=False)

@@ -13,7 +13,6 @@ from __future__ import annotations
 import math
 from dataclasses import dataclass
 from math import hypot
-from typing import Any
 
 import numpy as np
 
@@ -23,7 +22,6 @@ from engine.core.messages import set_interval, subject_prompt
 from engine.core.orders import Order, ZoneRule
 from engine.core.rules.context import RuleContext
 from engine.core.rules.crossings import path_margin, segment_usable, segments_in_zones
-from engine.core.state_pickle import restore_slots
 from engine.core.tracks import TrackPoint
 from geo.certainty import inside_certainty, outside_certainty
 from geo.index import ZoneIndex, path_may_touch
@@ -68,18 +66,6 @@ class ZoneEpisode:
         self.last_outside = last_outside
         self.last_t = last_t
         self.crossed = crossed
-
-    def __reduce__(self) -> tuple[type[ZoneEpisode], tuple[Any, ...]]:
-        # the constructor with the field values: the same pickle from the pure and the
-        # compiled build (engine.core.state_pickle)
-        return (ZoneEpisode, (
-            self.possible_run, self.clear_run, self.candidate_start, self.outside_since,
-            self.window, self.forewarned, self.pursuit, self.unconfirmed, self.last_outside,
-            self.last_t, self.crossed,
-        ))
-
-    def __setstate__(self, state: tuple[dict[str, Any] | None, dict[str, Any]]) -> None:
-        restore_slots(self, state)  # stored before __reduce__
 
 
 @dataclass(slots=True, init=False)
