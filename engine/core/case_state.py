@@ -28,10 +28,16 @@ MessagePack), made from and turned back into the engine's objects by ``engine.co
 from __future__ import annotations
 
 from collections.abc import Iterable
-from typing import TYPE_CHECKING, Any
+from typing import Any, Protocol
 
 from engine.core import state_codec as codec
+from engine.core.alerts import AlertBook
 from engine.core.cases import Cases
+from engine.core.notify import Notifier
+from engine.core.rules.crossings import ApprovedCrossings
+from engine.core.rules.device_events import DeviceRules
+from engine.core.rules.proximity import ProximityRules
+from engine.core.rules.zones import ZoneRules
 from engine.core.state_schema import (
     SCHEMA_VERSION,
     AlertRecord,
@@ -39,9 +45,24 @@ from engine.core.state_schema import (
     decode_part,
     encode_part,
 )
+from engine.core.tracks import DeviceTrack
 
-if TYPE_CHECKING:
-    from engine.core.pipeline import Engine
+
+class StateHolder(Protocol):
+    """The decision state a part is cut from and merged into: ``engine.core.pipeline.Engine``.
+
+    Named here so that what a case part holds is read in one place, and this module needs
+    nothing of the pipeline that drives it.
+    """
+
+    tracks: dict[str, DeviceTrack]
+    silent: set[str]
+    alerts: AlertBook
+    zones: ZoneRules
+    proximity: ProximityRules
+    crossings: ApprovedCrossings
+    device_rules: DeviceRules
+    notifier: Notifier
 
 
 def zone_keys(cases: Cases, case: str) -> Iterable[tuple[str, str, str]]:
@@ -58,7 +79,7 @@ def pair_keys(cases: Cases, case: str) -> Iterable[tuple[str, str, str]]:
             yield (order.id, order.subject, rule.protected_person)
 
 
-def forget_orders(engine: Engine, ended: set[str]) -> None:
+def forget_orders(engine: StateHolder, ended: set[str]) -> None:
     """Drop the episode state of orders that left the book (their alerts stay, with history).
 
     Beside the key generators above because it relies on the same key layouts: the order id
@@ -76,7 +97,7 @@ def forget_orders(engine: Engine, ended: set[str]) -> None:
             del episodes[key]
 
 
-def part_of(engine: Engine, cases: Cases, case: str, alert_ids: Iterable[str]) -> bytes | None:
+def part_of(engine: StateHolder, cases: Cases, case: str, alert_ids: Iterable[str]) -> bytes | None:
     """The stored part of one case (with its open alerts), or None when there is none."""
     devices = cases.devices_in(case)
     orders = cases.orders.get(case, ())
@@ -110,7 +131,7 @@ def part_of(engine: Engine, cases: Cases, case: str, alert_ids: Iterable[str]) -
     ))
 
 
-def closed_alert_part(engine: Engine, alert_id: str) -> bytes | None:
+def closed_alert_part(engine: StateHolder, alert_id: str) -> bytes | None:
     """The stored part of one closed alert (``A:{alert_id}``); None when it is open or gone."""
     alert = engine.alerts.alerts.get(alert_id)
     if alert is None or alert.is_open:
@@ -127,7 +148,7 @@ AlertSections = tuple[
 ]
 
 
-def _alert_sections(engine: Engine, alert_ids: Iterable[str]) -> AlertSections:
+def _alert_sections(engine: StateHolder, alert_ids: Iterable[str]) -> AlertSections:
     """These alerts (those the engine knows), the episode keys they hold open, what their
     victims were told, the suppressed levels noted on them."""
     known = engine.alerts.alerts
@@ -156,7 +177,7 @@ def _encoded(part: StatePart) -> bytes | None:
     return encode_part(part)
 
 
-def merge_part(engine: Engine, blob: bytes) -> None:
+def merge_part(engine: StateHolder, blob: bytes) -> None:
     """Add one stored part to the engine's state.
 
     The whole part is decoded and converted before anything is added, so a part that cannot
