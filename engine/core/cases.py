@@ -12,7 +12,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-from engine.core.alerts import Alert
+from engine.core.alert_records import Alert
 from engine.core.orders import Order, OrderBook
 
 #: the case of state that belongs to no device, person or order (kept for completeness)

@@ -14,7 +14,7 @@ from dataclasses import dataclass, field, fields, replace
 from pathlib import Path
 from typing import Any
 
-from engine.core.alerts import (
+from engine.core.alert_records import (
     DEFAULT_DEADLINES,
     DEFAULT_SCRIPTS,
     DEFAULT_TARGETS,

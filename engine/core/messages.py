@@ -12,7 +12,7 @@ from dataclasses import dataclass
 from typing import Any, Literal
 
 from devices.timeutil import format_time
-from engine.core.alerts import LEVEL_RANK, Alert
+from engine.core.alert_records import LEVEL_RANK, Alert
 
 Channel = Literal["centre", "victim", "subject", "device", "deadletter", "forward"]
 

@@ -14,7 +14,7 @@
 
 from __future__ import annotations
 
-from engine.core.alerts import LEVEL_RANK, AlertChange
+from engine.core.alert_records import LEVEL_RANK, AlertChange
 from engine.core.config import RuleConfig
 from engine.core.messages import (
     Outgoing,

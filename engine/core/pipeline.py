@@ -24,7 +24,8 @@ import numpy as np
 
 from devices.decode import Decoded, dead_letter_record, decode_message
 from devices.model import DeviceEvent, Fix, Rejection
-from engine.core.alerts import AlertBook, AlertChange
+from engine.core.alert_records import AlertChange
+from engine.core.alerts import AlertBook
 from engine.core.case_state import closed_alert_part, forget_orders, merge_part, part_of
 from engine.core.cases import Cases, cases_of, regrouped
 from engine.core.config import EngineConfig

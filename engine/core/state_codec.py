@@ -14,7 +14,7 @@ from collections import deque
 from collections.abc import Callable
 
 from devices.model import Fix
-from engine.core.alerts import Alert, HistoryEntry
+from engine.core.alert_records import Alert, HistoryEntry
 from engine.core.rules.crossings import CorridorVisit, Suppression
 from engine.core.rules.device_events import BatteryTrend
 from engine.core.rules.proximity import PairEpisode

@@ -172,7 +172,7 @@ class StatusRecord(msgspec.Struct, array_like=True, frozen=True, gc=False):
 
 
 class HistoryRecord(msgspec.Struct, array_like=True, frozen=True, gc=False):
-    """``engine.core.alerts.HistoryEntry``: who did what to an alert, and when."""
+    """``engine.core.alert_records.HistoryEntry``: who did what to an alert, and when."""
 
     at: float
     state: StoredState
@@ -185,7 +185,7 @@ class HistoryRecord(msgspec.Struct, array_like=True, frozen=True, gc=False):
 
 
 class AlertRecord(msgspec.Struct, array_like=True, frozen=True, gc=False):
-    """``engine.core.alerts.Alert`` with its history."""
+    """``engine.core.alert_records.Alert`` with its history."""
 
     alert_id: str
     kind: str

@@ -24,7 +24,7 @@ from collections.abc import Callable
 from typing import Any
 
 from devices.model import Fix
-from engine.core.alerts import OPERATOR_CHANGES, AlertChange
+from engine.core.alert_records import OPERATOR_CHANGES, AlertChange
 from engine.core.orders import Order, OrderBook
 from engine.core.pipeline import Effects
 from engine.evidence.chain import Chain

@@ -27,7 +27,7 @@ from collections.abc import Sequence
 import redis.asyncio as aioredis
 from redis.exceptions import RedisError
 
-from engine.core.alerts import Alert
+from engine.core.alert_records import Alert
 from engine.core.messages import Outgoing
 from engine.core.pipeline import StateDelta
 from engine.redact import redact_url

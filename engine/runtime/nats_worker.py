@@ -44,7 +44,7 @@ from nats.js import JetStreamContext
 from nats.js.errors import KeyNotFoundError, KeyWrongLastSequenceError, NoKeysError
 from nats.js.kv import KeyValue
 
-from engine.core.alerts import AlertActionError
+from engine.core.alert_records import AlertActionError
 from engine.core.cases import Cases, cases_of
 from engine.core.config import EngineConfig, load_engine_config
 from engine.core.messages import Outgoing, deadletter

@@ -42,7 +42,7 @@ from typing import Any
 import aiomqtt
 
 from devices.timeutil import format_time
-from engine.core.alerts import Alert, AlertActionError
+from engine.core.alert_records import Alert, AlertActionError
 from engine.core.config import ServiceConfig
 from engine.core.messages import Outgoing, deadletter
 from engine.core.pipeline import Effects, Engine

@@ -21,7 +21,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass, field
 from typing import Any, Protocol
 
-from engine.core.alerts import Alert
+from engine.core.alert_records import Alert
 from engine.core.messages import Outgoing
 from engine.core.pipeline import StateDelta
 

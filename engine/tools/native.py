@@ -40,6 +40,7 @@ NATIVE_SOURCES: tuple[str, ...] = (
     "devices/timeutil.py",
     "devices/topics.py",
     "devices/validate.py",
+    "engine/core/alert_records.py",
     "engine/core/alerts.py",
     "engine/core/case_state.py",
     "engine/core/cases.py",

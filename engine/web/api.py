@@ -41,7 +41,7 @@ from starlette.routing import Mount, Route
 from starlette.staticfiles import StaticFiles
 
 from devices.timeutil import format_time, parse_time
-from engine.core.alerts import LEVEL_RANK, AlertActionError, AlertActionInvalid
+from engine.core.alert_records import LEVEL_RANK, AlertActionError, AlertActionInvalid
 from engine.core.enforceability import check_orders
 from engine.core.orders_load import load_orders
 from engine.errors import EngineError

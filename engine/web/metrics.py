@@ -21,7 +21,7 @@ from prometheus_client.core import HistogramMetricFamily
 from prometheus_client.exposition import CONTENT_TYPE_LATEST, generate_latest
 from prometheus_client.utils import floatToGoString
 
-from engine.core.alerts import ALARM_RANK, LEVEL_RANK, LEVELS, Alert, peak_rank
+from engine.core.alert_records import ALARM_RANK, LEVEL_RANK, LEVELS, Alert, peak_rank
 from engine.core.pipeline import Effects
 from engine.runtime.service import Service
 

@@ -26,7 +26,7 @@ from collections.abc import Iterator
 from typing import Any
 
 from devices.timeutil import format_time
-from engine.core.alerts import LEVEL_RANK
+from engine.core.alert_records import LEVEL_RANK
 from engine.core.messages import Outgoing, victim_status, victim_warning
 from engine.core.pipeline import Effects, Engine
 

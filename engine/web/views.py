@@ -16,7 +16,7 @@ from typing import Any
 import shapely
 
 from devices.timeutil import format_time
-from engine.core.alerts import ALARM_RANK, LEVEL_RANK, LEVELS, Alert, peak_rank
+from engine.core.alert_records import ALARM_RANK, LEVEL_RANK, LEVELS, Alert, peak_rank
 from engine.core.orders import LEGAL_BASES, Order
 from engine.core.pipeline import Engine
 from geo.projection import RD_NEW, Projector

@@ -6,13 +6,8 @@ import json
 
 import pytest
 
-from engine.core.alerts import (
-    Alert,
-    AlertActionError,
-    AlertActionInvalid,
-    AlertBook,
-    AlertPolicy,
-)
+from engine.core.alert_records import Alert, AlertActionError, AlertActionInvalid, AlertPolicy
+from engine.core.alerts import AlertBook
 from engine.core.config import EngineConfig, ServiceConfig
 from engine.core.orders_load import load_orders
 from engine.core.pipeline import Engine
@@ -187,7 +182,7 @@ def test_notes_make_a_thread_with_who_and_when() -> None:
 
 def test_the_alert_detail_carries_the_call_script_of_its_kind() -> None:
     """The procedure beside the alarm: the kind's call script, in order (issue 24's case panel)."""
-    from engine.core.alerts import DEFAULT_SCRIPTS
+    from engine.core.alert_records import DEFAULT_SCRIPTS
 
     h, aid = cleared_alarm()
     alert = h.engine.alerts.alerts[aid]

@@ -8,7 +8,8 @@ from dataclasses import replace
 from hypothesis import example, given
 from hypothesis import strategies as st
 
-from engine.core.alerts import LEVEL_RANK, Alert, AlertBook, HistoryEntry, _merge_evidence, _round
+from engine.core.alert_records import LEVEL_RANK, Alert, HistoryEntry, _round
+from engine.core.alerts import AlertBook, _merge_evidence
 
 _KEYS = st.sampled_from([f"AM-1:{i}" for i in range(30)])
 _EVIDENCE = st.lists(_KEYS, max_size=25).map(tuple)

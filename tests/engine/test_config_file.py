@@ -80,7 +80,7 @@ def test_a_bad_alerts_section_fails_at_start_up_naming_it(tmp_path, text, needle
 
 def test_alerts_scripts_set_the_call_script_of_a_kind_over_the_defaults(tmp_path):
     """[alerts.scripts] replaces one kind's call script; every other kind keeps its default."""
-    from engine.core.alerts import DEFAULT_SCRIPTS
+    from engine.core.alert_records import DEFAULT_SCRIPTS
 
     path = tmp_path / "c.toml"
     path.write_text('[alerts.scripts]\npanic = ["Call 112.", "Call her."]\n')

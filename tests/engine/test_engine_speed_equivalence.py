@@ -135,7 +135,7 @@ def test_fast_copies_know_every_field() -> None:
     (this fails first)."""
     from dataclasses import astuple, fields
 
-    from engine.core.alerts import Alert, AlertChange, HistoryEntry, copy_alert
+    from engine.core.alert_records import Alert, AlertChange, HistoryEntry, copy_alert
 
     assert [f.name for f in fields(AlertChange)] == ["alert", "change", "previous_level", "arrival"]
     # every field set to a value no other field and no default has

@@ -8,7 +8,7 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from engine.core.alerts import AlertActionError, AlertActionInvalid, alert_id_for
+from engine.core.alert_records import AlertActionError, AlertActionInvalid, alert_id_for
 from engine.core.orders_load import load_orders
 from engine.core.testing import ORIGIN, T0, DeviceScript, Harness, circle, orders_doc
 from engine.runtime.replay import replay_messages, write_alerts

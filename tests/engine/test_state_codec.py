@@ -28,7 +28,8 @@ if __name__ == "__main__":
 
 from devices.model import Fix  # noqa: E402
 from engine.core import state_codec as codec  # noqa: E402
-from engine.core.alerts import Alert, AlertBook, HistoryEntry  # noqa: E402
+from engine.core.alert_records import Alert, HistoryEntry  # noqa: E402
+from engine.core.alerts import AlertBook  # noqa: E402
 from engine.core.orders_load import load_orders  # noqa: E402
 from engine.core.pipeline import Effects, Engine  # noqa: E402
 from engine.core.rules.crossings import CorridorVisit, Suppression  # noqa: E402

@@ -4,7 +4,8 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-from engine.core.alerts import AlertBook, AlertChange
+from engine.core.alert_records import AlertChange
+from engine.core.alerts import AlertBook
 from engine.core.config import RuleConfig
 from engine.core.messages import Outgoing
 from engine.core.orders import OrderBook

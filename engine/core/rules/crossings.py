@@ -55,14 +55,8 @@ from mypy_extensions import mypyc_attr
 
 from devices.model import Fix
 from devices.timeutil import format_time
-from engine.core.alerts import (
-    LEVEL_RANK,
-    AlertBook,
-    AlertChange,
-    HistoryEntry,
-    RaiseCap,
-    copy_alert,
-)
+from engine.core.alert_records import LEVEL_RANK, AlertChange, HistoryEntry, copy_alert
+from engine.core.alerts import AlertBook, RaiseCap
 from engine.core.config import RuleConfig
 from engine.core.orders import Order, OrderBook
 from engine.core.rules.context import RuleContext

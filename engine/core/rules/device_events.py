@@ -11,7 +11,7 @@ from collections import deque
 from dataclasses import dataclass
 
 from devices.model import DeviceEvent, Fix
-from engine.core.alerts import Alert, Level
+from engine.core.alert_records import Alert, Level
 from engine.core.orders import Order, OrderBook
 from engine.core.rules.context import RuleContext
 

@@ -11,7 +11,7 @@ from __future__ import annotations
 import bisect
 from collections.abc import Iterable
 
-from engine.core.alerts import Level
+from engine.core.alert_records import Level
 from engine.core.orders import Order, OrderBook
 from engine.core.rules.context import RuleContext
 

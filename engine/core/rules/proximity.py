@@ -18,7 +18,7 @@ import math
 from dataclasses import dataclass
 from math import hypot
 
-from engine.core.alerts import ALARM_RANK, LEVEL_RANK, Level
+from engine.core.alert_records import ALARM_RANK, LEVEL_RANK, Level
 from engine.core.messages import set_interval
 from engine.core.orders import Order, ProximityRule
 from engine.core.rules.context import RuleContext

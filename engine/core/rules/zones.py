@@ -17,7 +17,7 @@ from math import hypot
 import numpy as np
 
 from devices.model import Fix
-from engine.core.alerts import Level
+from engine.core.alert_records import Level
 from engine.core.messages import set_interval, subject_prompt
 from engine.core.orders import Order, ZoneRule
 from engine.core.rules.context import RuleContext
