@@ -14,25 +14,22 @@ alert lifecycle → notifications.
 from __future__ import annotations
 
 import math
-from collections import Counter
 from collections.abc import Callable, Iterable
-from dataclasses import dataclass, field
 from heapq import heappop, heappush
 from operator import attrgetter
 
-import numpy as np
-
 from devices.decode import Decoded, dead_letter_record, decode_message
 from devices.model import DeviceEvent, Fix, Rejection
-from engine.core.alert_records import AlertChange
 from engine.core.alerts import AlertBook
 from engine.core.case_state import closed_alert_part, forget_orders, merge_part, part_of
 from engine.core.cases import Cases, cases_of, regrouped
 from engine.core.config import EngineConfig
+from engine.core.effects import Effects, EngineStats, StateDelta
 from engine.core.indexes import DueIndex, SilenceIndex, VictimFloor, due_key
-from engine.core.messages import Outgoing, deadletter
+from engine.core.messages import deadletter
 from engine.core.notify import Notifier
 from engine.core.orders import Order, OrderBook
+from engine.core.prepared import PreparedBatch
 from engine.core.rules.context import RuleContext
 from engine.core.rules.crossings import ApprovedCrossings, previous_point, report_reception_gap
 from engine.core.rules.device_events import DeviceRules
@@ -42,53 +39,6 @@ from engine.core.rules.zones import ZoneRules, zone_key
 from engine.core.tracks import SEQ_DUPLICATE, SEQ_RESTART, DeviceTrack, TrackPoint
 from geo.index import ZoneIndex
 from geo.projection import Projector
-
-# projected fixes ``prepare`` keeps for fixes not yet evaluated: above this many they are
-# dropped together, and a fix whose projection went is projected on its own (the same numbers)
-POSITIONS_KEPT = 8192
-
-
-@dataclass(slots=True, init=False)
-class Effects:
-    """What one step of the engine produced (a written ``__init__``: engine.tools.native)."""
-
-    messages: list[Outgoing]
-    changes: list[AlertChange]
-
-    def __init__(
-        self, messages: list[Outgoing] | None = None, changes: list[AlertChange] | None = None
-    ) -> None:
-        self.messages = [] if messages is None else messages
-        self.changes = [] if changes is None else changes
-
-    def extend(self, other: Effects) -> None:
-        self.messages.extend(other.messages)
-        self.changes.extend(other.changes)
-
-
-@dataclass(frozen=True, slots=True)
-class StateDelta:
-    """Stored parts (engine.core.case_state) of the cases that changed; None for a case that now
-    holds nothing."""
-
-    parts: dict[str, bytes | None]
-    replace_all: bool  # drop every stored part that is not in ``parts``
-
-
-@dataclass(slots=True)
-class EngineStats:
-    """Counters the metrics layer exports; plain ints so the core needs no Prometheus."""
-
-    received: int = 0
-    fixes: int = 0
-    events: int = 0
-    duplicates: int = 0
-    seq_restarts: int = 0  # fixes and events that restarted their device's numbering
-    jumps: int = 0
-    late: int = 0
-    evaluated: int = 0
-    rejected: Counter[str] = field(default_factory=Counter)
-    lag_s: list[float] = field(default_factory=list)
 
 
 class Engine:
@@ -134,8 +84,7 @@ class Engine:
         self._victim_floor: VictimFloor | None = None
         self._due_index: DueIndex | None = None
         # decoded messages and projected fixes of the last ``prepare`` (payload / fix id -> ...)
-        self._prepared: dict[int, tuple[bytes, str, float, Decoded]] = {}
-        self._positions: dict[int, tuple[Fix, float, float]] = {}  # fix id -> (fix, x, y)
+        self._ahead = PreparedBatch()  # decodings and projections of the last ``prepare``
         self.book = book
         self.set_orders(book)
 
@@ -155,7 +104,7 @@ class Engine:
             if key not in self.index or old.get(key) != shape:
                 self.index.upsert(key, shape)
         self.book = book
-        self._prepared = {}  # decoded with the old book's OwnTracks map
+        self._ahead.forget_decoded()  # decoded with the old book's OwnTracks map
         self.zones.forget_measurements()  # zones may have changed shape under the same key
         self.proximity.forget_pairs()
         cases = cases_of(book)
@@ -173,32 +122,11 @@ class Engine:
     def prepare(self, messages: Iterable[tuple[str, bytes, float]]) -> None:
         """Decode a micro-batch of messages ahead and project its fixes in one call.
 
-        Only a hint: ``handle`` then takes each message's decoding and its fixes' projected
-        positions from here (the same values: one pyproj call on arrays gives each point the
-        same numbers as a call per point, but costs a third per point), and decodes and
-        projects anything else itself.  What a ``prepare`` holds is forgotten at the next
-        one, or when the orders change.
+        Only a hint (``engine.core.prepared.PreparedBatch``): ``handle`` takes each message's
+        decoding and its fixes' positions from there, and decodes and projects anything else
+        itself.  What a ``prepare`` holds is forgotten at the next one, or when the orders change.
         """
-        prepared: dict[int, tuple[bytes, str, float, Decoded]] = {}
-        lon: list[float] = []
-        lat: list[float] = []
-        fixes: list[Fix] = []
-        for topic, payload, now in messages:
-            decoded = self._decode(topic, payload, now)
-            prepared[id(payload)] = (payload, topic, now, decoded)
-            for fix in decoded.fixes:
-                fixes.append(fix)
-                lon.append(fix.lon)
-                lat.append(fix.lat)
-        self._prepared = prepared
-        # fixes of earlier batches still waiting in a reorder buffer keep their projection
-        # (a device's first fixes wait the hold); the rest are forgotten in bulk at a bound
-        positions = self._positions if len(self._positions) < POSITIONS_KEPT else {}
-        if len(fixes) > 1:
-            xs, ys = self.projector.forward(np.array(lon), np.array(lat))
-            for fix, x, y in zip(fixes, xs.tolist(), ys.tolist(), strict=True):
-                positions[id(fix)] = (fix, x, y)
-        self._positions = positions
+        self._ahead.fill(messages, self._decode, self.projector)
 
     def _decode(self, topic: str, payload: bytes, now: float) -> Decoded:
         return decode_message(
@@ -212,13 +140,8 @@ class Engine:
 
     def handle(self, topic: str, payload: bytes, now: float) -> Effects:
         """One MQTT message at processing time ``now``."""
-        key = id(payload)
-        ahead = self._prepared.get(key)  # get, then del: pop with a default is a generic call compiled
-        if ahead is not None and ahead[0] is payload and ahead[1] == topic and ahead[2] == now:
-            del self._prepared[key]  # gone once used: nothing of a handled message outlives it
-            decoded = ahead[3]
-        else:
-            decoded = self._decode(topic, payload, now)
+        ahead = self._ahead.take_decoded(topic, payload, now)
+        decoded = ahead if ahead is not None else self._decode(topic, payload, now)
         self.stats.received += 1
         if not decoded.rejections and not decoded.events:
             # nearly every message: one or more fixes and nothing else to report
@@ -502,7 +425,7 @@ class Engine:
     ) -> None:
         # one point at a time: pyproj's scalar path is ~10x cheaper than a 1-element array
         # (a release holds one or two fixes) and gives the same numbers (the same PROJ call)
-        positions = self._positions
+        ahead = self._ahead
         device = track.device
         if fixes and ctx.now - fixes[0].t > ctx.rules.late_after_s:  # the oldest is first
 
@@ -517,11 +440,9 @@ class Engine:
             report_reception_gap(ctx, device, fixes, track.newest_t, released_before, silence_note)
         self._heard(ctx, device)
         for fix in fixes:
-            fix_id = id(fix)
-            ahead = positions.get(fix_id) if positions else None
-            if ahead is not None and ahead[0] is fix:
-                del positions[fix_id]
-                x, y = ahead[1], ahead[2]
+            position = ahead.take_position(fix)
+            if position is not None:
+                x, y = position
             else:
                 x, y = self.projector.forward(float(fix.lon), float(fix.lat))
             late = ctx.now - fix.t > ctx.rules.late_after_s or fix.t < track.newest_t

@@ -12,9 +12,10 @@ from typing import Any
 
 from devices.timeutil import format_time
 from engine.core.config import EngineConfig
+from engine.core.effects import Effects
 from engine.core.orders import OrderBook
 from engine.core.orders_load import load_orders
-from engine.core.pipeline import Effects, Engine
+from engine.core.pipeline import Engine
 from geo.projection import Projector
 
 T0 = 1_795_000_000.0  # 2026-11-18T11:06:40Z (12:06 in Amsterdam), a fixed device-time origin for scenarios

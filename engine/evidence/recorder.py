@@ -25,8 +25,8 @@ from typing import Any
 
 from devices.model import Fix
 from engine.core.alert_records import OPERATOR_CHANGES, AlertChange
+from engine.core.effects import Effects
 from engine.core.orders import Order, OrderBook
-from engine.core.pipeline import Effects
 from engine.evidence.chain import Chain
 from engine.evidence.orderdoc import order_digest
 

@@ -47,10 +47,11 @@ from nats.js.kv import KeyValue
 from engine.core.alert_records import AlertActionError
 from engine.core.cases import Cases, cases_of
 from engine.core.config import EngineConfig, load_engine_config
+from engine.core.effects import Effects
 from engine.core.messages import Outgoing, deadletter
 from engine.core.orders import OrderBook
 from engine.core.orders_load import load_orders
-from engine.core.pipeline import Effects, Engine
+from engine.core.pipeline import Engine
 from engine.runtime.acks import InvalidAck, parse_ack
 from engine.runtime.nats_intake import TOPIC_HEADER, Intake, Router, refusal
 from engine.runtime.nats_jetstream import (

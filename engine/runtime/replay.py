@@ -15,9 +15,10 @@ from typing import Any
 
 from devices.timeutil import parse_time
 from engine.core.config import EngineConfig
+from engine.core.effects import Effects
 from engine.core.orders import OrderBook
 from engine.core.orders_load import load_orders
-from engine.core.pipeline import Effects, Engine
+from engine.core.pipeline import Engine
 from engine.errors import EngineError
 from engine.evidence import Chain, attach, open_log
 

@@ -44,8 +44,9 @@ import aiomqtt
 from devices.timeutil import format_time
 from engine.core.alert_records import Alert, AlertActionError
 from engine.core.config import ServiceConfig
+from engine.core.effects import Effects
 from engine.core.messages import Outgoing, deadletter
-from engine.core.pipeline import Effects, Engine
+from engine.core.pipeline import Engine
 from engine.runtime.acks import AckCommand, InvalidAck, parse_ack
 from engine.runtime.broker_link import BrokerLink
 from engine.runtime.intake import Inbox, IngestClient
@@ -446,7 +447,6 @@ class Service:
             with contextlib.suppress(TimeoutError):
                 await asyncio.wait_for(stop.wait(), STORE_PING_S)
 
-    # --- durability -----------------------------------------------------------------------
     async def _commit_until_stored(self) -> None:
         """Commit staged effects; while the store is down, keep trying (acks stay held)."""
         backoff = 0.1

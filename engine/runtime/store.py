@@ -22,8 +22,8 @@ from dataclasses import dataclass, field
 from typing import Any, Protocol
 
 from engine.core.alert_records import Alert
+from engine.core.effects import StateDelta
 from engine.core.messages import Outgoing
-from engine.core.pipeline import StateDelta
 
 
 class StoreUnavailable(Exception):

@@ -34,8 +34,8 @@ import redis.asyncio as aioredis
 from redis.exceptions import RedisError
 
 from engine.core.alert_records import Alert
+from engine.core.effects import StateDelta
 from engine.core.messages import Outgoing
-from engine.core.pipeline import StateDelta
 from engine.redact import redact_url
 from engine.runtime.store import StoreUnavailable, alert_record, decode_message, encode_message
 

@@ -27,10 +27,11 @@ import aiomqtt
 
 from devices.timeutil import format_time
 from engine.core.config import EngineConfig, ServiceConfig
+from engine.core.effects import Effects
 from engine.core.messages import Outgoing
 from engine.core.orders import OrderBook
 from engine.core.orders_load import load_orders
-from engine.core.pipeline import Effects, Engine
+from engine.core.pipeline import Engine
 from engine.runtime.broker import EmbeddedBroker
 from engine.runtime.service import Service
 from geo.projection import Projector

@@ -19,7 +19,7 @@ from starlette.requests import Request
 from starlette.responses import JSONResponse, Response
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
-from engine.core.pipeline import Effects
+from engine.core.effects import Effects
 from engine.runtime.acks import MAX_NAME_CHARS, MAX_NOTE_CHARS  # the same limits as em/ack
 from engine.runtime.service import Service
 from engine.web import views

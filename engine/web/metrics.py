@@ -22,7 +22,7 @@ from prometheus_client.exposition import CONTENT_TYPE_LATEST, generate_latest
 from prometheus_client.utils import floatToGoString
 
 from engine.core.alert_records import ALARM_RANK, LEVEL_RANK, LEVELS, Alert, peak_rank
-from engine.core.pipeline import Effects
+from engine.core.effects import Effects
 from engine.runtime.service import Service
 
 _go_float: Callable[[float], str] = floatToGoString  # a bucket bound as the client writes it (untyped)

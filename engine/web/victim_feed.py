@@ -27,8 +27,9 @@ from typing import Any
 
 from devices.timeutil import format_time
 from engine.core.alert_records import LEVEL_RANK
+from engine.core.effects import Effects
 from engine.core.messages import Outgoing, victim_status, victim_warning
-from engine.core.pipeline import Effects, Engine
+from engine.core.pipeline import Engine
 
 WARNING_FIELDS = frozenset({"v", "alert_id", "level", "message", "advice", "near", "status", "t"})
 # the alert's kind is added for the app (not on MQTT): a panic's confirmation must not beep,

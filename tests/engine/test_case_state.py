@@ -16,7 +16,8 @@ from typing import Any
 
 import pytest
 
-from engine.core.pipeline import Effects, Engine
+from engine.core.effects import Effects
+from engine.core.pipeline import Engine
 from engine.core.state_schema import decode_part
 from engine.runtime.replay import read_trace
 from engine.runtime.store import apply_delta
@@ -310,7 +311,7 @@ def test_prepared_projections_of_fixes_never_handled_are_dropped_at_a_bound(
     """Projections ``prepare`` keeps for fixes still waiting (a reorder buffer) must not pile up
     for fixes that are never evaluated: past ``POSITIONS_KEPT`` they are forgotten together,
     and a fix handled after that is projected on its own, to the same decisions."""
-    from engine.core import pipeline
+    from engine.core import prepared
 
     orders, messages = stream("approach", tmp_path_factory.mktemp("approach"))
     engine = Engine(load_book(orders))
@@ -318,10 +319,10 @@ def test_prepared_projections_of_fixes_never_handled_are_dropped_at_a_bound(
     n_fixes = sum(len(engine._decode(t, p, a).fixes) for t, p, a in batch)
     assert n_fixes > 1
     most = 0
-    for _ in range(2 * pipeline.POSITIONS_KEPT // n_fixes + 2):
+    for _ in range(2 * prepared.POSITIONS_KEPT // n_fixes + 2):
         engine.prepare([(t, bytes(p), a) for t, p, a in batch])  # new objects: never handled
-        most = max(most, len(engine._positions))
-    assert pipeline.POSITIONS_KEPT <= most < pipeline.POSITIONS_KEPT + n_fixes
+        most = max(most, len(engine._ahead.positions))
+    assert prepared.POSITIONS_KEPT <= most < prepared.POSITIONS_KEPT + n_fixes
     plain = Engine(load_book(orders))
     for now, topic, payload in messages[:200]:
         assert wire(engine.handle(topic, payload, now)) == wire(plain.handle(topic, payload, now))

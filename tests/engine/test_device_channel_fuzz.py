@@ -20,9 +20,10 @@ from hypothesis import strategies as st
 
 from devices.decode import decode_message
 from devices.model import RejectReason
+from engine.core.effects import Effects
 from engine.core.orders import OrderBook
 from engine.core.orders_load import load_orders
-from engine.core.pipeline import Effects, Engine
+from engine.core.pipeline import Engine
 from engine.core.testing import ORIGIN, T0, DeviceScript, circle, orders_doc
 from engine.runtime.store import MemoryStore
 

@@ -12,9 +12,10 @@ import pytest
 
 from devices.timeutil import parse_time
 from engine.core.config import EngineConfig, RuleConfig
+from engine.core.effects import Effects
 from engine.core.orders import ScheduleWindow
 from engine.core.orders_load import load_orders
-from engine.core.pipeline import Effects, Engine
+from engine.core.pipeline import Engine
 from engine.core.rules.context import RuleContext
 from engine.core.rules.crossings import Approach, closest_approach, stays_beyond
 from engine.core.rules.expiry import check_expiry

@@ -15,7 +15,8 @@ from typing import Any
 import pytest
 from msgspec.msgpack import decode, encode
 
-from engine.core.pipeline import Effects, Engine
+from engine.core.effects import Effects
+from engine.core.pipeline import Engine
 from engine.core.state_codec import seq_memory_from, seq_memory_record
 from engine.core.state_schema import SeqMemoryRecord
 from engine.core.testing import T0, DeviceScript, Harness, circle, orders_doc

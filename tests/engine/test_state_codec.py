@@ -30,8 +30,9 @@ from devices.model import Fix  # noqa: E402
 from engine.core import state_codec as codec  # noqa: E402
 from engine.core.alert_records import Alert, HistoryEntry  # noqa: E402
 from engine.core.alerts import AlertBook  # noqa: E402
+from engine.core.effects import Effects  # noqa: E402
 from engine.core.orders_load import load_orders  # noqa: E402
-from engine.core.pipeline import Effects, Engine  # noqa: E402
+from engine.core.pipeline import Engine  # noqa: E402
 from engine.core.rules.crossings import CorridorVisit, Suppression  # noqa: E402
 from engine.core.rules.device_events import BatteryTrend  # noqa: E402
 from engine.core.rules.proximity import PairEpisode  # noqa: E402

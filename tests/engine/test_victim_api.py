@@ -10,8 +10,8 @@ from typing import Any
 import httpx
 import pytest
 
+from engine.core.effects import Effects
 from engine.core.messages import Outgoing
-from engine.core.pipeline import Effects
 from engine.core.testing import ORIGIN, T0, DeviceScript, orders_doc
 from engine.errors import ConfigError
 from engine.runtime.supervise import ServiceFailed

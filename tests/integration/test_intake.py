@@ -324,8 +324,8 @@ async def test_an_alerts_puback_does_not_wait_behind_a_device_flood(broker, capl
     Maximum while acks and new messages interleave): in the ingest benchmark's Redis pass the
     backlog was 20,000+ messages, aiomqtt gave up after 10 s and the service reconnected.
     """
+    from engine.core.effects import Effects
     from engine.core.messages import Outgoing
-    from engine.core.pipeline import Effects
 
     now = time.time()
     book = load_orders(orders_doc(valid_from=now - 3600, valid_until=now + 86400))

@@ -4,8 +4,8 @@ from __future__ import annotations
 
 import pytest
 
+from engine.core.effects import StateDelta
 from engine.core.messages import Outgoing
-from engine.core.pipeline import StateDelta
 from engine.runtime.nats_store import Fenced, PartitionStore
 from tests.integration import procs
 
