@@ -37,31 +37,14 @@ from engine.tools.deploy_config import (
 if TYPE_CHECKING:
     from engine.core.orders import OrderBook
 
-
 MOSQUITTO_HASH_ID = 7  # mosquitto 2.x: PBKDF2-HMAC-SHA512
-
-
 MOSQUITTO_ITERATIONS = 101  # mosquitto_passwd's default; passwords are 256-bit random anyway
-
-
 SALT_BYTES = 12  # as mosquitto_passwd
-
-
 ENGINE_ENV_FILE = "engine.env"
-
-
 PASSWORD_FILE = "passwd"
-
-
 ACL_FILE = "acl"
-
-
 CONFIG_FILE = "mosquitto.conf"
-
-
 MQTT_PASSWORD_SECRET = "mqtt_password"
-
-
 MQTT_PUBLISH_PASSWORD_SECRET = "mqtt_publish_password"
 
 
@@ -100,8 +83,6 @@ class BrokerSetting:
     key: str
     value: str
     why: str
-
-
 # Settings that keep QoS 1 fixes from being dropped silently (traps.md): mosquitto's
 # default queue for an offline or slow client is 1000 messages, after which it
 # drops with only a log line.  An engine restart during a burst must not lose fixes.
@@ -144,8 +125,6 @@ BROKER_SETTINGS: tuple[BrokerSetting, ...] = (
     BrokerSetting("set_tcp_nodelay", "true", "no Nagle delay on alerts and prompts"),
     BrokerSetting("connection_messages", "true", "log connects and disconnects (no passwords)"),
 )
-
-
 # Settings mosquitto 2.0 keeps per listener (whatever per_listener_settings says): written after
 # each ``listener`` line.  Written before the first one they configure an implicit default
 # listener, and mosquitto then also opens port 1883 on every interface (seen here: it did).
@@ -249,15 +228,9 @@ def render_mosquitto_conf(
             "require_certificate false",
         ]
     return "\n".join(lines) + "\n"
-
-
 # The layout inside the eclipse-mosquitto container used by deploy/compose.yaml.
 CONTAINER_CONFIG_DIR = PurePosixPath("/mosquitto/config")
-
-
 CONTAINER_DATA_DIR = PurePosixPath("/mosquitto/data")
-
-
 CONTAINER_CERTS_DIR = PurePosixPath("/mosquitto/certs")
 
 
