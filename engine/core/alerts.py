@@ -171,10 +171,16 @@ class AlertBook:
                     n += 1
                     aid = alert_id_for(order, kind, target, device_time, n)
             alert = Alert(
-                aid, kind, level, "open", order, subject, protected_person, zone, device_time,
-                now, self.deadline_for(kind, level, now), episode_start, distance_m, certainty,
-                closing_speed_mps, time_to_contact_s, evidence[-20:], late, detail, now, target,
-                device, (HistoryEntry(now, "open", level, "engine", detail, "raised"),),
+                alert_id=aid, kind=kind, level=level, state="open", order=order, subject=subject,
+                protected_person=protected_person, zone=zone, device_time=device_time,
+                raised_at=now, deadline=self.deadline_for(kind, level, now),
+                episode_start=episode_start, distance_m=distance_m, certainty=certainty,
+                closing_speed_mps=closing_speed_mps, time_to_contact_s=time_to_contact_s,
+                evidence=evidence[-20:], late=late, detail=detail, updated_at=now, target=target,
+                device=device,
+                history=(HistoryEntry(
+                    at=now, state="open", level=level, by="engine", note=detail, action="raised"
+                ),),
             )
             size = len(self.alerts)
             self.alerts[aid] = alert
@@ -208,7 +214,8 @@ class AlertBook:
                 alert.detail = detail
             alert.updated_at = now
             alert.history = (
-                *current.history, HistoryEntry(now, alert.state, level, "engine", detail, "level")
+                *current.history,
+                HistoryEntry(at=now, state=alert.state, level=level, by="engine", note=detail, action="level"),
             )
             self.alerts[alert.alert_id] = alert
             self._note_open(alert, len(self.alerts))
@@ -261,7 +268,9 @@ class AlertBook:
             new.outcome = None
             new.deadline = self.deadline_for(kind, old.level, now)
         note = "late data: the episode went on (data from before its end arrived late)"
-        new.history = (*old.history, HistoryEntry(now, new.state, old.level, "engine", note, "update"))
+        new.history = (*old.history, HistoryEntry(
+            at=now, state=new.state, level=old.level, by="engine", note=note, action="update"
+        ))
         new.detail = note
         self.alerts[old.alert_id] = new
         self.open_by_key[key] = old.alert_id
@@ -297,7 +306,8 @@ class AlertBook:
             new.closed_by = "engine"
             change = "close"
         new.history = (
-            *current.history, HistoryEntry(now, new.state, current.level, "engine", note, change)
+            *current.history,
+            HistoryEntry(at=now, state=new.state, level=current.level, by="engine", note=note, action=change),
         )
         self.alerts[current.alert_id] = new
         return AlertChange(new, change)
@@ -395,7 +405,10 @@ class AlertBook:
         new.updated_at = now
         new.history = (
             *alert.history,
-            HistoryEntry(now, state, alert.level, by, note, action, outcome, target),
+            HistoryEntry(
+                at=now, state=state, level=alert.level, by=by, note=note, action=action,
+                outcome=outcome, target=target,
+            ),
         )
         return new
 
@@ -461,7 +474,9 @@ class AlertBook:
         new = copy_alert(alert)
         new.state = state
         new.updated_at = now
-        new.history = (*alert.history, HistoryEntry(now, state, alert.level, by, note, change))
+        new.history = (*alert.history, HistoryEntry(
+            at=now, state=state, level=alert.level, by=by, note=note, action=change
+        ))
         self.alerts[alert.alert_id] = new
         return AlertChange(new, change)
 

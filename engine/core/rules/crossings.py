@@ -572,7 +572,9 @@ class CappedAlerts:
         noted = copy_alert(alert)
         noted.detail = detail
         noted.updated_at = now
-        noted.history = (*alert.history, HistoryEntry(now, alert.state, alert.level, "engine", note, "update"))
+        noted.history = (*alert.history, HistoryEntry(
+            at=now, state=alert.state, level=alert.level, by="engine", note=note, action="update"
+        ))
         self._book.alerts[alert.alert_id] = noted
         self._ctx.emit(AlertChange(noted, "update"))
         return None
