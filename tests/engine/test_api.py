@@ -22,7 +22,7 @@ async def test_healthz_alive_and_readyz_503_until_connected() -> None:
         w.service.connected = True
         r = await c.get("/readyz")
         assert r.status_code == 503 and r.json()["publishing_connected"] is False
-        w.service.publishing = True
+        w.service.out.connected = True  # the outbox's own connection (engine.runtime.outbox)
         assert (await c.get("/readyz")).status_code == 200
         w.service.connected = False
         assert (await c.get("/readyz")).status_code == 503
