@@ -11,6 +11,7 @@ from engine.core.alert_records import AlertActionError
 from engine.core.config import ServiceConfig
 from engine.core.messages import OPERATOR_PROMPT_LEVEL
 from engine.core.testing import ORIGIN, T0, DeviceScript, Harness, orders_doc
+from engine.evidence import Chain, MemoryStore, attach
 from engine.evidence.recorder import is_operator_action
 from engine.runtime.service import Service
 from engine.web.auth import Principal
@@ -205,3 +206,20 @@ async def test_http_prompt_roles_audit_and_refusals() -> None:
     ])
     assert len(sent()) == before + 2
     assert "/api/alerts/{id}/prompt" in openapi_schema()["paths"]
+
+
+def test_evidence_log_files_the_prompt_as_an_operator_action_and_its_message() -> None:
+    """The chained evidence log gets the prompt as ``type: operator`` (who, when, note) and the
+    contact_centre sent to his ankle monitor as ``type: message``."""
+    h, aid = near_alarm()
+    store = MemoryStore()
+    listen = attach(h.engine, Chain(store))
+    listen(h.engine.act(aid, "prompt", "op-anna", "please call", T0 + 5000), T0 + 5000)
+    bodies = [(r.kind, r.body) for r in store.records()]
+    (operator,) = [b for k, b in bodies if k == "action" and b["type"] == "operator"]
+    assert operator["change"] == "prompt" and operator["alert_id"] == aid
+    assert operator["history_entry"]["by"] == "op-anna"
+    assert operator["history_entry"]["note"] == "please call"
+    (message,) = [b for k, b in bodies if k == "action" and b["type"] == "message"]
+    assert message["topic"] == "em/cmd/subject/AM-1001"
+    assert message["payload"]["instruction"] == "contact_centre"
