@@ -24,9 +24,9 @@ from engine.errors import EngineError
 Level = Literal["info", "warning", "alarm", "critical"]
 State = Literal["open", "acknowledged", "escalated", "closed"]
 Condition = Literal["active", "cleared"]
-Action = Literal["claim", "ack", "escalate", "note", "close"]
+Action = Literal["claim", "ack", "escalate", "note", "close", "prompt"]
 ChangeKind = Literal[
-    "raised", "level", "update", "clear", "close", "claim", "ack", "escalate", "note"
+    "raised", "level", "update", "clear", "close", "claim", "ack", "escalate", "note", "prompt"
 ]
 
 LEVELS: tuple[Level, ...] = ("info", "warning", "alarm", "critical")
@@ -43,12 +43,13 @@ KINDS = (
     "order_expiry",
     "device_silent",
 )
-#: what an operator may do to an alert (contract §1 ``em/ack`` and the HTTP API)
-ACTIONS: tuple[str, ...] = ("claim", "ack", "escalate", "note", "close")
+#: what an operator may do to an alert (contract §1 ``em/ack`` and the HTTP API); ``prompt``
+#: sends the subject's ankle monitor ``contact_centre`` (docs/contract-extensions.md, issue 25)
+ACTIONS: tuple[str, ...] = ("claim", "ack", "escalate", "note", "close", "prompt")
 #: older consumers' names for an action: ``resolve`` is ``close``
 ACTION_ALIASES: Mapping[str, str] = {"resolve": "close"}
 #: changes a person makes (the evidence log files them as actions)
-OPERATOR_CHANGES: tuple[str, ...] = ("claim", "ack", "escalate", "note", "close")
+OPERATOR_CHANGES: tuple[str, ...] = ("claim", "ack", "escalate", "note", "close", "prompt")
 # Reaction times in seconds per level (the chain partners' agreed deadlines);
 # overridable per kind in EngineConfig.
 DEFAULT_DEADLINES: Mapping[str, float] = {
@@ -164,7 +165,7 @@ class HistoryEntry:
     """Who did what to an alert, and when (processing time).
 
     ``action`` names the change (``raised``, ``level``, ``clear``, ``claim``, ``ack``,
-    ``escalate``, ``note``, ``close``; empty in entries stored before it was kept);
+    ``escalate``, ``note``, ``close``, ``prompt``; empty in entries stored before it was kept);
     ``outcome`` and ``target`` are a close's outcome code and an escalation's target.
     Never changed once made (a written ``__init__``, not ``frozen``: engine.tools.native, as every
     record made per alert change).

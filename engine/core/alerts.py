@@ -57,6 +57,8 @@ from engine.core.alert_records import (
 # late data up to this long (device time) before a cleared alert's start may still take it up
 # again (``AlertBook._resume``): it runs on into that episode
 RESUME_BEFORE_S = 600.0
+# the history note of a ``prompt`` the operator gave no note with
+PROMPT_NOTE = "asked the subject to call the centre (contact_centre on his ankle monitor)"
 
 
 class RaiseCap(Protocol):
@@ -323,8 +325,11 @@ class AlertBook:
         had).  ``escalate``: to ``target``, one of the kind's procedure targets (the first when
         none is named).  ``note``: a line on the alert's notes thread.  ``close`` (``resolve``):
         with an ``outcome`` code; for an alert that reached alarm both outcome and a note are
-        required.  While someone has claimed it, only they (or a supervisor) ack, escalate or
-        close it; anyone may add a note.  Raises ``AlertActionError`` (a conflict with the
+        required.  ``prompt``: the subject's ankle monitor is asked to call the centre (the
+        caller sends ``contact_centre``: ``Engine.act``); the state is unchanged and the history
+        keeps who asked, when, and the note (``PROMPT_NOTE`` when none); refused for an alert
+        without a subject.  While someone has claimed it, only they (or a supervisor) ack,
+        escalate, prompt or close it; anyone may add a note.  Raises ``AlertActionError`` (a conflict with the
         alert's state) or ``AlertActionInvalid`` (an incomplete or unknown request).
         """
         action = ACTION_ALIASES.get(action, action)
@@ -335,7 +340,7 @@ class AlertBook:
             raise AlertActionInvalid("an operator action needs 'by' (who acted)")
         if action not in ACTIONS:
             raise AlertActionInvalid(
-                f"unknown action {action!r} (use claim, ack, escalate, note or close; "
+                f"unknown action {action!r} (use claim, ack, escalate, note, close or prompt; "
                 "resolve is close)"
             )
         if not alert.is_open:
@@ -359,6 +364,13 @@ class AlertBook:
             if not note.strip():
                 raise AlertActionInvalid("a note needs text")
             return self._store(alert, self._change(alert, alert.state, now, by, note, "note"), "note")
+        if action == "prompt":
+            if alert.subject is None:
+                raise AlertActionError(
+                    f"alert {alert_id} has no subject: there is no ankle monitor to ask to call the centre"
+                )
+            text = note if note.strip() else PROMPT_NOTE
+            return self._store(alert, self._change(alert, alert.state, now, by, text, "prompt"), "prompt")
         if action == "ack":
             if alert.state == "acknowledged":
                 raise AlertActionError(f"alert {alert_id} is already acknowledged")

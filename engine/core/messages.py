@@ -138,6 +138,18 @@ def subject_prompt(prefix: str, device: str, instruction: str, level: str, now: 
     )
 
 
+#: the ``level`` of an operator's prompt: always the same, whatever the alert's level, so that
+#: nothing in the message follows her distance (contract §6 keeps the field)
+OPERATOR_PROMPT_LEVEL = "warning"
+
+
+def operator_prompt(prefix: str, device: str, now: float) -> Outgoing:
+    """``contact_centre`` on the ankle monitor because an operator asked (``prompt`` on an
+    alert): the contract §6 form with a fixed level; nothing from the alert, so nothing about
+    the victim (no distance, band, level or zone), and sent when the operator chose."""
+    return subject_prompt(prefix, device, "contact_centre", OPERATOR_PROMPT_LEVEL, now)
+
+
 def set_interval(prefix: str, device: str, interval_s: int, until: float | None, now: float) -> Outgoing:
     """Pursuit mode: ask a device to report faster while risk is high, or back to normal."""
     payload: dict[str, Any] = {

@@ -9,16 +9,18 @@
 * Offender: ``leave_area`` for an exclusion zone; for a proximity alert ``contact_centre`` at
   alarm only where the order says ``offender_prompt: "auto"`` (by default an operator
   decides and calls him: an automatic prompt timed on her moving position tells him she is
-  near).  Never anything about the victim.
+  near).  An operator's ``prompt`` on an alert sends his ankle monitor(s) ``contact_centre``
+  (``operator_prompt``: a fixed level, nothing from the alert).  Never anything about the victim.
 """
 
 from __future__ import annotations
 
-from engine.core.alert_records import LEVEL_RANK, AlertChange
+from engine.core.alert_records import LEVEL_RANK, Alert, AlertActionError, AlertChange
 from engine.core.config import RuleConfig
 from engine.core.messages import (
     Outgoing,
     centre_message,
+    operator_prompt,
     subject_prompt,
     victim_status,
     victim_warning,
@@ -26,6 +28,21 @@ from engine.core.messages import (
 from engine.core.orders import OrderBook
 
 VICTIM_KINDS = ("proximity", "panic")
+
+
+def subject_devices(book: OrderBook, alert: Alert) -> tuple[str, ...]:
+    """The ankle monitors of the alert's subject (none for an alert without one)."""
+    subject = book.subjects.get(alert.subject) if alert.subject else None
+    return subject.devices if subject is not None else ()
+
+
+def check_prompt(book: OrderBook, alert: Alert | None) -> None:
+    """Refuse an operator's ``prompt`` on an open alert whose subject has no ankle monitor
+    (``AlertActionError``); an unknown or closed alert is left to ``AlertBook.act``."""
+    if alert is not None and alert.is_open and alert.subject and not subject_devices(book, alert):
+        raise AlertActionError(
+            f"alert {alert.alert_id}: subject {alert.subject} has no ankle monitor to prompt"
+        )
 
 
 class Notifier:
@@ -64,6 +81,8 @@ class Notifier:
                 out += [victim_status(self.prefix, d, alert, now) for d in victim_devices]
                 if change.change == "close":
                     self.victim_rank.pop(alert.alert_id, None)
+        if change.change == "prompt":
+            out += [operator_prompt(self.prefix, d, now) for d in subject_devices(book, alert)]
         if change.change in ("raised", "level") and alert.subject:
             instruction = None
             if alert.kind == "exclusion" and LEVEL_RANK[alert.level] >= LEVEL_RANK["alarm"]:

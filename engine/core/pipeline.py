@@ -27,7 +27,7 @@ from engine.core.config import EngineConfig
 from engine.core.effects import Effects, EngineStats, StateDelta
 from engine.core.indexes import DueIndex, SilenceIndex, VictimFloor, due_key
 from engine.core.messages import deadletter
-from engine.core.notify import Notifier
+from engine.core.notify import Notifier, check_prompt
 from engine.core.orders import Order, OrderBook
 from engine.core.prepared import PreparedBatch
 from engine.core.rules.context import RuleContext
@@ -410,9 +410,12 @@ class Engine:
         self, alert_id: str, action: str, by: str, note: str, now: float, *,
         outcome: str = "", target: str = "", supervisor: bool = False,
     ) -> Effects:
-        """An operator action (``AlertBook.act``: claim, ack, escalate, note, close); raises
-        AlertActionError when it does not apply.  ``supervisor``: the actor may take over an
-        alert someone else claimed (only the HTTP API knows roles; ``em/ack`` does not)."""
+        """An operator action (``AlertBook.act``: claim, ack, escalate, note, close, prompt);
+        raises AlertActionError when it does not apply (a prompt: also when the subject has no
+        ankle monitor).  ``supervisor``: the actor may take over an alert someone else claimed
+        (only the HTTP API knows roles; ``em/ack`` does not)."""
+        if action == "prompt":
+            check_prompt(self.book, self.alerts.alerts.get(alert_id))
         ctx = self._ctx(now)
         ctx.changes.append(self.alerts.act(
             alert_id, action, by, note, now, outcome=outcome, target=target, supervisor=supervisor,

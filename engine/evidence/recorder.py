@@ -9,7 +9,8 @@
   §5 form, the history entry and ``order_sha256`` of the order in force.
 * ``action``: what people did and what the engine told devices:
   ``{"type": "operator", ...}`` for an operator's claim / ack / escalate /
-  note / close (the history entry names the outcome and escalation target),
+  note / close / prompt (the history entry names the outcome and escalation
+  target; a prompt's ``contact_centre`` to his ankle monitor follows as a message),
   ``{"type": "message", ...}`` for every victim warning, offender prompt and
   device command (with ``step_alerts``: the alerts changed in the same step).
 

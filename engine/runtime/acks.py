@@ -35,7 +35,12 @@ class InvalidAck(EngineError):
 
 
 class AckCommand(msgspec.Struct, frozen=True):
-    """One operator action: ``{"alert_id", "action", "by", "note", "outcome", "target"}``."""
+    """One operator action: ``{"alert_id", "action", "by", "note", "outcome", "target"}``.
+
+    ``action`` is checked by ``Engine.act`` (``engine.core.alert_records.ACTIONS``: claim, ack,
+    escalate, note, close or its older name resolve, and prompt, which asks the subject on his
+    ankle monitor to call the centre); an unknown one is refused there and dead-lettered.
+    """
 
     alert_id: AlertId
     action: Name

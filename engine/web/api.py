@@ -72,7 +72,7 @@ CONSOLE_DIR = views.CONSOLE_DIR
 # route name -> engine action; ``resolve`` is the older name of ``close``
 ACTIONS = {
     "claim": "claim", "ack": "ack", "escalate": "escalate", "note": "note", "close": "close",
-    "resolve": "close",
+    "resolve": "close", "prompt": "prompt",
 }
 STREAM_QUEUE = 1000
 HEARTBEAT_S = 15.0

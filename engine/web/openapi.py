@@ -132,7 +132,10 @@ def _errors(*codes: int) -> dict[str, Any]:
         401: "no or unknown token",
         403: "role not allowed",
         404: "not found",
-        409: "action conflicts with the alert's state (closed, claimed by another operator)",
+        409: (
+            "action conflicts with the alert's state (closed, claimed by another operator; a "
+            "prompt on an alert without a subject or ankle monitor)"
+        ),
         413: "body over the limit (256 KiB for actions, 1 MiB for orders)",
         415: "body is not application/json",
         422: (
@@ -270,6 +273,18 @@ def openapi_schema() -> dict[str, Any]:
             "/api/alerts/{id}/note": {"post": {"summary": "Add a note (operator)", **action}},
             "/api/alerts/{id}/close": {
                 "post": {"summary": "Close with an outcome code and a note (operator)", **action}
+            },
+            "/api/alerts/{id}/prompt": {
+                "post": {
+                    "summary": "Ask the subject to call the centre (operator)",
+                    "description": (
+                        "Sends the subject's ankle monitor(s) contact_centre (contract §6) with a "
+                        "fixed level and nothing about the victim; state unchanged, the history "
+                        "keeps who, when and the note. 409 on a closed alert, one without a "
+                        "subject or ankle monitor, or one claimed by another operator."
+                    ),
+                    **action,
+                }
             },
             "/api/alerts/{id}/resolve": {
                 "post": {"summary": "Older name of close (operator)", **action}

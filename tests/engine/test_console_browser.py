@@ -277,3 +277,35 @@ async def test_claim_acknowledge_and_close_a_critical_with_outcome_note_and_conf
         alert = w.engine.alerts.alerts[aid]
         assert (alert.state, alert.outcome, alert.closed_by) == ("closed", "device_issue", "anna")
         assert alert.history[-1].note == "strap replaced by field service"
+
+
+async def test_ask_him_to_call_the_centre_after_a_confirmation() -> None:
+    """anna presses "Ask him to call the centre" on the exclusion alarm: nothing is sent until
+    she confirms; then his ankle monitor gets contact_centre and the history shows the prompt."""
+    from playwright.async_api import expect
+
+    async with console_page() as (w, page):
+        await log_in(page, OPERATOR_TOKEN, "anna (operator)")
+        aid = w.raise_exclusion()
+        await page.click(f'#queue tbody tr[data-alert-id="{aid}"]')
+        await expect(page.locator("#detail-id")).to_have_text(aid)
+
+        def prompts() -> list[dict[str, object]]:
+            return [m.payload for _, m in w.service.outbox if m.channel == "subject"
+                    and m.payload["instruction"] == "contact_centre"]  # fmt: skip
+
+        button = page.get_by_role("button", name="Ask him to call the centre")
+        await expect(button).to_be_enabled()
+        await button.click()
+        await expect(page.locator("#confirm-prompt")).to_be_visible()
+        await page.click("#btn-prompt-cancel")
+        await expect(page.locator("#confirm-prompt")).to_be_hidden()
+        await button.click()
+        await page.fill("#note", "no answer on his phone")
+        assert prompts() == []
+        await page.click("#btn-prompt-confirm")
+        await expect(page.locator("#history li").last).to_contain_text("prompt", timeout=10_000)
+        await expect(page.locator("#confirm-prompt")).to_be_hidden()
+        assert [p["level"] for p in prompts()] == ["warning"]
+        entry = w.engine.alerts.alerts[aid].history[-1]
+        assert (entry.action, entry.by, entry.note) == ("prompt", "anna", "no answer on his phone")

@@ -121,3 +121,34 @@ async def test_a_victims_old_positions_also_leave_the_state_store_without_new_me
     assert w.engine.state_changed
     await w.service._commit()
     assert stored_points() == 0
+
+
+def test_an_operators_prompt_is_the_same_message_however_near_she_is() -> None:
+    """``prompt`` on a proximity alert at warning (about 3 km), alarm and critical (200 m): every
+    message to his ankle monitor has only the contract's fields and is the same but for ``t``,
+    so it carries nothing of her distance, level or position (issue 25 item 3)."""
+    from engine.core.testing import ORIGIN, T0, DeviceScript, Harness, orders_doc
+
+    x0, y0 = ORIGIN
+    h = Harness.build(orders_doc(proximity=[
+        {"protected_person": "P-1", "alert_m": 1000, "warn_m": 3000, "critical_m": 200}]))
+    am, vd = DeviceScript("AM-1001"), DeviceScript("VD-2001")
+    prompted: dict[str, dict[str, object]] = {}
+    t, x, i = T0, x0 - 5000, 0
+    while x < x0 - 100:
+        h.send(am.fix(t, x, y0), t + 0.5)
+        if i % 6 == 0:
+            h.send(vd.fix(t + 1, x0, y0, acc=10.0), t + 1.5)
+        alert = next((a for a in h.engine.alerts.alerts.values() if a.kind == "proximity"), None)
+        if alert is not None and alert.level not in prompted:
+            effects = h.engine.act(alert.alert_id, "prompt", "op-1", "", t + 2)
+            (msg,) = [m for m in effects.messages if m.channel == "subject"]
+            assert msg.topic == "em/cmd/subject/AM-1001"
+            prompted[alert.level] = msg.payload
+        t, x, i = t + 10, x + 14.0, i + 1
+    assert set(prompted) == {"warning", "alarm", "critical"}
+    bodies = [{k: v for k, v in p.items() if k != "t"} for p in prompted.values()]
+    assert all(set(p) <= OFFENDER_KEYS for p in prompted.values())
+    assert bodies == [{"v": 1, "instruction": "contact_centre", "level": "warning"}] * 3
+    text = json.dumps(list(prompted.values()))
+    assert not any(w in text for w in ("P-1", "VD-2001", "distance", "near", "lat", "lon"))

@@ -11,7 +11,7 @@ const TOKEN_KEY = "emguard-token";
 const MUTE_KEY = "emguard-muted";
 const state = {
   alerts: new Map(), selected: null, zones: [], detail: null, skew: 0,
-  token: "", me: null, source: null, closeConfirm: false,
+  token: "", me: null, source: null, closeConfirm: false, promptConfirm: false,
   config: null, map: null, layers: null, devices: [], fresh: new Set(), cursor: null,
   audio: null, flash: null, loginSeq: 0,
 };
@@ -162,6 +162,7 @@ async function select(id) {
   state.fresh.delete(id);  // seen: it stops flashing
   state.orderShown = null;  // the map follows the alert again
   state.closeConfirm = false;
+  state.promptConfirm = false;
   renderQueue();
   try {
     state.detail = await api("/api/alerts/" + encodeURIComponent(id));
@@ -245,17 +246,39 @@ function renderDetail() {
 function renderActions() {
   const d = state.detail, me = state.me;
   const ids = ["btn-claim", "btn-ack", "btn-escalate", "btn-note", "btn-close", "note", "target", "outcome",
-    "btn-close-confirm"];
+    "btn-close-confirm", "btn-prompt", "btn-prompt-confirm"];
   const enabled = new Set();
   if (d && me && me.may_act && !isClosed(d)) {
     const mine = !d.claimed_by || d.claimed_by === me.name || me.may_take_over;
     if (d.claimed_by !== me.name && (!d.claimed_by || me.may_take_over)) enabled.add("btn-claim");
     if (mine && d.state !== "acknowledged") enabled.add("btn-ack");
     if (mine) ["btn-escalate", "target", "btn-close", "outcome", "btn-close-confirm"].forEach(i => enabled.add(i));
+    if (mine && hasAnkleMonitor(d)) ["btn-prompt", "btn-prompt-confirm"].forEach(i => enabled.add(i));
     enabled.add("btn-note"); enabled.add("note");
   }
   for (const id of ids) document.getElementById(id).disabled = !enabled.has(id);
   document.getElementById("confirm-close").hidden = !(state.closeConfirm && enabled.has("btn-close"));
+  document.getElementById("confirm-prompt").hidden = !(state.promptConfirm && enabled.has("btn-prompt"));
+}
+
+// A prompt goes to the subject's ankle monitor: only for an alert whose subject wears one.
+function hasAnkleMonitor(d) {
+  const subject = d.case && d.case.subject;
+  return Boolean(subject && subject.devices && subject.devices.length);
+}
+
+// "Ask him to call the centre": contact_centre on his ankle monitor, after a confirmation (its
+// timing is the operator's choice, and a prompt as she comes near can tell him she is near).
+function requestPrompt() {
+  if (!state.detail) return;
+  if (!state.promptConfirm) {
+    state.promptConfirm = true;
+    renderActions();
+    return;
+  }
+  state.promptConfirm = false;
+  renderActions();
+  act("prompt");
 }
 
 async function act(action, extra) {
@@ -774,6 +797,9 @@ async function start() {
   document.getElementById("btn-close").addEventListener("click", requestClose);
   document.getElementById("btn-close-confirm").addEventListener("click", requestClose);
   document.getElementById("btn-close-cancel").addEventListener("click", () => { state.closeConfirm = false; renderActions(); });
+  document.getElementById("btn-prompt").addEventListener("click", requestPrompt);
+  document.getElementById("btn-prompt-confirm").addEventListener("click", requestPrompt);
+  document.getElementById("btn-prompt-cancel").addEventListener("click", () => { state.promptConfirm = false; renderActions(); });
   document.getElementById("show-closed").addEventListener("change", renderQueue);
   document.getElementById("login").addEventListener("submit", ev => {
     ev.preventDefault();
