@@ -39,6 +39,7 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 
 import nats.errors
+from nats.aio.client import Client as NATS
 from nats.aio.msg import Msg
 from nats.js import JetStreamContext
 from nats.js.errors import KeyNotFoundError, KeyWrongLastSequenceError, NoKeysError
@@ -58,6 +59,7 @@ from engine.runtime.nats_jetstream import (
     PART_STREAM,
     NatsSettings,
     connect,
+    connect_near,
     ensure_setup,
     lease_key,
     leases,
@@ -150,6 +152,7 @@ class Worker:
         nc = await connect(s, f"emguard-worker-{s.worker_id}")
         js = nc.jetstream()
         self.connected = lambda: bool(nc.is_connected)
+        near: list[NATS] = []  # the intake's fast path: a connection per node
         try:
             await ensure_setup(js, s)
             lease_kv, worker_kv = await leases(js, s), await workers(js, s)
@@ -159,6 +162,9 @@ class Worker:
                 router = Router(self.book, s.partitions, s.prefix, self.config.max_future_s)
                 intake = Intake(js, s, router, self.archive.alert)
                 tasks.append(asyncio.create_task(intake.run(stop), name="intake"))
+                for i, url in enumerate(s.servers):
+                    near.append(await connect_near(s, url, f"emguard-intake-{s.worker_id}-{i}"))
+                tasks.append(asyncio.create_task(intake.run_core(near, stop), name="intake-core"))
             log.info("worker %s up: %d partitions, intake %s", s.worker_id, s.partitions, s.intake)
             done, _ = await asyncio.wait({asyncio.ensure_future(stop.wait()), *tasks},
                                          return_when=asyncio.FIRST_COMPLETED)
@@ -179,8 +185,9 @@ class Worker:
             self.ready = False
             await self.store.close()
             await self.archive.close()
-            with contextlib.suppress(Exception):
-                await nc.drain()
+            for conn in (*near, nc):
+                with contextlib.suppress(Exception):
+                    await conn.drain()
             if health is not None:
                 health.close()
 
