@@ -15,10 +15,10 @@ PUBLISH once core NATS took it, not once a stream stored it: while ``EM_DEV`` el
 * The stream path: the replicas share ``EM_DEV``'s durable pull consumer ``intake``; the source
   is acknowledged only after JetStream acknowledged the routed copy.
 * The fast path: every replica also holds a core NATS queue-group subscription
-  (``emguard-intake``) on the same subjects, on one connection per node, so every node has a
-  local member and a device's message reaches an intake through the node that acknowledged it,
-  whichever other node died.  The copy is kept in memory and its publish retried until
-  ``EM_PART`` acknowledges it (that stream may be electing a leader too).
+  (``emguard-intake``) on the same subjects, on one connection per node, so the group keeps
+  live members on the surviving nodes while the dead node's connections move.  Core NATS
+  delivers while a stream has no leader.  The copy is kept in memory and its publish retried
+  until ``EM_PART`` acknowledges it (that stream may be electing a leader too).
 
 Both paths publish with ``Nats-Msg-Id`` = a hash of subject and payload, so JetStream's
 duplicate window (``DEDUP_WINDOW_S``) stores one copy, whichever path and replica comes first;

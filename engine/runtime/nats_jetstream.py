@@ -157,8 +157,8 @@ async def connect(settings: NatsSettings, name: str) -> NATS:
 
 
 async def connect_near(settings: NatsSettings, url: str, name: str) -> NATS:
-    """A connection to ``url`` first (the others only once it is gone): one per node keeps a
-    member of the intake's queue group local to every node."""
+    """A connection to ``url`` first (the others only once it is gone): with one per node the
+    intake's queue group keeps members while a dead node's connection reconnects."""
     others = [u for u in settings.servers if u != url]
     return await nats.connect(
         servers=[url, *others], name=name, max_reconnect_attempts=-1, dont_randomize=True,
