@@ -201,7 +201,9 @@ async def test_a_nats_node_killed_mid_stream_loses_nothing(tmp_path):
         assert not pub.done()
         await _approach_checked(rig, pub)
         nc = rig.centre.nc
-        while not await h.partitions_drained(nc, PARTITIONS):
+        while True:
+            if await h.partitions_drained(nc, PARTITIONS):
+                break
             assert loop.time() - started < 120, "a partition kept unevaluated messages"
             await asyncio.sleep(0.2)
         sent, stored = h.sent_keys(messages), await h.stored_keys(nc)
