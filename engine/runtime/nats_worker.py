@@ -145,6 +145,7 @@ class Worker:
         self.ready = False  # streams and buckets in place, leases being run
         self.connected: Callable[[], bool] = lambda: False  # the NATS connection is up
         self.ack_topic = f"{settings.prefix}/ack"
+        self.intake: Intake | None = None
 
     async def run(self, stop: asyncio.Event) -> None:
         s = self.settings
@@ -160,7 +161,7 @@ class Worker:
             tasks = [asyncio.create_task(self._balance(js, lease_kv, worker_kv, stop), name="balance")]
             if s.intake:
                 router = Router(self.book, s.partitions, s.prefix, self.config.max_future_s)
-                intake = Intake(js, s, router, self.archive.alert)
+                intake = self.intake = Intake(js, s, router, self.archive.alert)
                 tasks.append(asyncio.create_task(intake.run(stop), name="intake"))
                 for i, url in enumerate(s.servers):
                     near.append(await connect_near(s, url, f"emguard-intake-{s.worker_id}-{i}"))
@@ -200,12 +201,17 @@ class Worker:
             ok = path == "/healthz" or (path == "/readyz" and ready)
             body = json.dumps({"ready": ready, "nats_connected": self.connected(), "partitions": sorted(self.owned),
                                "processed": self.processed, "published": self.published,
-                               "fenced": self.fenced}).encode()
+                               "fenced": self.fenced, "intake": self._intake_counts()}).encode()
             status = "200 OK" if ok else ("503 Service Unavailable" if path == "/readyz" else "404 Not Found")
             writer.write(f"HTTP/1.1 {status}\r\nContent-Type: application/json\r\n"
                          f"Content-Length: {len(body)}\r\nConnection: close\r\n\r\n".encode() + body)
             await writer.drain()
         writer.close()
+
+    def _intake_counts(self) -> dict[str, int]:
+        i = self.intake
+        return {} if i is None else {"routed": i.routed, "dead_lettered": i.dead_lettered,
+                                     "fast_path_received": i.core_received, "fast_path_dropped": i.core_dropped}
 
     # --- ownership --------------------------------------------------------------------------
     async def _balance(self, js: JetStreamContext, lease_kv: KeyValue, worker_kv: KeyValue,
