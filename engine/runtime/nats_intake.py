@@ -1,23 +1,35 @@
-"""Intake of the NATS scale-out: device messages from ``EM_DEV`` to their case's partition.
+"""Intake of the NATS scale-out: device messages to their case's partition, by two paths.
 
-Stateless, so any number of replicas share the one durable pull consumer ``intake``.  Each
-message is decoded and validated exactly as the engine does (``devices.decode``): one that
-yields nothing valid is dead-lettered here (``em.deadletter``, one record per rejection) and
-goes no further; any other is routed, unchanged, to ``emguard.part.{n}`` of its device's case
-(``engine.core.cases``: a subject with everyone his orders protect, merged transitively, so a
-victim protected from two men is in the one case of both and her fixes reach both
-evaluations).  The worker owning the partition decodes it again and evaluates it.
+Stateless, so any number of replicas run side by side.  Each message is decoded and validated
+exactly as the engine does (``devices.decode``): one that yields nothing valid is dead-lettered
+here (``em.deadletter``, one record per rejection) and goes no further; any other is routed,
+unchanged, to ``emguard.part.{n}`` of its device's case (``engine.core.cases``: a subject with
+everyone his orders protect, merged transitively, so a victim protected from two men is in the
+one case of both and her fixes reach both evaluations).  The worker owning the partition
+decodes it again and evaluates it.
 
-The hand-over is exactly-once: the routed copy carries ``Nats-Msg-Id: in-{stream sequence}``,
-so a replica that dies between publishing and acknowledging the source, and the replica that
-gets the redelivery, store one copy between them; the source is acknowledged only after
-JetStream acknowledged that publish.
+Two paths carry each message, because NATS's MQTT listener acknowledges a device's QoS 1
+PUBLISH once core NATS took it, not once a stream stored it: while ``EM_DEV`` elects a leader
+(its leader's node died) what devices publish is acknowledged and never stored.
+
+* The stream path: the replicas share ``EM_DEV``'s durable pull consumer ``intake``; the source
+  is acknowledged only after JetStream acknowledged the routed copy.
+* The fast path: every replica also holds a core NATS queue-group subscription
+  (``emguard-intake``) on the same subjects, on one connection per node, so the group keeps
+  live members on the surviving nodes while the dead node's connections move.  Core NATS
+  delivers while a stream has no leader.  The copy is kept in memory and its publish retried
+  until ``EM_PART`` acknowledges it (that stream may be electing a leader too).
+
+Both paths publish with ``Nats-Msg-Id`` = a hash of subject and payload, so JetStream's
+duplicate window (``DEDUP_WINDOW_S``) stores one copy, whichever path and replica comes first;
+a copy later than the window is dropped by the engine's (device, seq) memory.
 """
 
 from __future__ import annotations
 
 import asyncio
 import contextlib
+import hashlib
 import logging
 import time
 from collections.abc import Awaitable, Callable
@@ -25,6 +37,7 @@ from dataclasses import dataclass
 from typing import Any
 
 import nats.errors
+from nats.aio.client import Client as NATS
 from nats.aio.msg import Msg
 from nats.js import JetStreamContext
 
@@ -38,6 +51,7 @@ from engine.runtime.nats_jetstream import (
     DEV_STREAM,
     INTAKE_CONSUMER,
     NatsSettings,
+    device_subjects,
     partition_of,
     partition_subject,
     subject_to_topic,
@@ -57,8 +71,17 @@ def refusal(reason: str, detail: str, topic: str, payload: bytes, arrival: float
             "payload": payload[:4096].decode("utf-8", "replace"), "arrival": format_time(arrival)}
 
 BATCH = 128
+QUEUE_GROUP = "emguard-intake"
+CORE_QUEUE = 8192  # fast-path copies waiting; beyond it they are left to the stream path
+CORE_IN_FLIGHT = 256  # fast-path publishes awaiting EM_PART's acknowledgement at once
+RETRY_MAX_S = 1.0
 TOPIC_HEADER = "Em-Topic"
 ARRIVAL_HEADER = "Em-Arrival"
+
+
+def dedup_id(subject: str, payload: bytes) -> str:
+    """The ``Nats-Msg-Id`` of a device message in ``EM_PART``: the same from either path."""
+    return "dv-" + hashlib.sha256(subject.encode() + b"\0" + payload).hexdigest()[:32]
 
 
 @dataclass(frozen=True, slots=True)
@@ -107,7 +130,7 @@ class Router:
 
 
 class Intake:
-    """One intake replica: pulls ``EM_DEV`` through the shared consumer, routes, then acks."""
+    """One intake replica: the stream path (``run``) and the fast path (``run_core``)."""
 
     def __init__(self, js: JetStreamContext, settings: NatsSettings, router: Router,
                  alerts: AlertLookup | None = None) -> None:
@@ -118,6 +141,8 @@ class Intake:
         self.ack_topic = f"{settings.prefix}/ack"
         self.routed = 0
         self.dead_lettered = 0
+        self.core_received = 0
+        self.core_dropped = 0  # fast-path copies left to the stream path (queue full)
         self.deadletter_subject = topic_to_subject(deadletter(settings.prefix, {}).topic)
 
     async def run(self, stop: asyncio.Event) -> None:
@@ -134,7 +159,8 @@ class Intake:
                     await asyncio.sleep(0.25)
                     continue
                 arrival = time.time()
-                results = await asyncio.gather(*(self._forward(m, arrival) for m in msgs), return_exceptions=True)
+                results = await asyncio.gather(*(self._forward(m.subject, m.data, arrival) for m in msgs),
+                                               return_exceptions=True)
                 for m, result in zip(msgs, results, strict=True):
                     if isinstance(result, BaseException):
                         log.warning("intake could not route %s (%r); it will be redelivered", m.subject, result)
@@ -144,19 +170,65 @@ class Intake:
             with contextlib.suppress(Exception):
                 await psub.unsubscribe()
 
-    async def _forward(self, msg: Msg, arrival: float) -> None:
-        topic = subject_to_topic(msg.subject)
-        seq = msg.metadata.sequence.stream
-        routed = await self._route_ack(msg.data, arrival) if topic == self.ack_topic else \
-            self.router.route(topic, msg.data, arrival)
+    async def run_core(self, conns: list[NATS], stop: asyncio.Event) -> None:
+        """The fast path until ``stop``: queue-group copies, each retried until ``EM_PART`` has it."""
+        queue: asyncio.Queue[tuple[str, bytes, float]] = asyncio.Queue(CORE_QUEUE)
+
+        async def got(msg: Msg) -> None:
+            self.core_received += 1
+            try:
+                queue.put_nowait((msg.subject, msg.data, time.time()))
+            except asyncio.QueueFull:
+                self.core_dropped += 1
+
+        subs = [await nc.subscribe(subject, queue=QUEUE_GROUP, cb=got, pending_msgs_limit=4 * CORE_QUEUE)
+                for nc in conns for subject in device_subjects(self.settings.prefix)]
+        in_flight: set[asyncio.Task[None]] = set()
+        try:
+            while not stop.is_set():
+                try:
+                    subject, data, arrival = await asyncio.wait_for(queue.get(), 0.5)
+                except TimeoutError:
+                    continue
+                while len(in_flight) >= CORE_IN_FLIGHT:
+                    await asyncio.wait(in_flight, return_when=asyncio.FIRST_COMPLETED)
+                task = asyncio.create_task(self._until_stored(subject, data, arrival, stop))
+                in_flight.add(task)
+                task.add_done_callback(in_flight.discard)
+        finally:
+            for sub in subs:
+                with contextlib.suppress(Exception):
+                    await sub.unsubscribe()
+            for task in list(in_flight):
+                task.cancel()
+
+    async def _until_stored(self, subject: str, data: bytes, arrival: float, stop: asyncio.Event) -> None:
+        backoff = 0.1
+        while not stop.is_set():
+            try:
+                await self._forward(subject, data, arrival)
+                return
+            except (nats.errors.Error, OSError, TimeoutError) as exc:
+                log.info("fast path: %s not stored yet (%r); retrying", subject, exc)
+            except Exception:  # a bug on one message: the stream path still has it
+                log.exception("fast path could not route %s", subject)
+                return
+            await asyncio.sleep(backoff)
+            backoff = min(2 * backoff, RETRY_MAX_S)
+
+    async def _forward(self, subject: str, data: bytes, arrival: float) -> None:
+        topic = subject_to_topic(subject)
+        key = dedup_id(subject, data)
+        routed = await self._route_ack(data, arrival) if topic == self.ack_topic else \
+            self.router.route(topic, data, arrival)
         if routed.partition is None:
             for i, record in enumerate(routed.dead_letters):
-                await self.js.publish(self.deadletter_subject, record, headers={"Nats-Msg-Id": f"dl-{seq}-{i}"})
+                await self.js.publish(self.deadletter_subject, record, headers={"Nats-Msg-Id": f"dl-{key}-{i}"})
             self.dead_lettered += 1
             return
         await self.js.publish(
-            partition_subject(routed.partition), msg.data,
-            headers={"Nats-Msg-Id": f"in-{seq}", TOPIC_HEADER: topic, ARRIVAL_HEADER: f"{arrival:.3f}"},
+            partition_subject(routed.partition), data,
+            headers={"Nats-Msg-Id": key, TOPIC_HEADER: topic, ARRIVAL_HEADER: f"{arrival:.3f}"},
         )
         self.routed += 1
 

@@ -156,6 +156,22 @@ async def connect(settings: NatsSettings, name: str) -> NATS:
     )
 
 
+async def connect_near(settings: NatsSettings, url: str, name: str) -> NATS:
+    """A connection to ``url`` first (the others only once it is gone): with one per node the
+    intake's queue group keeps members while a dead node's connection reconnects."""
+    others = [u for u in settings.servers if u != url]
+    return await nats.connect(
+        servers=[url, *others], name=name, max_reconnect_attempts=-1, dont_randomize=True,
+        reconnect_time_wait=0.25, connect_timeout=2, allow_reconnect=True,
+        user=settings.username, password=settings.password,
+    )
+
+
+def device_subjects(prefix: str) -> list[str]:
+    """What devices and the centre publish: EM_DEV's subjects and the intake's core ones."""
+    return [f"{prefix}.dev.>", "owntracks.>", f"{prefix}.ack"]
+
+
 async def ensure_setup(js: JetStreamContext, settings: NatsSettings, *, within_s: float = 30.0) -> None:
     """Create (or keep) the streams, the consumers and the KV buckets; idempotent.
 
@@ -176,7 +192,7 @@ async def ensure_setup(js: JetStreamContext, settings: NatsSettings, *, within_s
 async def _setup(js: JetStreamContext, s: NatsSettings) -> None:
     p = s.prefix
     streams = [
-        StreamConfig(name=DEV_STREAM, subjects=[f"{p}.dev.>", "owntracks.>", f"{p}.ack"],
+        StreamConfig(name=DEV_STREAM, subjects=device_subjects(p),
                      num_replicas=s.replicas, duplicate_window=DEDUP_WINDOW_S),
         StreamConfig(name=PART_STREAM, subjects=[f"{PART_SUBJECT}.>"], num_replicas=s.replicas,
                      duplicate_window=DEDUP_WINDOW_S),

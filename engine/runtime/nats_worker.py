@@ -39,6 +39,7 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 
 import nats.errors
+from nats.aio.client import Client as NATS
 from nats.aio.msg import Msg
 from nats.js import JetStreamContext
 from nats.js.errors import KeyNotFoundError, KeyWrongLastSequenceError, NoKeysError
@@ -58,6 +59,7 @@ from engine.runtime.nats_jetstream import (
     PART_STREAM,
     NatsSettings,
     connect,
+    connect_near,
     ensure_setup,
     lease_key,
     leases,
@@ -143,6 +145,7 @@ class Worker:
         self.ready = False  # streams and buckets in place, leases being run
         self.connected: Callable[[], bool] = lambda: False  # the NATS connection is up
         self.ack_topic = f"{settings.prefix}/ack"
+        self.intake: Intake | None = None
 
     async def run(self, stop: asyncio.Event) -> None:
         s = self.settings
@@ -150,6 +153,7 @@ class Worker:
         nc = await connect(s, f"emguard-worker-{s.worker_id}")
         js = nc.jetstream()
         self.connected = lambda: bool(nc.is_connected)
+        near: list[NATS] = []  # the intake's fast path: a connection per node
         try:
             await ensure_setup(js, s)
             lease_kv, worker_kv = await leases(js, s), await workers(js, s)
@@ -157,8 +161,11 @@ class Worker:
             tasks = [asyncio.create_task(self._balance(js, lease_kv, worker_kv, stop), name="balance")]
             if s.intake:
                 router = Router(self.book, s.partitions, s.prefix, self.config.max_future_s)
-                intake = Intake(js, s, router, self.archive.alert)
+                intake = self.intake = Intake(js, s, router, self.archive.alert)
                 tasks.append(asyncio.create_task(intake.run(stop), name="intake"))
+                for i, url in enumerate(s.servers):
+                    near.append(await connect_near(s, url, f"emguard-intake-{s.worker_id}-{i}"))
+                tasks.append(asyncio.create_task(intake.run_core(near, stop), name="intake-core"))
             log.info("worker %s up: %d partitions, intake %s", s.worker_id, s.partitions, s.intake)
             done, _ = await asyncio.wait({asyncio.ensure_future(stop.wait()), *tasks},
                                          return_when=asyncio.FIRST_COMPLETED)
@@ -179,8 +186,9 @@ class Worker:
             self.ready = False
             await self.store.close()
             await self.archive.close()
-            with contextlib.suppress(Exception):
-                await nc.drain()
+            for conn in (*near, nc):
+                with contextlib.suppress(Exception):
+                    await conn.drain()
             if health is not None:
                 health.close()
 
@@ -193,12 +201,17 @@ class Worker:
             ok = path == "/healthz" or (path == "/readyz" and ready)
             body = json.dumps({"ready": ready, "nats_connected": self.connected(), "partitions": sorted(self.owned),
                                "processed": self.processed, "published": self.published,
-                               "fenced": self.fenced}).encode()
+                               "fenced": self.fenced, "intake": self._intake_counts()}).encode()
             status = "200 OK" if ok else ("503 Service Unavailable" if path == "/readyz" else "404 Not Found")
             writer.write(f"HTTP/1.1 {status}\r\nContent-Type: application/json\r\n"
                          f"Content-Length: {len(body)}\r\nConnection: close\r\n\r\n".encode() + body)
             await writer.drain()
         writer.close()
+
+    def _intake_counts(self) -> dict[str, int]:
+        i = self.intake
+        return {} if i is None else {"routed": i.routed, "dead_lettered": i.dead_lettered,
+                                     "fast_path_received": i.core_received, "fast_path_dropped": i.core_dropped}
 
     # --- ownership --------------------------------------------------------------------------
     async def _balance(self, js: JetStreamContext, lease_kv: KeyValue, worker_kv: KeyValue,

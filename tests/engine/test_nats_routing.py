@@ -2,8 +2,11 @@
 
 from __future__ import annotations
 
+import asyncio
 import time
+from pathlib import Path
 
+import nats.errors
 import pytest
 
 from devices.timeutil import format_time
@@ -11,7 +14,7 @@ from engine.core.cases import cases_of
 from engine.core.messages import Outgoing
 from engine.core.orders_load import load_orders
 from engine.core.pipeline import Engine
-from engine.runtime.nats_intake import Router
+from engine.runtime.nats_intake import Intake, Router, dedup_id
 from engine.runtime.nats_jetstream import partition_of, subject_to_topic, topic_to_subject
 from engine.runtime.nats_worker import msg_id, partition_books
 from tests.integration import nats_helpers as h
@@ -111,3 +114,33 @@ def test_an_operator_action_goes_to_its_alerts_partition():
     assert router.alert_partition({"order": "O-3", "subject": "S-3"}) == fix
     assert router.alert_partition({"order": "gone", "subject": "S-3"}) == fix
     assert router.alert_partition({"order": None, "protected_person": "P-3"}) == fix
+
+
+class _FlakyStream:
+    """A JetStream stand-in whose first publishes fail as while ``EM_PART`` elects a leader."""
+
+    def __init__(self, failures: int) -> None:
+        self.failures = failures
+        self.stored: dict[str, tuple[str, bytes]] = {}
+
+    async def publish(self, subject: str, data: bytes, headers: dict[str, str]) -> None:
+        if self.failures:
+            self.failures -= 1
+            raise nats.errors.NoRespondersError
+        self.stored.setdefault(headers["Nats-Msg-Id"], (subject, data))  # the duplicate window
+
+
+async def test_both_intake_paths_store_one_copy_after_retries():
+    """The fast path retries until the partition stream takes the copy; the stream path's copy
+    of the same message carries the same id, so one is stored."""
+    doc = h.orders(1)
+    js = _FlakyStream(failures=3)
+    settings = h.settings("nats://127.0.0.1:1", 0, Path("orders.json"))
+    intake = Intake(js, settings, Router(load_orders(doc), P))  # type: ignore[arg-type]
+    (topic, payload), *_ = h.workload(1)
+    subject = topic_to_subject(topic)
+    await asyncio.wait_for(intake._until_stored(subject, payload, time.time(), asyncio.Event()), 5)
+    await intake._forward(subject, payload, time.time())  # the stream path, later
+    assert list(js.stored) == [dedup_id(subject, payload)]
+    assert dedup_id(subject, payload) != dedup_id(subject, payload + b" ")
+    assert dedup_id(subject, payload) != dedup_id("em.dev.VD-9.fix", payload)

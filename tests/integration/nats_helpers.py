@@ -16,7 +16,15 @@ from nats.js.errors import NoKeysError
 
 from devices.timeutil import format_time
 from engine.core.testing import ORIGIN, DeviceScript
-from engine.runtime.nats_jetstream import LEASES, OUT_STREAM, NatsSettings, ensure_setup
+from engine.runtime.nats_jetstream import (
+    LEASES,
+    OUT_STREAM,
+    PART_STREAM,
+    PART_SUBJECT,
+    NatsSettings,
+    ensure_setup,
+    partition_consumer,
+)
 
 X0, Y0 = ORIGIN
 APPROACH = [3000, 2500, 2000, 1500, 1200, 1000, 700, 400, 150, 50]  # metres, 30 s apart
@@ -55,7 +63,8 @@ def settings(urls: str, redis_port: int, orders_file: Path) -> NatsSettings:
                         orders=str(orders_file), worker_id="test")
 
 
-async def publish(mqtt_port: int | list[int], messages: list[tuple[str, bytes]], pause_s: float) -> None:
+async def publish(mqtt_port: int | list[int], messages: list[tuple[str, bytes]], pause_s: float,
+                  identifier: str = "devices-nats") -> None:
     """Devices over MQTT 3.1.1, QoS 1 (what NATS's MQTT listener speaks), like real devices:
     a message without a PUBACK is sent again after reconnecting, to the next node if several."""
     ports = [mqtt_port] if isinstance(mqtt_port, int) else mqtt_port
@@ -63,7 +72,7 @@ async def publish(mqtt_port: int | list[int], messages: list[tuple[str, bytes]],
     while i < len(messages):
         port = ports[attempt % len(ports)]
         try:
-            async with aiomqtt.Client("127.0.0.1", port, identifier="devices-nats", timeout=5,
+            async with aiomqtt.Client("127.0.0.1", port, identifier=identifier, timeout=5,
                                       protocol=aiomqtt.ProtocolVersion.V311) as c:
                 while i < len(messages):
                     topic, payload = messages[i]
@@ -106,6 +115,36 @@ class Centre:
         if self.nc is not None:
             with contextlib.suppress(Exception):
                 await self.nc.close()
+
+
+def sent_keys(messages: list[tuple[str, bytes]]) -> list[tuple[str, int]]:
+    """(device, seq) of every fix or event the devices publish (one object per message)."""
+    return [(p["device"], p["seq"]) for p in (json.loads(m) for _, m in messages)]
+
+
+async def stored_keys(nc: Any) -> list[tuple[str, int]]:
+    """(device, seq) of every message stored in EM_PART, repeats included, in stream order."""
+    js = nc.jetstream()
+    count = (await js.stream_info(PART_STREAM)).state.messages
+    sub = await js.subscribe(f"{PART_SUBJECT}.>", stream=PART_STREAM, ordered_consumer=True)
+    try:
+        out = []
+        for _ in range(count):
+            p = json.loads((await sub.next_msg(timeout=10)).data)
+            out.append((p["device"], p["seq"]))
+        return out
+    finally:
+        await sub.unsubscribe()
+
+
+async def partitions_drained(nc: Any, partitions: int) -> bool:
+    """Every message stored in EM_PART was evaluated, committed and acknowledged by its owner."""
+    js = nc.jetstream()
+    for n in range(partitions):
+        info = await js.consumer_info(PART_STREAM, partition_consumer(n))
+        if info.num_pending or info.num_ack_pending:
+            return False
+    return True
 
 
 def proximity_ids(got: list[dict[str, Any]]) -> dict[str, set[str]]:
