@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import asyncio
 import json
+import logging
 import time
 from collections.abc import AsyncIterator, Callable
 from dataclasses import dataclass, field
@@ -49,6 +50,9 @@ from engine.web.edge import (
     server_error,
 )
 from engine.web.guard import Guard
+from engine.web.openapi import openapi_schema
+
+log = logging.getLogger(__name__)
 
 ACTIONS = {"claim": "claim", "ack": "ack", "escalate": "escalate", "note": "note", "close": "close",
            "resolve": "close"}
@@ -170,7 +174,12 @@ def build_centre_app(state: CentreState) -> Starlette:
     async def detail(seen: Seen) -> dict[str, Any]:
         now = state.clock()
         doc = seen.summary(now)
-        record = await view.archive(seen.doc["alert_id"]) if view.archive is not None else None
+        record = None
+        if view.archive is not None:
+            try:
+                record = await view.archive(seen.doc["alert_id"])
+            except Exception:  # the store is down: the alert still shows, without its history
+                log.warning("centre view: the record of %s could not be read", seen.doc["alert_id"], exc_info=True)
         history = list(record.get("history", [])) if record else []
         for h in history:
             if isinstance(h.get("at"), int | float):
@@ -289,6 +298,9 @@ def build_centre_app(state: CentreState) -> Starlette:
     async def audit(request: Request, who: Principal) -> Response:
         return JSONResponse({"audit": state.audit.recent(), "scope": "this worker's HTTP API only"})
 
+    async def openapi(request: Request) -> Response:
+        return JSONResponse(openapi_schema())
+
     async def console(request: Request) -> Response:
         return FileResponse(views.CONSOLE_DIR / "index.html", media_type="text/html",
                             headers={"content-security-policy": console_policy(state.tiles)})
@@ -329,6 +341,7 @@ def build_centre_app(state: CentreState) -> Starlette:
         Route("/healthz", safe(healthz), methods=["GET"]),
         Route("/readyz", safe(readyz), methods=["GET"]),
         Route("/metrics", safe(metrics), methods=["GET"]),
+        Route("/openapi.json", safe(openapi), methods=["GET"]),
         Route("/api/me", guarded(read, "read alerts", whoami), methods=["GET"]),
         Route("/api/alerts", guarded(read, "read alerts", list_alerts), methods=["GET"]),
         Route("/api/alerts/{id}", guarded(read, "read alerts", get_alert), methods=["GET"]),

@@ -62,7 +62,9 @@ async def test_any_worker_shows_every_alert_and_acts_through_the_owner(tmp_path)
             assert (await b.post(f"/api/alerts/{alert_id}/ack", headers=READER, json={})).status_code == 403
             refused = await b.post(f"/api/alerts/{alert_id}/close", headers=OPERATOR, json={"note": "x"})
             assert refused.status_code == 422  # an alarm closes only with an outcome and a note
+            started = asyncio.get_running_loop().time()
             acked = await b.post(f"/api/alerts/{alert_id}/ack", headers=OPERATOR, json={"note": "on it"})
+            print(f"ack_via_other_worker_s={asyncio.get_running_loop().time() - started:.3f}")
             assert acked.status_code == 200, acked.text
             assert acked.json()["state"] == "acknowledged" and acked.json()["changed_by"] == "op-1"
             on_owner = (await a.get(f"/api/alerts/{alert_id}", headers=READER)).json()
