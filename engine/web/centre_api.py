@@ -132,6 +132,16 @@ def build_centre_app(state: CentreState) -> Starlette:
                   "# HELP emguard_centre_view_caught_up 1 once the view read EM_OUT to its end.",
                   "# TYPE emguard_centre_view_caught_up gauge",
                   f"emguard_centre_view_caught_up {int(view.caught_up)}"]
+        worker = state.readiness()  # this worker's own partitions and counters
+        for name, help_text in (("processed", "Messages this worker evaluated."),
+                                ("published", "Outgoing messages this worker published."),
+                                ("fenced", "Partitions this worker dropped when fenced.")):
+            if isinstance(worker.get(name), int):
+                lines += [f"# HELP emguard_worker_{name}_total {help_text}",
+                          f"# TYPE emguard_worker_{name}_total counter", f"emguard_worker_{name}_total {worker[name]}"]
+        lines += ["# HELP emguard_worker_partitions Partitions this worker owns.",
+                  "# TYPE emguard_worker_partitions gauge",
+                  f"emguard_worker_partitions {len(worker.get('partitions') or [])}"]
         return Response("\n".join(lines) + "\n", media_type="text/plain; version=0.0.4")
 
     async def list_alerts(request: Request, who: Principal) -> Response:

@@ -73,6 +73,8 @@ async def test_any_worker_shows_every_alert_and_acts_through_the_owner(tmp_path)
             assert on_owner["map"]["unavailable"]  # said, not silently empty
             devices = (await b.get("/api/devices", headers=READER)).json()
             assert devices["devices"] == [] and devices["unavailable"]
+            text = (await b.get("/metrics")).text
+            assert 'emguard_centre_alerts{state="acknowledged"} 1' in text and "emguard_worker_partitions 8" in text
             ready = await b.get("/readyz")
             assert ready.status_code == 200 and ready.json()["centre_view_caught_up"] is True
             audit = (await b.get("/api/audit", headers=OPERATOR)).json()["audit"]
