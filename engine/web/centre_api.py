@@ -249,7 +249,7 @@ def build_centre_app(state: CentreState) -> Starlette:
             seen = view.alerts.get(aid)
             if seen is None:
                 return error(404 if view.caught_up else 503, f"unknown alert {aid}")
-            problem = check_fields(body) or _close_problem(action, seen, body)
+            problem = check_fields(body) or _invalid(action, seen, body)
             if problem:
                 return error(422, problem)
             by = str(body.get("by") or who.name) if who.demo else who.name
@@ -274,13 +274,18 @@ def build_centre_app(state: CentreState) -> Starlette:
 
         return act
 
-    def _close_problem(action: str, seen: Seen, body: dict[str, Any]) -> str | None:
-        if action != "close" or seen.peak < ALARM_RANK:
-            return None
-        if not body.get("outcome") or not body.get("note"):
+    def _invalid(action: str, seen: Seen, body: dict[str, Any]) -> str | None:
+        """What the owner's engine would refuse as invalid (422 on a single node), checked here."""
+        policy = ref.alerts.policy
+        note, outcome, target = str(body.get("note") or ""), body.get("outcome"), body.get("target")
+        if action == "note" and not note.strip():
+            return "a note needs text"
+        if action == "escalate" and target and target not in policy.targets_for(str(seen.doc.get("kind"))):
+            return f"unknown escalation target {target!r}"
+        if action == "close" and outcome and outcome not in policy.outcomes:
+            return f"unknown outcome {outcome!r} (use one of {', '.join(policy.outcomes)})"
+        if action == "close" and seen.peak >= ALARM_RANK and (not outcome or not note.strip()):
             return "an alert that reached alarm is closed only with an outcome and a note"
-        if body["outcome"] not in ref.alerts.policy.outcomes:
-            return f"unknown outcome {body['outcome']!r}"
         return None
 
     async def list_orders(request: Request, who: Principal) -> Response:

@@ -67,6 +67,8 @@ async def test_any_worker_shows_every_alert_and_acts_through_the_owner(tmp_path)
             print(f"ack_via_other_worker_s={asyncio.get_running_loop().time() - started:.3f}")
             assert acked.status_code == 200, acked.text
             assert acked.json()["state"] == "acknowledged" and acked.json()["changed_by"] == "op-1"
+            again = await a.post(f"/api/alerts/{alert_id}/ack", headers=OPERATOR, json={})
+            assert again.status_code == 409 and "already acknowledged" in again.json()["error"]  # the owner's refusal
             on_owner = (await a.get(f"/api/alerts/{alert_id}", headers=READER)).json()
             assert on_owner["state"] == "acknowledged"
             assert [x["by"] for x in on_owner["history"] if x.get("action") == "ack"] == ["op-1"]
