@@ -46,14 +46,24 @@ class CentreFeed:
         await self.js.publish(self.ack_subject, payload)
 
     async def run(self, stop: asyncio.Event) -> None:
-        subs = [
-            await self.js.subscribe(self.deadletter_subject, cb=self._dead_letter, ordered_consumer=True,
-                                    deliver_policy=DeliverPolicy.NEW, stream=OUT_STREAM),
-            await self.js.subscribe(self.centre_subject, cb=self._change, ordered_consumer=True,
-                                    deliver_policy=DeliverPolicy.ALL, stream=OUT_STREAM),
-        ]
-        self.view.send = self.send
+        """Until ``stop``; a failure of the feed is retried, never a reason to stop evaluating."""
+        while not stop.is_set():
+            try:
+                await self._follow(stop)
+            except Exception as exc:  # e.g. the cluster had no JetStream leader for a moment
+                log.warning("centre view feed failed (%r); restarting it", exc)
+                with contextlib.suppress(TimeoutError):
+                    await asyncio.wait_for(stop.wait(), 1.0)
+
+    async def _follow(self, stop: asyncio.Event) -> None:
+        subs = []
         try:
+            subs.append(await self.js.subscribe(self.deadletter_subject, cb=self._dead_letter, ordered_consumer=True,
+                                                deliver_policy=DeliverPolicy.NEW, stream=OUT_STREAM))
+            # from the start again after a restart: repeats and older versions are ignored
+            subs.append(await self.js.subscribe(self.centre_subject, cb=self._change, ordered_consumer=True,
+                                                deliver_policy=DeliverPolicy.ALL, stream=OUT_STREAM))
+            self.view.send = self.send
             await self._empty_stream()
             await stop.wait()
         finally:
