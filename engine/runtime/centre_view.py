@@ -117,6 +117,21 @@ class CentreView:
         self._wake()
         return True
 
+    def seed(self, records: list[dict[str, Any]]) -> int:
+        """Start from archived records (wire form plus history): alerts whose last change has
+        left the stream's retention.  The stream's newer versions replace them as they come."""
+        taken = 0
+        for record in records:
+            raw = record.get("history")
+            history: list[Any] = raw if isinstance(raw, list) else []
+            doc = {k: v for k, v in record.items() if k != "history"}
+            if self.apply(doc):
+                taken += 1
+                seen = self.alerts[str(doc["alert_id"])]
+                levels = [LEVEL_RANK.get(str(h.get("level")), 0) for h in history if isinstance(h, dict)]
+                seen.peak = max([seen.peak, *levels])
+        return taken
+
     def refused(self, record: dict[str, Any], ack_topic: str) -> None:
         """A dead letter: kept if it is a refused operator action (matched by its payload)."""
         if record.get("topic") != ack_topic or not isinstance(record.get("payload"), str):

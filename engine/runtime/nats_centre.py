@@ -4,7 +4,8 @@ Two ordered (ephemeral, flow-controlled, self-healing) consumers on ``EM_OUT``:
 
 * ``em.alerts.centre`` from the stream's start: every alert change any worker published, so the
   view holds the latest version of every alert in the stream's retention (7 days), whoever owns
-  it.  Once the consumer has nothing pending the view is ``caught_up``.
+  it.  Once the consumer has nothing pending the view is ``caught_up``.  The open alerts
+  archived in Redis are added once at start, for those whose last change left the retention.
 * ``em.deadletter`` from now on: an operator action the owner (or the intake) refused comes back
   as a dead letter carrying the action's payload, which answers the HTTP request that sent it.
 
@@ -26,6 +27,8 @@ from nats.js.api import DeliverPolicy
 
 from engine.runtime.centre_view import CentreView
 from engine.runtime.nats_jetstream import OUT_STREAM, NatsSettings, topic_to_subject
+from engine.runtime.store import StoreUnavailable
+from engine.runtime.store_redis import RedisStore
 
 log = logging.getLogger(__name__)
 
@@ -33,9 +36,12 @@ log = logging.getLogger(__name__)
 class CentreFeed:
     """Runs the two subscriptions into ``view`` and gives it a ``send`` for actions."""
 
-    def __init__(self, js: JetStreamContext, settings: NatsSettings, view: CentreView) -> None:
+    def __init__(self, js: JetStreamContext, settings: NatsSettings, view: CentreView,
+                 archive: RedisStore | None = None) -> None:
         self.js = js
         self.view = view
+        self.archive = archive
+        self.seeded = False
         self.ack_topic = f"{settings.prefix}/ack"
         self.ack_subject = topic_to_subject(self.ack_topic)
         self.centre_subject = topic_to_subject(f"{settings.prefix}/alerts/centre")
@@ -65,12 +71,27 @@ class CentreFeed:
                                                 deliver_policy=DeliverPolicy.ALL, stream=OUT_STREAM))
             self.view.send = self.send
             await self._empty_stream()
+            if not self.seeded:
+                await self._seed()
             await stop.wait()
         finally:
             self.view.send = None
             for sub in subs:
                 with contextlib.suppress(Exception):
                     await sub.unsubscribe()
+
+    async def _seed(self) -> None:
+        """Add the open alerts archived in Redis: one whose last change is older than the
+        stream's retention (7 days) is not in the stream any more, yet still needs the centre."""
+        if self.archive is None:
+            return
+        try:
+            records = await self.archive.open_alerts()
+        except StoreUnavailable as exc:
+            log.warning("centre view: open alerts not read from the store (%s); the stream only", exc)
+            return
+        self.seeded = True
+        log.info("centre view: %d open alerts taken from the store", self.view.seed(records))
 
     async def _empty_stream(self) -> None:
         """An empty stream has no message to say so: then the view is complete at once."""

@@ -161,7 +161,7 @@ class Worker:
             tasks = [asyncio.create_task(self._balance(js, lease_kv, worker_kv, stop), name="balance")]
             if self.view is not None:
                 self.view.archive = self.archive.alert
-                tasks.append(asyncio.create_task(CentreFeed(js, s, self.view).run(stop), name="centre-view"))
+                tasks.append(asyncio.create_task(CentreFeed(js, s, self.view, self.archive).run(stop), name="centre-view"))
             if s.intake:
                 router = Router(self.book, s.partitions, s.prefix, self.config.max_future_s)
                 intake = Intake(js, s, router, self.archive.alert)

@@ -78,3 +78,15 @@ def test_serve_nats_refuses_an_open_api(tmp_path: Path) -> None:
     assert allowed.exit_code != 0 and "cannot read orders file" in allowed.output
     no_api = CliRunner().invoke(main, ["serve", "--transport", "nats", "--http-port", "0"], env=env)
     assert "cannot read orders file" in no_api.output
+
+
+def test_seeded_records_give_way_to_newer_stream_versions_and_keep_their_peak() -> None:
+    """An archived record (with history) starts the view; its peak is the history's highest level."""
+    view = CentreView()
+    record = {**_doc(2, level="warning", state="acknowledged", by="op-1"),
+              "history": [{"level": "critical", "by": "engine"}, {"level": "warning", "by": "op-1"}]}
+    assert view.seed([record]) == 1
+    seen = view.alerts["A-1"]
+    assert "history" not in seen.doc and seen.summary(0.0)["peak_level"] == "critical"
+    assert not view.apply(_doc(2))  # the stream's copy of the same version
+    assert view.apply(_doc(3, state="closed", by="op-1")) and view.alerts["A-1"].doc["state"] == "closed"
