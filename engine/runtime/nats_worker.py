@@ -54,6 +54,8 @@ from engine.core.orders import OrderBook
 from engine.core.orders_load import load_orders
 from engine.core.pipeline import Engine
 from engine.runtime.acks import InvalidAck, parse_ack
+from engine.runtime.centre_view import CentreView
+from engine.runtime.nats_centre import CentreFeed
 from engine.runtime.nats_intake import TOPIC_HEADER, Intake, Router, refusal
 from engine.runtime.nats_jetstream import (
     PART_STREAM,
@@ -131,8 +133,10 @@ class Owned:
 class Worker:
     """Runs leases, heartbeats, an intake replica and one task per owned partition."""
 
-    def __init__(self, settings: NatsSettings, book: OrderBook, config: EngineConfig | None = None) -> None:
+    def __init__(self, settings: NatsSettings, book: OrderBook, config: EngineConfig | None = None,
+                 view: CentreView | None = None) -> None:
         self.settings = settings
+        self.view = view  # the centre-wide read model behind this worker's HTTP API, if it has one
         self.book = book
         self.config = config or EngineConfig(prefix=settings.prefix)
         self.books = partition_books(book, settings.partitions)
@@ -159,6 +163,9 @@ class Worker:
             lease_kv, worker_kv = await leases(js, s), await workers(js, s)
             self.ready = True
             tasks = [asyncio.create_task(self._balance(js, lease_kv, worker_kv, stop), name="balance")]
+            if self.view is not None:
+                self.view.archive = self.archive.alert
+                tasks.append(asyncio.create_task(CentreFeed(js, s, self.view, self.archive).run(stop), name="centre-view"))
             if s.intake:
                 router = Router(self.book, s.partitions, s.prefix, self.config.max_future_s)
                 intake = self.intake = Intake(js, s, router, self.archive.alert)
@@ -192,16 +199,21 @@ class Worker:
             if health is not None:
                 health.close()
 
+    def health(self) -> dict[str, object]:
+        """What ``/readyz`` answers: set up and running leases, connected, and the counters."""
+        return {"ready": self.ready and self.connected(), "nats_connected": self.connected(),
+                "partitions": sorted(self.owned), "processed": self.processed, "published": self.published,
+                "fenced": self.fenced, "intake": self._intake_counts()}
+
     async def _health(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
         """``/healthz`` (alive) and ``/readyz`` (set up and running leases) for probes."""
         with contextlib.suppress(Exception):
             line = (await asyncio.wait_for(reader.readline(), 5.0)).decode("latin-1")
             path = line.split(" ")[1] if line.count(" ") >= 2 else ""
-            ready = self.ready and self.connected()
+            doc = self.health()
+            ready = bool(doc["ready"])
             ok = path == "/healthz" or (path == "/readyz" and ready)
-            body = json.dumps({"ready": ready, "nats_connected": self.connected(), "partitions": sorted(self.owned),
-                               "processed": self.processed, "published": self.published,
-                               "fenced": self.fenced, "intake": self._intake_counts()}).encode()
+            body = json.dumps(doc).encode()
             status = "200 OK" if ok else ("503 Service Unavailable" if path == "/readyz" else "404 Not Found")
             writer.write(f"HTTP/1.1 {status}\r\nContent-Type: application/json\r\n"
                          f"Content-Length: {len(body)}\r\nConnection: close\r\n\r\n".encode() + body)
@@ -435,7 +447,8 @@ class Worker:
 
 
 async def serve(settings: NatsSettings) -> None:
-    """Run a worker until SIGTERM/SIGINT (``emguard serve --transport nats``)."""
+    """Run a worker without HTTP API until SIGTERM/SIGINT (``emguard serve --transport nats``
+    runs ``engine.tools.serve_nats``, which adds the API and console)."""
     book = load_orders(settings.orders)
     config = load_engine_config(settings.config, settings.prefix) if settings.config else None
     stop = asyncio.Event()

@@ -110,6 +110,20 @@ class RedisStore:
             raise StoreUnavailable(f"redis {self.url}: {exc}") from exc
         return json.loads(value) if value else None
 
+    async def open_alerts(self, batch: int = 500) -> list[dict[str, Any]]:
+        """Every archived alert not closed (a NATS worker's centre view starts from these)."""
+        out: list[dict[str, Any]] = []
+        try:
+            keys = [k async for k in self.redis.scan_iter(match=f"{self.ns}:alert:*", count=1000)]
+            for i in range(0, len(keys), batch):
+                for value in await self.redis.mget(keys[i:i + batch]):
+                    record = json.loads(value) if value else None
+                    if isinstance(record, dict) and record.get("state") != "closed":
+                        out.append(record)
+        except (RedisError, OSError) as exc:
+            raise StoreUnavailable(f"redis {self.url}: {exc}") from exc
+        return out
+
     async def suspects(self) -> dict[str, int]:
         try:
             raw = await self.redis.hgetall(f"{self.ns}:suspects")

@@ -69,17 +69,23 @@ def serve(broker: str | None, redis_url: str | None, orders: str | None, http_po
     import os
 
     if transport == "nats" or (transport is None and os.environ.get("EMGUARD_NATS_URL")):
+        from engine.core.config import ServiceConfig
         from engine.runtime.nats_jetstream import NatsSettings
-        from engine.runtime.nats_worker import serve as serve_nats
+        from engine.tools.serve_nats import run_serve_nats
 
         env = dict(os.environ)
         for var, value in (("EMGUARD_REDIS", redis_url), ("EMGUARD_ORDERS", orders), ("EMGUARD_CONFIG", config_file)):
             if value:
                 env[var] = value
         try:
-            asyncio.run(serve_nats(NatsSettings.from_env(env)))
+            # the HTTP API's settings (port, tokens, TLS) as for the single-node serve
+            http = ServiceConfig.from_env(env, orders=env.get("EMGUARD_ORDERS"), http_port=http_port,
+                                          api_tokens_file=api_tokens_file, insecure_no_auth=insecure_no_auth or None)
+            asyncio.run(run_serve_nats(NatsSettings.from_env(env), http))
         except EngineError as exc:
-            raise click.ClickException(str(exc)) from exc
+            from engine.redact import redact_text
+
+            raise click.ClickException(redact_text(str(exc))) from exc
         except KeyboardInterrupt:
             pass
         return

@@ -19,6 +19,10 @@ import pytest
 from engine.runtime.broker import free_port, wait_for_port
 from tests.integration.procs import Proc
 
+OPERATOR_TOKEN = "op-token-0123456789abcdef"
+READER_TOKEN = "ro-token-0123456789abcdef"
+API_TOKENS = f"{OPERATOR_TOKEN}:op-1:operator,{READER_TOKEN}:viewer:read-only"
+
 
 def nats_server_binary() -> str:
     here = Path(sys.executable).parent / "nats-server"
@@ -93,10 +97,12 @@ def nats_cluster(tmp: Path, size: int = 3) -> NatsCluster:
 
 def worker(tmp: Path, cluster: NatsCluster, redis_port: int, orders: Path, worker_id: str,
            **extra_env: str) -> Proc:
-    """``emguard serve --transport nats``: one worker (with an intake replica)."""
+    """``emguard serve --transport nats``: one worker (with an intake replica) and its centre
+    HTTP API on a free port of its own (``env["EMGUARD_HTTP_PORT"]``; tokens ``API_TOKENS``)."""
     health = free_port()
     env = {**os.environ, "EMGUARD_NATS_URL": cluster.urls, "EMGUARD_NATS_HEALTH_PORT": str(health), "EMGUARD_REDIS": f"redis://127.0.0.1:{redis_port}/0",
-           "EMGUARD_ORDERS": str(orders), "EMGUARD_NATS_WORKER_ID": worker_id, **extra_env}
+           "EMGUARD_ORDERS": str(orders), "EMGUARD_NATS_WORKER_ID": worker_id,
+           "EMGUARD_HTTP_PORT": str(free_port()), "EMGUARD_API_TOKENS": API_TOKENS, **extra_env}
     argv = [sys.executable, "-m", "engine.tools.cli", "--log-level", "INFO", "serve", "--transport", "nats"]
     return Proc(argv, health, env=env, log=tmp / f"worker-{worker_id}.log")
 

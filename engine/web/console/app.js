@@ -217,7 +217,9 @@ function renderDetail() {
     ["escalated to", d.escalated_to], ["outcome", d.outcome], ["closed by", d.closed_by],
     ["order", d.order], ["subject", d.subject], ["protected person", d.protected_person], ["zone", d.zone],
     ["distance", d.distance_m === null ? null : d.distance_m + " m"], ["certainty", d.certainty],
-    ["device time", when(d.device_time)], ["deadline", when(d.deadline)], ["detail", d.detail]];
+    ["device time", when(d.device_time)], ["deadline", when(d.deadline)], ["detail", d.detail],
+    // a NATS worker's centre-wide view says what only the alert's owner holds (docs/nats.md)
+    ["not shown here", d.map && d.map.unavailable ? d.map.unavailable : null]];
   for (const [k, v] of fields) {
     if (v === null || v === undefined || v === "") continue;
     dlist.append(el("dt", {}, k), el("dd", { "data-field": k }, v));
@@ -651,6 +653,12 @@ async function loadDevices() {
   try { body = await api("/api/devices"); } catch (e) { return; }
   state.devices = body.devices;
   const tbody = document.querySelector("#devices tbody");
+  if (body.unavailable) {  // a NATS worker: device health is held by each case's owner
+    const tr = el("tr");
+    tr.append(el("td", { colspan: "7", class: "unavailable" }, body.unavailable));
+    tbody.replaceChildren(tr);
+    return;
+  }
   tbody.replaceChildren(...body.devices.map(dv => {
     const tr = el("tr", { "data-device": dv.device });
     const seen = dv.last_seen === null ? "never" : when(dv.last_seen);
