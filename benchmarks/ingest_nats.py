@@ -84,6 +84,18 @@ def single_node(tmp: Path) -> nats_procs.NatsCluster:
     return nats_procs.NatsCluster([nats_procs.NatsNode("n1", proc, mqtt, 0)])
 
 
+async def commits(port: int) -> int:
+    """Scripts Redis ran so far: one per committed batch (the fenced commit is a Lua script)."""
+    import redis.asyncio as aioredis
+
+    r = aioredis.Redis(port=port)
+    try:
+        stats = await r.info("commandstats")
+        return sum(int(v["calls"]) for k, v in stats.items() if k in ("cmdstat_evalsha", "cmdstat_eval"))
+    finally:
+        await r.aclose()
+
+
 def health(port: int) -> dict[str, Any]:
     with urllib.request.urlopen(f"http://127.0.0.1:{port}/healthz", timeout=5) as r:
         return dict(json.loads(r.read()))
@@ -99,6 +111,7 @@ class Result:
     latency_ms: list[float] = field(default_factory=list)
     outbox_lag_ms: list[float] = field(default_factory=list)
     alerts: int = 0
+    commits: int = 0  # fenced state commits (the worker's Lua script) in the measured stretch
 
     def per_cpu(self, w: str) -> float:
         return self.processed[w] / self.cpu[w] if self.cpu.get(w) else 0.0
@@ -196,6 +209,7 @@ async def run_pass(args: argparse.Namespace, n_workers: int, rate: float, tmp: P
 
         await publish(nc, warm, 0.0, age_s=60.0)
         await settle()
+        base_commits = await commits(redis.port)
         base_cpu, base_done = cpu_now(), done_now()
         last_cpu, last_done, t_last = dict(base_cpu), dict(base_done), time.time()
         t0, t1 = await publish(nc, stream, rate)
@@ -213,6 +227,7 @@ async def run_pass(args: argparse.Namespace, n_workers: int, rate: float, tmp: P
             ci = await js.consumer_info(PART_STREAM, partition_consumer(n))
             left += ci.num_pending + ci.num_ack_pending
         res = Result(n_workers, len(stream), t_last - t0)
+        res.commits = await commits(redis.port) - base_commits
         res.processed = {k: last_done[k] - base_done[k] for k in ps}
         res.cpu = {k: last_cpu[k] - base_cpu[k] for k in ps}
         await asyncio.sleep(1.5)
@@ -231,7 +246,9 @@ async def run_pass(args: argparse.Namespace, n_workers: int, rate: float, tmp: P
                 res.latency_ms.append((recv - parse_time(a["device_time"])) * 1000)
         print(json.dumps({"workers": n_workers, "published": len(stream), "publish_rate": round(len(stream) / (t1 - t0)),
                           "unfinished": left, "wall_s": round(res.wall_s, 2), "processed": res.processed,
-                          "cpu_s": {k: round(v, 2) for k, v in res.cpu.items()}, "alert_changes": res.alerts}),
+                          "cpu_s": {k: round(v, 2) for k, v in res.cpu.items()}, "alert_changes": res.alerts,
+                          "commits": res.commits,
+                          "fixes_per_commit": round(sum(res.processed.values()) / max(1, res.commits), 1)}),
               flush=True)
         return res
     finally:
