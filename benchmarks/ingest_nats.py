@@ -166,7 +166,7 @@ async def run_pass(args: argparse.Namespace, n_workers: int, rate: float, tmp: P
     async def got(msg: Any) -> None:
         seen.append((time.time(), msg.metadata.timestamp.timestamp(), json.loads(msg.data)))
 
-    await js.subscribe(f"{settings.prefix}.alerts.centre", stream=OUT_STREAM, ordered_consumer=True, cb=got)
+    centre = await js.subscribe(f"{settings.prefix}.alerts.centre", stream=OUT_STREAM, ordered_consumer=True, cb=got)
     workers: list[procs.Proc] = []
     try:
         for i in range(n_workers):
@@ -255,6 +255,7 @@ async def run_pass(args: argparse.Namespace, n_workers: int, rate: float, tmp: P
         for w in workers:
             w.stop()
         with contextlib.suppress(Exception):
+            await centre.unsubscribe()  # before the server goes: no recreate attempts at exit
             await nc.close()
         cluster.stop()
         redis.stop()
