@@ -29,6 +29,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import hashlib
+import itertools
 import json
 import logging
 import math
@@ -77,9 +78,11 @@ from engine.runtime.store_redis import RedisStore
 
 log = logging.getLogger(__name__)
 
-BATCH = 64
+BATCH = 256
 FETCH_WAIT_S = 0.5  # an idle partition still runs its timers this often
+LINGER_S = 0.02  # a short batch waits this long for more: one commit and ack round per batch
 TICK_S = 0.5
+PUBLISH_WINDOW = 64  # outbox publishes in flight at once (EM_OUT de-duplicates by Nats-Msg-Id)
 
 
 def msg_id(m: Outgoing) -> str:
@@ -344,12 +347,15 @@ class Worker:
     async def _loop(self, js: JetStreamContext, o: Owned, engine: Engine,
                     psub: JetStreamContext.PullSubscription, outbox: deque[tuple[int, Outgoing]]) -> None:
         last_tick = 0.0
+        short = False  # the last fetch brought a short, non-empty batch
         while True:
             await self._publish(js, o.n, outbox)
             if o.stop.is_set():
                 return
             msgs: list[Msg] = []
             try:
+                if short:  # let the next batch gather on the server: fewer, larger commits
+                    await asyncio.sleep(LINGER_S)
                 msgs = await psub.fetch(BATCH, timeout=FETCH_WAIT_S)
             except (nats.errors.TimeoutError, TimeoutError):
                 pass  # nothing new: run the timers
@@ -358,6 +364,7 @@ class Worker:
                 await asyncio.sleep(0.2)
             if o.stop.is_set() and not msgs:
                 return
+            short = 0 < len(msgs) < BATCH // 4
             now = time.time()
             effects = Effects()
             for m in msgs:
@@ -429,21 +436,32 @@ class Worker:
             backoff = min(2 * backoff, 2.0)
 
     async def _publish(self, js: JetStreamContext, n: int, outbox: deque[tuple[int, Outgoing]]) -> None:
-        """Publish the outbox in order; JetStream stores a repeat of an id once (dedup window)."""
+        """Publish the outbox in order, up to ``PUBLISH_WINDOW`` in flight; JetStream stores a
+        repeat of an id once (dedup window), so entries after a failed one that were stored
+        anyway and are published again later are harmless.  Only the stored prefix leaves."""
         done: list[int] = []
-        try:
-            while outbox:
-                outbox_id, m = outbox[0]
-                data, _ = encode_bounded(m.payload)
-                await js.publish(topic_to_subject(m.topic), data, headers={"Nats-Msg-Id": msg_id(m)})
-                outbox.popleft()
-                done.append(outbox_id)
-                self.published += 1
-        except (nats.errors.Error, OSError, TimeoutError) as exc:
-            log.warning("partition %d: publishing failed (%r); kept in the outbox", n, exc)
+        while outbox:
+            window = list(itertools.islice(outbox, PUBLISH_WINDOW))
+            results = await asyncio.gather(*(self._publish_one(js, m) for _, m in window), return_exceptions=True)
+            failed = next((r for r in results if isinstance(r, BaseException)), None)
+            stored = next((i for i, r in enumerate(results) if isinstance(r, BaseException)), len(results))
+            for _ in range(stored):
+                done.append(outbox.popleft()[0])
+            self.published += stored
+            if failed is not None:
+                if not isinstance(failed, (nats.errors.Error, OSError, TimeoutError)):
+                    raise failed
+                log.warning("partition %d: publishing failed (%r); kept in the outbox", n, failed)
+                break
         if done:
             with contextlib.suppress(StoreUnavailable):
                 await self.store.published(n, done)
+
+
+    @staticmethod
+    async def _publish_one(js: JetStreamContext, m: Outgoing) -> None:
+        data, _ = encode_bounded(m.payload)
+        await js.publish(topic_to_subject(m.topic), data, headers={"Nats-Msg-Id": msg_id(m)})
 
 
 async def serve(settings: NatsSettings) -> None:
