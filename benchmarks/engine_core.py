@@ -168,7 +168,7 @@ def main() -> None:
             print(
                 f"subjects={subjects} messages={messages} cpu_s={cpu:.2f} wall_s={wall:.2f} "
                 f"fixes={s.fixes} evaluated={s.evaluated} rejected={sum(s.rejected.values())} "
-                f"alerts={len(engine.core.alerts.alerts)} effects={n_eff} digest={dig}",
+                f"alerts={len(engine.alerts.alerts)} effects={n_eff} digest={dig}",
                 flush=True,
             )
         assert best is not None

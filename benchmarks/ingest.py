@@ -721,7 +721,7 @@ async def engine_pass(
         result.messages = min(result.messages, stats.received - before)
     result.note = (
         result.note + f" fixes={stats.fixes} rejected={sum(stats.rejected.values())} "
-        f"dup={stats.duplicates} evaluated={stats.evaluated} alerts={len(engine.core.alerts.alerts)}"
+        f"dup={stats.duplicates} evaluated={stats.evaluated} alerts={len(engine.alerts.alerts)}"
         f" published={published} outbox_left={outbox_left} {pauses}"
     ).strip()
     if store is not None and service.commits:

@@ -94,7 +94,7 @@ def main() -> None:
     work_alerts(engine, stream[cut - 1][2])
     alerts = engine.alerts.alerts
     print(
-        f"subjects={args.subjects} messages={cut} tracks={len(engine.core.tracks)} alerts={len(alerts)} "
+        f"subjects={args.subjects} messages={cut} tracks={len(engine.tracks)} alerts={len(alerts)} "
         f"open={sum(a.is_open for a in alerts.values())} "
         f"history_entries={sum(len(a.history) for a in alerts.values())}",
         flush=True,
