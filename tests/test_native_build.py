@@ -1,7 +1,7 @@
 """The compiled build (mypyc, engine.tools.native) decides exactly as the pure build it is made from.
 
-A copy of the tree is compiled once (benchmarks/native_tree.py, about a minute); then the
-suite runs against it, a seeded stream's every effect is compared with the pure build's, and
+A copy of the tree is compiled once (benchmarks/native_tree.py, about a minute); then a
+representative part of the suite runs against it, a seeded stream's every effect is compared with the pure build's, and
 state stored by either build is restored by the other (a deployment switching builds keeps
 its alerts and debounce state).
 """
@@ -45,12 +45,15 @@ def _fields(line: str) -> dict[str, str]:
 
 @pytest.mark.timeout(1500)
 def test_the_suite_passes_on_the_compiled_build(native: Path) -> None:
-    """Every test but the source checks and the browser ones, against the compiled modules
-    (the tests that subclass or introspect engine classes skip themselves: ``pure_python``)."""
+    """The engine, device, geo and simulator tests against the compiled modules: what the
+    compiled build changes (the core, decoding, the geo kernels' callers) and what drives it
+    (replay, the scored suite, the privacy measure).  The broker, deploy and NATS tests run
+    pure-Python runtime code the build does not touch and take most of the suite's time, so
+    they run once, on the pure build; so do the browser tests.  The tests that subclass or
+    introspect engine classes skip themselves here (``pure_python``)."""
     out = _run(
         native, "-m", "pytest", "-q", "-p", "no:cacheprovider", "-m", "not browser",
-        "--ignore", "tests/test_native_build.py", "--ignore", "tests/test_lint.py",
-        "--ignore", "tests/test_typing.py", timeout=1400,
+        "tests/engine", "tests/devices", "tests/geo", "tests/simulator", timeout=1400,
     )
     summary = out.strip().splitlines()[-1]
     assert " passed" in summary and "failed" not in summary, summary
