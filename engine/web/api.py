@@ -25,18 +25,16 @@ edge is strict and every failure is a JSON answer:
 
 from __future__ import annotations
 
-import asyncio
 import copy
-import json
 import logging
-from collections.abc import AsyncIterator, Awaitable, Callable, Mapping
+from collections.abc import Awaitable, Callable, Mapping
 from typing import Any
 
 from starlette.applications import Starlette
 from starlette.exceptions import HTTPException
 from starlette.middleware import Middleware
 from starlette.requests import Request
-from starlette.responses import FileResponse, JSONResponse, Response, StreamingResponse
+from starlette.responses import FileResponse, JSONResponse, Response
 from starlette.routing import Mount, Route
 from starlette.staticfiles import StaticFiles
 
@@ -52,6 +50,7 @@ from engine.web.edge import (
     ApiState,
     BadRequest,
     SecurityHeaders,
+    alert_stream,
     check_fields,
     console_policy,
     error,
@@ -71,8 +70,6 @@ ACTIONS = {
     "claim": "claim", "ack": "ack", "escalate": "escalate", "note": "note", "close": "close",
     "resolve": "close", "prompt": "prompt",
 }
-STREAM_QUEUE = 1000
-HEARTBEAT_S = 15.0
 
 Handler = Callable[[Request], Awaitable[Response]]
 
@@ -329,29 +326,7 @@ def build_app(state: ApiState) -> Starlette:
 
     # --- stream --------------------------------------------------------------------------
     async def stream(request: Request, who: Principal) -> Response:
-        queue: asyncio.Queue[dict[str, Any] | None] = asyncio.Queue(STREAM_QUEUE)
-        state.streams.add(queue)
-
-        async def events() -> AsyncIterator[str]:
-            try:
-                yield "retry: 2000\n: connected\n\n"
-                while not state.closing:
-                    try:
-                        item = await asyncio.wait_for(queue.get(), HEARTBEAT_S)
-                    except TimeoutError:
-                        yield ": heartbeat\n\n"
-                        continue
-                    if item is None:
-                        return
-                    yield f"event: alert\ndata: {json.dumps(item, separators=(',', ':'))}\n\n"
-            finally:
-                state.streams.discard(queue)
-
-        return StreamingResponse(
-            events(),
-            media_type="text/event-stream",
-            headers={"cache-control": "no-store", "x-accel-buffering": "no"},
-        )
+        return alert_stream(state)
 
     read = "read-only"
     vendor = (

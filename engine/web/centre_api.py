@@ -20,7 +20,7 @@ import asyncio
 import json
 import logging
 import time
-from collections.abc import AsyncIterator, Callable
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -28,7 +28,7 @@ from starlette.applications import Starlette
 from starlette.exceptions import HTTPException
 from starlette.middleware import Middleware
 from starlette.requests import Request
-from starlette.responses import FileResponse, JSONResponse, Response, StreamingResponse
+from starlette.responses import FileResponse, JSONResponse, Response
 from starlette.routing import Mount, Route
 from starlette.staticfiles import StaticFiles
 
@@ -43,6 +43,7 @@ from engine.web.console_map import PDOK, TIMEZONE, VENDOR_URL, MapTiles
 from engine.web.edge import (
     BadRequest,
     SecurityHeaders,
+    alert_stream,
     check_fields,
     console_policy,
     error,
@@ -57,8 +58,6 @@ log = logging.getLogger(__name__)
 ACTIONS = {"claim": "claim", "ack": "ack", "escalate": "escalate", "note": "note", "close": "close",
            "resolve": "close"}
 ACTION_WAIT_S = 5.0
-STREAM_QUEUE = 1000
-HEARTBEAT_S = 15.0
 OWNER_ONLY = ("device tracks and positions are held by the worker that owns the case; "
               "a NATS worker's centre-wide view does not show them yet")
 
@@ -325,26 +324,7 @@ def build_centre_app(state: CentreState) -> Starlette:
                              "leaflet": VENDOR_URL if state.vendor is not None else None, "timezone": TIMEZONE})
 
     async def stream(request: Request, who: Principal) -> Response:
-        queue: asyncio.Queue[dict[str, Any] | None] = asyncio.Queue(STREAM_QUEUE)
-        state.streams.add(queue)
-
-        async def events() -> AsyncIterator[str]:
-            try:
-                yield "retry: 2000\n: connected\n\n"
-                while not state.closing:
-                    try:
-                        item = await asyncio.wait_for(queue.get(), HEARTBEAT_S)
-                    except TimeoutError:
-                        yield ": heartbeat\n\n"
-                        continue
-                    if item is None:
-                        return
-                    yield f"event: alert\ndata: {json.dumps(item, separators=(',', ':'))}\n\n"
-            finally:
-                state.streams.discard(queue)
-
-        return StreamingResponse(events(), media_type="text/event-stream",
-                                 headers={"cache-control": "no-store", "x-accel-buffering": "no"})
+        return alert_stream(state)
 
     read = "read-only"
     vendor = ([Mount(VENDOR_URL.rstrip("/"), app=StaticFiles(directory=str(state.vendor)), name="leaflet")]

@@ -8,15 +8,16 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-from collections.abc import Callable, Mapping
+import json
+from collections.abc import AsyncIterator, Callable, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, Protocol
 
 from starlette.datastructures import MutableHeaders
 from starlette.exceptions import HTTPException
 from starlette.requests import Request
-from starlette.responses import JSONResponse, Response
+from starlette.responses import JSONResponse, Response, StreamingResponse
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from engine.core.effects import Effects
@@ -29,6 +30,9 @@ from engine.web.metrics import EngineMetrics
 
 # an action body: a 4,000-character note fully \u-escaped is 24 KB; the margin lets a nesting bomb
 # of a few hundred KB be parsed and answered 400 (named as such) instead of only "too large"
+STREAM_QUEUE = 1000  # alert changes waiting for one slow browser before it is told to reload
+HEARTBEAT_S = 15.0  # an SSE comment this often keeps proxies from closing an idle stream
+
 MAX_BODY_BYTES = 256 * 1024
 MAX_ORDER_BYTES = 1024 * 1024  # an order with its zones (a detailed polygon is ~25 B a vertex)
 MAX_JSON_DEPTH = 32  # orders nest ~8 deep; deeper is an attack on the recursive code after us
@@ -177,3 +181,38 @@ class BadRequest(Exception):
     """A request body that is not JSON, or nests too deeply."""
 
 
+class StreamHub(Protocol):
+    """The open SSE streams of an API (``ApiState``, the NATS workers' ``CentreState``)."""
+
+    streams: set[asyncio.Queue[dict[str, Any] | None]]
+    closing: bool
+
+
+def alert_stream(hub: StreamHub) -> StreamingResponse:
+    """``/api/stream``: every alert change as a server-sent event, heartbeats while idle.
+
+    The hub's listener puts changes in this stream's queue; ``None`` or ``hub.closing`` ends it.
+    """
+    queue: asyncio.Queue[dict[str, Any] | None] = asyncio.Queue(STREAM_QUEUE)
+    hub.streams.add(queue)
+
+    async def events() -> AsyncIterator[str]:
+        try:
+            yield "retry: 2000\n: connected\n\n"
+            while not hub.closing:
+                try:
+                    item = await asyncio.wait_for(queue.get(), HEARTBEAT_S)
+                except TimeoutError:
+                    yield ": heartbeat\n\n"
+                    continue
+                if item is None:
+                    return
+                yield f"event: alert\ndata: {json.dumps(item, separators=(',', ':'))}\n\n"
+        finally:
+            hub.streams.discard(queue)
+
+    return StreamingResponse(
+        events(),
+        media_type="text/event-stream",
+        headers={"cache-control": "no-store", "x-accel-buffering": "no"},
+    )
