@@ -57,6 +57,7 @@ NATS_PASSWORD_SECRET = "nats_password"
 ACCOUNT = "EMGUARD"  # devices, centre and engine share one account: one set of subjects
 SYSTEM_ACCOUNT = "SYS"
 DEFAULT_CLUSTER = "emguard"
+MQTT_TLS_TIMEOUT_S = 5.0  # TLS handshake limit (NATS: 2 s); why in deploy/nats/nats.conf
 
 
 @dataclass(frozen=True, slots=True)
@@ -77,7 +78,9 @@ class NatsNode:
     """Where one server listens and which servers it routes to (tests and one-off servers).
 
     The shipped deploy (deploy/nats/nats.conf) is one file for every node instead, named by
-    ``$NATS_SERVER_NAME``; both include the generated ``accounts.conf``.
+    ``$NATS_SERVER_NAME``, with MQTT over TLS on 8883; both include the generated
+    ``accounts.conf``.  ``mqtt_cert_file`` and ``mqtt_key_file`` (PEM paths as the server sees
+    them) put the MQTT listener behind TLS the same way; without them it is plain.
     """
 
     server_name: str
@@ -88,6 +91,9 @@ class NatsNode:
     store_dir: str = "/data/jetstream"
     cluster_name: str = DEFAULT_CLUSTER
     mqtt_replicas: int = 3  # MQTT sessions and in-flight QoS 1 messages, replicated like the data
+    mqtt_cert_file: str | None = None
+    mqtt_key_file: str | None = None
+    mqtt_tls_timeout_s: float = MQTT_TLS_TIMEOUT_S
 
 
 def filter_to_subject(topic: str) -> str:
@@ -183,11 +189,17 @@ def render_server_conf(node: NatsNode, accounts: str = ACCOUNTS_FILE) -> str:
     NATS resolves an include relative to the including file (an absolute path too), so the
     configuration belongs in the same directory as ``accounts.conf``.
     """
+    if (node.mqtt_cert_file is None) != (node.mqtt_key_file is None):
+        raise ConfigError("MQTT TLS needs both a certificate and a key file")
+    tls = ""
+    if node.mqtt_cert_file is not None:
+        tls = (f", tls {{ cert_file: {json.dumps(node.mqtt_cert_file)},"
+               f" key_file: {json.dumps(node.mqtt_key_file)}, timeout: {node.mqtt_tls_timeout_s} }}")
     lines = [
         f"server_name: {json.dumps(node.server_name)}",
         f"listen: {json.dumps(node.client_listen)}",
         f"jetstream {{ store_dir: {json.dumps(node.store_dir)} }}",
-        f"mqtt {{ listen: {json.dumps(node.mqtt_listen)}, stream_replicas: {node.mqtt_replicas} }}",
+        f"mqtt {{ listen: {json.dumps(node.mqtt_listen)}, stream_replicas: {node.mqtt_replicas}{tls} }}",
     ]
     if node.cluster_listen is not None:
         lines.append(
@@ -274,4 +286,6 @@ def main_nats(orders: Path, out: Path, registry: Path | None, rotate: bool = Fal
     print(f"wrote {ACCOUNTS_FILE}, {CREDENTIALS_FILE}, {NATS_ENGINE_ENV_FILE} and "
           f"{SECRETS_DIR}/{NATS_PASSWORD_SECRET} for {len(bundle.users)} logins ({devices} devices) "
           f"in {out}")
+    print("devices connect over TLS (MQTT, port 8883): the nodes need the certificate and key "
+          "deploy/certs/nats-server.crt and nats-server.key (deploy/README.md, section 1)")
     return 0

