@@ -112,6 +112,7 @@ class Result:
     outbox_lag_ms: list[float] = field(default_factory=list)
     alerts: int = 0
     commits: int = 0  # fenced state commits (the worker's Lua script) in the measured stretch
+    intake_cpu: float = 0.0  # CPU seconds of the separate intake replicas (--intakes), same stretch
 
     def per_cpu(self, w: str) -> float:
         return self.processed[w] / self.cpu[w] if self.cpu.get(w) else 0.0
@@ -168,13 +169,21 @@ async def run_pass(args: argparse.Namespace, n_workers: int, rate: float, tmp: P
 
     centre = await js.subscribe(f"{settings.prefix}.alerts.centre", stream=OUT_STREAM, ordered_consumer=True, cb=got)
     workers: list[procs.Proc] = []
+    intakes: list[procs.Proc] = []
     try:
+        own_intake = "0" if args.intakes else "1"
         for i in range(n_workers):
-            w = nats_procs.worker(tmp, cluster, redis.port, orders, f"w{i}", EMGUARD_NATS_REPLICAS="1")
+            w = nats_procs.worker(tmp, cluster, redis.port, orders, f"w{i}", EMGUARD_NATS_REPLICAS="1",
+                                  EMGUARD_NATS_INTAKE=own_intake)
             if args.profile and i == 0:
                 w.argv[1:1] = ["-m", "cProfile", "-o", str(args.profile)]
             await nats_procs.spawn(w)
             workers.append(w)
+        for i in range(args.intakes):  # intake replicas on their own: no leases, no centre API
+            q = nats_procs.worker(tmp, cluster, redis.port, orders, f"i{i}", EMGUARD_NATS_REPLICAS="1",
+                                  EMGUARD_NATS_EVALUATE="0", EMGUARD_HTTP_PORT="0")
+            await nats_procs.spawn(q)
+            intakes.append(q)
         names = {f"w{i}" for i in range(n_workers)}
         kv = await js.key_value(LEASES)
         share = -(-16 // n_workers)
@@ -192,6 +201,7 @@ async def run_pass(args: argparse.Namespace, n_workers: int, rate: float, tmp: P
             raise RuntimeError(f"leases never settled: {held}")
         await asyncio.sleep(1.0)  # the partitions restore and start pulling
         ps = {f"w{i}": psutil.Process(w.popen.pid) for i, w in enumerate(workers) if w.popen}
+        ips = [psutil.Process(q.popen.pid) for q in intakes if q.popen]
         ports = {f"w{i}": w.port for i, w in enumerate(workers)}
 
         def cpu_now() -> dict[str, float]:
@@ -211,6 +221,7 @@ async def run_pass(args: argparse.Namespace, n_workers: int, rate: float, tmp: P
         await settle()
         base_commits = await commits(redis.port)
         base_cpu, base_done = cpu_now(), done_now()
+        base_intake_cpu = sum(sum(p.cpu_times()[:2]) for p in ips)
         last_cpu, last_done, t_last = dict(base_cpu), dict(base_done), time.time()
         t0, t1 = await publish(nc, stream, rate)
         quiet_since = time.time()
@@ -221,6 +232,7 @@ async def run_pass(args: argparse.Namespace, n_workers: int, rate: float, tmp: P
                 if d[k] != last_done[k]:
                     last_done[k], last_cpu[k] = d[k], c[k]  # CPU up to each worker's last message
                     quiet_since = t_last = time.time()
+        res_intake_cpu = sum(sum(p.cpu_times()[:2]) for p in ips) - base_intake_cpu
         # everything routed and acknowledged?
         left = (await js.consumer_info(DEV_STREAM, INTAKE_CONSUMER)).num_pending
         for n in range(16):
@@ -230,6 +242,7 @@ async def run_pass(args: argparse.Namespace, n_workers: int, rate: float, tmp: P
         res.commits = await commits(redis.port) - base_commits
         res.processed = {k: last_done[k] - base_done[k] for k in ps}
         res.cpu = {k: last_cpu[k] - base_cpu[k] for k in ps}
+        res.intake_cpu = res_intake_cpu
         await asyncio.sleep(1.5)
         top: dict[str, int] = {}
         for recv, stored, a in seen:
@@ -247,12 +260,12 @@ async def run_pass(args: argparse.Namespace, n_workers: int, rate: float, tmp: P
         print(json.dumps({"workers": n_workers, "published": len(stream), "publish_rate": round(len(stream) / (t1 - t0)),
                           "unfinished": left, "wall_s": round(res.wall_s, 2), "processed": res.processed,
                           "cpu_s": {k: round(v, 2) for k, v in res.cpu.items()}, "alert_changes": res.alerts,
-                          "commits": res.commits,
+                          "commits": res.commits, "intake_cpu_s": round(res.intake_cpu, 2),
                           "fixes_per_commit": round(sum(res.processed.values()) / max(1, res.commits), 1)}),
               flush=True)
         return res
     finally:
-        for w in workers:
+        for w in (*workers, *intakes):
             w.stop()
         with contextlib.suppress(Exception):
             await centre.unsubscribe()  # before the server goes: no recreate attempts at exit
@@ -279,6 +292,11 @@ async def main_async(args: argparse.Namespace) -> None:
         for w in sorted(r.processed):
             print(f"nats_w{n}_{w}_fixes={r.processed[w]} cpu_s={r.cpu[w]:.2f} fixes_per_cpu_s={r.per_cpu(w):.0f}")
         print(f"nats_w{n}_wall_fixes_per_s={sum(r.processed.values()) / r.wall_s:.0f}")
+        if args.intakes:
+            total = sum(r.processed.values())
+            print(f"nats_w{n}_intakes={args.intakes} intake_cpu_s={r.intake_cpu:.2f} "
+                  f"fixes_per_intake_cpu_s={total / max(r.intake_cpu, 1e-9):.0f} "
+                  f"fixes_per_cpu_s_worker_and_intake={total / (sum(r.cpu.values()) + r.intake_cpu):.0f}")
         print(f"nats_w{n}_min_fixes_per_cpu_s={min(rates):.0f} vs_one_worker={min(rates) / one_rate:.2f}")
         if args.latency:
             rate = args.load * sum(r.processed.values()) / r.wall_s
@@ -302,6 +320,9 @@ def main() -> None:
     parser.add_argument("--load", type=float, default=0.8, help="paced rate as a share of the measured one")
     parser.add_argument("--timeout", type=float, default=600.0)
     parser.add_argument("--profile", type=Path, help="cProfile worker w0 into this file")
+    parser.add_argument("--intakes", type=int, default=0,
+                        help="run this many intake replicas as processes of their own (workers run none); "
+                             "0: every worker runs one")
     asyncio.run(main_async(parser.parse_args()))
 
 

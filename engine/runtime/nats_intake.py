@@ -2,27 +2,28 @@
 
 Stateless, so any number of replicas run side by side.  Each message is decoded and validated
 exactly as the engine does (``devices.decode``): one that yields nothing valid is dead-lettered
-here (``em.deadletter``, one record per rejection) and goes no further; any other is routed,
-unchanged, to ``emguard.part.{n}`` of its device's case (``engine.core.cases``: a subject with
-everyone his orders protect, merged transitively, so a victim protected from two men is in the
-one case of both and her fixes reach both evaluations).  The worker owning the partition
-decodes it again and evaluates it.
+here (``em.deadletter``, one record per rejection) and goes no further; any other is gathered,
+unchanged, into a bundle for ``emguard.part.{n}`` of its device's case
+(``engine.runtime.nats_bundle``; ``engine.core.cases``: a subject with everyone his orders
+protect, merged transitively, so a victim protected from two men is in the one case of both
+and her fixes reach both evaluations).  The worker owning the partition decodes it again and
+evaluates it.  An operator action (``em/ack``) goes on its own to its alert's partition.
 
 Two paths carry each message, because NATS's MQTT listener acknowledges a device's QoS 1
 PUBLISH once core NATS took it, not once a stream stored it: while ``EM_DEV`` elects a leader
 (its leader's node died) what devices publish is acknowledged and never stored.
 
 * The stream path: the replicas share ``EM_DEV``'s durable pull consumer ``intake``; the source
-  is acknowledged only after JetStream acknowledged the routed copy.
+  is acknowledged only after JetStream acknowledged the bundle that carries its copy.
 * The fast path: every replica also holds a core NATS queue-group subscription
   (``emguard-intake``) on the same subjects, on one connection per node, so the group keeps
   live members on the surviving nodes while the dead node's connections move.  Core NATS
-  delivers while a stream has no leader.  The copy is kept in memory and its publish retried
+  delivers while a stream has no leader.  The copy is kept in memory and its bundle retried
   until ``EM_PART`` acknowledges it (that stream may be electing a leader too).
 
-Both paths publish with ``Nats-Msg-Id`` = a hash of subject and payload, so JetStream's
-duplicate window (``DEDUP_WINDOW_S``) stores one copy, whichever path and replica comes first;
-a copy later than the window is dropped by the engine's (device, seq) memory.
+Both paths of a replica feed one ``Bundler``, which sends a message (by the hash of subject
+and payload) once, whichever path brought it first.  A copy that another replica bundled is
+dropped unread by the worker (its recent keys), or later by the engine's (device, seq) memory.
 """
 
 from __future__ import annotations
@@ -47,6 +48,7 @@ from engine.core.cases import Cases, cases_of
 from engine.core.messages import deadletter
 from engine.core.orders import OrderBook
 from engine.runtime.acks import InvalidAck, parse_ack
+from engine.runtime.nats_bundle import BUNDLE_HEADER, BUNDLE_VERSION, Bundler, Entry, message_key
 from engine.runtime.nats_jetstream import (
     DEV_STREAM,
     INTAKE_CONSUMER,
@@ -70,10 +72,9 @@ def refusal(reason: str, detail: str, topic: str, payload: bytes, arrival: float
     return {"reason": reason, "detail": detail[:500], "topic": topic,
             "payload": payload[:4096].decode("utf-8", "replace"), "arrival": format_time(arrival)}
 
-BATCH = 128
+BATCH = 256
 QUEUE_GROUP = "emguard-intake"
-CORE_QUEUE = 8192  # fast-path copies waiting; beyond it they are left to the stream path
-CORE_IN_FLIGHT = 256  # fast-path publishes awaiting EM_PART's acknowledgement at once
+CORE_PENDING = 65_536  # fast-path copies nats-py may hold before it drops (slow consumer)
 RETRY_MAX_S = 1.0
 TOPIC_HEADER = "Em-Topic"
 ARRIVAL_HEADER = "Em-Arrival"
@@ -130,7 +131,7 @@ class Router:
 
 
 class Intake:
-    """One intake replica: the stream path (``run``) and the fast path (``run_core``)."""
+    """One intake replica: the stream path (``run``, with the bundler) and the fast path (``run_core``)."""
 
     def __init__(self, js: JetStreamContext, settings: NatsSettings, router: Router,
                  alerts: AlertLookup | None = None) -> None:
@@ -139,14 +140,22 @@ class Intake:
         self.router = router
         self.alerts = alerts
         self.ack_topic = f"{settings.prefix}/ack"
-        self.routed = 0
+        self.bundler = Bundler(self._publish_bundle)
+        self.actions_routed = 0  # operator actions, each published on its own
         self.dead_lettered = 0
         self.core_received = 0
-        self.core_dropped = 0  # fast-path copies left to the stream path (queue full)
+        self.core_dropped = 0  # fast-path copies left to the stream path (too much waiting)
         self.deadletter_subject = topic_to_subject(deadletter(settings.prefix, {}).topic)
 
+    @property
+    def routed(self) -> int:
+        """Device messages stored in ``EM_PART`` by this replica, and operator actions routed."""
+        return self.bundler.entries + self.actions_routed
+
     async def run(self, stop: asyncio.Event) -> None:
-        """Until ``stop``; a publish that fails leaves its source unacked (redelivered later)."""
+        """The stream path and the bundler until ``stop``.  A source is acknowledged once its
+        routed copy is stored; one not stored by ``stop`` stays unacked (redelivered later)."""
+        bundling = asyncio.create_task(self.bundler.run(stop), name="intake-bundler")
         psub = await self.js.pull_subscribe_bind(durable=INTAKE_CONSUMER, stream=DEV_STREAM)
         try:
             while not stop.is_set():
@@ -159,7 +168,7 @@ class Intake:
                     await asyncio.sleep(0.25)
                     continue
                 arrival = time.time()
-                results = await asyncio.gather(*(self._forward(m.subject, m.data, arrival) for m in msgs),
+                results = await asyncio.gather(*(self._take(m.subject, m.data, arrival) for m in msgs),
                                                return_exceptions=True)
                 for m, result in zip(msgs, results, strict=True):
                     if isinstance(result, BaseException):
@@ -169,38 +178,61 @@ class Intake:
         finally:
             with contextlib.suppress(Exception):
                 await psub.unsubscribe()
+            bundling.cancel()
+            with contextlib.suppress(asyncio.CancelledError, Exception):
+                await bundling
 
     async def run_core(self, conns: list[NATS], stop: asyncio.Event) -> None:
-        """The fast path until ``stop``: queue-group copies, each retried until ``EM_PART`` has it."""
-        queue: asyncio.Queue[tuple[str, bytes, float]] = asyncio.Queue(CORE_QUEUE)
+        """The fast path until ``stop``: queue-group copies routed into the same bundler."""
+        retrying: set[asyncio.Task[None]] = set()
 
         async def got(msg: Msg) -> None:
             self.core_received += 1
+            subject, data, arrival = msg.subject, msg.data, time.time()
+            topic = subject_to_topic(subject)
             try:
-                queue.put_nowait((msg.subject, msg.data, time.time()))
-            except asyncio.QueueFull:
-                self.core_dropped += 1
+                routed = None if topic == self.ack_topic else self.router.route(topic, data, arrival)
+                if routed is not None and routed.partition is not None:
+                    entry = Entry(message_key(subject, data), topic, data, arrival)
+                    if self.bundler.add(routed.partition, entry, optional=True) is None:
+                        self.core_dropped += 1
+                    return
+            except Exception:  # a bug on one message: the stream path still has it
+                log.exception("fast path could not route %s", subject)
+                return
+            # an operator action or dead letters: published on their own, retried until stored
+            task = asyncio.create_task(self._until_stored(subject, data, arrival, stop))
+            retrying.add(task)
+            task.add_done_callback(retrying.discard)
 
-        subs = [await nc.subscribe(subject, queue=QUEUE_GROUP, cb=got, pending_msgs_limit=4 * CORE_QUEUE)
+        subs = [await nc.subscribe(subject, queue=QUEUE_GROUP, cb=got, pending_msgs_limit=CORE_PENDING)
                 for nc in conns for subject in device_subjects(self.settings.prefix)]
-        in_flight: set[asyncio.Task[None]] = set()
         try:
-            while not stop.is_set():
-                try:
-                    subject, data, arrival = await asyncio.wait_for(queue.get(), 0.5)
-                except TimeoutError:
-                    continue
-                while len(in_flight) >= CORE_IN_FLIGHT:
-                    await asyncio.wait(in_flight, return_when=asyncio.FIRST_COMPLETED)
-                task = asyncio.create_task(self._until_stored(subject, data, arrival, stop))
-                in_flight.add(task)
-                task.add_done_callback(in_flight.discard)
+            await stop.wait()
         finally:
             for sub in subs:
                 with contextlib.suppress(Exception):
                     await sub.unsubscribe()
-            for task in list(in_flight):
+            for task in list(retrying):
                 task.cancel()
+
+    async def _take(self, subject: str, data: bytes, arrival: float) -> None:
+        """Route one message of the stream path; returns once its copy is stored."""
+        topic = subject_to_topic(subject)
+        if topic == self.ack_topic:
+            await self._forward(subject, data, arrival)
+            return
+        routed = self.router.route(topic, data, arrival)
+        if routed.partition is None:
+            await self._dead_letter(subject, data, routed)
+            return
+        future = self.bundler.add(routed.partition, Entry(message_key(subject, data), topic, data, arrival))
+        assert future is not None  # only an optional entry is ever refused
+        await future
+
+    async def _publish_bundle(self, partition: int, data: bytes, ident: str) -> None:
+        await self.js.publish(partition_subject(partition), data,
+                              headers={"Nats-Msg-Id": ident, BUNDLE_HEADER: BUNDLE_VERSION})
 
     async def _until_stored(self, subject: str, data: bytes, arrival: float, stop: asyncio.Event) -> None:
         backoff = 0.1
@@ -217,20 +249,24 @@ class Intake:
             backoff = min(2 * backoff, RETRY_MAX_S)
 
     async def _forward(self, subject: str, data: bytes, arrival: float) -> None:
+        """An operator action (or any message routed on its own) with its own ``Nats-Msg-Id``."""
         topic = subject_to_topic(subject)
-        key = dedup_id(subject, data)
         routed = await self._route_ack(data, arrival) if topic == self.ack_topic else \
             self.router.route(topic, data, arrival)
         if routed.partition is None:
-            for i, record in enumerate(routed.dead_letters):
-                await self.js.publish(self.deadletter_subject, record, headers={"Nats-Msg-Id": f"dl-{key}-{i}"})
-            self.dead_lettered += 1
+            await self._dead_letter(subject, data, routed)
             return
         await self.js.publish(
             partition_subject(routed.partition), data,
-            headers={"Nats-Msg-Id": key, TOPIC_HEADER: topic, ARRIVAL_HEADER: f"{arrival:.3f}"},
+            headers={"Nats-Msg-Id": dedup_id(subject, data), TOPIC_HEADER: topic, ARRIVAL_HEADER: f"{arrival:.3f}"},
         )
-        self.routed += 1
+        self.actions_routed += 1
+
+    async def _dead_letter(self, subject: str, data: bytes, routed: Routed) -> None:
+        key = dedup_id(subject, data)
+        for i, record in enumerate(routed.dead_letters):
+            await self.js.publish(self.deadletter_subject, record, headers={"Nats-Msg-Id": f"dl-{key}-{i}"})
+        self.dead_lettered += 1
 
     async def _route_ack(self, payload: bytes, arrival: float) -> Routed:
         """An operator action goes to the partition of its alert (found in the alert archive)."""

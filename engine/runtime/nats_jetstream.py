@@ -66,6 +66,7 @@ class NatsSettings:
     namespace: str = "emguard"
     worker_id: str = field(default_factory=lambda: f"{socket.gethostname()}-{os.getpid()}")
     intake: bool = True  # this process also runs an intake replica
+    evaluate: bool = True  # this process takes partition leases (False: an intake replica only)
     config: str | None = None  # TOML with [rules] and [deadlines] (load_engine_config)
     health_port: int = 0  # /healthz and /readyz for probes (0: none)
     redis_replicas: int = 0  # acks wait until this many Redis replicas hold the commit (WAIT)
@@ -109,9 +110,12 @@ class NatsSettings:
                 raise NatsSetupError(f"EMGUARD_NATS_PASSWORD_FILE: {exc}") from exc
         elif e.get("EMGUARD_NATS_PASSWORD"):
             values["password"] = e["EMGUARD_NATS_PASSWORD"]
-        if e.get("EMGUARD_NATS_INTAKE", "1").lower() in ("0", "false", "no", "off"):
-            values["intake"] = False
+        for var, name in (("EMGUARD_NATS_INTAKE", "intake"), ("EMGUARD_NATS_EVALUATE", "evaluate")):
+            if e.get(var, "1").lower() in ("0", "false", "no", "off"):
+                values[name] = False
         settings = cls(**values)  # type: ignore[arg-type]
+        if not (settings.intake or settings.evaluate):
+            raise NatsSetupError("EMGUARD_NATS_INTAKE=0 with EMGUARD_NATS_EVALUATE=0 leaves the process nothing to do")
         if settings.partitions < 1 or settings.lease_s <= settings.heartbeat_s:
             raise NatsSetupError("EMGUARD_NATS_PARTITIONS must be >= 1 and the lease longer than a heartbeat")
         return settings

@@ -39,6 +39,7 @@ from collections import deque
 from collections.abc import Callable
 from dataclasses import dataclass, field
 
+import msgspec
 import nats.errors
 from nats.aio.client import Client as NATS
 from nats.aio.msg import Msg
@@ -56,6 +57,7 @@ from engine.core.orders_load import load_orders
 from engine.core.pipeline import Engine
 from engine.runtime.acks import InvalidAck, parse_ack
 from engine.runtime.centre_view import CentreView
+from engine.runtime.nats_bundle import BUNDLE_HEADER, RecentKeys, decode_bundle
 from engine.runtime.nats_centre import CentreFeed
 from engine.runtime.nats_intake import TOPIC_HEADER, Intake, Router, refusal
 from engine.runtime.nats_jetstream import (
@@ -78,8 +80,11 @@ from engine.runtime.store_redis import RedisStore
 
 log = logging.getLogger(__name__)
 
-BATCH = 256
+BATCH = 32  # EM_PART messages per fetch: bundles of up to 256 device messages each
+RECENT_KEEP_S = 60.0  # a bundled repeat of a device message within this is dropped unread
+RECENT_LIMIT = 400_000  # keys kept at most (~16 MB); beyond, the engine's seq memory drops repeats
 FETCH_WAIT_S = 0.5  # an idle partition still runs its timers this often
+SHORT_BATCH = 64  # device messages: fewer in a round and the next fetch lingers
 LINGER_S = 0.02  # a short batch waits this long for more: one commit and ack round per batch
 TICK_S = 0.5
 PUBLISH_WINDOW = 64  # outbox publishes in flight at once (EM_OUT de-duplicates by Nats-Msg-Id)
@@ -148,7 +153,9 @@ class Worker:
         self.owned: dict[int, Owned] = {}
         self.fenced = 0
         self.published = 0
-        self.processed = 0
+        self.processed = 0  # device messages and actions evaluated (state committed, then acked)
+        self.repeats_dropped = 0  # bundled copies of a device message evaluated shortly before
+        self.recent = RecentKeys(RECENT_KEEP_S, RECENT_LIMIT)
         self.ready = False  # streams and buckets in place, leases being run
         self.connected: Callable[[], bool] = lambda: False  # the NATS connection is up
         self.ack_topic = f"{settings.prefix}/ack"
@@ -165,7 +172,8 @@ class Worker:
             await ensure_setup(js, s)
             lease_kv, worker_kv = await leases(js, s), await workers(js, s)
             self.ready = True
-            tasks = [asyncio.create_task(self._balance(js, lease_kv, worker_kv, stop), name="balance")]
+            tasks = [asyncio.create_task(self._balance(js, lease_kv, worker_kv, stop), name="balance")] \
+                if s.evaluate else []
             if self.view is not None:
                 self.view.archive = self.archive.alert
                 tasks.append(asyncio.create_task(CentreFeed(js, s, self.view, self.archive).run(stop), name="centre-view"))
@@ -206,6 +214,7 @@ class Worker:
         """What ``/readyz`` answers: set up and running leases, connected, and the counters."""
         return {"ready": self.ready and self.connected(), "nats_connected": self.connected(),
                 "partitions": sorted(self.owned), "processed": self.processed, "published": self.published,
+                "repeats_dropped": self.repeats_dropped,
                 "fenced": self.fenced, "intake": self._intake_counts()}
 
     async def _health(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
@@ -364,16 +373,17 @@ class Worker:
                 await asyncio.sleep(0.2)
             if o.stop.is_set() and not msgs:
                 return
-            short = 0 < len(msgs) < BATCH // 4
             now = time.time()
             effects = Effects()
-            for m in msgs:
-                topic = (m.headers or {}).get(TOPIC_HEADER, "")
+            items, keys = self._unbundle(msgs, effects, now)
+            short = 0 < len(items) < SHORT_BATCH
+            engine.prepare((topic, data, now) for topic, data in items if topic != self.ack_topic)
+            for topic, data in items:
                 try:
                     if topic == self.ack_topic:
-                        effects.extend(self._act(engine, m.data, now))
+                        effects.extend(self._act(engine, data, now))
                     else:
-                        effects.extend(engine.handle(topic, m.data, now))
+                        effects.extend(engine.handle(topic, data, now))
                 except Exception:  # an engine bug on one message must not stop the partition
                     log.exception("engine failed on a message from %s", topic)
             if now - last_tick >= TICK_S:
@@ -384,10 +394,42 @@ class Worker:
             if time.monotonic() - o.renewed > self.settings.lease_s:
                 raise Fenced(f"partition {o.n}: lease not renewed within {self.settings.lease_s} s")
             ids = await self._commit(o, engine, effects)
+            for key in keys:
+                self.recent.add(key, now)
             for m in msgs:
                 await m.ack()
-            self.processed += len(msgs)
+            self.processed += len(items)
             outbox.extend(zip(ids, effects.messages, strict=True))
+
+    def _unbundle(self, msgs: list[Msg], effects: Effects, now: float) -> tuple[list[tuple[str, bytes]], list[bytes]]:
+        """(topic, payload) of every message the pulled ``EM_PART`` messages carry, in order,
+        less the repeats of a device message evaluated within ``RecentKeys``' span (the other
+        intake path's or another replica's copy: engine.runtime.nats_bundle), and the keys of
+        those evaluated: remembered only once their commit is stored (a failed commit leaves
+        them to the redelivery).  A bundle this worker cannot read is dead-lettered whole."""
+        items: list[tuple[str, bytes]] = []
+        keys: list[bytes] = []
+        recent, taken = self.recent, set()
+        for m in msgs:
+            headers = m.headers or {}
+            if BUNDLE_HEADER not in headers:  # an operator action, or a message routed on its own
+                items.append((headers.get(TOPIC_HEADER, ""), m.data))
+                continue
+            try:
+                entries = decode_bundle(m.data)
+            except (msgspec.DecodeError, msgspec.ValidationError) as exc:
+                log.error("dead-lettering an unreadable bundle (format %s): %s", headers.get(BUNDLE_HEADER), exc)
+                detail = f"bundle format {headers.get(BUNDLE_HEADER)}: {exc}"
+                effects.messages.append(deadletter(self.settings.prefix, refusal("bad_bundle", detail, m.subject, m.data, now)))
+                continue
+            for e in entries:
+                if e.key in recent or e.key in taken:
+                    self.repeats_dropped += 1
+                    continue
+                taken.add(e.key)
+                keys.append(e.key)
+                items.append((e.topic, e.payload))
+        return items, keys
 
     def _act(self, engine: Engine, payload: bytes, now: float) -> Effects:
         """An operator action (``em/ack``, routed here by the intake): applied or dead-lettered."""

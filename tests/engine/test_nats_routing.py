@@ -14,6 +14,13 @@ from engine.core.cases import cases_of
 from engine.core.messages import Outgoing
 from engine.core.orders_load import load_orders
 from engine.core.pipeline import Engine
+from engine.runtime.nats_bundle import (
+    BUNDLE_HEADER,
+    BUNDLE_VERSION,
+    Entry,
+    decode_bundle,
+    message_key,
+)
 from engine.runtime.nats_intake import Intake, Router, dedup_id
 from engine.runtime.nats_jetstream import partition_of, subject_to_topic, topic_to_subject
 from engine.runtime.nats_worker import msg_id, partition_books
@@ -121,26 +128,38 @@ class _FlakyStream:
 
     def __init__(self, failures: int) -> None:
         self.failures = failures
-        self.stored: dict[str, tuple[str, bytes]] = {}
+        self.stored: dict[str, tuple[str, bytes, dict[str, str]]] = {}
 
     async def publish(self, subject: str, data: bytes, headers: dict[str, str]) -> None:
         if self.failures:
             self.failures -= 1
             raise nats.errors.NoRespondersError
-        self.stored.setdefault(headers["Nats-Msg-Id"], (subject, data))  # the duplicate window
+        self.stored.setdefault(headers["Nats-Msg-Id"], (subject, data, headers))  # the duplicate window
 
 
 async def test_both_intake_paths_store_one_copy_after_retries():
-    """The fast path retries until the partition stream takes the copy; the stream path's copy
-    of the same message carries the same id, so one is stored."""
+    """The fast path's copy is gathered and its bundle retried until the partition stream takes
+    it; the stream path's copy of the same message, arriving meanwhile and after, waits for that
+    one copy: one bundle holding the message once, and both paths see it stored."""
     doc = h.orders(1)
     js = _FlakyStream(failures=3)
     settings = h.settings("nats://127.0.0.1:1", 0, Path("orders.json"))
     intake = Intake(js, settings, Router(load_orders(doc), P))  # type: ignore[arg-type]
+    intake.bundler.flush_s = 0.001
     (topic, payload), *_ = h.workload(1)
     subject = topic_to_subject(topic)
-    await asyncio.wait_for(intake._until_stored(subject, payload, time.time(), asyncio.Event()), 5)
-    await intake._forward(subject, payload, time.time())  # the stream path, later
-    assert list(js.stored) == [dedup_id(subject, payload)]
+    stop = asyncio.Event()
+    bundling = asyncio.create_task(intake.bundler.run(stop))
+    fast = intake.bundler.add(0, Entry(message_key(subject, payload), topic, payload, time.time()), optional=True)
+    await asyncio.wait_for(intake._take(subject, payload, time.time()), 5)  # the stream path
+    assert fast is not None and fast.done()
+    await asyncio.wait_for(intake._take(subject, payload, time.time()), 5)  # a redelivery, later
+    stop.set()
+    await bundling
+    assert len(js.stored) == 1
+    (_, data, headers), = js.stored.values()
+    assert headers[BUNDLE_HEADER] == BUNDLE_VERSION
+    assert [e.payload for e in decode_bundle(data)] == [payload]
+    assert intake.routed == 1 and intake.bundler.repeats == 2
     assert dedup_id(subject, payload) != dedup_id(subject, payload + b" ")
-    assert dedup_id(subject, payload) != dedup_id("em.dev.VD-9.fix", payload)
+    assert message_key(subject, payload) != message_key("em.dev.VD-9.fix", payload)

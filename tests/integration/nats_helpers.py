@@ -16,6 +16,7 @@ from nats.js.errors import NoKeysError
 
 from devices.timeutil import format_time
 from engine.core.testing import ORIGIN, DeviceScript
+from engine.runtime.nats_bundle import BUNDLE_HEADER, decode_bundle
 from engine.runtime.nats_jetstream import (
     LEASES,
     OUT_STREAM,
@@ -123,15 +124,20 @@ def sent_keys(messages: list[tuple[str, bytes]]) -> list[tuple[str, int]]:
 
 
 async def stored_keys(nc: Any) -> list[tuple[str, int]]:
-    """(device, seq) of every message stored in EM_PART, repeats included, in stream order."""
+    """(device, seq) of every device message stored in EM_PART (in bundles), repeats included,
+    in stream order."""
     js = nc.jetstream()
     count = (await js.stream_info(PART_STREAM)).state.messages
     sub = await js.subscribe(f"{PART_SUBJECT}.>", stream=PART_STREAM, ordered_consumer=True)
     try:
         out = []
         for _ in range(count):
-            p = json.loads((await sub.next_msg(timeout=10)).data)
-            out.append((p["device"], p["seq"]))
+            msg = await sub.next_msg(timeout=10)
+            payloads = ([e.payload for e in decode_bundle(msg.data)] if BUNDLE_HEADER in (msg.headers or {})
+                        else [msg.data])
+            for payload in payloads:
+                p = json.loads(payload)
+                out.append((p["device"], p["seq"]))
         return out
     finally:
         await sub.unsubscribe()

@@ -211,11 +211,16 @@ async def test_a_nats_node_killed_mid_stream_loses_nothing(tmp_path):
         dev_stored = (await js.stream_info(DEV_STREAM)).state.messages
         print(f"device messages sent={len(sent)} reached={len(set(stored) & set(sent))} lost={len(lost)} "
               f"stored_twice={duplicates} em_dev_stored={dev_stored} s={loop.time() - started:.1f}")
-        intakes = []
+        ready = []
         for w in rig.workers:
             async with httpx.AsyncClient(timeout=5) as c:
-                intakes.append((await c.get(f"http://127.0.0.1:{w.port}/readyz")).json()["intake"])
+                ready.append((await c.get(f"http://127.0.0.1:{w.port}/readyz")).json())
+        intakes = [w["intake"] for w in ready]
         print(f"intakes {intakes}")
+        dropped = sum(w["repeats_dropped"] for w in ready)
+        print(f"repeats dropped unread by the workers {dropped}")
         assert not lost, sorted(lost)
-        assert duplicates == 0
+        # the other path's or replica's copy of a message may be stored in another bundle:
+        # each such repeat was dropped by its worker before the engine saw it
+        assert duplicates == dropped
         assert all(i["fast_path_dropped"] == 0 for i in intakes)
