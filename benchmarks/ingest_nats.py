@@ -33,6 +33,7 @@ import argparse
 import asyncio
 import contextlib
 import json
+import shutil
 import sys
 import tempfile
 import time
@@ -267,6 +268,10 @@ async def run_pass(args: argparse.Namespace, n_workers: int, rate: float, tmp: P
     finally:
         for w in (*workers, *intakes):
             w.stop()
+        if args.keep_logs:  # the processes' logs, for a pass that went wrong
+            args.keep_logs.mkdir(parents=True, exist_ok=True)
+            for log in tmp.glob("*.log"):
+                shutil.copy(log, args.keep_logs / f"w{n_workers}-{'paced' if rate else 'flood'}-{log.name}")
         with contextlib.suppress(Exception):
             await centre.unsubscribe()  # before the server goes: no recreate attempts at exit
             await nc.close()
@@ -320,6 +325,7 @@ def main() -> None:
     parser.add_argument("--load", type=float, default=0.8, help="paced rate as a share of the measured one")
     parser.add_argument("--timeout", type=float, default=600.0)
     parser.add_argument("--profile", type=Path, help="cProfile worker w0 into this file")
+    parser.add_argument("--keep-logs", type=Path, help="copy the servers' and workers' logs here")
     parser.add_argument("--intakes", type=int, default=0,
                         help="run this many intake replicas as processes of their own (workers run none); "
                              "0: every worker runs one")

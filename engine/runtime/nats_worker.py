@@ -38,6 +38,7 @@ import time
 from collections import deque
 from collections.abc import Callable
 from dataclasses import dataclass, field
+from typing import Any
 
 import msgspec
 import nats.errors
@@ -80,7 +81,8 @@ from engine.runtime.store_redis import RedisStore
 
 log = logging.getLogger(__name__)
 
-BATCH = 32  # EM_PART messages per fetch: bundles of up to 256 device messages each
+BATCH = 4  # EM_PART messages per fetch: bundles of up to 256 device messages each, so at
+# most ~1,000 fixes per round (a round holds the event loop: lease renewals must get a turn)
 RECENT_KEEP_S = 60.0  # a bundled repeat of a device message within this is dropped unread
 RECENT_LIMIT = 400_000  # keys kept at most (~16 MB); beyond, the engine's seq memory drops repeats
 FETCH_WAIT_S = 0.5  # an idle partition still runs its timers this often
@@ -88,21 +90,23 @@ SHORT_BATCH = 64  # device messages: fewer in a round and the next fetch lingers
 LINGER_S = 0.02  # a short batch waits this long for more: one commit and ack round per batch
 TICK_S = 0.5
 PUBLISH_WINDOW = 64  # outbox publishes in flight at once (EM_OUT de-duplicates by Nats-Msg-Id)
+PUBLISH_TIMEOUT_S = 5.0  # a window's PubAcks not all back by then: the rest stays in the outbox
 
 
-def msg_id(m: Outgoing) -> str:
+def msg_id(m: Outgoing, data: bytes) -> str:
     """The de-duplication id of an outgoing message: the same change always gets the same id.
 
-    A change of an alert is (alert id, change_seq); anything else is named by its content.
+    A change of an alert is (alert id, change_seq); anything else is named by its topic and
+    wire bytes ``data`` (the outbox keeps a payload's key order through Redis, so a republished
+    entry encodes to the same bytes).
     """
     p = m.payload
     if "alert_id" in p and "change_seq" in p:
         return f"{m.channel}:{p['alert_id']}:{p['change_seq']}"
+    digest = hashlib.sha256(m.topic.encode() + b"\0" + data).hexdigest()
     if "alert_id" in p:
-        body = json.dumps(p, sort_keys=True, separators=(",", ":"))
-        return f"{m.channel}:{p['alert_id']}:" + hashlib.sha256(body.encode()).hexdigest()[:24]
-    body = json.dumps([m.topic, p], sort_keys=True, separators=(",", ":"))
-    return f"{m.channel}:" + hashlib.sha256(body.encode()).hexdigest()[:32]
+        return f"{m.channel}:{p['alert_id']}:{digest[:24]}"
+    return f"{m.channel}:{digest[:32]}"
 
 
 def partition_books(book: OrderBook, partitions: int) -> dict[int, OrderBook]:
@@ -160,6 +164,7 @@ class Worker:
         self.connected: Callable[[], bool] = lambda: False  # the NATS connection is up
         self.ack_topic = f"{settings.prefix}/ack"
         self.intake: Intake | None = None
+        self.fresh: dict[int, Engine] = {}  # engines built ahead, not yet used (restore needs a fresh one)
 
     async def run(self, stop: asyncio.Event) -> None:
         s = self.settings
@@ -171,6 +176,8 @@ class Worker:
         try:
             await ensure_setup(js, s)
             lease_kv, worker_kv = await leases(js, s), await workers(js, s)
+            if s.evaluate:
+                self._build_engines()
             self.ready = True
             tasks = [asyncio.create_task(self._balance(js, lease_kv, worker_kv, stop), name="balance")] \
                 if s.evaluate else []
@@ -209,6 +216,15 @@ class Worker:
                     await conn.drain()
             if health is not None:
                 health.close()
+
+    def _build_engines(self) -> None:
+        """Every partition's engine, before any lease is taken.  Building one (its zones'
+        geometry) holds the event loop; 16 built on taking 16 leases at once held it longer
+        than a lease (10,000 orders), so renewals lapsed, the leases went and were taken
+        again, round after round.  A partition taken again later builds a fresh one then."""
+        started = time.monotonic()
+        self.fresh = {n: Engine(book, self.config) for n, book in self.books.items()}
+        log.info("built %d partition engines in %.1f s", len(self.fresh), time.monotonic() - started)
 
     def health(self) -> dict[str, object]:
         """What ``/readyz`` answers: set up and running leases, connected, and the counters."""
@@ -334,7 +350,7 @@ class Worker:
         try:
             o.token = await self.store.claim(n)
             parts, pending = await self.store.load(n)
-            engine = Engine(self.books[n], self.config)
+            engine = self.fresh.pop(n, None) or Engine(self.books[n], self.config)
             if parts:
                 for problem in engine.restore_parts(parts):
                     log.critical("partition %d: stored case state left out: %s", n, problem)
@@ -478,20 +494,21 @@ class Worker:
             backoff = min(2 * backoff, 2.0)
 
     async def _publish(self, js: JetStreamContext, n: int, outbox: deque[tuple[int, Outgoing]]) -> None:
-        """Publish the outbox in order, up to ``PUBLISH_WINDOW`` in flight; JetStream stores a
-        repeat of an id once (dedup window), so entries after a failed one that were stored
-        anyway and are published again later are harmless.  Only the stored prefix leaves."""
+        """Publish the outbox in order, up to ``PUBLISH_WINDOW`` in flight (``publish_async``:
+        one timeout per window, not a request each); JetStream stores a repeat of an id once
+        (dedup window), so entries after a failed one that were stored anyway and are published
+        again later are harmless.  Only the stored prefix leaves the outbox."""
         done: list[int] = []
         while outbox:
             window = list(itertools.islice(outbox, PUBLISH_WINDOW))
-            results = await asyncio.gather(*(self._publish_one(js, m) for _, m in window), return_exceptions=True)
+            results = await self._publish_window(js, [m for _, m in window])
             failed = next((r for r in results if isinstance(r, BaseException)), None)
             stored = next((i for i, r in enumerate(results) if isinstance(r, BaseException)), len(results))
             for _ in range(stored):
                 done.append(outbox.popleft()[0])
             self.published += stored
             if failed is not None:
-                if not isinstance(failed, (nats.errors.Error, OSError, TimeoutError)):
+                if not isinstance(failed, (nats.errors.Error, OSError, TimeoutError, asyncio.CancelledError)):
                     raise failed
                 log.warning("partition %d: publishing failed (%r); kept in the outbox", n, failed)
                 break
@@ -499,11 +516,28 @@ class Worker:
             with contextlib.suppress(StoreUnavailable):
                 await self.store.published(n, done)
 
-
     @staticmethod
-    async def _publish_one(js: JetStreamContext, m: Outgoing) -> None:
-        data, _ = encode_bounded(m.payload)
-        await js.publish(topic_to_subject(m.topic), data, headers={"Nats-Msg-Id": msg_id(m)})
+    async def _publish_window(js: JetStreamContext, messages: list[Outgoing]) -> list[object]:
+        """Each message's PubAck or the exception that stands for it, in order."""
+        futures: list[asyncio.Future[Any]] = []
+        refused: BaseException | None = None
+        for m in messages:
+            data, _ = encode_bounded(m.payload)
+            try:
+                futures.append(await js.publish_async(topic_to_subject(m.topic), data, wait_stall=PUBLISH_TIMEOUT_S,
+                                                      headers={"Nats-Msg-Id": msg_id(m, data)}))
+            except (nats.errors.Error, OSError) as exc:  # not sent: it and the rest wait
+                refused = exc
+                break
+        try:
+            results: list[object] = await asyncio.wait_for(
+                asyncio.gather(*futures, return_exceptions=True), PUBLISH_TIMEOUT_S)
+        except TimeoutError as exc:
+            results = [f.result() if f.done() and not f.cancelled() and f.exception() is None else exc
+                       for f in futures]
+        if refused is not None:
+            results.append(refused)
+        return results
 
 
 async def serve(settings: NatsSettings) -> None:
