@@ -211,15 +211,22 @@ async def run_pass(args: argparse.Namespace, n_workers: int, rate: float, tmp: P
         def done_now() -> dict[str, int]:
             return {k: int(health(port)["processed"]) for k, port in ports.items()}
 
-        async def settle() -> None:
+        async def settle(total: int) -> None:
+            """Until the workers evaluated ``total`` messages (2 minutes at most), then were
+            quiet for 2 s: the warm-up must not run into the measured stretch."""
+            for _ in range(480):
+                if sum(done_now().values()) >= total:
+                    break
+                await asyncio.sleep(0.25)
             quiet, last = time.time(), done_now()
             while time.time() - quiet < 2.0:
                 await asyncio.sleep(0.25)
                 if (d := done_now()) != last:
                     quiet, last = time.time(), d
 
+        evaluated = sum(done_now().values())
         await publish(nc, warm, 0.0, age_s=60.0)
-        await settle()
+        await settle(evaluated + len(warm))
         base_commits = await commits(redis.port)
         base_cpu, base_done = cpu_now(), done_now()
         base_intake_cpu = sum(sum(p.cpu_times()[:2]) for p in ips)
@@ -269,14 +276,18 @@ async def run_pass(args: argparse.Namespace, n_workers: int, rate: float, tmp: P
         for w in (*workers, *intakes):
             w.stop()
         if args.keep_logs:  # the processes' logs, for a pass that went wrong
-            args.keep_logs.mkdir(parents=True, exist_ok=True)
-            for log in tmp.glob("*.log"):
-                shutil.copy(log, args.keep_logs / f"w{n_workers}-{'paced' if rate else 'flood'}-{log.name}")
+            keep_logs(tmp, args.keep_logs, f"w{n_workers}-{'paced' if rate else 'flood'}-")
         with contextlib.suppress(Exception):
             await centre.unsubscribe()  # before the server goes: no recreate attempts at exit
             await nc.close()
         cluster.stop()
         redis.stop()
+
+
+def keep_logs(tmp: Path, to: Path, prefix: str) -> None:
+    to.mkdir(parents=True, exist_ok=True)
+    for log in tmp.glob("*.log"):
+        shutil.copy(log, to / f"{prefix}{log.name}")
 
 
 def pct(xs: list[float], q: float) -> float:
@@ -290,6 +301,9 @@ async def main_async(args: argparse.Namespace) -> None:
     warm = warm_stream(args.subjects, args.seed)
     one_rate = 0.0
     for n in [int(x) for x in args.workers.split(",")]:
+        if args.rate:  # only a paced pass, at this rate
+            await paced(args, n, args.rate, stream, doc, warm)
+            continue
         with tempfile.TemporaryDirectory(prefix="emguard-ingest-nats-") as tmp:
             r = await run_pass(args, n, 0.0, Path(tmp), stream, doc, warm)
         rates = [r.per_cpu(w) for w in sorted(r.processed)]
@@ -304,15 +318,20 @@ async def main_async(args: argparse.Namespace) -> None:
                   f"fixes_per_cpu_s_worker_and_intake={total / (sum(r.cpu.values()) + r.intake_cpu):.0f}")
         print(f"nats_w{n}_min_fixes_per_cpu_s={min(rates):.0f} vs_one_worker={min(rates) / one_rate:.2f}")
         if args.latency:
-            rate = args.load * sum(r.processed.values()) / r.wall_s
-            with tempfile.TemporaryDirectory(prefix="emguard-ingest-nats-") as tmp:
-                lat = await run_pass(args, n, rate, Path(tmp), stream, doc, warm)
-            print(f"nats_w{n}_paced_msg_per_s={rate:.0f} alert_samples={len(lat.latency_ms)} "
-                  f"changes={lat.alerts}")
-            print(f"nats_w{n}_fix_to_alert_p50_ms={pct(lat.latency_ms, 50):.0f} "
-                  f"p99_ms={pct(lat.latency_ms, 99):.0f}")
-            print(f"nats_w{n}_outbox_lag_p50_ms={pct(lat.outbox_lag_ms, 50):.0f} "
-                  f"p99_ms={pct(lat.outbox_lag_ms, 99):.0f} max_ms={max(lat.outbox_lag_ms, default=0):.0f}")
+            await paced(args, n, args.load * sum(r.processed.values()) / r.wall_s, stream, doc, warm)
+
+
+async def paced(args: argparse.Namespace, n: int, rate: float, stream: list[tuple[str, bytes, bytes]],
+                doc: dict[str, Any], warm: list[tuple[str, bytes, bytes]]) -> None:
+    """The latency pass: the stream published at ``rate`` msg/s."""
+    with tempfile.TemporaryDirectory(prefix="emguard-ingest-nats-") as tmp:
+        lat = await run_pass(args, n, rate, Path(tmp), stream, doc, warm)
+    print(f"nats_w{n}_paced_msg_per_s={rate:.0f} alert_samples={len(lat.latency_ms)} "
+          f"changes={lat.alerts} fixes_per_cpu_s={min(lat.per_cpu(w) for w in lat.processed):.0f}")
+    print(f"nats_w{n}_fix_to_alert_p50_ms={pct(lat.latency_ms, 50):.0f} "
+          f"p99_ms={pct(lat.latency_ms, 99):.0f}")
+    print(f"nats_w{n}_outbox_lag_p50_ms={pct(lat.outbox_lag_ms, 50):.0f} "
+          f"p99_ms={pct(lat.outbox_lag_ms, 99):.0f} max_ms={max(lat.outbox_lag_ms, default=0):.0f}")
 
 
 def main() -> None:
@@ -323,6 +342,7 @@ def main() -> None:
     parser.add_argument("--workers", default="1,2,3", help="comma-separated worker counts, one pass each")
     parser.add_argument("--latency", action="store_true", help="also a paced pass per worker count")
     parser.add_argument("--load", type=float, default=0.8, help="paced rate as a share of the measured one")
+    parser.add_argument("--rate", type=float, default=0.0, help="only a paced pass at this many msg/s")
     parser.add_argument("--timeout", type=float, default=600.0)
     parser.add_argument("--profile", type=Path, help="cProfile worker w0 into this file")
     parser.add_argument("--keep-logs", type=Path, help="copy the servers' and workers' logs here")

@@ -35,7 +35,8 @@ log = logging.getLogger(__name__)
 
 BUNDLE_HEADER = "Em-Bundle"  # its value: the bundle format's version
 BUNDLE_VERSION = "1"
-FLUSH_S = 0.005  # the longest a routed message waits for company (fix-to-alert budget: 250 ms)
+FLUSH_S = 0.02  # the longest a routed message waits for company (fix-to-alert budget: 250 ms);
+# shorter made the bundles of a steady 5,000 msg/s over 16 partitions ~1.5 messages each
 MAX_ENTRIES = 256  # per bundle: bounds the worker's batch and a bundle's size
 MAX_BYTES = 512 * 1024  # below NATS's default max_payload (1 MiB)
 MAX_WAITING = 65_536  # entries gathered or in flight; beyond, optional ones are refused

@@ -56,6 +56,10 @@ class Fenced(Exception):
     """A newer owner claimed the partition: this worker's commit was refused."""
 
 
+#: one partition's commit: partition, fencing token, state delta, outbox messages, alerts to archive
+Commit = tuple[int, int, StateDelta, Sequence[Outgoing], Sequence[Alert]]
+
+
 class PartitionStore:
     """Fenced per-partition state, outbox and alert archive on Redis."""
 
@@ -91,14 +95,8 @@ class PartitionStore:
         pending = sorted(((int(k), decode_message(v)) for k, v in outbox.items()), key=lambda e: e[0])
         return [_bytes(parts[k]) for k in sorted(parts)], pending
 
-    async def commit(
-        self, n: int, token: int, delta: StateDelta, messages: Sequence[Outgoing], alerts: Sequence[Alert]
-    ) -> list[int]:
-        """Apply the delta, queue the messages and archive the alerts, if ``token`` is current.
-
-        Returns the outbox ids of ``messages``; raises ``Fenced`` when a newer owner claimed
-        the partition (nothing is written then).
-        """
+    def _script_call(self, n: int, token: int, delta: StateDelta, messages: Sequence[Outgoing],
+                     alerts: Sequence[Alert]) -> tuple[list[str], list[str | bytes | int]]:
         stored = [(c, p) for c, p in delta.parts.items() if p is not None]
         gone = [c for c, p in delta.parts.items() if p is None and not delta.replace_all]
         argv: list[str | bytes | int] = [token, "1" if delta.replace_all else "0", len(stored)]
@@ -108,13 +106,46 @@ class PartitionStore:
         argv += [json.dumps(alert_record(a)) for a in alerts]
         keys = [self._key(n, "epoch"), self._key(n, "state"), self._key(n, "outbox"), self._key(n, "outbox:seq")]
         keys += [f"{self.ns}:alert:{a.alert_id}" for a in alerts]
+        return keys, argv
+
+    @staticmethod
+    def _outcome(n: int, token: int, first: int, count: int) -> list[int] | Fenced:
+        if first < 0:
+            return Fenced(f"partition {n}: token {token} is no longer current")
+        return list(range(first, first + count)) if count else []
+
+    async def commit(
+        self, n: int, token: int, delta: StateDelta, messages: Sequence[Outgoing], alerts: Sequence[Alert]
+    ) -> list[int]:
+        """Apply the delta, queue the messages and archive the alerts, if ``token`` is current.
+
+        Returns the outbox ids of ``messages``; raises ``Fenced`` when a newer owner claimed
+        the partition (nothing is written then).
+        """
+        keys, argv = self._script_call(n, token, delta, messages, alerts)
         try:
             first = int(await self._commit(keys=keys, args=argv))
         except (RedisError, OSError) as exc:
             raise StoreUnavailable(f"redis {self.url}: {exc}") from exc
-        if first < 0:
-            raise Fenced(f"partition {n}: token {token} is no longer current")
-        return list(range(first, first + len(messages))) if messages else []
+        outcome = self._outcome(n, token, first, len(messages))
+        if isinstance(outcome, Fenced):
+            raise outcome
+        return outcome
+
+    async def commit_many(self, commits: Sequence[Commit]) -> list[list[int] | Fenced]:
+        """``commit`` for several partitions in one round trip (a pipeline, not a transaction:
+        each partition's script is atomic and fenced on its own, so one partition refused
+        leaves the others committed).  Per partition its outbox ids, or the ``Fenced`` refusal."""
+        try:
+            async with self.redis.pipeline(transaction=False) as pipe:
+                for n, token, delta, messages, alerts in commits:
+                    keys, argv = self._script_call(n, token, delta, messages, alerts)
+                    await self._commit(keys=keys, args=argv, client=pipe)
+                firsts = await pipe.execute()
+        except (RedisError, OSError) as exc:
+            raise StoreUnavailable(f"redis {self.url}: {exc}") from exc
+        return [self._outcome(n, token, int(first), len(messages))
+                for (n, token, _, messages, _), first in zip(commits, firsts, strict=True)]
 
     async def replicated(self, replicas: int, timeout_s: float) -> bool:
         """Whether ``replicas`` Redis replicas hold every write made so far (``WAIT``).
@@ -133,6 +164,18 @@ class PartitionStore:
             return
         try:
             await self.redis.hdel(self._key(n, "outbox"), *map(str, outbox_ids))
+        except (RedisError, OSError) as exc:
+            raise StoreUnavailable(f"redis {self.url}: {exc}") from exc
+
+    async def published_many(self, done: Sequence[tuple[int, Sequence[int]]]) -> None:
+        """``published`` for several partitions in one round trip."""
+        if not done:
+            return
+        try:
+            async with self.redis.pipeline(transaction=False) as pipe:
+                for n, outbox_ids in done:
+                    pipe.hdel(self._key(n, "outbox"), *map(str, outbox_ids))
+                await pipe.execute()
         except (RedisError, OSError) as exc:
             raise StoreUnavailable(f"redis {self.url}: {exc}") from exc
 

@@ -16,12 +16,11 @@ testable ownership record.  The lease alone cannot stop a paused owner that wake
 losing it, so every takeover also raises the partition's fencing epoch in Redis
 (``engine.runtime.nats_store``) and every commit is checked against it.
 
-Per owned partition one task: claim (epoch INCR), restore the partition's cases from Redis,
-republish its unpublished outbox, then loop: pull a micro-batch from the partition's durable
-consumer, run it and the timers through the partition's own ``Engine`` (an order book cut to
-the partition's cases, so timers such as order expiry fire once in the whole cluster), commit
-state + outbox + alerts in one fenced script, only then acknowledge the batch, publish the
-outbox to JetStream (``Nats-Msg-Id`` = alert id and change_seq) and drop the published ids.
+Per owned partition one task claims it (epoch INCR), restores its cases from Redis into the
+partition's own ``Engine`` (an order book cut to the partition's cases, so timers such as order
+expiry fire once in the whole cluster) and then pulls; one round task evaluates what all of
+them pulled, commits it in one pipelined round trip of fenced scripts, only then acknowledges,
+and publishes the outboxes (``engine.runtime.nats_rounds``).
 """
 
 from __future__ import annotations
@@ -29,84 +28,42 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import hashlib
-import itertools
 import json
 import logging
 import math
 import signal
 import time
-from collections import deque
 from collections.abc import Callable
-from dataclasses import dataclass, field
-from typing import Any
 
-import msgspec
 import nats.errors
 from nats.aio.client import Client as NATS
-from nats.aio.msg import Msg
 from nats.js import JetStreamContext
 from nats.js.errors import KeyNotFoundError, KeyWrongLastSequenceError, NoKeysError
 from nats.js.kv import KeyValue
 
-from engine.core.alert_records import AlertActionError
 from engine.core.cases import Cases, cases_of
 from engine.core.config import EngineConfig, load_engine_config
-from engine.core.effects import Effects
-from engine.core.messages import Outgoing, deadletter
 from engine.core.orders import OrderBook
 from engine.core.orders_load import load_orders
-from engine.core.pipeline import Engine
-from engine.runtime.acks import InvalidAck, parse_ack
 from engine.runtime.centre_view import CentreView
-from engine.runtime.nats_bundle import BUNDLE_HEADER, RecentKeys, decode_bundle
 from engine.runtime.nats_centre import CentreFeed
-from engine.runtime.nats_intake import TOPIC_HEADER, Intake, Router, refusal
+from engine.runtime.nats_intake import Intake, Router
 from engine.runtime.nats_jetstream import (
-    PART_STREAM,
     NatsSettings,
     connect,
     connect_near,
     ensure_setup,
     lease_key,
     leases,
-    partition_consumer,
     partition_of,
-    topic_to_subject,
     workers,
 )
-from engine.runtime.nats_store import Fenced, PartitionStore
-from engine.runtime.outbound import encode_bounded
-from engine.runtime.store import StoreUnavailable
+from engine.runtime.nats_rounds import Owned, Rounds
+from engine.runtime.nats_store import PartitionStore
 from engine.runtime.store_redis import RedisStore
 
 log = logging.getLogger(__name__)
 
-BATCH = 4  # EM_PART messages per fetch: bundles of up to 256 device messages each, so at
-# most ~1,000 fixes per round (a round holds the event loop: lease renewals must get a turn)
-RECENT_KEEP_S = 60.0  # a bundled repeat of a device message within this is dropped unread
-RECENT_LIMIT = 400_000  # keys kept at most (~16 MB); beyond, the engine's seq memory drops repeats
-FETCH_WAIT_S = 0.5  # an idle partition still runs its timers this often
-SHORT_BATCH = 64  # device messages: fewer in a round and the next fetch lingers
-LINGER_S = 0.02  # a short batch waits this long for more: one commit and ack round per batch
-TICK_S = 0.5
-PUBLISH_WINDOW = 64  # outbox publishes in flight at once (EM_OUT de-duplicates by Nats-Msg-Id)
-PUBLISH_TIMEOUT_S = 5.0  # a window's PubAcks not all back by then: the rest stays in the outbox
-
-
-def msg_id(m: Outgoing, data: bytes) -> str:
-    """The de-duplication id of an outgoing message: the same change always gets the same id.
-
-    A change of an alert is (alert id, change_seq); anything else is named by its topic and
-    wire bytes ``data`` (the outbox keeps a payload's key order through Redis, so a republished
-    entry encodes to the same bytes).
-    """
-    p = m.payload
-    if "alert_id" in p and "change_seq" in p:
-        return f"{m.channel}:{p['alert_id']}:{p['change_seq']}"
-    digest = hashlib.sha256(m.topic.encode() + b"\0" + data).hexdigest()
-    if "alert_id" in p:
-        return f"{m.channel}:{p['alert_id']}:{digest[:24]}"
-    return f"{m.channel}:{digest[:32]}"
 
 
 def partition_books(book: OrderBook, partitions: int) -> dict[int, OrderBook]:
@@ -129,19 +86,6 @@ def _cut(book: OrderBook, cases: Cases, keep: set[str]) -> OrderBook:
     )
 
 
-@dataclass(slots=True)
-class Owned:
-    """A partition this worker holds the lease of."""
-
-    n: int
-    revision: int  # the lease's revision this worker last wrote
-    renewed: float  # monotonic time of that write
-    stop: asyncio.Event = field(default_factory=asyncio.Event)
-    task: asyncio.Task[None] | None = None
-    token: int = 0  # fencing epoch, once claimed
-    ready: bool = False  # state restored: evaluating
-
-
 class Worker:
     """Runs leases, heartbeats, an intake replica and one task per owned partition."""
 
@@ -154,17 +98,12 @@ class Worker:
         self.books = partition_books(book, settings.partitions)
         self.store = PartitionStore(settings.redis, settings.namespace)
         self.archive = RedisStore(settings.redis, settings.namespace)  # the alert records (acks)
-        self.owned: dict[int, Owned] = {}
-        self.fenced = 0
-        self.published = 0
-        self.processed = 0  # device messages and actions evaluated (state committed, then acked)
-        self.repeats_dropped = 0  # bundled copies of a device message evaluated shortly before
-        self.recent = RecentKeys(RECENT_KEEP_S, RECENT_LIMIT)
+        self.rounds = Rounds(settings, self.config, self.books, self.store)
+        self.owned: dict[int, Owned] = self.rounds.owned  # the partitions whose lease this worker holds
         self.ready = False  # streams and buckets in place, leases being run
         self.connected: Callable[[], bool] = lambda: False  # the NATS connection is up
         self.ack_topic = f"{settings.prefix}/ack"
         self.intake: Intake | None = None
-        self.fresh: dict[int, Engine] = {}  # engines built ahead, not yet used (restore needs a fresh one)
 
     async def run(self, stop: asyncio.Event) -> None:
         s = self.settings
@@ -177,10 +116,12 @@ class Worker:
             await ensure_setup(js, s)
             lease_kv, worker_kv = await leases(js, s), await workers(js, s)
             if s.evaluate:
-                self._build_engines()
+                self.rounds.build_engines()
             self.ready = True
             tasks = [asyncio.create_task(self._balance(js, lease_kv, worker_kv, stop), name="balance")] \
                 if s.evaluate else []
+            rounds_stop = asyncio.Event()  # after the partitions' last round, not with the rest
+            rounds = asyncio.create_task(self.rounds.run(js, rounds_stop), name="rounds") if s.evaluate else None
             if self.view is not None:
                 self.view.archive = self.archive.alert
                 tasks.append(asyncio.create_task(CentreFeed(js, s, self.view, self.archive).run(stop), name="centre-view"))
@@ -192,10 +133,11 @@ class Worker:
                     near.append(await connect_near(s, url, f"emguard-intake-{s.worker_id}-{i}"))
                 tasks.append(asyncio.create_task(intake.run_core(near, stop), name="intake-core"))
             log.info("worker %s up: %d partitions, intake %s", s.worker_id, s.partitions, s.intake)
-            done, _ = await asyncio.wait({asyncio.ensure_future(stop.wait()), *tasks},
+            watched = {*tasks, *([rounds] if rounds else [])}
+            done, _ = await asyncio.wait({asyncio.ensure_future(stop.wait()), *watched},
                                          return_when=asyncio.FIRST_COMPLETED)
             for t in done:
-                if t in tasks and t.exception() is not None:
+                if t in watched and t.exception() is not None:
                     log.error("task %s failed: %r", t.get_name(), t.exception())
             stop.set()
             for t in tasks:
@@ -205,6 +147,10 @@ class Worker:
             for o in self.owned.values():
                 o.stop.set()  # all finish their batch at once, then each lease goes
             await asyncio.gather(*(self._release(lease_kv, n) for n in list(self.owned)))
+            if rounds is not None:
+                rounds_stop.set()
+                with contextlib.suppress(asyncio.CancelledError, Exception):
+                    await asyncio.wait_for(rounds, 5.0)
             with contextlib.suppress(Exception):
                 await worker_kv.delete(s.worker_id)
         finally:
@@ -217,21 +163,13 @@ class Worker:
             if health is not None:
                 health.close()
 
-    def _build_engines(self) -> None:
-        """Every partition's engine, before any lease is taken.  Building one (its zones'
-        geometry) holds the event loop; 16 built on taking 16 leases at once held it longer
-        than a lease (10,000 orders), so renewals lapsed, the leases went and were taken
-        again, round after round.  A partition taken again later builds a fresh one then."""
-        started = time.monotonic()
-        self.fresh = {n: Engine(book, self.config) for n, book in self.books.items()}
-        log.info("built %d partition engines in %.1f s", len(self.fresh), time.monotonic() - started)
-
     def health(self) -> dict[str, object]:
         """What ``/readyz`` answers: set up and running leases, connected, and the counters."""
+        r = self.rounds
         return {"ready": self.ready and self.connected(), "nats_connected": self.connected(),
-                "partitions": sorted(self.owned), "processed": self.processed, "published": self.published,
-                "repeats_dropped": self.repeats_dropped,
-                "fenced": self.fenced, "intake": self._intake_counts()}
+                "partitions": sorted(self.owned), "processed": r.processed, "published": r.published,
+                "repeats_dropped": r.repeats_dropped, "seq_repeats": r.seq_repeats, "rounds": r.rounds,
+                "fenced": r.fenced, "intake": self._intake_counts()}
 
     async def _health(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
         """``/healthz`` (alive) and ``/readyz`` (set up and running leases) for probes."""
@@ -297,7 +235,7 @@ class Worker:
             o.renewed = time.monotonic()
         except KeyWrongLastSequenceError:
             log.warning("lease of partition %d was taken over: dropping it", o.n)
-            await self._drop(o)
+            await self._drop(o, lost=True)
         except (nats.errors.Error, OSError, TimeoutError) as exc:
             log.warning("could not renew partition %d (%r)", o.n, exc)
 
@@ -307,7 +245,7 @@ class Worker:
         for o in list(self.owned.values()):
             if now - o.renewed > self.settings.lease_s:
                 log.warning("lease of partition %d lapsed unrenewed: dropping it", o.n)
-                o.stop.set()
+                self.rounds.lose(o)
                 self.owned.pop(o.n, None)
 
     async def _acquire(self, js: JetStreamContext, lease_kv: KeyValue, target: int) -> None:
@@ -325,11 +263,11 @@ class Worker:
                 continue  # held by another worker
             o = Owned(n, revision, time.monotonic())
             self.owned[n] = o
-            o.task = asyncio.create_task(self._partition(js, o), name=f"partition-{n}")
+            o.task = asyncio.create_task(self.rounds.partition(js, o), name=f"partition-{n}")
 
     async def _release(self, lease_kv: KeyValue, n: int) -> None:
         """Hand a partition back cleanly: finish its batch, then delete the lease."""
-        o = self.owned.pop(n, None)
+        o = self.owned.get(n)
         if o is None:
             return
         await self._drop(o)
@@ -337,207 +275,16 @@ class Worker:
             await lease_kv.delete(lease_key(n), last=o.revision)
         log.info("released partition %d", n)
 
-    async def _drop(self, o: Owned) -> None:
+    async def _drop(self, o: Owned, lost: bool = False) -> None:
+        """Stop evaluating ``o``: handed back (its last pull is committed by the rounds, which
+        see it until its puller has finished) or ``lost`` (nothing more of it is committed)."""
+        if lost:
+            self.rounds.lose(o)
         o.stop.set()
-        self.owned.pop(o.n, None)
         if o.task is not None:
             with contextlib.suppress(asyncio.CancelledError, Exception):
                 await asyncio.wait_for(asyncio.shield(o.task), 5.0)
-
-    # --- one partition ----------------------------------------------------------------------
-    async def _partition(self, js: JetStreamContext, o: Owned) -> None:
-        n = o.n
-        try:
-            o.token = await self.store.claim(n)
-            parts, pending = await self.store.load(n)
-            engine = self.fresh.pop(n, None) or Engine(self.books[n], self.config)
-            if parts:
-                for problem in engine.restore_parts(parts):
-                    log.critical("partition %d: stored case state left out: %s", n, problem)
-            outbox: deque[tuple[int, Outgoing]] = deque(pending)
-            o.ready = True
-            log.info("partition %d taken (token %d, %d case parts, %d unpublished)", n, o.token, len(parts), len(pending))
-            psub = await js.pull_subscribe_bind(durable=partition_consumer(n), stream=PART_STREAM)
-            try:
-                await self._loop(js, o, engine, psub, outbox)
-            finally:
-                with contextlib.suppress(Exception):
-                    await psub.unsubscribe()
-        except Fenced as exc:
-            self.fenced += 1
-            log.warning("fenced: %s; dropping the partition unacknowledged", exc)
-        except Exception:
-            log.exception("partition %d failed; dropping it", n)
-
-    async def _loop(self, js: JetStreamContext, o: Owned, engine: Engine,
-                    psub: JetStreamContext.PullSubscription, outbox: deque[tuple[int, Outgoing]]) -> None:
-        last_tick = 0.0
-        short = False  # the last fetch brought a short, non-empty batch
-        while True:
-            await self._publish(js, o.n, outbox)
-            if o.stop.is_set():
-                return
-            msgs: list[Msg] = []
-            try:
-                if short:  # let the next batch gather on the server: fewer, larger commits
-                    await asyncio.sleep(LINGER_S)
-                msgs = await psub.fetch(BATCH, timeout=FETCH_WAIT_S)
-            except (nats.errors.TimeoutError, TimeoutError):
-                pass  # nothing new: run the timers
-            except (nats.errors.Error, OSError) as exc:  # e.g. the node we talk to went away
-                log.warning("partition %d: fetch failed (%r); retrying", o.n, exc)
-                await asyncio.sleep(0.2)
-            if o.stop.is_set() and not msgs:
-                return
-            now = time.time()
-            effects = Effects()
-            items, keys = self._unbundle(msgs, effects, now)
-            short = 0 < len(items) < SHORT_BATCH
-            engine.prepare((topic, data, now) for topic, data in items if topic != self.ack_topic)
-            for topic, data in items:
-                try:
-                    if topic == self.ack_topic:
-                        effects.extend(self._act(engine, data, now))
-                    else:
-                        effects.extend(engine.handle(topic, data, now))
-                except Exception:  # an engine bug on one message must not stop the partition
-                    log.exception("engine failed on a message from %s", topic)
-            if now - last_tick >= TICK_S:
-                effects.extend(engine.tick(now))
-                last_tick = now
-            if not (msgs or effects.messages or effects.changes or engine.state_changed):
-                continue
-            if time.monotonic() - o.renewed > self.settings.lease_s:
-                raise Fenced(f"partition {o.n}: lease not renewed within {self.settings.lease_s} s")
-            ids = await self._commit(o, engine, effects)
-            for key in keys:
-                self.recent.add(key, now)
-            for m in msgs:
-                await m.ack()
-            self.processed += len(items)
-            outbox.extend(zip(ids, effects.messages, strict=True))
-
-    def _unbundle(self, msgs: list[Msg], effects: Effects, now: float) -> tuple[list[tuple[str, bytes]], list[bytes]]:
-        """(topic, payload) of every message the pulled ``EM_PART`` messages carry, in order,
-        less the repeats of a device message evaluated within ``RecentKeys``' span (the other
-        intake path's or another replica's copy: engine.runtime.nats_bundle), and the keys of
-        those evaluated: remembered only once their commit is stored (a failed commit leaves
-        them to the redelivery).  A bundle this worker cannot read is dead-lettered whole."""
-        items: list[tuple[str, bytes]] = []
-        keys: list[bytes] = []
-        recent, taken = self.recent, set()
-        for m in msgs:
-            headers = m.headers or {}
-            if BUNDLE_HEADER not in headers:  # an operator action, or a message routed on its own
-                items.append((headers.get(TOPIC_HEADER, ""), m.data))
-                continue
-            try:
-                entries = decode_bundle(m.data)
-            except (msgspec.DecodeError, msgspec.ValidationError) as exc:
-                log.error("dead-lettering an unreadable bundle (format %s): %s", headers.get(BUNDLE_HEADER), exc)
-                detail = f"bundle format {headers.get(BUNDLE_HEADER)}: {exc}"
-                effects.messages.append(deadletter(self.settings.prefix, refusal("bad_bundle", detail, m.subject, m.data, now)))
-                continue
-            for e in entries:
-                if e.key in recent or e.key in taken:
-                    self.repeats_dropped += 1
-                    continue
-                taken.add(e.key)
-                keys.append(e.key)
-                items.append((e.topic, e.payload))
-        return items, keys
-
-    def _act(self, engine: Engine, payload: bytes, now: float) -> Effects:
-        """An operator action (``em/ack``, routed here by the intake): applied or dead-lettered."""
-        try:
-            command = parse_ack(payload)
-            return engine.act(command.alert_id, command.action, command.by, command.note, now,
-                              outcome=command.outcome, target=command.target)
-        except (InvalidAck, AlertActionError) as exc:
-            reason = exc.reason if isinstance(exc, InvalidAck) else "bad_ack"
-            engine.stats.rejected[reason] += 1
-            return Effects([deadletter(self.settings.prefix, refusal(reason, str(exc), self.ack_topic, payload, now))])
-
-    async def _commit(self, o: Owned, engine: Engine, effects: Effects) -> list[int]:
-        """The fenced commit; while Redis is down, retried (nothing is acknowledged meanwhile)."""
-        alerts = {c.alert.alert_id: c.alert for c in effects.changes}
-        delta = engine.state_delta()
-        backoff = 0.1
-        while True:
-            try:
-                ids = await self.store.commit(o.n, o.token, delta, effects.messages, list(alerts.values()))
-                break
-            except StoreUnavailable as exc:
-                log.error("partition %d: state store unavailable, holding acks: %s", o.n, exc)
-                await asyncio.sleep(backoff)
-                backoff = min(2 * backoff, 2.0)
-            except Fenced:
-                engine.state_not_stored(delta)
-                raise
-        await self._replicated(o)
-        return ids
-
-    async def _replicated(self, o: Owned) -> None:
-        """With ``redis_replicas``: hold the batch's acks until that many replicas have the commit."""
-        want = self.settings.redis_replicas
-        backoff = 0.1
-        while want:
-            try:
-                if await self.store.replicated(want, self.settings.lease_s / 3):
-                    return
-            except StoreUnavailable:
-                pass
-            log.error("partition %d: fewer than %d Redis replicas hold the commit; holding acks", o.n, want)
-            if time.monotonic() - o.renewed > self.settings.lease_s:
-                raise Fenced(f"partition {o.n}: lease not renewed while waiting for Redis replicas")
-            await asyncio.sleep(backoff)
-            backoff = min(2 * backoff, 2.0)
-
-    async def _publish(self, js: JetStreamContext, n: int, outbox: deque[tuple[int, Outgoing]]) -> None:
-        """Publish the outbox in order, up to ``PUBLISH_WINDOW`` in flight (``publish_async``:
-        one timeout per window, not a request each); JetStream stores a repeat of an id once
-        (dedup window), so entries after a failed one that were stored anyway and are published
-        again later are harmless.  Only the stored prefix leaves the outbox."""
-        done: list[int] = []
-        while outbox:
-            window = list(itertools.islice(outbox, PUBLISH_WINDOW))
-            results = await self._publish_window(js, [m for _, m in window])
-            failed = next((r for r in results if isinstance(r, BaseException)), None)
-            stored = next((i for i, r in enumerate(results) if isinstance(r, BaseException)), len(results))
-            for _ in range(stored):
-                done.append(outbox.popleft()[0])
-            self.published += stored
-            if failed is not None:
-                if not isinstance(failed, (nats.errors.Error, OSError, TimeoutError, asyncio.CancelledError)):
-                    raise failed
-                log.warning("partition %d: publishing failed (%r); kept in the outbox", n, failed)
-                break
-        if done:
-            with contextlib.suppress(StoreUnavailable):
-                await self.store.published(n, done)
-
-    @staticmethod
-    async def _publish_window(js: JetStreamContext, messages: list[Outgoing]) -> list[object]:
-        """Each message's PubAck or the exception that stands for it, in order."""
-        futures: list[asyncio.Future[Any]] = []
-        refused: BaseException | None = None
-        for m in messages:
-            data, _ = encode_bounded(m.payload)
-            try:
-                futures.append(await js.publish_async(topic_to_subject(m.topic), data, wait_stall=PUBLISH_TIMEOUT_S,
-                                                      headers={"Nats-Msg-Id": msg_id(m, data)}))
-            except (nats.errors.Error, OSError) as exc:  # not sent: it and the rest wait
-                refused = exc
-                break
-        try:
-            results: list[object] = await asyncio.wait_for(
-                asyncio.gather(*futures, return_exceptions=True), PUBLISH_TIMEOUT_S)
-        except TimeoutError as exc:
-            results = [f.result() if f.done() and not f.cancelled() and f.exception() is None else exc
-                       for f in futures]
-        if refused is not None:
-            results.append(refused)
-        return results
+        self.owned.pop(o.n, None)
 
 
 async def serve(settings: NatsSettings) -> None:

@@ -23,7 +23,8 @@ from engine.runtime.nats_bundle import (
 )
 from engine.runtime.nats_intake import Intake, Router, dedup_id
 from engine.runtime.nats_jetstream import partition_of, subject_to_topic, topic_to_subject
-from engine.runtime.nats_worker import msg_id, partition_books
+from engine.runtime.nats_rounds import msg_id
+from engine.runtime.nats_worker import partition_books
 from tests.integration import nats_helpers as h
 
 P = 16

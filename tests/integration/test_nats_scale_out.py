@@ -218,9 +218,12 @@ async def test_a_nats_node_killed_mid_stream_loses_nothing(tmp_path):
         intakes = [w["intake"] for w in ready]
         print(f"intakes {intakes}")
         dropped = sum(w["repeats_dropped"] for w in ready)
-        print(f"repeats dropped unread by the workers {dropped}")
+        by_seq = sum(w["seq_repeats"] for w in ready)
+        print(f"repeats dropped unread by the workers {dropped}, by the engines' seq memory {by_seq}")
         assert not lost, sorted(lost)
-        # the other path's or replica's copy of a message may be stored in another bundle:
-        # each such repeat was dropped by its worker before the engine saw it
-        assert duplicates == dropped
+        # the other path's or replica's copy of a message may be stored in another bundle (and
+        # a device resends what the dying node did not acknowledge): each such repeat was
+        # dropped, unread by its worker's recent keys or, after a partition moved, by the
+        # engine's (device, seq) memory; the alerts above had no repeated change
+        assert duplicates <= dropped + by_seq
         assert all(i["fast_path_dropped"] == 0 for i in intakes)
