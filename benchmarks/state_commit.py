@@ -12,7 +12,8 @@ every case in it, as a fresh engine's first commit) and restored into a fresh en
 Printed: the number of case parts and closed-alert parts (``A:{alert_id}``), their bytes
 (mean, median, p99, max), and microseconds per part to encode (``state_delta``) and to decode
 (``merge_part``), best of ``--repeat`` by this process's CPU time (the machine is shared),
-with wall time beside it.  Decoding makes a few hundred thousand objects while the engine's
+with wall time beside it; the first encode apart (``_first``: nothing converted before to reuse,
+engine.core.state_codec.RecordCache, as in a fresh engine's first commit).  Decoding makes a few hundred thousand objects while the engine's
 heap is large, so the cyclic collector's full passes are most of its time: it is also timed
 with the collector paused (the codec's own cost; ``emguard serve`` freezes its heap after
 loading, engine.runtime.heap, so its restore should lie between the two: not measured here).  The
@@ -151,6 +152,8 @@ def main() -> None:
     assert digests[0] == digests[1], "the restored engine decided differently"
     print(f"state_bytes_per_part={total / n:.0f}")
     print(f"state_encode_us_per_part={1e6 * enc_cpu / n:.1f}")
+    # the first encode had no conversions to reuse (engine.core.state_codec.RecordCache)
+    print(f"state_encode_us_per_part_first={1e6 * encode[0][0] / n:.1f}")
     print(f"state_decode_us_per_part_collector_paused={1e6 * min(decode_no_gc) / n:.1f}")
     print(f"state_decode_us_per_part={1e6 * dec_cpu / n:.1f}")
 

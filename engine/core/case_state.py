@@ -41,7 +41,13 @@ from engine.core.rules.zones import ZoneRules
 from engine.core.state_schema import (
     SCHEMA_VERSION,
     AlertRecord,
+    BatteryRecord,
+    CorridorVisitRecord,
+    PairEpisodeRecord,
     StatePart,
+    StatusRecord,
+    TrackRecord,
+    ZoneEpisodeRecord,
     decode_part,
     encode_part,
 )
@@ -63,6 +69,7 @@ class StateHolder(Protocol):
     crossings: ApprovedCrossings
     device_rules: DeviceRules
     notifier: Notifier
+    record_cache: codec.RecordCache  # what the last parts converted, for the next ones
 
 
 def zone_keys(cases: Cases, case: str) -> Iterable[tuple[str, str, str]]:
@@ -98,36 +105,66 @@ def forget_orders(engine: StateHolder, ended: set[str]) -> None:
 
 
 def part_of(engine: StateHolder, cases: Cases, case: str, alert_ids: Iterable[str]) -> bytes | None:
-    """The stored part of one case (with its open alerts), or None when there is none."""
-    devices = cases.devices_in(case)
-    orders = cases.orders.get(case, ())
+    """The stored part of one case (with its open alerts), or None when there is none.
+
+    Every commit pays this for each case it stores, so each section is filled in one plain
+    loop over the case's devices and one over its orders (no generators, no helper per key)
+    and records are made positionally (``engine.core.state_codec``); each section holds its
+    keys in the order ``zone_keys``/``pair_keys`` and the key layouts above give, so the bytes
+    are those of a section built key by key.
+    """
     rules, crossings = engine.device_rules, engine.crossings
-    tracks, battery = engine.tracks, rules.battery
+    tracks, battery, non_gnss, silent = engine.tracks, rules.battery, rules.non_gnss_since, engine.silent
+    cover, cache = engine.proximity.cover_state, engine.record_cache
+    track_part: dict[str, TrackRecord] = {}
+    battery_part: dict[str, BatteryRecord] = {}
+    non_gnss_part: dict[str, float] = {}
+    silent_part: list[str] = []
+    cover_part: dict[str, tuple[float, bool]] = {}
+    for d in cases.devices_in(case):
+        track = tracks.get(d)
+        if track is not None:
+            track_part[d] = codec.track_record(track, cache)
+        trend = battery.get(d)
+        if trend is not None:
+            battery_part[d] = codec.battery_record(trend, cache, d)
+        if d in non_gnss:  # these three are sparse: a test, no call, for most devices
+            non_gnss_part[d] = non_gnss[d]
+        if d in silent:
+            silent_part.append(d)
+        if d in cover:
+            cover_part[d] = cover[d]
     zones, pairs = engine.zones.episodes, engine.proximity.episodes
     visits, status = crossings.visits, crossings.status
+    zone_part: dict[tuple[str, str, str], ZoneEpisodeRecord] = {}
+    pair_part: dict[tuple[str, str, str], PairEpisodeRecord] = {}
+    visit_part: dict[tuple[str, str, str], CorridorVisitRecord] = {}
+    status_part: dict[tuple[str, str], StatusRecord] = {}
+    for order in cases.orders.get(case, ()):
+        subject, order_id = order.subject, order.id
+        for zone in order.zones:
+            zkey = (subject, order_id, zone.zone_id)  # zone_keys
+            episode = zones.get(zkey)
+            if episode is not None:
+                zone_part[zkey] = codec.zone_episode_record(episode)
+        for rule in order.proximity:
+            pkey = (order_id, subject, rule.protected_person)  # pair_keys
+            pair = pairs.get(pkey)
+            if pair is not None:
+                pair_part[pkey] = codec.pair_episode_record(pair)
+        for corridor in order.corridors:
+            vkey = (subject, order_id, corridor.corridor_id)
+            visit = visits.get(vkey)
+            if visit is not None:
+                visit_part[vkey] = codec.visit_record(visit)
+        skey = (subject, order_id)
+        held = status.get(skey)
+        if held is not None:
+            status_part[skey] = codec.status_record(held)
     alerts, open_by_key, victim_rank, noted = _alert_sections(engine, alert_ids)
-    return _encoded(StatePart(
-        v=SCHEMA_VERSION,
-        case=case,
-        tracks={d: codec.track_record(tracks[d]) for d in devices if d in tracks},
-        battery={d: codec.battery_record(battery[d]) for d in devices if d in battery},
-        non_gnss=_pick(rules.non_gnss_since, devices),
-        silent=[d for d in devices if d in engine.silent],
-        zones={k: codec.zone_episode_record(zones[k]) for k in zone_keys(cases, case) if k in zones},
-        proximity={k: codec.pair_episode_record(pairs[k]) for k in pair_keys(cases, case) if k in pairs},
-        visits={
-            k: codec.visit_record(visits[k])
-            for k in ((o.subject, o.id, c.corridor_id) for o in orders for c in o.corridors)
-            if k in visits
-        },
-        status={
-            k: codec.status_record(status[k]) for k in ((o.subject, o.id) for o in orders) if k in status
-        },
-        alerts=alerts,
-        open_by_key=open_by_key,
-        victim_rank=victim_rank,
-        noted=noted,
-        cover=_pick(engine.proximity.cover_state, devices),
+    return _encoded(StatePart(  # positionally, in StatePart's field order (state_codec: why)
+        SCHEMA_VERSION, case, track_part, battery_part, non_gnss_part, silent_part, zone_part,
+        pair_part, visit_part, status_part, alerts, open_by_key, victim_rank, noted, cover_part,
     ))
 
 
@@ -150,21 +187,32 @@ AlertSections = tuple[
 
 def _alert_sections(engine: StateHolder, alert_ids: Iterable[str]) -> AlertSections:
     """These alerts (those the engine knows), the episode keys they hold open, what their
-    victims were told, the suppressed levels noted on them."""
-    known = engine.alerts.alerts
+    victims were told, the suppressed levels noted on them.  Most cases hold no open alert:
+    four empty sections then, without sorting or looking anything up."""
+    records: dict[str, AlertRecord] = {}
+    open_part: dict[tuple[str | None, str, str | None], str] = {}
+    rank_part: dict[str, int] = {}
+    noted_part: dict[str, int] = {}
+    if not alert_ids:
+        return records, open_part, rank_part, noted_part
+    known, open_by_key = engine.alerts.alerts, engine.alerts.open_by_key
+    ranks, noted = engine.notifier.victim_rank, engine.crossings.noted
     alerts = [known[a] for a in sorted(alert_ids) if a in known]
-    open_by_key = engine.alerts.open_by_key
-    ids = [a.alert_id for a in alerts]
-    return (
-        {a.alert_id: codec.alert_record(a) for a in alerts},
-        {
-            (a.order, a.kind, a.target): a.alert_id
-            for a in alerts
-            if open_by_key.get((a.order, a.kind, a.target)) == a.alert_id
-        },
-        _pick(engine.notifier.victim_rank, ids),
-        _pick(engine.crossings.noted, ids),
-    )
+    for a in alerts:
+        records[a.alert_id] = codec.alert_record(a)
+    for a in alerts:
+        key = (a.order, a.kind, a.target)
+        if open_by_key.get(key) == a.alert_id:
+            open_part[key] = a.alert_id
+    for a in alerts:
+        rank = ranks.get(a.alert_id)
+        if rank is not None:
+            rank_part[a.alert_id] = rank
+    for a in alerts:
+        level = noted.get(a.alert_id)
+        if level is not None:
+            noted_part[a.alert_id] = level
+    return records, open_part, rank_part, noted_part
 
 
 def _encoded(part: StatePart) -> bytes | None:

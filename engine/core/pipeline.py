@@ -36,6 +36,7 @@ from engine.core.rules.device_events import DeviceRules
 from engine.core.rules.expiry import ExpiryWatch
 from engine.core.rules.proximity import ProximityRules
 from engine.core.rules.zones import ZoneRules, zone_key
+from engine.core.state_codec import RecordCache
 from engine.core.tracks import SEQ_DUPLICATE, SEQ_RESTART, DeviceTrack, TrackPoint
 from geo.index import ZoneIndex
 from geo.projection import Projector
@@ -78,6 +79,7 @@ class Engine:
         self._whole_state = True  # the next delta replaces everything stored
         self._alert_ids: dict[str, set[str]] = {}  # case -> ids of its open alerts
         self._alerts_changed: set[str] = set()  # closed ones get a part of their own
+        self.record_cache = RecordCache()  # conversions the next parts reuse (state_codec)
         self.expiry = ExpiryWatch()
         # tick() and release_due() without a pass over every track (engine.core.indexes)
         self._silence_index: SilenceIndex | None = None

@@ -2,16 +2,23 @@
 
 One pair of functions per stored class, plain typed Python: compiled with the rules in the
 compiled build (engine.tools.native), so a part written by either build is read by the other.
-Records are made with keyword arguments, and every field of every stored class is named
-here once each way; ``COVERAGE`` lists, per class, its record and the attributes it leaves
-out because they are rebuilt from the stored ones, and tests/engine/test_state_codec.py fails
-when a class gains a field that neither covers.
+Every field of every stored class is named here once each way; ``COVERAGE`` lists, per
+class, its record and the attributes it leaves out because they are rebuilt from the stored
+ones, and tests/engine/test_state_codec.py fails when a class gains a field that neither covers.
+
+Every commit converts the cases it stores (engine.core.case_state.part_of), so the way to
+records is written for speed, with the same bytes as before: records are made positionally, in
+their fields' order (msgspec matched 29 keywords to an alert's fields at 3.5x the cost; the
+test file checks that each value lands in the field of its name), and ``RecordCache`` reuses the
+point records and battery rows of a device's previous part.  The way back uses keywords.
 """
 
 from __future__ import annotations
 
 from collections import deque
-from collections.abc import Callable
+from collections.abc import Callable, Iterable
+from operator import is_
+from typing import Any, Final
 
 from devices.model import Fix
 from engine.core.alert_records import Alert, HistoryEntry
@@ -55,15 +62,11 @@ COVERAGE: tuple[tuple[type, type, frozenset[str], frozenset[str]], ...] = (
 
 # --- tracks ---------------------------------------------------------------------------------
 def point_record(p: TrackPoint) -> PointRecord:
-    return PointRecord(t=p.t, x=p.x, y=p.y, acc=p.acc, key=p.key, src=p.src)
+    return PointRecord(p.t, p.x, p.y, p.acc, p.key, p.src)
 
 
 def point_from(r: PointRecord) -> TrackPoint:
     return TrackPoint(t=r.t, x=r.x, y=r.y, acc=r.acc, key=r.key, src=r.src)
-
-
-def _point_or_none(p: TrackPoint | None) -> PointRecord | None:
-    return None if p is None else point_record(p)
 
 
 def _point_from_or_none(r: PointRecord | None) -> TrackPoint | None:
@@ -72,8 +75,8 @@ def _point_from_or_none(r: PointRecord | None) -> TrackPoint | None:
 
 def fix_record(f: Fix) -> FixRecord:
     return FixRecord(
-        device=f.device, seq=f.seq, t=f.t, lat=f.lat, lon=f.lon, acc=f.acc, arrival=f.arrival,
-        spd=f.spd, hdg=f.hdg, sats=f.sats, src=f.src, batt=f.batt, strap=f.strap,
+        f.device, f.seq, f.t, f.lat, f.lon, f.acc, f.arrival, f.spd, f.hdg, f.sats, f.src, f.batt,
+        f.strap,
     )
 
 
@@ -85,29 +88,30 @@ def fix_from(r: FixRecord) -> Fix:
 
 
 def seq_memory_record(m: SeqMemory) -> SeqMemoryRecord:
-    return SeqMemoryRecord(limit=m.limit, runs=m.runs())
+    return SeqMemoryRecord(m.limit, m.runs())  # runs
 
 
 def seq_memory_from(r: SeqMemoryRecord) -> SeqMemory:
     return SeqMemory.from_runs(limit=r.limit, runs=r.runs)
 
 
-def track_record(t: DeviceTrack) -> TrackRecord:
+def track_record(t: DeviceTrack, cache: RecordCache | None = None) -> TrackRecord:
+    """With a ``cache``, the records of points converted for an earlier part are reused."""
     return TrackRecord(
-        device=t.device,
-        seen=seq_memory_record(t.seen),
-        pending=[fix_record(f) for f in t.pending],
-        first_pending_arrival=t.first_pending_arrival,
-        last_pending_arrival=t.last_pending_arrival,
-        points=[point_record(p) for p in t.points],
-        newest_t=t.newest_t,
-        last_arrival=t.last_arrival,
-        suspect=[point_record(p) for p in t.suspect],
-        last_seq=t.last_seq,
-        unnumbered=t.unnumbered,
-        newest_seen_t=t.newest_seen_t,
-        released_arrival=t.released_arrival,
-        released_seq=t.released_seq,
+        t.device,
+        seq_memory_record(t.seen),
+        [fix_record(f) for f in t.pending] if t.pending else [],
+        t.first_pending_arrival,
+        t.last_pending_arrival,
+        _point_records(t.points) if cache is None else cache.points(t.device, t.points),
+        t.newest_t,
+        t.last_arrival,
+        [point_record(p) for p in t.suspect] if t.suspect else [],
+        t.last_seq,
+        t.unnumbered,
+        t.newest_seen_t,
+        t.released_arrival,
+        t.released_seq,
     )
 
 
@@ -130,12 +134,102 @@ def track_from(r: TrackRecord) -> DeviceTrack:
     )
 
 
+def _point_records(points: Iterable[TrackPoint]) -> list[PointRecord]:
+    return [PointRecord(p.t, p.x, p.y, p.acc, p.key, p.src) for p in points]  # point_record, inline
+
+
+_EXACT: Final = 2.0**53  # every whole float below this in magnitude is an exact integer
+
+
+def _sample_rows(samples: Iterable[tuple[float, float]]) -> list[tuple[float, int | float]]:
+    """Battery samples as stored: a whole percent as an integer (one byte in MessagePack, not
+    nine); inline, as a function called per sample was a fifth of ``battery_record``'s time."""
+    return [(t, int(pct) if pct.is_integer() and -_EXACT < pct < _EXACT else pct) for t, pct in samples]
+
+
+class RecordCache:
+    """Per device, the point records and battery sample rows of the part last made, for the next.
+
+    A commit stores the whole part of every case its batch touched (engine.core.case_state), so
+    each fix had its devices' track points (up to 64) and battery samples (up to 32) converted
+    again, though it adds at most one of each: at 64 points that was most of a part's cost.
+    A ``TrackPoint`` and a sample tuple never change once made, and a track or trend gains them
+    at the end and loses them at the front.  So the records made last time are reused for the
+    leading run of objects that are the very same ones (``is``, never ``==``: ``0.0 == -0.0``)
+    as then, and only the rest are converted: the same values, so the same bytes (checked
+    against the uncached path in tests/engine/test_state_codec.py).  The price is memory: one
+    record per point and sample of every device whose part was made, held by the engine.
+    """
+
+    __slots__ = ("_points", "_samples")
+
+    def __init__(self) -> None:
+        self._points: dict[str, tuple[list[TrackPoint], list[PointRecord]]] = {}
+        self._samples: dict[str, tuple[list[tuple[float, float]], list[tuple[float, int | float]]]] = {}
+
+    def points(self, device: str, points: list[TrackPoint]) -> list[PointRecord]:
+        """``_point_records(points)``, reusing the records of the points last converted for ``device``."""
+        if len(points) < REUSE_FROM:
+            self._points.pop(device, None)
+            return _point_records(points)
+        now = points[:]  # the track's list changes in place: keep what these records are of
+        old = self._points.get(device)
+        if old is None:
+            records = _point_records(now)
+        else:
+            start, n = _shared_run(old[0], now)
+            if start == 0 and n == len(now) == len(old[0]):  # unchanged since: the same list
+                records = old[1]
+            else:
+                records = old[1][start : start + n] + _point_records(now[n:])
+        self._points[device] = (now, records)
+        return records
+
+    def samples(self, device: str, samples: deque[tuple[float, float]]) -> list[tuple[float, int | float]]:
+        """``_sample_rows(samples)``, reusing the rows of the samples last converted for ``device``."""
+        if len(samples) < REUSE_FROM:
+            self._samples.pop(device, None)
+            return _sample_rows(samples)
+        now = list(samples)
+        old = self._samples.get(device)
+        if old is None:
+            rows = _sample_rows(now)
+        else:
+            start, n = _shared_run(old[0], now)
+            if start == 0 and n == len(now) == len(old[0]):  # unchanged since: the same list
+                rows = old[1]
+            else:
+                rows = old[1][start : start + n] + _sample_rows(now[n:])
+        self._samples[device] = (now, rows)
+        return rows
+
+
+#: a list shorter than this is converted whole: reusing costs more than converting so few
+REUSE_FROM: Final = 16
+
+
+def _shared_run(old: list[Any], new: list[Any]) -> tuple[int, int]:
+    """``(start, n)`` such that ``new[:n]`` are the very objects ``old[start:start + n]``, as long
+    a run as ``new`` has from its first item; ``(0, 0)`` when it does not begin with one (an
+    item inserted in between: everything is converted again, which is rare and still right)."""
+    if not old or not new:
+        return 0, 0
+    first, start, size = new[0], 0, len(old)
+    while start < size and old[start] is not first:
+        start += 1
+    n = min(len(new), size - start)
+    if n and all(map(is_, new[:n], old[start : start + n])):
+        return start, n
+    return 0, 0
+
+
 # --- rules ----------------------------------------------------------------------------------
-def battery_record(b: BatteryTrend) -> BatteryRecord:
+def battery_record(b: BatteryTrend, cache: RecordCache | None = None, device: str = "") -> BatteryRecord:
+    """With a ``cache`` (and the trend's device), the samples converted for an earlier part are reused."""
     return BatteryRecord(
-        samples=[(t, _whole_as_int(pct)) for t, pct in b.samples],
-        samples_max=b.samples.maxlen,
-        charging=b.charging,
+        _sample_rows(b.samples) if cache is None else cache.samples(device, b.samples),  # samples
+        b.samples.maxlen,  # samples_max
+        b.charging,
     )
 
 
@@ -146,26 +240,19 @@ def battery_from(r: BatteryRecord) -> BatteryTrend:
     )
 
 
-def _whole_as_int(value: float) -> int | float:
-    """A whole number as an integer (one byte in MessagePack for a percent, not nine)."""
-    if -2.0**53 < value < 2.0**53 and value.is_integer():
-        return int(value)
-    return value
-
-
 def zone_episode_record(e: ZoneEpisode) -> ZoneEpisodeRecord:
     return ZoneEpisodeRecord(
-        possible_run=e.possible_run,
-        clear_run=e.clear_run,
-        candidate_start=e.candidate_start,
-        outside_since=e.outside_since,
-        window=e.window,
-        forewarned=e.forewarned,
-        pursuit=e.pursuit,
-        unconfirmed=_point_or_none(e.unconfirmed),
-        last_outside=_point_or_none(e.last_outside),
-        last_t=e.last_t,
-        crossed=e.crossed,
+        e.possible_run,
+        e.clear_run,
+        e.candidate_start,
+        e.outside_since,
+        e.window,
+        e.forewarned,
+        e.pursuit,
+        None if e.unconfirmed is None else point_record(e.unconfirmed),
+        None if e.last_outside is None else point_record(e.last_outside),
+        e.last_t,
+        e.crossed,
     )
 
 
@@ -187,9 +274,8 @@ def zone_episode_from(r: ZoneEpisodeRecord) -> ZoneEpisode:
 
 def pair_episode_record(e: PairEpisode) -> PairEpisodeRecord:
     return PairEpisodeRecord(
-        start=e.start, lower_since=e.lower_since, lower_level=e.lower_level,
-        clear_run=e.clear_run, pursuit=e.pursuit, possible_run=e.possible_run, last_t=e.last_t,
-        unsure_run=e.unsure_run,
+        e.start, e.lower_since, e.lower_level, e.clear_run, e.pursuit, e.possible_run, e.last_t,
+        e.unsure_run,
     )
 
 
@@ -202,9 +288,7 @@ def pair_episode_from(r: PairEpisodeRecord) -> PairEpisode:
 
 
 def visit_record(v: CorridorVisit) -> CorridorVisitRecord:
-    return CorridorVisitRecord(
-        entered_t=v.entered_t, points=list(v.points), points_max=v.points.maxlen, stopped=v.stopped,
-    )
+    return CorridorVisitRecord(v.entered_t, list(v.points), v.points.maxlen, v.stopped)  # points_max
 
 
 def visit_from(r: CorridorVisitRecord) -> CorridorVisit:
@@ -216,10 +300,8 @@ def visit_from(r: CorridorVisitRecord) -> CorridorVisit:
 def status_record(status: tuple[float, Suppression | None]) -> StatusRecord:
     t, s = status
     return StatusRecord(
-        t=t,
-        suppression=None if s is None else SuppressionRecord(
-            source=s.source, ident=s.ident, reason=s.reason, kinds=sorted(s.kinds),
-        ),
+        t,
+        None if s is None else SuppressionRecord(s.source, s.ident, s.reason, sorted(s.kinds)),
     )
 
 
@@ -232,10 +314,7 @@ def status_from(r: StatusRecord) -> tuple[float, Suppression | None]:
 
 # --- alerts ---------------------------------------------------------------------------------
 def history_record(h: HistoryEntry) -> HistoryRecord:
-    return HistoryRecord(
-        at=h.at, state=h.state, level=h.level, by=h.by, note=h.note, action=h.action,
-        outcome=h.outcome, target=h.target,
-    )
+    return HistoryRecord(h.at, h.state, h.level, h.by, h.note, h.action, h.outcome, h.target)
 
 
 def history_from(r: HistoryRecord) -> HistoryEntry:
@@ -247,35 +326,35 @@ def history_from(r: HistoryRecord) -> HistoryEntry:
 
 def alert_record(a: Alert) -> AlertRecord:
     return AlertRecord(
-        alert_id=a.alert_id,
-        kind=a.kind,
-        level=a.level,
-        state=a.state,
-        order=a.order,
-        subject=a.subject,
-        protected_person=a.protected_person,
-        zone=a.zone,
-        device_time=a.device_time,
-        raised_at=a.raised_at,
-        deadline=a.deadline,
-        episode_start=a.episode_start,
-        distance_m=a.distance_m,
-        certainty=a.certainty,
-        closing_speed_mps=a.closing_speed_mps,
-        time_to_contact_s=a.time_to_contact_s,
-        evidence=list(a.evidence),
-        late=a.late,
-        detail=a.detail,
-        updated_at=a.updated_at,
-        target=a.target,
-        device=a.device,
-        history=[history_record(h) for h in a.history],
-        condition=a.condition,
-        cleared_at=a.cleared_at,
-        claimed_by=a.claimed_by,
-        escalated_to=a.escalated_to,
-        outcome=a.outcome,
-        closed_by=a.closed_by,
+        a.alert_id,
+        a.kind,
+        a.level,
+        a.state,
+        a.order,
+        a.subject,
+        a.protected_person,
+        a.zone,
+        a.device_time,
+        a.raised_at,
+        a.deadline,
+        a.episode_start,
+        a.distance_m,
+        a.certainty,
+        a.closing_speed_mps,
+        a.time_to_contact_s,
+        list(a.evidence),
+        a.late,
+        a.detail,
+        a.updated_at,
+        a.target,
+        a.device,
+        [history_record(h) for h in a.history],
+        a.condition,
+        a.cleared_at,
+        a.claimed_by,
+        a.escalated_to,
+        a.outcome,
+        a.closed_by,
     )
 
 
