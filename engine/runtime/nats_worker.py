@@ -46,6 +46,7 @@ from engine.core.config import EngineConfig, load_engine_config
 from engine.core.orders import OrderBook
 from engine.core.orders_load import load_orders
 from engine.runtime.centre_view import CentreView
+from engine.runtime.heap import FreezeAfterFullPass, freeze_loaded_state
 from engine.runtime.nats_centre import CentreFeed
 from engine.runtime.nats_intake import Intake, Router
 from engine.runtime.nats_jetstream import (
@@ -117,6 +118,11 @@ class Worker:
             lease_kv, worker_kv = await leases(js, s), await workers(js, s)
             if s.evaluate:
                 self.rounds.build_engines()
+            # orders, zone indexes and the built engines live as long as the process: out of
+            # the collector's full passes, and what traffic adds once a full pass saw it, as
+            # `serve` does (engine.runtime.heap: full passes otherwise stall every partition)
+            freeze_loaded_state()
+            FreezeAfterFullPass().install()
             self.ready = True
             tasks = [asyncio.create_task(self._balance(js, lease_kv, worker_kv, stop), name="balance")] \
                 if s.evaluate else []
