@@ -174,8 +174,9 @@ async def run_pass(args: argparse.Namespace, n_workers: int, rate: float, tmp: P
     try:
         own_intake = "0" if args.intakes else "1"
         for i in range(n_workers):
+            api = {"EMGUARD_HTTP_PORT": "0"} if args.no_api else {}
             w = nats_procs.worker(tmp, cluster, redis.port, orders, f"w{i}", EMGUARD_NATS_REPLICAS="1",
-                                  EMGUARD_NATS_INTAKE=own_intake)
+                                  EMGUARD_NATS_INTAKE=own_intake, **api)
             if args.profile and i == 0:
                 w.argv[1:1] = ["-m", "cProfile", "-o", str(args.profile)]
             await nats_procs.spawn(w)
@@ -349,6 +350,8 @@ def main() -> None:
     parser.add_argument("--rate", type=float, default=0.0, help="only a paced pass at this many msg/s")
     parser.add_argument("--timeout", type=float, default=600.0)
     parser.add_argument("--profile", type=Path, help="cProfile worker w0 into this file")
+    parser.add_argument("--no-api", action="store_true",
+                        help="workers without the centre HTTP API and its alert view (EMGUARD_HTTP_PORT=0)")
     parser.add_argument("--keep-logs", type=Path, help="copy the servers' and workers' logs here")
     parser.add_argument("--intakes", type=int, default=0,
                         help="run this many intake replicas as processes of their own (workers run none); "
