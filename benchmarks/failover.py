@@ -35,7 +35,10 @@ import json
 import sys
 import tempfile
 import time
+import urllib.request
 from pathlib import Path
+
+import psutil
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
@@ -59,6 +62,22 @@ def reference_ids(doc: dict, messages: list[tuple[str, bytes]]) -> set[str]:
         if c.alert.kind == "proximity":
             ids.add(c.alert.alert_id)
     return ids
+
+
+def per_worker(workers: list[procs.Proc]) -> dict[str, dict[str, float]]:
+    """Messages each live worker evaluated and its CPU seconds since it started (psutil).  At
+    this script's 40 msg/s that is mostly start-up and idle work; the throughput comparison of
+    1, 2 and 3 workers is ``ingest_nats.py --workers 1,2,3``."""
+    out = {}
+    for w in workers:
+        if w.popen is None or w.popen.poll() is not None:
+            continue
+        with urllib.request.urlopen(f"http://127.0.0.1:{w.port}/healthz", timeout=5) as r:
+            processed = int(json.loads(r.read())["processed"])
+        cpu = sum(psutil.Process(w.popen.pid).cpu_times()[:2])
+        out[(w.env or {}).get("EMGUARD_NATS_WORKER_ID", "?")] = {
+            "msgs": processed, "cpu_s": round(cpu, 2), "msgs_per_cpu_s": round(processed / cpu) if cpu else 0}
+    return out
 
 
 async def run(pairs: int, workers: int, rate: float, tmp: Path, graceful: bool,
@@ -127,7 +146,8 @@ async def run(pairs: int, workers: int, rate: float, tmp: Path, graceful: bool,
                 break
             await asyncio.sleep(0.2)
         sent, stored = h.sent_keys(messages), await h.stored_keys(centre.nc)
-        detail = {"lost_messages": len(set(sent) - set(stored)), "stored_twice": len(stored) - len(set(stored)),
+        detail = {"workers": per_worker(procs_[1:] if kill == "worker" else procs_),
+                  "lost_messages": len(set(sent) - set(stored)), "stored_twice": len(stored) - len(set(stored)),
                   "messages": len(messages), "episodes": len(expected), "centre_changes": len(centre.got),
                   "pairs_critical": pairs - not_critical, "ids_per_pair_max": max(map(len, per_pair.values()), default=0)}
         return failover_s, lost, duplicates, detail
@@ -155,6 +175,8 @@ def main() -> None:
                                                            args.kill))
         detail["wall_s"] = round(time.perf_counter() - started, 1)
     print(json.dumps(detail))
+    for name, w in detail["workers"].items():
+        print(f"worker_{name}_msgs={w['msgs']} cpu_s={w['cpu_s']} msgs_per_cpu_s={w['msgs_per_cpu_s']}")
     print(f"failover_s={failover_s:.2f} lost={lost} duplicates={duplicates}")
 
 
