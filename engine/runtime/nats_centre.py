@@ -104,7 +104,7 @@ class CentreFeed:
         if doc is not None:
             self.view.apply(doc)
         with contextlib.suppress(Exception):
-            if msg.metadata.num_pending == 0 and not self.view.caught_up:
+            if not self.view.caught_up and msg.metadata.num_pending == 0:  # metadata: parsed
                 self.view.caught_up = True
                 log.info("centre view caught up: %d alerts", len(self.view.alerts))
 

@@ -85,6 +85,8 @@ class CentreState:
 
     def on_change(self, change: str, seen: Seen) -> None:
         """View listener: fan every alert change out to the open SSE streams."""
+        if not self.streams:  # every worker follows every change: no summary nobody reads
+            return
         event = {"change": change, "alert": seen.summary(self.clock())}
         for queue in list(self.streams):
             if queue.full():  # a stalled browser: tell it to reload instead of growing
