@@ -22,6 +22,7 @@ from typing import Any
 
 from devices.timeutil import parse_time
 from engine.core.alert_records import ALARM_RANK, LEVEL_RANK, LEVELS
+from engine.runtime.device_view import DeviceView
 
 #: publish one ``em/ack`` payload (bytes) to the cluster; set by the NATS side once connected
 Sender = Callable[[bytes], Awaitable[None]]
@@ -93,6 +94,7 @@ class CentreView:
     caught_up: bool = False  # the stream was read up to its end once (the view is complete)
     changes: int = 0
     refusals: dict[str, dict[str, Any]] = field(default_factory=dict)  # ack payload text -> record
+    devices: DeviceView = field(default_factory=DeviceView)  # the owners' device health (em_view)
     _event: asyncio.Event = field(default_factory=asyncio.Event)
 
     def apply(self, doc: dict[str, Any]) -> bool:

@@ -16,6 +16,8 @@ broker and the engine's work queue:
   listener as before.
 * KV ``em_leases``: one key per partition, the owner's id; the bucket's TTL makes a lease
   lapse when its owner stops renewing.  KV ``em_workers``: one heartbeat key per live worker.
+* KV ``em_view``: one key per partition, its owner's latest snapshot of the partition's device
+  health (``engine.runtime.nats_caseview``), which every worker's centre API merges.
 """
 
 from __future__ import annotations
@@ -43,6 +45,7 @@ INTAKE_CONSUMER = "intake"
 PART_SUBJECT = "emguard.part"
 LEASES = "em_leases"
 WORKERS = "em_workers"
+VIEWS = "em_view"
 DEDUP_WINDOW_S = 120.0  # a republish within this window is stored once (Nats-Msg-Id)
 
 
@@ -70,6 +73,7 @@ class NatsSettings:
     config: str | None = None  # TOML with [rules] and [deadlines] (load_engine_config)
     health_port: int = 0  # /healthz and /readyz for probes (0: none)
     redis_replicas: int = 0  # acks wait until this many Redis replicas hold the commit (WAIT)
+    view_s: float = 2.0  # each owned partition's device health is published this often (em_view)
     # the engine's NATS login (`emguard deploy nats` writes it to engine-nats.env); None: anonymous
     username: str | None = None
     password: str | None = field(default=None, repr=False)
@@ -90,7 +94,8 @@ class NatsSettings:
                    "EMGUARD_NATS_LEASE_S": ("lease_s", float), "EMGUARD_NATS_HEARTBEAT_S": ("heartbeat_s", float),
                    "EMGUARD_NATS_ACK_WAIT_S": ("ack_wait_s", float),
                    "EMGUARD_NATS_HEALTH_PORT": ("health_port", int),
-                   "EMGUARD_NATS_REDIS_REPLICAS": ("redis_replicas", int)}
+                   "EMGUARD_NATS_REDIS_REPLICAS": ("redis_replicas", int),
+                   "EMGUARD_NATS_VIEW_S": ("view_s", float)}
         for var, (name, kind) in numbers.items():
             if e.get(var):
                 try:
@@ -118,6 +123,8 @@ class NatsSettings:
             raise NatsSetupError("EMGUARD_NATS_INTAKE=0 with EMGUARD_NATS_EVALUATE=0 leaves the process nothing to do")
         if settings.partitions < 1 or settings.lease_s <= settings.heartbeat_s:
             raise NatsSetupError("EMGUARD_NATS_PARTITIONS must be >= 1 and the lease longer than a heartbeat")
+        if settings.view_s <= 0:
+            raise NatsSetupError("EMGUARD_NATS_VIEW_S must be > 0")
         return settings
 
 
@@ -227,6 +234,7 @@ async def _setup(js: JetStreamContext, s: NatsSettings) -> None:
                 await js.consumer_info(stream, durable)
     await leases(js, s)
     await workers(js, s)
+    await device_views(js, s)
 
 
 async def leases(js: JetStreamContext, s: NatsSettings) -> KeyValue:
@@ -237,6 +245,12 @@ async def leases(js: JetStreamContext, s: NatsSettings) -> KeyValue:
 async def workers(js: JetStreamContext, s: NatsSettings) -> KeyValue:
     """Heartbeats of the live workers: a key lapses three heartbeats after its last write."""
     return await _bucket(js, WORKERS, 3 * s.heartbeat_s, s.replicas)
+
+
+async def device_views(js: JetStreamContext, s: NatsSettings) -> KeyValue:
+    """The owners' device-health snapshots, a key per partition.  No TTL: a partition's last
+    snapshot stays until its next owner overwrites it (readers see its age as ``as_of``)."""
+    return await _bucket(js, VIEWS, 0.0, s.replicas)
 
 
 async def _bucket(js: JetStreamContext, name: str, ttl: float, replicas: int) -> KeyValue:

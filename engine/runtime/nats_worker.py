@@ -46,7 +46,9 @@ from engine.core.config import EngineConfig, load_engine_config
 from engine.core.orders import OrderBook
 from engine.core.orders_load import load_orders
 from engine.runtime.centre_view import CentreView
+from engine.runtime.device_view import DeviceHealth
 from engine.runtime.heap import FreezeAfterFullPass, freeze_loaded_state
+from engine.runtime.nats_caseview import DeviceFeed, ViewPublisher
 from engine.runtime.nats_centre import CentreFeed
 from engine.runtime.nats_intake import Intake, Router
 from engine.runtime.nats_jetstream import (
@@ -91,8 +93,9 @@ class Worker:
     """Runs leases, heartbeats, an intake replica and one task per owned partition."""
 
     def __init__(self, settings: NatsSettings, book: OrderBook, config: EngineConfig | None = None,
-                 view: CentreView | None = None) -> None:
+                 view: CentreView | None = None, device_health: DeviceHealth | None = None) -> None:
         self.settings = settings
+        self.device_health = device_health  # views.devices: each owned partition's health, centre-wide
         self.view = view  # the centre-wide read model behind this worker's HTTP API, if it has one
         self.book = book
         self.config = config or EngineConfig(prefix=settings.prefix)
@@ -131,6 +134,10 @@ class Worker:
             if self.view is not None:
                 self.view.archive = self.archive.alert
                 tasks.append(asyncio.create_task(CentreFeed(js, s, self.view, self.archive).run(stop), name="centre-view"))
+                tasks.append(asyncio.create_task(DeviceFeed(js, s, self.view.devices).run(stop), name="device-feed"))
+            if s.evaluate and self.device_health is not None:
+                publisher = ViewPublisher(js, s, self.owned, self.device_health)
+                tasks.append(asyncio.create_task(publisher.run(stop), name="device-view"))
             if s.intake:
                 router = Router(self.book, s.partitions, s.prefix, self.config.max_future_s)
                 intake = self.intake = Intake(js, s, router, self.archive.alert)

@@ -25,6 +25,7 @@ from engine.runtime.centre_view import CentreView
 from engine.runtime.nats_jetstream import NatsSettings
 from engine.runtime.nats_worker import Worker
 from engine.tools.serve import api_tokens, read_orders_doc
+from engine.web import views
 from engine.web.auth import Authenticator
 from engine.web.centre_api import CentreState
 from engine.web.centre_server import CentreHttpServer
@@ -44,7 +45,7 @@ async def run_serve_nats(settings: NatsSettings, cfg: ServiceConfig) -> None:
     view = CentreView() if cfg.http_port else None
     if view is not None and settings.health_port == cfg.http_port:
         settings = replace(settings, health_port=0)  # the API answers the probes on that port
-    worker = Worker(settings, book, config, view=view)
+    worker = Worker(settings, book, config, view=view, device_health=views.devices)
     stop = asyncio.Event()
     loop = asyncio.get_running_loop()
     for sig in (signal.SIGTERM, signal.SIGINT):

@@ -8,10 +8,12 @@ message (the authenticated operator as ``by``) and applied by the alert's owner.
 then waits (``ACTION_WAIT_S``) for the change to come back through the view and answers with it;
 a refusal by the owner is a 409 with its reason, no result in time a 504.
 
-Same routes, auth, audit and console as ``engine.web.api``.  What only an alert's owner holds
-(device tracks and positions, device health, evidence positions) is not shown centre-wide yet:
-those answers say so (``unavailable``) instead of being silently empty.  Orders are read-only
-here (every worker loads the same orders file).
+Same routes, auth, audit and console as ``engine.web.api``.  Device health and latest positions
+come from the owners' per-partition snapshots (``engine.runtime.device_view``, a period old at
+most, each device with ``as_of`` and ``owner``).  What only an alert's owner holds (device
+tracks, evidence positions) is not shown centre-wide yet: those answers say so
+(``unavailable``) instead of being silently empty.  Orders are read-only here (every worker
+loads the same orders file).
 """
 
 from __future__ import annotations
@@ -60,6 +62,8 @@ ACTIONS = {"claim": "claim", "ack": "ack", "escalate": "escalate", "note": "note
 ACTION_WAIT_S = 5.0
 OWNER_ONLY = ("device tracks and positions are held by the worker that owns the case; "
               "a NATS worker's centre-wide view does not show them yet")
+TRACKS_OWNER_ONLY = ("device tracks are held by the worker that owns the case and not shown "
+                     "centre-wide yet; the latest positions come from the owner's device snapshot (as_of)")
 
 
 @dataclass(slots=True)
@@ -205,14 +209,50 @@ def build_centre_app(state: CentreState) -> Starlette:
         doc["evidence_fixes"] = [{"key": k, "device": k.rsplit(":", 1)[0], "found": False}
                                  for k in (doc.get("evidence") or {}).get("fixes", [])]
         order = ref.book.orders.get(str(doc.get("order") or ""))
-        doc["map"] = {"crs": ref.config.crs, "tracks": {}, "latest": [],
+        latest = _latest(doc, now)
+        doc["map"] = {"crs": ref.config.crs, "tracks": {}, "latest": latest,
                       "order_zones": [z.zone_id for z in order.zones] if order else [],
-                      "zone": doc.get("zone"), "victim_area": None, "unavailable": OWNER_ONLY}
+                      "zone": doc.get("zone"), "victim_area": _victim_area(doc, order, latest),
+                      "unavailable": TRACKS_OWNER_ONLY}
         doc["case"] = _case(doc, now)
-        doc["unavailable"] = {"map": OWNER_ONLY, "evidence_fixes": OWNER_ONLY}
+        doc["unavailable"] = {"map": TRACKS_OWNER_ONLY, "evidence_fixes": OWNER_ONLY}
         if record is None:
             doc["unavailable"]["history"] = "the alert's record could not be read from the store"
         return doc
+
+    def _latest(doc: dict[str, Any], now: float) -> list[dict[str, Any]]:
+        """The latest position of every device of the alert's people, as a single node's
+        ``map.latest`` (``views.alert_map``) but from the owners' device snapshots, so each also
+        says ``as_of`` and ``owner``: the owner's engine may hold a fix up to a period newer."""
+        book = ref.book
+        people = (book.subjects.get(str(doc.get("subject") or "")),
+                  book.protected_persons.get(str(doc.get("protected_person") or "")))
+        devices = [d for p in people if p is not None for d in p.devices]
+        if doc.get("device") and doc["device"] not in devices:
+            devices.append(str(doc["device"]))
+        out = []
+        for d in devices:
+            r = view.devices.record(d, now)
+            pos = r.get("position") if r else None
+            if r is None or not isinstance(pos, dict):
+                continue
+            out.append(dict(pos, t=r.get("last_fix_time"), acc=r.get("accuracy_m"), src=r.get("src"), device=d,
+                            role=r.get("role"), person=r.get("person"),
+                            **views.rd_new(float(pos["lon"]), float(pos["lat"])),
+                            as_of=r.get("as_of"), owner=r.get("owner")))
+        return out
+
+    def _victim_area(doc: dict[str, Any], order: Any, latest: list[dict[str, Any]]) -> dict[str, Any] | None:
+        """The protected person's freshest position with the order's distances (as a single node)."""
+        pid = doc.get("protected_person")
+        rule = next((r for r in order.proximity if r.protected_person == pid), None) if order and pid else None
+        person = ref.book.protected_persons.get(str(pid)) if pid else None
+        mine = [p for p in latest if person is not None and p["device"] in person.devices and p.get("t")]
+        if rule is None or not mine:
+            return None
+        p = max(mine, key=lambda q: str(q["t"]))
+        return {"x": p["x"], "y": p["y"], "lat": p["lat"], "lon": p["lon"],
+                "alert_m": rule.alert_m, "warn_m": rule.warn_m, "t": p["t"]}
 
     def _case(doc: dict[str, Any], now: float) -> dict[str, Any]:
         book, people = ref.book, (state.orders_doc or {})
@@ -305,8 +345,14 @@ def build_centre_app(state: CentreState) -> Starlette:
                           "file every worker loads and restart the workers one by one")
 
     async def list_devices(request: Request, who: Principal) -> Response:
-        return JSONResponse({"devices": [], "unavailable": "device health is held by the worker that "
-                                                           "owns the case; not shown centre-wide yet"})
+        now = state.clock()
+        devices = view.devices  # the owners' snapshots (em_view), a period old at most
+        body: dict[str, Any] = {"devices": devices.devices(now), "centre_view": devices.coverage(now)}
+        missing = devices.missing()
+        if missing:
+            body["unavailable"] = (f"no device snapshot yet from the owners of partitions {missing}: "
+                                   "their devices are not listed")
+        return JSONResponse(body)
 
     async def list_zones(request: Request, who: Principal) -> Response:
         return JSONResponse({"zones": views.zones(ref, state.clock())})

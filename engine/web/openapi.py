@@ -339,6 +339,7 @@ def openapi_schema() -> dict[str, Any]:
                                     device={"type": "string"},
                                     silent={"type": "boolean"},
                                     last_seen={"type": ["string", "null"]},
+                                    position={"type": ["object", "null"]},
                                 ),
                             )
                         ),

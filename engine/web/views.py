@@ -158,14 +158,11 @@ def alert_map(engine: Engine, alert: Alert) -> dict[str, Any]:
             ]
             owner = book.owner_of(d)
             last: dict[str, Any] = dict(tracks[d][-1])
-            # RD New for dispatch, from the WGS84 position (whatever CRS the engine runs in)
-            rd_x, rd_y = _RD.forward(float(last["lon"]), float(last["lat"]))
             last.update(
                 device=d,
                 role=owner[0] if owner else None,
                 person=owner[1] if owner else None,
-                rd_x=round(float(rd_x), 2),
-                rd_y=round(float(rd_y), 2),
+                **rd_new(float(last["lon"]), float(last["lat"])),
             )
             positions.append(last)
     victim = None
@@ -194,6 +191,13 @@ def alert_map(engine: Engine, alert: Alert) -> dict[str, Any]:
     }
 
 
+def rd_new(lon: float, lat: float) -> dict[str, float]:
+    """RD New (EPSG:28992) of a WGS84 position, what dispatch asks for, whatever CRS the engine
+    runs in (also used by a NATS worker's map, built from the owners' device snapshots)."""
+    rd_x, rd_y = _RD.forward(lon, lat)
+    return {"rd_x": round(float(rd_x), 2), "rd_y": round(float(rd_y), 2)}
+
+
 def order_summary(order: Order, now: float) -> dict[str, Any]:
     """An order as the centre sees it: validity, zones, proximity, in force now or not."""
     return {
@@ -219,10 +223,17 @@ def order_summary(order: Order, now: float) -> dict[str, Any]:
 
 
 def devices(engine: Engine, now: float) -> list[dict[str, Any]]:
-    """Health of every known device: last seen, latest fix quality, battery, strap, silence."""
+    """Health of every known device: last seen, latest fix quality and position, battery, strap,
+    silence.  A NATS worker publishes this per owned partition (``engine.runtime.nats_caseview``)."""
     book = engine.book
     names = sorted(set(book.device_owner) | set(engine.tracks))
     health = getattr(engine, "health", None)
+    # the open tamper alerts by device, found in one pass (once per device was devices x alerts:
+    # 32 ms of 54 for a NATS partition of 1,266 devices with 633 open alerts)
+    tampered: dict[str | None, list[Alert]] = {}
+    for a in engine.alerts.alerts.values():
+        if a.kind == "tamper" and a.is_open:
+            tampered.setdefault(a.device, []).append(a)
     out = []
     for d in names:
         owner = book.owner_of(d)
@@ -231,11 +242,7 @@ def devices(engine: Engine, now: float) -> list[dict[str, Any]]:
         last_arrival = track.last_arrival if track and track.last_arrival > float("-inf") else None
         trend = engine.device_rules.battery.get(d)
         battery = trend.samples[-1][1] if trend and trend.samples else None
-        tamper = [
-            a
-            for a in engine.alerts.alerts.values()
-            if a.kind == "tamper" and a.device == d and a.is_open
-        ]
+        tamper = tampered.get(d, [])
         strap = None
         if tamper:
             strap = "cut" if any("cut" in a.detail for a in tamper) else "open"
@@ -254,6 +261,8 @@ def devices(engine: Engine, now: float) -> list[dict[str, Any]]:
             "charging": bool(trend and trend.charging),
             "strap": strap,
             "silent": d in engine.silent,
+            # the latest fix's position (a NATS worker's centre-wide list carries it from the owner)
+            "position": _point(engine, latest.x, latest.y) if latest else None,
         }
         if health is not None and hasattr(health, "snapshot"):
             snap = health.snapshot(d)

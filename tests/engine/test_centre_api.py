@@ -81,3 +81,32 @@ async def test_a_refusal_is_409_no_result_504_and_no_connection_503(monkeypatch:
         view.send = silent
         r = await c.post("/api/alerts/A-1/ack", headers=AUTH, json={})
         assert r.status_code == 504 and "not seen" in r.json()["error"]
+
+
+async def test_devices_and_an_alert_s_latest_positions_come_from_the_owners_snapshots() -> None:
+    """``/api/devices`` lists the snapshots' records with ``as_of`` and ``owner`` and names the
+    partitions without one; an alert's map shows its people's latest positions from them."""
+    from engine.core.testing import ORIGIN, T0, DeviceScript
+    from engine.runtime.device_view import encode_snapshot
+    from engine.web import views
+
+    owner = Engine(load_orders(orders_doc()))
+    for d, dx in (("AM-1001", -300.0), ("VD-2001", 0.0)):
+        topic, payload = DeviceScript(d).fix(T0, ORIGIN[0] + dx, ORIGIN[1])
+        owner.handle(topic, payload, T0 + 1)
+    owner.tick(T0 + 2)
+    view = CentreView(caught_up=True)
+    view.devices.partitions = 2
+    view.apply(_alert(1))
+    async with _client(view) as c:
+        empty = (await c.get("/api/devices", headers=AUTH)).json()
+        assert empty["devices"] == [] and "[0, 1]" in empty["unavailable"]
+        view.devices.take(encode_snapshot(1, "w-a", T0 + 2, views.devices(owner, T0 + 2)))
+        body = (await c.get("/api/devices", headers=AUTH)).json()
+        assert "[0]" in body["unavailable"] and body["centre_view"]["with_snapshot"] == 1
+        am = next(d for d in body["devices"] if d["device"] == "AM-1001")
+        assert am["owner"] == "w-a" and am["position"]["lat"] > 51 and am["accuracy_m"] == 8.0
+        latest = {p["device"]: p for p in (await c.get("/api/alerts/A-1", headers=AUTH)).json()["map"]["latest"]}
+        assert set(latest) == {"AM-1001", "VD-2001"} and latest["VD-2001"]["role"] == "protected"
+        assert latest["AM-1001"]["rd_x"] == pytest.approx(ORIGIN[0] - 300, abs=0.5)
+        assert latest["AM-1001"]["as_of"] == am["as_of"]

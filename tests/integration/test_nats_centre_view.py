@@ -1,7 +1,8 @@
 """One centre-wide view: any NATS worker's HTTP API shows every alert, and its actions reach the owner.
 
 A real 3-node cluster, Redis and two ``emguard serve --transport nats`` workers (each with its
-centre HTTP API); the approach alert is owned by one worker and worked through the other.
+centre HTTP API); the approach alert is owned by one worker and worked through the other, and
+the other lists the pair's device health and positions from the owner's snapshot (``em_view``).
 """
 
 from __future__ import annotations
@@ -51,8 +52,24 @@ async def _state_on(c: httpx.AsyncClient, alert_id: str) -> str | None:
     return next((a["state"] for a in found if a["alert_id"] == alert_id), None)
 
 
-async def test_any_worker_shows_every_alert_and_acts_through_the_owner(tmp_path):
-    """The alert owned by worker A is listed on B; an ack POSTed to B is applied by A and seen on both."""
+async def _devices_on(c: httpx.AsyncClient, want: set[str], within_s: float) -> dict:
+    """``GET /api/devices`` once it lists every device of ``want`` with a position."""
+    loop = asyncio.get_running_loop()
+    end = loop.time() + within_s
+    while True:
+        r = await c.get("/api/devices", headers=READER)
+        assert r.status_code == 200, r.text
+        body = r.json()
+        if {d["device"] for d in body["devices"] if d["position"]} >= want:
+            return body
+        assert loop.time() < end, f"{sorted(want)} not listed with a position: {body}"
+        await asyncio.sleep(0.2)
+
+
+async def test_any_worker_shows_every_alert_and_acts_through_the_owner(tmp_path, monkeypatch):
+    """The alert owned by worker A is listed on B; an ack POSTed to B is applied by A and seen on
+    both; B lists the pair's devices from A's snapshots."""
+    monkeypatch.setenv("EMGUARD_NATS_VIEW_S", "0.5")  # the workers' env: snapshots 4x as often as by default
     async with Rig(tmp_path, pairs=1) as rig:
         for name in ("wa", "wb"):
             await rig.add_worker(name)
@@ -81,9 +98,20 @@ async def test_any_worker_shows_every_alert_and_acts_through_the_owner(tmp_path)
             on_owner = (await a.get(f"/api/alerts/{alert_id}", headers=READER)).json()
             assert on_owner["state"] == "acknowledged"
             assert [x["by"] for x in on_owner["history"] if x.get("action") == "ack"] == ["op-1"]
-            assert on_owner["map"]["unavailable"]  # said, not silently empty
-            devices = (await b.get("/api/devices", headers=READER)).json()
-            assert devices["devices"] == [] and devices["unavailable"]
+            assert on_owner["map"]["unavailable"] and on_owner["map"]["tracks"] == {}  # said, not silently empty
+            # device health centre-wide: B owns nothing of the pair, yet lists both devices with
+            # their health and latest position from A's snapshot of the partition
+            started = asyncio.get_running_loop().time()
+            body = await _devices_on(b, {"AM-0", "VD-0"}, 10)
+            print(f"devices_on_other_worker_s={asyncio.get_running_loop().time() - started:.3f}")
+            assert "unavailable" not in body and body["centre_view"]["with_snapshot"] == PARTITIONS
+            pair = {d["device"]: d for d in body["devices"] if d["device"] in ("AM-0", "VD-0")}
+            assert {d["owner"] for d in pair.values()} == {owner_id}
+            assert pair["AM-0"]["role"] == "subject" and pair["VD-0"]["person"] == "P-0"
+            assert all(d["last_seen"] and d["accuracy_m"] is not None and d["as_of"] for d in pair.values())
+            assert pair["VD-0"]["position"]["x"] == pytest.approx(h.X0, abs=0.5)
+            on_other = (await b.get(f"/api/alerts/{alert_id}", headers=READER)).json()
+            assert {p["device"] for p in on_other["map"]["latest"]} == {"AM-0", "VD-0"}
             text = (await b.get("/metrics")).text
             assert 'emguard_centre_alerts{state="acknowledged"} 1' in text and "emguard_worker_partitions 8" in text
             ready = await b.get("/readyz")

@@ -653,13 +653,14 @@ async function loadDevices() {
   try { body = await api("/api/devices"); } catch (e) { return; }
   state.devices = body.devices;
   const tbody = document.querySelector("#devices tbody");
-  if (body.unavailable) {  // a NATS worker: device health is held by each case's owner
+  // a NATS worker: partitions whose owner has not published a device snapshot yet are said
+  const note = [];
+  if (body.unavailable) {
     const tr = el("tr");
     tr.append(el("td", { colspan: "7", class: "unavailable" }, body.unavailable));
-    tbody.replaceChildren(tr);
-    return;
+    note.push(tr);
   }
-  tbody.replaceChildren(...body.devices.map(dv => {
+  tbody.replaceChildren(...note, ...body.devices.map(dv => {
     const tr = el("tr", { "data-device": dv.device });
     const seen = dv.last_seen === null ? "never" : when(dv.last_seen);
     tr.append(el("td", {}, dv.device), el("td", {}, (dv.role || "?") + " " + (dv.person || "")),
