@@ -207,6 +207,13 @@ class Rounds:
                 await asyncio.wait_for(publisher, PUBLISH_TIMEOUT_S)
 
     async def _publisher(self, js: JetStreamContext, stop: asyncio.Event) -> None:
+        # nats-py 2.16 sets up publish_async's reply subscription on first use; several first
+        # calls at once (one window per partition) each set up one and replace its map of
+        # pending acks, so the earlier calls' acks never arrive (5 s stalls of the outbox
+        # right after start, seen in ingest_nats.py). Set it up once, before any window.
+        init = getattr(js, "_init_async_reply", None)
+        if init is not None and not getattr(js, "_async_reply_prefix", None):
+            await init()
         while True:
             await self._to_publish.wait()
             self._to_publish.clear()
