@@ -91,11 +91,11 @@ async def run(pairs: int, workers: int, rate: float, tmp: Path, graceful: bool,
     cluster, redis = nats_procs.nats_cluster(tmp), procs.redis(tmp)
     orders = tmp / "orders.json"
     orders.write_text(json.dumps(doc))
-    await cluster.start()
-    await redis.start()
     centre = h.Centre(cluster.urls)
     procs_: list[procs.Proc] = []
-    try:
+    try:  # a server that fails to start must not outlive the script: stopped below
+        await cluster.start()
+        await redis.start()
         await centre.start(h.settings(cluster.urls, redis.port, orders))
         for i in range(workers):
             w = nats_procs.worker(tmp, cluster, redis.port, orders, f"w{i}")
