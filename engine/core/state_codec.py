@@ -18,7 +18,7 @@ from __future__ import annotations
 from collections import deque
 from collections.abc import Callable, Iterable
 from operator import is_
-from typing import Any, Final
+from typing import Any, Final, TypeVar
 
 from devices.model import Fix
 from engine.core.alert_records import Alert, HistoryEntry
@@ -41,6 +41,9 @@ from engine.core.state_schema import (
     ZoneEpisodeRecord,
 )
 from engine.core.tracks import DeviceTrack, SeqMemory, TrackPoint
+
+T = TypeVar("T")  # what a cache converts
+R = TypeVar("R")  # what it converts it to
 
 #: (stored class, its record, the class's attributes not stored as such (rebuilt from what is
 #: stored), the record's fields that are not attributes of the class)
@@ -173,35 +176,31 @@ class RecordCache:
             self._points.pop(device, None)
             return _point_records(points)
         now = points[:]  # the track's list changes in place: keep what these records are of
-        old = self._points.get(device)
-        if old is None:
-            records = _point_records(now)
-        else:
-            start, n = _shared_run(old[0], now)
-            if start == 0 and n == len(now) == len(old[0]):  # unchanged since: the same list
-                records = old[1]
-            else:
-                records = old[1][start : start + n] + _point_records(now[n:])
-        self._points[device] = (now, records)
-        return records
+        return _reuse(self._points, device, now, _point_records)
 
     def samples(self, device: str, samples: deque[tuple[float, float]]) -> list[tuple[float, int | float]]:
         """``_sample_rows(samples)``, reusing the rows of the samples last converted for ``device``."""
         if len(samples) < REUSE_FROM:
             self._samples.pop(device, None)
             return _sample_rows(samples)
-        now = list(samples)
-        old = self._samples.get(device)
-        if old is None:
-            rows = _sample_rows(now)
+        return _reuse(self._samples, device, list(samples), _sample_rows)
+
+
+def _reuse(cache: dict[str, tuple[list[T], list[R]]], device: str, now: list[T],
+           convert: Callable[[list[T]], list[R]]) -> list[R]:
+    """``convert(now)``, taking the converted items of the run ``now`` shares with the list
+    last converted for ``device`` from the cache (an unchanged list: its whole result)."""
+    old = cache.get(device)
+    if old is None:
+        out = convert(now)
+    else:
+        start, n = _shared_run(old[0], now)
+        if start == 0 and n == len(now) == len(old[0]):  # unchanged since: the same list
+            out = old[1]
         else:
-            start, n = _shared_run(old[0], now)
-            if start == 0 and n == len(now) == len(old[0]):  # unchanged since: the same list
-                rows = old[1]
-            else:
-                rows = old[1][start : start + n] + _sample_rows(now[n:])
-        self._samples[device] = (now, rows)
-        return rows
+            out = old[1][start : start + n] + convert(now[n:])
+    cache[device] = (now, out)
+    return out
 
 
 #: a list shorter than this is converted whole: reusing costs more than converting so few

@@ -468,3 +468,23 @@ def running_nats(config: Path, wait_port: int, env: dict[str, str] | None = None
             except subprocess.TimeoutExpired:
                 proc.kill()
                 proc.wait()
+
+
+#: an MQTT 3.1.1 CONNECT in plain bytes, as a client without TLS would send it
+PLAIN_CONNECT = bytes([0x10, 13, 0, 4, *b"MQTT", 4, 2, 0, 30, 0, 1, *b"x"])
+
+
+def plain_connect_reply(port: int) -> bytes:
+    """What a listener on ``port`` answers a plain MQTT CONNECT with, until it closes (a TLS
+    listener must not answer with a CONNACK, ``0x20``)."""
+    import socket
+
+    with socket.create_connection(("127.0.0.1", port), timeout=5) as sock:
+        sock.sendall(PLAIN_CONNECT)
+        reply = b""
+        try:
+            while chunk := sock.recv(4096):
+                reply += chunk
+        except (ConnectionResetError, TimeoutError):
+            pass
+    return reply

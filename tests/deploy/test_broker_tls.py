@@ -9,7 +9,7 @@ from typing import Any
 
 import paho.mqtt.client as mqtt
 import pytest
-from _deploy_helpers import Probe, RunningBroker, make_ca, run_generated_broker
+from _deploy_helpers import Probe, RunningBroker, make_ca, plain_connect_reply, run_generated_broker
 
 from engine.core.orders import OrderBook
 from engine.tools.deploy_mosquitto import TlsPaths
@@ -17,7 +17,6 @@ from engine.tools.deploy_mosquitto import TlsPaths
 pytestmark = pytest.mark.integration
 
 # A minimal MQTT 3.1.1 CONNECT packet (client id "x", clean session, keepalive 30).
-PLAIN_CONNECT = bytes([0x10, 13, 0, 4, *b"MQTT", 4, 2, 0, 30, 0, 1, *b"x"])
 
 
 @pytest.fixture
@@ -51,14 +50,7 @@ def test_client_trusting_the_ca_connects_and_exchanges_messages(
 def test_plain_mqtt_to_the_tls_port_gets_no_connack(tls_broker: tuple[RunningBroker, Path]) -> None:
     """A client speaking plain MQTT to the TLS listener is dropped without a CONNACK."""
     broker, _ = tls_broker
-    with socket.create_connection(("127.0.0.1", broker.port), timeout=5) as sock:
-        sock.sendall(PLAIN_CONNECT)
-        reply = b""
-        try:
-            while chunk := sock.recv(4096):
-                reply += chunk
-        except (ConnectionResetError, TimeoutError):
-            pass
+    reply = plain_connect_reply(broker.port)
     assert not reply.startswith(b"\x20"), f"broker answered plain MQTT with a CONNACK: {reply!r}"
 
 

@@ -31,6 +31,7 @@ from _deploy_helpers import (
     free_port,
     make_ca,
     nats_server_binary,
+    plain_connect_reply,
     running_nats,
 )
 
@@ -43,7 +44,6 @@ pytestmark = pytest.mark.integration
 SHIPPED = DEPLOY / "nats" / "nats.conf"
 MOUNTED_CERTS = "/etc/nats-certs/"  # where compose.nats.yaml and k8s-nats mount the cert and key
 # A minimal MQTT 3.1.1 CONNECT packet (client id "x", clean session, keepalive 30).
-PLAIN_CONNECT = bytes([0x10, 13, 0, 4, *b"MQTT", 4, 2, 0, 30, 0, 1, *b"x"])
 
 
 def shipped_as_one_node(text: str, *, client: int, mqtt_port: int, http: int, store: Path,
@@ -142,14 +142,7 @@ def test_a_client_that_does_not_trust_the_ca_refuses_the_server(
 def test_plain_mqtt_to_the_tls_port_is_refused(server: TlsServer, probes: Any) -> None:
     """No plain MQTT on 8883: a raw CONNECT gets no CONNACK, and paho without TLS, with a
     valid device password, gets no session."""
-    with socket.create_connection(("127.0.0.1", server.mqtt_port), timeout=5) as sock:
-        sock.sendall(PLAIN_CONNECT)
-        reply = b""
-        try:
-            while chunk := sock.recv(4096):
-                reply += chunk
-        except (ConnectionResetError, TimeoutError):
-            pass
+    reply = plain_connect_reply(server.mqtt_port)
     assert not reply.startswith(b"\x20"), f"plain MQTT was answered with a CONNACK: {reply!r}"
     plain: Probe = probes(server.mqtt_port, "AM-1001", server.passwords["AM-1001"],
                           protocol=mqtt.MQTTv311)
