@@ -181,6 +181,8 @@ class Rounds:
                 log.warning("partition %d: fetch failed (%r); retrying", o.n, exc)
                 await asyncio.sleep(0.2)
                 continue
+            if o.lost:  # lost while fetching: the rounds may no longer see it (redelivered later)
+                return
             handed = asyncio.get_running_loop().create_future()
             o.pulled = (msgs, handed)
             self._wake.set()
