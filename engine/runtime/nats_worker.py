@@ -68,7 +68,6 @@ from engine.runtime.store_redis import RedisStore
 log = logging.getLogger(__name__)
 
 
-
 def partition_books(book: OrderBook, partitions: int) -> dict[int, OrderBook]:
     """The order book cut into the cases of each partition (every order in exactly one)."""
     cases = cases_of(book)
@@ -106,7 +105,6 @@ class Worker:
         self.owned: dict[int, Owned] = self.rounds.owned  # the partitions whose lease this worker holds
         self.ready = False  # streams and buckets in place, leases being run
         self.connected: Callable[[], bool] = lambda: False  # the NATS connection is up
-        self.ack_topic = f"{settings.prefix}/ack"
         self.intake: Intake | None = None
 
     async def run(self, stop: asyncio.Event) -> None:
