@@ -222,7 +222,7 @@ class Rounds:
             owned = [o for o in self.owned.values() if o.outbox and o.ready]
             try:
                 stored = await asyncio.gather(*(self._publish(js, o) for o in owned))
-                await self.store.published_many([(o.n, ids) for o, ids in zip(owned, stored, strict=True) if ids])
+                await self.store.published_many([(o.n, ids) for o, ids in zip(owned, stored, strict=True)])
             except StoreUnavailable as exc:  # stored in EM_OUT: a republish later is de-duplicated
                 log.warning("published outbox entries not yet forgotten in Redis: %s", exc)
             except Exception:  # a bug must not end publishing: what is left goes out next time

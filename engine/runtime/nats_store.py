@@ -108,26 +108,15 @@ class PartitionStore:
         keys += [f"{self.ns}:alert:{a.alert_id}" for a in alerts]
         return keys, argv
 
-    @staticmethod
-    def _outcome(n: int, token: int, first: int, count: int) -> list[int] | Fenced:
-        if first < 0:
-            return Fenced(f"partition {n}: token {token} is no longer current")
-        return list(range(first, first + count)) if count else []
-
     async def commit(
         self, n: int, token: int, delta: StateDelta, messages: Sequence[Outgoing], alerts: Sequence[Alert]
     ) -> list[int]:
         """Apply the delta, queue the messages and archive the alerts, if ``token`` is current.
 
         Returns the outbox ids of ``messages``; raises ``Fenced`` when a newer owner claimed
-        the partition (nothing is written then).
+        the partition (nothing is written then).  ``commit_many`` for one partition.
         """
-        keys, argv = self._script_call(n, token, delta, messages, alerts)
-        try:
-            first = int(await self._commit(keys=keys, args=argv))
-        except (RedisError, OSError) as exc:
-            raise StoreUnavailable(f"redis {self.url}: {exc}") from exc
-        outcome = self._outcome(n, token, first, len(messages))
+        (outcome,) = await self.commit_many([(n, token, delta, messages, alerts)])
         if isinstance(outcome, Fenced):
             raise outcome
         return outcome
@@ -144,7 +133,8 @@ class PartitionStore:
                 firsts = await pipe.execute()
         except (RedisError, OSError) as exc:
             raise StoreUnavailable(f"redis {self.url}: {exc}") from exc
-        return [self._outcome(n, token, int(first), len(messages))
+        return [Fenced(f"partition {n}: token {token} is no longer current") if int(first) < 0
+                else list(range(int(first), int(first) + len(messages)))
                 for (n, token, _, messages, _), first in zip(commits, firsts, strict=True)]
 
     async def replicated(self, replicas: int, timeout_s: float) -> bool:
@@ -160,15 +150,11 @@ class PartitionStore:
 
     async def published(self, n: int, outbox_ids: Sequence[int]) -> None:
         """JetStream stored these outbox entries (a stale owner deleting them is harmless)."""
-        if not outbox_ids:
-            return
-        try:
-            await self.redis.hdel(self._key(n, "outbox"), *map(str, outbox_ids))
-        except (RedisError, OSError) as exc:
-            raise StoreUnavailable(f"redis {self.url}: {exc}") from exc
+        await self.published_many([(n, outbox_ids)])
 
     async def published_many(self, done: Sequence[tuple[int, Sequence[int]]]) -> None:
         """``published`` for several partitions in one round trip."""
+        done = [(n, ids) for n, ids in done if ids]
         if not done:
             return
         try:
