@@ -28,7 +28,7 @@ from nats.js import JetStreamContext
 from nats.js.kv import KeyValue
 
 from engine.runtime.device_view import DeviceHealth, DeviceView, encode_snapshot, view_key
-from engine.runtime.nats_jetstream import NatsSettings, device_views
+from engine.runtime.nats_jetstream import NatsSettings, device_views, follow_until
 from engine.runtime.nats_rounds import Owned
 
 log = logging.getLogger(__name__)
@@ -93,13 +93,7 @@ class DeviceFeed:
 
     async def run(self, stop: asyncio.Event) -> None:
         """Until ``stop``; a broken watch is started again (it re-reads every key's latest)."""
-        while not stop.is_set():
-            try:
-                await self._follow(stop)
-            except Exception as exc:
-                log.warning("device view feed failed (%r); restarting it", exc)
-                with contextlib.suppress(TimeoutError):
-                    await asyncio.wait_for(stop.wait(), RETRY_S)
+        await follow_until(stop, self._follow, "device view feed", RETRY_S)
 
     async def _follow(self, stop: asyncio.Event) -> None:
         kv = await device_views(self.js, self.settings)

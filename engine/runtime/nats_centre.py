@@ -26,7 +26,7 @@ from nats.js import JetStreamContext
 from nats.js.api import DeliverPolicy
 
 from engine.runtime.centre_view import CentreView
-from engine.runtime.nats_jetstream import OUT_STREAM, NatsSettings, topic_to_subject
+from engine.runtime.nats_jetstream import OUT_STREAM, NatsSettings, follow_until, topic_to_subject
 from engine.runtime.store import StoreUnavailable
 from engine.runtime.store_redis import RedisStore
 
@@ -53,13 +53,7 @@ class CentreFeed:
 
     async def run(self, stop: asyncio.Event) -> None:
         """Until ``stop``; a failure of the feed is retried, never a reason to stop evaluating."""
-        while not stop.is_set():
-            try:
-                await self._follow(stop)
-            except Exception as exc:  # e.g. the cluster had no JetStream leader for a moment
-                log.warning("centre view feed failed (%r); restarting it", exc)
-                with contextlib.suppress(TimeoutError):
-                    await asyncio.wait_for(stop.wait(), 1.0)
+        await follow_until(stop, self._follow, "centre view feed")
 
     async def _follow(self, stop: asyncio.Event) -> None:
         subs = []

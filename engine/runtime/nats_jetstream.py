@@ -23,9 +23,12 @@ broker and the engine's work queue:
 from __future__ import annotations
 
 import asyncio
+import contextlib
+import logging
 import os
 import socket
 import zlib
+from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -37,6 +40,8 @@ from nats.js.errors import BadRequestError, NotFoundError, ServiceUnavailableErr
 from nats.js.kv import KeyValue
 
 from engine.errors import ConfigError
+
+log = logging.getLogger(__name__)
 
 DEV_STREAM = "EM_DEV"
 PART_STREAM = "EM_PART"
@@ -181,6 +186,20 @@ async def connect_near(settings: NatsSettings, url: str, name: str) -> NATS:
 def device_subjects(prefix: str) -> list[str]:
     """What devices and the centre publish: EM_DEV's subjects and the intake's core ones."""
     return [f"{prefix}.dev.>", "owntracks.>", f"{prefix}.ack"]
+
+
+async def follow_until(stop: asyncio.Event, follow: Callable[[asyncio.Event], Awaitable[None]], what: str,
+                       retry_s: float = 1.0) -> None:
+    """Run ``follow(stop)`` until ``stop``, starting it again ``retry_s`` after it fails: a read
+    model fed from the cluster (a stream, a bucket) must outlast a moment without a JetStream
+    leader, and its failure is never a reason to stop evaluating."""
+    while not stop.is_set():
+        try:
+            await follow(stop)
+        except Exception as exc:
+            log.warning("%s failed (%r); restarting it", what, exc)
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(stop.wait(), retry_s)
 
 
 async def ensure_setup(js: JetStreamContext, settings: NatsSettings, *, within_s: float = 30.0) -> None:
