@@ -70,21 +70,6 @@ from geo.projection import Projector  # noqa: E402
 from tests.integration import nats_procs, procs  # noqa: E402
 
 
-def single_node(tmp: Path) -> nats_procs.NatsCluster:
-    """One nats-server with JetStream (and an MQTT listener the cluster type expects)."""
-    from engine.runtime.broker import free_port
-
-    client, mqtt = free_port(), free_port()
-    store = tmp / "nats-n1"
-    store.mkdir(exist_ok=True)
-    conf = tmp / "nats-n1.conf"
-    conf.write_text(f"server_name: n1\nlisten: 127.0.0.1:{client}\n"
-                    f"jetstream {{ store_dir: \"{store}\", max_memory_store: 256MB, max_file_store: 8GB }}\n"
-                    f"mqtt {{ listen: 127.0.0.1:{mqtt} }}\n")
-    proc = procs.Proc([nats_procs.nats_server_binary(), "-c", str(conf)], client, log=tmp / "nats-n1.log")
-    return nats_procs.NatsCluster([nats_procs.NatsNode("n1", proc, mqtt, 0)])
-
-
 async def commits(port: int) -> int:
     """Scripts Redis ran so far: one per committed batch (the fenced commit is a Lua script)."""
     import redis.asyncio as aioredis
@@ -153,7 +138,7 @@ async def publish(nc: Any, stream: list[tuple[str, bytes, bytes]], rate: float,
 async def run_pass(args: argparse.Namespace, n_workers: int, rate: float, tmp: Path,
                    stream: list[tuple[str, bytes, bytes]], doc: dict[str, Any],
                    warm: list[tuple[str, bytes, bytes]]) -> Result:
-    cluster, redis = single_node(tmp), procs.redis(tmp)
+    cluster, redis = nats_procs.single_node(tmp), procs.redis(tmp)
     orders = tmp / "orders.json"
     orders.write_text(json.dumps(doc))
     await cluster.start()

@@ -63,7 +63,6 @@ from ingest import build_engine  # noqa: E402
 from nats.js.api import KeyValueConfig, StorageType  # noqa: E402
 
 from engine.core.effects import StateDelta  # noqa: E402
-from engine.runtime.broker import free_port  # noqa: E402
 from engine.runtime.nats_store import PartitionStore  # noqa: E402
 from engine.tools.native import build_name  # noqa: E402
 from tests.integration import nats_procs, procs  # noqa: E402
@@ -168,20 +167,6 @@ async def run_redis(store: str, tmp: Path, parts: list[tuple[str, bytes]], sizes
     return out
 
 
-def nats_node(tmp: Path, sync_always: bool) -> nats_procs.NatsCluster:
-    """One nats-server with JetStream (an MQTT listener because NatsCluster waits for one)."""
-    client, mqtt = free_port(), free_port()
-    store = tmp / "nats-n1"
-    store.mkdir(exist_ok=True)
-    sync = "sync_interval: always, " if sync_always else ""
-    conf = tmp / "nats-n1.conf"
-    conf.write_text(f"server_name: n1\nlisten: 127.0.0.1:{client}\n"
-                    f"jetstream {{ {sync}store_dir: \"{store}\", max_memory_store: 64MB, max_file_store: 2GB }}\n"
-                    f"mqtt {{ listen: 127.0.0.1:{mqtt} }}\n")
-    proc = procs.Proc([nats_procs.nats_server_binary(), "-c", str(conf)], client, log=tmp / "nats-n1.log")
-    return nats_procs.NatsCluster([nats_procs.NatsNode("n1", proc, mqtt, 0)])
-
-
 _KEY_BAD = re.compile(r"[^-/_=.a-zA-Z0-9]")
 
 
@@ -193,7 +178,10 @@ def kv_key(case: str) -> str:
 async def run_kv(store: str, tmp: Path, parts: list[tuple[str, bytes]], sizes: list[int],
                  args: argparse.Namespace) -> list[Result]:
     replicas = 3 if store == "kv-r3" else 1
-    cluster = nats_procs.nats_cluster(tmp, 3) if replicas == 3 else nats_node(tmp, store == "kv-r1-sync")
+    if replicas == 3:
+        cluster = nats_procs.nats_cluster(tmp, 3)
+    else:
+        cluster = nats_procs.single_node(tmp, max_memory="64MB", max_file="2GB", sync_always=store == "kv-r1-sync")
     await cluster.start()
     nc = await nats.connect(servers=cluster.urls.split(","), max_reconnect_attempts=-1)
     out = []

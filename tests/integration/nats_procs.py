@@ -95,6 +95,24 @@ def nats_cluster(tmp: Path, size: int = 3) -> NatsCluster:
     return NatsCluster(nodes)
 
 
+def single_node(tmp: Path, *, max_memory: str = "256MB", max_file: str = "8GB",
+                sync_always: bool = False) -> NatsCluster:
+    """One nats-server with JetStream (and the MQTT listener ``NatsCluster`` waits for), for the
+    benchmarks: streams with one replica measure throughput, not the cluster.  ``sync_always``:
+    JetStream fsyncs every write (by default it syncs every 2 minutes)."""
+    client, mqtt = free_port(), free_port()
+    store = tmp / "nats-n1"
+    store.mkdir(exist_ok=True)
+    sync = "sync_interval: always, " if sync_always else ""
+    conf = tmp / "nats-n1.conf"
+    conf.write_text(f"server_name: n1\nlisten: 127.0.0.1:{client}\n"
+                    f"jetstream {{ {sync}store_dir: \"{store}\", max_memory_store: {max_memory}, "
+                    f"max_file_store: {max_file} }}\n"
+                    f"mqtt {{ listen: 127.0.0.1:{mqtt} }}\n")
+    proc = Proc([nats_server_binary(), "-c", str(conf)], client, log=tmp / "nats-n1.log")
+    return NatsCluster([NatsNode("n1", proc, mqtt, 0)])
+
+
 def worker(tmp: Path, cluster: NatsCluster, redis_port: int, orders: Path, worker_id: str,
            **extra_env: str) -> Proc:
     """``emguard serve --transport nats``: one worker (with an intake replica) and its centre
