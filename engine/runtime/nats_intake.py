@@ -201,7 +201,9 @@ class Intake:
                 log.exception("fast path could not route %s", subject)
                 return
             # an operator action or dead letters: published on their own, retried until stored
-            task = asyncio.create_task(self._until_stored(subject, data, arrival, stop))
+            send = (lambda: self._forward_action(subject, data, arrival)) if routed is None else \
+                (lambda: self._dead_letter(subject, data, routed))
+            task = asyncio.create_task(self._until_stored(subject, send, stop))
             retrying.add(task)
             task.add_done_callback(retrying.discard)
 
@@ -220,7 +222,7 @@ class Intake:
         """Route one message of the stream path; returns once its copy is stored."""
         topic = subject_to_topic(subject)
         if topic == self.ack_topic:
-            await self._forward(subject, data, arrival)
+            await self._forward_action(subject, data, arrival)
             return
         routed = self.router.route(topic, data, arrival)
         if routed.partition is None:
@@ -234,11 +236,12 @@ class Intake:
         await self.js.publish(partition_subject(partition), data,
                               headers={"Nats-Msg-Id": ident, BUNDLE_HEADER: BUNDLE_VERSION})
 
-    async def _until_stored(self, subject: str, data: bytes, arrival: float, stop: asyncio.Event) -> None:
+    async def _until_stored(self, subject: str, send: Callable[[], Awaitable[None]], stop: asyncio.Event) -> None:
+        """The fast path's publish of something not bundled, retried until stored or ``stop``."""
         backoff = 0.1
         while not stop.is_set():
             try:
-                await self._forward(subject, data, arrival)
+                await send()
                 return
             except (nats.errors.Error, OSError, TimeoutError) as exc:
                 log.info("fast path: %s not stored yet (%r); retrying", subject, exc)
@@ -248,17 +251,17 @@ class Intake:
             await asyncio.sleep(backoff)
             backoff = min(2 * backoff, RETRY_MAX_S)
 
-    async def _forward(self, subject: str, data: bytes, arrival: float) -> None:
-        """An operator action (or any message routed on its own) with its own ``Nats-Msg-Id``."""
-        topic = subject_to_topic(subject)
-        routed = await self._route_ack(data, arrival) if topic == self.ack_topic else \
-            self.router.route(topic, data, arrival)
+    async def _forward_action(self, subject: str, data: bytes, arrival: float) -> None:
+        """An operator action (``em/ack``), published on its own with its own ``Nats-Msg-Id``
+        to its alert's partition, or dead-lettered."""
+        routed = await self._route_ack(data, arrival)
         if routed.partition is None:
             await self._dead_letter(subject, data, routed)
             return
         await self.js.publish(
             partition_subject(routed.partition), data,
-            headers={"Nats-Msg-Id": dedup_id(subject, data), TOPIC_HEADER: topic, ARRIVAL_HEADER: f"{arrival:.3f}"},
+            headers={"Nats-Msg-Id": dedup_id(subject, data), TOPIC_HEADER: self.ack_topic,
+                     ARRIVAL_HEADER: f"{arrival:.3f}"},
         )
         self.actions_routed += 1
 
